@@ -1,0 +1,80 @@
+"""Diagnostics against closed forms: spectral radius, Hutchinson Jacobian norm, empirical Lipschitz."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import solvers
+from helpers import contraction
+
+
+def linear(z, a):
+    return z @ a.T
+
+
+def test_spectral_radius_of_symmetric_linear_map():
+    a = jnp.asarray(contraction(10, 0.0, seed=0, eigs=np.linspace(-0.3, 0.85, 10)))
+    rho = solvers.spectral_radius(linear, jnp.zeros((3, 10)), a, iters=200)
+    assert rho.shape == (3,)
+    np.testing.assert_allclose(rho, 0.85, rtol=1e-3)
+
+
+def test_spectral_radius_with_complex_dominant_pair():
+    """A rotation-scaling block has eigenvalues 0.9 e^{+-i theta}; the geometric mean is robust to it."""
+    c, s = 0.9 * np.cos(0.7), 0.9 * np.sin(0.7)
+    a = np.zeros((4, 4))
+    a[:2, :2] = [[c, -s], [s, c]]
+    a[2:, 2:] = np.diag([0.3, -0.2])
+    rho = solvers.spectral_radius(linear, jnp.zeros((2, 4)), jnp.asarray(a), iters=200)
+    np.testing.assert_allclose(rho, 0.9, rtol=1e-3)
+
+
+def test_spectral_radius_of_nonlinear_map_uses_the_local_jacobian():
+    a = jnp.asarray(contraction(6, 0.0, seed=1, eigs=np.linspace(0.1, 0.8, 6)))
+    z = jnp.full((1, 6), 3.0)  # tanh' is small there
+
+    def g(z, a):
+        return jnp.tanh(z) @ a.T
+
+    jac = jax.jacobian(lambda v: g(v[None], a)[0])(z[0])
+    expected = np.max(np.abs(np.linalg.eigvals(np.asarray(jac))))
+    np.testing.assert_allclose(solvers.spectral_radius(g, z, a, iters=300), expected, rtol=1e-3)
+
+
+def test_jacobian_frobenius_is_unbiased_and_differentiable():
+    a = jnp.asarray(np.random.default_rng(2).normal(size=(5, 5)))
+    est = solvers.jacobian_frobenius(linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(0),
+                                     samples=4000)
+    assert est.shape == (2,)
+    np.testing.assert_allclose(est, float(jnp.sum(a ** 2)), rtol=0.05)
+
+    # gradient w.r.t. the parameters equals that of the (fixed-noise) estimator, 2 A E[eps eps^T] ~ 2 A
+    grad = jax.grad(lambda a: jnp.mean(solvers.jacobian_frobenius(
+        linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(1), samples=4000)))(a)
+    np.testing.assert_allclose(grad, 2 * a, atol=0.25 * float(jnp.abs(a).max()))
+
+
+def test_empirical_lipschitz_of_linear_map():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 4))
+    u, s, vt = np.linalg.svd(a)
+    x = jnp.asarray(rng.normal(size=(3, 4)))
+    deltas = jnp.asarray(rng.normal(size=(16, 3, 4))) * 1e-3
+    deltas = deltas.at[0].set(jnp.broadcast_to(1e-3 * vt[0], (3, 4)))  # the top right singular vector
+    est = solvers.empirical_lipschitz(lambda x: x @ jnp.asarray(a).T, x, deltas)
+    assert est.ratios.shape == (16, 3)
+    np.testing.assert_allclose(est.max, s[0], rtol=1e-9)
+    assert s[-1] - 1e-9 <= float(est.ratios.min()) and float(est.mean) < s[0]
+
+
+def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout():
+    """Lip(z_t) of a contraction with input injection follows L (1 - mu^t) / (1 - mu) for linear maps."""
+    mu = 0.8
+    a = jnp.asarray(mu * np.eye(3))
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3)))
+    deltas = jnp.asarray(np.random.default_rng(5).normal(size=(4, 2, 3)))
+    for t in [1, 3, 10]:
+        g = lambda x, t=t: solvers.iterate(lambda z, x: z @ a.T + x, jnp.zeros_like(x), x, steps=t,
+                                           tol=0.0)[-1]
+        est = solvers.empirical_lipschitz(g, x, deltas)
+        np.testing.assert_allclose(est.max, (1 - mu ** t) / (1 - mu), rtol=1e-10)
