@@ -27,11 +27,12 @@ class IterationConfig(NamedTuple):
 
 
 def reject_unknown_kwargs(func: str, kwargs: dict, valid: tuple[str, ...]) -> None:
-    """Raise TypeError naming every unknown keyword and the closest valid one."""
-    if not kwargs:
+    """Raise TypeError naming every keyword not in ``valid`` and the closest valid one."""
+    unknown = [key for key in kwargs if key not in valid]
+    if not unknown:
         return
     parts = []
-    for key in kwargs:
+    for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)
         parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     raise TypeError(f"{func}() got unknown keyword argument(s) {', '.join(parts)}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -9,8 +10,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _loop
-from ._options import (GRADS, check_batch_axis, check_choice, check_float, check_int,
-                       check_output_like_input, make_config, reject_unknown_kwargs)
+from ._options import (GRADS, IterationConfig, check_batch_axis, check_choice, check_float,
+                       check_int, check_output_like_input, make_config, reject_unknown_kwargs)
 from ._pytree import BatchedRavel
 
 
@@ -87,17 +88,12 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
       >>> # z ~= 2 everywhere; info.converged.all() == True
     """
     reject_unknown_kwargs("fixed_point", unknown, _OPTIONS)
-    cfg = make_config(method=method, max_iter=max_iter, tol=tol, stop=stop, damping=damping,
-                      memory=memory, ridge=ridge)
-    grad = check_choice("grad", grad, GRADS)
-    bwd_cfg = cfg._replace(
-        max_iter=cfg.max_iter if grad_max_iter is None else check_int("grad_max_iter", grad_max_iter, 1),
-        tol=cfg.tol if grad_tol is None else check_float("grad_tol", grad_tol, low=0.0,
-                                                         low_inclusive=False))
-    phantom_steps = check_int("phantom_steps", phantom_steps, 1)
-    if not isinstance(record, bool):
-        raise TypeError(f"record must be True or False, got {record!r}.")
-    rav = BatchedRavel.from_tree(z0, check_batch_axis(batch_axis))
+    opts = _validated(method=method, max_iter=max_iter, tol=tol, stop=stop, batch_axis=batch_axis,
+                      damping=damping, memory=memory, ridge=ridge, grad=grad,
+                      grad_max_iter=grad_max_iter, grad_tol=grad_tol, phantom_steps=phantom_steps,
+                      record=record)
+    cfg, bwd_cfg, grad, record = opts.cfg, opts.bwd_cfg, opts.grad, opts.record
+    rav = BatchedRavel.from_tree(z0, opts.batch_axis)
     check_output_like_input(f, z0, args)
 
     def flat_f(zmat, *a):
@@ -111,7 +107,7 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
         frozen = lax.stop_gradient((z0m, args))
         s = _loop.run_while(lambda z: flat_f(z, *frozen[1]), frozen[0], cfg, record)
         z = s.z
-        for _ in range(phantom_steps):
+        for _ in range(opts.phantom_steps):
             z = z + cfg.damping * (flat_f(z, *args) - z)
     else:
         z, s = _solve_ift(flat_f, z0m, args, cfg, bwd_cfg, record)
@@ -119,6 +115,41 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
                       rav.per_sample(s.converged),
                       None if s.trace is None else rav.per_sample(s.trace))
     return rav.unravel(z), info
+
+
+class _Options(NamedTuple):
+    cfg: IterationConfig
+    bwd_cfg: IterationConfig
+    grad: str
+    phantom_steps: int
+    record: bool
+    batch_axis: Optional[int]
+
+
+def _validated(*, method, max_iter, tol, stop, batch_axis, damping, memory, ridge, grad, grad_max_iter,
+               grad_tol, phantom_steps, record) -> _Options:
+    cfg = make_config(method=method, max_iter=max_iter, tol=tol, stop=stop, damping=damping,
+                      memory=memory, ridge=ridge)
+    bwd_cfg = cfg._replace(
+        max_iter=cfg.max_iter if grad_max_iter is None else check_int("grad_max_iter", grad_max_iter, 1),
+        tol=cfg.tol if grad_tol is None else check_float("grad_tol", grad_tol, low=0.0,
+                                                         low_inclusive=False))
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be True or False, got {record!r}.")
+    return _Options(cfg, bwd_cfg, check_choice("grad", grad, GRADS),
+                    check_int("phantom_steps", phantom_steps, 1), record, check_batch_axis(batch_axis))
+
+
+def check_options(**options) -> None:
+    """Validate ``fixed_point`` keyword options without solving anything.
+
+    Raises the same TypeError / ValueError that ``fixed_point`` would, so that a
+    configuration object can fail when it is built rather than at its first use.
+    """
+    reject_unknown_kwargs("fixed_point", options, _OPTIONS)
+    defaults = {name: p.default for name, p in inspect.signature(fixed_point).parameters.items()
+                if name in _OPTIONS}
+    _validated(**{**defaults, **options})
 
 
 def _solve_ift(flat_f, z0m, args, cfg, bwd_cfg, record):

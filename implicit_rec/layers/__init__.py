@@ -1,0 +1,18 @@
+"""Implicit layers in Flax NNX: weight-tied cells solved to a fixed point by ``solvers``."""
+
+from .cells import MLPCell, SequenceCell
+from .implicit import ImplicitLayer, LayerInfo, fixed_point_correction_loss
+from .solver_config import SolverConfig
+from .weights import PARAMETERIZATIONS, PowerIterationState, StateLinear
+
+__all__ = [
+    "ImplicitLayer",
+    "LayerInfo",
+    "MLPCell",
+    "SequenceCell",
+    "SolverConfig",
+    "StateLinear",
+    "PowerIterationState",
+    "PARAMETERIZATIONS",
+    "fixed_point_correction_loss",
+]

@@ -1,0 +1,216 @@
+"""ImplicitLayer: the fixed point z* = cell(z*, x) as an NNX module, with its training machinery."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import solvers
+
+from .solver_config import SolverConfig
+
+Z0_MODES = ("zeros", "learned")
+
+
+class StepCounter(nnx.Variable):
+    """Training calls seen so far (drives the unrolled warm-up); not trainable."""
+
+
+class LayerInfo(NamedTuple):
+    """What an ImplicitLayer reports besides z*.
+
+    residual, nstep, converged: per sample (B,), from the solver.
+    converged_fraction, mean_nstep, mean_residual: scalars for logging.
+    jacobian_penalty: scalar Hutchinson estimate of ||df/dz||_F^2 / d_state at z*
+      (training with ``jacobian_penalty=True`` only; else None). Add
+      ``weight * info.jacobian_penalty`` to the loss.
+    correction_states: (N, B, d_state) states sampled along the solver trajectory,
+      each passed through one differentiable (phantom) application of the cell;
+      correction_weights (N,) increasing weights summing to 1 (training with
+      ``correction_states=N > 0`` only). See ``fixed_point_correction_loss``.
+    """
+
+    residual: jax.Array
+    nstep: jax.Array
+    converged: jax.Array
+    converged_fraction: jax.Array
+    mean_nstep: jax.Array
+    mean_residual: jax.Array
+    jacobian_penalty: Optional[jax.Array] = None
+    correction_states: Optional[jax.Array] = None
+    correction_weights: Optional[jax.Array] = None
+
+
+class ImplicitLayer(nnx.Module):
+    """z* = cell(z*, x), solved by ``solvers.fixed_point`` with the cell's parameters as explicit args.
+
+    Args:
+      cell: an NNX module with ``prepare(x) -> ctx`` and ``__call__(z, ctx) -> z``
+        (see ``cells``); z has shape (B, d_state).
+      d_state: state size.
+      rngs: random streams (parameters of a learned initial state; the
+        Hutchinson noise of the Jacobian penalty).
+      train_solver, eval_solver: :class:`SolverConfig` used in training mode
+        (``layer.train()``, the default) and evaluation mode (``layer.eval()``).
+        Both are plain attributes: set ``layer.eval_solver`` on a trained layer to
+        spend more (or fewer) iterations at test time, without retraining.
+      z0: ``"zeros"`` or ``"learned"`` (z0 = tanh(A c) with c the cell's input injection).
+      jacobian_penalty: compute the Jacobian Frobenius estimate in training (off by default).
+      jacobian_samples: Hutchinson samples for it.
+      correction_states: number N of trajectory states for the fixed-point
+        correction loss in training (0 = off).
+      warmup_steps, warmup_iters: the first ``warmup_steps`` training calls use
+        ``warmup_iters`` unrolled iterations (grad="unroll") instead of the
+        implicit solve (0 = off), as DEQ practitioners warm up.
+
+    Calling ``layer(x)`` returns ``(z_star, LayerInfo)``.
+    """
+
+    def __init__(self, cell: nnx.Module, d_state: int, *, rngs: nnx.Rngs,
+                 train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None,
+                 z0: str = "zeros", jacobian_penalty: bool = False, jacobian_samples: int = 1,
+                 correction_states: int = 0, warmup_steps: int = 0, warmup_iters: int = 6):
+        if z0 not in Z0_MODES:
+            raise ValueError(f"z0={z0!r} is not supported; choose 'zeros' or 'learned'.")
+        for name, value, low in [("jacobian_samples", jacobian_samples, 1),
+                                 ("correction_states", correction_states, 0),
+                                 ("warmup_steps", warmup_steps, 0), ("warmup_iters", warmup_iters, 1)]:
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        for name, value in [("train_solver", train_solver), ("eval_solver", eval_solver)]:
+            if value is not None and not isinstance(value, SolverConfig):
+                raise TypeError(f"{name} must be a SolverConfig, got {type(value).__name__}.")
+        self.cell = cell
+        self.d_state = d_state
+        self.train_solver = train_solver or SolverConfig()
+        self.eval_solver = eval_solver or self.train_solver
+        self.z0_mode = z0
+        self.z0_proj = nnx.Linear(d_state, d_state, rngs=rngs) if z0 == "learned" else None
+        self.jacobian_penalty = jacobian_penalty
+        self.jacobian_samples = jacobian_samples
+        self.correction_states = correction_states
+        self.warmup_steps = warmup_steps
+        self.warmup_iters = warmup_iters
+        self.steps = StepCounter(jnp.zeros((), jnp.int32))
+        self.rngs = rngs
+        self.deterministic = False  # set by .train() / .eval()
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _functional_cell(self):
+        """(f, params) with f(z, params, ctx) a pure function of the cell's parameters."""
+        graphdef, params, rest = nnx.split(self.cell, nnx.Param, ...)
+
+        def f(z, params, ctx):
+            return nnx.merge(graphdef, params, rest)(z, ctx)
+
+        return f, params
+
+    def _initial_state(self, ctx: dict) -> jax.Array:
+        injection = ctx["injection"]
+        if self.z0_proj is None:
+            return jnp.zeros((injection.shape[0], self.d_state), injection.dtype)
+        return jnp.tanh(self.z0_proj(injection))
+
+    @property
+    def solver(self) -> SolverConfig:
+        """The settings in force: eval_solver after ``.eval()``, train_solver otherwise."""
+        return self.eval_solver if self.deterministic else self.train_solver
+
+    # -- forward ------------------------------------------------------------------------------
+    def __call__(self, x: Any, *, solver: Optional[SolverConfig] = None):
+        """Solve for z*; ``solver`` overrides the mode's settings for this call."""
+        config = solver or self.solver
+        ctx = self.cell.prepare(x)
+        f, params = self._functional_cell()
+        z0 = self._initial_state(ctx)
+        training = not self.deterministic
+
+        def implicit(params, ctx, z0):
+            return solvers.fixed_point(f, z0, params, ctx, **config.as_kwargs())
+
+        if training and self.warmup_steps > 0:
+            def unrolled(params, ctx, z0):
+                return solvers.fixed_point(f, z0, params, ctx, **config.replace(
+                    grad="unroll", max_iter=self.warmup_iters).as_kwargs())
+
+            z, sinfo = jax.lax.cond(self.steps[...] < self.warmup_steps, unrolled, implicit,
+                                    params, ctx, z0)
+        else:
+            z, sinfo = implicit(params, ctx, z0)
+        if training:
+            self.steps[...] = self.steps[...] + 1
+
+        info = LayerInfo(sinfo.residual, sinfo.nstep, sinfo.converged,
+                         jnp.mean(sinfo.converged.astype(z.dtype)),
+                         jnp.mean(sinfo.nstep.astype(z.dtype)), jnp.mean(sinfo.residual))
+        if training and self.jacobian_penalty:
+            est = solvers.jacobian_frobenius(f, z, params, ctx, key=self.rngs.jacobian(),
+                                             samples=self.jacobian_samples)
+            info = info._replace(jacobian_penalty=jnp.mean(est) / self.d_state)
+        if training and self.correction_states:
+            info = info._replace(**self._correction(f, params, ctx, z0, config))
+        return z, info
+
+    def _correction(self, f, params, ctx, z0, config: SolverConfig) -> dict:
+        """States at N evenly spaced iterations of a (gradient-free) Picard/Anderson run,
+        each followed by one differentiable application of f; weights grow linearly."""
+        steps = config.max_iter
+        n = self.correction_states
+        traj = solvers.iterate(f, jax.lax.stop_gradient(z0), jax.lax.stop_gradient(params),
+                               jax.lax.stop_gradient(ctx), steps=steps, method=config.method,
+                               tol=config.tol, stop=config.stop, damping=config.damping,
+                               memory=config.memory, ridge=config.ridge)
+        picks = jnp.linspace(steps / n, steps, n).round().astype(jnp.int32)
+        states = jax.vmap(lambda zk: f(zk, params, ctx))(jax.lax.stop_gradient(traj[picks]))
+        weights = jnp.arange(1, n + 1, dtype=states.dtype)
+        return {"correction_states": states, "correction_weights": weights / jnp.sum(weights)}
+
+    # -- analysis -----------------------------------------------------------------------------
+    def trajectory(self, x: Any, steps: int, readout: Optional[Callable] = None,
+                   method: Optional[str] = None) -> Any:
+        """``readout(z_k)`` for k = 0..steps in one pass (leading axis steps + 1).
+
+        Uses the current mode's solver settings (``method`` overrides the method);
+        the iterates equal those of ``layer(x)`` with ``max_iter=k``. Does not update
+        any state (no power-iteration step, no step count).
+        """
+        config = self.solver
+        ctx = self._prepare_frozen(x)
+        f, params = self._functional_cell()
+        return solvers.iterate(f, self._initial_state(ctx), params, ctx, steps=steps,
+                               method=method or config.method, readout=readout, tol=config.tol,
+                               stop=config.stop, damping=config.damping, memory=config.memory,
+                               ridge=config.ridge)
+
+    def spectral_radius(self, x: Any, z: Optional[jax.Array] = None, iters: int = 30) -> jax.Array:
+        """Per-sample spectral radius of d cell / dz at z (default: the eval fixed point), shape (B,)."""
+        ctx = self._prepare_frozen(x)
+        f, params = self._functional_cell()
+        if z is None:
+            z, _ = solvers.fixed_point(f, self._initial_state(ctx), params, ctx,
+                                       **self.eval_solver.as_kwargs())
+        return solvers.spectral_radius(f, z, params, ctx, iters=iters)
+
+    def _prepare_frozen(self, x: Any) -> dict:
+        """cell.prepare in evaluation mode (no state updates), restoring the mode afterwards."""
+        modes = {id(m): m.deterministic for _, m in nnx.iter_graph(self.cell)
+                 if isinstance(m, nnx.Module) and hasattr(m, "deterministic")}
+        self.cell.eval()
+        try:
+            return self.cell.prepare(x)
+        finally:
+            for _, m in nnx.iter_graph(self.cell):
+                if isinstance(m, nnx.Module) and id(m) in modes:
+                    m.deterministic = modes[id(m)]
+
+
+def fixed_point_correction_loss(info: LayerInfo, loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """sum_k w_k loss_fn(z_k) over the correction states of ``info`` (weights increase with k)."""
+    if info.correction_states is None:
+        raise ValueError("info has no correction states: build the layer with correction_states=N > 0 "
+                         "and call it in training mode.")
+    losses = jax.vmap(loss_fn)(info.correction_states)
+    return jnp.sum(info.correction_weights * losses)
