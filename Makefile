@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.solvers
+	$(BIN)/python -m benchmarks.layers
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,49 @@
+"""Shared benchmark utilities: round-robin timing, compiled memory, atomic result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_times(thunks: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Warm up every thunk, then time them round-robin; median seconds per thunk.
+
+    Round-robin repeats in one process make the alternatives see the same machine
+    noise, so their ratios are meaningful on a shared machine.
+    """
+    for fn in thunks.values():
+        jax.block_until_ready(fn())
+    samples = {name: [] for name in thunks}
+    for _ in range(repeats):
+        for name, fn in thunks.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def compiled_temp_bytes(fn: Callable, *args) -> int:
+    """XLA's temporary buffer size for jit(fn)(*args): deterministic, compiled only."""
+    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def machine_info(**extra) -> dict:
+    return dict(platform=platform.platform(), python=sys.version.split()[0], jax=jax.__version__,
+                backend=jax.default_backend(), cpu_count=os.cpu_count(), **extra)

@@ -1,0 +1,216 @@
+"""The canonical encoded form of every dataset: an event table, cached on disk as .npy files.
+
+One row per impression. Columns (all numpy arrays with N rows):
+
+- ``user`` (N,) int64: encoded user id (>= 2; 0 = padding, 1 = out-of-vocabulary);
+- ``time`` (N,) int64: the order key (a timestamp, or the row order where the source has none);
+  events of one user are ordered by it; equal times mean "same moment";
+- ``day`` (N,) int16: the time window an event falls in (used for FM / VM / test windows);
+- ``split`` (N,) int8: 0 train, 1 validation, 2 test;
+- ``label`` (N,) float32 in {0, 1};
+- one (N,) int32 column per categorical feature (0 pad, 1 OOV, >= 2 known ids);
+- one (N,) float32 column per numeric feature;
+- one (N, max_len) int32 column per behaviour sequence, pre-padded with 0 (oldest first,
+  newest last), sharing the vocabulary named in its spec.
+
+The schema and vocabulary sizes live in ``meta.json`` beside the arrays. Arrays are
+memory-mapped on load, so batches are read without loading the table into memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+PAD, OOV = 0, 1
+SPLITS = {"train": 0, "valid": 1, "test": 2}
+BASE_COLUMNS = ("user", "time", "day", "split", "label")
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    """Which columns an event table has and how they are encoded.
+
+    categorical: names of categorical columns; the first ones are conventionally the user
+      profile, then the candidate item fields, then context.
+    item: the subset of ``categorical`` that describes the candidate item (used for
+      item-only embeddings and target attention).
+    numeric: names of float columns.
+    sequences: name -> vocabulary it shares (a categorical column name), e.g.
+      ``{"cate_his": "cate_id"}``.
+    max_len: padded length of every sequence column.
+    """
+
+    categorical: tuple[str, ...]
+    item: tuple[str, ...]
+    numeric: tuple[str, ...] = ()
+    sequences: tuple[tuple[str, str], ...] = ()
+    max_len: int = 50
+
+    def __post_init__(self):
+        unknown_items = set(self.item) - set(self.categorical)
+        if unknown_items:
+            raise ValueError(f"item fields {sorted(unknown_items)} are not categorical columns.")
+        for seq, vocab in self.sequences:
+            if vocab not in self.categorical:
+                raise ValueError(f"sequence {seq!r} shares vocabulary {vocab!r}, which is not a "
+                                 "categorical column.")
+
+    @property
+    def sequence_vocab(self) -> dict[str, str]:
+        return dict(self.sequences)
+
+    def to_json(self) -> dict:
+        return {"categorical": list(self.categorical), "item": list(self.item),
+                "numeric": list(self.numeric), "sequences": [list(p) for p in self.sequences],
+                "max_len": self.max_len}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Schema":
+        return cls(tuple(d["categorical"]), tuple(d["item"]), tuple(d["numeric"]),
+                   tuple(tuple(p) for p in d["sequences"]), int(d["max_len"]))
+
+
+@dataclasses.dataclass
+class EventTable:
+    """An encoded event table (see module docstring). ``columns`` maps names to arrays."""
+
+    schema: Schema
+    columns: dict[str, np.ndarray]
+    vocab_sizes: dict[str, int]  # categorical column -> size including PAD and OOV
+    name: str = "events"
+    info: dict = dataclasses.field(default_factory=dict)  # free-form provenance (source, skips, ...)
+
+    def __post_init__(self):
+        needed = list(BASE_COLUMNS) + list(self.schema.categorical) + list(self.schema.numeric) + [
+            s for s, _ in self.schema.sequences]
+        missing = [c for c in needed if c not in self.columns]
+        if missing:
+            raise ValueError(f"event table {self.name!r} lacks columns {missing}.")
+        n = len(self.columns["label"])
+        for c in needed:
+            if len(self.columns[c]) != n:
+                raise ValueError(f"column {c!r} has {len(self.columns[c])} rows, expected {n}.")
+        for s, _ in self.schema.sequences:
+            if self.columns[s].ndim != 2 or self.columns[s].shape[1] != self.schema.max_len:
+                raise ValueError(f"sequence column {s!r} must have shape (N, {self.schema.max_len}), "
+                                 f"got {self.columns[s].shape}.")
+        for c in self.schema.categorical:
+            if c not in self.vocab_sizes:
+                raise ValueError(f"no vocabulary size for categorical column {c!r}.")
+
+    def __len__(self) -> int:
+        return len(self.columns["label"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of a split ('train', 'valid', 'test'), in time order within users."""
+        return np.flatnonzero(np.asarray(self.columns["split"]) == SPLITS[split])
+
+    def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch: every column at the given rows (reads only those rows of memory maps)."""
+        index = np.asarray(index)
+        return {name: np.asarray(col[index]) for name, col in self.columns.items()}
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write arrays and meta.json to ``directory`` atomically (temp dir, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
+        try:
+            for name, col in self.columns.items():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(col), allow_pickle=False)
+            meta = {"format": FORMAT_VERSION, "name": self.name, "rows": len(self),
+                    "schema": self.schema.to_json(), "vocab_sizes": self.vocab_sizes,
+                    "columns": sorted(self.columns), "info": self.info}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "EventTable":
+        directory = Path(directory)
+        meta_path = directory / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{directory} is not an event-table cache (no meta.json).")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: unsupported cache format {meta.get('format')!r}; "
+                             "delete the directory to rebuild it.")
+        columns = {name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None,
+                                 allow_pickle=False) for name in meta["columns"]}
+        return cls(Schema.from_json(meta["schema"]), columns, meta["vocab_sizes"], meta["name"],
+                   meta.get("info", {}))
+
+
+def batches(table: EventTable, rows: np.ndarray, batch_size: int, *, shuffle: bool = False,
+            seed: int = 0, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Yield dict batches of ``table`` over ``rows`` (optionally shuffled, deterministic by seed).
+
+    Only the rows of one batch are read at a time, so memory-mapped tables stream.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    rows = np.asarray(rows)
+    if shuffle:
+        rows = np.random.default_rng(seed).permutation(rows)
+    stop = len(rows) - (len(rows) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        chunk = rows[start:start + batch_size]
+        order = np.argsort(chunk, kind="stable")  # sequential reads from the memory maps
+        batch = table.take(chunk[order])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        yield {k: v[inverse] for k, v in batch.items()}
+
+
+class HistoryIndex:
+    """Point-in-time lookup: the same user's last L eligible events strictly before a given event.
+
+    Built once from (users, times) of all events (O(N log N)); ``lookup(rows, L)``
+    answers for any subset of events, so a batch's histories are computed on the fly
+    without an (N, L) array in memory. An event never sees itself, events at the same
+    time, or later events. ``eligible`` (N,) bool restricts which events may appear in
+    histories (e.g. only the events the FM logged).
+    """
+
+    def __init__(self, users: np.ndarray, times: np.ndarray, eligible: Optional[np.ndarray] = None):
+        users = np.asarray(users, np.int64)
+        times = np.asarray(times)
+        n = len(users)
+        eligible = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+        _, time_rank = np.unique(times, return_inverse=True)
+        self._stride = np.int64(n + 1)
+        self._key = users * self._stride + time_rank.astype(np.int64)  # lexicographic (user, time)
+        self._user_key = users * self._stride
+        cand = np.flatnonzero(eligible)
+        order = np.argsort(self._key[cand], kind="stable")
+        self._cand = cand[order]
+        self._cand_key = self._key[self._cand]
+
+    def lookup(self, rows: np.ndarray, length: int) -> np.ndarray:
+        """(len(rows), length) int64 event indices, oldest first, pre-padded with -1."""
+        rows = np.asarray(rows, np.int64)
+        end = np.searchsorted(self._cand_key, self._key[rows], side="left")
+        start = np.searchsorted(self._cand_key, self._user_key[rows], side="left")
+        pos = end[:, None] - length + np.arange(length)[None, :]
+        valid = pos >= start[:, None]
+        if len(self._cand) == 0:
+            return np.full((len(rows), length), -1, np.int64)
+        return np.where(valid, self._cand[np.clip(pos, 0, len(self._cand) - 1)], -1)
