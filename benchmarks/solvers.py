@@ -38,7 +38,6 @@ import argparse
 import json
 import time
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import jax
