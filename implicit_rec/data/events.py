@@ -131,10 +131,8 @@ class EventTable:
         try:
             for name, col in self.columns.items():
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(col), allow_pickle=False)
-            meta = {"format": FORMAT_VERSION, "name": self.name, "rows": len(self),
-                    "schema": self.schema.to_json(), "vocab_sizes": self.vocab_sizes,
-                    "columns": sorted(self.columns), "info": self.info}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            write_meta(tmp, self.schema, self.vocab_sizes, sorted(self.columns), len(self), self.name,
+                       self.info)
             if directory.exists():
                 shutil.rmtree(directory)
             os.replace(tmp, directory)
@@ -157,6 +155,15 @@ class EventTable:
                                  allow_pickle=False) for name in meta["columns"]}
         return cls(Schema.from_json(meta["schema"]), columns, meta["vocab_sizes"], meta["name"],
                    meta.get("info", {}))
+
+
+def write_meta(directory: Path, schema: Schema, vocab_sizes: dict, columns: list[str], rows: int,
+               name: str, info: dict) -> None:
+    """Write meta.json of an event-table directory (the arrays are ``<column>.npy`` beside it)."""
+    meta = {"format": FORMAT_VERSION, "name": name, "rows": int(rows), "schema": schema.to_json(),
+            "vocab_sizes": {k: int(v) for k, v in vocab_sizes.items()}, "columns": list(columns),
+            "info": info}
+    (Path(directory) / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def batches(table: EventTable, rows: np.ndarray, batch_size: int, *, shuffle: bool = False,

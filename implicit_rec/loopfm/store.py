@@ -1,0 +1,104 @@
+"""The historical representation store: FM embeddings logged at past requests, read point-in-time.
+
+The FM runs once over the events it would have served (those from ``log_from`` on: after its own
+training window), and each event's representation — computed from that event's features and
+earlier history, never its label — is stored with its FM logit. A VM never runs the FM: for an
+event at time t it reads the same user's last L logged embeddings from events strictly before t.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data.events import EventTable, HistoryIndex
+
+KINDS = ("interaction", "item")
+
+
+class HistoricalStore:
+    """Logged FM outputs for a subset of a table's events, with a point-in-time history lookup.
+
+    embeddings (M, d) float16/float32, logits (M,) float32, rows (M,) the table rows they belong to.
+    """
+
+    def __init__(self, table: EventTable, rows: np.ndarray, embeddings: np.ndarray, logits: np.ndarray,
+                 kind: str = "interaction"):
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not supported; choose one of {', '.join(KINDS)}.")
+        rows = np.asarray(rows, np.int64)
+        if not (len(rows) == len(embeddings) == len(logits)):
+            raise ValueError("rows, embeddings and logits must have the same length.")
+        self.kind = kind
+        self.rows, self.embeddings, self.logits = rows, embeddings, np.asarray(logits, np.float32)
+        self.slot = np.full(len(table), -1, np.int64)
+        self.slot[rows] = np.arange(len(rows))
+        logged = self.slot >= 0
+        self.index = HistoryIndex(np.asarray(table["user"]), np.asarray(table["time"]), eligible=logged)
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @classmethod
+    def build(cls, fm_apply: Callable[[np.ndarray], dict], table: EventTable, rows: np.ndarray, *,
+              kind: str = "interaction", dtype=np.float16, batch_size: int = 2048) -> "HistoricalStore":
+        """Run ``fm_apply(rows) -> {"logit", "interaction", "item"}`` over ``rows`` and keep ``kind``."""
+        embs, logits = [], []
+        for start in range(0, len(rows), batch_size):
+            out = fm_apply(rows[start:start + batch_size])
+            embs.append(np.asarray(out[kind], dtype))
+            logits.append(np.asarray(out["logit"], np.float32))
+        return cls(table, rows, np.concatenate(embs), np.concatenate(logits), kind)
+
+    def history(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(len(rows), length, d) float32 embeddings of each event's last ``length`` logged predecessors
+        (oldest first, zero-padded) and the (len(rows), length) bool mask."""
+        prev = self.index.lookup(rows, length)
+        mask = prev >= 0
+        slots = self.slot[np.where(mask, prev, 0)]
+        emb = np.where(mask[..., None], self.embeddings[np.clip(slots, 0, None)].astype(np.float32), 0.0)
+        return emb, mask
+
+    def fm_logit(self, rows: np.ndarray) -> np.ndarray:
+        """The logged FM logit of each of ``rows`` (all must be logged events)."""
+        slots = self.slot[np.asarray(rows)]
+        if np.any(slots < 0):
+            raise KeyError("some rows were not logged by the FM (they precede the store's window).")
+        return self.logits[slots]
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
+        try:
+            for name in ("rows", "embeddings", "logits"):
+                np.save(tmp / f"{name}.npy", getattr(self, name), allow_pickle=False)
+            (tmp / "meta.json").write_text(json.dumps({"kind": self.kind, "dim": self.dim,
+                                                        "dtype": str(self.embeddings.dtype),
+                                                        "events": int(len(self.rows))}))
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, table: EventTable) -> "HistoricalStore":
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        arrays = {n: np.load(directory / f"{n}.npy", allow_pickle=False) for n in ("rows", "embeddings", "logits")}
+        return cls(table, arrays["rows"], arrays["embeddings"], arrays["logits"], meta["kind"])
+
+    @staticmethod
+    def size_on_disk(directory: str | os.PathLike) -> int:
+        return sum(f.stat().st_size for f in Path(directory).iterdir() if f.is_file())

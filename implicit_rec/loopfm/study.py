@@ -1,0 +1,171 @@
+"""The LoopFM study: FM on an early window, historical store, VMs x transfer variants x seeds, transfer ratios.
+
+Time discipline (defaults for the 8-day synthetic data): the FM trains on days 0-3 (its own
+validation is the last 10% of that window) and then "goes live": it logs a representation for
+every event from day 4 on. VMs train on days 4-6 (validation: the ``valid`` split at the end of
+training time), everything is tested on day 7. A VM's LoopFM feature for an event at time t is the
+same user's last L logged FM embeddings from events strictly before t; its KD target is the FM's
+logged logit for that event (the FM never saw the VM window's labels). No label of the VM window
+or the test day reaches any VM input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import metrics
+from ..data.events import SPLITS, EventTable
+from ..layers import SolverConfig
+from ..models.foundation import FoundationModel
+from ..models.training import TrainConfig, fit, predict
+from ..models.vertical import ARCHS, TRANSFERS, VerticalModel, bce_with_logits, vm_loss
+from .store import HistoricalStore
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    fm_days: tuple[int, int] = (0, 4)  # [start, end) days the FM trains on
+    vm_days: tuple[int, int] = (4, 7)  # [start, end) days the VMs train on
+    log_from_day: Optional[int] = None  # first day the FM logs (default: end of fm_days); later = fresher FM
+    fm_size: str = "medium"
+    fm_max_len: int = 200
+    vm_max_len: int = 50
+    history_len: int = 20  # L: logged FM embeddings per LoopFM feature
+    embedding: str = "interaction"  # or "item"
+    store_dtype: str = "float16"
+    archs: tuple[str, ...] = ARCHS
+    transfers: tuple[str, ...] = TRANSFERS
+    seeds: int = 1
+    fm_train: TrainConfig = TrainConfig(epochs=4, batch_size=256, learning_rate=2e-3)
+    vm_train: TrainConfig = TrainConfig(epochs=5, batch_size=256, learning_rate=3e-3)
+    implicit_train_iters: int = 10
+    implicit_eval_iters: int = 30
+
+
+def batch_converter(table: EventTable) -> Callable[[np.ndarray], dict]:
+    """rows -> dict of jnp arrays of the table's columns used by the models."""
+    names = list(table.schema.categorical) + list(table.schema.numeric) + [s for s, _ in table.schema.sequences]
+
+    def convert(rows):
+        rows = np.asarray(rows)
+        out = {n: jnp.asarray(np.asarray(table[n][rows])) for n in names}
+        out["label"] = jnp.asarray(np.asarray(table["label"][rows]), jnp.float32)
+        return out
+
+    return convert
+
+
+def window_rows(table: EventTable, split: str, days: tuple[int, int]) -> np.ndarray:
+    day = np.asarray(table["day"])
+    return np.flatnonzero((np.asarray(table["split"]) == SPLITS[split]) & (day >= days[0]) & (day < days[1]))
+
+
+def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
+    return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
+
+
+def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print) -> tuple[FoundationModel, dict]:
+    """Train the FM on its window; the last 10% of the window (by time) is its validation."""
+    rows = window_rows(table, "train", cfg.fm_days)
+    order = rows[np.argsort(np.asarray(table["time"][rows]), kind="stable")]
+    cut = int(0.9 * len(order))
+    fm_train, fm_valid = order[:cut], order[cut:]
+    fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(cfg.fm_train.seed),
+                         size=cfg.fm_size, max_len=cfg.fm_max_len)
+    convert = batch_converter(table)
+
+    def loss_fn(model, batch):
+        out = model(batch)
+        return bce_with_logits(out["logit"], batch["label"]), out
+
+    history = fit(fm, loss_fn, convert, fm_train, fm_valid, np.asarray(table["label"][fm_valid]),
+                  np.asarray(table["user"][fm_valid]), cfg.fm_train,
+                  progress=lambda r: log(f"  FM epoch {r['epoch']}: loss {r['train_loss']:.4f} "
+                                         f"valid AUC {r['valid_auc']:.4f}"))
+    return fm, history
+
+
+def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig) -> HistoricalStore:
+    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
+    rows = np.flatnonzero(np.asarray(table["day"]) >= log_from)
+    convert = batch_converter(table)
+    fm.eval()
+    apply = nnx.jit(lambda fm, batch: fm(batch))
+    return HistoricalStore.build(lambda r: apply(fm, convert(r)), table, rows, kind=cfg.embedding,
+                                 dtype=np.dtype(cfg.store_dtype))
+
+
+def vm_batches(table: EventTable, store: HistoricalStore, cfg: StudyConfig, transfer: str) -> Callable:
+    convert = batch_converter(table)
+
+    def make(rows):
+        batch = convert(rows)
+        if transfer.startswith("loopfm"):
+            emb, mask = store.history(np.asarray(rows), cfg.history_len)
+            batch["loopfm"], batch["loopfm_mask"] = jnp.asarray(emb), jnp.asarray(mask)
+        if transfer.endswith("kd"):
+            batch["fm_logit"] = jnp.asarray(store.fm_logit(np.asarray(rows)))
+        return batch
+
+    return make
+
+
+def make_vm(table: EventTable, store: HistoricalStore, cfg: StudyConfig, arch: str, transfer: str,
+            seed: int) -> VerticalModel:
+    return VerticalModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(seed), arch=arch,
+                         transfer=transfer, max_len=cfg.vm_max_len, fm_dim=store.dim,
+                         train_solver=SolverConfig(max_iter=cfg.implicit_train_iters, tol=1e-4),
+                         eval_solver=SolverConfig(max_iter=cfg.implicit_eval_iters, tol=1e-5))
+
+
+def train_vm(table, store, cfg, arch, transfer, seed, log=print):
+    """Train one VM; returns (model, fit history, batch function)."""
+    model = make_vm(table, store, cfg, arch, transfer, seed)
+    make = vm_batches(table, store, cfg, transfer)
+    train_rows = window_rows(table, "train", cfg.vm_days)
+    valid_rows = table.rows("valid")
+    tc = dataclasses.replace(cfg.vm_train, seed=seed)
+    hist = fit(model, lambda m, b: vm_loss(m, b, tc.kd_weight), make, train_rows, valid_rows,
+               np.asarray(table["label"][valid_rows]), np.asarray(table["user"][valid_rows]), tc)
+    return model, hist, make
+
+
+def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print) -> dict:
+    """FM, store, every VM arch x transfer x seed; returns metrics on the test split."""
+    timing = {}
+    t0 = time.perf_counter()
+    log(f"FM ({cfg.fm_size}) on days {cfg.fm_days[0]}-{cfg.fm_days[1] - 1}")
+    fm, fm_hist = train_fm(table, cfg, log)
+    timing["fm_train_s"] = time.perf_counter() - t0
+    test_rows = table.rows("test")
+    convert = batch_converter(table)
+    fm_test = _eval(predict(fm, convert, test_rows), table, test_rows)
+    n_params = lambda m: int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(m, nnx.Param))))  # noqa: E731
+    fm_result = {**fm_test, "params": n_params(fm), "size": cfg.fm_size, "history": fm_hist}
+    log(f"FM test: AUC {fm_test['auc']:.4f} gAUC {fm_test['gauc']:.4f} logloss {fm_test['logloss']:.4f}")
+
+    t1 = time.perf_counter()
+    store = build_store(fm, table, cfg)
+    timing["store_s"] = time.perf_counter() - t1
+    vms = []
+    for arch in cfg.archs:
+        for transfer in cfg.transfers:
+            for seed in range(cfg.seeds):
+                t2 = time.perf_counter()
+                model, hist, make = train_vm(table, store, cfg, arch, transfer, seed, log)
+                res = _eval(predict(model, make, test_rows), table, test_rows)
+                vms.append({"name": f"{arch}/{transfer}", "arch": arch, "transfer": transfer, "seed": seed,
+                            **res, "params": n_params(model), "epochs": hist["epochs_run"],
+                            "seconds": time.perf_counter() - t2})
+                log(f"VM {arch:>8} {transfer:>9} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
+                    f"logloss {res['logloss']:.4f}")
+    timing["total_s"] = time.perf_counter() - t0
+    return {"fm": fm_result, "vms": vms, "timing": timing, "store": {"events": int(len(store.rows)),
+                                                                     "dim": store.dim, "kind": store.kind}}

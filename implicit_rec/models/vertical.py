@@ -1,0 +1,100 @@
+"""Vertical models (VMs): compact CTR models, explicit or implicit, with LoopFM / KD transfer."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..data.events import Schema
+from ..layers import ImplicitLayer, MLPCell, SolverConfig
+from .features import MLP, FeatureEmbedder, target_attention
+
+ARCHS = ("mlp", "din", "implicit")
+TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")
+
+
+class VerticalModel(nnx.Module):
+    """One batch format for every VM.
+
+    Front end: embeddings of every field, the behaviour sequence (last ``max_len`` events) pooled by
+    mean (``arch="mlp"``) or by target attention with the candidate as query (``"din"``,
+    ``"implicit"``), and — for LoopFM transfer — the user's history of logged FM embeddings
+    ``batch["loopfm"]`` (B, L, d_fm) with ``batch["loopfm_mask"]`` (B, L), projected to the VM's
+    width and pooled by target attention with the candidate as query.
+    Core: an MLP (explicit VMs) or an ``ImplicitLayer`` with an ``MLPCell`` (``arch="implicit"``),
+    whose train and eval iteration settings are separate.
+    Output dict: ``logit`` (B,), ``aux_logit`` (B,) for KD (an auxiliary head unless
+    ``kd_on_main``), ``info`` (the implicit layer's LayerInfo, or None).
+    """
+
+    def __init__(self, schema: Schema, vocab_sizes: dict, *, rngs: nnx.Rngs, arch: str = "mlp",
+                 transfer: str = "none", embed_dim: int = 8, max_len: int = 50,
+                 hidden: tuple[int, ...] = (64, 32), fm_dim: int = 64, d_state: int = 32,
+                 train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None,
+                 kd_on_main: bool = False):
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
+        if transfer not in TRANSFERS:
+            raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
+        self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
+        self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
+        width = self.embed.num_fields * embed_dim + 2 * embed_dim
+        self.uses_loopfm = transfer.startswith("loopfm")
+        self.uses_kd = transfer.endswith("kd")
+        if self.uses_loopfm:
+            self.loopfm_proj = nnx.Linear(fm_dim, embed_dim, rngs=rngs)
+            width += 2 * embed_dim
+        if arch == "implicit":
+            self.core = ImplicitLayer(MLPCell(d_state, width, rngs=rngs), d_state, rngs=rngs,
+                                      train_solver=train_solver or SolverConfig(max_iter=20),
+                                      eval_solver=eval_solver)
+            last = d_state
+        else:
+            self.core = MLP((width,) + tuple(hidden), rngs=rngs)
+            last = hidden[-1]
+        self.head = nnx.Linear(last, 1, rngs=rngs)
+        self.aux_head = nnx.Linear(last, 1, rngs=rngs) if self.uses_kd and not kd_on_main else None
+
+    def features(self, batch: dict) -> jax.Array:
+        """The front-end vector (B, width) fed to the core."""
+        e = self.embed(batch)
+        cand = e["candidate"]
+        if self.arch == "mlp":
+            m = e["mask"][..., None]
+            pooled = jnp.sum(e["sequence"] * m, 1) / jnp.maximum(m.sum(1), 1)
+        else:
+            pooled = target_attention(cand, e["sequence"], e["sequence"], e["mask"])
+        parts = [e["fields"].reshape(cand.shape[0], -1), cand, pooled]
+        if self.uses_loopfm:
+            hist = self.loopfm_proj(batch["loopfm"].astype(cand.dtype))
+            lf = target_attention(cand, hist, hist, batch["loopfm_mask"])
+            parts += [lf, lf * cand]
+        return jnp.concatenate(parts, axis=-1)
+
+    def __call__(self, batch: dict) -> dict:
+        x = self.features(batch)
+        info = None
+        if self.arch == "implicit":
+            h, info = self.core(x)
+        else:
+            h = nnx.relu(self.core(x))
+        logit = self.head(h)[:, 0]
+        aux = self.aux_head(h)[:, 0] if self.aux_head is not None else logit
+        return {"logit": logit, "aux_logit": aux, "info": info}
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean binary cross-entropy of sigmoid(logits) against (soft) targets in [0, 1]."""
+    return jnp.mean(jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+def vm_loss(model: VerticalModel, batch: dict, kd_weight: float = 1.0) -> tuple[jax.Array, dict]:
+    """BCE on the label, plus kd_weight * BCE(sigmoid(FM logit), sigmoid(aux logit)) for KD variants."""
+    out = model(batch)
+    loss = bce_with_logits(out["logit"], batch["label"])
+    if model.uses_kd:
+        loss = loss + kd_weight * bce_with_logits(out["aux_logit"], jax.nn.sigmoid(batch["fm_logit"]))
+    return loss, out

@@ -1,0 +1,146 @@
+"""LoopFM pipeline on the tiny synthetic set: synthetic data, store, leakage, every VM variant."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from implicit_rec.data.events import SPLITS, EventTable, HistoryIndex
+from implicit_rec.data.synthetic import synthetic_events
+from implicit_rec.loopfm import study
+from implicit_rec.loopfm.store import HistoricalStore
+from implicit_rec.models.training import TrainConfig
+from implicit_rec.models.vertical import ARCHS, TRANSFERS, vm_loss
+
+FAST = study.StudyConfig(fm_size="small", fm_max_len=64, history_len=8,
+                         fm_train=TrainConfig(epochs=1, batch_size=256),
+                         vm_train=TrainConfig(epochs=1, batch_size=256),
+                         implicit_train_iters=4, implicit_eval_iters=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic_events("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def fm_and_store(tiny):
+    fm, _ = study.train_fm(tiny, FAST, log=lambda s: None)
+    return fm, study.build_store(fm, tiny, FAST)
+
+
+def test_synthetic_is_deterministic_and_well_formed(tiny):
+    again = synthetic_events("tiny", seed=0)
+    other = synthetic_events("tiny", seed=1)
+    for name in tiny.columns:
+        np.testing.assert_array_equal(tiny[name], again[name])
+    assert len(other) != len(tiny) or not np.array_equal(other["label"], tiny["label"])
+    assert set(np.unique(tiny["split"])) == {0, 1, 2}
+    assert np.all(tiny["day"][tiny["split"] == SPLITS["test"]] == 7)
+    assert 0.03 < float(tiny["label"].mean()) < 0.4
+    for seq, vocab in tiny.schema.sequences:
+        assert tiny[seq].shape == (len(tiny), tiny.schema.max_len)
+        assert int(tiny[seq].max()) < tiny.vocab_sizes[vocab]
+        # pre-padded: once a position is filled, every later position is filled
+        filled = tiny[seq] > 0
+        assert np.all(np.diff(filled.astype(int), axis=1) >= 0)
+
+
+def test_vocabularies_are_fitted_on_training_rows_only(tiny):
+    train = tiny["split"] == SPLITS["train"]
+    for col in ("adgroup_id", "userid"):
+        train_ids = set(np.unique(tiny[col][train]))
+        assert 1 not in train_ids  # OOV never occurs in training
+        other = np.unique(tiny[col][~train])
+        assert all(i == 1 or i in train_ids for i in other)
+
+
+def test_event_table_cache_round_trip(tmp_path, tiny):
+    path = tiny.save(tmp_path / "tiny")
+    loaded = EventTable.load(path)
+    assert isinstance(loaded["label"], np.memmap)
+    for name in tiny.columns:
+        np.testing.assert_array_equal(loaded[name], tiny[name])
+    assert loaded.schema == tiny.schema and loaded.vocab_sizes == tiny.vocab_sizes
+
+
+def test_history_index_is_point_in_time():
+    users = np.array([5, 5, 5, 7, 5, 7, 5])
+    times = np.array([1, 2, 2, 1, 4, 3, 5])
+    got = HistoryIndex(users, times).lookup(np.arange(7), 3)
+    expected = [[-1, -1, -1], [-1, -1, 0], [-1, -1, 0], [-1, -1, -1], [0, 1, 2], [-1, -1, 3], [1, 2, 4]]
+    np.testing.assert_array_equal(got, expected)  # equal times are not "before"
+    eligible = np.array([1, 0, 1, 1, 1, 1, 1], bool)
+    got = HistoryIndex(users, times, eligible).lookup(np.array([4, 6]), 2)
+    np.testing.assert_array_equal(got, [[0, 2], [2, 4]])
+
+
+def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm_and_store, tmp_path):
+    _, store = fm_and_store
+    assert np.all(tiny["day"][store.rows] >= FAST.fm_days[1])
+    assert store.embeddings.dtype == np.float16
+    rows = study.window_rows(tiny, "train", FAST.vm_days)
+    prev = store.index.lookup(rows, FAST.history_len)
+    users, times = np.asarray(tiny["user"]), np.asarray(tiny["time"])
+    has = prev >= 0
+    assert has.any()
+    assert np.all(users[np.where(has, prev, 0)][has] == np.repeat(users[rows], has.sum(1)))
+    assert np.all(times[np.where(has, prev, 0)][has] < np.repeat(times[rows], has.sum(1)))
+    emb, mask = store.history(rows[:10], FAST.history_len)
+    assert emb.shape == (10, FAST.history_len, store.dim) and emb.dtype == np.float32
+    np.testing.assert_array_equal(emb[~mask], 0.0)
+    with pytest.raises(KeyError):
+        store.fm_logit(np.flatnonzero(tiny["day"] < FAST.fm_days[1])[:3])
+    path = store.save(tmp_path / "store")
+    again = HistoricalStore.load(path, tiny)
+    np.testing.assert_array_equal(again.history(rows[:10], 4)[0], store.history(rows[:10], 4)[0])
+    assert HistoricalStore.size_on_disk(path) > store.embeddings.nbytes
+
+
+def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_store):
+    """Labels after the FM window reach no VM input: features, LoopFM history and KD targets."""
+    _, store = fm_and_store
+    rng = np.random.default_rng(0)
+    columns = dict(tiny.columns)
+    later = np.flatnonzero(np.asarray(tiny["day"]) >= FAST.fm_days[1])
+    label = np.array(tiny["label"])
+    label[later] = rng.permutation(label[later])
+    label[later[:50]] = 1.0 - label[later[:50]]  # and flip some events' own labels
+    columns["label"] = label
+    permuted = dataclasses.replace(tiny, columns=columns)
+    fm2, _ = study.train_fm(permuted, FAST, log=lambda s: None)
+    store2 = study.build_store(fm2, permuted, FAST)
+    rows = study.window_rows(tiny, "train", FAST.vm_days)[:300]
+    make1 = study.vm_batches(tiny, store, FAST, "loopfm+kd")
+    make2 = study.vm_batches(permuted, store2, FAST, "loopfm+kd")
+    b1, b2 = make1(rows), make2(rows)
+    for key in b1:
+        if key != "label":
+            np.testing.assert_array_equal(np.asarray(b1[key]), np.asarray(b2[key]), err_msg=key)
+    assert not np.array_equal(np.asarray(b1["label"]), np.asarray(b2["label"]))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
+    _, store = fm_and_store
+    import optax
+    rows = study.window_rows(tiny, "train", FAST.vm_days)[:256]
+    for transfer in TRANSFERS:
+        model = study.make_vm(tiny, store, FAST, arch, transfer, seed=0)
+        batch = study.vm_batches(tiny, store, FAST, transfer)(rows)
+        opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+        @nnx.jit
+        def step(model, opt, batch):
+            (loss, _), grads = nnx.value_and_grad(lambda m, b: vm_loss(m, b), has_aux=True)(model, batch)
+            opt.update(model, grads)
+            return loss
+
+        losses = [float(step(model, opt, batch)) for _ in range(8)]
+        assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], (arch, transfer, losses)
+        out = model(batch)
+        assert out["logit"].shape == (len(rows),)
+        if arch == "implicit":
+            assert out["info"] is not None and float(out["info"].mean_nstep) > 0
