@@ -1,7 +1,9 @@
 """LoopFM transfer study: FM + every VM x transfer variant x seed on one dataset.
 
     python -m experiments.loopfm_transfer [--dataset synthetic] [--preset default] [--seeds 2]
-        [--fm-size medium] [--archs mlp,din,implicit] [--out runs/loopfm]
+        [--fm-size small[,medium,...]] [--archs mlp,din,implicit] [--history-len 20]
+        [--embedding interaction|item] [--fm-days 0-3] [--vm-days 4-6] [--log-from-day D]
+        [--kd-on-main] [--out-of-fold K] [--out runs/loopfm]
 
 Writes OUT/metrics.json, OUT/report.md (variant x metric table with seed std, transfer ratios)
 and OUT/auc_by_variant.png. The pipeline lives in ``implicit_rec.loopfm.study``.
@@ -66,35 +68,65 @@ def plot(summary: dict, fm_auc: float, path: Path) -> None:
     plt.close(fig)
 
 
+def _days(text: str) -> tuple[int, int]:
+    a, b = (int(v) for v in text.split("-"))
+    return a, b + 1  # "0-3" -> [0, 4)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--dataset", default="synthetic",
+                        help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE")
     parser.add_argument("--preset", default="default", choices=["tiny", "default", "large"])
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--fm-size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--fm-size", default="small",
+                        help="one size or a comma list (small,medium,large): one study per FM size")
     parser.add_argument("--archs", default="mlp,din,implicit")
+    parser.add_argument("--fm-days", type=_days, default=(0, 4), help="e.g. 0-3")
+    parser.add_argument("--vm-days", type=_days, default=(4, 7), help="e.g. 4-6")
+    parser.add_argument("--log-from-day", type=int, default=None,
+                        help="first day the FM logs (default: after its window; earlier FM windows = staleness)")
+    parser.add_argument("--history-len", type=int, default=20, help="L, logged embeddings per LoopFM feature")
+    parser.add_argument("--embedding", default="interaction", choices=["interaction", "item"])
+    parser.add_argument("--kd-on-main", action="store_true", help="KD loss on the main head")
+    parser.add_argument("--out-of-fold", type=int, default=0, help="K > 1: also log FM-window events out of fold")
     parser.add_argument("--out", default="runs/loopfm")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = load_dataset(args.dataset, preset=args.preset, cache_dir=out.parent / "cache")
-    cfg = study.StudyConfig(fm_size=args.fm_size, fm_max_len=table.schema.max_len, seeds=args.seeds,
-                            archs=tuple(args.archs.split(",")))
-    result = study.run_study(table, cfg)
-    summary = summarize(result["vms"])
-    ratios = {}
-    for arch in cfg.archs:
-        variants = {t: {m: summary[f"{arch}/{t}"][m]["seeds"] for m in ("auc", "logloss")}
-                    for t in cfg.transfers if f"{arch}/{t}" in summary}
-        ratios[arch] = transfer.transfer_ratios({"auc": result["fm"]["auc"], "logloss": result["fm"]["logloss"]},
-                                                variants)
-    payload = {"dataset": args.dataset, "preset": args.preset,
-               "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-               **result, "summary": summary, "transfer_ratio": ratios}
+    runs = {}
+    for size in args.fm_size.split(","):
+        cfg = study.StudyConfig(fm_size=size, fm_max_len=min(table.schema.max_len, 100), seeds=args.seeds,
+                                archs=tuple(args.archs.split(",")), fm_days=args.fm_days, vm_days=args.vm_days,
+                                log_from_day=args.log_from_day, history_len=args.history_len,
+                                embedding=args.embedding, kd_on_main=args.kd_on_main,
+                                out_of_fold=args.out_of_fold)
+        result = study.run_study(table, cfg)
+        summary = summarize(result["vms"])
+        ratios = {}
+        for arch in cfg.archs:
+            variants = {t: {m: summary[f"{arch}/{t}"][m]["seeds"] for m in ("auc", "logloss")}
+                        for t in cfg.transfers if f"{arch}/{t}" in summary}
+            ratios[arch] = transfer.transfer_ratios({"auc": result["fm"]["auc"],
+                                                     "logloss": result["fm"]["logloss"]}, variants)
+        runs[size] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), **result,
+                      "summary": summary, "transfer_ratio": ratios}
+    payload = {"dataset": args.dataset, "preset": args.preset, "runs": runs}
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
-    (out / "report.md").write_text(report(result, summary, ratios))
-    plot(summary, result["fm"]["auc"], out / "auc_by_variant.png")
-    print((out / "report.md").read_text())
+    text = "\n".join(report(r, r["summary"], r["transfer_ratio"]) for r in runs.values())
+    if len(runs) > 1:
+        text += "\n## Transfer ratio (AUC) by FM size\n\n| FM size | FM AUC | arch | kd | loopfm | loopfm+kd |\n|---|---:|---|---:|---:|---:|\n"
+        for size, r in runs.items():
+            for arch, tr in r["transfer_ratio"].items():
+                v = tr["auc"]["variants"]
+                text += (f"| {size} | {r['fm']['auc']:.4f} | {arch} | " + " | ".join(
+                    f"{v[t]['ratio']:.2f}" if t in v else "-" for t in ("kd", "loopfm", "loopfm+kd")) + " |\n")
+    (out / "report.md").write_text(text)
+    last = list(runs.values())[-1]
+    plot(last["summary"], last["fm"]["auc"], out / "auc_by_variant.png")
+    print(text)
+    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'auc_by_variant.png'}")
 
 
 if __name__ == "__main__":

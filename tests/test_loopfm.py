@@ -144,3 +144,35 @@ def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
         assert out["logit"].shape == (len(rows),)
         if arch == "implicit":
             assert out["info"] is not None and float(out["info"].mean_nstep) > 0
+
+
+def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
+    """With K folds, an FM-window event is embedded by an FM trained on the other folds only."""
+    cfg = dataclasses.replace(FAST, out_of_fold=2, fm_max_len=32, fm_train=TrainConfig(epochs=1, batch_size=512))
+    fm, _ = study.train_fm(tiny, cfg, log=lambda s: None)
+    store = study.build_store(fm, tiny, cfg, log=lambda s: None)
+    day, user = np.asarray(tiny["day"]), np.asarray(tiny["user"])
+    window = np.flatnonzero(day < cfg.fm_days[1])
+    assert np.all(store.slot[window] >= 0)  # the FM window is logged too
+    fold0 = window[user[window] % 2 == 0]
+    columns = dict(tiny.columns)
+    label = np.array(tiny["label"])
+    label[fold0] = 1.0 - label[fold0]  # flip every fold-0 label in the FM window
+    columns["label"] = label
+    flipped = dataclasses.replace(tiny, columns=columns)
+    fm2, _ = study.train_fm(flipped, cfg, log=lambda s: None)
+    store2 = study.build_store(fm2, flipped, cfg, log=lambda s: None)
+    np.testing.assert_array_equal(store.embeddings[store.slot[fold0]], store2.embeddings[store2.slot[fold0]])
+
+
+def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
+    from experiments import loopfm_transfer
+    loopfm_transfer.main(["--preset", "tiny", "--archs", "mlp", "--history-len", "8",
+                          "--out", str(tmp_path / "run")])
+    import json
+    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    run = payload["runs"]["small"]
+    assert {v["transfer"] for v in run["vms"]} == set(TRANSFERS)
+    assert set(run["transfer_ratio"]["mlp"]) == {"auc", "neg_logloss"}
+    assert (tmp_path / "run" / "auc_by_variant.png").stat().st_size > 1000
+    assert "Transfer ratios" in (tmp_path / "run" / "report.md").read_text()

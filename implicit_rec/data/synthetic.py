@@ -71,7 +71,7 @@ PRESETS = {
     "tiny": Preset(users=150, categories=20, brands=80, ads=300, behaviours_per_day=6.0,
                    impressions_per_day=4.0, max_len=64),
     "default": Preset(users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0,
-                      impressions_per_day=4.0, max_len=150),
+                      impressions_per_day=4.0, max_len=100),
     "large": Preset(users=600_000, categories=200, brands=4000, ads=200_000, behaviours_per_day=8.0,
                     impressions_per_day=6.0, max_len=64),
 }

@@ -34,19 +34,21 @@ class StudyConfig:
     fm_days: tuple[int, int] = (0, 4)  # [start, end) days the FM trains on
     vm_days: tuple[int, int] = (4, 7)  # [start, end) days the VMs train on
     log_from_day: Optional[int] = None  # first day the FM logs (default: end of fm_days); later = fresher FM
-    fm_size: str = "medium"
-    fm_max_len: int = 200
-    vm_max_len: int = 50
+    fm_size: str = "small"
+    fm_max_len: int = 100  # 4x the VMs' history
+    vm_max_len: int = 25
     history_len: int = 20  # L: logged FM embeddings per LoopFM feature
     embedding: str = "interaction"  # or "item"
     store_dtype: str = "float16"
     archs: tuple[str, ...] = ARCHS
     transfers: tuple[str, ...] = TRANSFERS
     seeds: int = 1
-    fm_train: TrainConfig = TrainConfig(epochs=4, batch_size=256, learning_rate=2e-3)
+    fm_train: TrainConfig = TrainConfig(epochs=3, batch_size=256, learning_rate=2e-3)
     vm_train: TrainConfig = TrainConfig(epochs=5, batch_size=256, learning_rate=3e-3)
     implicit_train_iters: int = 10
     implicit_eval_iters: int = 30
+    kd_on_main: bool = False  # KD loss on the main head instead of an auxiliary head
+    out_of_fold: int = 0  # K > 1: also log FM-window events, each by an FM trained on the other K-1 user folds
 
 
 def batch_converter(table: EventTable) -> Callable[[np.ndarray], dict]:
@@ -71,9 +73,10 @@ def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
 
 
-def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print) -> tuple[FoundationModel, dict]:
-    """Train the FM on its window; the last 10% of the window (by time) is its validation."""
-    rows = window_rows(table, "train", cfg.fm_days)
+def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print,
+             rows: Optional[np.ndarray] = None) -> tuple[FoundationModel, dict]:
+    """Train the FM on its window (or on ``rows``); the last 10% by time is its validation."""
+    rows = window_rows(table, "train", cfg.fm_days) if rows is None else rows
     order = rows[np.argsort(np.asarray(table["time"][rows]), kind="stable")]
     cut = int(0.9 * len(order))
     fm_train, fm_valid = order[:cut], order[cut:]
@@ -92,14 +95,37 @@ def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print) -> tupl
     return fm, history
 
 
-def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig) -> HistoricalStore:
+def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig,
+                log: Callable = print) -> HistoricalStore:
+    """Log the FM's representation of every event from ``log_from_day`` on.
+
+    With ``out_of_fold=K > 1`` the FM-window events are logged too: users are split into K folds
+    and each fold's events are embedded by an FM trained on the other folds only, so no logged
+    embedding was fitted on its own event's label.
+    """
     log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
-    rows = np.flatnonzero(np.asarray(table["day"]) >= log_from)
+    day = np.asarray(table["day"])
+    parts = [(fm, np.flatnonzero(day >= log_from))]
+    if cfg.out_of_fold > 1:
+        window = np.flatnonzero((day >= cfg.fm_days[0]) & (day < log_from))
+        train = window_rows(table, "train", cfg.fm_days)
+        fold = np.asarray(table["user"]) % cfg.out_of_fold
+        for k in range(cfg.out_of_fold):
+            log(f"  out-of-fold FM {k + 1}/{cfg.out_of_fold}")
+            fm_k, _ = train_fm(table, cfg, log=lambda s: None, rows=train[fold[train] != k])
+            parts.append((fm_k, window[fold[window] == k]))
     convert = batch_converter(table)
-    fm.eval()
     apply = nnx.jit(lambda fm, batch: fm(batch))
-    return HistoricalStore.build(lambda r: apply(fm, convert(r)), table, rows, kind=cfg.embedding,
-                                 dtype=np.dtype(cfg.store_dtype))
+    stores = []
+    for model, rows in parts:
+        model.eval()
+        stores.append(HistoricalStore.build(lambda r, m=model: apply(m, convert(r)), table, rows,
+                                            kind=cfg.embedding, dtype=np.dtype(cfg.store_dtype)))
+    if len(stores) == 1:
+        return stores[0]
+    return HistoricalStore(table, np.concatenate([st.rows for st in stores]),
+                           np.concatenate([st.embeddings for st in stores]),
+                           np.concatenate([st.logits for st in stores]), cfg.embedding)
 
 
 def vm_batches(table: EventTable, store: HistoricalStore, cfg: StudyConfig, transfer: str) -> Callable:
@@ -121,6 +147,7 @@ def make_vm(table: EventTable, store: HistoricalStore, cfg: StudyConfig, arch: s
             seed: int) -> VerticalModel:
     return VerticalModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(seed), arch=arch,
                          transfer=transfer, max_len=cfg.vm_max_len, fm_dim=store.dim,
+                         kd_on_main=cfg.kd_on_main,
                          train_solver=SolverConfig(max_iter=cfg.implicit_train_iters, tol=1e-4),
                          eval_solver=SolverConfig(max_iter=cfg.implicit_eval_iters, tol=1e-5))
 
@@ -152,7 +179,7 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
     log(f"FM test: AUC {fm_test['auc']:.4f} gAUC {fm_test['gauc']:.4f} logloss {fm_test['logloss']:.4f}")
 
     t1 = time.perf_counter()
-    store = build_store(fm, table, cfg)
+    store = build_store(fm, table, cfg, log)
     timing["store_s"] = time.perf_counter() - t1
     vms = []
     for arch in cfg.archs:
