@@ -22,21 +22,22 @@ def _as_float(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be numeric: {e}") from None
 
 
-def _check(labels, scores, name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
-    """Flattened float64 copies of ``labels`` and ``scores`` after validation."""
+def _check(labels, scores, name: str = "scores") -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Flattened float64 ``labels`` and ``scores`` after validation, and their common shape."""
     y, s = _as_float(labels, "labels"), _as_float(scores, name)
     if y.shape != s.shape:
         raise ValueError(f"labels has shape {y.shape} but {name} has shape {s.shape}; they must be equal.")
+    shape = y.shape
     y, s = y.ravel(), s.ravel()
     if not np.all((y == 0) | (y == 1)):
         bad = y[(y != 0) & (y != 1)][0]
         raise ValueError(f"labels must be 0 or 1; found {bad!r}.")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} contains NaN or infinite values.")
-    return y, s
+    return y, s, shape
 
 
-def _check_groups(groups, labels: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+def _check_groups(groups, shape: tuple, name: str) -> np.ndarray:
     g = np.asarray(groups)
     if g.shape != shape:
         raise ValueError(f"{name} has shape {g.shape} but labels has shape {shape}; they must be equal.")
@@ -73,7 +74,7 @@ def auc(labels, scores) -> float:
 
     Returns NaN when there are no positives or no negatives (AUC is undefined).
     """
-    y, s = _check(labels, scores)
+    y, s, _ = _check(labels, scores)
     n_pos = y.sum()
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -98,8 +99,8 @@ def gauc(labels, scores, groups) -> float:
 
     Returns NaN when no group qualifies (including empty input).
     """
-    y, s = _check(labels, scores)
-    g = _check_groups(groups, y, np.shape(np.asarray(labels)), "groups")
+    y, s, shape = _check(labels, scores)
+    g = _check_groups(groups, shape, "groups")
     if len(y) == 0:
         return float("nan")
     order = np.lexsort((s, g))
@@ -135,7 +136,7 @@ def logloss(labels, probs, eps: float = 1e-7) -> float:
     """
     if not 0 <= eps < 0.5:
         raise ValueError(f"eps must lie in [0, 0.5); got {eps}.")
-    y, p = _check(labels, probs, "probs")
+    y, p, _ = _check(labels, probs, "probs")
     if np.any((p < 0) | (p > 1)):
         raise ValueError(f"probs must lie in [0, 1]; found values in [{p.min():.4g}, {p.max():.4g}].")
     if len(y) == 0:
@@ -145,7 +146,11 @@ def logloss(labels, probs, eps: float = 1e-7) -> float:
 
 
 def evaluate(labels, probs, users) -> dict:
-    """``{"auc", "gauc", "logloss"}`` of predicted click probabilities; gAUC groups by ``users``."""
-    y, p = _check(labels, probs, "probs")  # fail early, with one message, before any metric runs
-    _check_groups(users, y, np.shape(np.asarray(labels)), "users")
-    return {"auc": auc(labels, probs), "gauc": gauc(labels, probs, users), "logloss": logloss(labels, probs)}
+    """``{"auc", "gauc", "logloss"}`` of predicted click probabilities; gAUC groups by ``users``.
+
+    All inputs are validated (errors name ``labels``, ``probs`` or ``users``) before any metric runs.
+    """
+    y, p, shape = _check(labels, probs, "probs")
+    g = _check_groups(users, shape, "users")
+    ll = logloss(y, p)  # also checks probs in [0, 1]
+    return {"auc": auc(y, p), "gauc": gauc(y, p, g), "logloss": ll}
