@@ -1,57 +1,112 @@
 """Datasets as event tables: the synthetic default and loaders for public CTR benchmarks.
 
-``load_dataset(spec)`` with spec one of:
-  "synthetic"                 the embedded default (``preset`` tiny / default / large, ``seed``)
-  "taobaoad:DIR", "kuaivideo:DIR", "amazonelectronics:DIR"   BARS x1 CSV releases
-  "interactions:FILE"         a generic interaction log (CSV or parquet)
-With ``cache_dir`` the encoded table is written once (memory-mapped .npy files) and reused; the
-cache key covers the spec, the source files' sizes and modification times, and the options.
+``load_dataset(spec)`` with spec one of ``"synthetic"``, ``"taobaoad:DIR"``, ``"kuaivideo:DIR"``,
+``"amazonelectronics:DIR"`` (each also accepted with an ``_x1`` suffix) or
+``"interactions:FILE"``. With ``cache_dir`` the encoded table is written once to
+``cache_dir/<key>`` (``.npy`` arrays, no pickle) and memory-mapped on later calls; the key hashes
+the loader, the resolved path, the size and mtime of every input file and the options (defaults
+filled in), so a changed file or option rebuilds. Array-valued ``info`` entries (KuaiVideo's
+``item_visual_emb``) are stored beside the columns (see ``EventTable.save``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
+from typing import Callable, Optional
 
+import numpy as np
+
+from .bars import VISUAL_FILE, load_amazonelectronics, load_kuaivideo, load_taobaoad
 from .events import EventTable, HistoryIndex, Schema, batches
-from .sources import FORMATS, DataError, load_bars, load_interactions
+from .interactions import load_interactions
+from .vocab import DataError, Vocab, file_signature
 
-__all__ = ["EventTable", "HistoryIndex", "Schema", "batches", "load_dataset", "load_bars",
-           "load_interactions", "DataError", "DATASETS"]
+__all__ = ["DATASETS", "DataError", "EventTable", "HistoryIndex", "Schema", "Vocab", "batches",
+           "load_amazonelectronics", "load_dataset", "load_interactions", "load_kuaivideo",
+           "load_taobaoad"]
 
-DATASETS = ("synthetic", *FORMATS, "interactions")
+LOADERS: dict[str, Callable[..., EventTable]] = {
+    "taobaoad": load_taobaoad, "kuaivideo": load_kuaivideo,
+    "amazonelectronics": load_amazonelectronics, "interactions": load_interactions,
+}
+DATASETS = ("synthetic",) + tuple(LOADERS)
+CACHE_VERSION = 1  # bump when an encoding changes, so old caches are not reused
+NOT_IN_KEY = frozenset({"chunk_rows"})  # options that do not change the encoded table
 
 
-def _cache_key(spec: str, files: list[Path], options: dict) -> str:
-    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
-    digest = hashlib.sha256(json.dumps([spec, stamp, sorted(options.items())], default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def load_dataset(spec: str, *, cache_dir: str | os.PathLike | None = None, preset: str = "default",
+def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, preset: str = "default",
                  seed: int = 0, **options) -> EventTable:
-    """Load a dataset by spec (see module docstring); ``options`` go to the source's loader."""
-    name, _, target = spec.partition(":")
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
-                         "(e.g. 'synthetic', 'taobaoad:/data/TaobaoAd_x1', 'interactions:log.csv').")
+    """Load a dataset by spec (see the module docstring); ``options`` go to its loader.
+
+    ``preset`` and ``seed`` select the synthetic data and are ignored by the file loaders.
+    Raises ValueError for an unknown dataset name and TypeError for an unknown option.
+    """
+    name, _, arg = spec.partition(":")
+    name = name.strip().lower()
+    name = name[:-3] if name.endswith("_x1") else name
     if name == "synthetic":
+        if arg:
+            raise ValueError(f"the synthetic dataset takes no path, got {spec!r}.")
         if options:
-            raise TypeError(f"unknown option(s) for the synthetic dataset: {', '.join(sorted(options))}")
-        from .synthetic import synthetic_events
-        return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir)
-    if not target:
-        raise ValueError(f"dataset {name!r} needs a path: '{name}:PATH'.")
-    path = Path(target)
-    if name == "interactions":
-        files, load = [path], lambda: load_interactions(path, **options)
-    else:
-        files, load = [path / "train.csv", path / "test.csv"], lambda: load_bars(name, path, **options)
+            raise TypeError(f"unknown option(s) {sorted(options)} for the synthetic dataset; it "
+                            "takes only preset and seed.")
+        return _synthetic(cache_dir, preset, seed)
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r} in {spec!r}; valid: "
+                         f"{', '.join(DATASETS)} (as 'name:PATH' except 'synthetic').")
+    if not arg:
+        target = "FILE" if name == "interactions" else "DIR"
+        raise ValueError(f"dataset {name!r} needs a path: '{name}:{target}'.")
+    loader = LOADERS[name]
+    bound = _bind(loader, name, arg, options)
     if cache_dir is None:
-        return load()
-    cached = Path(cache_dir) / f"{name}-{_cache_key(spec, files, options)}"
-    if (cached / "meta.json").is_file():
-        return EventTable.load(cached)
-    return EventTable.load(load().save(cached))
+        return loader(arg, **options)
+    key = cache_key(name, arg, {k: v for k, v in bound.items() if k not in NOT_IN_KEY})
+    path = Path(cache_dir) / key
+    table = _try_load(path)
+    if table is None:
+        table = EventTable.load(loader(arg, **options).save(path))
+    return table
+
+
+def _bind(loader, name: str, arg: str, options: dict) -> dict:
+    """All keyword options of ``loader`` with defaults filled in; TypeError names unknown ones."""
+    params = inspect.signature(loader).parameters
+    valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for dataset {name!r}; valid: {valid}.")
+    bound = inspect.signature(loader).bind(arg, **options)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k in valid}
+
+
+def cache_key(name: str, arg: str, options: dict) -> str:
+    """``<name>-<path stem>-<hash of loader, path, input file sizes + mtimes, options>``."""
+    path = Path(arg).expanduser().resolve()
+    files = [path] if name == "interactions" else [path / "train.csv", path / "test.csv"]
+    if name == "kuaivideo":
+        files.append(path / VISUAL_FILE)
+    payload = {"version": CACHE_VERSION, "loader": name, "path": str(path),
+               "files": {f.name: file_signature(f) for f in files}, "options": options}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
+    return f"{name}-{path.stem or 'data'}-{digest[:16]}"
+
+
+def _synthetic(cache_dir, preset: str, seed: int) -> EventTable:
+    from .synthetic import synthetic_events  # imported only when asked for
+    return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir)
+
+
+def _try_load(path: Path) -> Optional[EventTable]:
+    """The cached table at ``path``, or None if there is none (or it is incomplete / stale)."""
+    if not (path / "meta.json").is_file():
+        return None
+    try:
+        return EventTable.load(path)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged or old-format cache is rebuilt

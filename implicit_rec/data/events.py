@@ -33,6 +33,7 @@ PAD, OOV = 0, 1
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 BASE_COLUMNS = ("user", "time", "day", "split", "label")
 FORMAT_VERSION = 1
+INFO_ARRAYS = "info_arrays"  # meta.json key naming the info entries stored as info.<name>.npy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,8 @@ class EventTable:
     columns: dict[str, np.ndarray]
     vocab_sizes: dict[str, int]  # categorical column -> size including PAD and OOV
     name: str = "events"
-    info: dict = dataclasses.field(default_factory=dict)  # free-form provenance (source, skips, ...)
+    # provenance (source, counts, ...); numpy-array entries (e.g. item embeddings) are side arrays
+    info: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         needed = list(BASE_COLUMNS) + list(self.schema.categorical) + list(self.schema.numeric) + [
@@ -131,8 +133,12 @@ class EventTable:
         try:
             for name, col in self.columns.items():
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(col), allow_pickle=False)
+            arrays = {k: v for k, v in self.info.items() if isinstance(v, np.ndarray)}
+            for name, arr in arrays.items():
+                np.save(tmp / f"info.{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+            info = {k: v for k, v in self.info.items() if k not in arrays}
             write_meta(tmp, self.schema, self.vocab_sizes, sorted(self.columns), len(self), self.name,
-                       self.info)
+                       {**info, INFO_ARRAYS: sorted(arrays)})
             if directory.exists():
                 shutil.rmtree(directory)
             os.replace(tmp, directory)
@@ -153,8 +159,11 @@ class EventTable:
                              "delete the directory to rebuild it.")
         columns = {name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None,
                                  allow_pickle=False) for name in meta["columns"]}
-        return cls(Schema.from_json(meta["schema"]), columns, meta["vocab_sizes"], meta["name"],
-                   meta.get("info", {}))
+        info = dict(meta.get("info", {}))
+        for name in info.pop(INFO_ARRAYS, []):
+            info[name] = np.load(directory / f"info.{name}.npy", mmap_mode="r" if mmap else None,
+                                 allow_pickle=False)
+        return cls(Schema.from_json(meta["schema"]), columns, meta["vocab_sizes"], meta["name"], info)
 
 
 def write_meta(directory: Path, schema: Schema, vocab_sizes: dict, columns: list[str], rows: int,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -41,6 +42,7 @@ MISSING = np.iinfo(np.int64).min  # raw value of an empty integer categorical ce
 MISSING_STR = ""  # raw value of an empty string categorical cell
 MAX_DIGITS = 18  # longest integer token (fits int64)
 MAX_CELL = 1024  # longest scalar cell in characters (guards fixed-width string arrays)
+LUT_LIMIT = 1 << 26  # integer ids below this are encoded by direct lookup (<= 256 MB table)
 
 
 class DataError(ValueError):
@@ -105,9 +107,9 @@ def _first_bad(text: np.ndarray, ok) -> int:
 
 
 def _is_int(s: str) -> bool:
+    """An integer id that fits int64 (and is not the ``MISSING`` sentinel)."""
     try:
-        int(s)
-        return True
+        return MISSING < int(s) <= np.iinfo(np.int64).max
     except (ValueError, OverflowError):
         return False
 
@@ -137,9 +139,11 @@ def parse_ints(values, where: Where, column: str, *, allow_missing: bool = True)
     out = np.full(len(text), MISSING, np.int64)
     try:
         out[~missing] = text[~missing].astype(np.int64)
+        if (out[~missing] == MISSING).any():
+            raise OverflowError("the MISSING sentinel")
     except (ValueError, OverflowError):
         bad = _first_bad(text, lambda s: s == "" or _is_int(s))
-        raise where.error(bad, column, f"{text[bad]!r} is not an integer id.") from None
+        raise where.error(bad, column, f"{str(text[bad])!r} is not an integer id (64-bit).") from None
     return out
 
 
@@ -147,7 +151,7 @@ def _whole_floats(values, where, column, allow_missing):
     nan = np.isnan(values)
     if nan.any() and not allow_missing:
         raise where.error(int(np.argmax(nan)), column, "empty value (null / NaN); every row needs one.")
-    whole = nan | (np.isfinite(values) & (values == np.round(values)))
+    whole = nan | (np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63))
     if not whole.all():
         bad = int(np.argmax(~whole))
         raise where.error(bad, column, f"{values[bad]!r} is not an integer id.")
@@ -176,7 +180,7 @@ def parse_floats(values, where: Where, column: str, *, minimum: Optional[float] 
             out = text.astype(np.float64)
         except ValueError:
             bad = _first_bad(text, _is_float)
-            what = "empty value" if text[bad].strip() == "" else f"{text[bad]!r} is not a number"
+            what = "empty value" if text[bad].strip() == "" else f"{str(text[bad])!r} is not a number"
             raise where.error(bad, column, f"{what}; every row needs a number.") from None
     bad = ~np.isfinite(out)
     if bad.any():
@@ -256,7 +260,7 @@ def parse_times(values, where: Where, column: str, fmt: Optional[str] = None) ->
             continue
     expected = fmt or next((f for f in TIME_FORMATS if _fits(text[0], f)), None)
     bad = 0 if expected is None else _first_bad(text, lambda s: _fits(s, expected))
-    raise where.error(bad, column, f"timestamp {text[bad]!r} is not " + (
+    raise where.error(bad, column, f"timestamp {str(text[bad])!r} is not " + (
         f"in the format of the file's first rows ({expected})." if expected else
         "an integer, a finite number or an ISO-8601 datetime."))
 
@@ -294,9 +298,12 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     row_start = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
     is_sep = b == ord(SEP)
     bad = ~is_sep & ((b < ord("0")) | (b > ord("9")))
-    seg_start = np.concatenate([[0], np.flatnonzero(is_sep) + 1])
-    seg_end = np.concatenate([np.flatnonzero(is_sep), [len(b)]])
-    seg_row = np.searchsorted(row_start, seg_start, side="right") - 1
+    sep_pos = np.flatnonzero(is_sep)
+    seg_start = np.concatenate([[0], sep_pos + 1])
+    seg_end = np.concatenate([sep_pos, [len(b)]])
+    joiner = np.zeros(len(b) + 1, bool)  # the separators that join cells, not tokens
+    joiner[row_start[1:] - 1] = True
+    seg_row = np.concatenate([[0], np.cumsum(joiner[sep_pos])])
     if bad.any():
         seg = int(np.searchsorted(seg_start, np.argmax(bad), side="right") - 1)
         _token_error(values, where, column, int(seg_row[seg]), joined[seg_start[seg]:seg_end[seg]])
@@ -311,29 +318,25 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
         _token_error(values, where, column, int(seg_row[seg]), joined[seg_start[seg]:seg_end[seg]],
                      f"has more than {MAX_DIGITS} digits")
     start, length = seg_start[keep], seg_len[keep]
-    tokens = np.zeros(len(start), np.int64)
-    for k in range(int(length.max(initial=0))):  # one pass per digit position (<= 18)
-        more = length > k
-        tokens[more] = tokens[more] * 10 + (b[start[more] + k].astype(np.int64) - ord("0"))
+    digits = int(length.max(initial=0))
+    dtype = np.int32 if digits <= 9 else np.int64  # 9 digits always fit int32
+    tokens = np.zeros(len(start), dtype)
+    last_byte = len(b) - 1
+    for k in range(digits):  # one pass per digit position (<= 18)
+        digit = b[np.minimum(start + k, last_byte)].astype(dtype) - ord("0")
+        tokens = np.where(length > k, tokens * 10 + digit, tokens)
     tok_row = seg_row[keep]
     count = np.bincount(tok_row, minlength=n)
     last = np.cumsum(count)[tok_row] - 1  # index of the row's last token
     col = max_len - 1 - (last - np.arange(len(tokens)))
     kept = col >= 0
-    out[tok_row[kept], col[kept]] = tokens[kept]
+    out.ravel()[tok_row[kept] * max_len + col[kept]] = tokens[kept]
     return out
 
 
 def _token_error(values, where, column, row, token, why="is not a non-negative integer id"):
     raise where.error(row, column, f"token {token!r} in sequence {values[row][:80]!r} {why}; tokens "
                                    f"must be non-negative integers joined by {SEP!r}.")
-
-
-def compact_tokens(raw: np.ndarray) -> np.ndarray:
-    """``raw`` as int32 when every value fits (halves the memory of a long sequence column)."""
-    if raw.size == 0 or raw.max() <= np.iinfo(np.int32).max:
-        return raw.astype(np.int32)
-    return raw
 
 
 # -- counting and vocabularies ------------------------------------------------------------------
@@ -406,6 +409,18 @@ class Vocab:
     def size(self) -> int:
         return len(self.keys) + 2
 
+    @functools.cached_property
+    def _table(self) -> Optional[np.ndarray]:
+        """Direct lookup table raw id -> index for the non-negative integer keys below LUT_LIMIT."""
+        if self.keys.dtype.kind not in "iu":
+            return None
+        pos = np.flatnonzero((self.keys >= 0) & (self.keys < LUT_LIMIT))
+        if len(pos) == 0:
+            return None
+        table = np.full(int(self.keys[pos[-1]]) + 1, OOV, np.int32)
+        table[self.keys[pos]] = pos + 2
+        return table
+
     def __len__(self) -> int:
         return self.size
 
@@ -416,6 +431,16 @@ class Vocab:
             return np.full(values.shape, OOV, np.int32)
         if (values.dtype.kind in "iu") != (self.keys.dtype.kind in "iu"):
             raise TypeError(f"cannot encode {values.dtype} ids with a {self.keys.dtype} vocabulary.")
+        table = self._table
+        if table is None:
+            return self._search(values)
+        direct = (values >= 0) & (values < len(table))
+        out = table[np.where(direct, values, 0)]
+        if not direct.all():  # negative or huge ids (e.g. MISSING): binary search
+            out[~direct] = self._search(values[~direct])
+        return out
+
+    def _search(self, values: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
         return np.where(self.keys[pos] == values, pos + 2, OOV).astype(np.int32)
 
@@ -463,15 +488,20 @@ class Chunk:
         return len(self.where.lines)
 
 
-def read_header(path: Path) -> list[str]:
-    """The column names of a CSV file (line 1); errors for a missing or empty file."""
+def read_header(path: Path, expected: Sequence[str] = ()) -> list[str]:
+    """The column names of a CSV file (line 1); errors for a missing or empty file.
+
+    ``expected`` (the columns a loader needs) only makes the empty-file message more helpful.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), None)
     if not header or header == [""] * len(header):
-        raise DataError(path, 1, None, "the file is empty; expected a header line naming the columns.")
+        raise DataError(path, 1, expected[0] if expected else None,
+                        "the file is empty; expected a header line naming the columns"
+                        + (f" {', '.join(expected)}." if expected else "."))
     return [h.strip() for h in header]
 
 
@@ -495,7 +525,7 @@ def read_csv_chunks(path, columns: Sequence[str], chunk_rows: int = 100_000) -> 
     A file with a header but no data rows is an error.
     """
     path = Path(path)
-    header = read_header(path)
+    header = read_header(path, columns)
     check_columns(path, header, columns)
     index = [header.index(c) for c in columns]
     width = len(header)
@@ -536,6 +566,16 @@ def _chunk(path, rows, lines, columns, index) -> Chunk:
     fields = list(zip(*rows))
     return Chunk({c: fields[i] for c, i in zip(columns, index)},
                  Where(str(path), np.asarray(lines, np.int64)))
+
+
+def count_data_rows(path, block: int = 1 << 24) -> int:
+    """Lines after the header (an upper bound on the data rows; exact without quoted newlines)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return max(lines + (last != b"\n") - 1, 0)
 
 
 def file_signature(path) -> Optional[list]:
