@@ -176,3 +176,18 @@ def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
     assert set(run["transfer_ratio"]["mlp"]) == {"auc", "neg_logloss"}
     assert (tmp_path / "run" / "auc_by_variant.png").stat().st_size > 1000
     assert "Transfer ratios" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):
+    from implicit_rec.data import batches
+    table = EventTable.load(tiny.save(tmp_path / "t"))  # memory-mapped
+    rows = tiny.rows("train")
+    got = list(batches(table, rows, 100, shuffle=True, seed=3))
+    again = list(batches(table, rows, 100, shuffle=True, seed=3))
+    seen = np.concatenate([b["time"] for b in got])
+    assert len(seen) == len(rows) and sorted(seen) == sorted(np.asarray(tiny["time"])[rows])
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in again]), np.concatenate([b["label"] for b in got]))
+    assert all(len(b["label"]) == 100 for b in got[:-1]) and got[0]["cate_his"].shape[1] == tiny.schema.max_len
+    assert len(list(batches(table, rows, 100, drop_last=True))) == len(rows) // 100
+    with pytest.raises(ValueError, match="batch_size"):
+        next(batches(table, rows, 0))

@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+
+from ..atomic import atomic_directory
 
 PAD, OOV = 0, 1
 SPLITS = {"train": 0, "valid": 1, "test": 2}
@@ -128,9 +128,7 @@ class EventTable:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write arrays and meta.json to ``directory`` atomically (temp dir, then rename)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
-        try:
+        with atomic_directory(directory) as tmp:
             for name, col in self.columns.items():
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(col), allow_pickle=False)
             arrays = {k: v for k, v in self.info.items() if isinstance(v, np.ndarray)}
@@ -139,12 +137,6 @@ class EventTable:
             info = {k: v for k, v in self.info.items() if k not in arrays}
             write_meta(tmp, self.schema, self.vocab_sizes, sorted(self.columns), len(self), self.name,
                        {**info, INFO_ARRAYS: sorted(arrays)})
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..atomic import atomic_directory
 from ..data.events import EventTable, HistoryIndex
 
 KINDS = ("interaction", "item")
@@ -76,20 +75,12 @@ class HistoricalStore:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
-        try:
+        with atomic_directory(directory) as tmp:
             for name in ("rows", "embeddings", "logits"):
                 np.save(tmp / f"{name}.npy", getattr(self, name), allow_pickle=False)
             (tmp / "meta.json").write_text(json.dumps({"kind": self.kind, "dim": self.dim,
                                                         "dtype": str(self.embeddings.dtype),
                                                         "events": int(len(self.rows))}))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
