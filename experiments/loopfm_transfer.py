@@ -102,7 +102,7 @@ def main(argv=None) -> None:
                                 log_from_day=args.log_from_day, history_len=args.history_len,
                                 embedding=args.embedding, kd_on_main=args.kd_on_main,
                                 out_of_fold=args.out_of_fold)
-        result = study.run_study(table, cfg)
+        result = study.run_study(table, cfg, store_dir=out / f"store-{size}")
         summary = summarize(result["vms"])
         ratios = {}
         for arch in cfg.archs:

@@ -175,6 +175,7 @@ def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
     assert {v["transfer"] for v in run["vms"]} == set(TRANSFERS)
     assert set(run["transfer_ratio"]["mlp"]) == {"auc", "neg_logloss"}
     assert (tmp_path / "run" / "auc_by_variant.png").stat().st_size > 1000
+    assert run["store"]["bytes_on_disk"] > 0 and (tmp_path / "run" / "store-small" / "embeddings.npy").is_file()
     assert "Transfer ratios" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -164,8 +164,13 @@ def train_vm(table, store, cfg, arch, transfer, seed, log=print):
     return model, hist, make
 
 
-def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print) -> dict:
-    """FM, store, every VM arch x transfer x seed; returns metrics on the test split."""
+def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print,
+              store_dir: Optional[str] = None) -> dict:
+    """FM, store, every VM arch x transfer x seed; returns metrics on the test split.
+
+    With ``store_dir`` the historical store is written there once (atomically) and its size on
+    disk reported; every VM of the run reads the same store.
+    """
     timing = {}
     t0 = time.perf_counter()
     log(f"FM ({cfg.fm_size}) on days {cfg.fm_days[0]}-{cfg.fm_days[1] - 1}")
@@ -181,6 +186,13 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
     t1 = time.perf_counter()
     store = build_store(fm, table, cfg, log)
     timing["store_s"] = time.perf_counter() - t1
+    store_info = {"events": int(len(store.rows)), "dim": store.dim, "kind": store.kind,
+                  "dtype": str(store.embeddings.dtype)}
+    if store_dir is not None:
+        store_info["bytes_on_disk"] = HistoricalStore.size_on_disk(store.save(store_dir))
+        store_info["path"] = str(store_dir)
+        log(f"store: {store_info['events']} logged events, {store_info['bytes_on_disk'] / 2**20:.1f} MiB "
+            f"at {store_dir}")
     vms = []
     for arch in cfg.archs:
         for transfer in cfg.transfers:
@@ -194,5 +206,4 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
                 log(f"VM {arch:>8} {transfer:>9} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
                     f"logloss {res['logloss']:.4f}")
     timing["total_s"] = time.perf_counter() - t0
-    return {"fm": fm_result, "vms": vms, "timing": timing, "store": {"events": int(len(store.rows)),
-                                                                     "dim": store.dim, "kind": store.kind}}
+    return {"fm": fm_result, "vms": vms, "timing": timing, "store": store_info}
