@@ -1,6 +1,5 @@
 """Forward behaviour of solvers.fixed_point: closed forms, acceleration, per-sample freezing, safeguards."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

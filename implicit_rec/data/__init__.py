@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 
 from .bars import VISUAL_FILE, load_amazonelectronics, load_kuaivideo, load_taobaoad
 from .events import EventTable, HistoryIndex, Schema, batches
