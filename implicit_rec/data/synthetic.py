@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..atomic import atomic_directory
 from .events import OOV, PAD, SPLITS, EventTable, Schema, write_meta
 
 PROFILE = ("userid", "cms_segid", "cms_group_id", "final_gender_code", "age_level", "pvalue_level",
@@ -250,10 +250,8 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -
     rng = np.random.default_rng(seed)
     world = _World(p, rng)
     user_seeds = np.random.SeedSequence(seed).spawn(p.users)
-    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".tmp"))
-    try:
-        raw = work / "raw"
-        raw.mkdir()
+    with atomic_directory(path) as out, tempfile.TemporaryDirectory(dir=path.parent) as raw_dir:
+        raw = Path(raw_dir)
         seen: dict[str, np.ndarray] = {}
         dtypes: dict[str, np.dtype] = {}
         rows = 0
@@ -280,8 +278,6 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -
             known = np.flatnonzero(mask)
             sizes[vocab] = len(known) + 2
             tables[vocab] = known
-        out = work / "table"
-        out.mkdir()
         encoded_with = {n: v for v, names in members.items() for n in names}
         for k, dtype in dtypes.items():
             width = p.max_len if k in dict(SEQUENCES) else None
@@ -299,11 +295,6 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -
         write_meta(out, schema, sizes, sorted(dtypes), rows, f"synthetic-{preset}",
                    {"source": "synthetic", "preset": preset, "seed": seed,
                     "preset_params": dataclasses.asdict(p)})
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(out, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return EventTable.load(path)
 
 
