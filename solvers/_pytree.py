@@ -14,11 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def leaf_name(path) -> str:
-    """A readable name for a leaf path, e.g. ``z0['h'][1]`` or ``z0`` for a bare array."""
-    return "z0" + jax.tree_util.keystr(path)
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchedRavel:
     """Maps a batched pytree to a (B, D) matrix and back.
