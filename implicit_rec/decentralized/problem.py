@@ -1,0 +1,148 @@
+"""The vertical model (VM) as a decentralized problem: flat parameters, per-agent shards, batches.
+
+Parameters are one flat float32 vector x (D,) (``jax.flatten_util.ravel_pytree`` of the VM's
+``nnx.Param`` state) so a gossip message is one buffer. Agent i trains on its shard S_i of the VM
+training window: ``iid`` (a random partition of the rows) or ``by-user`` (users split into n
+groups: heterogeneous data). Its batch at iteration k depends only on (seed, i, k), so a
+multi-process run sees exactly the batches of a single-process run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from .. import metrics
+from ..data.events import EventTable
+from ..loopfm.store import HistoricalStore
+from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, vm_batches, window_rows
+from ..models.vertical import ARCHS, TRANSFERS, vm_loss
+
+SHARDINGS = ("iid", "by-user")
+
+
+def shard_rows(table: EventTable, rows: np.ndarray, n: int, how: str, seed: int) -> list[np.ndarray]:
+    """Split ``rows`` among n agents: ``iid`` random partition, ``by-user`` disjoint user groups."""
+    if how not in SHARDINGS:
+        raise ValueError(f"shards={how!r} is not supported; choose one of {', '.join(SHARDINGS)}.")
+    rng = np.random.default_rng([seed, 7])
+    if how == "iid":
+        return [np.sort(part) for part in np.array_split(rng.permutation(rows), n)]
+    users = np.asarray(table["user"])[rows]
+    uniq = rng.permutation(np.unique(users))
+    group = np.empty(int(uniq.max()) + 1, np.int64)
+    group[uniq] = np.arange(len(uniq)) * n // len(uniq)  # n contiguous groups of shuffled users
+    shards = [rows[group[users] == i] for i in range(n)]
+    if any(len(s) == 0 for s in shards):
+        raise ValueError(f"shards='by-user' left an agent without rows ({len(uniq)} users, n={n}).")
+    return shards
+
+
+class AgentSampler:
+    """Agent i's batch at iteration k: rows of its shard, reshuffled every pass (seeded by seed, i)."""
+
+    def __init__(self, shard: np.ndarray, batch_size: int, seed: int, agent: int):
+        self.shard, self.batch_size = shard, batch_size
+        self.rng = np.random.default_rng([seed, 1000 + agent])
+        self.order, self.pos = self.rng.permutation(shard), 0
+
+    def next(self) -> np.ndarray:
+        out = []
+        need = self.batch_size
+        while need:
+            if self.pos == len(self.order):
+                self.order, self.pos = self.rng.permutation(self.shard), 0
+            take = self.order[self.pos:self.pos + need]
+            self.pos += len(take)
+            need -= len(take)
+            out.append(take)
+        return np.concatenate(out)
+
+
+@dataclasses.dataclass
+class VMProblem:
+    """Flat-parameter VM: ``loss(x, batch)``, ``predict(x, rows)``, batch builder, shards."""
+
+    table: EventTable
+    arch: str
+    transfer: str
+    x0: np.ndarray  # (D,) float32
+    loss: Callable  # (x (D,), batch) -> scalar, train mode
+    forward: Callable  # jitted (x, batch) -> probabilities, eval mode
+    make_batch: Callable  # rows -> dict of numpy arrays
+    train_rows: np.ndarray
+    valid_rows: np.ndarray
+    test_rows: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.x0.size)
+
+    def evaluate(self, x: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> float:
+        """AUC of the model with flat parameters ``x`` on ``rows`` (on this process's first device)."""
+        dev = jax.local_devices()[0]
+        xd = jax.device_put(np.asarray(x, np.float32), dev)
+        probs = [np.asarray(self.forward(xd, jax.device_put(self.make_batch(rows[s:s + chunk]), dev)))
+                 for s in range(0, len(rows), chunk)]
+        return metrics.auc(np.asarray(self.table["label"][rows]), np.concatenate(probs))
+
+
+def needs_store(transfer: str) -> bool:
+    return transfer != "none"
+
+
+def fit_store(table: EventTable, cfg: StudyConfig, log: Callable = print) -> HistoricalStore:
+    """Train the foundation model on its window and log its store (the LoopFM study's functions)."""
+    fm, _ = train_fm(table, cfg, log)
+    return build_store(fm, table, cfg, log)
+
+
+def vm_problem(table: EventTable, arch: str = "mlp", transfer: str = "none", seed: int = 0,
+               store: Optional[HistoricalStore] = None, cfg: StudyConfig = StudyConfig(),
+               max_valid: Optional[int] = 20000) -> VMProblem:
+    """The VM of the LoopFM study (``make_vm``) on the VM window; transfer != "none" needs ``store``."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
+    if transfer not in TRANSFERS:
+        raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
+    if needs_store(transfer) and store is None:
+        raise ValueError(f"transfer={transfer!r} needs the FM's historical store; pass store=.")
+    model = make_vm(table, store if store is not None else _NoStore(), cfg, arch, transfer, seed)
+    model.train()
+    graph_train, params, rest = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    graph_eval, _, _ = nnx.split(model, nnx.Param, ...)
+    flat, unravel = ravel_pytree(params)
+    kd_weight = cfg.vm_train.kd_weight
+
+    def loss(x, batch):
+        m = nnx.merge(graph_train, unravel(x), rest)
+        return vm_loss(m, batch, kd_weight)[0]
+
+    @jax.jit
+    def forward(x, batch):
+        m = nnx.merge(graph_eval, unravel(x), rest)
+        return jax.nn.sigmoid(m(batch)["logit"])
+
+    jax_make = vm_batches(table, store, cfg, transfer)
+
+    def make_batch(rows):
+        return {k: np.asarray(v) for k, v in jax_make(np.asarray(rows)).items()}
+
+    valid = table.rows("valid")
+    if max_valid is not None and len(valid) > max_valid:
+        valid = np.sort(np.random.default_rng(seed).choice(valid, max_valid, replace=False))
+    return VMProblem(table, arch, transfer, np.asarray(flat, np.float32), loss, forward, make_batch,
+                     window_rows(table, "train", cfg.vm_days), valid, table.rows("test"))
+
+
+class _NoStore:
+    """Stands in for the store when transfer="none": make_vm reads only ``dim`` (LoopFM projection)."""
+
+    dim = 1
+
