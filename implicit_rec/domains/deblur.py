@@ -1,0 +1,468 @@
+"""Deblurring study: implicit proximal-gradient model vs explicit and unrolled CNNs, and its k-sweep.
+
+Data: y = A x + sigma * eps on centred grayscale crops x - 1/2 (``images``), A a known circular
+blur (``prox.BlurOperator``). Models (all built from ``prox.prox_grad_cell`` f(z; theta, y)):
+
+- implicit: x_hat = z*, z* = f(z*; theta, y), Anderson forward, implicit (IFT) backward;
+- explicit: x_hat = f(z_0; theta, y), one application of the same cell (same parameters);
+- unrolled depth L: z_{l+1} = f(z_l; theta_l, y), untied theta_1..theta_L (L x params);
+
+all from z_0 = 0 (``z0="zero"``, mid-grey; the setting of the paper's bound
+Lip(z_k) <= L (1 - mu^k) / (1 - mu), which needs a constant start) or z_0 = y (``z0="blurred"``);
+- Wiener/Tikhonov: x_hat = (A^T A + lam I)^-1 A^T y with lam tuned on the validation split.
+
+Sweep: the trained implicit cell's Picard iterates z_k, k in ``ks``, give test PSNR(k) and the
+empirical Lipschitz constant of y -> z_k(y) (perturbations of y: white Gaussian noise and the same noise
+band-passed to the frequencies the blur attenuates to 2-30 %, where deblurring amplifies), in one pass each.
+``run(config)`` returns (metrics, arrays); ``write_outputs`` writes metrics.json, report.md, PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import solvers
+from implicit_rec.atomic import atomic_directory
+
+from . import images, prox, sweep
+
+PRESETS = ("tiny", "default")
+Z0_MODES = ("zero", "blurred")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeblurConfig:
+    """All settings of one study (see ``preset``)."""
+
+    size: int = 32                 # crop side (pixels)
+    scale: float = 0.5             # rescale the photographs before cropping
+    n_train: int = 4096
+    n_val: int = 256
+    n_test: int = 384
+    kernel: str = "gaussian"       # "gaussian" | "motion"
+    kernel_size: int = 9
+    kernel_param: float = 1.6      # Gaussian sigma, or motion angle in degrees
+    noise: float = 0.01            # sigma of the additive Gaussian noise (images in [0, 1])
+    channels: int = 16
+    cnn_layers: int = 4
+    eta0: float = 1.0
+    lam0: float = 0.05
+    steps: int = 800               # training steps per model
+    batch: int = 16
+    lr: float = 2e-3
+    eval_every: int = 200          # validation PSNR (model selection) every this many steps
+    train_max_iter: int = 25       # Anderson iterations (forward and adjoint) in training
+    train_tol: float = 1e-3
+    eval_max_iter: int = 100
+    eval_tol: float = 1e-4
+    depths: tuple = (1, 2, 4, 8, 16)
+    ks: tuple = sweep.DEFAULT_KS
+    lip_samples: int = 32          # test crops used for the Lipschitz estimate
+    lip_perturbations: int = 4
+    lip_scale: float = 1e-2        # per-pixel std of the perturbations of y
+    examples: int = 6
+    z0: str = "zero"               # "zero" | "blurred": the start z_0 of every model
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.z0 not in Z0_MODES:
+            raise ValueError(f"z0={self.z0!r} is not supported; choose one of {', '.join(map(repr, Z0_MODES))}.")
+        if self.kernel not in prox.KERNELS:
+            raise ValueError(f"kernel={self.kernel!r} is not supported; choose one of "
+                             f"{', '.join(map(repr, prox.KERNELS))}.")
+        for name in ("size", "n_train", "n_val", "n_test", "channels", "steps", "batch", "eval_every",
+                     "train_max_iter", "eval_max_iter", "lip_samples", "lip_perturbations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}.")
+        if not self.depths or any(int(d) < 1 for d in self.depths):
+            raise ValueError(f"depths must be integers >= 1, got {self.depths!r}.")
+        sweep.check_ks(self.ks)
+
+
+def preset(name: str, **overrides) -> DeblurConfig:
+    """``"default"`` (about 10 minutes on 2 CPU cores) or ``"tiny"`` (seconds, for the tests)."""
+    if name == "default":
+        base = {}
+    elif name == "tiny":
+        base = dict(size=16, n_train=96, n_val=16, n_test=24, channels=4, cnn_layers=2, steps=12, batch=8,
+                    eval_every=6, train_max_iter=15, eval_max_iter=30, depths=(1, 2), ks=(0, 1, 2, 4, 8),
+                    lip_samples=6, lip_perturbations=2, examples=3)
+    else:
+        raise ValueError(f"preset={name!r} is not supported; choose one of {', '.join(map(repr, PRESETS))}.")
+    return DeblurConfig(**{**base, **overrides})
+
+
+# -- problem -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Blur operator and the clean/blurred crop arrays (centred: pixel - 1/2), float32."""
+
+    op: prox.BlurOperator
+    kernel: np.ndarray
+    splits: images.CropSplits
+    x: dict          # split -> (N, H, W) clean, centred
+    y: dict          # "val", "test" -> (N, H, W) blurred + noise, centred (train noise is drawn per step)
+
+
+def make_problem(cfg: DeblurConfig, dtype=jnp.float32) -> Problem:
+    kernel = prox.make_kernel(cfg.kernel, cfg.kernel_size, cfg.kernel_param)
+    op = prox.BlurOperator.from_kernel(kernel, (cfg.size, cfg.size))
+    splits = images.make_splits(size=cfg.size, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test,
+                                seed=cfg.seed, scale=cfg.scale)
+    x = {s: jnp.asarray(getattr(splits, s) - 0.5, dtype) for s in ("train", "val", "test")}
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed + 1000), 2)
+    y = {s: blur_and_noise(op, x[s], cfg.noise, k) for s, k in zip(("val", "test"), keys)}
+    return Problem(op, kernel, splits, x, y)
+
+
+def blur_and_noise(op: prox.BlurOperator, x, noise: float, key):
+    """y = A x + noise * eps."""
+    return op.A(x) + noise * jax.random.normal(key, x.shape, x.dtype)
+
+
+def psnr(x_hat, x) -> jax.Array:
+    """Per-image PSNR (dB) of centred images with pixels clipped to [0, 1]: 10 log10(1 / MSE); shape (N,)."""
+    err = jnp.clip(x_hat + 0.5, 0.0, 1.0) - (x + 0.5)
+    return -10.0 * jnp.log10(jnp.mean(err ** 2, axis=(-2, -1)) + 1e-12)
+
+
+# -- models ------------------------------------------------------------------------------------
+def cell_fn(op: prox.BlurOperator) -> Callable:
+    """f(z, params, y) for the solvers."""
+    return functools.partial(prox.prox_grad_cell, op=op)
+
+
+def solver_options(cfg: DeblurConfig, train: bool) -> dict:
+    if train:
+        return dict(method="anderson", max_iter=cfg.train_max_iter, tol=cfg.train_tol, grad="ift")
+    return dict(method="anderson", max_iter=cfg.eval_max_iter, tol=cfg.eval_tol, grad="ift")
+
+
+def initial_state(y, z0: str):
+    """z_0: zeros (mid-grey) or the blurred input itself."""
+    return jnp.zeros_like(y) if z0 == "zero" else y
+
+
+def implicit_apply(params, y, op, options: dict, z0: str = "zero"):
+    """(z*, SolverInfo): the fixed point of the cell."""
+    return solvers.fixed_point(cell_fn(op), initial_state(y, z0), params, y, **options)
+
+
+def explicit_apply(params, y, op, z0: str = "zero"):
+    """One application of the cell from z_0."""
+    return prox.prox_grad_cell(initial_state(y, z0), params, y, op)
+
+
+def unrolled_apply(stacked, y, op, z0: str = "zero"):
+    """Untied stack: params with a leading depth axis, applied in order from z_0."""
+    z, _ = jax.lax.scan(lambda z, p: (prox.prox_grad_cell(z, p, y, op), None), initial_state(y, z0), stacked)
+    return z
+
+
+def init_unrolled(key, depth: int, cfg: DeblurConfig, dtype=jnp.float32):
+    layers = [prox.init_step(k, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0, dtype)
+              for k in jax.random.split(key, depth)]
+    return jax.tree.map(lambda *a: jnp.stack(a), *layers)
+
+
+def trajectory(params, y, op, ks, z0: str = "zero"):
+    """Picard iterates z_k for k in ks, (len(ks), B, H, W)."""
+    traj = solvers.iterate(cell_fn(op), initial_state(y, z0), params, y, steps=max(ks), method="picard",
+                           tol=0.0)
+    return traj[np.asarray(ks)]
+
+
+def perturbations(key, shape, op: prox.BlurOperator, scale: float, dtype=jnp.float32):
+    """P = shape[0] perturbations (P, B, H, W) with per-pixel RMS ``scale``: even p white Gaussian
+    noise, odd p the same kind of noise restricted to the band 0.02 <= |K| <= 0.3 of the blur."""
+    white = jax.random.normal(key, shape, dtype)
+    mask = ((np.abs(op.khat) >= 0.02) & (np.abs(op.khat) <= 0.3)).astype(np.float64)
+    if mask.sum() == 0:  # no such band (very mild blur): fall back to white noise
+        mask = np.ones_like(mask)
+    band = jnp.fft.irfft2(jnp.fft.rfft2(white) * mask.astype(np.complex64), s=op.shape).astype(dtype)
+    band = band / jnp.sqrt(jnp.mean(band ** 2, axis=(-2, -1), keepdims=True))
+    odd = (jnp.arange(shape[0]) % 2 == 1).reshape((-1,) + (1,) * (len(shape) - 1))
+    return scale * jnp.where(odd, band, white)
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: Optional[Callable] = None):
+    """Adam (cosine decay, clip 1.0) on the MSE of apply(params, y) vs x, fresh noise every step.
+
+    Returns (best params by validation PSNR, history dict).
+    """
+    x_train = prob.x["train"]
+    sched = optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=0.1)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, key):
+        k1, k2 = jax.random.split(key)
+        x = x_train[jax.random.randint(k1, (cfg.batch,), 0, x_train.shape[0])]
+        y = blur_and_noise(prob.op, x, cfg.noise, k2)
+
+        def loss_fn(p):
+            out = apply(p, y)
+            return jnp.mean((out - x) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    val = jax.jit(lambda p: jnp.mean(psnr(apply(p, prob.y["val"]), prob.x["val"])))
+    best, best_psnr, hist = params, -np.inf, {"loss": [], "val_psnr": []}
+    for i, k in enumerate(jax.random.split(key, cfg.steps)):
+        params, state, loss = step(params, state, k)
+        hist["loss"].append(float(loss))
+        if (i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps:
+            v = float(val(params))
+            hist["val_psnr"].append((i + 1, v))
+            if log:
+                log(f"  step {i + 1:5d}  loss {np.mean(hist['loss'][-cfg.eval_every:]):.2e}  val PSNR {v:.2f}")
+            if v > best_psnr:
+                best, best_psnr = params, v
+    hist["best_val_psnr"] = best_psnr
+    return best, hist
+
+
+def tune_wiener(prob: Problem, grid=None) -> tuple[float, float]:
+    """(lam, validation PSNR) of the best Tikhonov filter on a log grid."""
+    grid = np.logspace(-5, 0, 26) if grid is None else grid
+    scores = [float(jnp.mean(psnr(prob.op.tikhonov(prob.y["val"], lam), prob.x["val"]))) for lam in grid]
+    i = int(np.argmax(scores))
+    return float(grid[i]), scores[i]
+
+
+# -- the study ---------------------------------------------------------------------------------
+def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
+    """Train every model, evaluate on the test crops, sweep k. Returns (metrics, arrays for plots)."""
+    log = log or (lambda s: None)
+    t_start = time.perf_counter()
+    timing = {}
+    prob = make_problem(cfg)
+    op, xt, yt, z0 = prob.op, prob.x["test"], prob.y["test"], cfg.z0
+    key = jax.random.PRNGKey(cfg.seed)
+    k_imp, k_exp, k_unr, k_lip, k_train = jax.random.split(key, 5)
+    models = {"blurred": {"params": 0, "psnr": float(jnp.mean(psnr(yt, xt)))}}
+    lam, val_psnr = tune_wiener(prob)
+    models["wiener"] = {"params": 0, "lam": lam, "val_psnr": val_psnr,
+                        "psnr": float(jnp.mean(psnr(op.tikhonov(yt, lam), xt)))}
+    log(f"blurred {models['blurred']['psnr']:.2f} dB, Wiener (lam={lam:.1e}) {models['wiener']['psnr']:.2f} dB")
+
+    # implicit
+    t0 = time.perf_counter()
+    train_opts, eval_opts = solver_options(cfg, True), solver_options(cfg, False)
+    p_imp = prox.init_step(k_imp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
+    log(f"implicit ({prox.num_params(p_imp)} params)")
+    p_imp, hist_imp = train(lambda p, y: implicit_apply(p, y, op, train_opts, z0)[0], p_imp, prob, cfg,
+                            jax.random.fold_in(k_train, 0), log)
+    timing["train_implicit_s"] = time.perf_counter() - t0
+    z_imp, info = jax.jit(lambda p, y: implicit_apply(p, y, op, eval_opts, z0))(p_imp, yt)
+    eta, lam_imp = prox.step_sizes(p_imp)
+    models["implicit"] = {"params": prox.num_params(p_imp), "psnr": float(jnp.mean(psnr(z_imp, xt))),
+                          "converged_fraction": float(jnp.mean(info.converged)),
+                          "mean_nstep": float(jnp.mean(info.nstep)),
+                          "max_residual": float(jnp.max(info.residual)),
+                          "eta": float(eta), "lam": float(lam_imp), "val_psnr": hist_imp["best_val_psnr"],
+                          "train_seconds": timing["train_implicit_s"],
+                          "solver": {k: v for k, v in eval_opts.items() if k != "grad"}}
+
+    # explicit (= unrolled depth 1)
+    t0 = time.perf_counter()
+    p_exp = prox.init_step(k_exp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
+    log(f"explicit ({prox.num_params(p_exp)} params)")
+    p_exp, hist_exp = train(lambda p, y: explicit_apply(p, y, op, z0), p_exp, prob, cfg,
+                            jax.random.fold_in(k_train, 1), log)
+    z_exp = explicit_apply(p_exp, yt, op, z0)
+    models["explicit"] = {"params": prox.num_params(p_exp), "psnr": float(jnp.mean(psnr(z_exp, xt))),
+                          "val_psnr": hist_exp["best_val_psnr"], "train_seconds": time.perf_counter() - t0}
+    timing["train_explicit_s"] = models["explicit"]["train_seconds"]
+
+    # unrolled untied stacks (depth 1 is the explicit model, trained once)
+    unrolled, p_unr = {}, {}
+    for d in cfg.depths:
+        if d == 1:
+            p_unr[1] = jax.tree.map(lambda a: a[None], p_exp)
+            unrolled["1"] = {"params": models["explicit"]["params"], "psnr": models["explicit"]["psnr"],
+                             "val_psnr": models["explicit"]["val_psnr"], "same_as": "explicit"}
+            continue
+        t0 = time.perf_counter()
+        p = init_unrolled(jax.random.fold_in(k_unr, d), d, cfg)
+        log(f"unrolled depth {d} ({prox.num_params(p)} params)")
+        p, hist = train(lambda p, y: unrolled_apply(p, y, op, z0), p, prob, cfg,
+                        jax.random.fold_in(k_train, 10 + d), log)
+        p_unr[d] = p
+        unrolled[str(d)] = {"params": prox.num_params(p),
+                            "psnr": float(jnp.mean(psnr(unrolled_apply(p, yt, op, z0), xt))),
+                            "val_psnr": hist["best_val_psnr"], "train_seconds": time.perf_counter() - t0}
+    models["unrolled"] = unrolled
+    timing["train_unrolled_s"] = sum(u.get("train_seconds", 0.0) for u in unrolled.values())
+
+    # sweep: PSNR, residual and Lipschitz at each k, from Picard iterates of the implicit cell
+    t0 = time.perf_counter()
+    ks = tuple(cfg.ks)
+    traj = jax.jit(lambda p, y: trajectory(p, y, op, ks, z0))(p_imp, yt)  # (len(ks), N, H, W)
+    psnr_k = np.asarray(jax.vmap(lambda z: jnp.mean(psnr(z, xt)))(traj))
+    mse_k = np.asarray(jnp.mean((traj - xt) ** 2, axis=(1, 2, 3)))
+    fz = jax.jit(jax.vmap(lambda z: cell_fn(op)(z, p_imp, yt)))(traj)
+    flat = lambda a: a.reshape(len(ks), len(xt), -1)  # noqa: E731
+    res = np.asarray(jnp.linalg.norm(flat(fz - traj), axis=-1) / (jnp.linalg.norm(flat(fz), axis=-1) + 1e-12))
+    n_lip = min(cfg.lip_samples, len(xt))
+    y_lip = yt[:n_lip]
+    deltas = perturbations(k_lip, (cfg.lip_perturbations,) + y_lip.shape, op, cfg.lip_scale, y_lip.dtype)
+    lip_max, lip_mean = jax.jit(lambda p, y, d: sweep.trajectory_lipschitz(
+        lambda yy: trajectory(p, yy, op, ks, z0), y, d))(p_imp, y_lip, deltas)
+    rows = sweep.iteration_sweep(ks, lambda _: mse_k, lambda _: (lip_max, lip_mean))
+    for r, p_, rr in zip(rows, psnr_k, res):
+        r.update(psnr=float(p_), residual_mean=float(np.mean(rr)), residual_max=float(np.max(rr)),
+                 converged_fraction=float(np.mean(rr <= cfg.eval_tol)))
+
+    def lip_of(g):
+        est = solvers.empirical_lipschitz(g, y_lip, deltas)
+        return {"lipschitz_max": float(est.max), "lipschitz_mean": float(est.mean)}
+
+    models["implicit"].update(lip_of(jax.jit(lambda y: implicit_apply(p_imp, y, op, eval_opts, z0)[0])))
+    models["explicit"].update(lip_of(jax.jit(lambda y: explicit_apply(p_exp, y, op, z0))))
+    models["wiener"].update(lip_of(lambda y: op.tikhonov(y, lam)))
+    for d, p in p_unr.items():
+        models["unrolled"][str(d)].update(lip_of(jax.jit(lambda y, p=p: unrolled_apply(p, y, op, z0))))
+    timing["sweep_s"] = time.perf_counter() - t0
+    timing["total_s"] = time.perf_counter() - t_start
+
+    metrics = {
+        "domain": "deblur",
+        "config": dataclasses.asdict(cfg),
+        "data": {"sizes": prob.splits.sizes(), "train_images": list(prob.splits.train_images),
+                 "test_images": list(prob.splits.test_images), "crop": cfg.size, "scale": cfg.scale,
+                 "kernel": {"kind": cfg.kernel, "size": cfg.kernel_size, "param": cfg.kernel_param},
+                 "noise": cfg.noise, "source": "skimage.data (bundled with scikit-image)"},
+        "models": models,
+        "sweep": rows,
+        "timing": timing,
+    }
+    n_ex = min(cfg.examples, len(xt))
+    arrays = {"blurred": np.asarray(yt[:n_ex]), "implicit": np.asarray(z_imp[:n_ex]),
+              "explicit": np.asarray(z_exp[:n_ex]), "wiener": np.asarray(op.tikhonov(yt[:n_ex], lam)),
+              "truth": np.asarray(xt[:n_ex]), "kernel": prob.kernel}
+    return metrics, arrays
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def report(metrics: dict) -> str:
+    """Markdown: the model comparison and the k-sweep."""
+    m = metrics["models"]
+    lip = lambda d: (f"{d['lipschitz_max']:.3g} / {d['lipschitz_mean']:.3g}"  # noqa: E731
+                     if "lipschitz_max" in d else "-")
+    data = metrics["data"]
+    lines = ["# Deblurring: implicit vs explicit proximal-gradient CNN", "",
+             f"{data['kernel']['kind']} blur (size {data['kernel']['size']}, param {data['kernel']['param']}), "
+             f"noise sigma {data['noise']}, {data['crop']}x{data['crop']} crops; "
+             f"train/val/test {data['sizes']['train']}/{data['sizes']['val']}/{data['sizes']['test']}; "
+             f"test images: {', '.join(data['test_images'])}.", "",
+             "| model | params | depth / iterations | test PSNR (dB) | Lipschitz max / mean |",
+             "|---|---:|---|---:|---:|",
+             f"| blurred input | 0 | - | {m['blurred']['psnr']:.2f} | - |",
+             f"| Wiener / Tikhonov (lam={m['wiener']['lam']:.1e}) | 0 | closed form | {m['wiener']['psnr']:.2f} | "
+             f"{lip(m['wiener'])} |",
+             f"| explicit (cell once) | {m['explicit']['params']:,} | 1 | {m['explicit']['psnr']:.2f} | "
+             f"{lip(m['explicit'])} |"]
+    for d, u in m["unrolled"].items():
+        lines.append(f"| unrolled untied | {u['params']:,} | {d} | {u['psnr']:.2f} | {lip(u)} |")
+    imp = m["implicit"]
+    lines += [f"| **implicit** (Anderson to tol {imp['solver']['tol']:g}) | {imp['params']:,} | "
+              f"{imp['mean_nstep']:.1f} mean, {100 * imp['converged_fraction']:.0f}% converged | "
+              f"**{imp['psnr']:.2f}** | {lip(imp)} |", "",
+              f"Test-time iterations of the trained implicit cell (Picard iterates z_k from z_0 = "
+              f"{'0' if metrics['config']['z0'] == 'zero' else 'y'}):", "",
+              "| k | test PSNR (dB) | Lipschitz max | Lipschitz mean | relative residual (mean) | converged |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for r in metrics["sweep"]:
+        lines.append(f"| {r['k']} | {r['psnr']:.2f} | {r['lipschitz_max']:.3g} | {r['lipschitz_mean']:.3g} | "
+                     f"{r['residual_mean']:.2e} | {100 * r['converged_fraction']:.0f}% |")
+    t = metrics["timing"]
+    lines += ["", f"Learned step eta = {imp['eta']:.3f}, lam = {imp['lam']:.2e}. "
+              f"Wall time {t['total_s']:.0f} s (implicit training {t['train_implicit_s']:.0f} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_psnr(metrics: dict, path) -> None:
+    """PSNR vs k (implicit), unrolled stacks as points at their depth, Wiener and blurred as lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m, rows = metrics["models"], metrics["sweep"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot([r["k"] for r in rows], [r["psnr"] for r in rows], marker="o", label="implicit (iterate k)")
+    ax.axhline(m["implicit"]["psnr"], color="tab:blue", ls=":", lw=1, label="implicit (Anderson, converged)")
+    ds = sorted(int(d) for d in m["unrolled"])
+    ax.scatter(ds, [m["unrolled"][str(d)]["psnr"] for d in ds], marker="s", color="tab:orange", zorder=3,
+               label="unrolled untied (depth)")
+    ax.scatter([1], [m["explicit"]["psnr"]], marker="*", s=120, color="tab:red", zorder=4, label="explicit")
+    ax.axhline(m["wiener"]["psnr"], color="tab:green", ls="--", label="Wiener / Tikhonov")
+    ax.axhline(m["blurred"]["psnr"], color="gray", ls="-.", label="blurred input")
+    ax.set_xscale("symlog", base=2, linthresh=1)
+    lo = min(m["blurred"]["psnr"], *(r["psnr"] for r in rows if r["k"] > 0)) - 1
+    ax.set_ylim(bottom=lo)
+    ax.set_xlabel("iterations k (depth for unrolled)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_examples(arrays: dict, path) -> None:
+    """Strip: blurred / Wiener / explicit / implicit / truth, one row per test crop."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["blurred", "wiener", "explicit", "implicit", "truth"]
+    n = len(arrays["truth"])
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n), squeeze=False)
+    for i in range(n):
+        for j, c in enumerate(cols):
+            axes[i, j].imshow(np.clip(arrays[c][i] + 0.5, 0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if i == 0:
+                axes[i, j].set_title(c, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+OUTPUT_FILES = ("metrics.json", "report.md", "psnr_vs_iterations.png", "lipschitz_vs_iterations.png",
+                "examples.png")
+
+
+def write_outputs(out, metrics: dict, arrays: dict) -> Path:
+    """Write OUTPUT_FILES into ``out`` atomically (a reader never sees a partial directory)."""
+    out = Path(out)
+    m = metrics["models"]
+    with atomic_directory(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "report.md").write_text(report(metrics))
+        plot_psnr(metrics, tmp / "psnr_vs_iterations.png")
+        base = {f"unrolled d={d}": (int(d), u["lipschitz_max"]) for d, u in m["unrolled"].items()}
+        base["Wiener"] = (max(r["k"] for r in metrics["sweep"]), m["wiener"]["lipschitz_max"])
+        sweep.plot_sweep(metrics["sweep"], tmp / "lipschitz_vs_iterations.png", key="lipschitz_max",
+                         ylabel="empirical Lipschitz (max) of y -> z_k", baselines=base, logy=True,
+                         title="deblurring: Lipschitz vs iterations")
+        plot_examples(arrays, tmp / "examples.png")
+    return out
