@@ -108,8 +108,8 @@ class DSGD:
         self.k_max = k_max
         self.branch = np.array(branch, np.int32)
         self.sends_x = np.array(sends_x)
-        self.keep = np.array(keep, np.float32)  # (period, 2)
-        self.recv = np.array(recv, np.float32).reshape(top.period, 2, k_max)  # (period, 2, K)
+        self.keep = np.array(keep, np.float64)  # (period, 2)
+        self.recv = np.array(recv, np.float64).reshape(top.period, 2, k_max)  # (period, 2, K)
 
     def bytes_per_iteration(self, dim: int, itemsize: int = 4) -> float:
         """Bytes each agent sends per iteration (mean over a period); all-reduce: ring estimate 2(n−1)/n·D."""
@@ -143,7 +143,7 @@ class DSGD:
                                            + [jnp.zeros_like(v)] * (self.k_max - len(perms)))
 
             received = jax.lax.switch(jnp.asarray(self.branch)[r], [branch(pm) for pm in self.perms], send)
-            keep, recv = jnp.asarray(self.keep)[r], jnp.asarray(self.recv)[r]
+            keep, recv = jnp.asarray(self.keep, x.dtype)[r], jnp.asarray(self.recv, x.dtype)[r]
             x = keep[0] * x + jnp.tensordot(recv[0], received, 1)
             if two:
                 xhat = keep[1] * xhat + jnp.tensordot(recv[1], received, 1)
@@ -158,14 +158,14 @@ class DSGD:
         return DSGDState(x, xhat, opt, step), loss
 
     # -- public API -------------------------------------------------------------------------
-    def init(self, x0) -> DSGDState:
-        """Every agent starts from the same flat vector ``x0`` (D,); x̂ = x for CECA."""
-        x0 = np.asarray(x0, np.float32)
-        local = {i: x0 for i in range(self.n)}
-        x = put_agents(self.mesh, local, self.n)
-        xhat = (put_agents(self.mesh, {i: x0 for i in range(self.n)}, self.n)
+    def init(self, x0, dtype=np.float32) -> DSGDState:
+        """Agents start from ``x0``: (D,) the same vector for all, or (n, D) one row each; x̂ = x."""
+        x0 = np.asarray(x0, dtype)
+        rows = np.broadcast_to(x0, (self.n, x0.shape[-1]))
+        x = put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
+        xhat = (put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
                 if self.topology.variables == 2 else None)
-        opt0 = self.optimizer.init(jnp.asarray(x0))
+        opt0 = self.optimizer.init(jnp.asarray(rows[0]))
         opt = put_agents(self.mesh, {i: jax.tree.map(np.asarray, opt0) for i in range(self.n)}, self.n)
         step = jax.device_put(jnp.zeros((), jnp.int32), self.replicated)
         return DSGDState(x, xhat, opt, step)

@@ -1,0 +1,211 @@
+"""``implicit-rec train-decentralized``: DSGD of a VM on N agents (JAX devices), one or more processes.
+
+    implicit-rec train-decentralized --agents 6 --topology ceca-2p                  # 6 virtual CPU devices
+    implicit-rec train-decentralized --agents 6 --processes 3                       # launches 3 local processes
+    implicit-rec train-decentralized --agents 8 --processes 2 --coordinator H:P --process-id I   # per host
+
+With ``--processes P`` and no ``--coordinator`` this process is a launcher: it prepares the data
+cache (and the FM store for transfer variants), picks a free port on 127.0.0.1 and runs P worker
+processes with ``agents / P`` CPU devices each. Workers join through
+``jax.distributed.initialize``; the coordinator binds to 127.0.0.1 unless ``--coordinator-bind``
+says otherwise (e.g. ``0.0.0.0:PORT`` for several hosts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..models.vertical import ARCHS, TRANSFERS
+from .problem import SHARDINGS
+from .topology import TOPOLOGIES
+from .train import OPTIMIZERS, DecentralizedConfig
+
+HELP = "train a vertical model with decentralized SGD (CECA and other gossip topologies) on N agents"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``train-decentralized`` on an argparse subparsers object; sets ``func=run``."""
+    d = DecentralizedConfig()
+    p = subparsers.add_parser("train-decentralized", help=HELP, description=HELP)
+    g = p.add_argument_group("agents and topology")
+    g.add_argument("--agents", type=int, default=d.agents, help="number of agents (devices), default %(default)s")
+    g.add_argument("--topology", choices=TOPOLOGIES, default=d.topology, help="default %(default)s")
+    g.add_argument("--processes", type=int, default=1,
+                   help="processes sharing the agents (agents %% processes == 0); default %(default)s")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="coordinator of a multi-process run")
+    g.add_argument("--process-id", type=int, help="this process's index with --coordinator")
+    g.add_argument("--coordinator-bind", metavar="ADDR:PORT",
+                   help="address process 0 binds the coordinator to (default 127.0.0.1:PORT)")
+    g = p.add_argument_group("data and model (as in `implicit-rec run`)")
+    g.add_argument("--dataset", default=d.dataset, help="dataset spec, default %(default)s")
+    g.add_argument("--preset", default=d.preset, help="synthetic preset, default %(default)s")
+    g.add_argument("--data-seed", type=int, default=d.data_seed, help="synthetic data seed")
+    g.add_argument("--arch", choices=ARCHS, default=d.arch)
+    g.add_argument("--transfer", choices=TRANSFERS, default=d.transfer,
+                   help="LoopFM/KD variants train the FM and its store first (LoopFM study functions)")
+    g.add_argument("--shards", choices=SHARDINGS, default=d.shards, help="how agents split the training rows")
+    g.add_argument("--cache-dir", help="dataset cache (default: <out>/../cache)")
+    g.add_argument("--store", help="FM store directory for transfer variants (read if present, else written)")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="local update rule of every agent (DSGD: sgd)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per agent")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--log-every", type=int, default=d.log_every)
+    g.add_argument("--eval-every", type=int, default=d.eval_every)
+    g.add_argument("--eval-agent", type=int, default=d.eval_agent)
+    g.add_argument("--out", default="runs/decentralized", help="output directory (metrics.json, curves.png)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def config_from_args(args) -> DecentralizedConfig:
+    fields = {f.name for f in dataclasses.fields(DecentralizedConfig)}
+    cfg = DecentralizedConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg.check()
+    return cfg
+
+
+def _check_args(args) -> None:
+    if args.agents < 1:
+        raise ValueError(f"--agents must be >= 1, got {args.agents}.")
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}.")
+    if args.agents % args.processes:
+        raise ValueError(f"--agents {args.agents} is not divisible by --processes {args.processes}.")
+    if args.coordinator is not None:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}.")
+        if args.process_id is None or not 0 <= args.process_id < args.processes:
+            raise ValueError(f"--process-id must be in [0, {args.processes}) with --coordinator, "
+                             f"got {args.process_id}.")
+    elif args.process_id is not None:
+        raise ValueError("--process-id needs --coordinator.")
+
+
+def run(args) -> int:
+    """Entry point of the subcommand; returns the exit code."""
+    try:
+        _check_args(args)
+        cfg = config_from_args(args)
+        from .topology import make_topology
+        make_topology(cfg.topology, cfg.agents)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.cache_dir is None:
+        args.cache_dir = str(Path(args.out).resolve().parent / "cache")
+    if args.processes > 1 and args.coordinator is None:
+        return launch(args, cfg)
+    return worker(args, cfg)
+
+
+def worker(args, cfg: DecentralizedConfig) -> int:
+    """Run as one process of the job (the only one when --processes 1)."""
+    import jax
+    local = cfg.agents // args.processes
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        try:
+            jax.config.update("jax_num_cpu_devices", local)  # CPU devices; before the backend starts
+        except RuntimeError:  # backend already initialized: agent_mesh reports missing devices
+            pass
+    if args.coordinator is not None and args.processes > 1:
+        port = args.coordinator.rpartition(":")[2]
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.processes,
+                                   process_id=args.process_id,
+                                   coordinator_bind_address=args.coordinator_bind or f"127.0.0.1:{port}")
+    from .train import run_decentralized
+    try:
+        run_decentralized(cfg, out=args.out, cache_dir=args.cache_dir, store_dir=args.store,
+                          progress=not args.no_progress)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if args.coordinator is not None and args.processes > 1:
+            jax.distributed.shutdown()
+    return 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def worker_argv(args, coordinator: str, process_id: int) -> list[str]:
+    """The command line of one worker: this subcommand's options plus coordinator and id."""
+    argv = [sys.executable, "-m", "implicit_rec.decentralized.cli",
+            "--agents", str(args.agents), "--topology", args.topology, "--processes", str(args.processes),
+            "--coordinator", coordinator, "--process-id", str(process_id),
+            "--dataset", args.dataset, "--preset", args.preset, "--data-seed", str(args.data_seed),
+            "--arch", args.arch, "--transfer", args.transfer, "--shards", args.shards,
+            "--cache-dir", args.cache_dir, "--steps", str(args.steps), "--lr", repr(args.lr),
+            "--optimizer", args.optimizer, "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+            "--log-every", str(args.log_every), "--eval-every", str(args.eval_every),
+            "--eval-agent", str(args.eval_agent), "--out", args.out]
+    if args.store:
+        argv += ["--store", args.store]
+    if args.coordinator_bind:
+        argv += ["--coordinator-bind", args.coordinator_bind]
+    if args.no_progress or process_id:
+        argv.append("--no-progress")
+    return argv
+
+
+def launch(args, cfg: DecentralizedConfig) -> int:
+    """Prepare data (and the FM store), then run ``--processes`` workers on loopback; wait for all."""
+    from .problem import fit_store, needs_store
+    from .train import load_table
+    table = load_table(cfg, args.cache_dir)  # fills the cache once, before the workers read it
+    if needs_store(cfg.transfer):
+        args.store = args.store or str(Path(args.out) / "store")
+        if not (Path(args.store) / "meta.json").is_file():
+            from ..loopfm.study import StudyConfig
+            print("training the foundation model for the FM store (LoopFM study functions)")
+            fit_store(table, StudyConfig()).save(args.store)
+    coordinator = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ)
+    env.setdefault("XLA_FLAGS", "")
+    procs = [subprocess.Popen(worker_argv(args, coordinator, i), env=env) for i in range(args.processes)]
+    rc = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.poll() not in (None, 0)]
+            if failed:
+                rc = failed[0].returncode
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                break
+            time.sleep(0.2)
+        for p in procs:
+            p.wait()
+            rc = rc or p.returncode
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    return rc
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="implicit-rec")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train-decentralized"] + list(sys.argv[1:] if argv is None else argv))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
