@@ -48,7 +48,7 @@ def _cli(tmp_path, out, *extra):
     env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "implicit_rec.decentralized.cli", "--agents", "6", "--topology", "ceca-2p",
-            "--preset", "tiny", "--steps", "4", "--batch-size", "16", "--lr", "0.1", "--log-every", "2",
+            "--preset", "tiny", "--steps", "4", "--batch-size", "16", "--log-every", "2",
             "--eval-every", "4", "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / "cache"),
             "--no-progress", *extra]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=400, env=env, cwd=ROOT)

@@ -40,8 +40,8 @@ class DecentralizedConfig:
     arch: str = "mlp"
     transfer: str = "none"
     steps: int = 400
-    lr: float = 0.5
-    optimizer: str = "sgd"  # applied locally by every agent; DSGD is "sgd"
+    lr: float = 3e-3
+    optimizer: str = "adam"  # local update rule u_i of every agent; plain DSGD is "sgd"
     batch_size: int = 64  # per agent
     shards: str = "iid"
     seed: int = 0

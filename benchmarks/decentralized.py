@@ -1,0 +1,155 @@
+"""Decentralized DSGD benchmark: collectives in the compiled step, compile count, step time, AUC.
+
+    .venv/bin/python -m benchmarks.decentralized [--steps 400] [--repeats 30] [--quick]
+
+Sets 8 virtual CPU devices before JAX starts. Measures, for the VM (mlp) on the synthetic default:
+(1) per topology at n = 8 (and n = 6): collective-permute / all-reduce ops in the compiled step
+and messages per branch; (2) XLA backend compiles during a run after the first step (0 = the
+run compiles once); (3) median step time of ceca-2p and complete at n = 8, timed round-robin in
+this process (ratio); (4) final validation AUC of ceca-2p and complete at n = 6 after ``--steps``
+iterations. Writes benchmarks/results/decentralized.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import RESULTS, machine_info, median_times, write_atomic  # noqa: E402
+from implicit_rec.decentralized import make_topology  # noqa: E402
+from implicit_rec.decentralized.engine import DSGD, agent_mesh, count_collectives, put_agents  # noqa: E402
+from implicit_rec.decentralized.problem import AgentSampler, shard_rows, vm_problem  # noqa: E402
+from implicit_rec.decentralized.train import (DecentralizedConfig, load_table, make_optimizer,  # noqa: E402
+                                              run_decentralized)
+
+COUNT_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus", "complete")
+
+
+class CompileCounter:
+    """Counts XLA backend compiles through jax.monitoring while ``active``."""
+
+    def __init__(self):
+        self.count, self.active = 0, False
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kw):
+        if self.active and "backend_compile" in event:
+            self.count += 1
+
+
+def engine_for(prob, table, name, n, cfg):
+    mesh = agent_mesh(n)
+    eng = DSGD(make_topology(name, n), prob.loss, optimizer=make_optimizer(cfg.optimizer, cfg.lr), mesh=mesh)
+    shards = shard_rows(table, prob.train_rows, n, "iid", 0)
+    samplers = [AgentSampler(shards[i], cfg.batch_size, 0, i) for i in range(n)]
+    batch = put_agents(mesh, {i: prob.make_batch(samplers[i].next()) for i in range(n)}, n)
+    return eng, eng.init(prob.x0), batch
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--quick", action="store_true", help="tiny preset, few steps (smoke run)")
+    args = p.parse_args(argv)
+    preset = "tiny" if args.quick else "default"
+    steps = 20 if args.quick else args.steps
+    base = DecentralizedConfig(preset=preset)
+    cache = "runs/cache"
+    table = load_table(base, cache)
+    prob = vm_problem(table, base.arch, "none", 0, None)
+    counter = CompileCounter()
+    out = {"machine": machine_info(devices=len(jax.devices())), "preset": preset, "params": prob.dim,
+           "optimizer": base.optimizer, "lr": base.lr, "batch_per_agent": base.batch_size}
+
+    hlo = {}
+    for n in (6, 8):
+        for name in COUNT_TOPOLOGIES:
+            try:
+                eng, st, batch = engine_for(prob, table, name, n, base)
+            except ValueError as e:  # e.g. ceca-1p needs even n
+                hlo[f"{n}/{name}"] = {"error": str(e)}
+                continue
+            counts = count_collectives(eng.hlo_text(st, batch))
+            hlo[f"{n}/{name}"] = {**counts, "branches": len(eng.perms),
+                                  "messages_per_branch": [len(pm) for pm in eng.perms],
+                                  "period": eng.topology.period,
+                                  "bytes_per_agent_per_iter": eng.bytes_per_iteration(prob.dim)}
+            print(n, name, hlo[f"{n}/{name}"], flush=True)
+    out["hlo"] = hlo
+
+    # compile count and step time at n = 8, ceca-2p vs complete, same process, round-robin
+    engines = {name: engine_for(prob, table, name, 8, base) for name in ("ceca-2p", "complete")}
+    states = {name: st for name, (_, st, _) in engines.items()}
+    for name, (eng, st, batch) in engines.items():
+        states[name], _ = eng.step(st, batch)  # first step compiles
+    counter.active = True
+
+    def thunk(name):
+        eng, _, batch = engines[name]
+
+        def go():
+            states[name], loss = eng.step(states[name], batch)
+            return loss
+        return go
+
+    times = median_times({name: thunk(name) for name in engines}, repeats=args.repeats)
+    counter.active = False
+    out["step_time_n8"] = {"median_s": times, "ratio_ceca2p_over_complete": times["ceca-2p"] / times["complete"],
+                           "repeats": args.repeats,
+                           "backend_compiles_after_first_step": counter.count,
+                           "engine_compiles": {k: e.compiles for k, (e, _, _) in engines.items()}}
+    print(out["step_time_n8"], flush=True)
+
+    # final AUC at n = 6 on the synthetic default: ceca-2p vs all-reduce
+    auc = {}
+    for name in ("ceca-2p", "complete"):
+        cfg = DecentralizedConfig(agents=6, topology=name, preset=preset, steps=steps, eval_every=steps)
+        r = run_decentralized(cfg, cache_dir=cache, progress=False)
+        auc[name] = {"valid_auc_avg": r["final"]["valid_auc_avg"], "test_auc_avg": r["final"]["test_auc_avg"],
+                     "consensus": r["final"]["consensus"], "compiles": r["compiles"],
+                     "seconds_per_step": r["seconds_per_step"]}
+        print(name, auc[name], flush=True)
+    auc["valid_auc_gap"] = auc["ceca-2p"]["valid_auc_avg"] - auc["complete"]["valid_auc_avg"]
+    auc["steps"] = steps
+    out["auc_n6"] = auc
+    write_atomic(RESULTS / "decentralized.json", json.dumps(out, indent=2))
+    write_atomic(RESULTS / "decentralized.md", report(out))
+    print(report(out))
+
+
+def report(out: dict) -> str:
+    lines = ["# Decentralized DSGD benchmark", "",
+             f"VM mlp ({out['params']:,} params) on synthetic/{out['preset']}, local {out['optimizer']} "
+             f"lr {out['lr']}, batch {out['batch_per_agent']} per agent; {out['machine']['cpu_count']} CPUs, "
+             f"jax {out['machine']['jax']}, virtual CPU devices.", "",
+             "| n / topology | period | branches | messages per branch | collective-permute | all-reduce | "
+             "KiB sent/agent/iter |", "|---|---:|---:|---|---:|---:|---:|"]
+    for key, h in out["hlo"].items():
+        if "error" in h:
+            lines.append(f"| {key} | – | – | {h['error'].split(';')[0]} | – | – | – |")
+            continue
+        lines.append(f"| {key} | {h['period']} | {h['branches']} | {h['messages_per_branch']} | "
+                     f"{h['collective-permute']} | {h['all-reduce']} | {h['bytes_per_agent_per_iter'] / 1024:.1f} |")
+    st = out["step_time_n8"]
+    a = out["auc_n6"]
+    lines += ["", f"Step time at n = 8 (median of {st['repeats']}, round-robin): ceca-2p "
+              f"{st['median_s']['ceca-2p'] * 1e3:.1f} ms, complete (all-reduce) {st['median_s']['complete'] * 1e3:.1f} ms, "
+              f"ratio {st['ratio_ceca2p_over_complete']:.3f}. XLA compiles after the first step: "
+              f"{st['backend_compiles_after_first_step']}; engine compiles per run: {st['engine_compiles']}.", "",
+              f"Final validation AUC at n = 6 after {a['steps']} iterations: ceca-2p {a['ceca-2p']['valid_auc_avg']:.4f}, "
+              f"complete {a['complete']['valid_auc_avg']:.4f} (gap {a['valid_auc_gap']:+.4f}); test AUC "
+              f"{a['ceca-2p']['test_auc_avg']:.4f} vs {a['complete']['test_auc_avg']:.4f}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

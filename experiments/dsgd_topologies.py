@@ -1,0 +1,171 @@
+"""DSGD topologies: the VM on JAX virtual devices, and convex least squares with many agents.
+
+    python -m experiments.dsgd_topologies [--agents 5,6,8,12] [--topologies ceca-2p,ceca-1p,exp2-one-peer,ring,complete]
+        [--steps 400] [--optimizer adam --lr 0.003] [--preset default] [--skip-vm] [--skip-lsq]
+        [--lsq-agents 258] [--lsq-steps 3000] [--out runs/dsgd_topologies]
+
+Part 1 (device engine, one process, max(agents) virtual CPU devices): for each n and topology
+(ceca-1p only for even n) the VM of ``implicit-rec run`` is trained by DSGD; OUT/vm_n{n}.png shows
+consensus distance and validation AUC of the mean model vs iterations, OUT/report.md the final AUC
+table. Part 2 (host reference ``gossip``): least squares with n agents, d = 10, 50 samples each,
+heterogeneous local optima and noisy gradients g_i = ∇f_i(x_i) + σξ; relative error
+(1/n) Σ ||x_i − x*||² / ||x*||² vs iterations for DSGD with each topology and centralized SGD
+(OUT/least_squares.png). Everything goes to OUT/metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LSQ_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring")
+
+
+def least_squares_study(n: int = 258, d: int = 10, m: int = 50, steps: int = 3000, lr: float = 0.02,
+                        sigma: float = 0.5, seed: int = 0, topologies=LSQ_TOPOLOGIES, every: int = 10) -> dict:
+    """Relative error curves of DSGD (reference gossip) per topology and of centralized SGD."""
+    from implicit_rec.decentralized import make_topology
+    from implicit_rec.decentralized.reference import dsgd_reference
+
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, m, d))
+    local_opt = rng.normal(size=d) + 0.5 * rng.normal(size=(n, d))  # heterogeneous agents
+    b = np.einsum("nmd,nd->nm", A, local_opt) + 0.1 * rng.normal(size=(n, m))
+    x_star = np.linalg.lstsq(A.reshape(-1, d), b.reshape(-1), rcond=None)[0]
+    scale = float(x_star @ x_star)
+
+    def run(name: str) -> list[float]:
+        noise = np.random.default_rng(seed + 1)
+        curve = [1.0]
+
+        def grad(k, X):
+            g = np.einsum("nmd,nm->nd", A, np.einsum("nmd,nd->nm", A, X) - b) / m
+            return g + sigma * noise.normal(size=X.shape)
+
+        def record(k, X):
+            if k % every == 0:
+                curve.append(float(np.mean(np.sum((X - x_star) ** 2, axis=1)) / scale))
+
+        if name == "centralized":  # one model, gradient = mean of the n noisy local gradients
+            x = np.zeros(d)
+            for k in range(steps):
+                x = x - lr * grad(k, np.broadcast_to(x, (n, d))).mean(0)
+                record(k + 1, np.broadcast_to(x, (n, d)))
+        else:
+            dsgd_reference(make_topology(name, n), grad, np.zeros(d), lr, steps, callback=record)
+        return curve
+
+    names = [t for t in topologies if not (t == "ceca-1p" and n % 2)] + ["centralized"]
+    curves = {name: run(name) for name in names}
+    return {"n": n, "d": d, "samples_per_agent": m, "steps": steps, "lr": lr, "sigma": sigma, "every": every,
+            "curves": curves, "final": {k: v[-1] for k, v in curves.items()}}
+
+
+def plot_lsq(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, curve in res["curves"].items():
+        ax.semilogy(np.arange(len(curve)) * res["every"], curve, label=name,
+                    linestyle="--" if name == "centralized" else "-")
+    ax.set(xlabel="iteration", ylabel="(1/n) Σ ||x_i − x*||² / ||x*||²",
+           title=f"least squares, n={res['n']}, d={res['d']}, {res['samples_per_agent']} samples/agent")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
+    from implicit_rec.decentralized.train import DecentralizedConfig, plot_curves, run_decentralized
+    results = {}
+    for n in agents:
+        hist = {}
+        for top in topologies:
+            if top == "ceca-1p" and n % 2:
+                continue
+            cfg = DecentralizedConfig(agents=n, topology=top, preset=args.preset, arch=args.arch,
+                                      steps=args.steps, lr=args.lr, optimizer=args.optimizer,
+                                      batch_size=args.batch_size, shards=args.shards, seed=args.seed,
+                                      log_every=args.log_every, eval_every=args.eval_every)
+            print(f"== n={n} {top}", flush=True)
+            r = run_decentralized(cfg, cache_dir=str(out.parent / "cache"), progress=False)
+            r.pop("x_mean")
+            results[f"{n}/{top}"] = r
+            hist[top] = r["history"]
+        plot_curves(hist, out / f"vm_n{n}.png", title=f"VM, n={n}")
+    return results
+
+
+def report(vm: dict, lsq: dict | None, args) -> str:
+    lines = ["# DSGD topologies", ""]
+    if vm:
+        lines += [f"VM ({args.arch}) on synthetic/{args.preset}, {args.steps} iterations, local {args.optimizer} "
+                  f"lr {args.lr}, batch {args.batch_size} per agent, shards {args.shards}.", "",
+                  "| n | topology | valid AUC (mean model) | valid AUC (agent 0) | test AUC (mean) | "
+                  "final consensus | KiB sent/agent/iter | s/iter |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for key, r in vm.items():
+            n, top = key.split("/")
+            f = r["final"]
+            lines.append(f"| {n} | {top} | {f['valid_auc_avg']:.4f} | {f['valid_auc_agent0']:.4f} | "
+                         f"{f['test_auc_avg']:.4f} | {f['consensus']:.2e} | "
+                         f"{r['bytes_sent_per_agent_per_iteration'] / 1024:.1f} | {r['seconds_per_step']:.3f} |")
+        lines.append("")
+    if lsq:
+        lines += [f"Least squares (host reference gossip): n={lsq['n']}, d={lsq['d']}, "
+                  f"{lsq['samples_per_agent']} samples/agent, σ={lsq['sigma']}, lr {lsq['lr']}, "
+                  f"{lsq['steps']} iterations.", "", "| method | final relative error |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3e} |" for k, v in lsq["final"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", default="5,6,8,12")
+    p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--arch", default="mlp")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shards", default="iid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--skip-vm", action="store_true")
+    p.add_argument("--skip-lsq", action="store_true")
+    p.add_argument("--lsq-agents", type=int, default=258)
+    p.add_argument("--lsq-steps", type=int, default=3000)
+    p.add_argument("--out", default="runs/dsgd_topologies")
+    args = p.parse_args(argv)
+    agents = [int(a) for a in args.agents.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_vm:  # virtual devices must be configured before JAX starts its backend
+        import jax
+        jax.config.update("jax_num_cpu_devices", max(agents))
+    vm = {} if args.skip_vm else vm_study(agents, args.topologies.split(","), args, out)
+    lsq = None
+    if not args.skip_lsq:
+        lsq = least_squares_study(n=args.lsq_agents, steps=args.lsq_steps, seed=args.seed)
+        plot_lsq(lsq, out / "least_squares.png")
+    result = {"args": vars(args), "vm": vm, "least_squares": lsq}
+    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("report.md", report(vm, lsq, args))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    print(report(vm, lsq, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
