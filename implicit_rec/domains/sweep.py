@@ -58,28 +58,26 @@ def iteration_sweep(ks: Sequence[int], error_fn: Callable[[tuple], Sequence[floa
 
 
 def trajectory_lipschitz(traj_fn: Callable, x, deltas) -> tuple[jax.Array, jax.Array]:
-    """Empirical Lipschitz constant of every readout of a trajectory, in one pass per perturbation.
+    """Empirical Lipschitz constant of every readout of a trajectory, from one call of ``traj_fn``.
 
     ``traj_fn(x)`` returns an array (K, B, ...) — the model output after each of K
-    iteration counts for a batch x (a pytree whose leaves have batch axis 0).
-    ``deltas`` has x's structure with an extra leading axis P. The ratio for
-    perturbation p, sample b and count k is
+    iteration counts for a batch x (a pytree whose leaves have batch axis 0; samples
+    must not interact). ``deltas`` has x's structure with an extra leading axis P.
+    x and its P perturbed copies are stacked into one batch of (P + 1) B samples.
+    The ratio for perturbation p, sample b and count k is
     ||traj_fn(x + d_p)[k, b] - traj_fn(x)[k, b]|| / ||d_p[b]|| (norm over all leaves
     of one sample), exactly that of ``solvers.empirical_lipschitz`` applied to the
     k-th readout. Returns (max, mean) over (p, b), each of shape (K,).
     """
-    base = traj_fn(x)
-    flat = lambda t: t.reshape(t.shape[0], t.shape[1], -1)  # noqa: E731
-    base = flat(base)
-
-    def one(delta):
-        moved = flat(traj_fn(jax.tree.map(jnp.add, x, delta)))
-        dnorm = jnp.sqrt(sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1)
-                             for d in jax.tree.leaves(delta)))
-        return jnp.linalg.norm(moved - base, axis=-1) / dnorm[None, :]  # (K, B)
-
-    ratios = jax.lax.map(one, deltas)  # (P, K, B)
-    return jnp.max(ratios, axis=(0, 2)), jnp.mean(ratios, axis=(0, 2))
+    num_p = jax.tree.leaves(deltas)[0].shape[0]
+    batch = jax.tree.leaves(x)[0].shape[0]
+    stacked = jax.tree.map(lambda a, d: jnp.concatenate([a[None], a[None] + d]).reshape((-1,) + a.shape[1:]),
+                           x, deltas)
+    out = traj_fn(stacked)
+    out = out.reshape(out.shape[0], num_p + 1, batch, -1)  # (K, P + 1, B, ...)
+    dnorm = jnp.sqrt(sum(jnp.sum(d.reshape(num_p, batch, -1) ** 2, axis=-1) for d in jax.tree.leaves(deltas)))
+    ratios = jnp.linalg.norm(out[:, 1:] - out[:, :1], axis=-1) / dnorm[None]  # (K, P, B)
+    return jnp.max(ratios, axis=(1, 2)), jnp.mean(ratios, axis=(1, 2))
 
 
 def plot_sweep(rows: Sequence[Mapping], path, *, key: str = "error", ylabel: Optional[str] = None,

@@ -1,0 +1,356 @@
+"""Linear programs: implicit vs explicit GNN on random LPs, and the test-time-iteration sweep.
+
+Pipeline (:func:`run`): generate (or load cached) LPs with HiGHS labels (``lp_data``),
+hold out a validation split of the training LPs, train for each embedding size d an
+:class:`~implicit_rec.domains.gnn.ImplicitGNN` and an
+:class:`~implicit_rec.domains.gnn.ExplicitGNN` (depth 4, same width; optionally a
+second one narrowed to the implicit model's parameter count) with Adam, keep the
+parameters with the best validation error, then on the test set report
+
+    error(ŷ) = mean_b ||ŷ_b - y*_b|| / (||y*_b|| + 1)            (original units)
+
+and, for the implicit models, the error and empirical Lipschitz constant after
+k = 0, 1, 2, 4, ... solver iterations (``sweep``; Anderson as in evaluation by default,
+so the last k reproduces the fixed point, or Picard). Model inputs are scaled:
+c / c_scale, and b, l, u, ŷ, y* / bound_std; the Lipschitz
+constants are measured in these units, perturbing A's nonzeros, b, c, l, u by
+``lip_eps`` relative noise (delta = eps |x| xi, xi ~ N(0, 1)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import solvers
+
+from . import gnn, lp_data, sweep
+
+PAPER = {"dims": [4, 8, 16, 32], "explicit": [0.397, 0.273, 0.283, 0.318],
+         "implicit": [0.218, 0.177, 0.152, 0.156]}
+PERTURBED = ("A", "b", "c", "l", "u")
+
+
+@dataclasses.dataclass(frozen=True)
+class LPConfig:
+    """Everything the LP experiment depends on (presets in :data:`PRESETS`)."""
+
+    n_train: int = 2500          # solved training LPs, validation split included
+    n_test: int = 1000
+    val_fraction: float = 0.1
+    dims: tuple = (4, 8, 16, 32)
+    depth: int = 4               # explicit GNN layers
+    gamma_self: float = 0.1      # spectral norm of the implicit block's self weights
+    gamma_msg: float = 0.89      # ... and of its message weights (sum < 1: contraction without feedback)
+    feedback: bool = True        # feed features of the current estimate ŷ (A ŷ - b, box slack) into each block
+    matched_explicit: bool = True  # also train an explicit GNN narrowed to the implicit parameter count
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    eval_every: int = 2
+    train_iters: int = 30        # Anderson iterations in training (IFT backward)
+    eval_iters: int = 60
+    ks: tuple = sweep.DEFAULT_KS
+    sweep_method: str = "anderson"  # iterations of the sweep: the eval solver's method, or "picard"
+    lip_samples: int = 200       # test LPs for the Lipschitz estimate
+    lip_perturbations: int = 8
+    lip_eps: float = 1e-2
+    spec: lp_data.LPSpec = lp_data.LPSpec()
+    seed: int = 0
+
+
+PRESETS = {
+    # tiny: n_val = n_test = (lip_perturbations + 1) * lip_samples, so one compiled forward serves all
+    "tiny": LPConfig(n_train=24, n_test=8, val_fraction=1 / 3, dims=(4, 8), epochs=2, batch_size=8,
+                     eval_every=2, train_iters=8, eval_iters=20, ks=(0, 1, 2, 4), lip_samples=4,
+                     lip_perturbations=1, matched_explicit=False),
+    "default": LPConfig(),
+}
+
+
+def preset(name: str, **overrides) -> LPConfig:
+    """The named preset with optional field overrides (one clear error for an unknown name)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not known; choose one of {sorted(PRESETS)}.")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def to_inputs(data: dict, spec: lp_data.LPSpec, dtype=jnp.float32) -> tuple[dict, jax.Array]:
+    """Raw LP arrays (``lp_data.FIELDS``) -> (model input dict, target y* / bound_std (B, n)).
+
+    Inputs: A, eq as they are; b, l, u, y* divided by bound_std (so A y = b still holds); c / c_scale.
+    """
+    x = {"A": data["A"], "b": data["b"] / spec.bound_std, "eq": data["eq"].astype(float), "c": data["c"] / spec.c_scale,
+         "l": data["l"] / spec.bound_std, "u": data["u"] / spec.bound_std}
+    return ({k: jnp.asarray(v, dtype) for k, v in x.items()},
+            jnp.asarray(data["y"] / spec.bound_std, dtype))
+
+
+def take(x, idx):
+    return jax.tree.map(lambda a: a[idx], x)
+
+
+def relative_error(y_hat: jax.Array, y: jax.Array, scale: float) -> jax.Array:
+    """Per instance ||ŷ - y|| / (||y|| + 1) in original units (inputs scaled by 1 / scale), shape (B,)."""
+    return (scale * jnp.linalg.norm(y_hat - y, axis=-1)) / (scale * jnp.linalg.norm(y, axis=-1) + 1.0)
+
+
+def greedy_box_baseline(data: dict) -> np.ndarray:
+    """x_j = l_j if c_j > 0 else u_j: the optimum when the constraints are dropped, shape (B, n)."""
+    return np.where(data["c"] > 0, data["l"], data["u"])
+
+
+# -- models --------------------------------------------------------------------------------------
+def build(kind: str, d: int, cfg: LPConfig, seed: int) -> nnx.Module:
+    """``"implicit"`` or ``"explicit"`` GNN of embedding size d."""
+    rngs = nnx.Rngs(seed)
+    if kind == "implicit":
+        from implicit_rec.layers import SolverConfig
+        return gnn.ImplicitGNN(d, cfg.spec.m, cfg.spec.n, rngs=rngs, gamma_self=cfg.gamma_self,
+                               gamma_msg=cfg.gamma_msg, feedback=cfg.feedback,
+                               train_solver=SolverConfig(max_iter=cfg.train_iters, tol=1e-4),
+                               eval_solver=SolverConfig(max_iter=cfg.eval_iters, tol=1e-5))
+    if kind == "explicit":
+        return gnn.ExplicitGNN(d, rngs=rngs, depth=cfg.depth, feedback=cfg.feedback)
+    raise ValueError(f"kind={kind!r} is not known; choose 'implicit' or 'explicit'.")
+
+
+def matched_width(target_params: int, cfg: LPConfig) -> int:
+    """Largest explicit width whose parameter count does not exceed ``target_params`` (at least 1)."""
+    best = 1
+    for d in range(1, 257):
+        if gnn.count_params(build("explicit", d, cfg, 0)) > target_params:
+            break
+        best = d
+    return best
+
+
+@nnx.jit
+def _forward(model: nnx.Module, x: dict) -> jax.Array:
+    return model(x)[0]
+
+
+def predict(model: nnx.Module, x: dict, batch: int = 500) -> jax.Array:
+    """ŷ (B, n) in evaluation mode, in chunks of ``batch``."""
+    model.eval()
+    size = x["A"].shape[0]
+    return jnp.concatenate([_forward(model, take(x, slice(s, s + batch))) for s in range(0, size, batch)])
+
+
+def train(model: nnx.Module, x_tr: dict, y_tr: jax.Array, x_va: dict, y_va: jax.Array, cfg: LPConfig,
+          log: Callable[[str], None] = lambda s: None) -> dict:
+    """Adam on the mean relative error; restores the parameters of the best validation error."""
+    scale = cfg.spec.bound_std
+    size = y_tr.shape[0]
+    bsz = min(cfg.batch_size, size)
+    steps_per_epoch = size // bsz
+    schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(1, cfg.epochs * steps_per_epoch), 0.05)
+    opt = nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
+
+    def loss_fn(mdl, xb, yb):
+        return jnp.mean(relative_error(mdl(xb)[0], yb, scale))
+
+    @nnx.jit
+    def step(mdl, opt, xb, yb):
+        loss, grads = nnx.value_and_grad(loss_fn)(mdl, xb, yb)
+        opt.update(mdl, grads)
+        return loss
+
+    rng = np.random.default_rng(cfg.seed)
+    best, best_state, history = np.inf, None, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = rng.permutation(size)
+        losses = [float(step(model, opt, take(x_tr, order[i:i + bsz]), y_tr[order[i:i + bsz]]))
+                  for i in range(0, steps_per_epoch * bsz, bsz)]
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            val = float(jnp.mean(relative_error(predict(model, x_va), y_va, scale)))
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_error": val})
+            log(f"    epoch {epoch:3d}  train {np.mean(losses):.4f}  val {val:.4f}")
+            if val < best:
+                best, best_state = val, jax.tree.map(jnp.array, nnx.state(model))
+    nnx.update(model, best_state)
+    model.eval()
+    return {"history": history, "best_val_error": best}
+
+
+# -- sweep ---------------------------------------------------------------------------------------
+def perturbations(x: dict, count: int, eps: float, key: jax.Array) -> dict:
+    """``count`` relative perturbations of A's nonzeros, b, c, l, u (eq untouched): leaves (P,) + shape."""
+    keys = jax.random.split(key, len(PERTURBED))
+    out = {}
+    for k, name in zip(keys, PERTURBED):
+        xi = jax.random.normal(k, (count,) + x[name].shape, x[name].dtype)
+        out[name] = eps * jnp.abs(x[name])[None] * xi
+    out["eq"] = jnp.zeros((count,) + x["eq"].shape, x["eq"].dtype)
+    return out
+
+
+def implicit_trajectory_fn(model: gnn.ImplicitGNN, ks, method: str = "anderson") -> Callable[[dict], jax.Array]:
+    """x -> ŷ after k solver iterations for every k in ks, shape (len(ks), B, n) (pure, jitted)."""
+    ks = sweep.check_ks(ks)
+    graphdef, state = nnx.split(model)
+    picks = jnp.asarray(ks)
+
+    @jax.jit
+    def traj(state, x):
+        mdl = nnx.merge(graphdef, state)
+        mdl.eval()
+        return mdl.trajectory(x, ks[-1], method=method)[picks]
+
+    return lambda x: traj(state, x)
+
+
+def sweep_implicit(model: gnn.ImplicitGNN, x_te: dict, y_te: jax.Array, cfg: LPConfig) -> list[dict]:
+    """Rows {k, error, lipschitz_max, lipschitz_mean} of ``sweep.iteration_sweep`` on the test set."""
+    scale = cfg.spec.bound_std
+    traj = implicit_trajectory_fn(model, cfg.ks, cfg.sweep_method)
+    x_lip = take(x_te, slice(0, cfg.lip_samples))
+    deltas = perturbations(x_lip, cfg.lip_perturbations, cfg.lip_eps, jax.random.PRNGKey(cfg.seed + 7))
+
+    def errors(ks):
+        out = traj(x_te)
+        return [float(jnp.mean(relative_error(out[i], y_te, scale))) for i in range(len(ks))]
+
+    return sweep.iteration_sweep(cfg.ks, errors, lambda ks: sweep.trajectory_lipschitz(traj, x_lip, deltas))
+
+
+def explicit_lipschitz(model: nnx.Module, x_te: dict, cfg: LPConfig) -> solvers.LipschitzEstimate:
+    """``solvers.empirical_lipschitz`` of a (non-iterative) model's ŷ, same perturbations as the sweep."""
+    model.eval()
+    graphdef, state = nnx.split(model)
+    g = jax.jit(lambda x: nnx.merge(graphdef, state)(x)[0])
+    x_lip = take(x_te, slice(0, cfg.lip_samples))
+    deltas = perturbations(x_lip, cfg.lip_perturbations, cfg.lip_eps, jax.random.PRNGKey(cfg.seed + 7))
+    return solvers.empirical_lipschitz(g, x_lip, deltas)
+
+
+# -- the experiment ------------------------------------------------------------------------------
+def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate every model of ``cfg``; returns the metrics dict (JSON-ready)."""
+    t_start = time.perf_counter()
+    spec, scale = cfg.spec, cfg.spec.bound_std
+    train_raw, train_draws = lp_data.load_or_generate(cfg.n_train, 2 * cfg.seed, spec, cache_dir)
+    test_raw, test_draws = lp_data.load_or_generate(cfg.n_test, 2 * cfg.seed + 1, spec, cache_dir)
+    t_data = time.perf_counter() - t_start
+    n_val = max(1, int(round(cfg.val_fraction * cfg.n_train)))
+    x_all, y_all = to_inputs(train_raw, spec)
+    perm = np.random.default_rng(cfg.seed).permutation(cfg.n_train)
+    x_va, y_va = take(x_all, perm[:n_val]), y_all[perm[:n_val]]
+    x_tr, y_tr = take(x_all, perm[n_val:]), y_all[perm[n_val:]]
+    x_te, y_te = to_inputs(test_raw, spec)
+    log(f"LPs: {cfg.n_train - n_val} train / {n_val} val / {cfg.n_test} test "
+        f"({cfg.n_train + cfg.n_test} solved of {train_draws + test_draws} draws, {t_data:.1f}s)")
+    greedy = float(jnp.mean(relative_error(jnp.asarray(greedy_box_baseline(test_raw)) / scale, y_te, scale)))
+
+    models, sweeps, timing = {"implicit": {}, "explicit": {}}, {}, {"data_s": t_data}
+    if cfg.matched_explicit:
+        models["explicit_matched"] = {}
+    for d in cfg.dims:
+        runs = [("implicit", d), ("explicit", d)]
+        for kind, width in runs + ([("explicit_matched", None)] if cfg.matched_explicit else []):
+            if width is None:
+                width = matched_width(models["implicit"][str(d)]["params"], cfg)
+            model = build("implicit" if kind == "implicit" else "explicit", width, cfg, cfg.seed)
+            params = gnn.count_params(model)
+            log(f"  {kind} d={d} (width {width}, {params:,} params)")
+            t0 = time.perf_counter()
+            fit = train(model, x_tr, y_tr, x_va, y_va, cfg, log)
+            t_train = time.perf_counter() - t0
+            test_err = float(jnp.mean(relative_error(predict(model, x_te), y_te, scale)))
+            entry = {"width": width, "params": params, "test_error": test_err,
+                     "best_val_error": fit["best_val_error"], "train_seconds": t_train,
+                     "history": fit["history"]}
+            t0 = time.perf_counter()
+            if kind == "implicit":
+                sweeps[str(d)] = sweep_implicit(model, x_te, y_te, cfg)
+            else:
+                lip = explicit_lipschitz(model, x_te, cfg)
+                entry.update(depth=cfg.depth, lipschitz_max=float(lip.max), lipschitz_mean=float(lip.mean))
+            entry["eval_seconds"] = time.perf_counter() - t0
+            models[kind][str(d)] = entry
+            log(f"    test error {test_err:.4f}  ({t_train:.0f}s training)")
+    timing["total_s"] = time.perf_counter() - t_start
+    return {"config": _jsonable(dataclasses.asdict(cfg)),
+            "dataset": {"train": cfg.n_train - n_val, "val": n_val, "test": cfg.n_test,
+                        "train_draws": train_draws, "test_draws": test_draws,
+                        "solved_fraction": (cfg.n_train + cfg.n_test) / (train_draws + test_draws)},
+            "baselines": {"greedy_box": greedy},
+            "models": models, "sweep": sweeps, "paper": PAPER, "timing": timing}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# -- report --------------------------------------------------------------------------------------
+def comparison_table(metrics: dict) -> str:
+    """Markdown: test error per embedding size, ours next to the paper's, with parameter counts."""
+    mods = metrics["models"]
+    matched = "explicit_matched" in mods
+    head = "| d | explicit (paper) | implicit (paper) | explicit (ours) | implicit (ours) |"
+    rule = "|---:|---:|---:|---:|---:|"
+    if matched:
+        head += " explicit, matched params (ours) |"
+        rule += "---:|"
+    lines = [head, rule]
+    for d in metrics["config"]["dims"]:
+        key = str(d)
+        paper = (dict(zip(PAPER["dims"], PAPER["explicit"])).get(d),
+                 dict(zip(PAPER["dims"], PAPER["implicit"])).get(d))
+        cell = lambda e: f"{e['test_error']:.3f} ({e['params']:,} p)"  # noqa: E731
+        row = (f"| {d} | {'-' if paper[0] is None else paper[0]} | {'-' if paper[1] is None else paper[1]} | "
+               f"{cell(mods['explicit'][key])} | {cell(mods['implicit'][key])} |")
+        if matched:
+            e = mods["explicit_matched"][key]
+            row += f" {e['test_error']:.3f} ({e['params']:,} p, width {e['width']}) |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def report_markdown(metrics: dict) -> str:
+    """report.md: comparison table, per-k sweep tables, dataset and timing."""
+    ds, cfg = metrics["dataset"], metrics["config"]
+    lines = ["# Linear programs: implicit vs explicit GNN", "",
+             f"Random LPs ({cfg['spec']['m']} constraints x {cfg['spec']['n']} variables, "
+             f"{cfg['spec']['nnz']} nonzeros): {ds['train']} train / {ds['val']} val / {ds['test']} test "
+             f"({100 * ds['solved_fraction']:.0f}% of draws solvable). Metric: mean ||ŷ - y*|| / (||y*|| + 1) "
+             "on the test set; p = trainable parameters.", "",
+             comparison_table(metrics), "",
+             f"Greedy box baseline (x_j = l_j if c_j > 0 else u_j, constraints ignored): "
+             f"{metrics['baselines']['greedy_box']:.3f}.", ""]
+    for d, rows in metrics["sweep"].items():
+        ex = metrics["models"]["explicit"][d]
+        lines += [f"## Test-time iterations, d = {d}", "",
+                  sweep.sweep_table(rows, baselines={f"explicit (depth {ex['depth']})": (
+                      ex["depth"], ex["test_error"], ex["lipschitz_max"], ex["lipschitz_mean"])}), ""]
+    lines.append(f"Total time {metrics['timing']['total_s']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(metrics: dict, out_dir) -> list[str]:
+    """lp_error_vs_iterations.png and lp_lipschitz_vs_iterations.png in out_dir; returns the names."""
+    series = {f"implicit d={d}": rows for d, rows in metrics["sweep"].items()}
+    ex = metrics["models"]["explicit"]
+    names = []
+    for key, fname, ylabel, bkey in (("error", "lp_error_vs_iterations.png", "test error", "test_error"),
+                                     ("lipschitz_max", "lp_lipschitz_vs_iterations.png",
+                                      "empirical Lipschitz (max)", "lipschitz_max")):
+        baselines = {f"explicit d={d} (depth {e['depth']})": (e["depth"], e[bkey]) for d, e in ex.items()}
+        sweep.plot_sweep(None, f"{out_dir}/{fname}", key=key, ylabel=ylabel, series=series,
+                         baselines=baselines, logy=key != "error",
+                         title="LP: implicit GNN vs test-time iterations")
+        names.append(fname)
+    return names

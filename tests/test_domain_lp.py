@@ -1,0 +1,181 @@
+"""Linear-program domain: HiGHS labels, the implicit GNN's fixed point and gradients, the sweep, the script."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy.optimize import linprog
+
+import solvers
+from experiments import domain_lp
+from implicit_rec.domains import gnn, lp, lp_data, sweep
+from implicit_rec.layers import SolverConfig
+
+
+@pytest.fixture(scope="module")
+def lps():
+    data, draws = lp_data.generate(12, seed=3)
+    return data, draws
+
+
+def test_labels_are_feasible_and_optimal(lps):
+    data, draws = lps
+    assert draws >= 12 and data["A"].shape == (12, 10, 50) and data["y"].shape == (12, 50)
+    for i in range(12):
+        a, b, eq, y = data["A"][i], data["b"][i], data["eq"][i], data["y"][i]
+        assert np.count_nonzero(a) == 100
+        ax = a @ y
+        np.testing.assert_allclose(ax[eq], b[eq], atol=1e-7)
+        assert np.all(ax[~eq] <= b[~eq] + 1e-7)
+        assert np.all(data["l"][i] <= y + 1e-9) and np.all(y <= data["u"][i] + 1e-9)
+        assert data["c"][i] @ y == pytest.approx(data["obj"][i], abs=1e-9)
+        # an independent solver (interior point) reaches the same optimal value
+        ref = linprog(data["c"][i], A_ub=a[~eq], b_ub=b[~eq], A_eq=a[eq] if eq.any() else None,
+                      b_eq=b[eq] if eq.any() else None,
+                      bounds=np.stack([data["l"][i], data["u"][i]], 1), method="highs-ipm")
+        assert ref.status == 0 and ref.fun == pytest.approx(data["obj"][i], abs=1e-6)
+
+
+def test_generation_is_deterministic_and_cached_without_pickle(tmp_path, lps):
+    first, draws = lp_data.load_or_generate(12, 3, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and draws == lps[1]
+    with np.load(files[0], allow_pickle=False) as f:
+        assert set(lp_data.FIELDS) <= set(f.files)
+    again, _ = lp_data.load_or_generate(12, 3, cache_dir=tmp_path)
+    for key in lp_data.FIELDS:
+        np.testing.assert_array_equal(first[key], lps[0][key])
+        np.testing.assert_array_equal(again[key], lps[0][key])
+
+
+def test_spec_and_preset_errors_name_the_argument():
+    with pytest.raises(ValueError, match="nnz"):
+        lp_data.LPSpec(nnz=1000)
+    with pytest.raises(ValueError, match="preset"):
+        lp.preset("huge")
+    with pytest.raises(ValueError, match="keys"):
+        gnn.check_inputs({"A": np.zeros((1, 2, 3))})
+
+
+def _inputs(lps, count=4, dtype=jnp.float64):
+    data = {k: v[:count] for k, v in lps[0].items()}
+    return lp.to_inputs(data, lp_data.LPSpec(), dtype)
+
+
+def _model(d=4, feedback=True, **kw):
+    model = gnn.ImplicitGNN(d, 10, 50, rngs=nnx.Rngs(0),
+                            eval_solver=SolverConfig(max_iter=300, tol=1e-11), feedback=feedback, **kw)
+    model = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                         model)
+    model.eval()
+    return model
+
+
+def test_implicit_gnn_fixed_point_and_box_readout(lps):
+    x, _ = _inputs(lps)
+    model = _model()
+    z, info = model.layer(x)
+    assert bool(info.converged.all())
+    fz = model.cell(z, model.cell.prepare(x))
+    assert float(jnp.max(jnp.linalg.norm(fz - z, axis=1) / jnp.linalg.norm(z, axis=1))) < 1e-9
+    y_hat, _ = model(x)
+    assert bool(jnp.all((x["l"] <= y_hat) & (y_hat <= x["u"])))
+    # the Picard trajectory starts at the readout of z = 0 and reaches the same fixed point
+    traj = model.trajectory(x, 200)
+    np.testing.assert_allclose(traj[0], model.cell.enc.readout(jnp.zeros((4, 50, 4)), x), atol=1e-12)
+    np.testing.assert_allclose(traj[-1], y_hat, atol=1e-8)
+
+
+def test_implicit_gnn_gradients_match_finite_differences(lps):
+    x, y = _inputs(lps, count=2)
+    model = _model()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        mdl = nnx.merge(graphdef, p, rest)
+        return jnp.mean(lp.relative_error(mdl(x)[0], y, 10.0))
+
+    grads = jax.jit(jax.grad(loss))(params)
+    loss = jax.jit(loss)
+    leaves, treedef = jax.tree.flatten(params)
+    gleaves = jax.tree.leaves(grads)
+    rng = np.random.default_rng(0)
+    for idx in (0, len(leaves) // 2, len(leaves) - 1):
+        direction = jnp.asarray(rng.normal(size=leaves[idx].shape))
+        shifted = lambda h: jax.tree.unflatten(  # noqa: E731
+            treedef, [v + h * direction if i == idx else v for i, v in enumerate(leaves)])
+        eps = 1e-5
+        fd = (loss(shifted(eps)) - loss(shifted(-eps))) / (2 * eps)
+        assert float(jnp.sum(gleaves[idx] * direction)) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
+
+
+def test_explicit_gnn_runs_to_depth_and_rejects_bad_depth(lps):
+    x, _ = _inputs(lps, dtype=jnp.float32)
+    model = gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=4)
+    y_hat, _ = model(x)
+    assert y_hat.shape == (4, 50) and len(model.mats) == 4
+    assert gnn.count_params(model) > gnn.count_params(gnn.ImplicitGNN(8, 10, 50, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="depth"):
+        gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=0)
+
+
+def test_trajectory_lipschitz_equals_empirical_lipschitz_per_k():
+    w = 0.5 * jnp.eye(3)
+    f = lambda z, x: jnp.tanh(z @ w.T + x)  # noqa: E731
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)))
+    ks = (0, 1, 3, 6)
+    traj = lambda x: solvers.iterate(f, jnp.zeros_like(x), x, steps=6, tol=0.0)[jnp.array(ks)]  # noqa: E731
+    deltas = 1e-3 * jnp.asarray(np.random.default_rng(1).normal(size=(4, 5, 3)))
+    lmax, lmean = sweep.trajectory_lipschitz(traj, x, deltas)
+    for i in range(1, len(ks)):
+        ref = solvers.empirical_lipschitz(lambda x: traj(x)[i], x, deltas)
+        assert float(lmax[i]) == pytest.approx(float(ref.max), rel=1e-10)
+        assert float(lmean[i]) == pytest.approx(float(ref.mean), rel=1e-10)
+    assert float(lmax[0]) == 0.0  # z_0 does not depend on x
+    assert np.all(np.diff(np.asarray(lmean)) > 0)  # the map becomes more sensitive with k
+
+
+def test_iteration_sweep_rows_and_errors(tmp_path):
+    rows = sweep.iteration_sweep((0, 2, 4), lambda ks: [1.0 / (k + 1) for k in ks],
+                                 lambda ks: ([k for k in ks], [k / 2 for k in ks]))
+    assert rows[1] == {"k": 2, "error": pytest.approx(1 / 3), "lipschitz_max": 2.0, "lipschitz_mean": 1.0}
+    assert sweep.iteration_sweep((1,), lambda ks: [0.5])[0]["lipschitz_max"] is None
+    with pytest.raises(ValueError, match="ks"):
+        sweep.iteration_sweep((4, 2), lambda ks: [0, 0])
+    with pytest.raises(ValueError, match="error_fn"):
+        sweep.iteration_sweep((1, 2), lambda ks: [0.0])
+    sweep.plot_sweep(rows, tmp_path / "p.png", baselines={"explicit": (4, 0.3)})
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| implicit | 4 |" in sweep.sweep_table(rows)
+
+
+def test_tiny_experiment_writes_documented_outputs(tmp_path):
+    out = tmp_path / "lp"
+    domain_lp.main(["--preset", "tiny", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"config", "dataset", "baselines", "models", "sweep", "paper", "timing", "preset", "plots"} <= set(metrics)
+    cfg = lp.PRESETS["tiny"]
+    assert metrics["dataset"]["test"] == cfg.n_test
+    for kind in ("implicit", "explicit"):
+        for d in cfg.dims:
+            entry = metrics["models"][kind][str(d)]
+            assert entry["params"] > 0 and 0.0 < entry["test_error"] < 2.0
+    for d in cfg.dims:
+        rows = metrics["sweep"][str(d)]
+        assert [r["k"] for r in rows] == list(cfg.ks)
+        assert all(r["lipschitz_max"] >= r["lipschitz_mean"] > 0 for r in rows)
+        assert "lipschitz_max" in metrics["models"]["explicit"][str(d)]
+    for name in metrics["plots"]:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "0.218" in report and "implicit (ours)" in report
+    assert list(tmp_path.glob("lp.tmp*")) == []
+
+
+def test_bad_preset_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        domain_lp.main(["--preset", "huge"])
+    assert "--preset" in capsys.readouterr().err
