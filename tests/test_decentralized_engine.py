@@ -42,18 +42,20 @@ SCRIPT = textwrap.dedent("""
     x0 = rng.normal(size=(n, d))
     loss = lambda x, b: 0.5 * jnp.mean((b["a"] @ x - b["y"]) ** 2)
     out = {"devices": len(jax.devices())}
-    for name in TOPOLOGIES:
+    for name, n in [(t, 6) for t in TOPOLOGIES] + [("ceca-2p", 4), ("ceca-2p", 5)]:
         top = make_topology(name, n)
         eng = DSGD(top, loss, lr=0.1)
-        st = eng.init(x0, dtype=np.float64)
+        st = eng.init(x0[:n], dtype=np.float64)
         for k in range(steps):
             batch = put_agents(eng.mesh, {i: {"a": A[i, k], "y": y[i, k]} for i in range(n)}, n)
             st, l = eng.step(st, batch)
         gossip_only = DSGD(top, loss, lr=0.0)
-        g = gossip_only.init(x0, dtype=np.float64)
+        g = gossip_only.init(x0[:n], dtype=np.float64)
         for k in range(top.period):
             g, _ = gossip_only.step(g, batch)
-        out[name] = {"x": np.asarray(st.x).tolist(), "step": int(st.step), "compiles": eng.compiles,
+        out[name if n == 6 else f"{name}/{n}"] = {
+                     "x": np.asarray(st.x).tolist(), "step": int(st.step), "compiles": eng.compiles,
+                     "xhat_kept": st.xhat is not None,
                      "gossip": np.asarray(g.x).tolist(), "hlo": count_collectives(eng.hlo_text(st, batch)),
                      "branch_messages": [len(p) for p in eng.perms]}
     json.dump(out, sys.stdout)
@@ -68,12 +70,12 @@ def device_run():
     return json.loads(proc.stdout)
 
 
-def _reference(name):
-    n, d, B, steps = 6, 4, 5, 7
+def _reference(name, n=6):
+    d, B, steps = 4, 5, 7
     rng = np.random.default_rng(0)
-    A = rng.normal(size=(n, steps, B, d))
-    y = rng.normal(size=(n, steps, B))
-    x0 = rng.normal(size=(n, d))
+    A = rng.normal(size=(6, steps, B, d))
+    y = rng.normal(size=(6, steps, B))
+    x0 = rng.normal(size=(6, d))[:n]
 
     def grad(k, X):
         return np.stack([A[i, k].T @ (A[i, k] @ X[i] - y[i, k]) / B for i in range(n)])
@@ -82,13 +84,16 @@ def _reference(name):
 
 
 @pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus",
-                                  "complete"])
+                                  "complete", "ceca-2p/4", "ceca-2p/5"])
 def test_device_engine_matches_host_reference_on_6_devices(device_run, name):
     assert device_run["devices"] == 6
     r = device_run[name]
-    ref, x0 = _reference(name)
+    top, _, n = name.partition("/")
+    ref, x0 = _reference(top, int(n or 6))
     np.testing.assert_allclose(np.array(r["x"]), ref, rtol=1e-10, atol=1e-12)
     assert r["step"] == 7 and r["compiles"] == 1
+    # x̂ is carried only when a round sends it: CECA with n not a power of two
+    assert r["xhat_kept"] == (name in ("ceca-2p", "ceca-1p", "ceca-2p/5"))
     if name.startswith("ceca") or name == "complete":  # pure gossip for one period: exact mean on device
         np.testing.assert_allclose(np.array(r["gossip"]), np.broadcast_to(x0.mean(0), x0.shape), atol=1e-12)
 

@@ -31,7 +31,7 @@ AXIS = "agents"
 
 class DSGDState(NamedTuple):
     x: jax.Array  # (n, D), sharded over agents
-    xhat: Optional[jax.Array]  # (n, D) for CECA, None otherwise
+    xhat: Optional[jax.Array]  # (n, D) when a round sends x̂ (CECA, n not a power of two), else None
     opt_state: object  # optax state with a leading agent axis
     step: jax.Array  # () int32, replicated
 
@@ -85,6 +85,8 @@ class DSGD:
         self.optimizer = optax.sgd(lr) if optimizer is None else optimizer
         self.sharded = NamedSharding(self.mesh, P(AXIS))
         self.replicated = NamedSharding(self.mesh, P())
+        # x̂ is kept only if some round sends it (for n = 2^k CECA-2P sends x only: exp2-one-peer)
+        self.two = topology.variables == 2 and any(r.sent == ("xhat",) for r in topology.rounds)
         self._compiled = None
         self.compiles = 0
         self._tables()
@@ -122,7 +124,7 @@ class DSGD:
     def _local_step(self, x, xhat, opt_state, step, batch):
         top = self.topology
         r = step % top.period
-        two = top.variables == 2
+        two = self.two
         sends_x = jnp.asarray(self.sends_x)[r]
         p = jnp.where(sends_x, x, xhat) if two else x
         local_batch = jax.tree.map(lambda a: a[0], batch)
@@ -138,15 +140,15 @@ class DSGD:
         elif self.k_max:
             send = jnp.where(sends_x, x, xhat) if two else x
 
-            def branch(perms):
-                return lambda v: jnp.stack([jax.lax.ppermute(v, AXIS, perm=list(pm)) for pm in perms]
-                                           + [jnp.zeros_like(v)] * (self.k_max - len(perms)))
+            def branch(perms):  # static permutations of this round; absent messages are zeros
+                return lambda v: tuple(jax.lax.ppermute(v, AXIS, perm=list(pm)) for pm in perms) + (
+                    (jnp.zeros_like(v),) * (self.k_max - len(perms)))
 
             received = jax.lax.switch(jnp.asarray(self.branch)[r], [branch(pm) for pm in self.perms], send)
             keep, recv = jnp.asarray(self.keep, x.dtype)[r], jnp.asarray(self.recv, x.dtype)[r]
-            x = keep[0] * x + jnp.tensordot(recv[0], received, 1)
+            x = keep[0] * x + sum(recv[0, k] * received[k] for k in range(self.k_max))
             if two:
-                xhat = keep[1] * xhat + jnp.tensordot(recv[1], received, 1)
+                xhat = keep[1] * xhat + sum(recv[1, k] * received[k] for k in range(self.k_max))
         return x, xhat, opt_state, step + 1, loss[None]
 
     def _step(self, state: DSGDState, batch):
@@ -164,7 +166,7 @@ class DSGD:
         rows = np.broadcast_to(x0, (self.n, x0.shape[-1]))
         x = put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
         xhat = (put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
-                if self.topology.variables == 2 else None)
+                if self.two else None)
         opt0 = self.optimizer.init(jnp.asarray(rows[0]))
         opt = put_agents(self.mesh, {i: jax.tree.map(np.asarray, opt0) for i in range(self.n)}, self.n)
         step = jax.device_put(jnp.zeros((), jnp.int32), self.replicated)

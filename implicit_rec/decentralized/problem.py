@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from .. import metrics
 from ..data.events import EventTable
 from ..loopfm.store import HistoricalStore
-from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, vm_batches, window_rows
+from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, window_rows
 from ..models.vertical import ARCHS, TRANSFERS, vm_loss
 
 SHARDINGS = ("iid", "by-user")
@@ -129,16 +129,32 @@ def vm_problem(table: EventTable, arch: str = "mlp", transfer: str = "none", see
         m = nnx.merge(graph_eval, unravel(x), rest)
         return jax.nn.sigmoid(m(batch)["logit"])
 
-    jax_make = vm_batches(table, store, cfg, transfer)
-
-    def make_batch(rows):
-        return {k: np.asarray(v) for k, v in jax_make(np.asarray(rows)).items()}
+    make_batch = numpy_batches(table, store, cfg, transfer)
 
     valid = table.rows("valid")
     if max_valid is not None and len(valid) > max_valid:
         valid = np.sort(np.random.default_rng(seed).choice(valid, max_valid, replace=False))
     return VMProblem(table, arch, transfer, np.asarray(flat, np.float32), loss, forward, make_batch,
                      window_rows(table, "train", cfg.vm_days), valid, table.rows("test"))
+
+
+def numpy_batches(table: EventTable, store: Optional[HistoricalStore], cfg: StudyConfig,
+                  transfer: str) -> Callable[[np.ndarray], dict]:
+    """rows -> the batch of ``loopfm.study.vm_batches`` as numpy arrays (no device round trip)."""
+    schema = table.schema
+    names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.sequences]
+
+    def make(rows):
+        rows = np.asarray(rows)
+        batch = {n: np.asarray(table[n][rows]) for n in names}
+        batch["label"] = np.asarray(table["label"][rows], np.float32)
+        if transfer.startswith("loopfm"):
+            batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, cfg.history_len))
+        if transfer.endswith("kd"):
+            batch["fm_logit"] = np.asarray(store.fm_logit(rows))
+        return batch
+
+    return make
 
 
 class _NoStore:
