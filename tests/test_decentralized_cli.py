@@ -69,3 +69,29 @@ def test_three_process_loopback_run_matches_single_process(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
     assert multi["final"]["valid_auc_avg"] == pytest.approx(single["final"]["valid_auc_avg"], abs=1e-6)
     assert (tmp_path / "multi" / "curves.png").stat().st_size > 0
+
+
+def test_run_configuration_feeds_the_subcommand(tmp_path):
+    pytest.importorskip("implicit_rec.config")
+    from implicit_rec.decentralized.cli import resolve
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npreset = "tiny"\n[vm]\narchs = ["din"]\nlearning_rate = 0.01\nbatch_size = 120\n')
+    cfg, run_cfg = resolve(_parse(["--config", str(path), "--set", 'vm.transfers=["kd"]']))
+    assert (cfg.preset, cfg.arch, cfg.transfer, cfg.lr, cfg.batch_size) == ("tiny", "din", "kd", 0.01, 20)
+    assert run_cfg.vm.archs == ("din",)
+    cfg, _ = resolve(_parse(["--config", str(path), "--arch", "mlp", "--lr", "0.1", "--batch-size", "8"]))
+    assert (cfg.arch, cfg.lr, cfg.batch_size) == ("mlp", 0.1, 8)  # flags win over the file
+    cfg, _ = resolve(_parse([]))
+    assert (cfg.arch, cfg.transfer, cfg.batch_size) == ("mlp", "none", 64)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", 'vm.archs=["mlp","din"]'], "--arch"),
+    (["--set", "vm.lerning_rate=0.1"], "vm.learning_rate"),
+    (["--config", "/nonexistent.toml"], "does not exist"),
+])
+def test_bad_configuration_is_one_clear_error(argv, message, capsys):
+    pytest.importorskip("implicit_rec.config")
+    args = _parse(argv)
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err

@@ -43,37 +43,95 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--process-id", type=int, help="this process's index with --coordinator")
     g.add_argument("--coordinator-bind", metavar="ADDR:PORT",
                    help="address process 0 binds the coordinator to (default 127.0.0.1:PORT)")
-    g = p.add_argument_group("data and model (as in `implicit-rec run`)")
-    g.add_argument("--dataset", default=d.dataset, help="dataset spec, default %(default)s")
-    g.add_argument("--preset", default=d.preset, help="synthetic preset, default %(default)s")
-    g.add_argument("--data-seed", type=int, default=d.data_seed, help="synthetic data seed")
-    g.add_argument("--arch", choices=ARCHS, default=d.arch)
-    g.add_argument("--transfer", choices=TRANSFERS, default=d.transfer,
-                   help="LoopFM/KD variants train the FM and its store first (LoopFM study functions)")
+    g = p.add_argument_group("data and model (as in `implicit-rec run`; flags override --config/--set)")
+    g.add_argument("--config", metavar="FILE", help="TOML run configuration of `implicit-rec run` ([data], [fm], [vm])")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one configuration key, e.g. --set vm.max_len=25 (repeatable)")
+    g.add_argument("--dataset", help=f"dataset spec (= data.dataset), default {d.dataset}")
+    g.add_argument("--preset", help=f"synthetic preset (= data.preset), default {d.preset}")
+    g.add_argument("--data-seed", type=int, help="synthetic data seed (= data.seed)")
+    g.add_argument("--arch", choices=ARCHS, help=f"VM architecture (= the one entry of vm.archs), default {d.arch}")
+    g.add_argument("--transfer", choices=TRANSFERS,
+                   help=f"transfer variant (= the one entry of vm.transfers), default {d.transfer}; LoopFM/KD "
+                        "variants train the FM and log its store first (LoopFM study functions)")
     g.add_argument("--shards", choices=SHARDINGS, default=d.shards, help="how agents split the training rows")
     g.add_argument("--cache-dir", help="dataset cache (default: <out>/../cache)")
     g.add_argument("--store", help="FM store directory for transfer variants (read if present, else written)")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--lr", type=float, help=f"learning rate (= vm.learning_rate), default {d.lr}")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="local update rule of every agent (DSGD: sgd)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per agent")
+    g.add_argument("--batch-size", type=int,
+                   help=f"batch of every agent, default {d.batch_size} (a set vm.batch_size is split among agents)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--log-every", type=int, default=d.log_every)
     g.add_argument("--eval-every", type=int, default=d.eval_every)
     g.add_argument("--eval-agent", type=int, default=d.eval_agent)
     g.add_argument("--out", default="runs/decentralized", help="output directory (metrics.json, curves.png)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.set_defaults(func=run)
     return p
 
 
-def config_from_args(args) -> DecentralizedConfig:
-    fields = {f.name for f in dataclasses.fields(DecentralizedConfig)}
-    cfg = DecentralizedConfig(**{k: v for k, v in vars(args).items() if k in fields})
+def _run_config(args):
+    """The `implicit-rec run` configuration (defaults < --config < --set), or None without config.py."""
+    try:
+        from .. import config as config_mod
+    except ImportError:
+        if args.config or args.overrides:
+            raise ValueError("--config/--set need implicit_rec.config, which this installation lacks.")
+        return None
+    return config_mod.load_config(args.config, tuple(args.overrides))
+
+
+def _one(name: str, flag, chosen: tuple, default_choice: tuple, fallback: str) -> str:
+    """One arch/transfer: the flag, else the single entry the configuration sets, else ``fallback``."""
+    if flag is not None:
+        return flag
+    if tuple(chosen) == tuple(default_choice):
+        return fallback
+    if len(chosen) != 1:
+        raise ValueError(f"train-decentralized trains one VM: vm.{name}s lists {list(chosen)}; set it to "
+                         f"one entry or pass --{name}.")
+    return chosen[0]
+
+
+def resolve(args) -> tuple[DecentralizedConfig, object]:
+    """(DecentralizedConfig, StudyConfig or None) from flags over --config/--set over defaults."""
+    d = DecentralizedConfig()
+    run_cfg = _run_config(args)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecentralizedConfig)
+              if getattr(args, f.name, None) is not None}
+    study = None
+    if run_cfg is not None:
+        from ..config import DEFAULT
+        data, vm = run_cfg.data, run_cfg.vm
+        values.setdefault("dataset", data.dataset)
+        values.setdefault("preset", data.preset)
+        values.setdefault("data_seed", data.seed)
+        values["arch"] = _one("arch", args.arch, vm.archs, DEFAULT.vm.archs, d.arch)
+        values["transfer"] = _one("transfer", args.transfer, vm.transfers, DEFAULT.vm.transfers, d.transfer)
+        values.setdefault("lr", vm.learning_rate)
+        if args.batch_size is None and vm.batch_size != DEFAULT.vm.batch_size:
+            values["batch_size"] = max(1, vm.batch_size // args.agents)
+        if args.cache_dir is None and data.cache_dir != "auto":
+            args.cache_dir = data.cache_dir
+        study = run_cfg
+    cfg = DecentralizedConfig(**values)
     cfg.check()
-    return cfg
+    return cfg, study
+
+
+def study_config(run_cfg, table):
+    """The LoopFM study settings (VM window, lengths, widths, FM) of the run configuration."""
+    from ..loopfm.study import StudyConfig
+    if run_cfg is None:
+        return StudyConfig()
+    from ..pipeline import study_config as from_run
+    return from_run(run_cfg, table.schema.max_len)
 
 
 def _check_args(args) -> None:
@@ -98,20 +156,23 @@ def run(args) -> int:
     """Entry point of the subcommand; returns the exit code."""
     try:
         _check_args(args)
-        cfg = config_from_args(args)
+        cfg, run_cfg = resolve(args)
         from .topology import make_topology
         make_topology(cfg.topology, cfg.agents)
-    except ValueError as e:
+    except ValueError as e:  # includes config.ConfigError
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    args.no_progress = args.no_progress or args.quiet
     if args.cache_dir is None:
         args.cache_dir = str(Path(args.out).resolve().parent / "cache")
     if args.processes > 1 and args.coordinator is None:
-        return launch(args, cfg)
-    return worker(args, cfg)
+        return launch(args, cfg, run_cfg)
+    return worker(args, cfg, run_cfg)
 
 
-def worker(args, cfg: DecentralizedConfig) -> int:
+def worker(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
     """Run as one process of the job (the only one when --processes 1)."""
     import jax
     local = cfg.agents // args.processes
@@ -125,11 +186,15 @@ def worker(args, cfg: DecentralizedConfig) -> int:
         jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.processes,
                                    process_id=args.process_id,
                                    coordinator_bind_address=args.coordinator_bind or f"127.0.0.1:{port}")
-    from .train import run_decentralized
+    from .train import load_table, run_decentralized
     try:
+        study = study_config(run_cfg, load_table(cfg, args.cache_dir))
         run_decentralized(cfg, out=args.out, cache_dir=args.cache_dir, store_dir=args.store,
-                          progress=not args.no_progress)
-    except ValueError as e:
+                          progress=not args.no_progress, study=study,
+                          log=(lambda *a: None) if args.quiet else print)
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -144,19 +209,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def worker_argv(args, coordinator: str, process_id: int) -> list[str]:
-    """The command line of one worker: this subcommand's options plus coordinator and id."""
+def worker_argv(args, cfg: DecentralizedConfig, coordinator: str, process_id: int) -> list[str]:
+    """The command line of one worker: the resolved options plus coordinator and id."""
     argv = [sys.executable, "-m", "implicit_rec.decentralized.cli",
             "--agents", str(args.agents), "--topology", args.topology, "--processes", str(args.processes),
             "--coordinator", coordinator, "--process-id", str(process_id),
-            "--dataset", args.dataset, "--preset", args.preset, "--data-seed", str(args.data_seed),
-            "--arch", args.arch, "--transfer", args.transfer, "--shards", args.shards,
-            "--cache-dir", args.cache_dir, "--steps", str(args.steps), "--lr", repr(args.lr),
-            "--optimizer", args.optimizer, "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+            "--dataset", cfg.dataset, "--preset", cfg.preset, "--data-seed", str(cfg.data_seed),
+            "--arch", cfg.arch, "--transfer", cfg.transfer, "--shards", cfg.shards,
+            "--cache-dir", args.cache_dir, "--steps", str(args.steps), "--lr", repr(cfg.lr),
+            "--optimizer", args.optimizer, "--batch-size", str(cfg.batch_size), "--seed", str(args.seed),
             "--log-every", str(args.log_every), "--eval-every", str(args.eval_every),
             "--eval-agent", str(args.eval_agent), "--out", args.out]
+    if args.config:
+        argv += ["--config", args.config]
+    for item in args.overrides:
+        argv += ["--set", item]
     if args.store:
         argv += ["--store", args.store]
+    if args.quiet:
+        argv.append("--quiet")
     if args.coordinator_bind:
         argv += ["--coordinator-bind", args.coordinator_bind]
     if args.no_progress or process_id:
@@ -164,7 +235,7 @@ def worker_argv(args, coordinator: str, process_id: int) -> list[str]:
     return argv
 
 
-def launch(args, cfg: DecentralizedConfig) -> int:
+def launch(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
     """Prepare data (and the FM store), then run ``--processes`` workers on loopback; wait for all."""
     from .problem import fit_store, needs_store
     from .train import load_table
@@ -172,13 +243,12 @@ def launch(args, cfg: DecentralizedConfig) -> int:
     if needs_store(cfg.transfer):
         args.store = args.store or str(Path(args.out) / "store")
         if not (Path(args.store) / "meta.json").is_file():
-            from ..loopfm.study import StudyConfig
             print("training the foundation model for the FM store (LoopFM study functions)")
-            fit_store(table, StudyConfig()).save(args.store)
+            fit_store(table, study_config(run_cfg, table)).save(args.store)
     coordinator = f"127.0.0.1:{free_port()}"
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "")
-    procs = [subprocess.Popen(worker_argv(args, coordinator, i), env=env) for i in range(args.processes)]
+    procs = [subprocess.Popen(worker_argv(args, cfg, coordinator, i), env=env) for i in range(args.processes)]
     rc = 0
     try:
         while any(p.poll() is None for p in procs):

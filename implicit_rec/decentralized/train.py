@@ -73,8 +73,12 @@ def load_table(cfg: DecentralizedConfig, cache_dir: Optional[str]):
 
 def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike] = None,
                       cache_dir: Optional[str] = None, store_dir: Optional[str] = None,
-                      log: Callable = print, progress: bool = True) -> dict:
-    """Train the VM with DSGD on ``cfg.agents`` devices; returns (and on process 0 writes) metrics."""
+                      log: Callable = print, progress: bool = True,
+                      study: Optional[StudyConfig] = None) -> dict:
+    """Train the VM with DSGD on ``cfg.agents`` devices; returns (and on process 0 writes) metrics.
+
+    ``study`` holds the VM/FM settings shared with `implicit-rec run` (VM window, lengths, widths).
+    """
     cfg.check()
     top = make_topology(cfg.topology, cfg.agents)  # validates topology / n before any work
     mesh = agent_mesh(cfg.agents)
@@ -82,7 +86,7 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
     say = log if lead else (lambda *_: None)
     t0 = time.perf_counter()
     table = load_table(cfg, cache_dir)
-    study = StudyConfig()
+    study = StudyConfig() if study is None else study
     store = None
     if needs_store(cfg.transfer):
         if store_dir is not None and (Path(store_dir) / "meta.json").is_file():
@@ -148,7 +152,7 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         bar.close()
     xbar, consensus = monitor.consensus(state.x)
     result = {
-        "config": dataclasses.asdict(cfg),
+        "config": dataclasses.asdict(cfg), "study": _jsonable(dataclasses.asdict(study)),
         "topology": {"name": top.name, "n": top.n, "period": top.period,
                      "messages_per_round": top.messages_per_round, "allreduce": top.allreduce},
         "processes": jax.process_count(), "params": prob.dim,
@@ -168,6 +172,14 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
             write_outputs(Path(out), result)
     result["x_mean"] = xbar
     return result
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
 
 
 def _progress(total: int, enabled: bool):
