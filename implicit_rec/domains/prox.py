@@ -122,7 +122,7 @@ def init_cnn(key: jax.Array, channels: int, layers: int, dtype=jnp.float32) -> l
     params = []
     for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
         std = np.sqrt(2.0 / (9 * cin))
-        w = std * jax.random.normal(keys[i], (3, 3, cin, cout), dtype)
+        w = (std * jax.random.normal(keys[i], (3, 3, cin, cout), dtype)).astype(dtype)
         if i == layers - 1:
             w = jnp.zeros_like(w)
         params.append((w, jnp.zeros((cout,), dtype)))
