@@ -84,6 +84,14 @@ def plot_lsq(res: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_results(out: Path, vm: dict, lsq, args) -> None:
+    result = {"args": vars(args), "vm": vm, "least_squares": lsq}
+    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("report.md", report(vm, lsq, args))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+
+
 def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
     from implicit_rec.decentralized.train import DecentralizedConfig, plot_curves, run_decentralized
     results = {}
@@ -97,10 +105,12 @@ def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
                                       batch_size=args.batch_size, shards=args.shards, seed=args.seed,
                                       log_every=args.log_every, eval_every=args.eval_every)
             print(f"== n={n} {top}", flush=True)
-            r = run_decentralized(cfg, cache_dir=str(out.parent / "cache"), progress=False)
+            r = run_decentralized(cfg, cache_dir=str(out.parent / "cache"), progress=False,
+                                  log=lambda *a: print(*a, flush=True))
             r.pop("x_mean")
             results[f"{n}/{top}"] = r
             hist[top] = r["history"]
+            write_results(out, results, None, args)  # partial results survive an interrupted run
         plot_curves(hist, out / f"vm_n{n}.png", title=f"VM, n={n}")
     return results
 
@@ -159,11 +169,7 @@ def main(argv=None) -> None:
     if not args.skip_lsq:
         lsq = least_squares_study(n=args.lsq_agents, steps=args.lsq_steps, seed=args.seed)
         plot_lsq(lsq, out / "least_squares.png")
-    result = {"args": vars(args), "vm": vm, "least_squares": lsq}
-    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("report.md", report(vm, lsq, args))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_results(out, vm, lsq, args)
     print(report(vm, lsq, args))
 
 

@@ -83,12 +83,18 @@ class VMProblem:
     def dim(self) -> int:
         return int(self.x0.size)
 
-    def evaluate(self, x: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> float:
-        """AUC of the model with flat parameters ``x`` on ``rows`` (on this process's first device)."""
+    def evaluate(self, x: np.ndarray, rows: np.ndarray, chunk: int = 2048) -> float:
+        """AUC of the model with flat parameters ``x`` on ``rows`` (on this process's first device).
+
+        Rows go in chunks of one fixed size (the last one padded), so ``forward`` compiles once.
+        """
         dev = jax.local_devices()[0]
         xd = jax.device_put(np.asarray(x, np.float32), dev)
-        probs = [np.asarray(self.forward(xd, jax.device_put(self.make_batch(rows[s:s + chunk]), dev)))
-                 for s in range(0, len(rows), chunk)]
+        probs = []
+        for s in range(0, len(rows), chunk):
+            part = rows[s:s + chunk]
+            padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
+            probs.append(np.asarray(self.forward(xd, jax.device_put(self.make_batch(padded), dev)))[:len(part)])
         return metrics.auc(np.asarray(self.table["label"][rows]), np.concatenate(probs))
 
 
