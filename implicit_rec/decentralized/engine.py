@@ -15,6 +15,7 @@ replicated step counter, so the step compiles once (``DSGD.compile``) for the wh
 
 from __future__ import annotations
 
+import re
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -24,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .topology import VARS, Topology
+from .topology import Topology
 
 AXIS = "agents"
 
@@ -214,7 +215,6 @@ class Monitor:
 
 def count_collectives(hlo: str) -> dict:
     """Counts of collective ops in compiled HLO text (ops, not their -start/-done halves twice)."""
-    import re
     out = {}
     for op in ("collective-permute", "all-reduce", "all-gather", "all-to-all", "reduce-scatter"):
         # "collective-permute(" or "collective-permute-start(" defines an op instance
