@@ -70,13 +70,14 @@ def operator_norm(weight: jax.Array, w: jax.Array) -> jax.Array:
 class SpectralConv2d(nnx.Module):
     """Learned spectral convolution v -> K v (see :func:`spectral_conv`); v (B, n, n, c_in)."""
 
-    def __init__(self, c_in: int, c_out: int, modes: int, *, rngs: nnx.Rngs):
+    def __init__(self, c_in: int, c_out: int, modes: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         if not isinstance(modes, int) or modes < 1:
             raise ValueError(f"modes must be an integer >= 1, got {modes!r}.")
         scale = 1.0 / (c_in * c_out) ** 0.5 / modes
+        shape = (2 * modes, modes, c_in, c_out)
         self.modes = modes
-        self.real = nnx.Param(scale * jax.random.normal(rngs.params(), (2 * modes, modes, c_in, c_out)))
-        self.imag = nnx.Param(scale * jax.random.normal(rngs.params(), (2 * modes, modes, c_in, c_out)))
+        self.real = nnx.Param(scale * jax.random.normal(rngs.params(), shape, param_dtype))
+        self.imag = nnx.Param(scale * jax.random.normal(rngs.params(), shape, param_dtype))
 
     def weight(self) -> jax.Array:
         """Complex mode weights (2m, m, c_in, c_out)."""
