@@ -12,13 +12,19 @@ Constraint nodes carry (b_i, eq_i), variable nodes (c_j, l_j, u_j). With Â = A 
 
 with injections e_W = E_w [b, eq], e_V = E_v [c, l, u]. The readout is
 ŷ_j = l_j + (u_j - l_j) sigmoid(r(h_V_j)) (r a small MLP), so ŷ always satisfies l <= ŷ <= u.
+With ``feedback=True`` the block also reads the current solution estimate ŷ = readout(h_V):
+constraint nodes get r = A ŷ - b (with |r|, relu(r)), variable nodes ŷ - l, u - ŷ and A^T r
+(:func:`feedback_features`), each through a learned (d, 3) matrix U added before the tanh —
+the state then carries a solution estimate that the iteration corrects, like a
+primal-dual method.
 
 - :class:`BipartiteCell` is that block weight-tied, for an ``ImplicitLayer``: S_ww, S_vv
   are spectrally normalized to gamma_self and S_wv, S_vw to gamma_msg, so the block is
   Lipschitz in (h_W, h_V) with constant <= gamma_self + gamma_msg ||Â||_2 = gamma_self +
-  gamma_msg. When that sum is < 1 the fixed point exists, is unique, and Picard
-  converges for every input (guaranteed); above 1, tanh saturation usually still
-  contracts (encouraged, check the solver residuals).
+  gamma_msg. Without feedback and with that sum < 1 the fixed point exists, is unique,
+  and Picard converges for every input (guaranteed). The feedback path is not
+  normalized, so with it (or a sum >= 1) contraction is only encouraged: check the
+  solver residuals (``LayerInfo.converged``).
 - :class:`ExplicitGNN` is ``depth`` untied copies of the block (plain weights), the baseline.
 """
 

@@ -134,15 +134,23 @@ def matched_width(target_params: int, cfg: LPConfig) -> int:
 
 
 @nnx.jit
-def _forward(model: nnx.Module, x: dict) -> jax.Array:
-    return model(x)[0]
+def _forward(model: nnx.Module, x: dict):
+    return model(x)
 
 
-def predict(model: nnx.Module, x: dict, batch: int = 500) -> jax.Array:
-    """ŷ (B, n) in evaluation mode, in chunks of ``batch``."""
+def predict(model: nnx.Module, x: dict, batch: int = 500, with_info: bool = False):
+    """ŷ (B, n) in evaluation mode, in chunks of ``batch``; with_info: also the implicit model's
+    solver summary {"converged_fraction", "mean_nstep"} (None for an explicit model)."""
     model.eval()
-    size = x["A"].shape[0]
-    return jnp.concatenate([_forward(model, take(x, slice(s, s + batch))) for s in range(0, size, batch)])
+    outs = [_forward(model, take(x, slice(s, s + batch))) for s in range(0, x["A"].shape[0], batch)]
+    y_hat = jnp.concatenate([o[0] for o in outs])
+    if not with_info:
+        return y_hat
+    if outs[0][1] is None:
+        return y_hat, None
+    conv = jnp.concatenate([o[1].converged for o in outs]).astype(float)
+    nstep = jnp.concatenate([o[1].nstep for o in outs]).astype(float)
+    return y_hat, {"converged_fraction": float(jnp.mean(conv)), "mean_nstep": float(jnp.mean(nstep))}
 
 
 def train(model: nnx.Module, x_tr: dict, y_tr: jax.Array, x_va: dict, y_va: jax.Array, cfg: LPConfig,
@@ -233,6 +241,30 @@ def explicit_lipschitz(model: nnx.Module, x_te: dict, cfg: LPConfig) -> solvers.
     return solvers.empirical_lipschitz(g, x_lip, deltas)
 
 
+def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: Callable) -> dict:
+    """Train one model and evaluate it on the test set (the implicit one with its sweep)."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te = splits
+    model = build("implicit" if kind == "implicit" else "explicit", width, cfg, cfg.seed)
+    params = gnn.count_params(model)
+    log(f"  {kind} width {width} ({params:,} params)")
+    t0 = time.perf_counter()
+    fit = train(model, x_tr, y_tr, x_va, y_va, cfg, log)
+    t_train = time.perf_counter() - t0
+    y_hat, solver = predict(model, x_te, with_info=True)
+    test_err = float(jnp.mean(relative_error(y_hat, y_te, cfg.spec.bound_std)))
+    entry = {"width": width, "params": params, "test_error": test_err,
+             "best_val_error": fit["best_val_error"], "train_seconds": t_train, "history": fit["history"]}
+    t0 = time.perf_counter()
+    if kind == "implicit":
+        entry.update(solver, sweep=sweep_implicit(model, x_te, y_te, cfg))
+    else:
+        lip = explicit_lipschitz(model, x_te, cfg)
+        entry.update(depth=cfg.depth, lipschitz_max=float(lip.max), lipschitz_mean=float(lip.mean))
+    entry["eval_seconds"] = time.perf_counter() - t0
+    log(f"    test error {test_err:.4f}  ({t_train:.0f}s training)")
+    return entry
+
+
 # -- the experiment ------------------------------------------------------------------------------
 def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate every model of ``cfg``; returns the metrics dict (JSON-ready)."""
@@ -254,30 +286,22 @@ def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], Non
     models, sweeps, timing = {"implicit": {}, "explicit": {}}, {}, {"data_s": t_data}
     if cfg.matched_explicit:
         models["explicit_matched"] = {}
+    by_width = {}  # explicit width -> entry: a matched explicit GNN of a width already trained is reused
     for d in cfg.dims:
         runs = [("implicit", d), ("explicit", d)]
         for kind, width in runs + ([("explicit_matched", None)] if cfg.matched_explicit else []):
             if width is None:
                 width = matched_width(models["implicit"][str(d)]["params"], cfg)
-            model = build("implicit" if kind == "implicit" else "explicit", width, cfg, cfg.seed)
-            params = gnn.count_params(model)
-            log(f"  {kind} d={d} (width {width}, {params:,} params)")
-            t0 = time.perf_counter()
-            fit = train(model, x_tr, y_tr, x_va, y_va, cfg, log)
-            t_train = time.perf_counter() - t0
-            test_err = float(jnp.mean(relative_error(predict(model, x_te), y_te, scale)))
-            entry = {"width": width, "params": params, "test_error": test_err,
-                     "best_val_error": fit["best_val_error"], "train_seconds": t_train,
-                     "history": fit["history"]}
-            t0 = time.perf_counter()
+            if kind != "implicit" and width in by_width:
+                models[kind][str(d)] = {**by_width[width], "same_model_as": f"explicit d={width}"}
+                log(f"  {kind} d={d}: width {width}, the explicit d={width} model")
+                continue
+            entry = _fit_and_evaluate(kind, width, (x_tr, y_tr, x_va, y_va, x_te, y_te), cfg, log)
             if kind == "implicit":
-                sweeps[str(d)] = sweep_implicit(model, x_te, y_te, cfg)
+                sweeps[str(d)] = entry.pop("sweep")
             else:
-                lip = explicit_lipschitz(model, x_te, cfg)
-                entry.update(depth=cfg.depth, lipschitz_max=float(lip.max), lipschitz_mean=float(lip.mean))
-            entry["eval_seconds"] = time.perf_counter() - t0
+                by_width[width] = entry
             models[kind][str(d)] = entry
-            log(f"    test error {test_err:.4f}  ({t_train:.0f}s training)")
     timing["total_s"] = time.perf_counter() - t_start
     return {"config": _jsonable(dataclasses.asdict(cfg)),
             "dataset": {"train": cfg.n_train - n_val, "val": n_val, "test": cfg.n_test,
@@ -333,7 +357,12 @@ def report_markdown(metrics: dict) -> str:
              f"{metrics['baselines']['greedy_box']:.3f}.", ""]
     for d, rows in metrics["sweep"].items():
         ex = metrics["models"]["explicit"][d]
+        im = metrics["models"]["implicit"][d]
         lines += [f"## Test-time iterations, d = {d}", "",
+                  f"Evaluation solve (Anderson, at most {cfg['eval_iters']} iterations, tol 1e-5): "
+                  f"{100 * im.get('converged_fraction', float('nan')):.0f}% of test LPs converged, "
+                  f"{im.get('mean_nstep', float('nan')):.1f} iterations on average. Sweep iterations: "
+                  f"{cfg['sweep_method']}.", "",
                   sweep.sweep_table(rows, baselines={f"explicit (depth {ex['depth']})": (
                       ex["depth"], ex["test_error"], ex["lipschitz_max"], ex["lipschitz_mean"])}), ""]
     lines.append(f"Total time {metrics['timing']['total_s']:.0f} s.")
