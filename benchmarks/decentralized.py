@@ -45,13 +45,19 @@ class CompileCounter:
             self.count += 1
 
 
-def engine_for(prob, table, name, n, cfg):
+def engine_for(prob, table, name, n, cfg, period_batches: bool = False):
+    """(engine, state, batch); with ``period_batches`` the batch is (n, τ, B, ...) for period_step."""
     mesh = agent_mesh(n)
     eng = DSGD(make_topology(name, n), prob.loss, optimizer=make_optimizer(cfg.optimizer, cfg.lr), mesh=mesh)
     shards = shard_rows(table, prob.train_rows, n, "iid", 0)
     samplers = [AgentSampler(shards[i], cfg.batch_size, 0, i) for i in range(n)]
-    batch = put_agents(mesh, {i: prob.make_batch(samplers[i].next()) for i in range(n)}, n)
-    return eng, eng.init(prob.x0), batch
+    if period_batches:
+        tau = eng.topology.period
+        local = {i: [prob.make_batch(samplers[i].next()) for _ in range(tau)] for i in range(n)}
+        local = {i: {k: np.stack([b[k] for b in bs]) for k in bs[0]} for i, bs in local.items()}
+    else:
+        local = {i: prob.make_batch(samplers[i].next()) for i in range(n)}
+    return eng, eng.init(prob.x0), put_agents(mesh, local, n)
 
 
 def main(argv=None) -> None:
@@ -89,22 +95,26 @@ def main(argv=None) -> None:
 
     # compile count and step time at n = 8, ceca-2p vs complete, same process, round-robin
     engines = {name: engine_for(prob, table, name, 8, base) for name in ("ceca-2p", "complete")}
+    engines["ceca-2p/period"] = engine_for(prob, table, "ceca-2p", 8, base, period_batches=True)
+    tau = engines["ceca-2p/period"][0].topology.period
     states = {name: st for name, (_, st, _) in engines.items()}
-    for name, (eng, st, batch) in engines.items():
-        states[name], _ = eng.step(st, batch)  # first step compiles
-    counter.active = True
 
-    def thunk(name):
+    def advance(name):
         eng, _, batch = engines[name]
-
-        def go():
+        if name.endswith("/period"):
+            states[name], loss = eng.period_step(states[name], batch)
+        else:
             states[name], loss = eng.step(states[name], batch)
-            return loss
-        return go
+        return loss
 
-    times = median_times({name: thunk(name) for name in engines}, repeats=args.repeats)
+    for name in engines:
+        advance(name)  # the first call compiles
+    counter.active = True
+    times = median_times({name: (lambda name=name: advance(name)) for name in engines}, repeats=args.repeats)
     counter.active = False
+    times["ceca-2p/period"] /= tau  # per iteration
     out["step_time_n8"] = {"median_s": times, "ratio_ceca2p_over_complete": times["ceca-2p"] / times["complete"],
+                           "ratio_ceca2p_period_unrolled_over_complete": times["ceca-2p/period"] / times["complete"],
                            "repeats": args.repeats,
                            "backend_compiles_after_first_step": counter.count,
                            "engine_compiles": {k: e.compiles for k, (e, _, _) in engines.items()}}
@@ -151,7 +161,9 @@ def report(out: dict) -> str:
     a = out["auc_n6"]
     lines += ["", f"Step time at n = 8 (median of {st['repeats']}, round-robin): ceca-2p "
               f"{st['median_s']['ceca-2p'] * 1e3:.1f} ms, complete (all-reduce) {st['median_s']['complete'] * 1e3:.1f} ms, "
-              f"ratio {st['ratio_ceca2p_over_complete']:.3f}. XLA compiles after the first step: "
+              f"ratio {st['ratio_ceca2p_over_complete']:.3f}; ceca-2p with the period unrolled (`period_step`, "
+              f"no `lax.switch`) {st['median_s']['ceca-2p/period'] * 1e3:.1f} ms per iteration, ratio "
+              f"{st['ratio_ceca2p_period_unrolled_over_complete']:.3f}. XLA compiles after the first step: "
               f"{st['backend_compiles_after_first_step']}; engine compiles per run: {st['engine_compiles']}.", "",
               f"Final validation AUC at n = 6 after {a['steps']} iterations, mean of {a['seeds']} seeds: ceca-2p "
               f"{a['ceca-2p']['valid_auc_avg']:.4f}, complete {a['complete']['valid_auc_avg']:.4f} (gap "

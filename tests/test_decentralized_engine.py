@@ -58,6 +58,16 @@ SCRIPT = textwrap.dedent("""
                      "xhat_kept": st.xhat is not None,
                      "gossip": np.asarray(g.x).tolist(), "hlo": count_collectives(eng.hlo_text(st, batch)),
                      "branch_messages": [len(p) for p in eng.perms]}
+    for name in ("ceca-2p", "ceca-1p", "complete"):  # period-unrolled step: no lax.switch, same result
+        top = make_topology(name, n := 6)
+        eng = DSGD(top, loss, lr=0.1)
+        st = eng.init(x0, dtype=np.float64)
+        for k0 in range(0, 2 * top.period, top.period):
+            stacked = {"a": A[:, k0:k0 + top.period], "y": y[:, k0:k0 + top.period]}
+            st, l = eng.period_step(st, put_agents(eng.mesh, {i: {"a": stacked["a"][i], "y": stacked["y"][i]}
+                                                            for i in range(n)}, n))
+        out["period/" + name] = {"x": np.asarray(st.x).tolist(), "steps": 2 * top.period,
+                                 "hlo": count_collectives(eng._compiled_period.as_text())}
     json.dump(out, sys.stdout)
 """)
 
@@ -108,6 +118,22 @@ def test_compiled_step_has_one_permute_per_message_and_no_all_reduce(device_run,
     assert r["hlo"]["collective-permute"] == sum(r["branch_messages"])
     if name.startswith("ceca") or name == "exp2-one-peer":
         assert set(r["branch_messages"]) == {1}  # one message per agent per iteration, every branch
+
+
+@pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "complete"])
+def test_period_unrolled_step_matches_reference(device_run, name):
+    r = device_run["period/" + name]
+    n, d, B, steps = 6, 4, 5, r["steps"]
+    rng = np.random.default_rng(0)
+    A, y, x0 = rng.normal(size=(n, 7, B, d)), rng.normal(size=(n, 7, B)), rng.normal(size=(n, d))
+
+    def grad(k, X):
+        return np.stack([A[i, k].T @ (A[i, k] @ X[i] - y[i, k]) / B for i in range(n)])
+
+    ref = dsgd_reference(make_topology(name, n), grad, x0, 0.1, steps)
+    np.testing.assert_allclose(np.array(r["x"]), ref, rtol=1e-10, atol=1e-12)
+    if name != "complete":  # one permute per iteration of the period, no all-reduce
+        assert r["hlo"]["collective-permute"] == make_topology(name, n).period and r["hlo"]["all-reduce"] == 0
 
 
 def test_count_collectives_parses_start_and_plain_ops():

@@ -88,7 +88,7 @@ class DSGD:
         self.replicated = NamedSharding(self.mesh, P())
         # x̂ is kept only if some round sends it (for n = 2^k CECA-2P sends x only: exp2-one-peer)
         self.two = topology.variables == 2 and any(r.sent == ("xhat",) for r in topology.rounds)
-        self._compiled = None
+        self._compiled = self._compiled_period = None
         self.compiles = 0
         self._tables()
 
@@ -122,11 +122,13 @@ class DSGD:
         return float(np.mean(sent)) * dim * itemsize
 
     # -- the per-agent step inside shard_map ------------------------------------------------
-    def _local_step(self, x, xhat, opt_state, step, batch):
+    def _local_step(self, x, xhat, opt_state, step, batch, rnd: Optional[int] = None):
+        """One iteration on one agent's shards (leading dim 1). ``rnd``: a static round index
+        (period-unrolled step, plain ppermutes) or None (round from ``step``, ``lax.switch``)."""
         top = self.topology
-        r = step % top.period
+        r = step % top.period if rnd is None else rnd
         two = self.two
-        sends_x = jnp.asarray(self.sends_x)[r]
+        sends_x = jnp.asarray(self.sends_x)[r] if rnd is None else bool(self.sends_x[rnd])
         p = jnp.where(sends_x, x, xhat) if two else x
         local_batch = jax.tree.map(lambda a: a[0], batch)
         local_opt = jax.tree.map(lambda a: a[0], opt_state)
@@ -145,12 +147,43 @@ class DSGD:
                 return lambda v: tuple(jax.lax.ppermute(v, AXIS, perm=list(pm)) for pm in perms) + (
                     (jnp.zeros_like(v),) * (self.k_max - len(perms)))
 
-            received = jax.lax.switch(jnp.asarray(self.branch)[r], [branch(pm) for pm in self.perms], send)
+            if rnd is None:
+                received = jax.lax.switch(jnp.asarray(self.branch)[r], [branch(pm) for pm in self.perms], send)
+            else:
+                received = branch(top.rounds[rnd].pairs)(send)
             keep, recv = jnp.asarray(self.keep, x.dtype)[r], jnp.asarray(self.recv, x.dtype)[r]
             x = keep[0] * x + sum(recv[0, k] * received[k] for k in range(self.k_max))
             if two:
                 xhat = keep[1] * xhat + sum(recv[1, k] * received[k] for k in range(self.k_max))
         return x, xhat, opt_state, step + 1, loss[None]
+
+    def _local_period(self, x, xhat, opt_state, step, batches):
+        """A whole period unrolled: iteration r uses ``batches[:, r]`` and round r's static permutation."""
+        losses = []
+        for r in range(self.topology.period):
+            x, xhat, opt_state, step, loss = self._local_step(
+                x, xhat, opt_state, step, jax.tree.map(lambda a: a[:, r], batches), rnd=r)
+            losses.append(loss)
+        return x, xhat, opt_state, step, jnp.stack(losses, axis=1)
+
+    def _period(self, state: DSGDState, batches):
+        spec = P(AXIS)
+        f = jax.shard_map(self._local_period, mesh=self.mesh, in_specs=(spec, spec, spec, P(), spec),
+                          out_specs=(spec, spec, spec, P(), spec))
+        x, xhat, opt, step, loss = f(state.x, state.xhat, state.opt_state, state.step, batches)
+        return DSGDState(x, xhat, opt, step), loss
+
+    def period_step(self, state: DSGDState, batches) -> tuple[DSGDState, jax.Array]:
+        """One whole period (τ iterations) in one call, without ``lax.switch``: batches are
+        (n, τ, B, ...) and ``state.step`` must be a multiple of τ. Returns losses (n, τ).
+        Same result as τ calls of :meth:`step`; compiled once (separately from ``step``)."""
+        if int(state.step) % self.topology.period:
+            raise ValueError(f"period_step needs state.step at a period boundary (multiple of "
+                             f"{self.topology.period}), got {int(state.step)}.")
+        if self._compiled_period is None:
+            self._compiled_period = jax.jit(self._period, donate_argnums=0).lower(state, batches).compile()
+            self.compiles += 1
+        return self._compiled_period(state, batches)
 
     def _step(self, state: DSGDState, batch):
         spec = P(AXIS)
