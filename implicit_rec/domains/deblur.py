@@ -166,8 +166,14 @@ def explicit_apply(params, y, op, z0: str = "zero"):
 
 
 def unrolled_apply(stacked, y, op, z0: str = "zero"):
-    """Untied stack: params with a leading depth axis, applied in order from z_0."""
-    z, _ = jax.lax.scan(lambda z, p: (prox.prox_grad_cell(z, p, y, op), None), initial_state(y, z0), stacked)
+    """Untied stack: params with a leading depth axis, applied in order from z_0.
+
+    A Python loop, not ``lax.scan``: XLA:CPU runs convolutions inside a loop body about 10x
+    slower than unrolled ones (measured: depth-4 training step 0.71 s vs 0.054 s).
+    """
+    z = initial_state(y, z0)
+    for layer in range(jax.tree.leaves(stacked)[0].shape[0]):
+        z = prox.prox_grad_cell(z, jax.tree.map(lambda a: a[layer], stacked), y, op)
     return z
 
 
