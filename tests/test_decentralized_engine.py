@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent("""
             st, l = eng.period_step(st, put_agents(eng.mesh, {i: {"a": stacked["a"][i], "y": stacked["y"][i]}
                                                             for i in range(n)}, n))
         out["period/" + name] = {"x": np.asarray(st.x).tolist(), "steps": 2 * top.period,
-                                 "hlo": count_collectives(eng._compiled_period.as_text())}
+                                 "hlo": count_collectives(eng.compile_period(st, None).as_text())}
     json.dump(out, sys.stdout)
 """)
 

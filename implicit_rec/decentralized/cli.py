@@ -65,6 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int,
                    help=f"batch of every agent, default {d.batch_size} (a set vm.batch_size is split among agents)")
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--unroll-period", action="store_true",
+                   help="one compiled call per period with static permutations (no lax.switch); same math")
     g.add_argument("--log-every", type=int, default=d.log_every)
     g.add_argument("--eval-every", type=int, default=d.eval_every)
     g.add_argument("--eval-agent", type=int, default=d.eval_agent)
@@ -228,6 +230,8 @@ def worker_argv(args, cfg: DecentralizedConfig, coordinator: str, process_id: in
         argv += ["--store", args.store]
     if args.quiet:
         argv.append("--quiet")
+    if cfg.unroll_period:
+        argv.append("--unroll-period")
     if args.coordinator_bind:
         argv += ["--coordinator-bind", args.coordinator_bind]
     if args.no_progress or process_id:

@@ -180,10 +180,14 @@ class DSGD:
         if int(state.step) % self.topology.period:
             raise ValueError(f"period_step needs state.step at a period boundary (multiple of "
                              f"{self.topology.period}), got {int(state.step)}.")
+        return self.compile_period(state, batches)(state, batches)
+
+    def compile_period(self, state: DSGDState, batches):
+        """Compile the period-unrolled step once for these shapes; returns the executable."""
         if self._compiled_period is None:
             self._compiled_period = jax.jit(self._period, donate_argnums=0).lower(state, batches).compile()
             self.compiles += 1
-        return self._compiled_period(state, batches)
+        return self._compiled_period
 
     def _step(self, state: DSGDState, batch):
         spec = P(AXIS)

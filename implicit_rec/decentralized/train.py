@@ -49,6 +49,7 @@ class DecentralizedConfig:
     eval_every: int = 100
     eval_agent: int = 0
     max_valid: int = 20000
+    unroll_period: bool = False  # one call per period (static permutations, no lax.switch)
 
     def check(self) -> None:
         for name in ("agents", "steps", "batch_size", "log_every", "eval_every"):
@@ -106,36 +107,55 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
     mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
     samplers = {i: AgentSampler(shards[i], cfg.batch_size, cfg.seed, i) for i in mine}
 
-    def next_batch():
-        return put_agents(mesh, {i: prob.make_batch(samplers[i].next()) for i in mine}, cfg.agents)
+    def draw() -> dict:  # this process's agents' next batches (host arrays)
+        return {i: prob.make_batch(samplers[i].next()) for i in mine}
 
+    def put(local: dict):
+        return put_agents(mesh, local, cfg.agents)
+
+    def stacked(locals_: list[dict]):  # τ draws -> (n, τ, B, ...) for period_step
+        return put({i: {k: np.stack([b[i][k] for b in locals_]) for k in locals_[0][i]} for i in mine})
+
+    tau = top.period
+    unroll = cfg.unroll_period and tau > 1
     monitor = Monitor(mesh)
     state = engine.init(prob.x0)
-    batch = next_batch()
+    pending = draw()  # the batches of the next iteration
     t_compile = time.perf_counter()
-    engine.compile(state, batch)
-    hlo = count_collectives(engine.hlo_text(state, batch))
+    if unroll:  # the period executable is the run's program; single steps only for a remainder
+        hlo = count_collectives(engine.compile_period(state, stacked([pending] * tau)).as_text())
+    else:
+        engine.compile(state, put(pending))
+        hlo = count_collectives(engine.hlo_text(state, put(pending)))
     compile_s = time.perf_counter() - t_compile
     bytes_sent = engine.bytes_per_iteration(prob.dim)
     say(f"{cfg.topology} on {cfg.agents} agents ({jax.process_count()} process(es)), period "
-        f"{top.period}, D={prob.dim}, {bytes_sent / 1024:.1f} KiB sent per agent per iteration")
+        f"{top.period}, D={prob.dim}, {bytes_sent / 1024:.1f} KiB sent per agent per iteration"
+        + (", period unrolled" if unroll else ""))
 
-    history, losses, train_s = [], [], 0.0
+    history, losses, train_s, k = [], [], 0.0, 0
     bar = _progress(cfg.steps, lead and progress)
-    for k in range(cfg.steps):
+    while k < cfg.steps:
         t1 = time.perf_counter()
-        state, loss = engine.step(state, batch)
+        if unroll and k % tau == 0 and k + tau <= cfg.steps:
+            draws = [pending] + [draw() for _ in range(tau - 1)]
+            state, loss = engine.period_step(state, stacked(draws))
+            done = tau
+        else:
+            state, loss = engine.step(state, put(pending))
+            done = 1
         losses.append(loss)
-        if k + 1 < cfg.steps:
-            batch = next_batch()
-        if (k + 1) % cfg.log_every == 0 or k + 1 == cfg.steps:
+        if k + done < cfg.steps:
+            pending = draw()
+        before, k = k, k + done
+        if k // cfg.log_every > before // cfg.log_every or k == cfg.steps:
             xbar, consensus = monitor.consensus(state.x)
             train_s += time.perf_counter() - t1
-            rec = {"step": k + 1, "consensus": consensus,
-                   "train_loss": float(np.mean([monitor.gather(v) for v in losses])),
+            rec = {"step": k, "consensus": consensus,
+                   "train_loss": float(np.mean(np.concatenate([monitor.gather(v).ravel() for v in losses]))),
                    "bytes_sent_per_agent": bytes_sent}
             losses = []
-            if (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.steps:
+            if k // cfg.eval_every > before // cfg.eval_every or k == cfg.steps:
                 agent_x = monitor.agent(state.x, cfg.eval_agent)
                 if lead:
                     rec["valid_auc_avg"] = prob.evaluate(xbar, prob.valid_rows)
@@ -147,7 +167,7 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         else:
             train_s += time.perf_counter() - t1
         if bar is not None:
-            bar.update(1)
+            bar.update(done)
     if bar is not None:
         bar.close()
     xbar, consensus = monitor.consensus(state.x)
