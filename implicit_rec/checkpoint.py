@@ -9,33 +9,38 @@ exactly.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx, serialization
 
+from .atomic import write_bytes_atomic
+
 _KEEP = nnx.Not(nnx.RngState)
 
 
 def save_state(module: nnx.Module, path: str | os.PathLike) -> Path:
     """Write the module's state to ``path`` (atomic: a temporary file renamed into place)."""
+    return save_tree(path, nnx.to_pure_dict(nnx.state(module, _KEEP)))
+
+
+def save_tree(path: str | os.PathLike, tree) -> Path:
+    """Write a nested dict of arrays / numbers / strings to ``path`` as msgpack, atomically."""
+    data = serialization.msgpack_serialize(jax.tree.map(
+        lambda x: x if isinstance(x, (str, bytes, int, float)) else np.asarray(x), tree))
+    return write_bytes_atomic(path, data)
+
+
+def load_tree(path: str | os.PathLike) -> dict:
+    """Read a file written by :func:`save_tree` (ValueError if it is not one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pure = nnx.to_pure_dict(nnx.state(module, _KEEP))
-    data = serialization.msgpack_serialize(jax.tree.map(np.asarray, pure))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # msgpack raises several unrelated types
+        raise ValueError(f"{path} is not a msgpack checkpoint written by save_state: {err}") from err
 
 
 def restore_state(module: nnx.Module, path: str | os.PathLike) -> nnx.Module:
@@ -44,35 +49,37 @@ def restore_state(module: nnx.Module, path: str | os.PathLike) -> nnx.Module:
     Raises FileNotFoundError for a missing file and ValueError naming the first
     entry whose presence or shape differs from the module's.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        loaded = serialization.msgpack_restore(path.read_bytes())
-    except Exception as err:  # msgpack raises several unrelated types
-        raise ValueError(f"{path} is not a msgpack checkpoint written by save_state: {err}") from err
+    loaded = load_tree(path)
     state = nnx.state(module, _KEEP)
     expected = nnx.to_pure_dict(state)
-    _check_same_layout(expected, loaded, path)
+    loaded = _check_same_layout(expected, loaded, path)
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(module, state)
     return module
 
 
+def conform(expected: dict, loaded: dict, where: str = "checkpoint") -> dict:
+    """Check that ``loaded`` has the layout of the pure dict ``expected`` and return it with
+    ``expected``'s key types (ValueError naming the first differing entry)."""
+    return _check_same_layout(expected, loaded, where)
+
+
 def _check_same_layout(expected, loaded, path, prefix=""):
+    """``loaded`` with the module's key types (msgpack may turn list indices into str or int)."""
     if isinstance(expected, dict):
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: entry '{prefix or '/'}' should be a group of arrays.")
         exp_keys = {str(k) for k in expected}
+        loaded = {str(k): v for k, v in loaded.items()}
         got_keys = set(loaded)
         if exp_keys != got_keys:
             missing, extra = sorted(exp_keys - got_keys), sorted(got_keys - exp_keys)
             raise ValueError(f"{path}: checkpoint does not match the module at '{prefix or '/'}' "
                              f"(missing {missing}, unexpected {extra}); was it saved from a module "
                              "built with the same arguments?")
-        for key, value in expected.items():
-            _check_same_layout(value, loaded[str(key)], path, f"{prefix}/{key}")
-        return
+        return {key: _check_same_layout(value, loaded[str(key)], path, f"{prefix}/{key}")
+                for key, value in expected.items()}
     if np.shape(expected) != np.shape(loaded):
         raise ValueError(f"{path}: entry '{prefix}' has shape {np.shape(loaded)} in the checkpoint but "
                          f"{np.shape(expected)} in the module.")
+    return loaded

@@ -4,16 +4,19 @@ Public API:
   fixed_point(f, z0, *args, ...) -> (z, SolverInfo)   batched Anderson / Picard solve
   check_options(**options)                            validate fixed_point options early
   iterate(f, z0, *args, steps, ...)                   readout of every iterate in one pass
+  residual(z, fz, stop)                               the per-row residual of the stop rule
   spectral_radius, jacobian_frobenius, empirical_lipschitz   diagnostics
 """
 
 from .diagnostics import LipschitzEstimate, empirical_lipschitz, jacobian_frobenius, spectral_radius
 from .fixed_point import SolverInfo, check_options, fixed_point
+from ._loop import residual
 from .iterate import iterate
 
 __all__ = [
     "fixed_point",
     "iterate",
+    "residual",
     "SolverInfo",
     "check_options",
     "spectral_radius",

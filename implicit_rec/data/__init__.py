@@ -38,8 +38,11 @@ NOT_IN_KEY = frozenset({"chunk_rows"})  # options that do not change the encoded
 
 
 def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, preset: str = "default",
-                 seed: int = 0, **options) -> EventTable:
+                 seed: int = 0, progress_bar=None, **options) -> EventTable:
     """Load a dataset by spec (see the module docstring); ``options`` go to its loader.
+
+    ``progress_bar``: a tqdm-like factory for the synthetic generator's progress (file loaders
+    report nothing yet).
 
     ``preset`` and ``seed`` select the synthetic data and are ignored by the file loaders.
     Raises ValueError for an unknown dataset name and TypeError for an unknown option.
@@ -53,7 +56,7 @@ def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, pr
         if options:
             raise TypeError(f"unknown option(s) {sorted(options)} for the synthetic dataset; it "
                             "takes only preset and seed.")
-        return _synthetic(cache_dir, preset, seed)
+        return _synthetic(cache_dir, preset, seed, progress_bar)
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r} in {spec!r}; valid: "
                          f"{', '.join(DATASETS)} (as 'name:PATH' except 'synthetic').")
@@ -96,9 +99,9 @@ def cache_key(name: str, arg: str, options: dict) -> str:
     return f"{name}-{path.stem or 'data'}-{digest[:16]}"
 
 
-def _synthetic(cache_dir, preset: str, seed: int) -> EventTable:
+def _synthetic(cache_dir, preset: str, seed: int, progress_bar=None) -> EventTable:
     from .synthetic import synthetic_events  # imported only when asked for
-    return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir)
+    return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir, progress_bar=progress_bar)
 
 
 def _try_load(path: Path) -> Optional[EventTable]:

@@ -40,7 +40,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -218,7 +218,8 @@ def _vocab_members(schema: Schema) -> dict[str, list[str]]:
 
 
 def synthetic_events(preset: str = "default", seed: int = 0,
-                     cache_dir: Optional[str | os.PathLike] = None, block_users: int = 5000) -> EventTable:
+                     cache_dir: Optional[str | os.PathLike] = None, block_users: int = 5000,
+                     progress_bar: Optional[Callable[..., Any]] = None) -> EventTable:
     """Generate (or load from ``cache_dir``) the synthetic TaobaoAd-schema event table.
 
     Users are simulated in blocks of ``block_users`` and streamed to disk, so memory stays bounded
@@ -226,6 +227,7 @@ def synthetic_events(preset: str = "default", seed: int = 0,
     (the vocabularies), pass 2 re-encodes each column into its final memory-mapped .npy file.
     Without ``cache_dir`` the table is built in a temporary directory and loaded into memory.
     Deterministic by ``seed``: user u always draws from the u-th child of SeedSequence(seed).
+    ``progress_bar``: a tqdm-like factory ``progress_bar(total=, desc=)``, advanced once per user.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -236,14 +238,15 @@ def synthetic_events(preset: str = "default", seed: int = 0,
         if (path / "meta.json").is_file():
             return EventTable.load(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _generate(p, preset, seed, path, block_users)
+        return _generate(p, preset, seed, path, block_users, progress_bar)
     with tempfile.TemporaryDirectory() as tmp:
-        table = _generate(p, preset, seed, Path(tmp) / name, block_users)
+        table = _generate(p, preset, seed, Path(tmp) / name, block_users, progress_bar)
         return EventTable(table.schema, {k: np.array(v) for k, v in table.columns.items()},
                           table.vocab_sizes, table.name, table.info)
 
 
-def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -> EventTable:
+def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int,
+              progress_bar: Optional[Callable[..., Any]] = None) -> EventTable:
     schema = Schema(categorical=PROFILE + ITEM + CONTEXT, item=ITEM, numeric=("price",),
                     sequences=SEQUENCES, max_len=p.max_len)
     members = _vocab_members(schema)
@@ -255,10 +258,14 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -
         seen: dict[str, np.ndarray] = {}
         dtypes: dict[str, np.dtype] = {}
         rows = 0
+        bar = progress_bar(total=p.users, desc=f"synthetic-{preset} users") if progress_bar else None
         for start in range(0, p.users, block_users):
-            users = range(start, min(start + block_users, p.users))
-            cols = _block_columns([_simulate_user(u, p, world, np.random.default_rng(user_seeds[u]))
-                                   for u in users])
+            parts = []
+            for u in range(start, min(start + block_users, p.users)):
+                parts.append(_simulate_user(u, p, world, np.random.default_rng(user_seeds[u])))
+                if bar is not None:
+                    bar.update(1)
+            cols = _block_columns(parts)
             train = cols["split"] == SPLITS["train"]
             for vocab, names in members.items():
                 ids = np.concatenate([cols[n][train].ravel() for n in names])
@@ -292,6 +299,8 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int) -
                 dst[s0:s0 + len(chunk)] = chunk
             dst.flush()
             del dst, src
+        if bar is not None:
+            bar.close()
         write_meta(out, schema, sizes, sorted(dtypes), rows, f"synthetic-{preset}",
                    {"source": "synthetic", "preset": preset, "seed": seed,
                     "preset_params": dataclasses.asdict(p)})

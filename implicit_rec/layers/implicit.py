@@ -170,20 +170,36 @@ class ImplicitLayer(nnx.Module):
 
     # -- analysis -----------------------------------------------------------------------------
     def trajectory(self, x: Any, steps: int, readout: Optional[Callable] = None,
-                   method: Optional[str] = None) -> Any:
+                   method: Optional[str] = None, residual: bool = False) -> Any:
         """``readout(z_k)`` for k = 0..steps in one pass (leading axis steps + 1).
 
         Uses the current mode's solver settings (``method`` overrides the method);
         the iterates equal those of ``layer(x)`` with ``max_iter=k``. Does not update
-        any state (no power-iteration step, no step count).
+        any state (no power-iteration step, no step count). With ``residual=True`` returns
+        ``(readouts, residuals)``, residuals (steps + 1, B) measured as the solver's stop rule
+        does (||f(z_k) - z_k||, relative to ||f(z_k)|| when ``stop="rel"``).
         """
         config = self.solver
         ctx = self._prepare_frozen(x)
         f, params = self._functional_cell()
+        read = readout or (lambda z: z)
+        if residual:
+            def read(z, base=read):  # noqa: F811
+                return base(z), solvers.residual(z, f(z, params, ctx), config.stop)
         return solvers.iterate(f, self._initial_state(ctx), params, ctx, steps=steps,
-                               method=method or config.method, readout=readout, tol=config.tol,
+                               method=method or config.method, readout=read, tol=config.tol,
                                stop=config.stop, damping=config.damping, memory=config.memory,
                                ridge=config.ridge)
+
+    def functional(self, x: Any) -> tuple[Callable, jax.Array, tuple]:
+        """``(f, z0, args)`` with ``solvers.fixed_point(f, z0, *args)`` solving this layer at ``x``.
+
+        The cell as a pure function of (z, params, ctx), for custom analyses (cost, Jacobians);
+        ``prepare`` runs in evaluation mode and no state is updated.
+        """
+        ctx = self._prepare_frozen(x)
+        f, params = self._functional_cell()
+        return f, self._initial_state(ctx), (params, ctx)
 
     def spectral_radius(self, x: Any, z: Optional[jax.Array] = None, iters: int = 30) -> jax.Array:
         """Per-sample spectral radius of d cell / dz at z (default: the eval fixed point), shape (B,)."""

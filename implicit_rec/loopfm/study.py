@@ -49,6 +49,9 @@ class StudyConfig:
     implicit_eval_iters: int = 30
     kd_on_main: bool = False  # KD loss on the main head instead of an auxiliary head
     out_of_fold: int = 0  # K > 1: also log FM-window events, each by an FM trained on the other K-1 user folds
+    vm_hidden: tuple[int, ...] = (64, 32)  # explicit VMs' MLP widths
+    d_state: int = 32  # implicit VM's state size
+    implicit_method: str = "anderson"
 
 
 def batch_converter(table: EventTable) -> Callable[[np.ndarray], dict]:
@@ -74,8 +77,10 @@ def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
 
 
 def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print,
-             rows: Optional[np.ndarray] = None) -> tuple[FoundationModel, dict]:
-    """Train the FM on its window (or on ``rows``); the last 10% by time is its validation."""
+             rows: Optional[np.ndarray] = None, **fit_options) -> tuple[FoundationModel, dict]:
+    """Train the FM on its window (or on ``rows``); the last 10% by time is its validation.
+
+    ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
     rows = window_rows(table, "train", cfg.fm_days) if rows is None else rows
     order = rows[np.argsort(np.asarray(table["time"][rows]), kind="stable")]
     cut = int(0.9 * len(order))
@@ -91,7 +96,7 @@ def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print,
     history = fit(fm, loss_fn, convert, fm_train, fm_valid, np.asarray(table["label"][fm_valid]),
                   np.asarray(table["user"][fm_valid]), cfg.fm_train,
                   progress=lambda r: log(f"  FM epoch {r['epoch']}: loss {r['train_loss']:.4f} "
-                                         f"valid AUC {r['valid_auc']:.4f}"))
+                                         f"valid AUC {r['valid_auc']:.4f}"), **fit_options)
     return fm, history
 
 
@@ -144,23 +149,28 @@ def vm_batches(table: EventTable, store: HistoricalStore, cfg: StudyConfig, tran
 
 
 def make_vm(table: EventTable, store: HistoricalStore, cfg: StudyConfig, arch: str, transfer: str,
-            seed: int) -> VerticalModel:
+            seed: int, hidden: Optional[tuple[int, ...]] = None) -> VerticalModel:
+    """A VM as the study builds it; ``hidden`` overrides ``cfg.vm_hidden`` (explicit baselines)."""
     return VerticalModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(seed), arch=arch,
                          transfer=transfer, max_len=cfg.vm_max_len, fm_dim=store.dim,
-                         kd_on_main=cfg.kd_on_main,
-                         train_solver=SolverConfig(max_iter=cfg.implicit_train_iters, tol=1e-4),
-                         eval_solver=SolverConfig(max_iter=cfg.implicit_eval_iters, tol=1e-5))
+                         kd_on_main=cfg.kd_on_main, hidden=tuple(hidden or cfg.vm_hidden),
+                         d_state=cfg.d_state,
+                         train_solver=SolverConfig(method=cfg.implicit_method,
+                                                   max_iter=cfg.implicit_train_iters, tol=1e-4),
+                         eval_solver=SolverConfig(method=cfg.implicit_method,
+                                                  max_iter=cfg.implicit_eval_iters, tol=1e-5))
 
 
-def train_vm(table, store, cfg, arch, transfer, seed, log=print):
-    """Train one VM; returns (model, fit history, batch function)."""
-    model = make_vm(table, store, cfg, arch, transfer, seed)
+def train_vm(table, store, cfg, arch, transfer, seed, log=print, hidden=None, **fit_options):
+    """Train one VM; returns (model, fit history, batch function). ``fit_options`` go to :func:`fit`."""
+    model = make_vm(table, store, cfg, arch, transfer, seed, hidden)
     make = vm_batches(table, store, cfg, transfer)
     train_rows = window_rows(table, "train", cfg.vm_days)
     valid_rows = table.rows("valid")
     tc = dataclasses.replace(cfg.vm_train, seed=seed)
     hist = fit(model, lambda m, b: vm_loss(m, b, tc.kd_weight), make, train_rows, valid_rows,
-               np.asarray(table["label"][valid_rows]), np.asarray(table["user"][valid_rows]), tc)
+               np.asarray(table["label"][valid_rows]), np.asarray(table["user"][valid_rows]), tc,
+               **fit_options)
     return model, hist, make
 
 

@@ -1,0 +1,180 @@
+"""The ``implicit-rec`` command line.
+
+    implicit-rec run [--config FILE] [--set section.key=value ...] [--dataset SPEC] [--preset NAME]
+                     [--seeds N] [--out DIR] [--force] [--quiet] [--debug]
+    implicit-rec sweep --run DIR          redo the test-time iteration sweep (and the report)
+    implicit-rec report --run DIR         redraw report.md and the plots from metrics.json
+    implicit-rec config [--config FILE] [--set ...]   print the effective configuration as TOML
+    implicit-rec train-decentralized ...  train a VM across agents (DSGD; see its --help)
+
+Errors a user can fix print one line and exit with status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import config as config_mod
+
+EPILOG = """configuration: defaults < --config FILE < --set section.key=value < --dataset/--preset/--seeds.
+`implicit-rec config` prints every key with its default and meaning."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal "
+                        "(the run directory's log.txt still gets them)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (see `implicit-rec config`)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override one key, e.g. --set vm.seeds=2 --set 'vm.archs=[\"mlp\",\"implicit\"]' "
+                             "(repeatable)")
+    parser.add_argument("--dataset", help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | "
+                                          "interactions:FILE (= --set data.dataset=...)")
+    parser.add_argument("--preset", help="tiny | default | large: size of the synthetic data (= data.preset)")
+    parser.add_argument("--seeds", type=int, help="seeds per VM variant (= vm.seeds)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="implicit-rec", description="Implicit vertical models with LoopFM features: train, sweep the "
+        "test-time iterations, report.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="the whole job: data, FM, store, VMs, sweep, report (resumable)",
+                       description="data -> FM -> historical store -> VMs (explicit and implicit x none / kd / "
+                       "loopfm / loopfm+kd) -> explicit baselines -> test-time iteration sweep -> report. "
+                       "Rerunning the same command resumes an interrupted run.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(p)
+    p.add_argument("--out", default="runs/main", metavar="DIR", help="run directory (default: runs/main)")
+    p.add_argument("--force", action="store_true", help="overwrite a finished (or different) run in --out")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="redo the test-time iteration sweep of a run and its report",
+                       description="Recompute the sweep (AUC, residual, timing, Lipschitz vs iterations) from the "
+                       "models saved in a run directory, with its saved configuration; then redraw the report.")
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory of `implicit-rec run`")
+    _common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="redraw report.md and the plots of a finished run",
+                       description="Regenerate report.md and the PNG plots from DIR/metrics.json.")
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory of `implicit-rec run`")
+    _common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config", help="print the effective configuration (defaults documented) as TOML",
+                       description="Print the configuration `run` would use, as commented TOML; save it, edit "
+                       "it and pass it back with --config.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_config)
+
+    try:
+        from .decentralized import cli as dcli
+    except ImportError:  # the decentralized package is optional at import time
+        dcli = None
+    if dcli is not None and hasattr(dcli, "add_parser"):
+        dcli.add_parser(sub)
+    return parser
+
+
+def effective_config(args) -> config_mod.RunConfig:
+    overrides = list(args.overrides)
+    for flag, key in (("dataset", "data.dataset"), ("preset", "data.preset"), ("seeds", "vm.seeds")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={config_mod._toml_value(value)}")
+    return config_mod.load_config(args.config, tuple(overrides))
+
+
+def cmd_config(args) -> int:
+    print(config_mod.to_toml(effective_config(args)))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import pipeline
+    cfg = effective_config(args)
+    if not args.quiet:
+        print(f"implicit-rec run -> {args.out}\n--- effective configuration ---\n"
+              f"{config_mod.to_toml(cfg, comments=False)}--- versions ---\n"
+              f"{json.dumps(pipeline.versions())}\n")
+    t0 = time.perf_counter()
+    result = pipeline.run(args.out, cfg, force=args.force, quiet=args.quiet, command=sys.argv)
+    _summary(result, time.perf_counter() - t0)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from . import pipeline
+    t0 = time.perf_counter()
+    _summary(pipeline.rerun_sweep(args.run, quiet=args.quiet), time.perf_counter() - t0)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+    from .pipeline import RunError
+    path = Path(args.run) / "metrics.json"
+    if not path.is_file():
+        raise RunError(f"{path} does not exist; `implicit-rec run --out {args.run}` writes it.")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}.") from None
+    try:
+        written = report.write_report(metrics, args.run)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    for p in written:
+        print(p)
+    return 0
+
+
+def _summary(result: dict, seconds: float) -> None:
+    m = result["metrics"]
+    lines = ["", "=" * 72, f"FM ({m['fm']['size']}): test AUC {m['fm']['auc']:.4f}"]
+    best = max(m["vms"], key=lambda v: v["auc"])
+    lines.append(f"best VM: {best['name']} (seed {best['seed']}) AUC {best['auc']:.4f}, {best['params']:,} params")
+    for vm in dict.fromkeys(r["vm"] for r in m["sweep"]):
+        for method in dict.fromkeys(r["method"] for r in m["sweep"]):
+            rows = [r for r in m["sweep"] if r["vm"] == vm and r["method"] == method and r["seed"] == 0]
+            if rows:
+                lines.append(f"{vm:>22} {method:>8}: AUC " + "  ".join(
+                    f"k={r['iterations']}:{r['auc']:.4f}" for r in rows[:: max(1, len(rows) // 5)]))
+    lines.append(f"finished in {seconds:.0f} s; wrote:")
+    lines += [f"  {p}" for p in result["files"]]
+    lines.append("=" * 72)
+    print("\n".join(lines))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .pipeline import RunError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("implicit-rec: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except (config_mod.ConfigError, RunError, FileNotFoundError, PermissionError) as err:
+        if args.debug:
+            raise
+        print(f"implicit-rec: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

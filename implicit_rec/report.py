@@ -1,0 +1,236 @@
+"""Report of an ``implicit-rec run``: ``report.md`` and the plots, drawn from ``metrics.json`` alone.
+
+``metrics.json`` schema (version :data:`SCHEMA_VERSION`; :func:`validate_metrics` checks it)::
+
+    dataset         {spec, name, events, test_events}
+    config          the effective configuration (as config.toml)
+    versions        package versions
+    fm              {auc, gauc, logloss, params, size, seconds, examples_per_second}
+    vms             [{name, arch, transfer, seed, auc, gauc, logloss, params, epochs, seconds,
+                      examples_per_second, hidden, weights}]
+    baselines       [{vm, seed, transfer, params, hidden, depth, auc, gauc, logloss, seconds, flops,
+                      lipschitz_max, lipschitz_mean}]             explicit VMs on the sweep's axes
+    transfer_ratio  {arch: {"auc" | "neg_logloss": implicit_rec.loopfm.transfer.transfer_ratios(...)}}
+    sweep           [{vm, seed, transfer, params, method, iterations, auc, gauc, logloss, residual,
+                      converged_fraction, seconds, flops}]       one row per implicit VM x method x k
+    lipschitz       [{vm, seed, method, iterations, max, mean}]
+    timing          {stages_s: {stage: seconds}, examples_per_second: {vm#seed: ...},
+                     fm_examples_per_second, total_s}
+
+``seconds`` in the sweep: median wall time to score the whole test set at k iterations;
+``flops``: per example (see :mod:`implicit_rec.sweep`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_text_atomic
+from .loopfm.transfer import markdown_table
+
+SCHEMA_VERSION = 1
+METRICS_SCHEMA = {
+    "dataset": {"spec", "name", "events", "test_events"},
+    "config": {"data", "fm", "vm", "sweep"},
+    "fm": {"auc", "gauc", "logloss", "params"},
+    "vms": {"name", "arch", "transfer", "auc", "gauc", "logloss", "params", "seed", "examples_per_second"},
+    "baselines": {"vm", "depth", "params", "auc", "gauc", "logloss", "flops", "seconds", "lipschitz_max"},
+    "transfer_ratio": set(),
+    "sweep": {"vm", "method", "iterations", "auc", "gauc", "logloss", "residual", "converged_fraction",
+              "seconds", "flops"},
+    "lipschitz": {"vm", "iterations", "max", "mean"},
+    "timing": {"stages_s", "examples_per_second", "total_s"},
+}
+PLOTS = ("auc_vs_iterations.png", "auc_vs_compute.png", "auc_vs_params.png", "residual_vs_iterations.png",
+         "lipschitz_vs_iterations.png", "transfer_ratio.png")
+
+
+def validate_metrics(m: dict) -> None:
+    """Raise ValueError naming the first missing key of :data:`METRICS_SCHEMA`."""
+    for key, fields in METRICS_SCHEMA.items():
+        if key not in m:
+            raise ValueError(f"metrics.json has no {key!r} entry.")
+        items = m[key] if isinstance(m[key], list) else [m[key]]
+        for i, item in enumerate(items):
+            missing = fields - set(item)
+            if missing:
+                raise ValueError(f"metrics.json: {key}[{i}] lacks {sorted(missing)}.")
+
+
+def _f(x, fmt=".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _mean_std(rows: list[dict], key: str) -> str:
+    v = np.asarray([r[key] for r in rows], float)
+    return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v.mean():.4f}"
+
+
+def markdown(m: dict) -> str:
+    fm, cfg = m["fm"], m["config"]
+    out = [f"# implicit-rec run: {m['dataset']['name']}", "",
+           f"{m['dataset']['events']:,} events, {m['dataset']['test_events']:,} test events; "
+           f"{cfg['vm']['seeds']} seed(s) per VM (mean ± std over seeds).", "",
+           f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
+           f"logloss {fm['logloss']:.4f}", "",
+           "## Vertical models", "",
+           "| VM | params | AUC | gAUC | logloss | train ex/s |", "|---|---:|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(v["name"] for v in m["vms"]):
+        rows = [v for v in m["vms"] if v["name"] == name]
+        out.append(f"| {name} | {rows[0]['params']:,} | {_mean_std(rows, 'auc')} | {_mean_std(rows, 'gauc')} | "
+                   f"{_mean_std(rows, 'logloss')} | {np.mean([r['examples_per_second'] for r in rows]):,.0f} |")
+    out += ["", "## Transfer ratios (TR = gain / FM gain over the plain VM)", ""]
+    for arch, tr in m["transfer_ratio"].items():
+        out += [f"### {arch}", "", markdown_table(tr), ""]
+    out += ["## Test-time iteration sweep", "",
+            "Implicit VMs at k solver iterations (metrics on the test split; residual = mean relative "
+            "residual; seconds = median wall time to score the test set, measured for the VMs with "
+            f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).", "",
+            "| VM | seed | method | k | AUC | gAUC | logloss | residual | converged | seconds | MFLOPs |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in m["sweep"]:
+        out.append(f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['auc']:.4f} | "
+                   f"{r['gauc']:.4f} | {r['logloss']:.4f} | {r['residual']:.2e} | "
+                   f"{r['converged_fraction']:.2f} | {_f(r['seconds'], '.3f')} | {r['flops'] / 1e6:.3f} |")
+    out += ["", "Explicit baselines (same front end and transfer; depth = hidden layers):", "",
+            "| VM | params | depth | AUC | gAUC | logloss | seconds | MFLOPs | Lipschitz max | mean |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in m["baselines"]:
+        out.append(f"| {b['vm']} | {b['params']:,} | {b['depth']} | {b['auc']:.4f} | {b['gauc']:.4f} | "
+                   f"{b['logloss']:.4f} | {b['seconds']:.3f} | {b['flops'] / 1e6:.3f} | "
+                   f"{b['lipschitz_max']:.3f} | {b['lipschitz_mean']:.3f} |")
+    out += ["", "Empirical Lipschitz constant of x -> z_k (perturbations of the front-end vector):", "",
+            "| VM | seed | method | k | max | mean |", "|---|---:|---|---:|---:|---:|"]
+    for r in m["lipschitz"]:
+        out.append(f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['max']:.3f} | "
+                   f"{r['mean']:.3f} |")
+    t = m["timing"]
+    out += ["", "## Timing", "", "| stage | seconds |", "|---|---:|"]
+    out += [f"| {k} | {v:.1f} |" for k, v in t["stages_s"].items()]
+    out += [f"| total (this invocation) | {t['total_s']:.1f} |", "",
+            "## Plots", ""] + [f"![{p[:-4]}]({p})" for p in PLOTS]
+    return "\n".join(out) + "\n"
+
+
+def _curves(m: dict, key: str, source: str = "sweep"):
+    """(vm, method) -> (k array, mean over seeds of key)."""
+    groups: dict = {}
+    for r in m[source]:
+        groups.setdefault((r["vm"], r["method"]), {}).setdefault(r["iterations"], []).append(r[key])
+    return {g: (np.array(sorted(d)), np.array([np.mean(d[k]) for k in sorted(d)])) for g, d in groups.items()}
+
+
+def _style(vm: str, method: str, names: list[str]):
+    import matplotlib.pyplot as plt
+    color = plt.get_cmap("tab10")(names.index(vm) % 10)
+    return {"color": color, "linestyle": "-" if method == "anderson" else "--", "marker": "o", "markersize": 3}
+
+
+def plot_all(m: dict, out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["vm"] for r in m["sweep"]))
+    paths = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        path = out / name
+        tmp = path.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        tmp.replace(path)
+        paths.append(path)
+
+    def iteration_axis(ax):
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        ax.set_xlabel("test-time iterations k (explicit: depth)")
+
+    def baseline_points(ax, key, x="depth"):
+        for b in m["baselines"]:
+            ax.scatter(b[x], b[key], marker="s", color="black", zorder=3)
+            ax.annotate(b["vm"].split("/")[0], (b[x], b[key]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+
+    for key, name, ylabel, log in (("auc", "auc_vs_iterations.png", "test AUC", False),
+                                   ("residual", "residual_vs_iterations.png", "mean relative residual", True)):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (vm, method), (k, v) in _curves(m, key).items():
+            ax.plot(k, v, label=f"{vm} ({method})", **_style(vm, method, names))
+        if key == "auc":
+            baseline_points(ax, "auc")
+        if log:
+            ax.set_yscale("log")
+        iteration_axis(ax)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        save(fig, name)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (vm, method), (k, v) in _curves(m, "flops").items():
+        auc = _curves(m, "auc")[(vm, method)][1]
+        ax.plot(v, auc, label=f"{vm} ({method})", **_style(vm, method, names))
+    baseline_points(ax, "auc", x="flops")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per example")
+    ax.set_ylabel("test AUC")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, "auc_vs_compute.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for group, marker in ((m["vms"], "o"), (m["baselines"], "s")):
+        by = {}
+        for v in group:
+            by.setdefault(v.get("name", v.get("vm")), []).append(v)
+        for name, rows in by.items():
+            x, y = rows[0]["params"], np.mean([r["auc"] for r in rows])
+            ax.scatter(x, y, marker=marker, color="tab:red" if "implicit" in name else "tab:blue")
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test AUC")
+    ax.grid(alpha=0.3)
+    save(fig, "auc_vs_params.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (vm, method), (k, v) in _curves(m, "max", "lipschitz").items():
+        ax.plot(k, v, label=f"{vm} ({method}) max", **_style(vm, method, names))
+    for (vm, method), (k, v) in _curves(m, "mean", "lipschitz").items():
+        ax.plot(k, v, alpha=0.5, **{**_style(vm, method, names), "marker": "x"})
+    baseline_points(ax, "lipschitz_max")
+    iteration_axis(ax)
+    ax.set_ylabel("empirical Lipschitz of x -> z_k (max; x marks: mean)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, "lipschitz_vs_iterations.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    archs = list(m["transfer_ratio"])
+    variants = [v for v in ("kd", "loopfm", "loopfm+kd")
+                if any(v in tr["auc"]["variants"] for tr in m["transfer_ratio"].values())]
+    width = 0.8 / max(len(variants), 1)
+    for j, variant in enumerate(variants):
+        vals = [m["transfer_ratio"][a]["auc"]["variants"].get(variant, {}).get("ratio", float("nan"))
+                for a in archs]
+        ax.bar(np.arange(len(archs)) + j * width, vals, width, label=variant)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(archs)) + width * (len(variants) - 1) / 2, archs)
+    ax.set_ylabel("transfer ratio (AUC)")
+    ax.legend(fontsize=8)
+    save(fig, "transfer_ratio.png")
+    return paths
+
+
+def write_report(m: dict, out: str | Path) -> list[Path]:
+    """Write report.md and the PNG plots into ``out``; returns the paths written."""
+    out = Path(out)
+    validate_metrics(m)
+    paths = plot_all(m, out)
+    write_text_atomic(out / "report.md", markdown(m))
+    return [out / "report.md", *paths]
