@@ -120,6 +120,19 @@ def test_trajectory_matches_truncated_solves(trained):
     assert mse.shape == (9, x_test.shape[0])
 
 
+def test_trajectory_residuals_match_the_solver_and_functional_form(trained):
+    model, _, _, (x_test, _) = trained
+    layer = model.layer
+    layer.eval_solver = SolverConfig(method="picard", max_iter=6, tol=1e-12)
+    states, resid = layer.trajectory(x_test, 6, residual=True)
+    for k in [1, 3, 6]:
+        _, info = layer(x_test, solver=layer.eval_solver.replace(max_iter=k))
+        np.testing.assert_allclose(resid[k], info.residual, rtol=1e-5, atol=1e-7)
+    f, z0, args = layer.functional(x_test)  # the same map as a pure function
+    np.testing.assert_allclose(f(states[2], *args), states[3], atol=1e-6)
+    np.testing.assert_allclose(z0, states[0])
+
+
 def _param_grads(model, x, y, solver):
     model.layer.train_solver = solver
 
