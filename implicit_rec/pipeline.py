@@ -105,10 +105,12 @@ class Run:
     """One run directory. ``log`` prints a line (and appends it to log.txt); ``bar`` is a tqdm factory or None."""
 
     def __init__(self, out: str | os.PathLike, cfg: RunConfig, *, force: bool = False, quiet: bool = False,
-                 command: Optional[list] = None, events: Optional[Callable[[str], None]] = None):
+                 command: Optional[list] = None, events: Optional[Callable[[str], None]] = None,
+                 existing: bool = False):
         self.out, self.cfg, self.quiet = Path(out), cfg, quiet
         self.events = events or (lambda name: None)  # called after each checkpoint (tests interrupt here)
-        self._prepare(force, command)
+        if not existing:  # existing=True: reopen a run directory as it is (implicit-rec sweep)
+            self._prepare(force, command)
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
@@ -365,16 +367,9 @@ def rerun_sweep(out, *, quiet: bool = False) -> dict:
     out = Path(out)
     if not (out / "config.toml").is_file():
         raise RunError(f"{out} is not a run directory (no config.toml); run `implicit-rec run --out {out}` first.")
+    if not (out / "models" / "fm.json").is_file():
+        raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
     cfg = config_mod.load_config(out / "config.toml")
-    runner = Run.__new__(Run)
-    runner.out, runner.cfg, runner.quiet, runner.events = out, cfg, quiet, (lambda name: None)
-    runner.bar = None
-    if not quiet:
-        from tqdm.auto import tqdm
-        runner.bar = tqdm
-    for stem in ("fm",):
-        if not (out / "models" / f"{stem}.json").is_file():
-            raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
-    return runner.execute(only_sweep=True)
+    return Run(out, cfg, quiet=quiet, existing=True).execute(only_sweep=True)
 
 

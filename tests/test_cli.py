@@ -146,7 +146,8 @@ def _comparable(m: dict) -> dict:
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(finished, tmp_path, monkeypatch):
-    """Kill after the first epoch checkpoint of the second VM, and again after a finished stage."""
+    """Kill right after the first epoch checkpoint of the second VM; the rerun skips the finished
+    stages (data, FM, store, first VM) and continues that VM from its checkpoint."""
     out = tmp_path / "resumed"
     calls = {"n": 0}
     real_save = training.save_tree
@@ -162,14 +163,11 @@ def test_interrupted_run_resumes_to_the_same_metrics(finished, tmp_path, monkeyp
         pipeline.run(out, small_config(), quiet=True)
     monkeypatch.setattr(training, "save_tree", real_save)
     assert list((out / "models").glob("*.train.msgpack")), "the interrupted VM left an epoch checkpoint"
-
-    def die_after_store(event):
-        if event == "stage:sweep":
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run(out, small_config(), quiet=True, events=die_after_store)
-    pipeline.run(out, small_config(), quiet=True)
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    events = []
+    pipeline.run(out, small_config(), quiet=True, events=events.append)
+    assert "stage:fm" not in events and "stage:store" not in events  # done before the interruption
+    assert events.count("stage:sweep") == 1
     a = json.loads((finished / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
     ca, cb = _comparable(a), _comparable(b)
