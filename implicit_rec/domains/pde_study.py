@@ -335,6 +335,7 @@ def _plot_lipschitz(result: dict, path: Path) -> None:
     ref = result["reference_solver"]["lipschitz_max"]
     ax.axhline(ref, color="k", linestyle=":", label="reference solver (max)")
     ax.set_xscale("symlog", base=2, linthresh=1)
+    ax.set_xlim(left=-0.3)
     ax.set_xlabel("iterations k")
     ax.set_ylabel("empirical Lipschitz constant")
     ax.grid(alpha=0.3)
