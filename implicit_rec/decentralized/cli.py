@@ -3,6 +3,7 @@
     implicit-rec train-decentralized --agents 6 --topology ceca-2p                  # 6 virtual CPU devices
     implicit-rec train-decentralized --agents 6 --processes 3                       # launches 3 local processes
     implicit-rec train-decentralized --agents 8 --processes 2 --coordinator H:P --process-id I   # per host
+    implicit-rec train-decentralized --agents 6 --unroll-period    # one compiled call per CECA period
 
 With ``--processes P`` and no ``--coordinator`` this process is a launcher: it prepares the data
 cache (and the FM store for transfer variants), picks a free port on 127.0.0.1 and runs P worker
