@@ -6,6 +6,13 @@
 Writes OUT/metrics.json, OUT/report.md (comparison with the paper's table, per-k sweep
 tables), OUT/lp_error_vs_iterations.png and OUT/lp_lipschitz_vs_iterations.png, all at once
 (atomic directory). The pipeline lives in ``implicit_rec.domains.lp``.
+
+metrics.json keys: preset, config (every LPConfig field), dataset (train / val / test sizes,
+draws, solved_fraction), baselines (greedy_box error), models ({implicit, explicit,
+explicit_matched} -> d -> params, width, test_error, best_val_error, train_seconds, history;
+explicit: depth, lipschitz_max / _mean; implicit: converged_fraction, mean_nstep), sweep (d ->
+rows {k, error, lipschitz_max, lipschitz_mean}), paper (the paper's table), timing (data_s,
+total_s, wall_s), plots (PNG names).
 """
 
 from __future__ import annotations
