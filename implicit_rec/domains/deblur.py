@@ -422,6 +422,7 @@ def plot_psnr(metrics: dict, path) -> None:
     ax.axhline(m["wiener"]["psnr"], color="tab:green", ls="--", label="Wiener / Tikhonov")
     ax.axhline(m["blurred"]["psnr"], color="gray", ls="-.", label="blurred input")
     ax.set_xscale("symlog", base=2, linthresh=1)
+    ax.set_xlim(left=-0.3)
     lo = min(m["blurred"]["psnr"], *(r["psnr"] for r in rows if r["k"] > 0)) - 1
     ax.set_ylim(bottom=lo)
     ax.set_xlabel("iterations k (depth for unrolled)")
