@@ -148,6 +148,7 @@ def plot_all(m: dict, out: Path) -> list[Path]:
 
     def iteration_axis(ax):
         ax.set_xscale("symlog", base=2, linthresh=1)
+        ax.set_xlim(left=-0.1)
         ax.set_xlabel("test-time iterations k (explicit: depth)")
 
     def baseline_points(ax, key, x="depth"):
@@ -163,6 +164,12 @@ def plot_all(m: dict, out: Path) -> list[Path]:
             ax.plot(k, v, label=f"{vm} ({method})", **_style(vm, method, names))
         if key == "auc":
             baseline_points(ax, "auc")
+            later = [r["auc"] for r in m["sweep"] if r["iterations"] > 0] + [b["auc"] for b in m["baselines"]]
+            if later:  # k = 0 (the initial state, often a constant score) may fall below the axis
+                ax.set_ylim(bottom=min(later) - 0.01, top=max(later) + 0.005)
+                low = [r["auc"] for r in m["sweep"] if r["auc"] < min(later) - 0.01]
+                if low:
+                    ax.set_title(f"off the axis: k = 0 (AUC {min(low):.3f}-{max(low):.3f})", fontsize=8)
         if log:
             ax.set_yscale("log")
         iteration_axis(ax)
