@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import solvers
 from experiments import domain_deblur
 from implicit_rec.domains import deblur, images, prox
 
