@@ -110,7 +110,9 @@ def implicit_sweep(model: VerticalModel, make_batch: Callable, rows: np.ndarray,
 
     # cost: front end once, then the solve + head at each k
     sample = make_batch(rows[:min(len(rows), chunk)])
-    front_s = _median_seconds(lambda: _front(model, make_batch, rows, chunk), repeats) if timed else float("nan")
+    fwd = nnx.jit(lambda m, b: m.features(b))
+    front_s = _median_seconds(lambda: [fwd(model, make_batch(rows[i:i + chunk]))
+                                       for i in range(0, len(rows), chunk)], repeats) if timed else float("nan")
     front_flops = _flops(model, lambda m, b: m.features(b), "features", sample) / len(rows[:chunk])
     xc = jnp.asarray(x[:chunk])
     prep_flops = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", xc) / xc.shape[0]
@@ -139,11 +141,6 @@ def _cell(functional):
     """One application of the cell at the initial state."""
     f, z0, args = functional
     return f(z0, *args)
-
-
-def _front(model, make_batch, rows, chunk):
-    fwd = nnx.jit(lambda m, b: m.features(b))
-    return [fwd(model, make_batch(rows[i:i + chunk])) for i in range(0, len(rows), chunk)]
 
 
 def explicit_point(model: VerticalModel, make_batch: Callable, rows: np.ndarray, labels: np.ndarray,
