@@ -61,7 +61,7 @@ class DeblurConfig:
     batch: int = 16
     lr: float = 2e-3
     eval_every: int = 100          # validation PSNR (model selection) every this many steps
-    train_max_iter: int = 12       # Anderson iterations (forward and adjoint) in training
+    train_max_iter: int = 25       # Anderson iterations (forward and adjoint) in training
     train_tol: float = 1e-3
     eval_max_iter: int = 100
     eval_tol: float = 1e-4
