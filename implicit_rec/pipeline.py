@@ -156,7 +156,7 @@ class Run:
 
     def _stage_done(self, name: str, seconds: float) -> None:
         state = self.state()
-        state["stages"].setdefault(name, seconds)
+        state["stages"][name] = seconds  # this invocation's time (a resumed stage is timed again)
         self._save_state(state)
         self.events(f"stage:{name}")
 

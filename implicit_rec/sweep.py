@@ -52,11 +52,13 @@ def compiled_flops(fn: Callable, *args) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
+_FEATURES = nnx.jit(lambda m, b: m.features(b))  # one function object: compiled once per model structure
+
+
 def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Front-end vectors x (N, width) of ``rows``."""
     model.eval()
-    fwd = nnx.jit(lambda m, b: m.features(b))
-    parts = [np.asarray(fwd(model, make_batch(rows[i:i + chunk]))) for i in range(0, len(rows), chunk)]
+    parts = [np.asarray(_FEATURES(model, make_batch(rows[i:i + chunk]))) for i in range(0, len(rows), chunk)]
     return np.concatenate(parts)
 
 
@@ -110,8 +112,7 @@ def implicit_sweep(model: VerticalModel, make_batch: Callable, rows: np.ndarray,
 
     # cost: front end once, then the solve + head at each k
     sample = make_batch(rows[:min(len(rows), chunk)])
-    fwd = nnx.jit(lambda m, b: m.features(b))
-    front_s = _median_seconds(lambda: [fwd(model, make_batch(rows[i:i + chunk]))
+    front_s = _median_seconds(lambda: [_FEATURES(model, make_batch(rows[i:i + chunk]))
                                        for i in range(0, len(rows), chunk)], repeats) if timed else float("nan")
     front_flops = _flops(model, lambda m, b: m.features(b), "features", sample) / len(rows[:chunk])
     xc = jnp.asarray(x[:chunk])
