@@ -4,8 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 BSTAMP := $(VENV)/.installed-bench
+FAST   := -m "not slow"
 
-.PHONY: test demo bench domains clean
+# Second interpreter for the newest-JAX lane (JAX >= 0.11 needs Python >= 3.12).
+PYTHON_NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
+                             $(shell command -v python3.13 2>/dev/null))
+
+.PHONY: test test-all test-floors test-newest ci demo bench domains clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +24,42 @@ $(BSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
+# Fast lane: everything but the tests marked slow (target: under 3 minutes on 2 cores).
 test: $(STAMP)
+	$(BIN)/python -m pytest -q $(FAST)
+
+# Everything: subprocess and multi-process runs, FM trainings, tiny pipelines, the domains.
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fast lane on the dependency floors declared in pyproject.toml, installed exactly.
+.venv-floors/.installed: pyproject.toml .ci/floors.py
+	rm -rf .venv-floors
+	$(PYTHON) -m venv .venv-floors
+	.venv-floors/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) .ci/floors.py test > .venv-floors/constraints.txt
+	.venv-floors/bin/python -m pip install -q -c .venv-floors/constraints.txt -e '.[test]'
+	touch $@
+
+test-floors: .venv-floors/.installed
+	.venv-floors/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|optax|numpy) '
+	.venv-floors/bin/python -m pytest -q $(FAST)
+
+# The fast lane on a second interpreter with the newest releases of every dependency.
+.venv-newest/.installed: pyproject.toml
+	@test -n "$(PYTHON_NEWEST)" || { echo "test-newest needs Python >= 3.12: 'pyenv install 3.13', or set PYTHON_NEWEST=/path/to/python3.13"; exit 2; }
+	rm -rf .venv-newest
+	$(PYTHON_NEWEST) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install -q --upgrade pip
+	.venv-newest/bin/python -m pip install -q --upgrade -e '.[test]'
+	touch $@
+
+test-newest: .venv-newest/.installed
+	.venv-newest/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|optax|numpy) '
+	.venv-newest/bin/python -m pytest -q $(FAST)
+
+# What CI runs (.ci/run): the whole suite, then the fast lane on the floors and on the newest JAX.
+ci: test-all test-floors test-newest
 
 # The main job on the embedded synthetic data; a finished runs/demo is reported, not redone.
 demo: $(STAMP)
@@ -44,4 +83,4 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.decentralized
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-floors .venv-newest *.egg-info .pytest_cache

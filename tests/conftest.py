@@ -8,6 +8,11 @@ Precision: JAX runs in its production default (x64 off, float32) unless a test a
 
 Lanes: ``@pytest.mark.slow`` marks tests that spawn processes, train FMs or run whole tiny pipelines.
 ``make test`` deselects them (``-m "not slow"``); ``make test-all`` runs everything.
+
+Compilation cache: tests share JAX's persistent compilation cache (most of the suite's time is XLA
+compilation), in ``$IMPLICIT_REC_TEST_JAX_CACHE`` or ``~/.cache/implicit-rec/jax-tests``; set
+``IMPLICIT_REC_TEST_JAX_CACHE=off`` to compile everything afresh. Subprocesses inherit it through
+the environment.
 """
 
 import os
@@ -19,6 +24,15 @@ import jax.numpy as jnp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+
+_cache = os.environ.get("IMPLICIT_REC_TEST_JAX_CACHE",
+                        str(Path.home() / ".cache" / "implicit-rec" / "jax-tests"))
+if _cache != "off":
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 def _set_x64(enabled: bool) -> bool:
