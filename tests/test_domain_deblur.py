@@ -27,6 +27,7 @@ def _random_step(seed=0, channels=3, layers=3, scale=0.01):
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "motion"])
+@pytest.mark.x64
 def test_blur_adjoint_and_constants(kind):
     op = _op(kind)
     rng = np.random.default_rng(0)
@@ -38,6 +39,7 @@ def test_blur_adjoint_and_constants(kind):
     np.testing.assert_allclose(op.A(jnp.full(SHAPE, 0.3)), 0.3, atol=1e-12)
 
 
+@pytest.mark.x64
 def test_blur_matches_direct_circular_convolution():
     kernel = prox.make_kernel("motion", 5, 30.0)
     op = prox.BlurOperator.from_kernel(kernel, SHAPE)
@@ -49,6 +51,7 @@ def test_blur_matches_direct_circular_convolution():
     np.testing.assert_allclose(op.A(jnp.asarray(x)), direct, atol=1e-12)
 
 
+@pytest.mark.x64
 def test_tikhonov_solves_normal_equations():
     op = _op()
     y = jnp.asarray(np.random.default_rng(2).normal(size=(3,) + SHAPE))
@@ -56,6 +59,7 @@ def test_tikhonov_solves_normal_equations():
     np.testing.assert_allclose(op.AT(op.A(x)) + 0.05 * x, op.AT(y), atol=1e-10)
 
 
+@pytest.mark.x64
 def test_identity_denoiser_fixed_point_is_tikhonov():
     """With the CNN at its initialisation (last layer zero: D = identity) the cell's fixed point is
     (A^T A + lam I)^-1 A^T y."""
@@ -68,6 +72,7 @@ def test_identity_denoiser_fixed_point_is_tikhonov():
     np.testing.assert_allclose(z, op.tikhonov(y, float(lam)), atol=1e-9)
 
 
+@pytest.mark.x64
 def test_implicit_output_is_a_fixed_point():
     op = _op()
     params = _random_step()
@@ -82,6 +87,7 @@ def test_implicit_output_is_a_fixed_point():
     np.testing.assert_allclose(traj[0], 0.0)
 
 
+@pytest.mark.x64
 def test_implicit_gradient_matches_finite_differences():
     op = _op(shape=(6, 6))
     params = _random_step(seed=5, channels=2, layers=2)
@@ -95,6 +101,7 @@ def test_implicit_gradient_matches_finite_differences():
 
     grads = jax.grad(loss)(params)
     direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
+    assert jax.tree.structure(grads) == jax.tree.structure(direction)
     analytic = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
     h = 1e-5
     shift = lambda s: jax.tree.map(lambda a, d: a + s * d, params, direction)  # noqa: E731
@@ -152,8 +159,14 @@ def test_bad_settings_raise_clear_errors():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The tiny study as users run it: float32 (x64 off), whatever test happens to come first."""
     out = tmp_path_factory.mktemp("deblur") / "run"
-    metrics = domain_deblur.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+    previous = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        metrics = domain_deblur.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+    finally:
+        jax.config.update("jax_enable_x64", previous)
     return out, metrics
 
 
@@ -186,5 +199,7 @@ def test_tiny_study_behaviour(tiny_run):
     assert m["implicit"]["converged_fraction"] == 1.0
     # z_0 = 0 is a constant map of y (Lipschitz 0); later iterates depend on y
     assert rows[0]["lipschitz_max"] == 0.0 and rows[-1]["lipschitz_max"] > 0.0
+    # z_0 = 0: the relative residual ||f(0) - 0|| / ||f(0)|| is 1 on every image, none converged
+    assert rows[0]["residual_mean"] == pytest.approx(1.0, rel=1e-5) and rows[0]["converged_fraction"] == 0.0
     assert rows[-1]["psnr"] > rows[0]["psnr"] + 5.0
     assert rows[-1]["residual_mean"] < rows[1]["residual_mean"]

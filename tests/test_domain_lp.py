@@ -74,6 +74,7 @@ def _model(d=4, feedback=True, **kw):
     return model
 
 
+@pytest.mark.x64
 def test_implicit_gnn_fixed_point_and_box_readout(lps):
     x, _ = _inputs(lps)
     model = _model()
@@ -89,6 +90,7 @@ def test_implicit_gnn_fixed_point_and_box_readout(lps):
     np.testing.assert_allclose(traj[-1], y_hat, atol=1e-8)
 
 
+@pytest.mark.x64
 def test_implicit_gnn_gradients_match_finite_differences(lps):
     x, y = _inputs(lps, count=2)
     model = _model()
@@ -101,6 +103,7 @@ def test_implicit_gnn_gradients_match_finite_differences(lps):
     grads = jax.jit(jax.grad(loss))(params)
     loss = jax.jit(loss)
     leaves, treedef = jax.tree.flatten(params)
+    assert jax.tree.structure(grads) == treedef
     gleaves = jax.tree.leaves(grads)
     rng = np.random.default_rng(0)
     for idx in (0, len(leaves) // 2, len(leaves) - 1):
@@ -122,6 +125,7 @@ def test_explicit_gnn_runs_to_depth_and_rejects_bad_depth(lps):
         gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=0)
 
 
+@pytest.mark.x64
 def test_trajectory_lipschitz_equals_empirical_lipschitz_per_k():
     w = 0.5 * jnp.eye(3)
     f = lambda z, x: jnp.tanh(z @ w.T + x)  # noqa: E731
@@ -158,11 +162,24 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"config", "dataset", "baselines", "models", "sweep", "paper", "timing", "preset", "plots"} <= set(metrics)
     cfg = lp.PRESETS["tiny"]
-    assert metrics["dataset"]["test"] == cfg.n_test
+    ds = metrics["dataset"]
+    n_val = round(cfg.val_fraction * cfg.n_train)
+    assert (ds["train"], ds["val"], ds["test"]) == (cfg.n_train - n_val, n_val, cfg.n_test)
+    assert ds["solved_fraction"] == pytest.approx((cfg.n_train + cfg.n_test) / (ds["train_draws"] + ds["test_draws"]))
+    # the greedy box baseline, recomputed in float64 from the cached test LPs
+    test_lps, test_draws = lp_data.load_or_generate(cfg.n_test, 2 * cfg.seed + 1, cfg.spec, tmp_path / "cache")
+    assert test_draws == ds["test_draws"]
+    greedy = np.where(test_lps["c"] > 0, test_lps["l"], test_lps["u"])
+    greedy_error = np.mean(np.linalg.norm(greedy - test_lps["y"], axis=1)
+                           / (np.linalg.norm(test_lps["y"], axis=1) + 1.0))
+    assert metrics["baselines"]["greedy_box"] == pytest.approx(greedy_error, rel=1e-5)
     for kind in ("implicit", "explicit"):
         for d in cfg.dims:
             entry = metrics["models"][kind][str(d)]
-            assert entry["params"] > 0 and 0.0 < entry["test_error"] < 2.0
+            assert entry["width"] == d and entry["params"] == gnn.count_params(lp.build(kind, d, cfg, cfg.seed))
+            # one validation pass (epoch 2 of 2); the restored parameters are those of the best one
+            assert [h["epoch"] for h in entry["history"]] == [2]
+            assert entry["best_val_error"] == min(h["val_error"] for h in entry["history"])
     for d in cfg.dims:
         rows = metrics["sweep"][str(d)]
         assert [r["k"] for r in rows] == list(cfg.ks)
@@ -170,8 +187,16 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
         assert "lipschitz_max" in metrics["models"]["explicit"][str(d)]
     for name in metrics["plots"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    # the report shows the computed numbers: ours next to the paper's row, the baseline and the sweep
     report = (out / "report.md").read_text()
-    assert "0.218" in report and "implicit (ours)" in report
+    paper = {kind: dict(zip(lp.PAPER["dims"], lp.PAPER[kind])) for kind in ("explicit", "implicit")}
+    for d in cfg.dims:
+        ours = [metrics["models"][kind][str(d)] for kind in ("explicit", "implicit")]
+        assert (f"| {d} | {paper['explicit'][d]} | {paper['implicit'][d]} | "
+                + " | ".join(f"{e['test_error']:.3f} ({e['params']:,} p)" for e in ours) + " |") in report
+        for r in metrics["sweep"][str(d)]:
+            assert f"| implicit | {r['k']} | {r['error']:.4g} | {r['lipschitz_max']:.4g} |" in report
+    assert f"{metrics['baselines']['greedy_box']:.3f}." in report
     assert list(tmp_path.glob("lp.tmp*")) == []
 
 

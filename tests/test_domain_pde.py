@@ -89,6 +89,7 @@ def test_config_rejects_bad_values():
 
 
 # -- Fourier layers ---------------------------------------------------------------------------------
+@pytest.mark.x64
 def test_spectral_conv_equals_direct_circular_convolution():
     n, m = 8, 3
     rng = np.random.default_rng(0)
@@ -108,6 +109,7 @@ def test_spectral_conv_equals_direct_circular_convolution():
     np.testing.assert_allclose(out, direct, atol=1e-10)
 
 
+@pytest.mark.x64
 def test_models_are_equivariant_to_grid_shifts():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 2))
     shift = lambda v: jnp.roll(v, (3, -5), axis=(1, 2))  # noqa: E731
@@ -125,6 +127,7 @@ def _dense(linear, n, c):
     return np.asarray(jax.jit(linear)(basis)).reshape(n * n * c, -1).T
 
 
+@pytest.mark.x64
 def test_contraction_rescaling_bounds_the_operator_norm():
     n, width = 8, 3
     cell = fourier.FourierCell(n, 2, width, 3, rngs=nnx.Rngs(0), gamma=0.5)
@@ -138,6 +141,7 @@ def test_contraction_rescaling_bounds_the_operator_norm():
     assert np.linalg.norm(eff, 2) <= 0.5 / 1.13 * (1 + 1e-9)
 
 
+@pytest.mark.x64
 def test_implicit_fno_output_is_a_fixed_point_and_depth_one_equals_explicit():
     n, width = 8, 4
     x = jax.random.normal(jax.random.PRNGKey(1), (3, n, n, 2))
@@ -175,9 +179,11 @@ def _tiny_loss(grad, phantom_steps=1):
 
 
 def _directional(grads, direction):
+    assert jax.tree.structure(grads) == jax.tree.structure(direction)
     return float(sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction))))
 
 
+@pytest.mark.x64
 def test_implicit_fno_gradients_match_finite_differences():
     loss, params = _tiny_loss("ift")
     direction = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape, p.dtype), params)
@@ -203,11 +209,57 @@ def test_bad_model_arguments_raise_clear_errors():
         fourier.ExplicitFNO(8, 2, 4, 2, rngs=nnx.Rngs(0), depth=0)
 
 
+def test_iteration_sweep_rows_match_an_independent_picard_loop():
+    """Sweep rows (error, residual, converged fraction) against z_{k+1} = f(z_k) written out by hand,
+    with eval_tol between two samples' residuals at k = 4, so exactly half the samples count there."""
+    n, batch, ks = 8, 6, (0, 1, 2, 4, 8)
+    scales = jnp.array([0.3, 0.5, 1.0, 2.0, 4.0, 8.0])[:, None, None, None]
+    x = scales * jax.random.normal(jax.random.PRNGKey(4), (batch, n, n, 2))
+    u = jax.random.normal(jax.random.PRNGKey(5), (batch, n, n))
+    model = fourier.ImplicitFNO(n, 2, 3, 2, rngs=nnx.Rngs(0), hidden=5, gamma=0.9,
+                                eval_solver=SolverConfig(method="picard", max_iter=ks[-1], tol=1e-30))  # never stops
+    model.eval()
+    cell, ctx = model.layer.cell, model.layer.cell.prepare(x)
+
+    @jax.jit
+    def picard(z):  # z_k -> (z_{k+1}, relative residual of z_k, error of z_k's prediction)
+        fz = cell(z, ctx)
+        residual = jnp.linalg.norm(fz - z, axis=-1) / jnp.linalg.norm(fz, axis=-1)
+        return fz, residual, pde_study.relative_l2(model.readout(z), u)
+
+    z = jnp.zeros((batch, model.layer.d_state))
+    errors, residuals = [], []
+    for _ in range(ks[-1] + 1):
+        z, res, err = picard(z)
+        residuals.append(np.asarray(res))
+        errors.append(np.asarray(err))
+    at4 = np.sort(residuals[4])
+    assert at4[2] < 0.9 * at4[3], at4  # a clear gap to put the tolerance in
+    eval_tol = float(np.sqrt(at4[2] * at4[3]))
+    cfg = pde_study.StudyConfig(ks=ks, eval_tol=eval_tol, lipschitz_samples=2, lipschitz_perturbations=2)
+    deltas = 1e-3 * np.asarray(jax.random.normal(jax.random.PRNGKey(6), (2, 2, n, n, 2)))
+    rows = pde_study.iteration_sweep(model, {"x_test": np.asarray(x), "u_test": np.asarray(u)},
+                                     pde.PDEConfig(n=n), cfg, deltas, chunk=3)
+    assert [r["k"] for r in rows] == list(ks)
+    for row in rows:
+        k = row["k"]
+        assert row["error"] == pytest.approx(float(np.mean(errors[k])), rel=1e-4)
+        assert row["residual"] == pytest.approx(float(np.mean(residuals[k])), rel=1e-4)
+        assert row["converged_fraction"] == np.count_nonzero(residuals[k] <= eval_tol) / batch
+    assert rows[ks.index(4)]["converged_fraction"] == 0.5
+
+
 # -- the study --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The tiny study as users run it: float32 (x64 off), whatever test happens to come first."""
     out = tmp_path_factory.mktemp("pde") / "domain-pde"
-    domain_pde.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+    previous = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        domain_pde.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+    finally:
+        jax.config.update("jax_enable_x64", previous)
     return out, json.loads((out / "metrics.json").read_text())
 
 
@@ -235,7 +287,11 @@ def test_tiny_study_sweep_behaves(tiny_run):
     assert rows[0]["lipschitz_max"] == 0.0  # k = 0: the prediction ignores the input
     assert rows[-1]["error"] < rows[0]["error"]
     assert rows[-1]["residual"] < 1e-2 * rows[1]["residual"]  # the iteration converges
-    assert all(0.0 <= r["converged_fraction"] <= 1.0 for r in rows)
+    # k = 0: z = 0, so the relative residual ||f(0) - 0|| / ||f(0)|| is 1 and nothing has converged
+    assert rows[0]["residual"] == pytest.approx(1.0, rel=1e-5) and rows[0]["converged_fraction"] == 0.0
+    # the sweep's solver stops a sample at eval_tol and freezes it there: the fraction never drops
+    fractions = [r["converged_fraction"] for r in rows]
+    assert fractions == sorted(fractions)
 
 
 def test_bad_preset_and_seed_give_clear_errors(capsys):

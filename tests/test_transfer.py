@@ -25,7 +25,69 @@ def test_auc_gains_ratios_and_decomposition():
     assert d["kd"] == pytest.approx(0.02) and d["loopfm"] == pytest.approx(0.05)
     assert d["loopfm+kd"] == pytest.approx(0.06)
     assert d["interaction"] == pytest.approx(-0.01) and d["interaction_ratio"] == pytest.approx(-0.1)
-    assert d["kd"] + d["loopfm"] + d["interaction"] == pytest.approx(d["loopfm+kd"])
+
+
+def _reference(fm, variants, key):
+    """Gains, per-seed ratios and ratio of means of one metric, written out seed by seed."""
+    sign = -1.0 if key == "logloss" else 1.0
+    seeds = len(variants["none"][key])
+    fm_s = [sign * fm[key][s] for s in range(seeds)]
+    base_s = [sign * variants["none"][key][s] for s in range(seeds)]
+    delta_s = [fm_s[s] - base_s[s] for s in range(seeds)]
+    out = {}
+    for name, res in variants.items():
+        gains = [sign * res[key][s] - base_s[s] for s in range(seeds)]
+        out[name] = {"gains": gains, "ratios": [gains[s] / delta_s[s] for s in range(seeds)],
+                     "ratio": (sum(gains) / seeds) / (sum(delta_s) / seeds)}
+    inter_s = [out["loopfm+kd"]["gains"][s] - out["kd"]["gains"][s] - out["loopfm"]["gains"][s]
+               for s in range(seeds)]
+    return out, inter_s, sum(delta_s) / seeds
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ratios_match_a_seed_by_seed_reference_and_are_affine_invariant(seed):
+    """Random per-seed results against a loop-by-loop computation of G_s, Δ_s, G_s/Δ_s and
+    mean G / mean Δ; then TR is unchanged by a positive affine change of units M -> a M + b
+    (gains scale by a), and the FM itself, entered as a variant, transfers all of Δ (TR = 1)."""
+    rng = np.random.default_rng(seed)
+    seeds = 4
+    fm = {"auc": list(0.80 + 0.02 * rng.random(seeds)), "logloss": list(0.30 + 0.02 * rng.random(seeds))}
+    variants = {name: {"auc": list(0.60 + 0.15 * rng.random(seeds)),
+                       "logloss": list(0.35 + 0.15 * rng.random(seeds))}
+                for name in ("none", "kd", "loopfm", "loopfm+kd")}
+    result = transfer_ratios(fm, variants)
+    for key, name in (("auc", "auc"), ("logloss", "neg_logloss")):
+        ref, inter_s, delta = _reference(fm, variants, key)
+        r = result[name]
+        assert r["warning"] is None and r["delta"] == pytest.approx(delta)
+        for variant, want in ref.items():
+            got = r["variants"][variant]
+            assert got["gains"] == pytest.approx(want["gains"])
+            assert got["ratios"] == pytest.approx(want["ratios"])
+            assert got["ratio"] == pytest.approx(want["ratio"])
+            assert got["ratio_mean"] == pytest.approx(np.mean(want["ratios"]))
+            assert got["ratio_std"] == pytest.approx(np.std(want["ratios"]))
+        d = r["decomposition"]
+        assert d["interaction"] == pytest.approx(np.mean(inter_s))
+        assert d["interaction_std"] == pytest.approx(np.std(inter_s))
+        assert d["interaction_ratio"] == pytest.approx(np.mean(inter_s) / delta)
+
+    scale, shift = 3.0, -0.25
+    affine = lambda res: {k: [scale * v + shift for v in vals] for k, vals in res.items()}  # noqa: E731
+    moved = transfer_ratios(affine(fm), {k: affine(v) for k, v in variants.items()})
+    for name in ("auc", "neg_logloss"):
+        for variant, row in result[name]["variants"].items():
+            assert moved[name]["variants"][variant]["ratio"] == pytest.approx(row["ratio"])
+            assert moved[name]["variants"][variant]["ratios"] == pytest.approx(row["ratios"])
+            assert moved[name]["variants"][variant]["gain"] == pytest.approx(scale * row["gain"])
+        assert moved[name]["decomposition"]["interaction_ratio"] == pytest.approx(
+            result[name]["decomposition"]["interaction_ratio"])
+
+    with_fm = transfer_ratios(fm, {**variants, "fm": fm})
+    for name in ("auc", "neg_logloss"):
+        fm_row = with_fm[name]["variants"]["fm"]
+        assert fm_row["ratio"] == pytest.approx(1.0) and fm_row["ratios"] == pytest.approx([1.0] * seeds)
+        assert with_fm[name]["variants"]["none"]["ratio"] == 0.0
 
 
 def test_neg_logloss_direction_lower_logloss_is_positive_gain():
