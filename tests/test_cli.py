@@ -54,8 +54,9 @@ def test_bad_overrides_are_named(override, message):
 
 def test_override_values_are_toml_or_bare_strings():
     cfg = config.load_config(None, ("fm.size=medium", "vm.learning_rate=1e-3", "fm.log_from_day=5",
-                                    "vm.kd_on_main=true"))
-    assert (cfg.fm.size, cfg.vm.learning_rate, cfg.fm.log_from_day, cfg.vm.kd_on_main) == ("medium", 1e-3, 5, True)
+                                    "vm.days=[5, 7]", "vm.kd_on_main=true"))
+    assert (cfg.fm.size, cfg.vm.learning_rate, cfg.fm.log_from_day, cfg.vm.days, cfg.vm.kd_on_main) == (
+        "medium", 1e-3, 5, (5, 7), True)
 
 
 # -- command-line errors: one line, exit status 2 -------------------------------------------------

@@ -271,7 +271,7 @@ def test_interactions_histories_strictly_earlier_and_equal_times(tmp_path):
 
 
 def test_interactions_labels_never_leak_into_features(tmp_path):
-    rows = [("u1", "a", t, t % 2) for t in range(6)]
+    rows = [(f"u{t % 2}", "a", t, t // 2 % 2) for t in range(6)]  # two users, both labels each
     a = load_interactions(write_log(tmp_path / "a.csv", rows), test_fraction=0.0, valid_fraction=0.0)
     flipped = [(u, i, t, 1 - y) for u, i, t, y in rows]
     b = load_interactions(write_log(tmp_path / "b.csv", flipped), test_fraction=0.0, valid_fraction=0.0)
@@ -296,7 +296,7 @@ def test_interactions_rating_threshold_splits_and_extra_categoricals(tmp_path):
 
 
 def test_interactions_ties_never_straddle_the_test_cut(tmp_path):
-    rows = [(f"u{i}", "a", 1 if i < 6 else 2, 1) for i in range(10)]
+    rows = [(f"u{i}", "a", 1 if i < 6 else 2, i % 2) for i in range(10)]
     t = load_interactions(write_log(tmp_path / "ties.csv", rows), test_fraction=0.1, valid_fraction=0.0)
     assert t["split"].tolist() == [0] * 6 + [2] * 4
 
