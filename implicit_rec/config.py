@@ -223,6 +223,8 @@ def _check_section(name: str, cfg) -> None:
         if empty:
             raise ConfigError(f"sweep.baselines[{empty[0]}] is empty; give each baseline its hidden widths, "
                               "e.g. [32, 32] (or remove it).")
+    if name == "vm" and not cfg.hidden:
+        raise ConfigError("vm.hidden must list at least one hidden width, e.g. [64, 32].")
     if name == "fm" and cfg.out_of_fold == 1:
         raise ConfigError("fm.out_of_fold=1 is not a fold count: use 0 (off) or K >= 2 folds.")
 

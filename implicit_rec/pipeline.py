@@ -249,7 +249,7 @@ class Run:
             fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(0),
                                  size=scfg.fm_size, max_len=scfg.fm_max_len)
             result = read_json(result_path)
-            restore_state(fm, weights)
+            _restore(fm, weights, self.out)
             fm.eval()
             return fm, result
         self.log(f"FM ({scfg.fm_size}) on days {scfg.fm_days[0]}-{scfg.fm_days[1] - 1}")
@@ -309,7 +309,7 @@ class Run:
     def load_vm(self, table, store, scfg, result: dict):
         hidden = tuple(result["hidden"]) if result.get("hidden") else None
         model = study.make_vm(table, store, scfg, result["arch"], result["transfer"], result["seed"], hidden)
-        restore_state(model, self.out / result["weights"])
+        _restore(model, self.out / result["weights"], self.out)
         model.eval()
         return model, study.vm_batches(table, store, scfg, result["transfer"])
 
@@ -411,6 +411,15 @@ class Run:
                 "config": self.cfg.to_dict(), "versions": self.state().get("versions", versions()),
                 "fm": fm_metrics, "vms": vms, "baselines": swept["baselines"], "transfer_ratio": ratios,
                 "sweep": swept["sweep"], "lipschitz": swept["lipschitz"], "timing": timing}
+
+
+def _restore(model, path: Path, out: Path) -> None:
+    """restore_state, with a damaged or missing weights file as a RunError saying how to recover."""
+    try:
+        restore_state(model, path)
+    except (OSError, ValueError) as err:
+        raise RunError(f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
+                       f"is damaged; remove {out} or rerun with --force to start over.") from None
 
 
 def _oserror_text(err: Exception) -> str:

@@ -82,6 +82,7 @@ CONFIG_CASES = {
     # empty and repeated lists
     "empty-iterations": (["--set", "sweep.iterations=[]"], ["sweep.iterations must not be empty"]),
     "empty-archs": (["--set", "vm.archs=[]"], ["vm.archs must not be empty"]),
+    "empty-hidden": (["--set", "vm.hidden=[]"], ["vm.hidden must list at least one hidden width"]),
     "repeated-arch": (["--set", 'vm.archs=["din","din"]'], ["vm.archs lists 'din' more than once"]),
     "repeated-transfer": (["--set", 'vm.transfers=["kd","none","kd"]'], ["vm.transfers lists 'kd'"]),
     "empty-baseline": (["--set", "sweep.baselines=[[32], []]"], ["sweep.baselines[1] is empty"]),
@@ -242,7 +243,7 @@ def test_bad_interaction_logs_name_file_and_line(tmp_path, capsys, make, needles
     ("synthetic:x", ["takes no path"]),
     ("interactions:{tmp}/nope.csv", ["nope.csv: no such file"]),
     ("interactions:{tmp}", ["is a directory"]),
-    ("taobaoad:{tmp}/afile", ["afile/train.csv: not a directory"]),
+    ("taobaoad:{tmp}/afile", ["afile is a file", "reads a directory"]),
     ("kuaivideo:{tmp}", ["train.csv: no such file"]),
 ], ids=["unknown-name", "empty", "no-path", "synthetic-with-path", "missing-file", "directory-for-file",
         "file-for-directory", "empty-directory"])
@@ -269,8 +270,12 @@ def _late_second_user():
      ["fm.log_from_day=100", "logs no events"]),
     (_late_second_user, ["fm.out_of_fold=2"], ["fm.out_of_fold=2", "fold 0", "no training events"]),
     (log_rows, ['data.cache_dir="{log}"'], ["data.cache_dir=", "is a file"]),
+    (lambda: [r[:3] + (0 if r[2] >= 180 else r[3],) for r in log_rows()], [],
+     ["test split of data.dataset has only label 0 in 20 events", "AUC"]),
+    (lambda: [r[:3] + (1 if 160 <= r[2] < 180 else r[3],) for r in log_rows()], [],
+     ["validation split of data.dataset has only label 1 in 20 events"]),
 ], ids=["vm-window-empty", "fm-window-empty", "nothing-logged", "nothing-logged-no-transfer",
-        "one-fold-holds-the-fm-window", "cache-dir-is-file"])
+        "one-fold-holds-the-fm-window", "cache-dir-is-file", "test-split-one-label", "valid-split-one-label"])
 def test_windows_that_do_not_fit_the_data(tmp_path, capsys, rows, overrides, needles):
     log = write_csv(tmp_path / "log.csv", rows())
     out = tmp_path / "run"
@@ -294,6 +299,14 @@ def test_good_log_reaches_training(tmp_path):
     log = write_csv(tmp_path / "log.csv", log_rows())
     with pytest.raises(Accepted):
         cli.main(["run", "--dataset", f"interactions:{log}", "--out", str(tmp_path / "run"), "--quiet"])
+
+
+def test_tilde_in_dataset_path_is_the_home_directory(tmp_path, monkeypatch):
+    """`--dataset interactions:~/log.csv`: the shell leaves '~' after 'interactions:' alone."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_csv(tmp_path / "log.csv", log_rows())
+    with pytest.raises(Accepted):
+        cli.main(["run", "--dataset", "interactions:~/log.csv", "--out", str(tmp_path / "run"), "--quiet"])
 
 
 # -- duplicates: kept, counted, reported ---------------------------------------------------------
@@ -363,6 +376,16 @@ def test_damaged_result_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
     err = cli_error(capsys, argv[:-1])
     assert "fm.json in" in err and "is not valid JSON (line 1 column 2" in err
     assert f"remove {out}" in err and "--force" in err
+
+
+def test_damaged_weights_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
+    out, argv = _started_run(tmp_path)
+    (out / "models").mkdir()
+    (out / "models" / "fm.json").write_text("{}")
+    (out / "models" / "fm.msgpack").write_bytes(b"\x00garbage")
+    monkeypatch.setattr(pipeline.Run, "train_fm", REAL_TRAIN_FM)
+    err = cli_error(capsys, argv[:-1])
+    assert "cannot restore fm.msgpack" in err and f"remove {out}" in err and "--force" in err
 
 
 def test_damaged_metrics_json_for_report(tmp_path, capsys):
