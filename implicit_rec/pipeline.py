@@ -246,9 +246,9 @@ class Run:
     def train_fm(self, table, scfg: study.StudyConfig) -> tuple[FoundationModel, dict]:
         weights, result_path, ckpt = self._model_paths("fm")
         if result_path.is_file():
+            result = read_json(result_path)
             fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(0),
                                  size=scfg.fm_size, max_len=scfg.fm_max_len)
-            result = read_json(result_path)
             _restore(fm, weights, self.out)
             fm.eval()
             return fm, result

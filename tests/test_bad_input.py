@@ -378,6 +378,7 @@ def test_damaged_result_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
     assert f"remove {out}" in err and "--force" in err
 
 
+@pytest.mark.slow  # builds the FM (JAX start-up and parameter init: tens of seconds on a busy CPU)
 def test_damaged_weights_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
     out, argv = _started_run(tmp_path)
     (out / "models").mkdir()
