@@ -7,7 +7,9 @@
     implicit-rec config [--config FILE] [--set ...]   print the effective configuration as TOML
     implicit-rec train-decentralized ...  train a VM across agents (DSGD; see its --help)
 
-Errors a user can fix print one line and exit with status 2 (``--debug`` shows the traceback).
+Errors a user can fix -- a bad argument (argparse's too), configuration key, data file or run
+directory, or an operating-system error such as a missing or unreadable path -- print one line
+``implicit-rec: error: ...`` and exit with status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from . import config as config_mod
 
 EPILOG = """configuration: defaults < --config FILE < --set section.key=value < --dataset/--preset/--seeds.
 `implicit-rec config` prints every key with its default and meaning."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"implicit-rec: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +52,10 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="implicit-rec", description="Implicit vertical models with LoopFM features: train, sweep the "
         "test-time iterations, report.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("run", help="the whole job: data, FM, store, VMs, sweep, report (resumable)",
@@ -127,6 +136,8 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from . import report
     from .pipeline import RunError
+    if Path(args.run).exists() and not Path(args.run).is_dir():
+        raise RunError(f"--run {args.run} is a file; pass the run directory of `implicit-rec run`.")
     path = Path(args.run) / "metrics.json"
     if not path.is_file():
         raise RunError(f"{path} does not exist; `implicit-rec run --out {args.run}` writes it.")
@@ -161,18 +172,24 @@ def _summary(result: dict, seconds: float) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from .pipeline import RunError
+    """Run the command line; returns the exit status (``--help`` still exits through SystemExit)."""
+    from .pipeline import RunError, _oserror_text
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("implicit-rec: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    except (config_mod.ConfigError, RunError, FileNotFoundError, PermissionError) as err:
+    except (config_mod.ConfigError, RunError, OSError) as err:
         if args.debug:
             raise
-        print(f"implicit-rec: error: {err}", file=sys.stderr)
+        print(f"implicit-rec: error: {_oserror_text(err)}", file=sys.stderr)
         return 2
 
 

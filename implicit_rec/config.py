@@ -12,13 +12,26 @@ A file may set any subset of keys; ``--set section.key=value`` overrides a key a
 (the value is read as a TOML value: ``--set vm.seeds=2``, ``--set 'vm.archs=["mlp","implicit"]'``;
 a bare word is a string: ``--set fm.size=medium``). An unknown section or key, a value of the
 wrong type or outside its allowed range is a :class:`ConfigError` that names the key (and the file
-and line when it comes from a file) and suggests the closest valid key.
+and line when it comes from a file) and suggests the closest valid key. Float keys must be finite
+(``nan`` and ``inf`` are TOML numbers, never a useful setting).
+
+Windows are half-open day ranges written as two-element lists: ``fm.days = [0, 4]`` is days 0-3.
+Checks across sections (:func:`check_run`, on the final configuration) refuse settings that leak
+the VMs' own labels into their inputs:
+
+* ``fm.log_from_day`` must be ``>= fm.days[1]``: the FM never logs an event it was trained on
+  (in-sample embeddings and logits would feed the VMs' LoopFM features and KD targets);
+* ``fm.days`` and ``vm.days`` must be disjoint, unless ``fm.out_of_fold = K >= 2``: then every event
+  of the overlap is logged by an FM trained on the other user folds only, never on its own label;
+* with a KD transfer, every VM training day must be logged (``vm.days[0] >= fm.log_from_day``, or
+  ``>= fm.days[0]`` with out-of-fold logging), or the VMs would have no KD target.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -32,8 +45,9 @@ class ConfigError(ValueError):
 
 
 def _field(default, doc: str, *, choices: Optional[tuple] = None, min: Optional[float] = None,
-           max: Optional[float] = None):
-    meta = {"doc": doc, "choices": choices, "min": min, "max": max}
+           max: Optional[float] = None, positive: bool = False):
+    """A config field; ``min`` is inclusive, ``positive`` means ``> 0`` (for rates and scales)."""
+    meta = {"doc": doc, "choices": choices, "min": min, "max": max, "positive": positive}
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda d=default: tuple(
             tuple(v) if isinstance(v, list) else v for v in d), metadata=meta)
@@ -62,16 +76,17 @@ class FMConfig:
     """The foundation model: trained on an early window, then it logs an embedding per event."""
 
     size: str = _field("small", "FM size", choices=("small", "medium", "large"))
-    days: tuple[int, ...] = _field((0, 4), "[start, end) days the FM trains on")
+    days: tuple[int, ...] = _field((0, 4), "[start, end) days the FM trains on", min=0)
     log_from_day: Optional[int] = _field(None, "first day the FM logs; 'auto' = end of fm.days", min=0)
     max_len: Optional[int] = _field(None, "behaviour-sequence length of the FM; 'auto' = min(100, data's)",
                                     min=1)
     embedding: str = _field("interaction", "logged representation", choices=("interaction", "item"))
     store_dtype: str = _field("float16", "dtype of the logged embeddings", choices=("float16", "float32"))
-    out_of_fold: int = _field(0, "K > 1: also log FM-window events out of fold (K FMs)", min=0)
+    out_of_fold: int = _field(0, "K >= 2: also log FM-window events out of fold (K FMs); 0 = off",
+                              min=0)
     epochs: int = _field(3, "training epochs (early stopping on validation AUC)", min=1)
     batch_size: int = _field(256, "training batch size", min=1)
-    learning_rate: float = _field(2e-3, "Adam learning rate", min=0)
+    learning_rate: float = _field(2e-3, "Adam learning rate", positive=True)
     patience: int = _field(2, "epochs without validation improvement before stopping", min=1)
 
 
@@ -82,14 +97,14 @@ class VMConfig:
     archs: tuple[str, ...] = _field(("din", "implicit"), "architectures", choices=ARCHS)
     transfers: tuple[str, ...] = _field(TRANSFERS, "transfer variants", choices=TRANSFERS)
     seeds: int = _field(1, "seeds per variant (mean and std are reported)", min=1)
-    days: tuple[int, ...] = _field((4, 7), "[start, end) days the VMs train on")
+    days: tuple[int, ...] = _field((4, 7), "[start, end) days the VMs train on", min=0)
     max_len: int = _field(25, "behaviour-sequence length of the VMs", min=1)
     history_len: int = _field(20, "L: logged FM embeddings per LoopFM feature", min=1)
     hidden: tuple[int, ...] = _field((64, 32), "hidden widths of the explicit VMs' MLP", min=1)
     d_state: int = _field(32, "state size of the implicit VM", min=1)
     epochs: int = _field(5, "training epochs (early stopping on validation AUC)", min=1)
     batch_size: int = _field(256, "training batch size", min=1)
-    learning_rate: float = _field(3e-3, "Adam learning rate", min=0)
+    learning_rate: float = _field(3e-3, "Adam learning rate", positive=True)
     patience: int = _field(2, "epochs without validation improvement before stopping", min=1)
     kd_weight: float = _field(1.0, "weight of the distillation loss", min=0)
     kd_on_main: bool = _field(False, "distill into the main head instead of an auxiliary head")
@@ -112,7 +127,7 @@ class SweepConfig:
                                                     "hidden widths of each explicit baseline", min=1)
     lipschitz_examples: int = _field(256, "test examples for the Lipschitz estimate", min=1)
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)
-    lipschitz_scale: float = _field(1e-2, "perturbation norm relative to the input's norm", min=0)
+    lipschitz_scale: float = _field(1e-2, "perturbation norm relative to the input's norm", positive=True)
     timing_repeats: int = _field(3, "timed passes per k (median reported); timed: the implicit VMs "
                                  "with sweep.baseline_transfer", min=1)
 
@@ -174,6 +189,8 @@ def _coerce(value: Any, tp, meta: dict, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}.")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}.")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}.")
@@ -181,6 +198,8 @@ def _coerce(value: Any, tp, meta: dict, key: str) -> Any:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(meta['choices'])}.")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key} must be >= {meta['min']}, got {value!r}.")
+    if meta.get("positive") and value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}.")
     return value
 
 
@@ -188,15 +207,90 @@ def _check_section(name: str, cfg) -> None:
     """Cross-field checks of one section."""
     if name in ("fm", "vm") and (len(cfg.days) != 2 or cfg.days[0] >= cfg.days[1]):
         raise ConfigError(f"{name}.days must be [start, end) with start < end, got {list(cfg.days)}.")
+    for field in ("archs", "transfers", "methods", "iterations"):
+        values = getattr(cfg, field, None)
+        if values is None:
+            continue
+        if not values:
+            raise ConfigError(f"{name}.{field} must not be empty.")
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+        if repeated and field != "iterations":
+            raise ConfigError(f"{name}.{field} lists {', '.join(map(repr, repeated))} more than once.")
     if name == "sweep" and list(cfg.iterations) != sorted(set(cfg.iterations)):
         raise ConfigError(f"sweep.iterations must be increasing without repeats, got {list(cfg.iterations)}.")
-    for field in ("archs", "transfers", "methods"):
-        if hasattr(cfg, field) and not getattr(cfg, field):
-            raise ConfigError(f"{name}.{field} must not be empty.")
+    if name == "sweep":
+        empty = [i for i, widths in enumerate(cfg.baselines) if not widths]
+        if empty:
+            raise ConfigError(f"sweep.baselines[{empty[0]}] is empty; give each baseline its hidden widths, "
+                              "e.g. [32, 32] (or remove it).")
+    if name == "vm" and not cfg.hidden:
+        raise ConfigError("vm.hidden must list at least one hidden width, e.g. [64, 32].")
+    if name == "fm" and cfg.out_of_fold == 1:
+        raise ConfigError("fm.out_of_fold=1 is not a fold count: use 0 (off) or K >= 2 folds.")
 
 
-def from_dict(raw: dict, origin: str = "config", lines: Optional[dict] = None) -> RunConfig:
-    """Validated :class:`RunConfig` from a nested dict; ``lines`` maps 'section.key' to a line number."""
+def _day_range(start: int, end: int) -> str:
+    """'days 4-5' / 'day 4': the days of the half-open window [start, end)."""
+    return f"day {start}" if end - start == 1 else f"days {start}-{end - 1}"
+
+
+def _days(window) -> str:
+    """'[0, 4] (days 0-3)': a window as written in TOML and the days it holds."""
+    return f"{list(window)} ({_day_range(*window)})"
+
+
+def leakage_problems(cfg: "RunConfig") -> list[str]:
+    """What in ``cfg`` would let the VMs see their own labels (or leave them without KD targets).
+
+    Empty when the configuration is sound; see the module docstring for the rules.
+    """
+    fm, vm = cfg.fm, cfg.vm
+    (f0, f1), (v0, v1) = fm.days, vm.days
+    log_from = f1 if fm.log_from_day is None else fm.log_from_day
+    oof = fm.out_of_fold >= 2
+    problems = []
+    if log_from < f1:
+        problems.append(
+            f"fm.log_from_day={log_from} is inside fm.days={_days(fm.days)}: the FM would log embeddings and "
+            f"logits of events it was trained on, and the VMs read them as LoopFM features and KD targets; "
+            f"set fm.log_from_day >= {f1} (or 'auto'){' and use fm.out_of_fold' if not oof else ''} to log "
+            "the FM window out of fold")
+    lo, hi = max(f0, v0), min(f1, v1)
+    if lo < hi and not oof:
+        problems.append(
+            f"fm.days={_days(fm.days)} overlaps vm.days={_days(vm.days)} on {_day_range(lo, hi)}: "
+            "the FM would be trained on the VMs' own labels and its logged outputs would carry them; make "
+            f"the windows disjoint (e.g. {f'fm.days=[{f0}, {v0}]' if f0 < v0 else f'vm.days=[{f1}, {max(v1, f1 + 1)}]'}) "
+            "or set fm.out_of_fold=K >= 2 to log the overlap out of fold")
+    kd = [t for t in vm.transfers if t.endswith("kd")]
+    if cfg.sweep.baselines and cfg.sweep.baseline_transfer.endswith("kd"):
+        kd.append(f"sweep.baseline_transfer={cfg.sweep.baseline_transfer!r}")
+    first_logged = f0 if oof else log_from
+    if kd and v0 < first_logged and not problems:  # (fixing an overlap or in-sample logging moves this)
+        problems.append(
+            f"vm.days={_days(vm.days)} starts before the FM logs (day {first_logged}, fm.log_from_day"
+            f"{'' if fm.log_from_day is not None else ' auto'}): VM events of "
+            f"{_day_range(v0, min(first_logged, v1))} have no FM logit for the KD "
+            f"transfer(s) {', '.join(dict.fromkeys(kd))}; start vm.days at {first_logged} or later"
+            + (f", or lower fm.log_from_day to {v0}" if v0 >= f1 else "")
+            + ", or drop the KD transfers")
+    return problems
+
+
+def check_run(cfg: "RunConfig", origin: str = "config") -> None:
+    """Raise :class:`ConfigError` (one line, naming the keys) if :func:`leakage_problems` finds any."""
+    problems = leakage_problems(cfg)
+    if problems:
+        raise ConfigError(f"{origin}: label leakage or missing FM outputs: " + "; ".join(problems) + ".")
+
+
+def from_dict(raw: dict, origin: str = "config", lines: Optional[dict] = None, *,
+              whole: bool = True) -> RunConfig:
+    """Validated :class:`RunConfig` from a nested dict; ``lines`` maps 'section.key' to a line number.
+
+    ``whole=False`` skips the checks across sections (:func:`check_run`), for a file that later
+    overrides may still complete.
+    """
     where = lambda key: f"{origin}, line {lines[key]}: " if lines and key in lines else f"{origin}: "  # noqa: E731
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: the configuration must be a table of sections.")
@@ -222,8 +316,11 @@ def from_dict(raw: dict, origin: str = "config", lines: Optional[dict] = None) -
         try:
             _check_section(name, sections[name])
         except ConfigError as err:
-            raise ConfigError(f"{origin}: {err}") from None
-    return RunConfig(**sections)
+            raise ConfigError(f"{where(name)}{err}") from None
+    cfg = RunConfig(**sections)
+    if whole:
+        check_run(cfg, origin)
+    return cfg
 
 
 def _key_lines(text: str) -> dict:
@@ -246,34 +343,60 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     path, value = (p.strip() for p in text.split("=", 1))
     if path.count(".") != 1:
         raise ConfigError(f"--set {text!r}: the key must be section.key (sections: {', '.join(SECTIONS)}).")
-    section, key = path.split(".")
+    section, key = (p.strip() for p in path.split("."))
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as err:
+        if value[:1] in ("[", "{", '"', "'"):  # meant as a TOML value, not a bare word
+            raise ConfigError(f"--set {text!r}: {value} is not a TOML value ({err}); quote strings, e.g. "
+                              '--set \'vm.archs=["mlp", "implicit"]\'.') from None
         parsed = value
     return section, key, parsed
 
 
+def read_text_utf8(path: Path, what: str = "file") -> str:
+    """The text of a UTF-8 file (a leading BOM dropped); ConfigError naming line, column and byte if not."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(f"{path}, line {line}, column {column}: byte 0x{data[err.start]:02x} is not valid "
+                          f"UTF-8{hint}; the {what} must be UTF-8 encoded: re-save it as UTF-8.") from None
+
+
 def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = ()) -> RunConfig:
-    """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override."""
+    """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override.
+
+    The checks across sections (:func:`check_run`) run once, on the final configuration.
+    """
     raw: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; pass a TOML file "
+                              "(`implicit-rec config > run.toml` writes one).")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist.")
-        text = path.read_text()
+        try:
+            text = read_text_utf8(path, "configuration file")
+        except PermissionError:
+            raise ConfigError(f"config file {path} is not readable (permission denied).") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
-        from_dict(raw, str(path), _key_lines(text))  # validate with file positions
+        from_dict(raw, str(path), _key_lines(text), whole=False)  # validate with file positions
     for item in overrides:
         section, key, value = parse_override(item)
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {item!r}: [{section}] is not a table.")
         raw[section][key] = value
-    return from_dict(raw, "--set" if overrides else str(path or "config"))
+    origin = (f"{path} with --set" if path is not None else "--set") if overrides else str(path or "config")
+    return from_dict(raw, origin)
 
 
 def _toml_value(v) -> str:

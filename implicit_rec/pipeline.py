@@ -15,6 +15,12 @@ Run directory (every file written atomically; a rerun of the same command resume
 
 A stage is skipped when its output exists; a training run continues after its last finished
 epoch. Resumed runs reach exactly the metrics of uninterrupted ones (same seeds, same data order).
+
+Before any training the data are checked against the configuration (:func:`check_data`: every
+window has events, validation and test have both labels, the VMs' KD rows are logged). A run
+directory this invocation created is removed again when the configuration or the data are
+refused, so a fixed command starts clean. A damaged ``run.json``, ``config.toml`` or result file
+is a :class:`RunError` saying which file and how to recover (remove the directory or ``--force``).
 """
 
 from __future__ import annotations
@@ -89,6 +95,23 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> Optional[str]:
     return None
 
 
+def read_json(path: Path, *, expect: type = dict):
+    """The JSON value in ``path``; RunError naming the file, the position and how to recover."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        problem = f"is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
+    except UnicodeDecodeError as err:
+        problem = f"is not UTF-8 text (byte {err.start})"
+    else:
+        if isinstance(value, expect):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    run = path.parent.parent if path.parent.name == "models" else path.parent
+    raise RunError(f"{path.name} in {path.parent} {problem}: the run directory is damaged; remove {run} "
+                   "or rerun with --force to start over.")
+
+
 def _json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
@@ -109,6 +132,11 @@ class Run:
                  existing: bool = False):
         self.out, self.cfg, self.quiet = Path(out), cfg, quiet
         self.events = events or (lambda name: None)  # called after each checkpoint (tests interrupt here)
+        try:
+            config_mod.check_run(cfg)  # also for a RunConfig built in Python, not read by load_config
+        except config_mod.ConfigError as err:
+            raise RunError(str(err)) from None
+        self.created = False  # whether this invocation made the run directory (removed if refused)
         if not existing:  # existing=True: reopen a run directory as it is (implicit-rec sweep)
             self._prepare(force, command)
         self.bar = None
@@ -121,11 +149,12 @@ class Run:
         out = self.out
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory.")
-        state = self.state()
-        if state.get("status") == "finished" and not force:
-            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
         if force and out.exists():
             shutil.rmtree(out)
+        state = self.state()
+        if state.get("status") == "finished":
+            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
+        self.created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".write-test"
@@ -135,7 +164,11 @@ class Run:
             raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
         saved = out / "config.toml"
         if saved.is_file():
-            before = config_mod.load_config(saved).to_dict()
+            try:
+                before = config_mod.load_config(saved).to_dict()
+            except config_mod.ConfigError as err:
+                raise RunError(f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
+                               "with --force to start over.") from None
             diff = _first_difference(before, self.cfg.to_dict())
             if diff:
                 raise RunError(f"{out} holds an unfinished run with another configuration ({diff}); "
@@ -148,8 +181,15 @@ class Run:
             self._save_state(state)
 
     def state(self) -> dict:
+        """run.json ({} before the first write); RunError if it is damaged."""
         path = self.out / "run.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        state = read_json(path)
+        if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
+            raise RunError(f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
+                           f"damaged; remove {self.out} or rerun with --force to start over.")
+        return state
 
     def _save_state(self, state: dict) -> None:
         _json(self.out / "run.json", state)
@@ -172,18 +212,29 @@ class Run:
         d = self.cfg.data
         cache = self.out / "cache" if d.cache_dir == config_mod._AUTO else Path(d.cache_dir)
         t0 = time.perf_counter()
+        if cache.exists() and not cache.is_dir():
+            raise RunError(f"data.cache_dir={str(cache)!r} is a file; point it at a directory (or 'auto').")
         try:
             table = load_dataset(d.dataset, cache_dir=cache, preset=d.preset, seed=d.seed, progress_bar=self.bar)
-        except FileNotFoundError as err:
-            raise RunError(f"data.dataset={d.dataset!r}: {err}") from None
-        except (ValueError, TypeError) as err:
-            raise RunError(f"data.dataset={d.dataset!r}: {err}") from None
+        except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
+            raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
         seconds = time.perf_counter() - t0
         rows = len(table["label"])
+        duplicates = table.info.get("duplicate_events")
         self.log(f"data: {table.name}, {rows:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
-                 f"({rows / max(seconds, 1e-9):,.0f} rows/s)")
+                 f"({rows / max(seconds, 1e-9):,.0f} rows/s)"
+                 + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else ""))
+        state = self.state()
+        state["data"] = {"name": table.name, "events": rows, "duplicate_events": duplicates}
+        self._save_state(state)
         self._stage_done("data", seconds)
         return table
+
+    def check_data(self, table, scfg: study.StudyConfig) -> None:
+        """RunError naming the keys if the configuration's windows do not fit the data."""
+        problem = data_problem(table, self.cfg, scfg)
+        if problem:
+            raise RunError(f"{problem} ({_days_present(table)}).")
 
     def _model_paths(self, stem: str) -> tuple[Path, Path, Path]:
         base = self.out / "models" / stem
@@ -195,11 +246,12 @@ class Run:
     def train_fm(self, table, scfg: study.StudyConfig) -> tuple[FoundationModel, dict]:
         weights, result_path, ckpt = self._model_paths("fm")
         if result_path.is_file():
+            result = read_json(result_path)
             fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(0),
                                  size=scfg.fm_size, max_len=scfg.fm_max_len)
-            restore_state(fm, weights)
+            _restore(fm, weights, self.out)
             fm.eval()
-            return fm, json.loads(result_path.read_text())
+            return fm, result
         self.log(f"FM ({scfg.fm_size}) on days {scfg.fm_days[0]}-{scfg.fm_days[1] - 1}")
         t0 = time.perf_counter()
         fm, hist = study.train_fm(table, scfg, self.log, **self._fit_options(ckpt))
@@ -235,7 +287,7 @@ class Run:
         stem = f"{kind}-{tag}-{transfer.replace('+', '_')}-s{seed}"
         weights, result_path, ckpt = self._model_paths(stem)
         if result_path.is_file():
-            return json.loads(result_path.read_text())
+            return read_json(result_path)
         t0 = time.perf_counter()
         model, hist, make = study.train_vm(table, store, scfg, arch, transfer, seed, self.log, hidden=hidden,
                                            **self._fit_options(ckpt))
@@ -257,7 +309,7 @@ class Run:
     def load_vm(self, table, store, scfg, result: dict):
         hidden = tuple(result["hidden"]) if result.get("hidden") else None
         model = study.make_vm(table, store, scfg, result["arch"], result["transfer"], result["seed"], hidden)
-        restore_state(model, self.out / result["weights"])
+        _restore(model, self.out / result["weights"], self.out)
         model.eval()
         return model, study.vm_batches(table, store, scfg, result["transfer"])
 
@@ -307,8 +359,14 @@ class Run:
     def execute(self, only_sweep: bool = False) -> dict:
         t_start = time.perf_counter()
         self.log(f"implicit-rec run -> {self.out}")
-        table = self.load_data()
-        scfg = study_config(self.cfg, table.schema.max_len)
+        try:
+            table = self.load_data()
+            scfg = study_config(self.cfg, table.schema.max_len)
+            self.check_data(table, scfg)
+        except RunError:
+            if self.created:  # refused before any training: leave nothing half-written behind
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
         fm, fm_result = self.train_fm(table, scfg)
         store = self.build_store(table, fm, scfg)
         vms = [self.train_vm(table, store, scfg, a, t, s)
@@ -318,7 +376,7 @@ class Run:
                                    hidden=tuple(h), kind="baseline") for h in sw.baselines]
         sweep_path = self.out / "sweep.json"
         if sweep_path.is_file() and not only_sweep:
-            swept = json.loads(sweep_path.read_text())
+            swept = read_json(sweep_path)
         else:
             swept = self.run_sweep(table, store, scfg, vms, baselines)
         result = self.assemble(table, fm_result, vms, baselines, swept)
@@ -345,12 +403,89 @@ class Run:
                   "examples_per_second": {f"{v['name']}#s{v['seed']}": v["examples_per_second"]
                                           for v in vms + baselines},
                   "fm_examples_per_second": fm_result["examples_per_second"]}
+        duplicates = table.info.get("duplicate_events")
         return {"schema_version": report.SCHEMA_VERSION, "dataset": {"spec": self.cfg.data.dataset,
                 "name": table.name, "events": int(len(table["label"])),
-                "test_events": int(len(table.rows("test")))},
+                "test_events": int(len(table.rows("test"))),
+                "duplicate_events": None if duplicates is None else int(duplicates)},
                 "config": self.cfg.to_dict(), "versions": self.state().get("versions", versions()),
                 "fm": fm_metrics, "vms": vms, "baselines": swept["baselines"], "transfer_ratio": ratios,
                 "sweep": swept["sweep"], "lipschitz": swept["lipschitz"], "timing": timing}
+
+
+def _restore(model, path: Path, out: Path) -> None:
+    """restore_state, with a damaged or missing weights file as a RunError saying how to recover."""
+    try:
+        restore_state(model, path)
+    except (OSError, ValueError) as err:
+        raise RunError(f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
+                       f"is damaged; remove {out} or rerun with --force to start over.") from None
+
+
+def _oserror_text(err: Exception) -> str:
+    """'PATH: reason' for an OSError (whose str() is '[Errno 20] ...'), str(err) otherwise."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror.lower()}."
+    return str(err)
+
+
+def _days_present(table) -> str:
+    day, split = np.asarray(table["day"]), np.asarray(table["split"])
+    train_days = np.unique(day[split == 0])
+    return (f"the data has days {day.min()}-{day.max()}, training events on days "
+            f"{train_days.min()}-{train_days.max()}" if len(train_days) else "the data has no training events")
+
+
+def _both_labels(labels: np.ndarray) -> bool:
+    return 0 < float(np.sum(labels)) < len(labels)
+
+
+def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> Optional[str]:
+    """Why the configuration's windows do not fit ``table`` (naming the keys), or None.
+
+    The FM needs training events in ``fm.days`` (at least 2: the last 10% is its validation, which
+    needs both labels to early-stop on AUC); the VMs need training events in ``vm.days``; the
+    validation and test splits need both labels (AUC); with a LoopFM or KD transfer some events
+    must be logged, and with KD every row a VM reads (its training window, validation, test).
+    """
+    day, label = np.asarray(table["day"]), np.asarray(table["label"])
+    fm_rows = study.window_rows(table, "train", scfg.fm_days)
+    fm_train, fm_valid = study.fm_split(table, fm_rows)
+    if len(fm_train) == 0:
+        return f"fm.days={list(cfg.fm.days)} holds {len(fm_rows)} training events; the FM needs at least 2"
+    if not _both_labels(label[fm_valid]):
+        return (f"fm.days={list(cfg.fm.days)}: the FM's validation part (the last 10% of its window, "
+                f"{len(fm_valid)} events) has only label {int(label[fm_valid][0])}; AUC needs both: widen fm.days")
+    if len(study.window_rows(table, "train", scfg.vm_days)) == 0:
+        return f"vm.days={list(cfg.vm.days)} holds no training events"
+    for split in ("valid", "test"):
+        rows = table.rows(split)
+        if not _both_labels(label[rows]):
+            what = "no events" if len(rows) == 0 else f"only label {int(label[rows][0])} in {len(rows)} events"
+            return (f"the {'validation' if split == 'valid' else 'test'} split of data.dataset has {what}; "
+                    "AUC (early stopping, results) needs both labels")
+    transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baselines else set())
+    logged = study.logged_rows(table, scfg)
+    log_key = f"fm.log_from_day={'auto' if cfg.fm.log_from_day is None else cfg.fm.log_from_day}"
+    if not logged.any():
+        return f"{log_key}: the FM logs no events (the data has none on or after that day)"
+    if any(t.endswith("kd") for t in transfers):
+        for name, rows in (("vm.days", study.window_rows(table, "train", scfg.vm_days)),
+                           ("the validation split", table.rows("valid")), ("the test split", table.rows("test"))):
+            missing = rows[~logged[rows]]
+            if len(missing):
+                return (f"{log_key}: {len(missing)} events of {name} (days {day[missing].min()}-"
+                        f"{day[missing].max()}) are not logged by the FM, so the KD transfers have no target; "
+                        "lower fm.log_from_day or drop the KD transfers")
+    if cfg.fm.out_of_fold > 1:
+        user = np.asarray(table["user"])
+        fold = user[fm_rows] % cfg.fm.out_of_fold
+        for k in np.unique(user[study.out_of_fold_rows(table, scfg)] % cfg.fm.out_of_fold):
+            if len(study.fm_split(table, fm_rows[fold != k])[0]) == 0:
+                return (f"fm.out_of_fold={cfg.fm.out_of_fold}: the FM of fold {k} would have no training "
+                        f"events (all {len(fm_rows)} in fm.days belong to fold {k}'s "
+                        f"{len(np.unique(user[fm_rows]))} user(s)); use more users or fm.out_of_fold=0")
+    return None
 
 
 def _evaluate(probs: np.ndarray, table, rows: np.ndarray) -> dict:
@@ -367,9 +502,13 @@ def rerun_sweep(out, *, quiet: bool = False) -> dict:
     out = Path(out)
     if not (out / "config.toml").is_file():
         raise RunError(f"{out} is not a run directory (no config.toml); run `implicit-rec run --out {out}` first.")
+    try:
+        cfg = config_mod.load_config(out / "config.toml")
+    except config_mod.ConfigError as err:
+        raise RunError(f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out "
+                       f"{out} --force`.") from None
     if not (out / "models" / "fm.json").is_file():
         raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
-    cfg = config_mod.load_config(out / "config.toml")
     return Run(out, cfg, quiet=quiet, existing=True).execute(only_sweep=True)
 
 

@@ -54,8 +54,9 @@ def test_bad_overrides_are_named(override, message):
 
 def test_override_values_are_toml_or_bare_strings():
     cfg = config.load_config(None, ("fm.size=medium", "vm.learning_rate=1e-3", "fm.log_from_day=5",
-                                    "vm.kd_on_main=true"))
-    assert (cfg.fm.size, cfg.vm.learning_rate, cfg.fm.log_from_day, cfg.vm.kd_on_main) == ("medium", 1e-3, 5, True)
+                                    "vm.days=[5, 7]", "vm.kd_on_main=true"))
+    assert (cfg.fm.size, cfg.vm.learning_rate, cfg.fm.log_from_day, cfg.vm.days, cfg.vm.kd_on_main) == (
+        "medium", 1e-3, 5, (5, 7), True)
 
 
 # -- command-line errors: one line, exit status 2 -------------------------------------------------
@@ -88,26 +89,40 @@ def test_help_documents_every_command(capsys):
 # -- the job --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory):  # a whole tiny pipeline: every test using it is marked slow
     out = tmp_path_factory.mktemp("run") / "main"
     pipeline.run(out, small_config(), quiet=True)
     return out
 
 
+@pytest.mark.slow
 def test_tiny_run_metrics_follow_the_schema(finished):
     m = json.loads((finished / "metrics.json").read_text())
     report.validate_metrics(m)
     assert {v["name"] for v in m["vms"]} == {"din/none", "din/loopfm+kd", "implicit/none", "implicit/loopfm+kd"}
     assert len(m["sweep"]) == 2 * 2 * 4  # implicit VMs x methods x k
     assert len(m["lipschitz"]) == 2 * 2 * 4
-    for r in m["sweep"]:
-        assert 0 <= r["converged_fraction"] <= 1 and r["residual"] >= 0
-        assert 0 <= r["auc"] <= 1 and r["flops"] > 0
+    n_test = m["dataset"]["test_events"]
+    for vm in {r["vm"] for r in m["sweep"]}:
+        for method in ("picard", "anderson"):
+            rows = sorted((r for r in m["sweep"] if r["vm"] == vm and r["method"] == method),
+                          key=lambda r: r["iterations"])
+            assert [r["iterations"] for r in rows] == [0, 1, 4, 8]
+            # flops = front end + k * solver step + head: strictly increasing, step cost constant
+            flops = np.array([r["flops"] for r in rows])
+            step = np.diff(flops) / np.diff([0, 1, 4, 8])
+            assert np.all(step > 0) and np.allclose(step, step[0], rtol=1e-9)
+            # z_0 = 0 is not a fixed point; iterating reduces the mean residual
+            assert rows[0]["converged_fraction"] == 0.0 and rows[-1]["residual"] < rows[0]["residual"]
+            for r in rows:  # a fraction of the test events
+                assert r["converged_fraction"] * n_test == pytest.approx(round(r["converged_fraction"] * n_test))
+    assert m["dataset"]["duplicate_events"] is None  # the synthetic generator does not count them
     assert {p.name for p in finished.iterdir()} >= {"metrics.json", "report.md", "config.toml", "run.json",
                                                      "log.txt", *report.PLOTS}
     assert json.loads((finished / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_sweep_at_the_evaluation_budget_reproduces_the_vm(finished):
     """iterate(k) equals fixed_point(max_iter=k): at k = implicit_eval_iters the sweep is the VM itself."""
     m = json.loads((finished / "metrics.json").read_text())
@@ -120,6 +135,7 @@ def test_sweep_at_the_evaluation_budget_reproduces_the_vm(finished):
     assert all(r["auc"] == 0.5 for r in k0)  # z_0 = 0: every example gets the same score
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_without_force(finished, capsys):
     before = (finished / "metrics.json").read_text()
     code = cli.main(["run", "--out", str(finished), "--quiet", *sum((["--set", s] for s in SMALL), [])])
@@ -127,6 +143,7 @@ def test_finished_run_is_not_overwritten_without_force(finished, capsys):
     assert (finished / "metrics.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_report_regenerates_the_same_files(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(finished, copy)
@@ -142,9 +159,10 @@ def _comparable(m: dict) -> dict:
     drop = {"seconds", "examples_per_second", "timing", "versions"}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     return {"fm": {k: m["fm"][k] for k in ("auc", "gauc", "logloss")}, "vms": strip(m["vms"]),
-            "sweep": strip(m["sweep"]), "lipschitz": m["lipschitz"], "baselines": strip(m["baselines"])}
+            "sweep": strip(m["sweep"]), "lipschitz": strip(m["lipschitz"]), "baselines": strip(m["baselines"])}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_metrics(finished, tmp_path, monkeypatch):
     """Kill right after the first epoch checkpoint of the second VM; the rerun skips the finished
     stages (data, FM, store, first VM) and continues that VM from its checkpoint."""
@@ -172,15 +190,19 @@ def test_interrupted_run_resumes_to_the_same_metrics(finished, tmp_path, monkeyp
     b = json.loads((out / "metrics.json").read_text())
     ca, cb = _comparable(a), _comparable(b)
     assert ca["fm"] == pytest.approx(cb["fm"], abs=1e-7)
-    for x, y in zip(ca["vms"] + ca["sweep"] + ca["baselines"], cb["vms"] + cb["sweep"] + cb["baselines"]):
-        assert x.keys() == y.keys()
-        for k in x:
-            if isinstance(x[k], float):
-                assert np.isclose(x[k], y[k], rtol=1e-6, atol=1e-7, equal_nan=True), (x, k, y[k])
-            else:
-                assert x[k] == y[k]
+    assert ca.keys() == cb.keys()
+    for part in ("vms", "sweep", "lipschitz", "baselines"):
+        assert len(ca[part]) == len(cb[part]) > 0, part
+        for x, y in zip(ca[part], cb[part]):
+            assert x.keys() == y.keys(), part
+            for k in x:
+                if isinstance(x[k], float):
+                    assert np.isclose(x[k], y[k], rtol=1e-6, atol=1e-7, equal_nan=True), (part, x, k, y[k])
+                else:
+                    assert x[k] == y[k], (part, k)
 
 
+@pytest.mark.slow
 def test_sweep_command_recomputes_the_sweep_from_saved_models(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(finished, copy)

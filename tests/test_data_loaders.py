@@ -198,7 +198,7 @@ def write_kuai(d, n=12):
 
 
 def test_kuaivideo_visual_embeddings_by_encoded_item(tmp_path):
-    h5py = pytest.importorskip("h5py")
+    import h5py  # in the test extra: a missing install must fail, not skip
     d = write_kuai(tmp_path)
     with h5py.File(d / "item_visual_emb_dim64.h5", "w") as f:
         f["key"] = np.array([11, 10, 99, 12])
@@ -271,7 +271,7 @@ def test_interactions_histories_strictly_earlier_and_equal_times(tmp_path):
 
 
 def test_interactions_labels_never_leak_into_features(tmp_path):
-    rows = [("u1", "a", t, t % 2) for t in range(6)]
+    rows = [(f"u{t % 2}", "a", t, t // 2 % 2) for t in range(6)]  # two users, both labels each
     a = load_interactions(write_log(tmp_path / "a.csv", rows), test_fraction=0.0, valid_fraction=0.0)
     flipped = [(u, i, t, 1 - y) for u, i, t, y in rows]
     b = load_interactions(write_log(tmp_path / "b.csv", flipped), test_fraction=0.0, valid_fraction=0.0)
@@ -296,14 +296,14 @@ def test_interactions_rating_threshold_splits_and_extra_categoricals(tmp_path):
 
 
 def test_interactions_ties_never_straddle_the_test_cut(tmp_path):
-    rows = [(f"u{i}", "a", 1 if i < 6 else 2, 1) for i in range(10)]
+    rows = [(f"u{i}", "a", 1 if i < 6 else 2, i % 2) for i in range(10)]
     t = load_interactions(write_log(tmp_path / "ties.csv", rows), test_fraction=0.1, valid_fraction=0.0)
     assert t["split"].tolist() == [0] * 6 + [2] * 4
 
 
 def test_interactions_parquet_matches_csv(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa  # a dependency of implicit-rec: a missing install must fail, not skip
+    import pyarrow.parquet as pq
     rows = [(f"u{i % 3}", f"i{i % 5}", 100 + i // 2, i % 2) for i in range(30)]
     csv_table = load_interactions(write_log(tmp_path / "log.csv", rows))
     cols = list(zip(*rows))
@@ -344,7 +344,7 @@ def test_load_dataset_cache_round_trip_and_rebuilds(tmp_path):
 
 
 def test_load_dataset_cache_keeps_visual_embeddings(tmp_path):
-    h5py = pytest.importorskip("h5py")
+    import h5py  # in the test extra: a missing install must fail, not skip
     d = write_kuai(tmp_path / "kuai")
     with h5py.File(d / "item_visual_emb_dim64.h5", "w") as f:
         f["key"], f["value"] = np.array([10, 11]), np.ones((2, 64), np.float32)

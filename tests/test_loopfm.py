@@ -25,7 +25,7 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def fm_and_store(tiny):
+def fm_and_store(tiny):  # trains an FM: the tests using it are marked slow
     fm, _ = study.train_fm(tiny, FAST, log=lambda s: None)
     return fm, study.build_store(fm, tiny, FAST)
 
@@ -76,6 +76,7 @@ def test_history_index_is_point_in_time():
     np.testing.assert_array_equal(got, [[0, 2], [2, 4]])
 
 
+@pytest.mark.slow
 def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm_and_store, tmp_path):
     _, store = fm_and_store
     assert np.all(tiny["day"][store.rows] >= FAST.fm_days[1])
@@ -98,6 +99,7 @@ def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm
     assert HistoricalStore.size_on_disk(path) > store.embeddings.nbytes
 
 
+@pytest.mark.slow
 def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_store):
     """Labels after the FM window reach no VM input: features, LoopFM history and KD targets."""
     _, store = fm_and_store
@@ -121,6 +123,7 @@ def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_stor
     assert not np.array_equal(np.asarray(b1["label"]), np.asarray(b2["label"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
     _, store = fm_and_store
@@ -145,6 +148,7 @@ def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
             assert out["info"] is not None and float(out["info"].mean_nstep) > 0
 
 
+@pytest.mark.slow
 def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
     """With K folds, an FM-window event is embedded by an FM trained on the other folds only."""
     cfg = dataclasses.replace(FAST, out_of_fold=2, fm_max_len=32, fm_train=TrainConfig(epochs=1, batch_size=512))
@@ -164,6 +168,7 @@ def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
     np.testing.assert_array_equal(store.embeddings[store.slot[fold0]], store2.embeddings[store2.slot[fold0]])
 
 
+@pytest.mark.slow
 def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
     from experiments import loopfm_transfer
     loopfm_transfer.main(["--preset", "tiny", "--archs", "mlp", "--history-len", "8",

@@ -97,15 +97,31 @@ def test_gauc_matches_brute_force_random(seed):
     assert metrics.gauc(y, s, g * 1.5 - 7) == pytest.approx(brute_gauc(y, s, g), abs=1e-12)
 
 
-def test_gauc_large_input_is_fast():
-    import time
+def sorted_count_auc(y, s):
+    """Independent reference for large inputs: for each positive, the negatives below it plus half
+    the tied ones, counted with ``searchsorted`` on the sorted negatives."""
+    y, s = np.asarray(y), np.asarray(s, np.float64)
+    neg = np.sort(s[y == 0])
+    pos = s[y == 1]
+    below = np.searchsorted(neg, pos, side="left").astype(np.float64)
+    tied = np.searchsorted(neg, pos, side="right") - below
+    return float((below.sum() + 0.5 * tied.sum()) / (len(pos) * len(neg)))
+
+
+def test_auc_and_gauc_on_large_input_match_a_counting_reference():
+    """500k rows, heavy ties, P * N ~ 5e10 pairs (beyond int32): no overflow, exact values."""
     rng = np.random.default_rng(0)
-    n = 2_000_000
-    y, s, g = rng.integers(0, 2, n), rng.random(n).astype(np.float32), rng.integers(0, 200_000, n)
-    t0 = time.perf_counter()
+    n, n_groups = 500_000, 40
+    g = rng.integers(0, n_groups, n)
+    y = (rng.random(n) < 0.2 + 0.01 * g).astype(np.int8)  # per-group positive rates differ
+    # informative, with a group offset that tracks the group's positive rate; ~200 distinct values
+    s = np.round((rng.random(n) + 0.3 * y + 0.02 * g) / 2.1, 2).astype(np.float32)
     out = metrics.evaluate(y, s, g)
-    assert time.perf_counter() - t0 < 10.0
-    assert abs(out["auc"] - 0.5) < 0.01 and abs(out["gauc"] - 0.5) < 0.01
+    assert out["auc"] == pytest.approx(sorted_count_auc(y, s), abs=1e-9)
+    per_group = [(np.sum(g == u), sorted_count_auc(y[g == u], s[g == u])) for u in range(n_groups)]
+    expected = sum(n_u * a for n_u, a in per_group) / sum(n_u for n_u, _ in per_group)
+    assert out["gauc"] == pytest.approx(expected, abs=1e-9)
+    assert out["auc"] > out["gauc"] + 0.02  # the group offsets help the pooled AUC only
 
 
 def test_logloss_hand_computed():

@@ -63,6 +63,9 @@ def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, pr
     if not arg:
         target = "FILE" if name == "interactions" else "DIR"
         raise ValueError(f"dataset {name!r} needs a path: '{name}:{target}'.")
+    arg = os.path.expanduser(arg)  # the shell does not expand '~' after 'name:'
+    if name != "interactions" and Path(arg).exists() and not Path(arg).is_dir():
+        raise ValueError(f"{arg} is a file; dataset {name!r} reads a directory holding train.csv and test.csv.")
     loader = LOADERS[name]
     bound = _bind(loader, name, arg, options)
     if cache_dir is None:

@@ -23,6 +23,19 @@ Encoding:
   (1); the rest is train (0). Equal times never straddle a boundary;
 - ``day``: train + validation rows in ``n_train_days`` (default 7) equal-count windows by time,
   test rows ``n_train_days`` -- 8 windows with the defaults, like the synthetic data.
+
+Refused (a :class:`~implicit_rec.data.vocab.DataError` naming the file, and the line where there
+is one): a file that is not UTF-8; a negative timestamp (usually a ``-1`` "unknown" sentinel:
+drop or fill those rows, or shift relative times to start at 0); labels that are all 0 or all 1
+(AUC is undefined); a single user (gAUC, per-user histories and out-of-fold user folds need
+several: check ``user_col``); too few rows or distinct times for a non-empty train split, and for
+non-empty validation and test splits when their fractions are > 0.
+
+Exact duplicate events (every column read is equal) are **kept** -- an impression log can show
+the same ad to the same user twice within one timestamp unit, and dropping rows would change the
+label rate -- and counted in ``info["duplicate_events"]`` (``implicit-rec run`` logs the count and
+records it in run.json and metrics.json). Duplicates share their time, so neither is in the
+other's history.
 """
 
 from __future__ import annotations
@@ -81,10 +94,13 @@ def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_
     split = np.zeros(n, np.int8)
     split[tail_by_time(time, np.arange(n), test_fraction + valid_fraction)] = 1
     split[tail_by_time(time, np.arange(n), test_fraction)] = 2
-    if not (split == 0).any():
-        raise DataError(path, None, time_col, "no training rows: too few distinct timestamps for the "
-                                              "test and validation fractions; lower them.")
+    _check_splits(path, split, time_col, test_fraction, valid_fraction)
+    _check_labels(path, label, target)
     user = dense_ids(values[user_col])
+    if len(np.unique(user)) < 2:
+        raise DataError(path, None, user_col, f"every row has the same user ({str(values[user_col][0])!r}); "
+                                              "gAUC, per-user histories and user folds need several users: "
+                                              "is user_col the right column?")
     index = HistoryIndex(user, time, eligible=label == 1 if history == "positive" else None)
     train = split == 0
     vocabs = _fit_all(values, dict(sequences), train, index, max_len, counts)
@@ -101,11 +117,40 @@ def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_
         "label": (f"{rating_col} >= {rating_threshold}" if rating_threshold is not None else label_col),
         "vocab": VOCAB_NOTE, "min_count": counts, "max_len": max_len,
         "test_fraction": test_fraction, "valid_fraction": valid_fraction, "n_train_days": n_train_days,
+        "duplicate_events": _count_duplicates([user, time, label, *(values[c] for c in features)]),
         "missing_cells": {c: int((values[c] == "").sum()) for c in features
                           if values[c].dtype.kind == "U" and (values[c] == "").any()},
         "test_oov_rate": oov_rates(columns, features),
     }
     return EventTable(schema, columns, {c: vocabs[c].size for c in features}, path.stem, info)
+
+
+def _check_splits(path: Path, split: np.ndarray, time_col: str, test_fraction: float,
+                  valid_fraction: float) -> None:
+    """DataError unless train is non-empty, and validation / test are wherever their fraction > 0."""
+    counts = split_counts(split)
+    empty = [name for name, fraction in (("train", 1.0), ("valid", valid_fraction), ("test", test_fraction))
+             if fraction > 0 and counts[name] == 0]
+    if empty:
+        raise DataError(path, None, time_col, f"{len(split)} rows are too few to split by time: train "
+                        f"{counts['train']}, validation {counts['valid']}, test {counts['test']} rows with "
+                        f"test_fraction={test_fraction}, valid_fraction={valid_fraction}; the "
+                        f"{' and '.join(empty)} split is empty: add rows (with more distinct timestamps).")
+
+
+def _check_labels(path: Path, label: np.ndarray, column: str) -> None:
+    """DataError if every label is the same: AUC (the metric of every model) needs both classes."""
+    positives = int(label.sum())
+    if positives in (0, len(label)):
+        raise DataError(path, None, column, f"every one of the {len(label)} labels is {int(label[0])}; AUC is "
+                                            "undefined without both clicks (1) and non-clicks (0): check the "
+                                            "label column (or rating_threshold).")
+
+
+def _count_duplicates(columns: list[np.ndarray]) -> int:
+    """Rows equal to an earlier row in every one of ``columns`` (arrays of equal length, any dtype)."""
+    codes = np.stack([np.unique(c, return_inverse=True)[1].ravel() for c in columns], axis=1)
+    return int(len(codes) - len(np.unique(codes, axis=0)))
 
 
 def _check_names(features, sequences) -> None:
@@ -133,6 +178,10 @@ def _read(path: Path, user_col, item_col, time_col, target, threshold, rating_co
         else:
             labels.append((parse_floats(cells[target], w, target) >= threshold).astype(np.float32))
         t, fmt = parse_times(cells[time_col], w, time_col, fmt)
+        if (t < 0).any():
+            row = int(np.argmax(t < 0))
+            raise w.error(row, time_col, f"negative timestamp {cells[time_col][row]!r}; if it marks an "
+                                         "unknown time, drop or fill the row; shift relative times to start at 0.")
         times.append(t)
         for c in parts:
             parts[c].append(_ids(cells[c], w, c, allow_missing=c not in (user_col, item_col)))
@@ -154,6 +203,8 @@ def _ids(values, where: Where, column: str, allow_missing: bool) -> np.ndarray:
 
 def _chunks(path: Path, needed, chunk_rows, rating_col=None) -> Iterator[tuple[dict, Where]]:
     """(column -> cells, Where) chunks of a CSV or parquet file (needed[3] is the label column)."""
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory; expected an interaction log (CSV or parquet file).")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     parquet = path.suffix.lower() in PARQUET_SUFFIXES

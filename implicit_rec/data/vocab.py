@@ -494,10 +494,17 @@ def read_header(path: Path, expected: Sequence[str] = ()) -> list[str]:
     ``expected`` (the columns a loader needs) only makes the empty-file message more helpful.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory; expected a CSV file.")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), None)
+        try:
+            header = next(csv.reader(f), None)
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
+        except csv.Error as e:
+            raise DataError(path, 1, None, f"unreadable CSV header ({e}).") from None
     if not header or header == [""] * len(header):
         raise DataError(path, 1, expected[0] if expected else None,
                         "the file is empty; expected a header line naming the columns"
@@ -543,15 +550,42 @@ def read_csv_chunks(path, columns: Sequence[str], chunk_rows: int = 100_000) -> 
                     total += len(rows)
                     yield _chunk(path, rows, lines, columns, index)
                     rows, lines = [], []
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(path, reader.line_num + (isinstance(e, UnicodeDecodeError)), None,
-                            f"unreadable CSV ({e}).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path, header) from None
+        except csv.Error as e:
+            raise DataError(path, reader.line_num, None, f"unreadable CSV ({e}).") from None
         if rows:
             total += len(rows)
             yield _chunk(path, rows, lines, columns, index)
     if total == 0:
         raise DataError(path, 2, columns[0] if columns else None,
                         "the file has a header but no data rows.")
+
+
+def not_utf8(path, header: Optional[Sequence[str]] = None) -> DataError:
+    """DataError at the first byte of ``path`` that is not UTF-8: line, CSV column and byte offset.
+
+    The text decoder reads ahead, so the line a ``UnicodeDecodeError`` surfaces at is not the bad
+    one; this rescans the file line by line in binary (only on this error path).
+    """
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+                if header is None:  # line 1 decodes: it names the columns
+                    header = [h.strip() for h in next(csv.reader([text.lstrip("\ufeff")]), [])]
+            except UnicodeDecodeError as err:
+                prefix = raw[:err.start].decode("utf-8").lstrip("\ufeff")
+                field = len(next(csv.reader([prefix]), [""])) - 1 if prefix else 0
+                column = header[field] if header is not None and field < len(header) else None
+                hint = " (the file looks UTF-16)" if line_no == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+                return DataError(path, line_no, column, f"byte 0x{raw[err.start]:02x} at character "
+                                 f"{len(prefix) + 1} of the line (file offset {offset + err.start}) is not "
+                                 f"valid UTF-8{hint}; the file must be UTF-8 encoded: convert it, e.g. "
+                                 "`iconv -f latin1 -t utf-8`.")
+            offset += len(raw)
+    return DataError(path, None, None, "is not valid UTF-8; the file must be UTF-8 encoded.")
 
 
 def _width_error(path, line, row, header):

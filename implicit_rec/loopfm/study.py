@@ -72,6 +72,31 @@ def window_rows(table: EventTable, split: str, days: tuple[int, int]) -> np.ndar
     return np.flatnonzero((np.asarray(table["split"]) == SPLITS[split]) & (day >= days[0]) & (day < days[1]))
 
 
+def fm_split(table: EventTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of the FM: ``rows`` in time order, the last 10% validation."""
+    order = rows[np.argsort(np.asarray(table["time"][rows]), kind="stable")]
+    cut = int(0.9 * len(order))
+    return order[:cut], order[cut:]
+
+
+def out_of_fold_rows(table: EventTable, cfg: StudyConfig) -> np.ndarray:
+    """Rows :func:`build_store` logs out of fold: the FM window before ``log_from_day`` (K >= 2)."""
+    if cfg.out_of_fold < 2:
+        return np.zeros(0, np.int64)
+    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
+    day = np.asarray(table["day"])
+    return np.flatnonzero((day >= cfg.fm_days[0]) & (day < log_from))
+
+
+def logged_rows(table: EventTable, cfg: StudyConfig) -> np.ndarray:
+    """(N,) bool: the events :func:`build_store` logs (from ``log_from_day`` on, plus the FM window
+    before it with out-of-fold logging)."""
+    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
+    logged = np.asarray(table["day"]) >= log_from
+    logged[out_of_fold_rows(table, cfg)] = True
+    return logged
+
+
 def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
 
@@ -82,9 +107,7 @@ def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print,
 
     ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
     rows = window_rows(table, "train", cfg.fm_days) if rows is None else rows
-    order = rows[np.argsort(np.asarray(table["time"][rows]), kind="stable")]
-    cut = int(0.9 * len(order))
-    fm_train, fm_valid = order[:cut], order[cut:]
+    fm_train, fm_valid = fm_split(table, rows)
     fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(cfg.fm_train.seed),
                          size=cfg.fm_size, max_len=cfg.fm_max_len)
     convert = batch_converter(table)
@@ -112,13 +135,16 @@ def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig,
     day = np.asarray(table["day"])
     parts = [(fm, np.flatnonzero(day >= log_from))]
     if cfg.out_of_fold > 1:
-        window = np.flatnonzero((day >= cfg.fm_days[0]) & (day < log_from))
+        window = out_of_fold_rows(table, cfg)
         train = window_rows(table, "train", cfg.fm_days)
         fold = np.asarray(table["user"]) % cfg.out_of_fold
         for k in range(cfg.out_of_fold):
+            if not (fold[window] == k).any():
+                continue  # a fold without users in the window has nothing to log
             log(f"  out-of-fold FM {k + 1}/{cfg.out_of_fold}")
             fm_k, _ = train_fm(table, cfg, log=lambda s: None, rows=train[fold[train] != k])
             parts.append((fm_k, window[fold[window] == k]))
+    parts = [(m, r) for m, r in parts if len(r)]
     convert = batch_converter(table)
     apply = nnx.jit(lambda fm, batch: fm(batch))
     stores = []
