@@ -94,6 +94,8 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
 
     ``study`` holds the VM/FM settings shared with `implicit-rec run` (VM window, lengths, widths).
     """
+    if not isinstance(cfg, DecentralizedConfig):
+        raise TypeError(f"cfg must be a DecentralizedConfig, got {type(cfg).__name__}.")
     cfg.check()
     top = make_topology(cfg.topology, cfg.agents)  # validates topology / n before any work
     mesh = agent_mesh(cfg.agents)
