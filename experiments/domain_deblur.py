@@ -18,16 +18,17 @@ train_unrolled_s, sweep_s, total_s}.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from implicit_rec.domains import deblur
+
+from ._args import integer, output_directory
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default", help="tiny | default")
-    parser.add_argument("--out", default="runs/domain-deblur")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="default", choices=deblur.PRESETS)
+    parser.add_argument("--out", default="runs/domain-deblur", type=output_directory)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     cfg = deblur.preset(args.preset, seed=args.seed)
@@ -41,7 +42,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as exc:  # bad preset and other invalid settings: one clear line
-        sys.exit(f"error: {exc}")
+    main()

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from implicit_rec.domains import pde_study
 
+from ._args import integer, output_directory
+
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default", help=f"one of {', '.join(sorted(pde_study.PRESETS))}")
-    parser.add_argument("--out", default="runs/domain-pde")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/domain-pde", type=output_directory)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.preset not in pde_study.PRESETS:

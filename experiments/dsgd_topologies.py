@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._args import directory, integer, integers, names, positive_float
+
 LSQ_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring")
 
 
@@ -103,11 +105,10 @@ def write_results(out: Path, vm: dict, lsq, args) -> None:
 def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
     from implicit_rec.decentralized.train import DecentralizedConfig, plot_curves, run_decentralized
     results = {}
-    for n in agents:
+    pairs = runs(agents, topologies)
+    for n in dict.fromkeys(n for n, _ in pairs):
         hist = {}
-        for top in topologies:
-            if top == "ceca-1p" and n % 2:
-                continue
+        for top in [t for m, t in pairs if m == n]:
             cfg = DecentralizedConfig(agents=n, topology=top, preset=args.preset, arch=args.arch,
                                       steps=args.steps, lr=args.lr, optimizer=args.optimizer,
                                       batch_size=args.batch_size, shards=args.shards, seed=args.seed,
@@ -148,28 +149,51 @@ def report(vm: dict, lsq: dict | None, args) -> str:
     return "\n".join(lines)
 
 
+def runs(agents: list[int], topologies: list[str]) -> list[tuple[int, str]]:
+    """The (n, topology) pairs of part 1 (ceca-1p only for even n); ValueError if one cannot be built."""
+    from implicit_rec.decentralized import make_topology
+    pairs = [(n, top) for n in agents for top in topologies if not (top == "ceca-1p" and n % 2)]
+    for n, top in pairs:
+        make_topology(top, n)
+    if not pairs:
+        raise ValueError(f"--topologies {','.join(topologies)} has no topology for --agents "
+                         f"{','.join(map(str, agents))} (ceca-1p needs an even n).")
+    return pairs
+
+
 def main(argv=None) -> None:
+    from implicit_rec.data.synthetic import PRESETS
+    from implicit_rec.decentralized import TOPOLOGIES
+    from implicit_rec.decentralized.problem import SHARDINGS
+    from implicit_rec.decentralized.train import OPTIMIZERS
+    from implicit_rec.models.vertical import ARCHS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--agents", default="5,6,8,12")
-    p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete")
-    p.add_argument("--preset", default="default")
-    p.add_argument("--arch", default="mlp")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shards", default="iid")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--agents", default="5,6,8,12", type=integers(1))
+    p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete", type=names(TOPOLOGIES))
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--arch", default="mlp", choices=ARCHS)
+    p.add_argument("--steps", type=integer(1), default=400)
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--batch-size", type=integer(1), default=64)
+    p.add_argument("--shards", default="iid", choices=SHARDINGS)
+    p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--log-every", type=integer(1), default=10)
+    p.add_argument("--eval-every", type=integer(1), default=100)
     p.add_argument("--skip-vm", action="store_true")
     p.add_argument("--skip-lsq", action="store_true")
-    p.add_argument("--lsq-agents", type=int, default=258)
-    p.add_argument("--lsq-steps", type=int, default=3000)
-    p.add_argument("--out", default="runs/dsgd_topologies")
+    p.add_argument("--lsq-agents", type=integer(1), default=258)
+    p.add_argument("--lsq-steps", type=integer(1), default=3000)
+    p.add_argument("--out", default="runs/dsgd_topologies", type=directory)
     args = p.parse_args(argv)
-    agents = [int(a) for a in args.agents.split(",")]
-    out = Path(args.out)
+    if args.skip_vm and args.skip_lsq:
+        p.error("--skip-vm and --skip-lsq together leave nothing to run.")
+    agents, out = args.agents, Path(args.out)
+    if not args.skip_vm:
+        try:
+            runs(agents, args.topologies)
+        except ValueError as err:  # e.g. torus on a prime n: before hours of the other runs
+            p.error(str(err))
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_vm:  # virtual devices must be configured before JAX starts its backend
         import jax
@@ -178,7 +202,7 @@ def main(argv=None) -> None:
         old = out / "metrics.json"
         vm = json.loads(old.read_text()).get("vm", {}) if old.is_file() else {}
     else:
-        vm = vm_study(agents, args.topologies.split(","), args, out)
+        vm = vm_study(agents, args.topologies, args, out)
     lsq = None
     if not args.skip_lsq:
         lsq = least_squares_study(n=args.lsq_agents, steps=args.lsq_steps, seed=args.seed)

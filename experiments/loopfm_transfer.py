@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from implicit_rec.data import load_dataset
+from implicit_rec.data.synthetic import PRESETS
 from implicit_rec.loopfm import study, transfer
+from implicit_rec.models.foundation import FM_SIZES
+from implicit_rec.models.vertical import ARCHS
+
+from ._args import directory, integer, names
 
 
 def summarize(vms: list[dict]) -> dict:
@@ -69,36 +74,51 @@ def plot(summary: dict, fm_auc: float, path: Path) -> None:
 
 
 def _days(text: str) -> tuple[int, int]:
-    a, b = (int(v) for v in text.split("-"))
-    return a, b + 1  # "0-3" -> [0, 4)
+    """``"0-3"`` -> the day window [0, 4)."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST days with 0 <= FIRST <= LAST, e.g. 0-3, got {text!r}.")
+    return int(first), int(last) + 1
+
+
+def _out_of_fold(text: str) -> int:
+    """0 (off) or K >= 2 folds."""
+    k = integer(0)(text)
+    if k == 1:
+        raise argparse.ArgumentTypeError("expected 0 (off) or K >= 2 folds, got 1.")
+    return k
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="synthetic",
                         help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE")
-    parser.add_argument("--preset", default="default", choices=["tiny", "default", "large"])
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--fm-size", default="small",
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--seeds", type=integer(1), default=1)
+    parser.add_argument("--fm-size", default="small", type=names(tuple(FM_SIZES)),
                         help="one size or a comma list (small,medium,large): one study per FM size")
-    parser.add_argument("--archs", default="mlp,din,implicit")
+    parser.add_argument("--archs", default="mlp,din,implicit", type=names(ARCHS))
     parser.add_argument("--fm-days", type=_days, default=(0, 4), help="e.g. 0-3")
     parser.add_argument("--vm-days", type=_days, default=(4, 7), help="e.g. 4-6")
-    parser.add_argument("--log-from-day", type=int, default=None,
+    parser.add_argument("--log-from-day", type=integer(0), default=None,
                         help="first day the FM logs (default: after its window; earlier FM windows = staleness)")
-    parser.add_argument("--history-len", type=int, default=20, help="L, logged embeddings per LoopFM feature")
+    parser.add_argument("--history-len", type=integer(1), default=20, help="L, logged embeddings per LoopFM feature")
     parser.add_argument("--embedding", default="interaction", choices=["interaction", "item"])
     parser.add_argument("--kd-on-main", action="store_true", help="KD loss on the main head")
-    parser.add_argument("--out-of-fold", type=int, default=0, help="K > 1: also log FM-window events out of fold")
-    parser.add_argument("--out", default="runs/loopfm")
+    parser.add_argument("--out-of-fold", type=_out_of_fold, default=0,
+                        help="K > 1: also log FM-window events out of fold")
+    parser.add_argument("--out", default="runs/loopfm", type=directory)
     args = parser.parse_args(argv)
     out = Path(args.out)
+    try:
+        table = load_dataset(args.dataset, preset=args.preset, cache_dir=out.parent / "cache")
+    except (ValueError, FileNotFoundError) as err:  # the loaders name the spec and what they expected
+        parser.error(f"--dataset: {err}")
     out.mkdir(parents=True, exist_ok=True)
-    table = load_dataset(args.dataset, preset=args.preset, cache_dir=out.parent / "cache")
     runs = {}
-    for size in args.fm_size.split(","):
+    for size in args.fm_size:
         cfg = study.StudyConfig(fm_size=size, fm_max_len=min(table.schema.max_len, 100), seeds=args.seeds,
-                                archs=tuple(args.archs.split(",")), fm_days=args.fm_days, vm_days=args.vm_days,
+                                archs=tuple(args.archs), fm_days=args.fm_days, vm_days=args.vm_days,
                                 log_from_day=args.log_from_day, history_len=args.history_len,
                                 embedding=args.embedding, kd_on_main=args.kd_on_main,
                                 out_of_fold=args.out_of_fold)

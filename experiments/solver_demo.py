@@ -8,6 +8,7 @@ time of the jit-compiled solve.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import jax
@@ -44,7 +45,8 @@ def run(method: str, problem, max_iter: int):
     return info, time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)  # --help; no options
     checkpoints = [1, 5, 10, 20, 50, 100, 300]
     print(f"Batched DEQ solves: B={B}, d={D}, stop when ||f(z)-z||/||f(z)|| <= {TOL:g} per sample\n")
     header = f"{'problem':<22}{'method':<10}" + "".join(f"{'k=' + str(k):>10}" for k in checkpoints)

@@ -10,12 +10,17 @@ cache (and the FM store for transfer variants), picks a free port on 127.0.0.1 a
 processes with ``agents / P`` CPU devices each. Workers join through
 ``jax.distributed.initialize``; the coordinator binds to 127.0.0.1 unless ``--coordinator-bind``
 says otherwise (e.g. ``0.0.0.0:PORT`` for several hosts).
+
+Errors a user can fix are raised as ``ConfigError`` (flags, configuration) or ``RunError`` (data,
+devices) and reported by ``implicit_rec.cli.main`` as one line with exit status 2, also when this
+module runs as ``python -m implicit_rec.decentralized.cli`` (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import socket
 import subprocess
@@ -23,8 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from .. import config as config_mod
+from ..config import ConfigError
 from ..models.vertical import ARCHS, TRANSFERS
-from .problem import SHARDINGS
+from .problem import SHARDINGS, needs_store
 from .topology import TOPOLOGIES
 from .train import OPTIMIZERS, DecentralizedConfig
 
@@ -80,13 +87,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_config(args):
-    """The `implicit-rec run` configuration (defaults < --config < --set), or None without config.py."""
-    try:
-        from .. import config as config_mod
-    except ImportError:
-        if args.config or args.overrides:
-            raise ValueError("--config/--set need implicit_rec.config, which this installation lacks.")
-        return None
+    """The `implicit-rec run` configuration (defaults < --config < --set)."""
     return config_mod.load_config(args.config, tuple(args.overrides))
 
 
@@ -103,29 +104,26 @@ def _one(name: str, flag, chosen: tuple, default_choice: tuple, fallback: str) -
 
 
 def resolve(args) -> tuple[DecentralizedConfig, object]:
-    """(DecentralizedConfig, StudyConfig or None) from flags over --config/--set over defaults."""
+    """(DecentralizedConfig, RunConfig) from flags over --config/--set over defaults."""
     d = DecentralizedConfig()
     run_cfg = _run_config(args)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecentralizedConfig)
               if getattr(args, f.name, None) is not None}
-    study = None
-    if run_cfg is not None:
-        from ..config import DEFAULT
-        data, vm = run_cfg.data, run_cfg.vm
-        values.setdefault("dataset", data.dataset)
-        values.setdefault("preset", data.preset)
-        values.setdefault("data_seed", data.seed)
-        values["arch"] = _one("arch", args.arch, vm.archs, DEFAULT.vm.archs, d.arch)
-        values["transfer"] = _one("transfer", args.transfer, vm.transfers, DEFAULT.vm.transfers, d.transfer)
-        values.setdefault("lr", vm.learning_rate)
-        if args.batch_size is None and vm.batch_size != DEFAULT.vm.batch_size:
-            values["batch_size"] = max(1, vm.batch_size // args.agents)
-        if args.cache_dir is None and data.cache_dir != "auto":
-            args.cache_dir = data.cache_dir
-        study = run_cfg
+    from ..config import DEFAULT
+    data, vm = run_cfg.data, run_cfg.vm
+    values.setdefault("dataset", data.dataset)
+    values.setdefault("preset", data.preset)
+    values.setdefault("data_seed", data.seed)
+    values["arch"] = _one("arch", args.arch, vm.archs, DEFAULT.vm.archs, d.arch)
+    values["transfer"] = _one("transfer", args.transfer, vm.transfers, DEFAULT.vm.transfers, d.transfer)
+    values.setdefault("lr", vm.learning_rate)
+    if args.batch_size is None and vm.batch_size != DEFAULT.vm.batch_size:
+        values["batch_size"] = max(1, vm.batch_size // args.agents)
+    if args.cache_dir is None and data.cache_dir != "auto":
+        args.cache_dir = data.cache_dir
     cfg = DecentralizedConfig(**values)
     cfg.check()
-    return cfg, study
+    return cfg, run_cfg
 
 
 def study_config(run_cfg, table):
@@ -137,42 +135,85 @@ def study_config(run_cfg, table):
     return from_run(run_cfg, table.schema.max_len)
 
 
+def _host_port(flag: str, value: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port) with 1 <= port <= 65535, else a ConfigError naming ``flag``."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{flag} must be HOST:PORT with a port in 1..65535, got {value!r}.")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: other processes reach it through a non-loopback address
+        return False
+
+
+def _check_dir(flag: str, path) -> None:
+    """A directory the run writes into may not exist yet, but neither it nor a parent may be a file."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{flag} {path}: {p} is a file, not a directory; pass a directory.")
+            return
+
+
 def _check_args(args) -> None:
+    """Flag combinations (the values themselves are checked by ``DecentralizedConfig.check``)."""
     if args.agents < 1:
-        raise ValueError(f"--agents must be >= 1, got {args.agents}.")
+        raise ConfigError(f"--agents must be >= 1, got {args.agents}.")
     if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}.")
+        raise ConfigError(f"--processes must be >= 1, got {args.processes}.")
     if args.agents % args.processes:
-        raise ValueError(f"--agents {args.agents} is not divisible by --processes {args.processes}.")
+        raise ConfigError(f"--agents {args.agents} is not divisible by --processes {args.processes}.")
     if args.coordinator is not None:
-        host, _, port = args.coordinator.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}.")
+        if args.processes == 1:
+            raise ConfigError("--coordinator joins a multi-process run: pass --processes P > 1 (the same P "
+                              "in every process), or drop --coordinator.")
+        host, _ = _host_port("--coordinator", args.coordinator)
         if args.process_id is None or not 0 <= args.process_id < args.processes:
-            raise ValueError(f"--process-id must be in [0, {args.processes}) with --coordinator, "
-                             f"got {args.process_id}.")
+            raise ConfigError(f"--process-id must be in [0, {args.processes}) with --coordinator, "
+                              f"got {args.process_id}.")
+        if args.coordinator_bind is not None:
+            _host_port("--coordinator-bind", args.coordinator_bind)
+        elif args.process_id == 0 and not _is_loopback(host):
+            raise ConfigError(f"--coordinator {args.coordinator} is not a loopback address, but process 0 binds "
+                              "the coordinator to 127.0.0.1 by default: pass --coordinator-bind ADDR:PORT "
+                              "(e.g. 0.0.0.0:PORT) so the other processes can reach it.")
     elif args.process_id is not None:
-        raise ValueError("--process-id needs --coordinator.")
+        raise ConfigError("--process-id needs --coordinator.")
+    elif args.coordinator_bind is not None:
+        raise ConfigError("--coordinator-bind needs --coordinator (the launcher binds to 127.0.0.1).")
 
 
 def run(args) -> int:
-    """Entry point of the subcommand; returns the exit code."""
+    """Entry point of the subcommand; raises ConfigError / RunError for ``implicit_rec.cli.main``."""
+    from .topology import make_topology
+    _check_args(args)
     try:
-        _check_args(args)
         cfg, run_cfg = resolve(args)
-        from .topology import make_topology
         make_topology(cfg.topology, cfg.agents)
-    except ValueError as e:  # includes config.ConfigError
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # DecentralizedConfig.check and make_topology name the bad setting
+        raise ConfigError(str(err)) from err
+    if args.store is not None and not needs_store(cfg.transfer):
+        raise ConfigError(f"--store is read only by the transfer variants kd, loopfm and loopfm+kd; "
+                          f"transfer is {cfg.transfer!r}: drop --store or pass --transfer.")
+    for flag, path in (("--out", args.out), ("--cache-dir", args.cache_dir), ("--store", args.store)):
+        if path is not None:  # before training, not when the results are written
+            _check_dir(flag, path)
     args.no_progress = args.no_progress or args.quiet
     if args.cache_dir is None:
         args.cache_dir = str(Path(args.out).resolve().parent / "cache")
-    if args.processes > 1 and args.coordinator is None:
-        return launch(args, cfg, run_cfg)
-    return worker(args, cfg, run_cfg)
+    try:
+        if args.processes > 1 and args.coordinator is None:
+            return launch(args, cfg, run_cfg)
+        return worker(args, cfg, run_cfg)
+    except ValueError as err:  # data spec, devices, shards: things the user can change
+        from ..pipeline import RunError
+        raise RunError(str(err)) from err
 
 
 def worker(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
@@ -195,11 +236,6 @@ def worker(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
         run_decentralized(cfg, out=args.out, cache_dir=args.cache_dir, store_dir=args.store,
                           progress=not args.no_progress, study=study,
                           log=(lambda *a: None) if args.quiet else print)
-    except (ValueError, FileNotFoundError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         if args.coordinator is not None and args.processes > 1:
             jax.distributed.shutdown()
@@ -233,8 +269,6 @@ def worker_argv(args, cfg: DecentralizedConfig, coordinator: str, process_id: in
         argv.append("--quiet")
     if cfg.unroll_period:
         argv.append("--unroll-period")
-    if args.coordinator_bind:
-        argv += ["--coordinator-bind", args.coordinator_bind]
     if args.no_progress or process_id:
         argv.append("--no-progress")
     return argv
@@ -276,10 +310,9 @@ def launch(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="implicit-rec")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train-decentralized"] + list(sys.argv[1:] if argv is None else argv))
-    return args.func(args)
+    """``implicit-rec train-decentralized ARGV`` (the worker processes' entry point)."""
+    from ..cli import main as cli_main
+    return cli_main(["train-decentralized", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .topology import Topology
+from .topology import Topology, check_count, check_topology
 
 AXIS = "agents"
 
@@ -39,6 +39,7 @@ class DSGDState(NamedTuple):
 
 def agent_mesh(n: int, devices: Optional[list] = None) -> Mesh:
     """A 1-D mesh of the first ``n`` devices (all processes' devices in multi-process runs)."""
+    n = check_count("agents", n, minimum=1)
     devices = list(jax.devices() if devices is None else devices)
     if len(devices) < n:
         raise ValueError(f"agents={n} needs {n} JAX devices, found {len(devices)}; on CPU set "
@@ -77,7 +78,9 @@ class DSGD:
 
     def __init__(self, topology: Topology, loss_fn: Callable, lr: float = 0.1,
                  optimizer: Optional[optax.GradientTransformation] = None, mesh: Optional[Mesh] = None):
-        self.topology = topology
+        self.topology = check_topology(topology)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be a function (flat_params, batch) -> scalar, got {loss_fn!r}.")
         self.n = topology.n
         self.mesh = agent_mesh(self.n) if mesh is None else mesh
         if self.mesh.devices.size != self.n:

@@ -6,14 +6,20 @@ from typing import Optional
 
 import numpy as np
 
-from .topology import VARS, Topology, message_sources
+from .topology import VARS, Topology, check_count, check_topology, message_sources
 
 
 def apply_round(topology: Topology, k: int, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     """One round (iteration ``k``, round k mod period) on ``state`` = (x,) or (x, x̂), each (n, ...)."""
-    if len(state) != topology.variables:
-        raise ValueError(f"state must hold {topology.variables} arrays for {topology.name!r}, "
-                         f"got {len(state)}.")
+    check_topology(topology)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise ValueError(f"k must be an integer iteration (round k mod period), got {k!r}.")
+    if not isinstance(state, (tuple, list)) or len(state) != topology.variables:
+        raise ValueError(f"state must be a tuple of {topology.variables} arrays for {topology.name!r}, "
+                         f"got {type(state).__name__} of length {len(state)}.")
+    for v in state:
+        if np.ndim(v) < 1 or np.shape(v)[0] != topology.n:
+            raise ValueError(f"state arrays must have shape (n={topology.n}, ...), got {np.shape(v)}.")
     if topology.allreduce:
         return tuple(np.broadcast_to(v.mean(axis=0, keepdims=True), v.shape).copy() for v in state)
     rnd = topology.round(k)
@@ -31,6 +37,7 @@ def apply_round(topology: Topology, k: int, state: tuple[np.ndarray, ...]) -> tu
 def gossip_state(topology: Topology, state: tuple[np.ndarray, ...], num_rounds: int,
                  start: int = 0) -> tuple[np.ndarray, ...]:
     """Rounds ``start … start + num_rounds − 1`` applied to (x,) or (x, x̂)."""
+    check_count("num_rounds", num_rounds)
     for k in range(start, start + num_rounds):
         state = apply_round(topology, k, state)
     return state
@@ -38,13 +45,14 @@ def gossip_state(topology: Topology, state: tuple[np.ndarray, ...], num_rounds: 
 
 def gossip(topology: Topology, values, num_rounds: Optional[int] = None) -> np.ndarray:
     """x after ``num_rounds`` rounds (default: one period) from x = x̂ = ``values`` of shape (n, ...)."""
+    check_topology(topology)
     values = np.asarray(values)
     if values.ndim < 1 or values.shape[0] != topology.n:
         raise ValueError(f"values must have shape (n={topology.n}, ...), got {values.shape}.")
-    num_rounds = topology.period if num_rounds is None else num_rounds
-    if num_rounds < 0:
-        raise ValueError(f"num_rounds must be >= 0, got {num_rounds}.")
-    if not np.issubdtype(values.dtype, np.floating):
+    num_rounds = check_count("num_rounds", topology.period if num_rounds is None else num_rounds)
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise ValueError(f"values must be numbers, got dtype {values.dtype}.")
+    if not np.issubdtype(values.dtype, np.inexact):
         values = values.astype(np.float64)
     state = (values,) * topology.variables
     return gossip_state(topology, state, num_rounds)[0]
@@ -63,7 +71,8 @@ def period_matrix(topology: Topology, start: int = 0) -> np.ndarray:
 
     For CECA the first round of a period overwrites x̂, so this is the period's effective mixing.
     """
-    n, nv = topology.n, topology.variables
+    n, nv = check_topology(topology).n, topology.variables
+    check_count("start", start)
     prod = np.eye(n * nv)
     for k in range(start, start + topology.period):
         prod = mixing_matrix(topology, k) @ prod

@@ -22,6 +22,7 @@ from ..data.events import EventTable
 from ..loopfm.store import HistoricalStore
 from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, window_rows
 from ..models.vertical import ARCHS, TRANSFERS, vm_loss
+from .topology import check_count
 
 SHARDINGS = ("iid", "by-user")
 
@@ -30,6 +31,9 @@ def shard_rows(table: EventTable, rows: np.ndarray, n: int, how: str, seed: int)
     """Split ``rows`` among n agents: ``iid`` random partition, ``by-user`` disjoint user groups."""
     if how not in SHARDINGS:
         raise ValueError(f"shards={how!r} is not supported; choose one of {', '.join(SHARDINGS)}.")
+    n = check_count("n", n, minimum=1)
+    if len(rows) < n:
+        raise ValueError(f"{len(rows)} training rows cannot give each of n={n} agents a shard; use fewer agents.")
     rng = np.random.default_rng([seed, 7])
     if how == "iid":
         return [np.sort(part) for part in np.array_split(rng.permutation(rows), n)]
@@ -47,6 +51,9 @@ class AgentSampler:
     """Agent i's batch at iteration k: rows of its shard, reshuffled every pass (seeded by seed, i)."""
 
     def __init__(self, shard: np.ndarray, batch_size: int, seed: int, agent: int):
+        if len(shard) == 0:  # next() would loop forever
+            raise ValueError(f"agent {agent} has an empty shard; every agent needs training rows.")
+        check_count("batch_size", batch_size, minimum=1)
         self.shard, self.batch_size = shard, batch_size
         self.rng = np.random.default_rng([seed, 1000 + agent])
         self.order, self.pos = self.rng.permutation(shard), 0

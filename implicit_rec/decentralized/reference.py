@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from .gossip import apply_round
-from .topology import Topology
+from .topology import Topology, check_count, check_topology
 
 
 def dsgd_reference(topology: Topology, grad: Callable[[int, np.ndarray], np.ndarray], x0: np.ndarray,
@@ -19,7 +19,10 @@ def dsgd_reference(topology: Topology, grad: Callable[[int, np.ndarray], np.ndar
     ``x0`` is (D,) (all agents equal) or (n, D). ``callback(k + 1, x)`` after every iteration.
     Returns x (n, D).
     """
-    n = topology.n
+    n = check_topology(topology).n
+    check_count("steps", steps)
+    if not np.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}.")
     x = np.broadcast_to(np.asarray(x0, np.float64), (n, np.shape(x0)[-1])).copy()
     state = (x, x.copy()) if topology.variables == 2 else (x,)
     for k in range(steps):

@@ -162,6 +162,20 @@ def make_topology(name: str, n: int) -> Topology:
     raise ValueError(f"unknown topology {name!r}; choose one of {', '.join(TOPOLOGIES)}.")
 
 
+def check_topology(topology) -> Topology:
+    """``topology`` itself, or a TypeError saying how to build one (names are not accepted here)."""
+    if not isinstance(topology, Topology):
+        raise TypeError(f"topology must be a Topology, e.g. make_topology('ceca-2p', n), got {topology!r}.")
+    return topology
+
+
+def check_count(name: str, value, minimum: int = 0) -> int:
+    """``value`` as an int if it is an integer >= ``minimum`` (not a bool), else a ValueError naming ``name``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
 def message_sources(pairs: tuple[tuple[int, int], ...], n: int) -> np.ndarray:
     """src[i] = the agent that agent i receives from (each agent receives exactly once)."""
     src = np.full(n, -1)

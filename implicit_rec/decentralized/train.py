@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import time
 from pathlib import Path
@@ -23,11 +24,13 @@ import optax
 from ..data import load_dataset
 from ..loopfm.store import HistoricalStore
 from ..loopfm.study import StudyConfig
+from ..models.vertical import ARCHS, TRANSFERS
 from .engine import DSGD, Monitor, agent_mesh, count_collectives, put_agents
-from .problem import AgentSampler, fit_store, needs_store, shard_rows, vm_problem
-from .topology import make_topology
+from .problem import SHARDINGS, AgentSampler, fit_store, needs_store, shard_rows, vm_problem
+from .topology import TOPOLOGIES, make_topology
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+_TYPES = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool}  # of DecentralizedConfig fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +55,24 @@ class DecentralizedConfig:
     unroll_period: bool = False  # one call per period (static permutations, no lax.switch)
 
     def check(self) -> None:
-        for name in ("agents", "steps", "batch_size", "log_every", "eval_every"):
+        """Raise ValueError naming the first field with a value the run cannot use."""
+        for f in dataclasses.fields(self):  # f.type is the annotation's text (postponed annotations)
+            value = getattr(self, f.name)
+            if isinstance(value, bool) != (f.type == "bool") or not isinstance(value, _TYPES[f.type]):
+                raise ValueError(f"{f.name} must be {'a number' if f.type == 'float' else f.type}, got {value!r}.")
+        for name in ("agents", "steps", "batch_size", "log_every", "eval_every", "max_valid"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not supported; choose one of {', '.join(OPTIMIZERS)}.")
+        for name in ("seed", "data_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
+        for name, choices in (("topology", TOPOLOGIES), ("arch", ARCHS), ("transfer", TRANSFERS),
+                              ("optimizer", OPTIMIZERS), ("shards", SHARDINGS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of "
+                                 f"{', '.join(choices)}.")
         if not 0 <= self.eval_agent < self.agents:
             raise ValueError(f"eval_agent must be in [0, agents={self.agents}), got {self.eval_agent}.")
 
@@ -80,6 +94,8 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
 
     ``study`` holds the VM/FM settings shared with `implicit-rec run` (VM window, lengths, widths).
     """
+    if not isinstance(cfg, DecentralizedConfig):
+        raise TypeError(f"cfg must be a DecentralizedConfig, got {type(cfg).__name__}.")
     cfg.check()
     top = make_topology(cfg.topology, cfg.agents)  # validates topology / n before any work
     mesh = agent_mesh(cfg.agents)
