@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from implicit_rec.cli import main
 from implicit_rec.decentralized.cli import add_parser, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +32,9 @@ def _parse(argv):
     (["--agents", "4", "--eval-agent", "4"], "eval_agent"),
 ])
 def test_bad_arguments_give_one_clear_error(argv, message, capsys):
-    args = _parse(argv)
-    assert args.func(args) == 2
+    assert main(["train-decentralized", *argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and message in err
+    assert err.startswith("implicit-rec: error:") and message in err and err.count("\n") == 1
 
 
 def test_parser_registers_subcommand_with_defaults():
@@ -94,6 +94,5 @@ def test_run_configuration_feeds_the_subcommand(tmp_path):
     (["--config", "/nonexistent.toml"], "does not exist"),
 ])
 def test_bad_configuration_is_one_clear_error(argv, message, capsys):
-    args = _parse(argv)
-    assert args.func(args) == 2
+    assert main(["train-decentralized", *argv]) == 2
     assert message in capsys.readouterr().err

@@ -147,8 +147,9 @@ def test_splits_hold_out_whole_images():
 def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="preset"):
         deblur.preset("huge")
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(SystemExit) as exit_info:
         domain_deblur.main(["--preset", "huge", "--quiet"])
+    assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="kernel"):
         deblur.preset("tiny", kernel="box")
     with pytest.raises(ValueError, match="z0"):
