@@ -20,8 +20,8 @@ from .sweep import check_ks
 
 Checker = Callable[[str, Any], Any]
 
-__all__ = ["boolean", "check_fields", "choice", "instance", "integer", "integers", "iteration_counts", "number", "optional",
-           "reject_unknown_kwargs", "check_choice", "check_float", "check_int"]
+__all__ = ["boolean", "check_fields", "choice", "instance", "integer", "integers", "iteration_counts",
+           "number", "optional", "reject_unknown_kwargs", "check_choice", "check_float", "check_int"]
 
 
 def integer(minimum: int) -> Checker:
