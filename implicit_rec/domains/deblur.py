@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,6 +36,7 @@ import solvers
 from implicit_rec.atomic import atomic_directory
 
 from . import images, prox, sweep
+from ._checks import check_fields, choice, integer, integers, iteration_counts, number, reject_unknown_kwargs
 
 PRESETS = ("tiny", "default")
 Z0_MODES = ("zero", "blurred")
@@ -75,20 +77,25 @@ class DeblurConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.z0 not in Z0_MODES:
-            raise ValueError(f"z0={self.z0!r} is not supported; choose one of {', '.join(map(repr, Z0_MODES))}.")
-        if self.kernel not in prox.KERNELS:
-            raise ValueError(f"kernel={self.kernel!r} is not supported; choose one of "
-                             f"{', '.join(map(repr, prox.KERNELS))}.")
-        for name in ("size", "n_train", "n_val", "n_test", "channels", "steps", "batch", "eval_every",
-                     "train_max_iter", "eval_max_iter", "lip_samples", "lip_perturbations"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
-        if self.noise < 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}.")
-        if not self.depths or any(int(d) < 1 for d in self.depths):
-            raise ValueError(f"depths must be integers >= 1, got {self.depths!r}.")
-        sweep.check_ks(self.ks)
+        check_fields(self, _DEBLUR_CHECKS)
+        if self.kernel_size % 2 == 0 or self.kernel_size > self.size:
+            raise ValueError(f"DeblurConfig.kernel_size must be odd and at most size={self.size}, got "
+                             f"{self.kernel_size}.")
+        if self.kernel == "gaussian" and self.kernel_param <= 0:
+            raise ValueError(f"DeblurConfig.kernel_param is the blur sigma of the gaussian kernel and must be > 0, "
+                             f"got {self.kernel_param}.")
+
+
+_DEBLUR_CHECKS = {
+    "size": integer(1), "scale": number(0.0), "n_train": integer(1), "n_val": integer(1), "n_test": integer(1),
+    "kernel": choice(*prox.KERNELS), "kernel_size": integer(1), "kernel_param": number(-math.inf),
+    "noise": number(0.0, inclusive=True), "channels": integer(1), "cnn_layers": integer(2),
+    "eta0": number(0.0), "lam0": number(0.0), "steps": integer(1), "batch": integer(1), "lr": number(0.0),
+    "eval_every": integer(1), "train_max_iter": integer(1), "train_tol": number(0.0),
+    "eval_max_iter": integer(1), "eval_tol": number(0.0), "depths": integers(1), "ks": iteration_counts,
+    "lip_samples": integer(1), "lip_perturbations": integer(1), "lip_scale": number(0.0),
+    "examples": integer(1), "z0": choice(*Z0_MODES), "seed": integer(0),
+}
 
 
 def preset(name: str, **overrides) -> DeblurConfig:
@@ -101,6 +108,7 @@ def preset(name: str, **overrides) -> DeblurConfig:
                     lip_samples=6, lip_perturbations=2, examples=3)
     else:
         raise ValueError(f"preset={name!r} is not supported; choose one of {', '.join(map(repr, PRESETS))}.")
+    reject_unknown_kwargs("deblur.preset", overrides, tuple(f.name for f in dataclasses.fields(DeblurConfig)))
     return DeblurConfig(**{**base, **overrides})
 
 

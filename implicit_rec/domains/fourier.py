@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from solvers._options import check_int
+
 from ..layers import ImplicitLayer, SolverConfig
 
 ACTIVATIONS = {"gelu": (jax.nn.gelu, 1.13), "tanh": (jnp.tanh, 1.0)}  # (function, Lipschitz bound)
@@ -42,6 +44,20 @@ def check_modes(n: int, modes: int) -> None:
     """A grid of size n keeps modes m with 1 <= m and 2m <= n (rows -m..m-1 do not overlap)."""
     if not isinstance(modes, int) or modes < 1 or 2 * modes > n:
         raise ValueError(f"modes must be an integer with 1 <= modes <= n/2 = {n // 2}, got {modes!r}.")
+
+
+def check_sizes(**sizes: int) -> None:
+    """Every keyword an integer >= 1 (grid size, channels, widths)."""
+    for name, value in sizes.items():
+        check_int(name, value, 1)
+
+
+def check_field(x: jax.Array, n: int, c_in: int) -> None:
+    """x must be channels-last fields (B, n, n, c_in) on the model's grid."""
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 4 or shape[1:] != (n, n, c_in):
+        raise ValueError(f"the model expects input fields of shape (B, {n}, {n}, {c_in}) (batch, grid, grid, "
+                         f"channels), got {shape}.")
 
 
 def spectral_conv(v: jax.Array, weight: jax.Array) -> jax.Array:
@@ -129,10 +145,11 @@ class FourierCell(nnx.Module):
 
     def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs,
                  activation: str = "gelu", gamma: Optional[float] = 0.9):
+        check_sizes(n=n, c_in=c_in, width=width)
         check_modes(n, modes)
         if gamma is not None and not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1) (or None for no contraction bound), got {gamma!r}.")
-        self.n, self.width = n, width
+        self.n, self.c_in, self.width = n, c_in, width
         self.act, self.act_lipschitz = _activation(activation)
         self.gamma = gamma
         self.lift = Pointwise(c_in, width, rngs=rngs)
@@ -149,6 +166,7 @@ class FourierCell(nnx.Module):
         return r * scale.astype(r.dtype), w * scale
 
     def prepare(self, x: jax.Array) -> dict:
+        check_field(x, self.n, self.c_in)
         u = self.lift(x)
         r, w = self.operator()
         return {"injection": u.reshape(u.shape[0], -1), "r": r, "w": w,
@@ -172,6 +190,7 @@ class ImplicitFNO(nnx.Module):
     def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs, hidden: int = 64,
                  activation: str = "gelu", gamma: Optional[float] = 0.9,
                  train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None):
+        check_sizes(n=n, c_in=c_in, width=width, hidden=hidden)
         self.n, self.width = n, width
         cell = FourierCell(n, c_in, width, modes, rngs=rngs, activation=activation, gamma=gamma)
         self.layer = ImplicitLayer(cell, n * n * width, rngs=rngs, train_solver=train_solver,
@@ -200,16 +219,16 @@ class ExplicitFNO(nnx.Module):
 
     def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs, depth: int = 1,
                  hidden: int = 64, activation: str = "gelu"):
+        check_sizes(n=n, c_in=c_in, width=width, hidden=hidden, depth=depth)
         check_modes(n, modes)
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}.")
-        self.depth = depth
+        self.n, self.c_in, self.depth = n, c_in, depth
         self.lift = Pointwise(c_in, width, rngs=rngs)
         self.layers = nnx.List([FourierLayer(width, width, modes, rngs=rngs, activation=activation)
                                 for _ in range(depth)])
         self.project = Projection(width, hidden, rngs=rngs)
 
     def __call__(self, x: jax.Array):
+        check_field(x, self.n, self.c_in)
         v = self.lift(x)
         for layer in self.layers:
             v = layer(v)

@@ -35,19 +35,28 @@ import jax.numpy as jnp
 from flax import nnx
 
 from implicit_rec.layers import ImplicitLayer, SolverConfig, StateLinear
+from solvers._options import check_int
 
 INPUT_KEYS = ("A", "b", "eq", "c", "l", "u")
 
 
-def check_inputs(x: dict) -> None:
-    """One clear error for a malformed LP batch."""
+def check_inputs(x: dict, m: int | None = None, n: int | None = None) -> None:
+    """One clear error for a malformed LP batch: keys ``INPUT_KEYS``, A (B, m, n) (of the model's m, n
+    when given), b / eq (B, m), c / l / u (B, n)."""
     if not isinstance(x, dict) or set(x) != set(INPUT_KEYS):
         got = sorted(x) if isinstance(x, dict) else type(x).__name__
-        raise ValueError(f"LP input must be a dict with keys {list(INPUT_KEYS)}, got {got}.")
-    bsz, m, n = x["A"].shape
+        missing = [k for k in INPUT_KEYS if isinstance(x, dict) and k not in x]
+        hint = f" (missing {', '.join(map(repr, missing))})" if missing else ""
+        raise ValueError(f"LP input must be a dict with keys {list(INPUT_KEYS)}, got {got}{hint}; "
+                         "lp.to_inputs builds one from raw LP arrays.")
+    a_shape = tuple(getattr(x["A"], "shape", ()))
+    want = f"(B, {'m' if m is None else m}, {'n' if n is None else n})"
+    if len(a_shape) != 3 or (m is not None and a_shape[1] != m) or (n is not None and a_shape[2] != n):
+        raise ValueError(f"LP input 'A' must have shape {want}, got {a_shape}.")
+    bsz, m, n = a_shape
     for key, shape in (("b", (bsz, m)), ("eq", (bsz, m)), ("c", (bsz, n)), ("l", (bsz, n)), ("u", (bsz, n))):
         if tuple(x[key].shape) != shape:
-            raise ValueError(f"LP input {key!r} must have shape {shape} to match A {x['A'].shape}, "
+            raise ValueError(f"LP input {key!r} must have shape {shape} to match A {a_shape}, "
                              f"got {tuple(x[key].shape)}.")
 
 
@@ -104,6 +113,7 @@ class BipartiteCell(nnx.Module):
 
     def __init__(self, d: int, *, rngs: nnx.Rngs, gamma_self: float = 0.45, gamma_msg: float = 0.45,
                  feedback: bool = False):
+        check_int("d", d, 1)
         self.d = d
         self.enc = Encoders(d, rngs=rngs)
         self.feedback = feedback
@@ -146,6 +156,8 @@ class ImplicitGNN(nnx.Module):
                  gamma_msg: float = 0.45, feedback: bool = False,
                  train_solver: SolverConfig = SolverConfig(max_iter=30, tol=1e-4),
                  eval_solver: SolverConfig = SolverConfig(max_iter=60, tol=1e-5)):
+        for name, value in (("d", d), ("m", m), ("n", n)):
+            check_int(name, value, 1)
         self.m, self.n = m, n
         self.cell = BipartiteCell(d, rngs=rngs, gamma_self=gamma_self, gamma_msg=gamma_msg,
                                   feedback=feedback)
@@ -153,11 +165,13 @@ class ImplicitGNN(nnx.Module):
                                    eval_solver=eval_solver)
 
     def __call__(self, x: dict):
+        check_inputs(x, self.m, self.n)
         z, info = self.layer(x)
         return self.cell.enc.readout(self.cell.split(z, self.m)[1], x), info
 
     def trajectory(self, x: dict, steps: int, method: str = "picard") -> jax.Array:
         """ŷ after k = 0..steps iterations of ``method`` from z = 0, shape (steps + 1, B, n)."""
+        check_inputs(x, self.m, self.n)
         readout = lambda z: self.cell.enc.readout(self.cell.split(z, self.m)[1], x)  # noqa: E731
         return self.layer.trajectory(x, steps, readout=readout, method=method)
 
@@ -166,8 +180,8 @@ class ExplicitGNN(nnx.Module):
     """``depth`` untied blocks from h = 0 (plain weights), then the same readout: ŷ (B, n)."""
 
     def __init__(self, d: int, *, rngs: nnx.Rngs, depth: int = 4, feedback: bool = False):
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive integer, got {depth!r}.")
+        for name, value in (("d", d), ("depth", depth)):
+            check_int(name, value, 1)
         self.d, self.depth, self.feedback = d, depth, feedback
         self.enc = Encoders(d, rngs=rngs)
         init = nnx.initializers.orthogonal(scale=0.5)
@@ -177,6 +191,7 @@ class ExplicitGNN(nnx.Module):
                                 for _ in range(depth)])
 
     def __call__(self, x: dict):
+        check_inputs(x)
         e_w, e_v = self.enc.inject(x)
         a_hat = normalized_adjacency(x["A"])
         h_w, h_v = jnp.zeros_like(e_w), jnp.zeros_like(e_v)

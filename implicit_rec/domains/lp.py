@@ -32,6 +32,8 @@ from flax import nnx
 import solvers
 
 from . import gnn, lp_data, sweep
+from ._checks import (boolean, check_fields, choice, instance, integer, integers, iteration_counts, number,
+                      reject_unknown_kwargs)
 
 PAPER = {"dims": [4, 8, 16, 32], "explicit": [0.397, 0.273, 0.283, 0.318],
          "implicit": [0.218, 0.177, 0.152, 0.156]}
@@ -65,6 +67,29 @@ class LPConfig:
     spec: lp_data.LPSpec = lp_data.LPSpec()
     seed: int = 0
 
+    def __post_init__(self):
+        check_fields(self, _LP_CHECKS)
+        n_val = max(1, int(round(self.val_fraction * self.n_train)))
+        if n_val >= self.n_train:
+            raise ValueError(f"LPConfig.val_fraction={self.val_fraction} holds out {n_val} of n_train="
+                             f"{self.n_train} LPs, leaving no training LPs; lower val_fraction or raise n_train.")
+        if self.lip_samples > self.n_test:
+            raise ValueError(f"LPConfig.lip_samples={self.lip_samples} exceeds n_test={self.n_test}: the "
+                             "Lipschitz estimate uses test LPs; lower lip_samples or raise n_test.")
+
+
+SWEEP_METHODS = ("anderson", "picard")
+_OPEN_UNIT = number(0.0, high=1.0, high_inclusive=False)
+_LP_CHECKS = {
+    "n_train": integer(2), "n_test": integer(1), "val_fraction": _OPEN_UNIT, "dims": integers(1),
+    "depth": integer(1), "gamma_self": _OPEN_UNIT, "gamma_msg": _OPEN_UNIT,
+    "feedback": boolean, "matched_explicit": boolean, "epochs": integer(1), "batch_size": integer(1),
+    "learning_rate": number(0.0), "eval_every": integer(1), "train_iters": integer(1), "eval_iters": integer(1),
+    "ks": iteration_counts, "sweep_method": choice(*SWEEP_METHODS),
+    "lip_samples": integer(1), "lip_perturbations": integer(1), "lip_eps": number(0.0),
+    "spec": instance(lp_data.LPSpec), "seed": integer(0),
+}
+
 
 PRESETS = {
     # tiny: n_val = n_test = (lip_perturbations + 1) * lip_samples, so one compiled forward serves all
@@ -79,6 +104,7 @@ def preset(name: str, **overrides) -> LPConfig:
     """The named preset with optional field overrides (one clear error for an unknown name)."""
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is not known; choose one of {sorted(PRESETS)}.")
+    reject_unknown_kwargs("lp.preset", overrides, tuple(f.name for f in dataclasses.fields(LPConfig)))
     return dataclasses.replace(PRESETS[name], **overrides)
 
 

@@ -20,6 +20,8 @@ from typing import Optional
 
 import numpy as np
 
+from ._checks import check_fields, check_int, integer, number
+
 FIELDS = ("A", "eq", "b", "c", "l", "u", "y", "obj")
 
 
@@ -35,17 +37,17 @@ class LPSpec:
     bound_std: float = 10.0
 
     def __post_init__(self):
-        for name in ("m", "n", "nnz"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        check_fields(self, _SPEC_CHECKS)
         if self.nnz > self.m * self.n:
-            raise ValueError(f"nnz={self.nnz} exceeds m * n = {self.m * self.n}.")
-        if not 0.0 <= self.p_eq <= 1.0:
-            raise ValueError(f"p_eq must be in [0, 1], got {self.p_eq}.")
+            raise ValueError(f"LPSpec.nnz={self.nnz} exceeds m * n = {self.m * self.n}; lower nnz.")
 
     def tag(self) -> str:
         return (f"m{self.m}-n{self.n}-nnz{self.nnz}-peq{self.p_eq:g}-c{self.c_scale:g}"
                 f"-bd{self.bound_std:g}")
+
+
+_SPEC_CHECKS = {"m": integer(1), "n": integer(1), "nnz": integer(1), "p_eq": number(0.0, inclusive=True, high=1.0),
+                "c_scale": number(0.0), "bound_std": number(0.0)}
 
 
 def sample_lp(rng: np.random.Generator, spec: LPSpec) -> dict:
@@ -77,8 +79,7 @@ def generate(num: int, seed: int, spec: LPSpec = LPSpec()) -> tuple[dict, int]:
     Deterministic in (num, seed, spec): draws are taken one by one from
     ``np.random.default_rng(seed)`` and the unsolved ones skipped.
     """
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive integer, got {num!r}.")
+    num, seed = check_int("num", num, 1), check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     kept, draws = [], 0
     while len(kept) < num:

@@ -35,6 +35,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ._checks import check_fields, check_float, check_int, integer, number
 
 
 # -- random fields ----------------------------------------------------------------------------------
@@ -98,10 +99,18 @@ def solve(a: np.ndarray, f: np.ndarray, *, tol: float = 1e-10, max_newton: int =
     preconditioned CG); inner CG stops at a residual ``cg_tol`` times the Newton
     residual (inexact Newton), Newton at ||A(u) - f|| <= tol ||f|| per sample.
     """
+    tol, cg_tol = check_float("tol", tol, low=0.0, low_inclusive=False), check_float("cg_tol", cg_tol, low=0.0,
+                                                                                     low_inclusive=False)
+    max_newton, max_cg = check_int("max_newton", max_newton, 1), check_int("max_cg", max_cg, 1)
     a = np.asarray(a, np.float64)
     f = np.asarray(f, np.float64)
     if a.ndim != 3 or a.shape != f.shape or a.shape[1] != a.shape[2]:
         raise ValueError(f"a and f must both have shape (B, n, n); got {a.shape} and {f.shape}.")
+    for name, value in (("a", a), ("f", f)):
+        bad = np.argwhere(~np.isfinite(value))
+        if bad.size:
+            idx = tuple(int(i) for i in bad[0])
+            raise ValueError(f"{name} must be finite everywhere, but {name}{list(idx)} = {value[idx]}.")
     if np.any(a <= 0):
         raise ValueError("the coefficient a must be positive everywhere.")
     n = a.shape[-1]
@@ -177,19 +186,18 @@ class PDEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n", "n_train", "n_valid", "n_test"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (4 if name == "n" else 1):
-                raise ValueError(f"{name} must be an integer >= {4 if name == 'n' else 1}, got {value!r}.")
+        check_fields(self, _CONFIG_CHECKS)
         if self.n % 2:
-            raise ValueError(f"n must be even, got {self.n}.")
-        for name in ("sigma_a", "f_scale", "tau", "alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+            raise ValueError(f"PDEConfig.n must be even, got {self.n}.")
 
     def key(self) -> str:
         text = json.dumps({**dataclasses.asdict(self), "version": DATA_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_CONFIG_CHECKS = {"n": integer(4), "sigma_a": number(0.0), "f_scale": number(0.0), "tau": number(0.0),
+                  "alpha": number(0.0), "n_train": integer(1), "n_valid": integer(1), "n_test": integer(1),
+                  "seed": integer(0)}
 
 
 def fields(x: np.ndarray, config: PDEConfig) -> tuple[np.ndarray, np.ndarray]:

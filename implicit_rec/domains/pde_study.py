@@ -24,6 +24,7 @@ import solvers
 from ..atomic import atomic_directory
 from ..layers import SolverConfig
 from . import pde, sweep
+from ._checks import check_fields, choice, integer, iteration_counts, number, optional
 from .fourier import ExplicitFNO, ImplicitFNO, count_params
 
 
@@ -59,6 +60,20 @@ class StudyConfig:
     lipschitz_samples: int = 32
     lipschitz_perturbations: int = 4
     lipschitz_eps: float = 0.05
+
+    def __post_init__(self):
+        check_fields(self, _STUDY_CHECKS)
+
+
+GRADS = ("ift", "phantom")
+_STUDY_CHECKS = {
+    "width": integer(1), "modes": integer(1), "hidden": integer(1), "wide_width": integer(1),
+    "deep_depth": integer(1), "gamma": optional(number(0.0, high=1.0, high_inclusive=False)),
+    "train_iters": integer(1), "train_tol": number(0.0), "eval_iters": integer(1), "eval_tol": number(0.0),
+    "grad": choice(*GRADS), "epochs": integer(1), "batch_size": integer(1), "learning_rate": number(0.0),
+    "ks": iteration_counts, "lipschitz_samples": integer(1), "lipschitz_perturbations": integer(1),
+    "lipschitz_eps": number(0.0),
+}
 
 
 PRESETS = {

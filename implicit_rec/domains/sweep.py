@@ -18,17 +18,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers._options import check_int
+
 DEFAULT_KS = (0, 1, 2, 4, 8, 16, 32, 64)
 
 
-def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
-    """ks as a strictly increasing tuple of integers >= 0 (one clear error otherwise)."""
-    try:
-        out = tuple(int(k) for k in ks)
-    except (TypeError, ValueError):
-        raise TypeError(f"ks must be a sequence of integers, got {ks!r}.") from None
-    if not out or out[0] < 0 or any(b <= a for a, b in zip(out, out[1:])):
-        raise ValueError(f"ks must be a non-empty strictly increasing sequence of integers >= 0, got {ks!r}.")
+def check_ks(ks: Sequence[int], name: str = "ks") -> tuple[int, ...]:
+    """ks as a strictly increasing tuple of integers >= 0 (one clear error otherwise).
+
+    Every entry must be an integer (NumPy integers too): 1.5 or True is an error, not truncated,
+    and a string such as "012" is not a sequence of counts.
+    """
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of integers such as (0, 1, 2, 4), got {ks!r}.")
+    out = tuple(check_int(f"{name}[{i}]", k, 0) for i, k in enumerate(ks))
+    if not out or any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"{name} must be a non-empty strictly increasing sequence of integers >= 0, got {ks!r}.")
     return out
 
 
