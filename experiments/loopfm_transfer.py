@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from implicit_rec import config
 from implicit_rec.data import load_dataset
 from implicit_rec.data.synthetic import PRESETS
 from implicit_rec.loopfm import study, transfer
@@ -89,6 +90,16 @@ def _out_of_fold(text: str) -> int:
     return k
 
 
+def _leakage(args) -> list[str]:
+    """The run configuration's leakage rules (``config.leakage_problems``) applied to this script's windows."""
+    run = config.RunConfig()
+    run = dataclasses.replace(
+        run, fm=dataclasses.replace(run.fm, days=args.fm_days, log_from_day=args.log_from_day,
+                                    out_of_fold=args.out_of_fold),
+        vm=dataclasses.replace(run.vm, days=args.vm_days), sweep=dataclasses.replace(run.sweep, baselines=()))
+    return config.leakage_problems(run)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="synthetic",
@@ -109,6 +120,10 @@ def main(argv=None) -> None:
                         help="K > 1: also log FM-window events out of fold")
     parser.add_argument("--out", default="runs/loopfm", type=directory)
     args = parser.parse_args(argv)
+    problems = _leakage(args)
+    if problems:
+        parser.error("--fm-days/--vm-days/--log-from-day/--out-of-fold (fm.days, vm.days, fm.log_from_day, "
+                     "fm.out_of_fold in the run configuration's terms): " + "; ".join(problems))
     out = Path(args.out)
     try:
         table = load_dataset(args.dataset, preset=args.preset, cache_dir=out.parent / "cache")

@@ -169,6 +169,8 @@ EXPERIMENT_ERRORS = [
     (loopfm_transfer, ["--log-from-day", "-5"], "argument --log-from-day"),
     (loopfm_transfer, ["--out", "FILE"], "argument --out"),
     (loopfm_transfer, ["--dataset", "nonsense", "--out", "NEW"], "unknown dataset 'nonsense'"),
+    (loopfm_transfer, ["--fm-days", "0-5", "--vm-days", "4-6"], "overlaps vm.days"),
+    (loopfm_transfer, ["--log-from-day", "2"], "fm.log_from_day=2 is inside fm.days"),
     (solver_demo, ["--bogus"], "unrecognized arguments: --bogus"),
 ]
 
