@@ -99,18 +99,26 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
     def flat_f(zmat, *a):
         return rav.ravel(f(rav.unravel(zmat), *a))
 
+    # Hoist the tracers f closes over into explicit inputs: every mode then differentiates them
+    # like *args, and the gradient-free solves can cut them off with stop_gradient.
+    fn, consts = jax.closure_convert(flat_f, rav.ravel(z0), *args)
+    params = (tuple(args), tuple(consts))
+
+    def apply(z, p):
+        return fn(z, *p[0], *p[1])
+
     z0m = rav.ravel(z0)
     if grad == "unroll":
-        s, _ = _loop.run_scan(lambda z: flat_f(z, *args), z0m, cfg, cfg.max_iter, record)
+        s, _ = _loop.run_scan(lambda z: apply(z, params), z0m, cfg, cfg.max_iter, record)
         z = s.z
     elif grad == "phantom":
-        frozen = lax.stop_gradient((z0m, args))
-        s = _loop.run_while(lambda z: flat_f(z, *frozen[1]), frozen[0], cfg, record)
+        frozen = lax.stop_gradient((z0m, params))
+        s = _loop.run_while(lambda z: apply(z, frozen[1]), frozen[0], cfg, record)
         z = s.z
         for _ in range(opts.phantom_steps):
-            z = z + cfg.damping * (flat_f(z, *args) - z)
+            z = z + cfg.damping * (apply(z, params) - z)
     else:
-        z, s = _solve_ift(flat_f, z0m, args, cfg, bwd_cfg, record)
+        z, s = _solve_ift(apply, z0m, params, cfg, bwd_cfg, record)
     info = SolverInfo(rav.per_sample(s.residual), rav.per_sample(s.nstep),
                       rav.per_sample(s.converged),
                       None if s.trace is None else rav.per_sample(s.trace))
@@ -152,14 +160,8 @@ def check_options(**options) -> None:
     _validated(**{**defaults, **options})
 
 
-def _solve_ift(flat_f, z0m, args, cfg, bwd_cfg, record):
-    """Forward solve whose VJP solves the adjoint fixed point matrix-free."""
-    # Hoist tracers that f closes over into explicit inputs so they receive gradients.
-    fn, consts = jax.closure_convert(flat_f, z0m, *args)
-    params = (tuple(args), tuple(consts))
-
-    def apply(z, p):
-        return fn(z, *p[0], *p[1])
+def _solve_ift(apply, z0m, params, cfg, bwd_cfg, record):
+    """Forward solve of z = apply(z, params) whose VJP solves the adjoint fixed point matrix-free."""
 
     @jax.custom_vjp
     def solve(z0m, p):

@@ -28,9 +28,9 @@ def f(z, params, x):
     return rest["scale"] * jnp.tanh(z @ params["W"].T + x + bias)
 
 
-def loss(params, x, probe, *, grad, z0=None, **kw):
+def loss(params, x, probe, *, grad, z0=None, max_iter=300, **kw):
     z0 = jnp.zeros((B, D)) if z0 is None else z0
-    z, _ = solvers.fixed_point(f, z0, params, x, grad=grad, tol=1e-13, max_iter=300, **kw)
+    z, _ = solvers.fixed_point(f, z0, params, x, grad=grad, tol=1e-13, max_iter=max_iter, **kw)
     return jnp.sum(jnp.sin(z) * probe)
 
 
@@ -186,3 +186,20 @@ def test_float32_gradients_are_finite_and_close(grad):
     g64 = jax.grad(functools.partial(loss, grad="ift"))(params, x, probe)
     assert g32["W"].dtype == jnp.float32
     _assert_tree_close(g32, g64, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("grad", ["phantom", "unroll"])
+def test_closed_over_values_are_differentiated_in_every_mode(grad):
+    """A traced W that f closes over gets the gradient it gets as an explicit argument (was a
+    while_loop reverse-mode error for phantom)."""
+    params, x, probe = _problem(seed=2)
+    kw = dict(grad=grad, phantom_steps=2, damping=0.8, max_iter=40)
+
+    def closed(w):
+        p = {"W": w, "inner": params["inner"]}
+        z, _ = solvers.fixed_point(lambda z, x: f(z, p, x), jnp.zeros((B, D)), x, tol=1e-13, **kw)
+        return jnp.sum(jnp.sin(z) * probe)
+
+    explicit = jax.grad(lambda p: loss(p, x, probe, **kw))(params)["W"]
+    np.testing.assert_allclose(jax.grad(closed)(params["W"]), explicit, rtol=1e-9, atol=1e-12)
