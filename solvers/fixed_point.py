@@ -58,7 +58,8 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
         ``"picard"`` (z <- (1 - damping) z + damping f(z)).
       max_iter: maximum number of iterations (f is evaluated at most max_iter + 1 times).
       tol: per-sample stopping tolerance (> 0).
-      stop: ``"rel"``: ||f(z) - z|| / (||f(z)|| + 1e-12) <= tol; ``"abs"``: ||f(z) - z|| <= tol.
+      stop: ``"rel"``: ||f(z) - z|| / (||f(z)|| + eps) <= tol with eps = 1e-12 (the smallest
+        normal number where 1e-12 underflows, float16); ``"abs"``: ||f(z) - z|| <= tol.
         Norms are Euclidean over all leaves of one sample.
       damping: beta in (0, 1]; Anderson mixes sum_i a_i ((1 - beta) z_i + beta f(z_i)).
       memory: Anderson history size m.
