@@ -51,10 +51,14 @@ def rel_eps(dtype) -> float:
 
 
 def _row_norm(x: jax.Array) -> jax.Array:
-    """Per-row Euclidean norm whose gradient at a zero row is 0 rather than NaN (double where)."""
-    sq = jnp.sum(x * x, axis=-1)
-    nonzero = sq > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0)
+    """Per-row Euclidean norm, computed as m ||x / m|| with m = max |x_i| so that it neither
+    overflows (a diverging iterate must not look converged) nor underflows, and whose gradient
+    at a zero row is 0 rather than NaN (double where). A row with NaN or inf gives NaN."""
+    peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    zero = peak == 0
+    safe_peak = jnp.where(zero, 1, peak)
+    unit = jnp.where(zero, 1, x / safe_peak)
+    return jnp.where(zero[..., 0], 0, safe_peak[..., 0] * jnp.sqrt(jnp.sum(unit * unit, axis=-1)))
 
 
 def residual(z: jax.Array, fz: jax.Array, stop: str) -> jax.Array:

@@ -77,3 +77,12 @@ def test_zero_residual_is_finite_and_differentiable(precision):
         assert_trees_close(solvers.residual(z, z, stop), jnp.zeros(2, precision), rtol=0, atol=0)
         g = jax.grad(lambda z: jnp.sum(solvers.residual(z, 0.5 * z, stop)))(z)
         assert_trees_close(g, jnp.zeros_like(z), rtol=0, atol=0)
+
+
+def test_residual_of_a_huge_iterate_does_not_overflow(precision):
+    """||f(z)||^2 overflows long before ||f(z)|| does; a diverging row must not read as converged."""
+    big = float(jnp.finfo(precision).max) ** 0.5 * 4
+    z = jnp.full((1, 3), big, precision)
+    np.testing.assert_allclose(solvers.residual(z, 2 * z, "rel"), [0.5], rtol=1e-6)
+    np.testing.assert_allclose(solvers.residual(z, 2 * z, "abs"), [big * 3 ** 0.5], rtol=1e-6)
+    assert bool(jnp.isnan(solvers.residual(z, jnp.full_like(z, jnp.inf), "rel")).all())
