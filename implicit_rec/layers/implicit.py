@@ -20,6 +20,20 @@ class StepCounter(nnx.Variable):
     """Training calls seen so far (drives the unrolled warm-up); not trainable."""
 
 
+class AdjointProbe(nnx.Variable):
+    """Zeros (5,) whose gradient sums the layer's ``solvers.AdjointInfo`` over the batch.
+
+    Its value never changes and never affects the output: it is the gradient side channel that
+    carries the report of the implicit backward pass out of ``jax.grad``. Differentiate it along
+    with the parameters, ``nnx.grad(loss, argnums=nnx.DiffState(0, nnx.Any(nnx.Param,
+    AdjointProbe)))``, and read the result with :func:`adjoint_report`. Under ``nnx.grad``'s
+    default (parameters only) it is simply not differentiated.
+    """
+
+
+ADJOINT_FIELDS = solvers.AdjointInfo._fields  # solved, residual, nstep, converged, fallback
+
+
 class LayerInfo(NamedTuple):
     """What an ImplicitLayer reports besides z*.
 
@@ -75,7 +89,10 @@ class ImplicitLayer(nnx.Module):
         ``warmup_iters`` unrolled iterations (grad="unroll") instead of the
         implicit solve (0 = off), as DEQ practitioners warm up.
 
-    Calling ``layer(x)`` returns ``(z_star, LayerInfo)``.
+    Calling ``layer(x)`` returns ``(z_star, LayerInfo)``. ``LayerInfo`` reports the forward
+    solve; the implicit backward pass (the adjoint solve of ``grad="ift"``, and which samples
+    took ``grad_fallback``) is reported through the gradient of the layer's
+    :class:`AdjointProbe`, see :func:`adjoint_report` (``models.training.fit`` logs both).
     """
 
     def __init__(self, cell: nnx.Module, d_state: int, *, rngs: nnx.Rngs,
@@ -111,6 +128,7 @@ class ImplicitLayer(nnx.Module):
         self.warmup_steps = warmup_steps
         self.warmup_iters = warmup_iters
         self.steps = StepCounter(jnp.zeros((), jnp.int32))
+        self.adjoint_probe = AdjointProbe(jnp.zeros((len(ADJOINT_FIELDS),), jnp.float32))
         self.rngs = rngs
         self.deterministic = False  # set by .train() / .eval()
 
@@ -143,9 +161,13 @@ class ImplicitLayer(nnx.Module):
         f, params = self._functional_cell()
         z0 = self._initial_state(ctx)
         training = not self.deterministic
+        # per-sample probe: each sample's report is summed into the layer's (5,) probe gradient
+        totals = self.adjoint_probe[...]
+        probe = solvers.AdjointInfo(*(jnp.broadcast_to(totals[i], z0.shape[:1])
+                                      for i in range(len(ADJOINT_FIELDS))))
 
         def implicit(params, ctx, z0):
-            return solvers.fixed_point(f, z0, params, ctx, **config.as_kwargs())
+            return solvers.fixed_point(f, z0, params, ctx, adjoint_probe=probe, **config.as_kwargs())
 
         if training and self.warmup_steps > 0:
             def unrolled(params, ctx, z0):
@@ -260,6 +282,28 @@ def _fit_start_bwd(weight, res, z_bar):
 
 
 _fit_start.defvjp(_fit_start_fwd, _fit_start_bwd)
+
+
+def adjoint_report(grads: nnx.State) -> dict:
+    """Summary of the implicit backward passes behind ``grads`` (a State that includes the
+    gradients of the :class:`AdjointProbe` variables), summed over every ImplicitLayer in it.
+
+    Returns scalars: ``adjoint_samples`` (samples whose adjoint was solved; 0 when no layer
+    used ``grad="ift"``), ``adjoint_converged_fraction``, ``adjoint_fallback_fraction`` (rows
+    that took the ``grad_fallback`` gradient), ``adjoint_mean_residual`` and
+    ``adjoint_mean_nstep``. The means are NaN when ``adjoint_samples`` is 0.
+    """
+    leaves = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
+    if not leaves:
+        raise ValueError("grads holds no AdjointProbe gradients: differentiate with argnums="
+                         "nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe)).")
+    totals = dict(zip(ADJOINT_FIELDS, sum(leaves)))
+    samples = totals["solved"]
+    return {"adjoint_samples": samples,
+            "adjoint_converged_fraction": totals["converged"] / samples,
+            "adjoint_fallback_fraction": totals["fallback"] / samples,
+            "adjoint_mean_residual": totals["residual"] / samples,
+            "adjoint_mean_nstep": totals["nstep"] / samples}
 
 
 def fixed_point_correction_loss(info: LayerInfo, loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
