@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 import solvers
-from helpers import contraction
+from helpers import assert_trees_close, contraction
+
+# finite-difference and closed-form references need float64; the float32 path is checked below
+# against them and, for every mode, in test_solver_*.py under the precision fixture
+pytestmark = pytest.mark.x64
 
 B, D = 3, 5
 
@@ -54,11 +58,6 @@ def _central_fd(fun, tree, eps=1e-6):
     return jax.tree.unflatten(treedef, grads)
 
 
-def _assert_tree_close(a, b, rtol, atol=0.0):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
 @pytest.fixture(scope="module")
 def fd_reference():
     params, x, probe = _problem()
@@ -72,28 +71,28 @@ def test_ift_gradient_matches_finite_differences(fd_reference, method):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="ift", method=method), argnums=(0, 1))(
         params, x, probe)
-    _assert_tree_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
-    _assert_tree_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
 def test_unroll_gradient_matches_finite_differences(fd_reference):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="unroll"), argnums=(0, 1))(params, x, probe)
-    _assert_tree_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
-    _assert_tree_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
 def test_phantom_gradient_converges_to_the_implicit_gradient(fd_reference):
     """Many damped phantom steps approach the exact gradient; one step is the Jacobian-free gradient."""
     params, x, probe, fd_params, _ = fd_reference
     g_many = jax.grad(functools.partial(loss, grad="phantom", phantom_steps=60))(params, x, probe)
-    _assert_tree_close(g_many, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_many, fd_params, rtol=1e-6, atol=1e-9)
 
     # phantom_steps=1, damping=1: d/dtheta of f(z*, theta) with z* held fixed
     g_one = jax.grad(functools.partial(loss, grad="phantom", phantom_steps=1))(params, x, probe)
     z_star, _ = solvers.fixed_point(f, jnp.zeros((B, D)), params, x, tol=1e-13, max_iter=300)
     jfb = jax.grad(lambda p: jnp.sum(jnp.sin(f(z_star, p, x)) * probe))(params)
-    _assert_tree_close(g_one, jfb, rtol=1e-8, atol=1e-12)
+    assert_trees_close(g_one, jfb, rtol=1e-8, atol=1e-12)
     # and it differs from the exact gradient (the test would pass vacuously otherwise)
     assert not np.allclose(g_one["W"], fd_params["W"], rtol=1e-3)
 
@@ -107,7 +106,7 @@ def test_unroll_gradient_wrt_z0_matches_finite_differences():
         z, _ = solvers.fixed_point(f, z0, params, x, grad="unroll", tol=1e-30, max_iter=4)
         return jnp.sum(jnp.sin(z) * probe)
 
-    _assert_tree_close(jax.grad(short)(z0), _central_fd(short, z0), rtol=1e-6, atol=1e-9)
+    assert_trees_close(jax.grad(short)(z0), _central_fd(short, z0), rtol=1e-6, atol=1e-9)
     # ift treats the solution as independent of z0
     g_ift = jax.grad(lambda z0: loss(params, x, probe, grad="ift", z0=z0))(z0)
     np.testing.assert_array_equal(np.asarray(g_ift), 0.0)
@@ -185,7 +184,7 @@ def test_float32_gradients_are_finite_and_close(grad):
     g32 = jax.grad(loss32)(p32)
     g64 = jax.grad(functools.partial(loss, grad="ift"))(params, x, probe)
     assert g32["W"].dtype == jnp.float32
-    _assert_tree_close(g32, g64, rtol=1e-3, atol=1e-4)
+    assert_trees_close(g32, g64, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.x64
