@@ -60,9 +60,15 @@ def _central_fd(fun, tree, eps=1e-6):
 
 @pytest.fixture(scope="module")
 def fd_reference():
-    params, x, probe = _problem()
-    fd_params = _central_fd(lambda p: loss(p, x, probe, grad="ift"), params)
-    fd_x = _central_fd(lambda xx: loss(params, xx, probe, grad="ift"), x)
+    # module-scoped fixtures are set up before the per-test x64 switch: turn it on here
+    previous = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        params, x, probe = _problem()
+        fd_params = _central_fd(lambda p: loss(p, x, probe, grad="ift"), params)
+        fd_x = _central_fd(lambda xx: loss(params, xx, probe, grad="ift"), x)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
     return params, x, probe, fd_params, fd_x
 
 

@@ -9,6 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
+from helpers import assert_trees_close
 from implicit_rec.checkpoint import restore_state, save_state
 from implicit_rec.layers import (ImplicitLayer, MLPCell, SequenceCell, SolverConfig,
                                  fixed_point_correction_loss)
@@ -179,7 +180,12 @@ def test_save_restore_round_trip(tmp_path, trained_model):
     fresh.layer.eval_solver = SolverConfig(max_iter=30)
     assert not np.allclose(fresh(x_test)[0], model(x_test)[0])
     restore_state(fresh, path)
-    np.testing.assert_array_equal(np.asarray(fresh(x_test)[0]), np.asarray(model(x_test)[0]))
+    # the round trip restores every value bit for bit ...
+    assert_trees_close(nnx.to_pure_dict(nnx.state(fresh, nnx.Not(nnx.RngState))),
+                       nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState))), rtol=0, atol=0)
+    # ... and the predictions (float32 eager evaluations of the two modules may differ by an ulp)
+    np.testing.assert_allclose(np.asarray(fresh(x_test)[0]), np.asarray(model(x_test)[0]),
+                               rtol=1e-5, atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary behind
 
 
