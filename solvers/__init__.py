@@ -3,13 +3,14 @@
 Public API:
   fixed_point(f, z0, *args, ...) -> (z, SolverInfo)   batched Anderson / Picard solve
   check_options(**options)                            validate fixed_point options early
+  adjoint_probe(B) -> AdjointInfo                     zeros whose gradient reports the ift adjoint solve
   iterate(f, z0, *args, steps, ...)                   readout of every iterate in one pass
   residual(z, fz, stop)                               the per-row residual of the stop rule
   spectral_radius, jacobian_frobenius, empirical_lipschitz   diagnostics
 """
 
 from .diagnostics import LipschitzEstimate, empirical_lipschitz, jacobian_frobenius, spectral_radius
-from .fixed_point import SolverInfo, check_options, fixed_point
+from .fixed_point import AdjointInfo, SolverInfo, adjoint_probe, check_options, fixed_point
 from ._loop import residual
 from .iterate import iterate
 
@@ -18,6 +19,8 @@ __all__ = [
     "iterate",
     "residual",
     "SolverInfo",
+    "AdjointInfo",
+    "adjoint_probe",
     "check_options",
     "spectral_radius",
     "jacobian_frobenius",

@@ -19,7 +19,8 @@ from jax import lax
 
 from ._options import IterationConfig
 
-# Added to ||f(z)|| in the relative residual so that a zero fixed point is reachable.
+# Added to ||f(z)|| in the relative residual so that a zero fixed point is reachable: 1e-12, or the
+# dtype's smallest normal number where 1e-12 underflows (float16); see ``rel_eps``.
 REL_EPS = 1e-12
 # Anderson mixing weights whose l1 norm exceeds this are treated as ill-conditioned.
 MAX_ALPHA_L1 = 1e4
@@ -44,17 +45,41 @@ class State(NamedTuple):
     trace: Optional[jax.Array]  # (B, T) residual after each step
 
 
+def rel_eps(dtype) -> float:
+    """REL_EPS, raised to the smallest normal number of ``dtype`` if it would underflow there."""
+    return max(REL_EPS, float(jnp.finfo(dtype).tiny))
+
+
+def _row_norm(x: jax.Array) -> jax.Array:
+    """Per-row Euclidean norm, computed as m ||x / m|| with m = max |x_i| so that it neither
+    overflows (a diverging iterate must not look converged) nor underflows, and whose gradient
+    at a zero row is 0 rather than NaN (double where). A row with NaN or inf gives NaN."""
+    peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    zero = peak == 0
+    safe_peak = jnp.where(zero, 1, peak)
+    unit = jnp.where(zero, 1, x / safe_peak)
+    return jnp.where(zero[..., 0], 0, safe_peak[..., 0] * jnp.sqrt(jnp.sum(unit * unit, axis=-1)))
+
+
 def residual(z: jax.Array, fz: jax.Array, stop: str) -> jax.Array:
-    """Per-row ||f(z) - z||, divided by (||f(z)|| + eps) when stop == "rel"."""
-    r = jnp.linalg.norm(fz - z, axis=-1)
+    """Per-row ||f(z) - z||, divided by (||f(z)|| + eps) when stop == "rel" (eps = ``rel_eps``).
+
+    Differentiable everywhere, with gradient 0 at a row where f(z) - z = 0.
+    """
+    r = _row_norm(fz - z)
     if stop == "rel":
-        r = r / (jnp.linalg.norm(fz, axis=-1) + REL_EPS)
+        r = r / (_row_norm(fz) + rel_eps(r.dtype))
     return r
+
+
+def _stopping_metric(z, fz, stop):
+    """The residual as the loop uses it: it only steers control flow, so it carries no gradient."""
+    return residual(lax.stop_gradient(z), lax.stop_gradient(fz), stop)
 
 
 def init(fn: Callable, z0: jax.Array, cfg: IterationConfig, trace_len: int = 0) -> State:
     fz = fn(z0)
-    res = residual(z0, fz, cfg.stop)
+    res = _stopping_metric(z0, fz, cfg.stop)
     batch, dim = z0.shape
     history = None
     if cfg.method == "anderson":
@@ -101,7 +126,8 @@ def _anderson_candidate(s: State, g: jax.Array, cfg: IterationConfig):
     i.e. a = w / sum(w) with (G G^T + ridge diag(G G^T)) w = 1 (a ridge relative to
     each residual's scale, so it stays meaningful as the residuals shrink). The next iterate is sum_i a_i (F_i - (1 - damping) G_i).
     A row whose weights are non-finite or larger than MAX_ALPHA_L1 in l1 norm
-    takes a = e_newest instead, which is exactly the damped Picard step.
+    takes a = e_newest instead, which is exactly the damped Picard step (decided
+    without gradient, so the rejected weights never enter the backward pass).
     """
     h = s.history
     m = cfg.memory
@@ -114,24 +140,52 @@ def _anderson_candidate(s: State, g: jax.Array, cfg: IterationConfig):
 
     idx = jnp.arange(m)
     valid = idx < jnp.minimum(s.k + 1, m)  # slots are filled in order before they wrap
-    pair = valid[:, None] & valid[None, :]
+    picard = jnp.broadcast_to((idx == slot).astype(gram.dtype), row.shape)
     # Jacobi-scaled system: S = D^-1/2 (G G^T) D^-1/2 + ridge I with D = diag(G G^T), then
     # w = D^-1/2 S^-1 D^-1/2 1. Equivalent to a ridge of ridge * ||G_i||^2 on each weight:
     # scale-free, and well conditioned in float32 even when old residuals dwarf new ones.
-    sq = jnp.diagonal(gram, axis1=1, axis2=2)
-    inv_sqrt = jnp.where(valid, lax.rsqrt(jnp.maximum(sq, jnp.finfo(gram.dtype).tiny)), 0.0)
-    scaled = jnp.where(pair, gram * inv_sqrt[:, :, None] * inv_sqrt[:, None, :], 0.0)
-    system = scaled + jnp.where(valid, cfg.ridge, 1.0)[:, None] * jnp.eye(m, dtype=gram.dtype)
-    w = inv_sqrt * solve_spd(system, inv_sqrt)
+    system, scale = _scaled_system(gram, valid, cfg.ridge)
+    # Double where: a row whose system cannot be solved (every residual zero, or a singular system,
+    # possible only when ridge = 0) is found first, without gradient, and solved as the trivial
+    # system I w = e_newest instead, which gives the Picard weights. Then no inf or NaN is formed on
+    # a differentiated path and unrolled gradients of the whole batch stay finite (a where that
+    # merely discards a NaN still propagates it backwards). With ridge > 0, S has eigenvalues
+    # >= ridge, so only the all-zero rows need this.
+    solvable = jnp.any(scale > 0, axis=-1)
+    if cfg.ridge == 0:
+        solvable &= _finite_weights(*lax.stop_gradient((system, scale)))
+    system = jnp.where(solvable[:, None, None], system, jnp.eye(m, dtype=gram.dtype))
+    scale = jnp.where(solvable[:, None], scale, picard)
+    w = scale * solve_spd(system, scale)
     alpha = w / jnp.sum(w, axis=-1, keepdims=True)
     ok = jnp.all(jnp.isfinite(alpha), axis=-1) & (jnp.sum(jnp.abs(alpha), axis=-1) <= MAX_ALPHA_L1)
-    picard = (idx == slot).astype(alpha.dtype)
     alpha = jnp.where(ok[:, None], alpha, picard)
 
     z_new = jnp.einsum("bm,bmd->bd", alpha, fz_buf)
     if cfg.damping != 1.0:
         z_new = z_new - (1.0 - cfg.damping) * jnp.einsum("bm,bmd->bd", alpha, g_buf)
     return z_new, History(fz_buf, g_buf, gram)
+
+
+def _scaled_system(gram: jax.Array, valid: jax.Array, ridge: float):
+    """(S, d): the Jacobi-scaled ridge system and d = D^-1/2.
+
+    A slot whose ||G_i||^2 is below sqrt(tiny) of the dtype (||G_i|| < 3e-10 in float32, where
+    mixing is meaningless) gets d_i = 0, i.e. no weight: D^-1/2 and its derivative stay finite.
+    """
+    m = gram.shape[-1]
+    sq = jnp.diagonal(gram, axis1=1, axis2=2)
+    live = valid & (sq > float(jnp.finfo(gram.dtype).tiny) ** 0.5)
+    scale = jnp.where(live, lax.rsqrt(jnp.where(live, sq, 1)), 0)
+    pair = valid[:, None] & valid[None, :]
+    scaled = jnp.where(pair, gram * scale[:, :, None] * scale[:, None, :], 0)
+    return scaled + jnp.where(valid, ridge, 1.0)[:, None] * jnp.eye(m, dtype=gram.dtype), scale
+
+
+def _finite_weights(system: jax.Array, scale: jax.Array) -> jax.Array:
+    """(B,) whether w = d S^-1 d is finite with a nonzero sum (S may be singular when ridge = 0)."""
+    w = scale * solve_spd(system, scale)
+    return jnp.all(jnp.isfinite(w), axis=-1) & (jnp.sum(w, axis=-1) != 0)
 
 
 def step(fn: Callable, cfg: IterationConfig, s: State) -> State:
@@ -145,7 +199,7 @@ def step(fn: Callable, cfg: IterationConfig, s: State) -> State:
     keep = active[:, None]
     z = jnp.where(keep, z_new, s.z)
     fz = jnp.where(keep, fn(z), s.fz)
-    res = jnp.where(active, residual(z, fz, cfg.stop), s.residual)
+    res = jnp.where(active, _stopping_metric(z, fz, cfg.stop), s.residual)
     trace = s.trace
     if trace is not None:
         trace = lax.dynamic_update_index_in_dim(trace, res, s.k, axis=1)

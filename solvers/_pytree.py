@@ -82,12 +82,12 @@ class BatchedRavel:
         """Pytree with the stored layout -> (B, D) array."""
         leaves = self.treedef.flatten_up_to(tree)
         rows = []
-        for leaf, axis in zip(leaves, self.batch_axes):
+        for leaf, axis, size in zip(leaves, self.batch_axes, self.sizes):
             leaf = jnp.asarray(leaf)
             if axis is None:
-                rows.append(leaf.reshape(1, -1).astype(self.dtype))
-            else:
-                rows.append(jnp.moveaxis(leaf, axis, 0).reshape(self.batch_size, -1).astype(self.dtype))
+                rows.append(leaf.reshape(1, size).astype(self.dtype))
+            else:  # explicit sizes: reshape(0, -1) of an empty batch is ambiguous
+                rows.append(jnp.moveaxis(leaf, axis, 0).reshape(self.batch_size, size).astype(self.dtype))
         return rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=1)
 
     def unravel(self, mat: jax.Array):

@@ -1,7 +1,8 @@
-"""Small problems with known solutions, shared by the solver tests."""
+"""Small problems with known solutions and comparison helpers, shared by the solver and layer tests."""
 
-import numpy as np
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def contraction(d: int, norm: float, seed: int = 0, symmetric: bool = False, eigs=None) -> np.ndarray:
@@ -27,3 +28,24 @@ def affine_solution(a, b):
 
 def as_dtype(x, dtype):
     return jnp.asarray(x, dtype=dtype)
+
+
+def rtol_for(dtype) -> float:
+    """A comparison tolerance for results of well-conditioned solves carried out in ``dtype``."""
+    return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 2e-4
+
+
+def solve_tol(dtype) -> float:
+    """A solver stopping tolerance reachable in ``dtype``."""
+    return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-6
+
+
+def assert_trees_close(actual, expected, rtol, atol=0.0):
+    """Same tree structure (checked first, so a missing or extra leaf fails), then leaves close."""
+    actual_def, expected_def = jax.tree.structure(actual), jax.tree.structure(expected)
+    assert actual_def == expected_def, f"tree structures differ:\n{actual_def}\nvs\n{expected_def}"
+    for path_leaf, other in zip(jax.tree_util.tree_flatten_with_path(actual)[0], jax.tree.leaves(expected)):
+        path, leaf = path_leaf
+        assert np.shape(leaf) == np.shape(other), f"{jax.tree_util.keystr(path)}: shapes differ"
+        np.testing.assert_allclose(np.asarray(leaf), np.asarray(other), rtol=rtol, atol=atol,
+                                   err_msg=f"leaf {jax.tree_util.keystr(path)}")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import solvers
-from helpers import contraction
+from helpers import contraction, rtol_for
 
 
 def linear(z, a):
@@ -54,27 +54,28 @@ def test_jacobian_frobenius_is_unbiased_and_differentiable():
     np.testing.assert_allclose(grad, 2 * a, atol=0.25 * float(jnp.abs(a).max()))
 
 
-def test_empirical_lipschitz_of_linear_map():
+def test_empirical_lipschitz_of_linear_map(precision):
     rng = np.random.default_rng(3)
     a = rng.normal(size=(4, 4))
     u, s, vt = np.linalg.svd(a)
-    x = jnp.asarray(rng.normal(size=(3, 4)))
-    deltas = jnp.asarray(rng.normal(size=(16, 3, 4))) * 1e-3
-    deltas = deltas.at[0].set(jnp.broadcast_to(1e-3 * vt[0], (3, 4)))  # the top right singular vector
-    est = solvers.empirical_lipschitz(lambda x: x @ jnp.asarray(a).T, x, deltas)
+    x = jnp.asarray(rng.normal(size=(3, 4)), precision)
+    deltas = jnp.asarray(rng.normal(size=(16, 3, 4)), precision) * 1e-1
+    deltas = deltas.at[0].set(jnp.broadcast_to(1e-1 * vt[0], (3, 4)))  # the top right singular vector
+    est = solvers.empirical_lipschitz(lambda x: x @ jnp.asarray(a, precision).T, x, deltas)
     assert est.ratios.shape == (16, 3)
-    np.testing.assert_allclose(est.max, s[0], rtol=1e-9)
-    assert s[-1] - 1e-9 <= float(est.ratios.min()) and float(est.mean) < s[0]
+    tol = rtol_for(precision)
+    np.testing.assert_allclose(est.max, s[0], rtol=tol)
+    assert s[-1] * (1 - tol) <= float(est.ratios.min()) and float(est.mean) < s[0]
 
 
-def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout():
+def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout(precision):
     """Lip(z_t) of a contraction with input injection follows L (1 - mu^t) / (1 - mu) for linear maps."""
     mu = 0.8
-    a = jnp.asarray(mu * np.eye(3))
-    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3)))
-    deltas = jnp.asarray(np.random.default_rng(5).normal(size=(4, 2, 3)))
+    a = jnp.asarray(mu * np.eye(3), precision)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3)), precision)
+    deltas = jnp.asarray(np.random.default_rng(5).normal(size=(4, 2, 3)), precision)
     for t in [1, 3, 10]:
         g = lambda x, t=t: solvers.iterate(lambda z, x: z @ a.T + x, jnp.zeros_like(x), x, steps=t,
                                            tol=0.0)[-1]
         est = solvers.empirical_lipschitz(g, x, deltas)
-        np.testing.assert_allclose(est.max, (1 - mu ** t) / (1 - mu), rtol=1e-10)
+        np.testing.assert_allclose(est.max, (1 - mu ** t) / (1 - mu), rtol=rtol_for(precision))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import solvers
-from helpers import affine, affine_solution, contraction
+from helpers import affine, affine_solution, contraction, rtol_for, solve_tol
 
 METHODS = ["anderson", "picard"]
 STOPS = ["rel", "abs"]
@@ -13,8 +13,9 @@ STOPS = ["rel", "abs"]
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("stop", STOPS)
-@pytest.mark.parametrize("dtype,tol,atol", [(jnp.float64, 1e-11, 1e-9), (jnp.float32, 1e-6, 2e-5)])
-def test_affine_contraction_matches_closed_form(method, stop, dtype, tol, atol):
+def test_affine_contraction_matches_closed_form(method, stop, precision):
+    dtype = precision
+    tol, atol = (1e-11, 1e-9) if dtype == jnp.float64 else (1e-6, 2e-5)
     a = contraction(8, 0.8, seed=1)
     b = np.random.default_rng(2).normal(size=(5, 8))
     z, info = solvers.fixed_point(affine, jnp.zeros((5, 8), dtype), jnp.asarray(a, dtype),
@@ -28,10 +29,10 @@ def test_affine_contraction_matches_closed_form(method, stop, dtype, tol, atol):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_pytree_state_and_batch_axis(method):
+def test_pytree_state_and_batch_axis(method, precision):
     """A dict state whose leaves have the batch on axis 1 is solved leaf by leaf."""
-    a = contraction(6, 0.7, seed=3)
-    b = np.random.default_rng(4).normal(size=(4, 6))
+    a = jnp.asarray(contraction(6, 0.7, seed=3), precision)
+    b = jnp.asarray(np.random.default_rng(4).normal(size=(4, 6)), precision)
     exact = affine_solution(a, b)
 
     def f(state, a, b):  # state["u"]: (2, B), state["v"]: (4, B); together a (B, 6) vector
@@ -39,24 +40,29 @@ def test_pytree_state_and_batch_axis(method):
         out = affine(z, a, b)
         return {"u": out[:, :2].T, "v": out[:, 2:].T}
 
-    z0 = {"u": jnp.zeros((2, 4)), "v": jnp.zeros((4, 4))}
-    z, info = solvers.fixed_point(f, z0, a, b, method=method, tol=1e-12, max_iter=300, batch_axis=1)
-    np.testing.assert_allclose(z["u"], exact[:, :2].T, atol=1e-9)
-    np.testing.assert_allclose(z["v"], exact[:, 2:].T, atol=1e-9)
+    z0 = {"u": jnp.zeros((2, 4), precision), "v": jnp.zeros((4, 4), precision)}
+    z, info = solvers.fixed_point(f, z0, a, b, method=method, tol=solve_tol(precision), max_iter=300,
+                                  batch_axis=1)
+    atol = 10 * rtol_for(precision)
+    np.testing.assert_allclose(z["u"], exact[:, :2].T, atol=atol)
+    np.testing.assert_allclose(z["v"], exact[:, 2:].T, atol=atol)
     assert info.nstep.shape == (4,)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batch_axis_none_treats_the_pytree_as_one_problem(method):
+def test_batch_axis_none_treats_the_pytree_as_one_problem(method, precision):
     a = contraction(5, 0.6, seed=5)
     b = np.random.default_rng(6).normal(size=(5,))
-    z, info = solvers.fixed_point(lambda z, a, b: a @ z + b, jnp.zeros(5), a, b, method=method,
-                                  tol=1e-12, max_iter=300, batch_axis=None, record=True)
-    np.testing.assert_allclose(z, np.linalg.solve(np.eye(5) - a, b), atol=1e-9)
+    z, info = solvers.fixed_point(lambda z, a, b: a @ z + b, jnp.zeros(5, precision),
+                                  jnp.asarray(a, precision), jnp.asarray(b, precision),
+                                  method=method, tol=solve_tol(precision), max_iter=300,
+                                  batch_axis=None, record=True)
+    np.testing.assert_allclose(z, np.linalg.solve(np.eye(5) - a, b), atol=10 * rtol_for(precision))
     assert info.residual.shape == () and info.nstep.shape == () and info.converged.shape == ()
     assert info.trace.shape == (300,)
 
 
+@pytest.mark.x64
 def test_anderson_needs_far_fewer_iterations_on_ill_conditioned_contraction():
     a = contraction(32, 0.99, seed=7, eigs=np.linspace(0.0, 0.99, 32))
     b = np.random.default_rng(8).normal(size=(6, 32))
@@ -71,70 +77,91 @@ def test_anderson_needs_far_fewer_iterations_on_ill_conditioned_contraction():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_converged_samples_are_frozen_bit_for_bit(method):
-    a = contraction(6, 0.8, seed=9)
-    b = np.random.default_rng(10).normal(size=(3, 6))
-    exact = affine_solution(a, b)
-    z0 = np.zeros((3, 6))
-    z0[1] = exact[1]  # sample 1 starts at its fixed point
-    z0 = jnp.asarray(z0)
-    assert float(jnp.linalg.norm(affine(z0[1:2], a, b[1:2]) - z0[1:2])) < 1e-12
-    z, info = solvers.fixed_point(affine, z0, a, b, method=method, tol=1e-10, max_iter=200, record=True)
-    assert int(info.nstep[1]) == 0
-    assert np.array_equal(np.asarray(z[1]), np.asarray(z0[1]))
-    assert int(info.nstep[0]) > 5 and int(info.nstep[2]) > 5
+def test_converged_samples_are_frozen_bit_for_bit(method, precision):
+    """Row 0 meets the loose abs tol at once; its map keeps moving it (z <- 0.5 z + 1 from
+    z0 = 2 - 1e-3) while row 1 iterates for many steps. Frozen, it keeps z0 exactly; not frozen,
+    it would drift to its fixed point 2 (1e-3 away, far above float32 resolution)."""
+    rate = jnp.asarray([[0.5], [0.99]], precision)
+
+    def f(z):
+        return rate * z + 1.0
+
+    z0 = jnp.asarray([[2.0 - 1e-3] * 3, [0.0] * 3], precision)
+    tol = 1e-2  # row 0: ||f(z0) - z0|| = 0.5e-3 * sqrt(3) < tol; row 1 needs several steps
+    z, info = solvers.fixed_point(f, z0, method=method, stop="abs", tol=tol, max_iter=40,
+                                  record=True)
+    assert int(info.nstep[0]) == 0 and bool(info.converged[0])
+    assert int(info.nstep[1]) >= 2  # each step would move an unfrozen row 0 by half its gap
+    np.testing.assert_array_equal(np.asarray(z[0]), np.asarray(z0[0]))
     # the trace of a frozen sample stays at its final residual
-    assert np.all(np.asarray(info.trace[1]) == float(info.residual[1]))
+    assert np.all(np.asarray(info.trace[0]) == float(info.residual[0]))
+    # the same steps taken by iterate freeze it too, and tol=0 (no freezing) does move it
+    traj = solvers.iterate(f, z0, steps=10, method=method, stop="abs", tol=tol)
+    np.testing.assert_array_equal(np.asarray(traj[:, 0]), np.broadcast_to(np.asarray(z0[0]), (11, 3)))
+    moving = solvers.iterate(f, z0, steps=10, method=method, stop="abs", tol=0.0)
+    assert float(jnp.abs(moving[-1, 0, 0] - z0[0, 0])) > 5e-4
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fast_sample_freezes_while_slow_sample_continues(method):
+def test_fast_sample_freezes_while_slow_sample_continues(method, precision):
     """Per-sample stopping: a sample that converges first keeps its value while the other iterates."""
-    scale = jnp.asarray([0.1, 0.95])[:, None]  # contraction factor per sample
+    scale = jnp.asarray([0.1, 0.95], precision)[:, None]  # contraction factor per sample
 
     def f(z, b):
         return scale * jnp.tanh(z) + b
 
-    b = jnp.ones((2, 3))
-    z, info = solvers.fixed_point(f, jnp.zeros((2, 3)), b, method=method, tol=1e-9, max_iter=1000,
-                                  record=True)
+    b = jnp.ones((2, 3), precision)
+    tol = 1e-9 if precision == jnp.float64 else 1e-6
+    z, info = solvers.fixed_point(f, jnp.zeros((2, 3), precision), b, method=method, tol=tol,
+                                  max_iter=1000, record=True)
     assert int(info.nstep[0]) < int(info.nstep[1])
     k0 = int(info.nstep[0])
     # after sample 0 froze its recorded residual never changes
     assert np.all(np.asarray(info.trace[0, k0 - 1:]) == float(info.residual[0]))
-    np.testing.assert_allclose(f(z, b), z, atol=1e-8)
+    # and its value is the one it had when it converged: the truncated solve at k0 gives it
+    z_k0, _ = solvers.fixed_point(f, jnp.zeros((2, 3), precision), b, method=method, tol=tol,
+                                  max_iter=k0)
+    np.testing.assert_array_equal(np.asarray(z[0]), np.asarray(z_k0[0]))
+    np.testing.assert_allclose(f(z, b), z, atol=100 * tol)
 
 
-def test_max_iter_stops_unconverged_samples_and_reports_them():
+def test_max_iter_stops_unconverged_samples_and_reports_them(precision):
     a = contraction(4, 0.99, seed=11, eigs=[0.99, 0.5, 0.2, 0.0])
     b = np.ones((2, 4))
-    z, info = solvers.fixed_point(affine, jnp.zeros((2, 4)), a, b, method="picard", max_iter=3, tol=1e-10)
+    a, b = jnp.asarray(a, precision), jnp.asarray(b, precision)
+    z, info = solvers.fixed_point(affine, jnp.zeros((2, 4), precision), a, b, method="picard",
+                                  max_iter=3, tol=1e-10)
     assert not bool(info.converged.any())
     assert np.all(np.asarray(info.nstep) == 3)
     # the reported residual is that of the returned iterate
-    fz = affine(z, a, b)
+    z, fz = np.asarray(z, np.float64), np.asarray(affine(z, a, b), np.float64)
     rel = np.linalg.norm(fz - z, axis=1) / np.linalg.norm(fz, axis=1)
-    np.testing.assert_allclose(info.residual, rel, rtol=1e-10)
+    np.testing.assert_allclose(info.residual, rel, rtol=rtol_for(precision))
 
 
-def test_damped_picard_is_the_relaxed_iteration():
-    a = contraction(3, 0.5, seed=12)
-    b = np.ones((1, 3))
-    z1, _ = solvers.fixed_point(affine, jnp.zeros((1, 3)), a, b, method="picard", damping=0.5,
-                                max_iter=1, tol=1e-14)
-    np.testing.assert_allclose(z1, 0.5 * b, atol=1e-15)  # 0.5 * 0 + 0.5 * (A 0 + b)
+def test_damped_picard_is_the_relaxed_iteration(precision):
+    a = jnp.asarray(contraction(3, 0.5, seed=12), precision)
+    b = jnp.asarray([[1.0, -2.0, 0.5]], precision)
+    z1, _ = solvers.fixed_point(affine, jnp.zeros((1, 3), precision), a, b, method="picard",
+                                damping=0.5, max_iter=1, tol=1e-14)
+    np.testing.assert_array_equal(z1, 0.5 * b)  # 0.5 * 0 + 0.5 * (A 0 + b), exact in binary
+    z2, _ = solvers.fixed_point(affine, jnp.zeros((1, 3), precision), a, b, method="picard",
+                                damping=0.5, max_iter=2, tol=1e-14)
+    np.testing.assert_allclose(z2, 0.5 * z1 + 0.5 * affine(z1, a, b), rtol=rtol_for(precision))
 
 
 @pytest.mark.parametrize("damping", [1.0, 0.6])
-def test_anderson_with_damping_converges(damping):
+def test_anderson_with_damping_converges(damping, precision):
     a = contraction(10, 0.9, seed=13)
     b = np.random.default_rng(14).normal(size=(3, 10))
-    z, info = solvers.fixed_point(affine, jnp.zeros((3, 10)), a, b, damping=damping, tol=1e-11,
-                                  max_iter=400)
+    z, info = solvers.fixed_point(affine, jnp.zeros((3, 10), precision), jnp.asarray(a, precision),
+                                  jnp.asarray(b, precision), damping=damping,
+                                  tol=solve_tol(precision), max_iter=400)
     assert bool(info.converged.all())
-    np.testing.assert_allclose(z, affine_solution(a, b), atol=1e-9)
+    np.testing.assert_allclose(z, affine_solution(a, b), atol=100 * rtol_for(precision))
 
 
+@pytest.mark.x64
 def test_anderson_safeguard_falls_back_to_picard_instead_of_nan():
     """With ridge=0 a constant map makes every Anderson system singular; the solve must not produce NaN."""
     c = jnp.arange(12.0).reshape(3, 4)
@@ -154,16 +181,17 @@ def test_anderson_safeguard_falls_back_to_picard_instead_of_nan():
     np.testing.assert_allclose(z, zp, atol=1e-9)
 
 
-def test_anderson_nan_only_where_picard_is_nan():
+def test_anderson_nan_only_where_picard_is_nan(precision):
     """A sample whose map is NaN stays NaN; its neighbours in the batch are unaffected."""
-    bad = jnp.asarray([[0.0], [jnp.nan], [0.0]])
+    bad = jnp.asarray([[0.0], [jnp.nan], [0.0]], precision)
 
     def f(z, bad):
         return 0.5 * z + 1.0 + bad
 
-    z, info = solvers.fixed_point(f, jnp.zeros((3, 2)), bad, tol=1e-10, max_iter=100)
+    z, info = solvers.fixed_point(f, jnp.zeros((3, 2), precision), bad, tol=solve_tol(precision),
+                                  max_iter=100)
     assert bool(jnp.isnan(z[1]).all())
-    np.testing.assert_allclose(np.asarray(z)[[0, 2]], 2.0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(z)[[0, 2]], 2.0, atol=10 * rtol_for(precision))
     assert bool(info.converged[0]) and bool(info.converged[2]) and not bool(info.converged[1])
 
 

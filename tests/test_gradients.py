@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 import solvers
-from helpers import contraction
+from helpers import assert_trees_close, contraction
+
+# finite-difference and closed-form references need float64; the float32 path is checked below
+# against them and, for every mode, in test_solver_*.py under the precision fixture
+pytestmark = pytest.mark.x64
 
 B, D = 3, 5
 
@@ -28,9 +32,9 @@ def f(z, params, x):
     return rest["scale"] * jnp.tanh(z @ params["W"].T + x + bias)
 
 
-def loss(params, x, probe, *, grad, z0=None, **kw):
+def loss(params, x, probe, *, grad, z0=None, max_iter=300, **kw):
     z0 = jnp.zeros((B, D)) if z0 is None else z0
-    z, _ = solvers.fixed_point(f, z0, params, x, grad=grad, tol=1e-13, max_iter=300, **kw)
+    z, _ = solvers.fixed_point(f, z0, params, x, grad=grad, tol=1e-13, max_iter=max_iter, **kw)
     return jnp.sum(jnp.sin(z) * probe)
 
 
@@ -54,16 +58,17 @@ def _central_fd(fun, tree, eps=1e-6):
     return jax.tree.unflatten(treedef, grads)
 
 
-def _assert_tree_close(a, b, rtol, atol=0.0):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
 @pytest.fixture(scope="module")
 def fd_reference():
-    params, x, probe = _problem()
-    fd_params = _central_fd(lambda p: loss(p, x, probe, grad="ift"), params)
-    fd_x = _central_fd(lambda xx: loss(params, xx, probe, grad="ift"), x)
+    # module-scoped fixtures are set up before the per-test x64 switch: turn it on here
+    previous = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        params, x, probe = _problem()
+        fd_params = _central_fd(lambda p: loss(p, x, probe, grad="ift"), params)
+        fd_x = _central_fd(lambda xx: loss(params, xx, probe, grad="ift"), x)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
     return params, x, probe, fd_params, fd_x
 
 
@@ -72,28 +77,28 @@ def test_ift_gradient_matches_finite_differences(fd_reference, method):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="ift", method=method), argnums=(0, 1))(
         params, x, probe)
-    _assert_tree_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
-    _assert_tree_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
 def test_unroll_gradient_matches_finite_differences(fd_reference):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="unroll"), argnums=(0, 1))(params, x, probe)
-    _assert_tree_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
-    _assert_tree_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
 def test_phantom_gradient_converges_to_the_implicit_gradient(fd_reference):
     """Many damped phantom steps approach the exact gradient; one step is the Jacobian-free gradient."""
     params, x, probe, fd_params, _ = fd_reference
     g_many = jax.grad(functools.partial(loss, grad="phantom", phantom_steps=60))(params, x, probe)
-    _assert_tree_close(g_many, fd_params, rtol=1e-6, atol=1e-9)
+    assert_trees_close(g_many, fd_params, rtol=1e-6, atol=1e-9)
 
     # phantom_steps=1, damping=1: d/dtheta of f(z*, theta) with z* held fixed
     g_one = jax.grad(functools.partial(loss, grad="phantom", phantom_steps=1))(params, x, probe)
     z_star, _ = solvers.fixed_point(f, jnp.zeros((B, D)), params, x, tol=1e-13, max_iter=300)
     jfb = jax.grad(lambda p: jnp.sum(jnp.sin(f(z_star, p, x)) * probe))(params)
-    _assert_tree_close(g_one, jfb, rtol=1e-8, atol=1e-12)
+    assert_trees_close(g_one, jfb, rtol=1e-8, atol=1e-12)
     # and it differs from the exact gradient (the test would pass vacuously otherwise)
     assert not np.allclose(g_one["W"], fd_params["W"], rtol=1e-3)
 
@@ -107,7 +112,7 @@ def test_unroll_gradient_wrt_z0_matches_finite_differences():
         z, _ = solvers.fixed_point(f, z0, params, x, grad="unroll", tol=1e-30, max_iter=4)
         return jnp.sum(jnp.sin(z) * probe)
 
-    _assert_tree_close(jax.grad(short)(z0), _central_fd(short, z0), rtol=1e-6, atol=1e-9)
+    assert_trees_close(jax.grad(short)(z0), _central_fd(short, z0), rtol=1e-6, atol=1e-9)
     # ift treats the solution as independent of z0
     g_ift = jax.grad(lambda z0: loss(params, x, probe, grad="ift", z0=z0))(z0)
     np.testing.assert_array_equal(np.asarray(g_ift), 0.0)
@@ -185,4 +190,21 @@ def test_float32_gradients_are_finite_and_close(grad):
     g32 = jax.grad(loss32)(p32)
     g64 = jax.grad(functools.partial(loss, grad="ift"))(params, x, probe)
     assert g32["W"].dtype == jnp.float32
-    _assert_tree_close(g32, g64, rtol=1e-3, atol=1e-4)
+    assert_trees_close(g32, g64, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("grad", ["phantom", "unroll"])
+def test_closed_over_values_are_differentiated_in_every_mode(grad):
+    """A traced W that f closes over gets the gradient it gets as an explicit argument (was a
+    while_loop reverse-mode error for phantom)."""
+    params, x, probe = _problem(seed=2)
+    kw = dict(grad=grad, phantom_steps=2, damping=0.8, max_iter=40)
+
+    def closed(w):
+        p = {"W": w, "inner": params["inner"]}
+        z, _ = solvers.fixed_point(lambda z, x: f(z, p, x), jnp.zeros((B, D)), x, tol=1e-13, **kw)
+        return jnp.sum(jnp.sin(z) * probe)
+
+    explicit = jax.grad(lambda p: loss(p, x, probe, **kw))(params)["W"]
+    np.testing.assert_allclose(jax.grad(closed)(params["W"]), explicit, rtol=1e-9, atol=1e-12)

@@ -29,6 +29,7 @@ X = jnp.ones((3, 2))
     ({"ridge": -1.0}, ValueError, "ridge must be >= 0"),
     ({"grad_max_iter": 0}, ValueError, "grad_max_iter must be >= 1"),
     ({"grad_tol": 0.0}, ValueError, "grad_tol must be > 0"),
+    ({"grad_fallback": "unroll"}, ValueError, "grad_fallback='unroll' is not supported"),
     ({"phantom_steps": 0}, ValueError, "phantom_steps must be >= 1"),
     ({"record": "yes"}, TypeError, "record must be True or False"),
     ({"batch_axis": "0"}, TypeError, "batch_axis must be an int or None"),
@@ -58,8 +59,8 @@ def test_output_shape_mismatch_names_the_leaf():
 
 
 def test_output_dtype_mismatch_names_the_leaf():
-    with pytest.raises(TypeError, match=r"dtype of leaf z0.*float32.*float64"):
-        solvers.fixed_point(lambda z: z.astype(jnp.float64), jnp.zeros((3, 2), jnp.float32))
+    with pytest.raises(TypeError, match=r"dtype of leaf z0.*float32.*float16"):
+        solvers.fixed_point(lambda z: z.astype(jnp.float16), jnp.zeros((3, 2), jnp.float32))
 
 
 def test_disagreeing_batch_sizes_are_listed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -17,6 +18,20 @@ Z0_MODES = ("zeros", "learned")
 
 class StepCounter(nnx.Variable):
     """Training calls seen so far (drives the unrolled warm-up); not trainable."""
+
+
+class AdjointProbe(nnx.Variable):
+    """Zeros (5,) whose gradient sums the layer's ``solvers.AdjointInfo`` over the batch.
+
+    Its value never changes and never affects the output: it is the gradient side channel that
+    carries the report of the implicit backward pass out of ``jax.grad``. Differentiate it along
+    with the parameters, ``nnx.grad(loss, argnums=nnx.DiffState(0, nnx.Any(nnx.Param,
+    AdjointProbe)))``, and read the result with :func:`adjoint_report`. Under ``nnx.grad``'s
+    default (parameters only) it is simply not differentiated.
+    """
+
+
+ADJOINT_FIELDS = solvers.AdjointInfo._fields  # solved, residual, nstep, converged, fallback
 
 
 class LayerInfo(NamedTuple):
@@ -58,6 +73,14 @@ class ImplicitLayer(nnx.Module):
         Both are plain attributes: set ``layer.eval_solver`` on a trained layer to
         spend more (or fewer) iterations at test time, without retraining.
       z0: ``"zeros"`` or ``"learned"`` (z0 = tanh(A c) with c the cell's input injection).
+        The fixed point does not depend on its start, so under ``grad="ift"`` / ``"phantom"``
+        the loss gives A exactly zero gradient. A learned start is therefore fitted to the
+        solution: in training, the backward pass adds to A's gradient that of the consistency
+        term ``z0_weight / 2 * mean_b ||z0_b - sg(z*_b)||^2`` (sg = stop_gradient), in every
+        gradient mode (under ``"unroll"`` and the warm-up it adds to the truncated solve's own
+        z0 gradient). The forward values and the loss are unchanged; a start closer to z* needs
+        fewer iterations.
+      z0_weight: weight of that consistency term (``z0="learned"`` only; default 1.0).
       jacobian_penalty: compute the Jacobian Frobenius estimate in training (off by default).
       jacobian_samples: Hutchinson samples for it.
       correction_states: number N of trajectory states for the fixed-point
@@ -66,15 +89,24 @@ class ImplicitLayer(nnx.Module):
         ``warmup_iters`` unrolled iterations (grad="unroll") instead of the
         implicit solve (0 = off), as DEQ practitioners warm up.
 
-    Calling ``layer(x)`` returns ``(z_star, LayerInfo)``.
+    Calling ``layer(x)`` returns ``(z_star, LayerInfo)``. ``LayerInfo`` reports the forward
+    solve; the implicit backward pass (the adjoint solve of ``grad="ift"``, and which samples
+    took ``grad_fallback``) is reported through the gradient of the layer's
+    :class:`AdjointProbe`, see :func:`adjoint_report` (``models.training.fit`` logs both).
     """
 
     def __init__(self, cell: nnx.Module, d_state: int, *, rngs: nnx.Rngs,
                  train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None,
-                 z0: str = "zeros", jacobian_penalty: bool = False, jacobian_samples: int = 1,
+                 z0: str = "zeros", z0_weight: Optional[float] = None, jacobian_penalty: bool = False, jacobian_samples: int = 1,
                  correction_states: int = 0, warmup_steps: int = 0, warmup_iters: int = 6):
         if z0 not in Z0_MODES:
             raise ValueError(f"z0={z0!r} is not supported; choose 'zeros' or 'learned'.")
+        if z0_weight is not None and z0 != "learned":
+            raise ValueError(f"z0_weight={z0_weight!r} only applies to z0='learned' (the start is "
+                             f"{z0!r}); drop it or set z0='learned'.")
+        z0_weight = 1.0 if z0_weight is None else z0_weight
+        if isinstance(z0_weight, bool) or not isinstance(z0_weight, (int, float)) or not z0_weight >= 0:
+            raise ValueError(f"z0_weight must be a number >= 0, got {z0_weight!r}.")
         for name, value, low in [("jacobian_samples", jacobian_samples, 1),
                                  ("correction_states", correction_states, 0),
                                  ("warmup_steps", warmup_steps, 0), ("warmup_iters", warmup_iters, 1)]:
@@ -89,12 +121,14 @@ class ImplicitLayer(nnx.Module):
         self.eval_solver = eval_solver or self.train_solver
         self.z0_mode = z0
         self.z0_proj = nnx.Linear(d_state, d_state, rngs=rngs) if z0 == "learned" else None
+        self.z0_weight = float(z0_weight)
         self.jacobian_penalty = jacobian_penalty
         self.jacobian_samples = jacobian_samples
         self.correction_states = correction_states
         self.warmup_steps = warmup_steps
         self.warmup_iters = warmup_iters
         self.steps = StepCounter(jnp.zeros((), jnp.int32))
+        self.adjoint_probe = AdjointProbe(jnp.zeros((len(ADJOINT_FIELDS),), jnp.float32))
         self.rngs = rngs
         self.deterministic = False  # set by .train() / .eval()
 
@@ -127,9 +161,13 @@ class ImplicitLayer(nnx.Module):
         f, params = self._functional_cell()
         z0 = self._initial_state(ctx)
         training = not self.deterministic
+        # per-sample probe: each sample's report is summed into the layer's (5,) probe gradient
+        totals = self.adjoint_probe[...]
+        probe = solvers.AdjointInfo(*(jnp.broadcast_to(totals[i], z0.shape[:1])
+                                      for i in range(len(ADJOINT_FIELDS))))
 
         def implicit(params, ctx, z0):
-            return solvers.fixed_point(f, z0, params, ctx, **config.as_kwargs())
+            return solvers.fixed_point(f, z0, params, ctx, adjoint_probe=probe, **config.as_kwargs())
 
         if training and self.warmup_steps > 0:
             def unrolled(params, ctx, z0):
@@ -142,6 +180,8 @@ class ImplicitLayer(nnx.Module):
             z, sinfo = implicit(params, ctx, z0)
         if training:
             self.steps[...] = self.steps[...] + 1
+            if self.z0_proj is not None:
+                z = _fit_start(self.z0_weight, z, z0)
 
         info = LayerInfo(sinfo.residual, sinfo.nstep, sinfo.converged,
                          jnp.mean(sinfo.converged.astype(z.dtype)),
@@ -221,6 +261,49 @@ class ImplicitLayer(nnx.Module):
             for _, m in nnx.iter_graph(self.cell):
                 if isinstance(m, nnx.Module) and id(m) in modes:
                     m.deterministic = modes[id(m)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fit_start(weight: float, z_star: jax.Array, z0: jax.Array) -> jax.Array:
+    """Identity on z* (B, d); its VJP also gives z0 the gradient of
+    weight / 2 * mean_b ||z0_b - sg(z*_b)||^2, the only signal a learned start gets from an
+    implicit solve."""
+    del z0
+    return z_star
+
+
+def _fit_start_fwd(weight, z_star, z0):
+    return z_star, (z_star, z0)
+
+
+def _fit_start_bwd(weight, res, z_bar):
+    z_star, z0 = res
+    return z_bar, (weight / max(z0.shape[0], 1)) * (z0 - z_star)
+
+
+_fit_start.defvjp(_fit_start_fwd, _fit_start_bwd)
+
+
+def adjoint_report(grads: nnx.State) -> dict:
+    """Summary of the implicit backward passes behind ``grads`` (a State that includes the
+    gradients of the :class:`AdjointProbe` variables), summed over every ImplicitLayer in it.
+
+    Returns scalars: ``adjoint_samples`` (samples whose adjoint was solved; 0 when no layer
+    used ``grad="ift"``), ``adjoint_converged_fraction``, ``adjoint_fallback_fraction`` (rows
+    that took the ``grad_fallback`` gradient), ``adjoint_mean_residual`` and
+    ``adjoint_mean_nstep``. The means are NaN when ``adjoint_samples`` is 0.
+    """
+    leaves = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
+    if not leaves:
+        raise ValueError("grads holds no AdjointProbe gradients: differentiate with argnums="
+                         "nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe)).")
+    totals = dict(zip(ADJOINT_FIELDS, sum(leaves)))
+    samples = totals["solved"]
+    return {"adjoint_samples": samples,
+            "adjoint_converged_fraction": totals["converged"] / samples,
+            "adjoint_fallback_fraction": totals["fallback"] / samples,
+            "adjoint_mean_residual": totals["residual"] / samples,
+            "adjoint_mean_nstep": totals["nstep"] / samples}
 
 
 def fixed_point_correction_loss(info: LayerInfo, loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:

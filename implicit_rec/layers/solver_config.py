@@ -31,6 +31,7 @@ class SolverConfig:
     grad: str = "ift"
     grad_max_iter: Optional[int] = None
     grad_tol: Optional[float] = None
+    grad_fallback: Optional[str] = None
     phantom_steps: int = 1
 
     def __post_init__(self):

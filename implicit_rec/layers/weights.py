@@ -24,6 +24,11 @@ from flax import nnx
 PARAMETERIZATIONS = ("spectral", "weight", "none")
 
 
+def _norm_eps(v: jax.Array) -> jax.Array:
+    """||v|| + eps, eps = 1e-12 or the dtype's smallest normal number where 1e-12 underflows."""
+    return jnp.linalg.norm(v) + max(1e-12, float(jnp.finfo(v.dtype).tiny))
+
+
 class PowerIterationState(nnx.Variable):
     """Non-trainable singular-vector estimate of spectral normalization."""
 
@@ -59,9 +64,9 @@ class StateLinear(nnx.Module):
         u = self.u[...]
         for _ in range(iters):
             v = v_mat.T @ u
-            v = v / (jnp.linalg.norm(v) + 1e-12)
+            v = v / _norm_eps(v)
             u = v_mat @ v
-            u = u / (jnp.linalg.norm(u) + 1e-12)
+            u = u / _norm_eps(u)
         self.u[...] = u
         return u, v
 
@@ -75,7 +80,7 @@ class StateLinear(nnx.Module):
         if self.deterministic:
             u = self.u[...]
             v = jax.lax.stop_gradient(v_mat).T @ u
-            v = v / (jnp.linalg.norm(v) + 1e-12)
+            v = v / _norm_eps(v)
         else:
             u, v = self._power_iterate(self.power_iterations)
         sigma = u @ v_mat @ v  # differentiable in V with u, v held fixed (Miyato et al.)

@@ -15,8 +15,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+import solvers
+
 from .. import metrics
 from ..checkpoint import conform, load_tree, save_tree
+from ..layers import AdjointProbe, LayerInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,12 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
     without improvement and the parameters of the best epoch are restored. Returns the history,
     with ``examples_per_second`` (training steps only, after the first compiled step).
 
+    Solver health is logged per epoch when the model has implicit layers (``LayerInfo`` in the
+    loss's aux, ``AdjointProbe`` variables in the model): ``train_converged_fraction`` and
+    ``train_mean_nstep`` of the forward solves, and, for ``grad="ift"``, the adjoint solves of
+    the backward passes: ``adjoint_converged_fraction``, ``adjoint_fallback_fraction``,
+    ``adjoint_mean_residual``, ``adjoint_mean_nstep`` (means over the epoch's samples).
+
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
     parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
     and reaches exactly the result of an uninterrupted run. ``progress_bar``: a tqdm-like factory
@@ -66,11 +75,13 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
     """
     opt = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
 
+    wrt = nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))  # parameters and the solver reports
+
     @nnx.jit
     def step(model, opt, batch):
-        (loss, _), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
-        opt.update(model, grads)
-        return loss
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, argnums=wrt, has_aux=True)(model, batch)
+        opt.update(model, nnx.filter_state(grads, nnx.Param))
+        return loss, _solver_totals(aux, grads)
 
     rng = np.random.default_rng(config.seed)
     best_auc, best_state, stale, history = -np.inf, None, 0, []
@@ -91,11 +102,13 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
         model.train()
         bar = progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False) \
             if progress_bar is not None else None
-        losses = []
+        losses, totals = [], 0.0
         for i, rows in enumerate(_batches(train_rows, config.batch_size, rng)):
             batch = make_batch(rows)
             t0 = time.perf_counter()
-            loss = float(step(model, opt, batch))
+            loss, batch_totals = step(model, opt, batch)
+            loss = float(loss)
+            totals = totals + np.asarray(batch_totals, np.float64)
             if i > 0 or epoch > 0:  # the first step compiles
                 seconds += time.perf_counter() - t0
                 examples += len(rows)
@@ -108,7 +121,8 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
             bar.close()
         probs = predict(model, make_batch, valid_rows)
         valid = metrics.evaluate(valid_labels, probs, valid_users)
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **{f"valid_{k}": v for k, v in valid.items()}}
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **_solver_log(totals),
+                  **{f"valid_{k}": v for k, v in valid.items()}}
         history.append(record)
         if progress is not None:
             progress(record)
@@ -132,6 +146,43 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
 
 
 _KEEP = nnx.Not(nnx.RngState)
+
+
+_TOTALS = ("samples", "converged", "nstep", "adjoint_solved", "adjoint_converged", "adjoint_fallback",
+           "adjoint_residual", "adjoint_nstep")
+
+
+def _solver_totals(aux, grads) -> jax.Array:
+    """Batch sums (len(_TOTALS),) of the forward solves (every LayerInfo in ``aux``) and of the
+    adjoint solves (the gradients of the AdjointProbe variables, see ``layers.adjoint_report``)."""
+    infos = [x for x in jax.tree.leaves(aux, is_leaf=lambda x: isinstance(x, LayerInfo))
+             if isinstance(x, LayerInfo)]
+    forward = [sum(jnp.sum(getattr(i, name), dtype=jnp.float32) for i in infos)
+               for name in ("converged", "nstep")]
+    samples = sum(i.converged.size for i in infos)
+    probes = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
+    adj = dict(zip(solvers.AdjointInfo._fields, sum(probes) if probes else jnp.zeros(5)))
+    return jnp.stack([jnp.asarray(v, jnp.float32) for v in (
+        samples, *forward, adj["solved"], adj["converged"], adj["fallback"], adj["residual"],
+        adj["nstep"])])
+
+
+def _solver_log(totals) -> dict:
+    """Epoch means of the solver statistics; keys only for the solves that ran."""
+    if np.ndim(totals) == 0:  # no batches
+        return {}
+    t = dict(zip(_TOTALS, (float(v) for v in totals)))
+    out = {}
+    if t["samples"] > 0:
+        out.update(train_converged_fraction=t["converged"] / t["samples"],
+                   train_mean_nstep=t["nstep"] / t["samples"])
+    if t["adjoint_solved"] > 0:
+        solved = t["adjoint_solved"]
+        out.update(adjoint_converged_fraction=t["adjoint_converged"] / solved,
+                   adjoint_fallback_fraction=t["adjoint_fallback"] / solved,
+                   adjoint_mean_residual=t["adjoint_residual"] / solved,
+                   adjoint_mean_nstep=t["adjoint_nstep"] / solved)
+    return out
 
 
 def _pure(state) -> dict:
