@@ -95,10 +95,9 @@ def test_train_decentralized_bad_flags_exit_2_with_one_line(argv, message, paths
 
 @pytest.mark.parametrize("argv", [["--topology", "star"], ["--shards", "random"], ["--agents", "x"], ["--bogus"]])
 def test_train_decentralized_unparsable_flags_are_argparse_errors(argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        dcli.main(argv)
-    assert exit_.value.code == 2
-    _one_error_line(capsys.readouterr().err, "implicit-rec")
+    assert dcli.main(argv) == 2
+    message = _one_error_line(capsys.readouterr().err, "implicit-rec: error:")
+    assert argv[0].lstrip("-") in message and "--help" in message
 
 
 @pytest.mark.parametrize("argv, message", [
