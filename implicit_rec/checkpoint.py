@@ -32,6 +32,10 @@ def save_tree(path: str | os.PathLike, tree) -> Path:
     return write_bytes_atomic(path, data)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (damaged, or saved from another model); says how to recover."""
+
+
 def load_tree(path: str | os.PathLike) -> dict:
     """Read a file written by :func:`save_tree` (ValueError if it is not one)."""
     path = Path(path)

@@ -173,6 +173,7 @@ def _summary(result: dict, seconds: float) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line; returns the exit status (``--help`` still exits through SystemExit)."""
+    from .checkpoint import CheckpointError
     from .pipeline import RunError, _oserror_text
     parser = build_parser()
     try:
@@ -186,7 +187,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("implicit-rec: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    except (config_mod.ConfigError, RunError, OSError) as err:
+    except (config_mod.ConfigError, RunError, CheckpointError, OSError) as err:
         if args.debug:
             raise
         print(f"implicit-rec: error: {_oserror_text(err)}", file=sys.stderr)

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from helpers import assert_trees_close
+from implicit_rec.checkpoint import CheckpointError
 from implicit_rec.layers import (AdjointProbe, ImplicitLayer, MLPCell, SolverConfig, adjoint_report)
 from implicit_rec.models.training import TrainConfig, fit
 
@@ -97,3 +98,17 @@ def test_fit_logs_forward_and_adjoint_solver_health():
     assert record["adjoint_fallback_fraction"] == 1.0
     assert record["adjoint_mean_nstep"] == 2.0 and record["adjoint_mean_residual"] > 1e-7
 
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01 not msgpack", b""])
+def test_fit_refuses_a_damaged_epoch_checkpoint_and_says_how_to_recover(tmp_path, content):
+    x = np.random.default_rng(3).normal(size=(32, D_IN)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.float32)
+    ckpt = tmp_path / "vm.train.msgpack"
+    ckpt.write_bytes(content)
+    rows = np.arange(32)
+    with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*delete that file"):
+        fit(_Scorer(), lambda m, b: (jnp.mean(m(b)["logit"]), m(b)), lambda r: {"x": jnp.asarray(x[r])},
+            rows[:16], rows[16:], y[16:], np.zeros(16, int), TrainConfig(epochs=1, batch_size=16),
+            checkpoint=ckpt)
+    assert ckpt.read_bytes() == content  # nothing is deleted behind the user's back

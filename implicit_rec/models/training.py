@@ -18,7 +18,7 @@ from flax import nnx
 import solvers
 
 from .. import metrics
-from ..checkpoint import conform, load_tree, save_tree
+from ..checkpoint import CheckpointError, conform, load_tree, save_tree
 from ..layers import AdjointProbe, LayerInfo
 
 
@@ -87,13 +87,18 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
     best_auc, best_state, stale, history = -np.inf, None, 0, []
     examples, seconds = 0, 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
-        saved = load_tree(checkpoint)
-        meta = json.loads(saved["meta"])
-        _restore(model, saved["model"], checkpoint)
-        _restore(opt, saved["optimizer"], checkpoint)
-        best_state = _restore(nnx.state(model, _KEEP), saved["best"], checkpoint) if meta["has_best"] else None
-        best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
-        examples, seconds = meta["examples"], meta["seconds"]
+        try:
+            saved = load_tree(checkpoint)
+            meta = json.loads(saved["meta"])
+            _restore(model, saved["model"], checkpoint)
+            _restore(opt, saved["optimizer"], checkpoint)
+            best_state = _restore(nnx.state(model, _KEEP), saved["best"], checkpoint) if meta["has_best"] else None
+            best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
+            examples, seconds = meta["examples"], meta["seconds"]
+        except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
+            raise CheckpointError(
+                f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
+                "train this model again from its first epoch.") from None
         rng.bit_generator.state = meta["rng"]
     n_batches = -(-len(train_rows) // config.batch_size)
     for epoch in range(len(history), config.epochs):
