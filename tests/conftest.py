@@ -4,7 +4,8 @@ Precision: JAX runs in its production default (x64 off, float32) unless a test a
   * ``@pytest.mark.x64`` (or ``pytestmark = pytest.mark.x64`` in a module) turns float64 on for
     that test, for checks that need tight tolerances (finite differences, exact consensus);
   * the ``precision`` fixture runs a test twice, once per dtype, with x64 switched to match, so
-    the solver and layer tests exercise the float32 path users run as well as float64.
+    the solver and layer tests exercise the float32 path users run as well as float64 (the
+    float64 half is marked slow: the fast lane runs the production float32 path).
 
 Lanes: ``@pytest.mark.slow`` marks tests that spawn processes, train FMs or run whole tiny pipelines.
 ``make test`` deselects them (``-m "not slow"``); ``make test-all`` runs everything.
@@ -49,8 +50,8 @@ def _x64_mode(request):
     _set_x64(previous)
 
 
-@pytest.fixture(params=["float32", "float64"])
+@pytest.fixture(params=["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def precision(request, _x64_mode):
-    """The dtype under test; x64 is on exactly when it is float64."""
+    """The dtype under test; x64 is on exactly when it is float64 (that half runs in test-all)."""
     _set_x64(request.param == "float64")
     return jnp.dtype(request.param)

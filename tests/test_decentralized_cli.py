@@ -59,6 +59,7 @@ def _cli(tmp_path, out, *extra):
     return json.loads((tmp_path / out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_three_process_loopback_run_matches_single_process(tmp_path):
     single = _cli(tmp_path, "single")
     multi = _cli(tmp_path, "multi", "--processes", "3")

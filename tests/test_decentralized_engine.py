@@ -95,6 +95,7 @@ def _reference(name, n=6):
 
 @pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus",
                                   "complete", "ceca-2p/4", "ceca-2p/5"])
+@pytest.mark.slow
 def test_device_engine_matches_host_reference_on_6_devices(device_run, name):
     assert device_run["devices"] == 6
     r = device_run[name]
@@ -109,6 +110,7 @@ def test_device_engine_matches_host_reference_on_6_devices(device_run, name):
 
 
 @pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "exp2-one-peer", "ring", "complete"])
+@pytest.mark.slow
 def test_compiled_step_has_one_permute_per_message_and_no_all_reduce(device_run, name):
     r = device_run[name]
     if name == "complete":
@@ -121,6 +123,7 @@ def test_compiled_step_has_one_permute_per_message_and_no_all_reduce(device_run,
 
 
 @pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "complete"])
+@pytest.mark.slow
 def test_period_unrolled_step_matches_reference(device_run, name):
     r = device_run["period/" + name]
     n, d, B, steps = 6, 4, 5, r["steps"]

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import solvers
 from helpers import contraction, rtol_for
@@ -68,6 +69,7 @@ def test_empirical_lipschitz_of_linear_map(precision):
     assert s[-1] * (1 - tol) <= float(est.ratios.min()) and float(est.mean) < s[0]
 
 
+@pytest.mark.slow
 def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout(precision):
     """Lip(z_t) of a contraction with input injection follows L (1 - mu^t) / (1 - mu) for linear maps."""
     mu = 0.8

@@ -60,6 +60,7 @@ def test_tikhonov_solves_normal_equations():
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_identity_denoiser_fixed_point_is_tikhonov():
     """With the CNN at its initialisation (last layer zero: D = identity) the cell's fixed point is
     (A^T A + lam I)^-1 A^T y."""
@@ -73,6 +74,7 @@ def test_identity_denoiser_fixed_point_is_tikhonov():
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_output_is_a_fixed_point():
     op = _op()
     params = _random_step()
@@ -88,6 +90,7 @@ def test_implicit_output_is_a_fixed_point():
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_gradient_matches_finite_differences():
     op = _op(shape=(6, 6))
     params = _random_step(seed=5, channels=2, layers=2)
@@ -109,6 +112,7 @@ def test_implicit_gradient_matches_finite_differences():
     assert float(analytic) == pytest.approx(float(numeric), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_unrolled_depth_one_is_the_explicit_model_and_params_scale_with_depth():
     cfg = deblur.preset("tiny")
     op = _op(shape=(8, 8))
@@ -171,6 +175,7 @@ def tiny_run(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_documented_outputs(tiny_run):
     out, metrics = tiny_run
     for name in deblur.OUTPUT_FILES:
@@ -193,6 +198,7 @@ def test_tiny_study_writes_documented_outputs(tiny_run):
     assert "| k |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_tiny_study_behaviour(tiny_run):
     _, metrics = tiny_run
     m, rows = metrics["models"], metrics["sweep"]

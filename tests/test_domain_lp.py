@@ -75,6 +75,7 @@ def _model(d=4, feedback=True, **kw):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_gnn_fixed_point_and_box_readout(lps):
     x, _ = _inputs(lps)
     model = _model()
@@ -91,6 +92,7 @@ def test_implicit_gnn_fixed_point_and_box_readout(lps):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_gnn_gradients_match_finite_differences(lps):
     x, y = _inputs(lps, count=2)
     model = _model()
@@ -115,6 +117,7 @@ def test_implicit_gnn_gradients_match_finite_differences(lps):
         assert float(jnp.sum(gleaves[idx] * direction)) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_explicit_gnn_runs_to_depth_and_rejects_bad_depth(lps):
     x, _ = _inputs(lps, dtype=jnp.float32)
     model = gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=4)
@@ -126,6 +129,7 @@ def test_explicit_gnn_runs_to_depth_and_rejects_bad_depth(lps):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_trajectory_lipschitz_equals_empirical_lipschitz_per_k():
     w = 0.5 * jnp.eye(3)
     f = lambda z, x: jnp.tanh(z @ w.T + x)  # noqa: E731
@@ -156,6 +160,7 @@ def test_iteration_sweep_rows_and_errors(tmp_path):
     assert "| implicit | 4 |" in sweep.sweep_table(rows)
 
 
+@pytest.mark.slow
 def test_tiny_experiment_writes_documented_outputs(tmp_path):
     out = tmp_path / "lp"
     domain_lp.main(["--preset", "tiny", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])

@@ -128,6 +128,7 @@ def _dense(linear, n, c):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_contraction_rescaling_bounds_the_operator_norm():
     n, width = 8, 3
     cell = fourier.FourierCell(n, 2, width, 3, rngs=nnx.Rngs(0), gamma=0.5)
@@ -142,6 +143,7 @@ def test_contraction_rescaling_bounds_the_operator_norm():
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_fno_output_is_a_fixed_point_and_depth_one_equals_explicit():
     n, width = 8, 4
     x = jax.random.normal(jax.random.PRNGKey(1), (3, n, n, 2))
@@ -184,6 +186,7 @@ def _directional(grads, direction):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_implicit_fno_gradients_match_finite_differences():
     loss, params = _tiny_loss("ift")
     direction = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape, p.dtype), params)
@@ -209,6 +212,7 @@ def test_bad_model_arguments_raise_clear_errors():
         fourier.ExplicitFNO(8, 2, 4, 2, rngs=nnx.Rngs(0), depth=0)
 
 
+@pytest.mark.slow
 def test_iteration_sweep_rows_match_an_independent_picard_loop():
     """Sweep rows (error, residual, converged fraction) against z_{k+1} = f(z_k) written out by hand,
     with eval_tol between two samples' residuals at k = 4, so exactly half the samples count there."""
@@ -263,6 +267,7 @@ def tiny_run(tmp_path_factory):
     return out, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_documented_outputs(tiny_run):
     out, metrics = tiny_run
     assert {"preset", "seed", "config", "dataset", "models", "sweep", "reference_solver", "timing"} <= set(metrics)
@@ -281,6 +286,7 @@ def test_tiny_study_writes_documented_outputs(tiny_run):
     assert "| implicit FNO |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_tiny_study_sweep_behaves(tiny_run):
     _, metrics = tiny_run
     rows = metrics["sweep"]

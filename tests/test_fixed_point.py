@@ -13,6 +13,7 @@ STOPS = ["rel", "abs"]
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("stop", STOPS)
+@pytest.mark.slow
 def test_affine_contraction_matches_closed_form(method, stop, precision):
     dtype = precision
     tol, atol = (1e-11, 1e-9) if dtype == jnp.float64 else (1e-6, 2e-5)
@@ -29,6 +30,7 @@ def test_affine_contraction_matches_closed_form(method, stop, precision):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_pytree_state_and_batch_axis(method, precision):
     """A dict state whose leaves have the batch on axis 1 is solved leaf by leaf."""
     a = jnp.asarray(contraction(6, 0.7, seed=3), precision)
@@ -50,6 +52,7 @@ def test_pytree_state_and_batch_axis(method, precision):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_batch_axis_none_treats_the_pytree_as_one_problem(method, precision):
     a = contraction(5, 0.6, seed=5)
     b = np.random.default_rng(6).normal(size=(5,))
@@ -63,6 +66,7 @@ def test_batch_axis_none_treats_the_pytree_as_one_problem(method, precision):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_anderson_needs_far_fewer_iterations_on_ill_conditioned_contraction():
     a = contraction(32, 0.99, seed=7, eigs=np.linspace(0.0, 0.99, 32))
     b = np.random.default_rng(8).normal(size=(6, 32))
@@ -103,6 +107,7 @@ def test_converged_samples_are_frozen_bit_for_bit(method, precision):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_fast_sample_freezes_while_slow_sample_continues(method, precision):
     """Per-sample stopping: a sample that converges first keeps its value while the other iterates."""
     scale = jnp.asarray([0.1, 0.95], precision)[:, None]  # contraction factor per sample
@@ -162,6 +167,7 @@ def test_anderson_with_damping_converges(damping, precision):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_anderson_safeguard_falls_back_to_picard_instead_of_nan():
     """With ridge=0 a constant map makes every Anderson system singular; the solve must not produce NaN."""
     c = jnp.arange(12.0).reshape(3, 4)

@@ -73,6 +73,7 @@ def fd_reference():
 
 
 @pytest.mark.parametrize("method", ["anderson", "picard"])
+@pytest.mark.slow
 def test_ift_gradient_matches_finite_differences(fd_reference, method):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="ift", method=method), argnums=(0, 1))(
@@ -81,6 +82,7 @@ def test_ift_gradient_matches_finite_differences(fd_reference, method):
     assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_unroll_gradient_matches_finite_differences(fd_reference):
     params, x, probe, fd_params, fd_x = fd_reference
     g_params, g_x = jax.grad(functools.partial(loss, grad="unroll"), argnums=(0, 1))(params, x, probe)
@@ -88,6 +90,7 @@ def test_unroll_gradient_matches_finite_differences(fd_reference):
     assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_phantom_gradient_converges_to_the_implicit_gradient(fd_reference):
     """Many damped phantom steps approach the exact gradient; one step is the Jacobian-free gradient."""
     params, x, probe, fd_params, _ = fd_reference
@@ -103,6 +106,7 @@ def test_phantom_gradient_converges_to_the_implicit_gradient(fd_reference):
     assert not np.allclose(g_one["W"], fd_params["W"], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_unroll_gradient_wrt_z0_matches_finite_differences():
     """Unrolled backprop is exact for a truncated solve, including its dependence on z0."""
     params, x, probe = _problem(seed=1)
@@ -118,6 +122,7 @@ def test_unroll_gradient_wrt_z0_matches_finite_differences():
     np.testing.assert_array_equal(np.asarray(g_ift), 0.0)
 
 
+@pytest.mark.slow
 def test_ift_gradient_for_linear_problem_is_closed_form():
     """z* = (I - A)^{-1} b, so d(c . z*)/db = (I - A)^{-T} c."""
     a = jnp.asarray(contraction(4, 0.9, seed=5))
@@ -164,6 +169,7 @@ def test_ift_with_integer_arguments():
     assert float(jnp.abs(got[1]).max()) == 0.0  # rows that were not looked up get no gradient
 
 
+@pytest.mark.slow
 def test_ift_memory_does_not_grow_with_iterations():
     """Compiled temp memory of the IFT backward is flat in max_iter; unrolling grows."""
     params, x, probe = _problem()
@@ -178,6 +184,7 @@ def test_ift_memory_does_not_grow_with_iterations():
 
 
 @pytest.mark.parametrize("grad", ["ift", "phantom", "unroll"])
+@pytest.mark.slow
 def test_float32_gradients_are_finite_and_close(grad):
     params, x, probe = _problem()
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
@@ -195,6 +202,7 @@ def test_float32_gradients_are_finite_and_close(grad):
 
 @pytest.mark.x64
 @pytest.mark.parametrize("grad", ["phantom", "unroll"])
+@pytest.mark.slow
 def test_closed_over_values_are_differentiated_in_every_mode(grad):
     """A traced W that f closes over gets the gradient it gets as an explicit argument (was a
     while_loop reverse-mode error for phantom)."""

@@ -55,6 +55,7 @@ def test_iterate_readout_and_pytree(problem):
     assert err[-1].max() < err[1].max()  # iterates approach the fixed point
 
 
+@pytest.mark.slow
 def test_iterate_zero_steps_and_jit_and_grad(problem):
     w, x = problem
     z0 = jnp.zeros((4, 6), x.dtype)
@@ -71,6 +72,7 @@ def test_iterate_zero_steps_and_jit_and_grad(problem):
 
 
 @pytest.mark.x64
+@pytest.mark.slow
 def test_iterate_gradient_matches_finite_differences():
     """The unrolled gradient of z_3 (Anderson, with a zero-step row frozen) is exact."""
     w = jnp.asarray(contraction(3, 0.8, seed=5))

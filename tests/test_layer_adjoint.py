@@ -34,6 +34,7 @@ def _grads(layer):
     return nnx.grad(_loss, argnums=WRT)(layer)
 
 
+@pytest.mark.slow
 def test_converged_adjoint_is_reported():
     report = adjoint_report(_grads(_layer(grad_tol=1e-4)))
     assert float(report["adjoint_samples"]) == B
@@ -43,6 +44,7 @@ def test_converged_adjoint_is_reported():
     assert float(report["adjoint_mean_nstep"]) >= 1
 
 
+@pytest.mark.slow
 def test_unconverged_adjoint_is_reported_and_falls_back_to_phantom():
     budget = dict(grad_max_iter=1, grad_tol=1e-7, phantom_steps=2)
     report = adjoint_report(_grads(_layer(**budget)))

@@ -26,6 +26,7 @@ def _x(seed=0, n=16):
 
 
 @pytest.mark.parametrize("grad", ["ift", "phantom"])
+@pytest.mark.slow
 def test_learned_start_gets_the_consistency_gradient(grad):
     layer = _layer(grad, z0_weight=0.5)
     x = _x()
@@ -46,6 +47,7 @@ def test_learned_start_gets_the_consistency_gradient(grad):
     assert_trees_close(got, expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_learned_start_moves_toward_the_solution_under_training():
     layer = _layer("ift")
     x = _x(2, n=32)

@@ -103,6 +103,7 @@ def test_spectral_parameterization_bounds_contraction_after_training(trained_mod
     assert float(model.layer.spectral_radius(x_test).max()) < gamma
 
 
+@pytest.mark.slow
 def test_spectral_bound_at_init_and_unconstrained_weights_can_exceed_it():
     rngs = nnx.Rngs(3)
     cell = MLPCell(D_STATE, D_IN, rngs=rngs, gamma=0.5)
@@ -115,6 +116,7 @@ def test_spectral_bound_at_init_and_unconstrained_weights_can_exceed_it():
     assert float(jnp.linalg.norm(plain.w.prepare(), 2)) > 1.0
 
 
+@pytest.mark.slow
 def test_trajectory_matches_truncated_solves(trained_model):
     model, (x_test, _) = trained_model
     layer = model.layer
@@ -151,6 +153,7 @@ def _param_grads(model, x, y, solver):
     return nnx.to_pure_dict(nnx.grad(loss_fn)(model))
 
 
+@pytest.mark.slow
 def test_ift_parameter_gradients_match_long_unroll():
     model = Regressor(seed=4)
     x, y = _data(64, 5)
@@ -247,6 +250,7 @@ def test_eval_solver_is_the_test_time_knob():
     assert int(model(x)[1].nstep.max()) == 3
 
 
+@pytest.mark.slow
 def test_warmup_uses_unrolled_iterations_then_switches():
     model = Regressor(seed=7, warmup_steps=2, warmup_iters=4,
                       train_solver=SolverConfig(tol=1e-10, max_iter=30))
@@ -259,6 +263,7 @@ def test_warmup_uses_unrolled_iterations_then_switches():
     _train(model, 2, x, y)  # the unrolled branch and the implicit branch both train under jit
 
 
+@pytest.mark.slow
 def test_regularizers_are_off_by_default_and_differentiable_when_on():
     x, y = _data(32, 9)
     plain = Regressor(seed=8)
@@ -296,6 +301,7 @@ def _sequence_batch(seed, batch=6, length=5, d_item=3, d_context=2):
     return {"sequence": seq, "mask": jnp.asarray(mask), "context": ctx}
 
 
+@pytest.mark.slow
 def test_sequence_cell_solves_and_respects_the_mask():
     rngs = nnx.Rngs(9)
     cell = SequenceCell(8, 3, d_context=2, num_heads=2, rngs=rngs)
@@ -317,6 +323,7 @@ def test_sequence_cell_solves_and_respects_the_mask():
     assert float(jnp.abs(layer(x4)[0][2] - z[2]).max()) > 1e-4
 
 
+@pytest.mark.slow
 def test_sequence_cell_gradients_reach_keys_values_and_queries():
     rngs = nnx.Rngs(10)
     cell = SequenceCell(8, 3, d_context=2, rngs=rngs)

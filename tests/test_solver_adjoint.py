@@ -36,6 +36,7 @@ def _grads(dtype, **kw):
     return jax.grad(loss, argnums=(0, 1))(x, solvers.adjoint_probe(2, dtype))
 
 
+@pytest.mark.slow
 def test_adjoint_solve_is_reported(precision):
     g_x, stats = _grads(precision, grad_max_iter=8)
     assert isinstance(stats, solvers.AdjointInfo)
@@ -58,6 +59,7 @@ def test_converged_adjoint_gives_the_exact_gradient_and_full_report(precision):
     np.testing.assert_allclose(g_x, expected, rtol=20 * rtol_for(precision))
 
 
+@pytest.mark.slow
 def test_phantom_fallback_replaces_only_the_unconverged_rows(precision):
     kw = dict(phantom_steps=3, damping=0.7)
     # the adjoint is damped too: rates 0.37 (row 0) and ~0.9 (row 1) per step

@@ -19,6 +19,7 @@ W = 0.5 * jnp.eye(3)
 
 @pytest.mark.parametrize("method", ["anderson", "picard"])
 @pytest.mark.parametrize("grad", ["ift", "phantom", "unroll"])
+@pytest.mark.slow
 def test_fixed_point_of_an_empty_batch(method, grad):
     x = jnp.zeros((0, 3))
     z, info = solvers.fixed_point(f, jnp.zeros((0, 3)), W, x, method=method, grad=grad, max_iter=5,
@@ -49,6 +50,7 @@ def test_implicit_layer_on_an_empty_batch():
 
 
 @pytest.mark.parametrize("method", ["anderson", "picard"])
+@pytest.mark.slow
 def test_float16_zero_fixed_point_has_zero_relative_residual(method):
     """1e-12 underflows in float16; the eps of the relative residual follows the dtype."""
     z0 = jnp.zeros((2, 3), jnp.float16)
@@ -61,6 +63,7 @@ def test_float16_zero_fixed_point_has_zero_relative_residual(method):
     np.testing.assert_array_equal(np.asarray(traj), 0.0)
 
 
+@pytest.mark.slow
 def test_float16_solve_reaches_its_fixed_point():
     x = jnp.asarray([[0.5, -0.25, 0.0]], jnp.float16)
     z, info = solvers.fixed_point(f, jnp.zeros((1, 3), jnp.float16), W.astype(jnp.float16), x,

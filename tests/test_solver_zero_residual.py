@@ -55,6 +55,7 @@ def _check_gradients(dtype, **solve_kw):
     np.testing.assert_allclose(g_x[keep], ref_x, rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_unrolled_anderson_gradient_ignores_a_zero_residual_row(precision):
     """fixed_point(grad="unroll") with Anderson: was NaN for every parameter."""
     _check_gradients(precision, entry="fixed_point", grad="unroll")
@@ -70,6 +71,7 @@ def test_other_differentiated_paths_ignore_a_zero_residual_row(solve_kw):
     _check_gradients(jnp.float32, **solve_kw)
 
 
+@pytest.mark.slow
 def test_zero_residual_is_finite_and_differentiable(precision):
     """solvers.residual at z = f(z) = 0: value 0, gradient 0 (not NaN) in both stop rules."""
     z = jnp.zeros((2, 3), precision)

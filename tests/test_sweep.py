@@ -3,10 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from implicit_rec.sweep import _directions, _ratios, compiled_flops
 
 
+@pytest.mark.slow
 def test_ratios_of_a_linear_map_are_its_gain_along_each_direction():
     x = jax.random.normal(jax.random.key(0), (5, 3))
     A = jnp.diag(jnp.array([1.0, 2.0, 3.0]))

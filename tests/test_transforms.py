@@ -36,6 +36,7 @@ def test_jit_matches_eager(problem, method):
 
 
 @pytest.mark.parametrize("method", ["anderson", "picard"])
+@pytest.mark.slow
 def test_vmap_matches_loop(problem, method):
     w, xs = problem
     batched = jax.vmap(lambda x: solve(w, x, method))(xs)
@@ -44,6 +45,7 @@ def test_vmap_matches_loop(problem, method):
 
 
 @pytest.mark.parametrize("grad", ["ift", "phantom", "unroll"])
+@pytest.mark.slow
 def test_grad_of_vmapped_solve_equals_sum_of_grads(problem, grad):
     w, xs = problem
     total = jax.grad(lambda w: jnp.sum(jax.vmap(lambda x: solve(w, x, grad=grad))(xs) ** 2))(w)
@@ -51,6 +53,7 @@ def test_grad_of_vmapped_solve_equals_sum_of_grads(problem, grad):
     np.testing.assert_allclose(total, parts, rtol=rtol_for(w.dtype), atol=rtol_for(w.dtype))
 
 
+@pytest.mark.slow
 def test_vmap_of_grad_and_jit_of_grad(problem):
     w, xs = problem
     per = jax.jit(jax.vmap(jax.grad(lambda w, x: jnp.sum(solve(w, x) ** 2)), in_axes=(None, 0)))(w, xs)
