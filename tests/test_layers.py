@@ -325,13 +325,18 @@ def test_sequence_cell_solves_and_respects_the_mask():
 
 @pytest.mark.slow
 def test_sequence_cell_gradients_reach_keys_values_and_queries():
-    rngs = nnx.Rngs(10)
-    cell = SequenceCell(8, 3, d_context=2, rngs=rngs)
-    layer = ImplicitLayer(cell, 8, rngs=rngs)
     x = _sequence_batch(1)
-    grads = nnx.to_pure_dict(nnx.grad(lambda layer: jnp.sum(layer(x)[0] ** 2))(layer))
-    for name in ["query", "key", "value", "out", "context"]:
-        g = grads["cell"][name]["kernel"]
+
+    def grads(solver):
+        rngs = nnx.Rngs(10)
+        layer = ImplicitLayer(SequenceCell(8, 3, d_context=2, rngs=rngs), 8, train_solver=solver, rngs=rngs)
+        return layer, nnx.to_pure_dict(nnx.grad(lambda layer: jnp.sum(layer(x)[0] ** 2))(layer))
+
+    layer, g_ift = grads(SolverConfig(grad="ift", tol=1e-7, max_iter=200))
+    _, g_unroll = grads(SolverConfig(grad="unroll", method="picard", tol=1e-7, max_iter=200))
+    for name in ["query", "key", "value", "out", "context"]:  # the exact reference: a long unroll
+        g = g_ift["cell"][name]["kernel"]
         assert float(jnp.abs(g).max()) > 0, name
+        np.testing.assert_allclose(g, g_unroll["cell"][name]["kernel"], rtol=2e-3, atol=2e-5, err_msg=name)
     with pytest.raises(ValueError, match="'sequence'"):
         layer({"seq": x["sequence"], "mask": x["mask"]})
