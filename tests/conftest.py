@@ -6,6 +6,8 @@ Precision: JAX runs in its production default (x64 off, float32) unless a test a
   * the ``precision`` fixture runs a test twice, once per dtype, with x64 switched to match, so
     the solver and layer tests exercise the float32 path users run as well as float64 (the
     float64 half is marked slow: the fast lane runs the production float32 path).
+Module-scoped fixtures are set up before the per-test switch, so one that needs a precision sets it
+itself (see the finite-difference fixtures) rather than inheriting whatever the previous test left.
 
 Lanes: ``@pytest.mark.slow`` marks tests that spawn processes, train FMs or run whole tiny pipelines.
 ``make test`` deselects them (``-m "not slow"``); ``make test-all`` runs everything.
