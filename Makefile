@@ -10,7 +10,7 @@ FAST   := -m "not slow"
 PYTHON_NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
                              $(shell command -v python3.13 2>/dev/null))
 
-.PHONY: test test-all test-floors test-newest ci demo bench domains clean
+.PHONY: test test-all test-floors test-newest lint format ci demo bench domains clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,20 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
+
+LSTAMP := $(VENV)/.installed-lint
+$(LSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	touch $@
+
+# Lint and formatting (ruff; settings in pyproject.toml). `make format` rewrites the files.
+lint: $(LSTAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(LSTAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 $(BSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
@@ -58,8 +72,8 @@ test-newest: .venv-newest/.installed
 	.venv-newest/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|optax|numpy) '
 	.venv-newest/bin/python -m pytest -q $(FAST)
 
-# What CI runs (.ci/run): the whole suite, then the fast lane on the floors and on the newest JAX.
-ci: test-all test-floors test-newest
+# What CI runs (.ci/run): the lint, the whole suite, then the fast lane on the floors and on the newest JAX.
+ci: lint test-all test-floors test-newest
 
 # The main job on the embedded synthetic data; a finished runs/demo is reported, not redone.
 demo: $(STAMP)

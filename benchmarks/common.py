@@ -7,8 +7,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 
@@ -45,5 +45,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def machine_info(**extra) -> dict:
-    return dict(platform=platform.platform(), python=sys.version.split()[0], jax=jax.__version__,
-                backend=jax.default_backend(), cpu_count=os.cpu_count(), **extra)
+    return dict(
+        platform=platform.platform(),
+        python=sys.version.split()[0],
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        cpu_count=os.cpu_count(),
+        **extra,
+    )

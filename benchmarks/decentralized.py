@@ -27,8 +27,7 @@ from benchmarks.common import RESULTS, machine_info, median_times, write_atomic 
 from implicit_rec.decentralized import make_topology  # noqa: E402
 from implicit_rec.decentralized.engine import DSGD, agent_mesh, count_collectives, put_agents  # noqa: E402
 from implicit_rec.decentralized.problem import AgentSampler, shard_rows, vm_problem  # noqa: E402
-from implicit_rec.decentralized.train import (DecentralizedConfig, load_table, make_optimizer,  # noqa: E402
-                                              run_decentralized)
+from implicit_rec.decentralized.train import DecentralizedConfig, load_table, make_optimizer, run_decentralized  # noqa: E402
 
 COUNT_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus", "complete")
 
@@ -74,8 +73,14 @@ def main(argv=None) -> None:
     table = load_table(base, cache)
     prob = vm_problem(table, base.arch, "none", 0, None)
     counter = CompileCounter()
-    out = {"machine": machine_info(devices=len(jax.devices())), "preset": preset, "params": prob.dim,
-           "optimizer": base.optimizer, "lr": base.lr, "batch_per_agent": base.batch_size}
+    out = {
+        "machine": machine_info(devices=len(jax.devices())),
+        "preset": preset,
+        "params": prob.dim,
+        "optimizer": base.optimizer,
+        "lr": base.lr,
+        "batch_per_agent": base.batch_size,
+    }
 
     hlo = {}
     for n in (6, 8):
@@ -86,10 +91,13 @@ def main(argv=None) -> None:
                 hlo[f"{n}/{name}"] = {"error": str(e)}
                 continue
             counts = count_collectives(eng.hlo_text(st, batch))
-            hlo[f"{n}/{name}"] = {**counts, "branches": len(eng.perms),
-                                  "messages_per_branch": [len(pm) for pm in eng.perms],
-                                  "period": eng.topology.period,
-                                  "bytes_per_agent_per_iter": eng.bytes_per_iteration(prob.dim)}
+            hlo[f"{n}/{name}"] = {
+                **counts,
+                "branches": len(eng.perms),
+                "messages_per_branch": [len(pm) for pm in eng.perms],
+                "period": eng.topology.period,
+                "bytes_per_agent_per_iter": eng.bytes_per_iteration(prob.dim),
+            }
             print(n, name, hlo[f"{n}/{name}"], flush=True)
     out["hlo"] = hlo
 
@@ -113,11 +121,14 @@ def main(argv=None) -> None:
     times = median_times({name: (lambda name=name: advance(name)) for name in engines}, repeats=args.repeats)
     counter.active = False
     times["ceca-2p/period"] /= tau  # per iteration
-    out["step_time_n8"] = {"median_s": times, "ratio_ceca2p_over_complete": times["ceca-2p"] / times["complete"],
-                           "ratio_ceca2p_period_unrolled_over_complete": times["ceca-2p/period"] / times["complete"],
-                           "repeats": args.repeats,
-                           "backend_compiles_after_first_step": counter.count,
-                           "engine_compiles": {k: e.compiles for k, (e, _, _) in engines.items()}}
+    out["step_time_n8"] = {
+        "median_s": times,
+        "ratio_ceca2p_over_complete": times["ceca-2p"] / times["complete"],
+        "ratio_ceca2p_period_unrolled_over_complete": times["ceca-2p/period"] / times["complete"],
+        "repeats": args.repeats,
+        "backend_compiles_after_first_step": counter.count,
+        "engine_compiles": {k: e.compiles for k, (e, _, _) in engines.items()},
+    }
     print(out["step_time_n8"], flush=True)
 
     # final AUC at n = 6 on the synthetic default: ceca-2p vs all-reduce
@@ -125,18 +136,27 @@ def main(argv=None) -> None:
     for name in ("ceca-2p", "complete"):
         runs = []
         for seed in range(args.seeds):
-            cfg = DecentralizedConfig(agents=6, topology=name, preset=preset, steps=steps, eval_every=steps,
-                                      seed=seed)
+            cfg = DecentralizedConfig(agents=6, topology=name, preset=preset, steps=steps, eval_every=steps, seed=seed)
             r = run_decentralized(cfg, cache_dir=cache, progress=False)
-            runs.append({"seed": seed, "valid_auc_avg": r["final"]["valid_auc_avg"],
-                         "test_auc_avg": r["final"]["test_auc_avg"], "consensus": r["final"]["consensus"],
-                         "compiles": r["compiles"], "seconds_per_step": r["seconds_per_step"]})
-        auc[name] = {"runs": runs, **{k: float(np.mean([r[k] for r in runs]))
-                                      for k in ("valid_auc_avg", "test_auc_avg", "seconds_per_step")}}
+            runs.append(
+                {
+                    "seed": seed,
+                    "valid_auc_avg": r["final"]["valid_auc_avg"],
+                    "test_auc_avg": r["final"]["test_auc_avg"],
+                    "consensus": r["final"]["consensus"],
+                    "compiles": r["compiles"],
+                    "seconds_per_step": r["seconds_per_step"],
+                }
+            )
+        auc[name] = {
+            "runs": runs,
+            **{k: float(np.mean([r[k] for r in runs])) for k in ("valid_auc_avg", "test_auc_avg", "seconds_per_step")},
+        }
         print(name, auc[name], flush=True)
     auc["valid_auc_gap"] = auc["ceca-2p"]["valid_auc_avg"] - auc["complete"]["valid_auc_avg"]
-    auc["per_seed_gaps"] = [a["valid_auc_avg"] - b["valid_auc_avg"]
-                            for a, b in zip(auc["ceca-2p"]["runs"], auc["complete"]["runs"])]
+    auc["per_seed_gaps"] = [
+        a["valid_auc_avg"] - b["valid_auc_avg"] for a, b in zip(auc["ceca-2p"]["runs"], auc["complete"]["runs"])
+    ]
     auc["steps"], auc["seeds"] = steps, args.seeds
     out["auc_n6"] = auc
     write_atomic(RESULTS / "decentralized.json", json.dumps(out, indent=2))
@@ -145,32 +165,44 @@ def main(argv=None) -> None:
 
 
 def report(out: dict) -> str:
-    lines = ["# Decentralized DSGD benchmark", "",
-             f"VM mlp ({out['params']:,} params) on synthetic/{out['preset']}, local {out['optimizer']} "
-             f"lr {out['lr']}, batch {out['batch_per_agent']} per agent; {out['machine']['cpu_count']} CPUs, "
-             f"jax {out['machine']['jax']}, virtual CPU devices.", "",
-             "| n / topology | period | branches | messages per branch | collective-permute | all-reduce | "
-             "KiB sent/agent/iter |", "|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "# Decentralized DSGD benchmark",
+        "",
+        f"VM mlp ({out['params']:,} params) on synthetic/{out['preset']}, local {out['optimizer']} "
+        f"lr {out['lr']}, batch {out['batch_per_agent']} per agent; {out['machine']['cpu_count']} CPUs, "
+        f"jax {out['machine']['jax']}, virtual CPU devices.",
+        "",
+        "| n / topology | period | branches | messages per branch | collective-permute | all-reduce | "
+        "KiB sent/agent/iter |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
     for key, h in out["hlo"].items():
         if "error" in h:
             lines.append(f"| {key} | – | – | {h['error'].split(';')[0]} | – | – | – |")
             continue
-        lines.append(f"| {key} | {h['period']} | {h['branches']} | {h['messages_per_branch']} | "
-                     f"{h['collective-permute']} | {h['all-reduce']} | {h['bytes_per_agent_per_iter'] / 1024:.1f} |")
+        lines.append(
+            f"| {key} | {h['period']} | {h['branches']} | {h['messages_per_branch']} | "
+            f"{h['collective-permute']} | {h['all-reduce']} | {h['bytes_per_agent_per_iter'] / 1024:.1f} |"
+        )
     st = out["step_time_n8"]
     a = out["auc_n6"]
-    lines += ["", f"Step time at n = 8 (median of {st['repeats']}, round-robin): ceca-2p "
-              f"{st['median_s']['ceca-2p'] * 1e3:.1f} ms, complete (all-reduce) {st['median_s']['complete'] * 1e3:.1f} ms, "
-              f"ratio {st['ratio_ceca2p_over_complete']:.3f}; ceca-2p with the period unrolled (`period_step`, "
-              f"no `lax.switch`) {st['median_s']['ceca-2p/period'] * 1e3:.1f} ms per iteration, ratio "
-              f"{st['ratio_ceca2p_period_unrolled_over_complete']:.3f}. XLA compiles after the first step: "
-              f"{st['backend_compiles_after_first_step']}; engine compiles per run: {st['engine_compiles']}.", "",
-              f"Final validation AUC at n = 6 after {a['steps']} iterations, mean of {a['seeds']} seeds: ceca-2p "
-              f"{a['ceca-2p']['valid_auc_avg']:.4f}, complete {a['complete']['valid_auc_avg']:.4f} (gap "
-              f"{a['valid_auc_gap']:+.4f}; per seed {', '.join(f'{g:+.4f}' for g in a['per_seed_gaps'])}); test AUC "
-              f"{a['ceca-2p']['test_auc_avg']:.4f} vs {a['complete']['test_auc_avg']:.4f}. End-to-end seconds per "
-              f"iteration including host batch building: {a['ceca-2p']['seconds_per_step']:.4f} vs "
-              f"{a['complete']['seconds_per_step']:.4f}.", ""]
+    lines += [
+        "",
+        f"Step time at n = 8 (median of {st['repeats']}, round-robin): ceca-2p "
+        f"{st['median_s']['ceca-2p'] * 1e3:.1f} ms, complete (all-reduce) {st['median_s']['complete'] * 1e3:.1f} ms, "
+        f"ratio {st['ratio_ceca2p_over_complete']:.3f}; ceca-2p with the period unrolled (`period_step`, "
+        f"no `lax.switch`) {st['median_s']['ceca-2p/period'] * 1e3:.1f} ms per iteration, ratio "
+        f"{st['ratio_ceca2p_period_unrolled_over_complete']:.3f}. XLA compiles after the first step: "
+        f"{st['backend_compiles_after_first_step']}; engine compiles per run: {st['engine_compiles']}.",
+        "",
+        f"Final validation AUC at n = 6 after {a['steps']} iterations, mean of {a['seeds']} seeds: ceca-2p "
+        f"{a['ceca-2p']['valid_auc_avg']:.4f}, complete {a['complete']['valid_auc_avg']:.4f} (gap "
+        f"{a['valid_auc_gap']:+.4f}; per seed {', '.join(f'{g:+.4f}' for g in a['per_seed_gaps'])}); test AUC "
+        f"{a['ceca-2p']['test_auc_avg']:.4f} vs {a['complete']['test_auc_avg']:.4f}. End-to-end seconds per "
+        f"iteration including host batch building: {a['ceca-2p']['seconds_per_step']:.4f} vs "
+        f"{a['complete']['seconds_per_step']:.4f}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -81,6 +81,7 @@ def pure_train_step(model: nnx.Module):
             model = nnx.merge(graphdef, params, rest, copy=True)
             value = jnp.mean((model(x) - y) ** 2)
             return value, nnx.state(model, nnx.Not(nnx.Param))
+
         (value, rest), grads = jax.value_and_grad(loss, has_aux=True)(params, rest)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, value
@@ -105,20 +106,33 @@ def main(argv=None) -> None:
         step, step_args = pure_train_step(model)
         jitted = jax.jit(step)
         thunks[name] = lambda jitted=jitted, a=step_args: jitted(*a)
-        rows[name] = dict(model=name, params=param_count(model),
-                          temp_mib=compiled_temp_bytes(step, *step_args) / 2**20)
+        rows[name] = dict(model=name, params=param_count(model), temp_mib=compiled_temp_bytes(step, *step_args) / 2**20)
     for name, seconds in median_times(thunks, repeats).items():
         rows[name]["step_ms"] = seconds * 1e3
-    report = dict(machine=machine_info(),
-                  config=dict(batch=B, d_input=D_IN, d_state=D, iterations=ITERS, repeats=repeats,
-                              solver="anderson, tol=1e-12 (runs exactly k iterations)", dtype="float32"),
-                  rows=list(rows.values()), runtime_s=time.perf_counter() - t0)
-    lines = ["# ImplicitLayer training step vs explicit MLPs", "",
-             f"B={B}, d_in={D_IN}, d={D}, float32, Adam step; medians of {repeats} round-robin repeats; "
-             f"{report['machine']['cpu_count']} CPUs, jax {report['machine']['jax']}.", "",
-             "| model | params | step ms | compiled temp MiB |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['params']:,} | {r['step_ms']:.2f} | {r['temp_mib']:.2f} |"
-              for r in report["rows"]]
+    report = dict(
+        machine=machine_info(),
+        config=dict(
+            batch=B,
+            d_input=D_IN,
+            d_state=D,
+            iterations=ITERS,
+            repeats=repeats,
+            solver="anderson, tol=1e-12 (runs exactly k iterations)",
+            dtype="float32",
+        ),
+        rows=list(rows.values()),
+        runtime_s=time.perf_counter() - t0,
+    )
+    lines = [
+        "# ImplicitLayer training step vs explicit MLPs",
+        "",
+        f"B={B}, d_in={D_IN}, d={D}, float32, Adam step; medians of {repeats} round-robin repeats; "
+        f"{report['machine']['cpu_count']} CPUs, jax {report['machine']['jax']}.",
+        "",
+        "| model | params | step ms | compiled temp MiB |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r['model']} | {r['params']:,} | {r['step_ms']:.2f} | {r['temp_mib']:.2f} |" for r in report["rows"]]
     md = "\n".join(lines) + "\n"
     write_atomic(RESULTS / "layers.json", json.dumps(report, indent=2) + "\n")
     write_atomic(RESULTS / "layers.md", md)

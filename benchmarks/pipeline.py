@@ -39,28 +39,43 @@ def main(argv=None) -> None:
         table = synthetic_events(args.preset, seed=0, cache_dir=tmp)
         prep_s = time.perf_counter() - t0
         rows = len(table["label"])
-        cfg = study.StudyConfig(fm_max_len=min(100, table.schema.max_len),
-                                fm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=2e-3),
-                                vm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=3e-3))
+        cfg = study.StudyConfig(
+            fm_max_len=min(100, table.schema.max_len),
+            fm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=2e-3),
+            vm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=3e-3),
+        )
         fm, _ = study.train_fm(table, cfg, log=lambda s: None)
         store = study.build_store(fm, table, cfg, log=lambda s: None)
         speeds = {"din": [], "implicit": []}
         for _ in range(args.repeats):
             for arch in speeds:
-                _, hist, _ = study.train_vm(table, store, cfg, arch, "loopfm+kd", 0,
-                                            log=lambda s: None)
+                _, hist, _ = study.train_vm(table, store, cfg, arch, "loopfm+kd", 0, log=lambda s: None)
                 speeds[arch].append(hist["examples_per_second"])
     med = {a: float(np.median(v)) for a, v in speeds.items()}
-    report = {"machine": machine_info(), "preset": args.preset, "rows": rows,
-              "preprocessing_rows_per_second": rows / prep_s, "preprocessing_seconds": prep_s,
-              "train_examples_per_second": speeds, "median": med,
-              "implicit_over_explicit": med["implicit"] / med["din"]}
-    md = "\n".join([
-        f"# Pipeline throughput (synthetic {args.preset}, {rows:,} rows)", "",
-        f"Preprocessing: {rows / prep_s:,.0f} rows/s ({prep_s:.1f} s).", "",
-        "| VM (loopfm+kd) | train examples/s (median) | runs |", "|---|---:|---|",
-        *[f"| {a} | {med[a]:,.0f} | {', '.join(f'{v:,.0f}' for v in speeds[a])} |" for a in speeds], "",
-        f"implicit / explicit throughput: {report['implicit_over_explicit']:.2f}", ""])
+    report = {
+        "machine": machine_info(),
+        "preset": args.preset,
+        "rows": rows,
+        "preprocessing_rows_per_second": rows / prep_s,
+        "preprocessing_seconds": prep_s,
+        "train_examples_per_second": speeds,
+        "median": med,
+        "implicit_over_explicit": med["implicit"] / med["din"],
+    }
+    md = "\n".join(
+        [
+            f"# Pipeline throughput (synthetic {args.preset}, {rows:,} rows)",
+            "",
+            f"Preprocessing: {rows / prep_s:,.0f} rows/s ({prep_s:.1f} s).",
+            "",
+            "| VM (loopfm+kd) | train examples/s (median) | runs |",
+            "|---|---:|---|",
+            *[f"| {a} | {med[a]:,.0f} | {', '.join(f'{v:,.0f}' for v in speeds[a])} |" for a in speeds],
+            "",
+            f"implicit / explicit throughput: {report['implicit_over_explicit']:.2f}",
+            "",
+        ]
+    )
     write_atomic(RESULTS / "pipeline.json", json.dumps(report, indent=2) + "\n")
     write_atomic(RESULTS / "pipeline.md", md)
     print(md)

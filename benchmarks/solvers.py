@@ -38,7 +38,7 @@ import argparse
 import json
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,7 @@ INSTALL_HINT = "the solver benchmark needs jaxopt and optimistix: pip install -e
 
 # ----------------------------------------------------------------------------- problems
 
+
 def deq(z, x, W, U, b):
     """One DEQ layer; works on a single sample (d,) or a batch (B, d)."""
     return jnp.tanh(z @ W.T + x @ U.T + b)
@@ -78,8 +79,7 @@ def make_problem(name: str, seed: int = 0) -> dict:
         x, b = HARD_X_SCALE * rng.standard_normal((B, D)), np.zeros(D)
     A = rng.standard_normal((B, D))
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    return dict(params=(f32(W), f32(U), f32(b)), x=f32(x), z0=jnp.zeros((B, D), jnp.float32),
-                A=f32(A))
+    return dict(params=(f32(W), f32(U), f32(b)), x=f32(x), z0=jnp.zeros((B, D), jnp.float32), A=f32(A))
 
 
 def rel_residual(z, x, params):
@@ -90,20 +90,23 @@ def rel_residual(z, x, params):
 
 def reference_scale(prob: dict) -> np.ndarray:
     """Per-sample ||f(z*)|| from a tight solve: converts relative tolerance to absolute."""
-    z, _ = jax.jit(lambda p, x, z0: solvers.fixed_point(deq, z0, x, *p, max_iter=MAX_ITER,
-                                                        tol=1e-6))(prob["params"], prob["x"],
-                                                                   prob["z0"])
+    z, _ = jax.jit(lambda p, x, z0: solvers.fixed_point(deq, z0, x, *p, max_iter=MAX_ITER, tol=1e-6))(
+        prob["params"], prob["x"], prob["z0"]
+    )
     return np.asarray(jnp.linalg.norm(deq(z, prob["x"], *prob["params"]), axis=-1))
 
 
 # ----------------------------------------------------------------------------- solvers
 # Each solver is solve(params, x, z0) -> (z, per-sample iteration counts).
 
+
 def ours(method: str) -> Callable:
     def solve(params, x, z0):
-        z, info = solvers.fixed_point(deq, z0, x, *params, method=method, max_iter=MAX_ITER,
-                                      tol=TOL, stop="rel", grad="ift")
+        z, info = solvers.fixed_point(
+            deq, z0, x, *params, method=method, max_iter=MAX_ITER, tol=TOL, stop="rel", grad="ift"
+        )
         return z, info.nstep
+
     return solve
 
 
@@ -128,16 +131,21 @@ def _import_optimistix():
 def jaxopt_solver(kind: str, abs_tol: float) -> Callable:
     jaxopt = _import_jaxopt()
     if kind == "anderson":
-        solver = jaxopt.AndersonAcceleration(fixed_point_fun=deq, history_size=JAXOPT_HISTORY,
-                                             ridge=JAXOPT_RIDGE, tol=abs_tol, maxiter=MAX_ITER,
-                                             implicit_diff=True)
+        solver = jaxopt.AndersonAcceleration(
+            fixed_point_fun=deq,
+            history_size=JAXOPT_HISTORY,
+            ridge=JAXOPT_RIDGE,
+            tol=abs_tol,
+            maxiter=MAX_ITER,
+            implicit_diff=True,
+        )
     else:
-        solver = jaxopt.FixedPointIteration(fixed_point_fun=deq, tol=abs_tol, maxiter=MAX_ITER,
-                                            implicit_diff=True)
+        solver = jaxopt.FixedPointIteration(fixed_point_fun=deq, tol=abs_tol, maxiter=MAX_ITER, implicit_diff=True)
 
     def solve(params, x, z0):
         out = jax.vmap(lambda z0_b, x_b: solver.run(z0_b, x_b, *params))(z0, x)
         return out.params, out.state.iter_num
+
     return solve
 
 
@@ -149,21 +157,28 @@ def optimistix_solver(abs_tol: float) -> Callable:
 
     def solve(params, x, z0):
         def one(z0_b, x_b):
-            sol = optx.fixed_point(lambda z, a: deq(z, *a), solver, z0_b, (x_b, *params),
-                                   max_steps=MAX_ITER, throw=False)
+            sol = optx.fixed_point(
+                lambda z, a: deq(z, *a), solver, z0_b, (x_b, *params), max_steps=MAX_ITER, throw=False
+            )
             return sol.value, sol.stats["num_steps"]
+
         return jax.vmap(one)(z0, x)
+
     return solve
 
 
 def all_solvers(abs_tol: float) -> dict[str, Callable]:
-    return {"ours anderson": ours("anderson"), "ours picard": ours("picard"),
-            "jaxopt anderson": jaxopt_solver("anderson", abs_tol),
-            "jaxopt picard": jaxopt_solver("picard", abs_tol),
-            "optimistix picard": optimistix_solver(abs_tol)}
+    return {
+        "ours anderson": ours("anderson"),
+        "ours picard": ours("picard"),
+        "jaxopt anderson": jaxopt_solver("anderson", abs_tol),
+        "jaxopt picard": jaxopt_solver("picard", abs_tol),
+        "optimistix picard": optimistix_solver(abs_tol),
+    }
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 def bench_problem(name: str, repeats: int) -> dict:
     """Forward and forward+backward times, iterations and residuals of every solver."""
@@ -184,15 +199,20 @@ def bench_problem(name: str, repeats: int) -> dict:
         z, iters = fwd(p, x, z0)
         res = rel_residual(z, x, p)
         solvers_out[sname] = dict(
-            fwd_ms=1e3 * times[(sname, "fwd")], fwd_bwd_ms=1e3 * times[(sname, "fwd+bwd")],
-            iters_max=int(jnp.max(iters)), iters_mean=float(jnp.mean(iters)),
-            rel_residual_max=float(jnp.max(res)), rel_residual_median=float(jnp.median(res)),
-            frac_within_tol=float(jnp.mean(res <= TOL)))
+            fwd_ms=1e3 * times[(sname, "fwd")],
+            fwd_bwd_ms=1e3 * times[(sname, "fwd+bwd")],
+            iters_max=int(jnp.max(iters)),
+            iters_mean=float(jnp.mean(iters)),
+            rel_residual_max=float(jnp.max(res)),
+            rel_residual_median=float(jnp.median(res)),
+            frac_within_tol=float(jnp.mean(res <= TOL)),
+        )
     add_speedups(solvers_out)
-    return dict(abs_tol_competitors=abs_tol,
-                ref_norm_fz={"min": float(scale.min()), "median": float(np.median(scale)),
-                             "max": float(scale.max())},
-                solvers=solvers_out)
+    return dict(
+        abs_tol_competitors=abs_tol,
+        ref_norm_fz={"min": float(scale.min()), "median": float(np.median(scale)), "max": float(scale.max())},
+        solvers=solvers_out,
+    )
 
 
 def add_speedups(rows: dict) -> None:
@@ -209,13 +229,13 @@ def add_speedups(rows: dict) -> None:
 
 # ----------------------------------------------------------------------------- memory
 
+
 def backward_temp_bytes(grad: str, max_iter: int, prob: dict) -> tuple[int, float]:
     """Compiled temp bytes of the jitted gradient (never executed), and compile seconds."""
     x, z0, A = prob["x"], prob["z0"], prob["A"]
 
     def loss(params):
-        z, _ = solvers.fixed_point(deq, z0, x, *params, method="anderson", max_iter=max_iter,
-                                   tol=1e-30, grad=grad)
+        z, _ = solvers.fixed_point(deq, z0, x, *params, method="anderson", max_iter=max_iter, tol=1e-30, grad=grad)
         return jnp.sum(z * A)
 
     t0 = time.perf_counter()
@@ -231,12 +251,12 @@ def bench_memory(quick: bool) -> list[dict]:
             if quick and grad == "unroll" and n == max(MEMORY_ITERS):
                 continue
             temp, secs = backward_temp_bytes(grad, n, prob)
-            rows.append(dict(grad=grad, max_iter=n, batch=B, temp_bytes=temp,
-                             temp_mib=temp / 2**20, compile_s=secs))
+            rows.append(dict(grad=grad, max_iter=n, batch=B, temp_bytes=temp, temp_mib=temp / 2**20, compile_s=secs))
     return rows
 
 
 # ----------------------------------------------------------------------------- overhead
+
 
 def bench_overhead(repeats: int) -> dict:
     """Anderson-minus-Picard time per iteration, relative to one f evaluation."""
@@ -246,8 +266,9 @@ def bench_overhead(repeats: int) -> dict:
     thunks, nsteps = {}, {}
     for n in (n1, n2):
         for method in ("anderson", "picard"):
-            fn = jax.jit(lambda p, x, z0, m=method, n=n: solvers.fixed_point(
-                deq, z0, x, *p, method=m, max_iter=n, tol=1e-9))
+            fn = jax.jit(
+                lambda p, x, z0, m=method, n=n: solvers.fixed_point(deq, z0, x, *p, method=m, max_iter=n, tol=1e-9)
+            )
             thunks[(method, n)] = lambda fn=fn: fn(p, x, z0)
             nsteps[(method, n)] = fn
         f_loop = jax.jit(lambda p, x, z0, n=n: lax.fori_loop(0, n, lambda _, z: deq(z, x, *p), z0))
@@ -255,13 +276,19 @@ def bench_overhead(repeats: int) -> dict:
     t = median_times(thunks, repeats)
     per_iter = {k: (t[(k, n2)] - t[(k, n1)]) / (n2 - n1) for k in ("anderson", "picard", "f")}
     no_early_stop = all(int(jnp.min(fn(p, x, z0)[1].nstep)) == n for (_, n), fn in nsteps.items())
-    return dict(iters=[n1, n2], repeats=repeats, no_early_stop=no_early_stop,
-                anderson_per_iter_us=1e6 * per_iter["anderson"],
-                picard_per_iter_us=1e6 * per_iter["picard"], f_eval_us=1e6 * per_iter["f"],
-                overhead_fraction=(per_iter["anderson"] - per_iter["picard"]) / per_iter["f"])
+    return dict(
+        iters=[n1, n2],
+        repeats=repeats,
+        no_early_stop=no_early_stop,
+        anderson_per_iter_us=1e6 * per_iter["anderson"],
+        picard_per_iter_us=1e6 * per_iter["picard"],
+        f_eval_us=1e6 * per_iter["f"],
+        overhead_fraction=(per_iter["anderson"] - per_iter["picard"]) / per_iter["f"],
+    )
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def evaluate_targets(problems: dict, memory: list, overhead: dict) -> list[dict]:
     def fb(prob, solver):
@@ -276,18 +303,32 @@ def evaluate_targets(problems: dict, memory: list, overhead: dict) -> list[dict]
     ift_ratio = ift[max(ift)] / max(ift[min(ift)], 1)
     picard_steps = problems["hard"]["solvers"]["ours picard"]["iters_max"]
     targets = [
-        ("hard: ours fwd+bwd >= 2x faster than jaxopt anderson (speedup)",
-         fb("hard", "jaxopt anderson") / hard_ours, lambda v: v >= 2.0),
-        ("hard: ours fwd+bwd faster than optimistix (speedup)",
-         fb("hard", "optimistix picard") / hard_ours, lambda v: v > 1.0),
-        ("easy: best of ours fwd+bwd not slower than best competitor (speedup)",
-         best("easy", False) / easy_ours, lambda v: v >= 1.0),
-        ("anderson per-iteration overhead <= 25% of one f evaluation",
-         overhead["overhead_fraction"], lambda v: v <= 0.25),
-        (f"ift backward temp memory at max_iter={max(ift)} within 10% of max_iter={min(ift)} (ratio)",
-         ift_ratio, lambda v: v <= 1.10),
-        ("sanity: picard needs >= 150 steps on the hard problem (max steps)",
-         picard_steps, lambda v: v >= 150),
+        (
+            "hard: ours fwd+bwd >= 2x faster than jaxopt anderson (speedup)",
+            fb("hard", "jaxopt anderson") / hard_ours,
+            lambda v: v >= 2.0,
+        ),
+        (
+            "hard: ours fwd+bwd faster than optimistix (speedup)",
+            fb("hard", "optimistix picard") / hard_ours,
+            lambda v: v > 1.0,
+        ),
+        (
+            "easy: best of ours fwd+bwd not slower than best competitor (speedup)",
+            best("easy", False) / easy_ours,
+            lambda v: v >= 1.0,
+        ),
+        (
+            "anderson per-iteration overhead <= 25% of one f evaluation",
+            overhead["overhead_fraction"],
+            lambda v: v <= 0.25,
+        ),
+        (
+            f"ift backward temp memory at max_iter={max(ift)} within 10% of max_iter={min(ift)} (ratio)",
+            ift_ratio,
+            lambda v: v <= 1.10,
+        ),
+        ("sanity: picard needs >= 150 steps on the hard problem (max steps)", picard_steps, lambda v: v >= 150),
     ]
     return [dict(name=n, value=float(v), **{"pass": bool(ok(v))}) for n, v, ok in targets]
 
@@ -297,33 +338,50 @@ def _fmt_x(row, key):
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Fixed-point solver benchmark", "",
-             f"B={B}, d={D}, float32, relative tol {TOL:g}; medians of "
-             f"{report['config']['repeats']} round-robin repeats; "
-             f"{report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, "
-             f"jax {report['machine']['jax']}.", "",
-             "| problem | solver | fwd ms | fwd+bwd ms | iters max / mean | max rel residual "
-             "| speedup vs best comp. | vs jaxopt anderson | vs optimistix |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Fixed-point solver benchmark",
+        "",
+        f"B={B}, d={D}, float32, relative tol {TOL:g}; medians of "
+        f"{report['config']['repeats']} round-robin repeats; "
+        f"{report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, "
+        f"jax {report['machine']['jax']}.",
+        "",
+        "| problem | solver | fwd ms | fwd+bwd ms | iters max / mean | max rel residual "
+        "| speedup vs best comp. | vs jaxopt anderson | vs optimistix |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for pname, prob in report["problems"].items():
         for sname, r in prob["solvers"].items():
-            lines.append(f"| {pname} | {sname} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | "
-                         f"{r['iters_max']} / {r['iters_mean']:.1f} | {r['rel_residual_max']:.2e} | "
-                         f"{_fmt_x(r, 'speedup_vs_best_competitor')} | "
-                         f"{_fmt_x(r, 'speedup_vs_jaxopt_anderson')} | "
-                         f"{_fmt_x(r, 'speedup_vs_optimistix_picard')} |")
-    lines += ["", "Competitor absolute tolerance = 1e-4 x median ||f(z*)|| of a reference solve: "
-              + ", ".join(f"{k} {v['abs_tol_competitors']:.3g}" for k, v in report["problems"].items())
-              + ". " + report["config"]["notes"]["tolerance"], "",
-              "| grad | max_iter | backward temp MiB | compile s |", "|---|---:|---:|---:|"]
+            lines.append(
+                f"| {pname} | {sname} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | "
+                f"{r['iters_max']} / {r['iters_mean']:.1f} | {r['rel_residual_max']:.2e} | "
+                f"{_fmt_x(r, 'speedup_vs_best_competitor')} | "
+                f"{_fmt_x(r, 'speedup_vs_jaxopt_anderson')} | "
+                f"{_fmt_x(r, 'speedup_vs_optimistix_picard')} |"
+            )
+    lines += [
+        "",
+        "Competitor absolute tolerance = 1e-4 x median ||f(z*)|| of a reference solve: "
+        + ", ".join(f"{k} {v['abs_tol_competitors']:.3g}" for k, v in report["problems"].items())
+        + ". "
+        + report["config"]["notes"]["tolerance"],
+        "",
+        "| grad | max_iter | backward temp MiB | compile s |",
+        "|---|---:|---:|---:|",
+    ]
     for r in report["memory"]:
         lines.append(f"| {r['grad']} | {r['max_iter']} | {r['temp_mib']:.1f} | {r['compile_s']:.1f} |")
     o = report["anderson_overhead"]
-    lines += ["", f"Anderson overhead: {o['anderson_per_iter_us']:.0f} us/iter vs Picard "
-              f"{o['picard_per_iter_us']:.0f} us/iter; one f evaluation {o['f_eval_us']:.0f} us "
-              f"-> overhead {100 * o['overhead_fraction']:.1f}% of f (hard problem, iterations "
-              f"{o['iters'][0]}->{o['iters'][1]}, no early stop: {o['no_early_stop']}).", "",
-              "Targets:", ""]
+    lines += [
+        "",
+        f"Anderson overhead: {o['anderson_per_iter_us']:.0f} us/iter vs Picard "
+        f"{o['picard_per_iter_us']:.0f} us/iter; one f evaluation {o['f_eval_us']:.0f} us "
+        f"-> overhead {100 * o['overhead_fraction']:.1f}% of f (hard problem, iterations "
+        f"{o['iters'][0]}->{o['iters'][1]}, no early stop: {o['no_early_stop']}).",
+        "",
+        "Targets:",
+        "",
+    ]
     for t in report["targets"]:
         lines.append(f"- {'PASS' if t['pass'] else 'FAIL'}: {t['name']}: {t['value']:.3g}")
     return "\n".join(lines) + "\n"
@@ -331,13 +389,15 @@ def markdown(report: dict) -> str:
 
 def competitor_versions() -> dict:
     import importlib.metadata as md
+
     return dict(jaxopt=md.version("jaxopt"), optimistix=md.version("optimistix"))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats, no 1000-iteration unroll memory (smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, no 1000-iteration unroll memory (smoke run)"
+    )
     args = parser.parse_args(argv)
     repeats, overhead_repeats = (3, 5) if args.quick else (7, 21)
     _import_jaxopt(), _import_optimistix()  # fail early with the install hint
@@ -347,27 +407,39 @@ def main(argv=None) -> None:
     overhead = bench_overhead(overhead_repeats)
     report = dict(
         machine=machine_info(**competitor_versions()),
-        config=dict(batch=B, dim=D, dtype="float32", tol=TOL, stop="rel", max_iter=MAX_ITER,
-                    repeats=repeats, quick=args.quick, hard_x_scale=HARD_X_SCALE,
-                    hard_eigenvalues="linspace(0, 0.97, d)", easy_spectral_norm=0.9,
-                    jaxopt_anderson=dict(history_size=JAXOPT_HISTORY, ridge=JAXOPT_RIDGE,
-                                         implicit_diff=True),
-                    notes=dict(
-                        tolerance="jaxopt (||f(z)-z|| <= tol) and optimistix (rtol=0, atol=tol, "
-                                  "two_norm: ||f(z)-z|| < tol) stop on an absolute residual; tol = "
-                                  "1e-4 x median per-sample ||f(z*)|| of a reference solve, so "
-                                  "samples with smaller ||f(z*)|| stop slightly above relative "
-                                  "1e-4. optimistix's rtol scales each element by |f_i|, a much "
-                                  "stricter elementwise rule, hence rtol=0.",
-                        batching="competitors are jax.vmap-ed per-sample solves (per-sample "
-                                 "stopping, like ours)",
-                        iterations="as reported by each solver (ours: info.nstep; jaxopt: "
-                                   "state.iter_num; optimistix: stats['num_steps'])",
-                        gradients="ours grad='ift'; jaxopt implicit_diff=True (default normal-CG "
-                                  "solve); optimistix default ImplicitAdjoint",
-                        memory="anderson, easy-problem shapes, tol=1e-30; compiled only")),
-        problems=problems, memory=memory, anderson_overhead=overhead,
-        targets=evaluate_targets(problems, memory, overhead))
+        config=dict(
+            batch=B,
+            dim=D,
+            dtype="float32",
+            tol=TOL,
+            stop="rel",
+            max_iter=MAX_ITER,
+            repeats=repeats,
+            quick=args.quick,
+            hard_x_scale=HARD_X_SCALE,
+            hard_eigenvalues="linspace(0, 0.97, d)",
+            easy_spectral_norm=0.9,
+            jaxopt_anderson=dict(history_size=JAXOPT_HISTORY, ridge=JAXOPT_RIDGE, implicit_diff=True),
+            notes=dict(
+                tolerance="jaxopt (||f(z)-z|| <= tol) and optimistix (rtol=0, atol=tol, "
+                "two_norm: ||f(z)-z|| < tol) stop on an absolute residual; tol = "
+                "1e-4 x median per-sample ||f(z*)|| of a reference solve, so "
+                "samples with smaller ||f(z*)|| stop slightly above relative "
+                "1e-4. optimistix's rtol scales each element by |f_i|, a much "
+                "stricter elementwise rule, hence rtol=0.",
+                batching="competitors are jax.vmap-ed per-sample solves (per-sample stopping, like ours)",
+                iterations="as reported by each solver (ours: info.nstep; jaxopt: "
+                "state.iter_num; optimistix: stats['num_steps'])",
+                gradients="ours grad='ift'; jaxopt implicit_diff=True (default normal-CG "
+                "solve); optimistix default ImplicitAdjoint",
+                memory="anderson, easy-problem shapes, tol=1e-30; compiled only",
+            ),
+        ),
+        problems=problems,
+        memory=memory,
+        anderson_overhead=overhead,
+        targets=evaluate_targets(problems, memory, overhead),
+    )
     report["runtime_s"] = time.perf_counter() - t0
     md = markdown(report)
     write_atomic(RESULTS / "solvers.json", json.dumps(report, indent=2) + "\n")

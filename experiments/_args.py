@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 
 def integer(minimum: int) -> Callable[[str], int]:
     """An integer >= ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -23,6 +24,7 @@ def integer(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}.")
         return value
+
     return parse
 
 
@@ -46,18 +48,22 @@ def integers(minimum: int) -> Callable[[str], list[int]]:
         if not all(items):
             raise argparse.ArgumentTypeError(f"expected a comma list of integers >= {minimum}, got {text!r}.")
         return [one(t) for t in items]
+
     return parse
 
 
 def names(choices: Sequence[str]) -> Callable[[str], list[str]]:
     """A non-empty comma list of names from ``choices``, e.g. ``mlp,din``."""
+
     def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",")]
         bad = [t for t in items if t not in choices]
         if bad:
-            raise argparse.ArgumentTypeError(f"{', '.join(map(repr, bad))} not known; choose from "
-                                             f"{', '.join(choices)} (comma-separated).")
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(map(repr, bad))} not known; choose from {', '.join(choices)} (comma-separated)."
+            )
         return items
+
     return parse
 
 
@@ -79,6 +85,8 @@ def output_directory(text: str) -> str:
     output of a script (it holds metrics.json), so a mistyped path cannot delete unrelated files."""
     path = Path(directory(text))
     if path.is_dir() and any(path.iterdir()) and not (path / "metrics.json").is_file():
-        raise argparse.ArgumentTypeError(f"{path} exists and is not an earlier output (no metrics.json), but "
-                                         "the results replace the whole directory; pass a new directory.")
+        raise argparse.ArgumentTypeError(
+            f"{path} exists and is not an earlier output (no metrics.json), but "
+            "the results replace the whole directory; pass a new directory."
+        )
     return text

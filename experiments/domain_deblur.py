@@ -10,8 +10,9 @@ metrics.json keys: domain; config (DeblurConfig fields); data {sizes {train, val
 train_images, test_images, crop, scale, kernel {kind, size, param}, noise, source};
 models {blurred, wiener {lam}, implicit {converged_fraction, mean_nstep, max_residual, eta, lam,
 solver}, explicit, unrolled {"1".."16"}} each with params and psnr (test, dB), all but blurred
-also lipschitz_max / lipschitz_mean, the learned ones and wiener val_psnr; sweep [{k, psnr, error (test MSE), lipschitz_max, lipschitz_mean,
-residual_mean, residual_max, converged_fraction}]; timing {train_implicit_s, train_explicit_s,
+also lipschitz_max / lipschitz_mean, the learned ones and wiener val_psnr; sweep [{k, psnr, error (test MSE),
+lipschitz_max, lipschitz_mean, residual_mean, residual_max, converged_fraction}]; timing {train_implicit_s,
+train_explicit_s,
 train_unrolled_s, sweep_s, total_s}.
 """
 

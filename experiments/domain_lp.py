@@ -32,8 +32,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="default", choices=sorted(lp.PRESETS))
     parser.add_argument("--out", default="runs/domain-lp", type=output_directory)
     parser.add_argument("--seed", type=integer(0), default=0)
-    parser.add_argument("--cache-dir", default="runs/cache/lp", type=directory,
-                        help="where generated LPs are cached (.npz)")
+    parser.add_argument(
+        "--cache-dir", default="runs/cache/lp", type=directory, help="where generated LPs are cached (.npz)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))

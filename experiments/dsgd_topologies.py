@@ -28,8 +28,17 @@ from ._args import directory, integer, integers, names, positive_float
 LSQ_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring")
 
 
-def least_squares_study(n: int = 258, d: int = 10, m: int = 50, steps: int = 3000, lr: float = 0.02,
-                        sigma: float = 0.5, seed: int = 0, topologies=LSQ_TOPOLOGIES, every: int = 10) -> dict:
+def least_squares_study(
+    n: int = 258,
+    d: int = 10,
+    m: int = 50,
+    steps: int = 3000,
+    lr: float = 0.02,
+    sigma: float = 0.5,
+    seed: int = 0,
+    topologies=LSQ_TOPOLOGIES,
+    every: int = 10,
+) -> dict:
     """Relative error curves of DSGD (reference gossip) per topology and of centralized SGD."""
     from implicit_rec.decentralized import make_topology
     from implicit_rec.decentralized.reference import dsgd_reference
@@ -68,24 +77,44 @@ def least_squares_study(n: int = 258, d: int = 10, m: int = 50, steps: int = 300
     curves = {k: v[0] for k, v in runs.items()}
     means = {k: v[1] for k, v in runs.items()}
     tail = max(1, len(next(iter(curves.values()))) // 5)  # average over the last 20% (noise floor)
-    return {"n": n, "d": d, "samples_per_agent": m, "steps": steps, "lr": lr, "sigma": sigma, "every": every,
-            "curves": curves, "curves_mean_model": means,
-            "final": {k: float(np.mean(v[-tail:])) for k, v in curves.items()},
-            "final_mean_model": {k: float(np.mean(v[-tail:])) for k, v in means.items()}}
+    return {
+        "n": n,
+        "d": d,
+        "samples_per_agent": m,
+        "steps": steps,
+        "lr": lr,
+        "sigma": sigma,
+        "every": every,
+        "curves": curves,
+        "curves_mean_model": means,
+        "final": {k: float(np.mean(v[-tail:])) for k, v in curves.items()},
+        "final_mean_model": {k: float(np.mean(v[-tail:])) for k, v in means.items()},
+    }
 
 
 def plot_lsq(res: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "curves", "(1/n) Σ ||x_i − x*||² / ||x*||²"),
-                           (axes[1], "curves_mean_model", "||x̄ − x*||² / ||x*||²")):
+    for ax, key, label in (
+        (axes[0], "curves", "(1/n) Σ ||x_i − x*||² / ||x*||²"),
+        (axes[1], "curves_mean_model", "||x̄ − x*||² / ||x*||²"),
+    ):
         for name, curve in res[key].items():
-            ax.semilogy(np.arange(len(curve)) * res["every"], curve, label=name,
-                        linestyle="--" if name == "centralized" else "-")
-        ax.set(xlabel="iteration", ylabel=label,
-               title=f"least squares, n={res['n']}, d={res['d']}, {res['samples_per_agent']} samples/agent")
+            ax.semilogy(
+                np.arange(len(curve)) * res["every"],
+                curve,
+                label=name,
+                linestyle="--" if name == "centralized" else "-",
+            )
+        ax.set(
+            xlabel="iteration",
+            ylabel=label,
+            title=f"least squares, n={res['n']}, d={res['d']}, {res['samples_per_agent']} samples/agent",
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -104,18 +133,30 @@ def write_results(out: Path, vm: dict, lsq, args) -> None:
 
 def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
     from implicit_rec.decentralized.train import DecentralizedConfig, plot_curves, run_decentralized
+
     results = {}
     pairs = runs(agents, topologies)
     for n in dict.fromkeys(n for n, _ in pairs):
         hist = {}
         for top in [t for m, t in pairs if m == n]:
-            cfg = DecentralizedConfig(agents=n, topology=top, preset=args.preset, arch=args.arch,
-                                      steps=args.steps, lr=args.lr, optimizer=args.optimizer,
-                                      batch_size=args.batch_size, shards=args.shards, seed=args.seed,
-                                      log_every=args.log_every, eval_every=args.eval_every)
+            cfg = DecentralizedConfig(
+                agents=n,
+                topology=top,
+                preset=args.preset,
+                arch=args.arch,
+                steps=args.steps,
+                lr=args.lr,
+                optimizer=args.optimizer,
+                batch_size=args.batch_size,
+                shards=args.shards,
+                seed=args.seed,
+                log_every=args.log_every,
+                eval_every=args.eval_every,
+            )
             print(f"== n={n} {top}", flush=True)
-            r = run_decentralized(cfg, cache_dir=str(out.parent / "cache"), progress=False,
-                                  log=lambda *a: print(*a, flush=True))
+            r = run_decentralized(
+                cfg, cache_dir=str(out.parent / "cache"), progress=False, log=lambda *a: print(*a, flush=True)
+            )
             r.pop("x_mean")
             results[f"{n}/{top}"] = r
             hist[top] = r["history"]
@@ -128,22 +169,32 @@ def report(vm: dict, lsq: dict | None, args) -> str:
     lines = ["# DSGD topologies", ""]
     if vm:
         c = next(iter(vm.values()))["config"]  # the settings the VM runs used
-        lines += [f"VM ({c['arch']}) on synthetic/{c['preset']}, {c['steps']} iterations, local {c['optimizer']} "
-                  f"lr {c['lr']}, batch {c['batch_size']} per agent, shards {c['shards']}.", "",
-                  "| n | topology | valid AUC (mean model) | valid AUC (agent 0) | test AUC (mean) | "
-                  "final consensus | KiB sent/agent/iter | s/iter |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"VM ({c['arch']}) on synthetic/{c['preset']}, {c['steps']} iterations, local {c['optimizer']} "
+            f"lr {c['lr']}, batch {c['batch_size']} per agent, shards {c['shards']}.",
+            "",
+            "| n | topology | valid AUC (mean model) | valid AUC (agent 0) | test AUC (mean) | "
+            "final consensus | KiB sent/agent/iter | s/iter |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for key, r in vm.items():
             n, top = key.split("/")
             f = r["final"]
-            lines.append(f"| {n} | {top} | {f['valid_auc_avg']:.4f} | {f['valid_auc_agent0']:.4f} | "
-                         f"{f['test_auc_avg']:.4f} | {f['consensus']:.2e} | "
-                         f"{r['bytes_sent_per_agent_per_iteration'] / 1024:.1f} | {r['seconds_per_step']:.3f} |")
+            lines.append(
+                f"| {n} | {top} | {f['valid_auc_avg']:.4f} | {f['valid_auc_agent0']:.4f} | "
+                f"{f['test_auc_avg']:.4f} | {f['consensus']:.2e} | "
+                f"{r['bytes_sent_per_agent_per_iteration'] / 1024:.1f} | {r['seconds_per_step']:.3f} |"
+            )
         lines.append("")
     if lsq:
-        lines += [f"Least squares (host reference gossip): n={lsq['n']}, d={lsq['d']}, "
-                  f"{lsq['samples_per_agent']} samples/agent, σ={lsq['sigma']}, lr {lsq['lr']}, "
-                  f"{lsq['steps']} iterations; relative errors averaged over the last 20% of iterations.", "",
-                  "| method | (1/n) Σ ‖x_i − x*‖² / ‖x*‖² | ‖x̄ − x*‖² / ‖x*‖² |", "|---|---:|---:|"]
+        lines += [
+            f"Least squares (host reference gossip): n={lsq['n']}, d={lsq['d']}, "
+            f"{lsq['samples_per_agent']} samples/agent, σ={lsq['sigma']}, lr {lsq['lr']}, "
+            f"{lsq['steps']} iterations; relative errors averaged over the last 20% of iterations.",
+            "",
+            "| method | (1/n) Σ ‖x_i − x*‖² / ‖x*‖² | ‖x̄ − x*‖² / ‖x*‖² |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| {k} | {v:.3e} | {lsq['final_mean_model'][k]:.3e} |" for k, v in lsq["final"].items()]
         lines.append("")
     return "\n".join(lines)
@@ -152,12 +203,15 @@ def report(vm: dict, lsq: dict | None, args) -> str:
 def runs(agents: list[int], topologies: list[str]) -> list[tuple[int, str]]:
     """The (n, topology) pairs of part 1 (ceca-1p only for even n); ValueError if one cannot be built."""
     from implicit_rec.decentralized import make_topology
+
     pairs = [(n, top) for n in agents for top in topologies if not (top == "ceca-1p" and n % 2)]
     for n, top in pairs:
         make_topology(top, n)
     if not pairs:
-        raise ValueError(f"--topologies {','.join(topologies)} has no topology for --agents "
-                         f"{','.join(map(str, agents))} (ceca-1p needs an even n).")
+        raise ValueError(
+            f"--topologies {','.join(topologies)} has no topology for --agents "
+            f"{','.join(map(str, agents))} (ceca-1p needs an even n)."
+        )
     return pairs
 
 
@@ -167,6 +221,7 @@ def main(argv=None) -> None:
     from implicit_rec.decentralized.problem import SHARDINGS
     from implicit_rec.decentralized.train import OPTIMIZERS
     from implicit_rec.models.vertical import ARCHS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", default="5,6,8,12", type=integers(1))
     p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete", type=names(TOPOLOGIES))
@@ -197,6 +252,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_vm:  # virtual devices must be configured before JAX starts its backend
         import jax
+
         jax.config.update("jax_num_cpu_devices", max(agents))
     if args.skip_vm:  # keep the VM results of an earlier run in OUT
         old = out / "metrics.json"

@@ -36,9 +36,11 @@ def deq(z, w, u, b, x):
 
 
 def run(method: str, problem, max_iter: int):
-    solve = jax.jit(lambda *p: solvers.fixed_point(deq, jnp.zeros((B, D), jnp.float32), *p,
-                                                   method=method, tol=TOL, max_iter=max_iter,
-                                                   record=True))
+    solve = jax.jit(
+        lambda *p: solvers.fixed_point(
+            deq, jnp.zeros((B, D), jnp.float32), *p, method=method, tol=TOL, max_iter=max_iter, record=True
+        )
+    )
     jax.block_until_ready(solve(*problem))  # compile
     start = time.perf_counter()
     z, info = jax.block_until_ready(solve(*problem))
@@ -60,10 +62,14 @@ def main(argv=None) -> None:
             med = np.median(np.asarray(info.trace), axis=0)
             cells = "".join(f"{med[k - 1]:>10.1e}" for k in checkpoints)
             nstep = np.asarray(info.nstep)
-            print(f"{name:<22}{method:<10}{cells}{f'{nstep.mean():.1f} / {nstep.max()}':>18}"
-                  f"{np.mean(np.asarray(info.converged)):>10.0%}{seconds * 1e3:>8.1f}ms")
-    print("\nResidual columns are the median relative residual after k iterations "
-          "(a converged sample keeps its final value).")
+            print(
+                f"{name:<22}{method:<10}{cells}{f'{nstep.mean():.1f} / {nstep.max()}':>18}"
+                f"{np.mean(np.asarray(info.converged)):>10.0%}{seconds * 1e3:>8.1f}ms"
+            )
+    print(
+        "\nResidual columns are the median relative residual after k iterations "
+        "(a converged sample keeps its final value)."
+    )
 
 
 if __name__ == "__main__":

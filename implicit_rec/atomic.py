@@ -1,13 +1,20 @@
-"""Atomic writes: a reader never sees a half-written directory."""
+"""Atomic writes: a reader never sees a half-written file or directory.
+
+The one module for it: text and JSON (:func:`write_text_atomic`, :func:`write_json_atomic`), bytes,
+any writer that wants a path (:func:`atomic_path`: ``np.savez``, ``savefig``), and whole directories
+(:func:`atomic_directory`). Everything goes through a temporary sibling and one ``os.replace``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 
 @contextmanager
@@ -48,3 +55,39 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; when the block succeeds it is renamed to ``path``.
+
+    For writers that want a file name (``np.savez(tmp, ...)``, ``fig.savefig(tmp)``). ``suffix``
+    is kept at the end of the temporary name for writers that choose the format by extension.
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp" + suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """``obj`` as indented JSON at ``path`` (NumPy scalars and arrays become numbers and lists)."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

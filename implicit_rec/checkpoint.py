@@ -27,8 +27,9 @@ def save_state(module: nnx.Module, path: str | os.PathLike) -> Path:
 
 def save_tree(path: str | os.PathLike, tree) -> Path:
     """Write a nested dict of arrays / numbers / strings to ``path`` as msgpack, atomically."""
-    data = serialization.msgpack_serialize(jax.tree.map(
-        lambda x: x if isinstance(x, (str, bytes, int, float)) else np.asarray(x), tree))
+    data = serialization.msgpack_serialize(
+        jax.tree.map(lambda x: x if isinstance(x, (str, bytes, int, float)) else np.asarray(x), tree)
+    )
     return write_bytes_atomic(path, data)
 
 
@@ -78,12 +79,17 @@ def _check_same_layout(expected, loaded, path, prefix=""):
         got_keys = set(loaded)
         if exp_keys != got_keys:
             missing, extra = sorted(exp_keys - got_keys), sorted(got_keys - exp_keys)
-            raise ValueError(f"{path}: checkpoint does not match the module at '{prefix or '/'}' "
-                             f"(missing {missing}, unexpected {extra}); was it saved from a module "
-                             "built with the same arguments?")
-        return {key: _check_same_layout(value, loaded[str(key)], path, f"{prefix}/{key}")
-                for key, value in expected.items()}
+            raise ValueError(
+                f"{path}: checkpoint does not match the module at '{prefix or '/'}' "
+                f"(missing {missing}, unexpected {extra}); was it saved from a module "
+                "built with the same arguments?"
+            )
+        return {
+            key: _check_same_layout(value, loaded[str(key)], path, f"{prefix}/{key}") for key, value in expected.items()
+        }
     if np.shape(expected) != np.shape(loaded):
-        raise ValueError(f"{path}: entry '{prefix}' has shape {np.shape(loaded)} in the checkpoint but "
-                         f"{np.shape(expected)} in the module.")
+        raise ValueError(
+            f"{path}: entry '{prefix}' has shape {np.shape(loaded)} in the checkpoint but "
+            f"{np.shape(expected)} in the module."
+        )
     return loaded

@@ -19,7 +19,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from . import config as config_mod
 
@@ -35,57 +34,85 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal "
-                        "(the run directory's log.txt still gets them)")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or log lines on the terminal (the run directory's log.txt still gets them)",
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file (see `implicit-rec config`)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override one key, e.g. --set vm.seeds=2 --set 'vm.archs=[\"mlp\",\"implicit\"]' "
-                             "(repeatable)")
-    parser.add_argument("--dataset", help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | "
-                                          "interactions:FILE (= --set data.dataset=...)")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help='override one key, e.g. --set vm.seeds=2 --set \'vm.archs=["mlp","implicit"]\' (repeatable)',
+    )
+    parser.add_argument(
+        "--dataset",
+        help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | "
+        "interactions:FILE (= --set data.dataset=...)",
+    )
     parser.add_argument("--preset", help="tiny | default | large: size of the synthetic data (= data.preset)")
     parser.add_argument("--seeds", type=int, help="seeds per VM variant (= vm.seeds)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="implicit-rec", description="Implicit vertical models with LoopFM features: train, sweep the "
-        "test-time iterations, report.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="implicit-rec",
+        description="Implicit vertical models with LoopFM features: train, sweep the test-time iterations, report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("run", help="the whole job: data, FM, store, VMs, sweep, report (resumable)",
-                       description="data -> FM -> historical store -> VMs (explicit and implicit x none / kd / "
-                       "loopfm / loopfm+kd) -> explicit baselines -> test-time iteration sweep -> report. "
-                       "Rerunning the same command resumes an interrupted run.", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="the whole job: data, FM, store, VMs, sweep, report (resumable)",
+        description="data -> FM -> historical store -> VMs (explicit and implicit x none / kd / "
+        "loopfm / loopfm+kd) -> explicit baselines -> test-time iteration sweep -> report. "
+        "Rerunning the same command resumes an interrupted run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_args(p)
     p.add_argument("--out", default="runs/main", metavar="DIR", help="run directory (default: runs/main)")
     p.add_argument("--force", action="store_true", help="overwrite a finished (or different) run in --out")
     _common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("sweep", help="redo the test-time iteration sweep of a run and its report",
-                       description="Recompute the sweep (AUC, residual, timing, Lipschitz vs iterations) from the "
-                       "models saved in a run directory, with its saved configuration; then redraw the report.")
+    p = sub.add_parser(
+        "sweep",
+        help="redo the test-time iteration sweep of a run and its report",
+        description="Recompute the sweep (AUC, residual, timing, Lipschitz vs iterations) from the "
+        "models saved in a run directory, with its saved configuration; then redraw the report.",
+    )
     p.add_argument("--run", required=True, metavar="DIR", help="run directory of `implicit-rec run`")
     _common(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="redraw report.md and the plots of a finished run",
-                       description="Regenerate report.md and the PNG plots from DIR/metrics.json.")
+    p = sub.add_parser(
+        "report",
+        help="redraw report.md and the plots of a finished run",
+        description="Regenerate report.md and the PNG plots from DIR/metrics.json.",
+    )
     p.add_argument("--run", required=True, metavar="DIR", help="run directory of `implicit-rec run`")
     _common(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("config", help="print the effective configuration (defaults documented) as TOML",
-                       description="Print the configuration `run` would use, as commented TOML; save it, edit "
-                       "it and pass it back with --config.", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "config",
+        help="print the effective configuration (defaults documented) as TOML",
+        description="Print the configuration `run` would use, as commented TOML; save it, edit "
+        "it and pass it back with --config.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_args(p)
     _common(p)
     p.set_defaults(func=cmd_config)
@@ -115,11 +142,14 @@ def cmd_config(args) -> int:
 
 def cmd_run(args) -> int:
     from . import pipeline
+
     cfg = effective_config(args)
     if not args.quiet:
-        print(f"implicit-rec run -> {args.out}\n--- effective configuration ---\n"
-              f"{config_mod.to_toml(cfg, comments=False)}--- versions ---\n"
-              f"{json.dumps(pipeline.versions())}\n")
+        print(
+            f"implicit-rec run -> {args.out}\n--- effective configuration ---\n"
+            f"{config_mod.to_toml(cfg, comments=False)}--- versions ---\n"
+            f"{json.dumps(pipeline.versions())}\n"
+        )
     t0 = time.perf_counter()
     result = pipeline.run(args.out, cfg, force=args.force, quiet=args.quiet, command=sys.argv)
     _summary(result, time.perf_counter() - t0)
@@ -128,6 +158,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from . import pipeline
+
     t0 = time.perf_counter()
     _summary(pipeline.rerun_sweep(args.run, quiet=args.quiet), time.perf_counter() - t0)
     return 0
@@ -136,6 +167,7 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from . import report
     from .pipeline import RunError
+
     if Path(args.run).exists() and not Path(args.run).is_dir():
         raise RunError(f"--run {args.run} is a file; pass the run directory of `implicit-rec run`.")
     path = Path(args.run) / "metrics.json"
@@ -163,18 +195,21 @@ def _summary(result: dict, seconds: float) -> None:
         for method in dict.fromkeys(r["method"] for r in m["sweep"]):
             rows = [r for r in m["sweep"] if r["vm"] == vm and r["method"] == method and r["seed"] == 0]
             if rows:
-                lines.append(f"{vm:>22} {method:>8}: AUC " + "  ".join(
-                    f"k={r['iterations']}:{r['auc']:.4f}" for r in rows[:: max(1, len(rows) // 5)]))
+                lines.append(
+                    f"{vm:>22} {method:>8}: AUC "
+                    + "  ".join(f"k={r['iterations']}:{r['auc']:.4f}" for r in rows[:: max(1, len(rows) // 5)])
+                )
     lines.append(f"finished in {seconds:.0f} s; wrote:")
     lines += [f"  {p}" for p in result["files"]]
     lines.append("=" * 72)
     print("\n".join(lines))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (``--help`` still exits through SystemExit)."""
     from .checkpoint import CheckpointError
     from .pipeline import RunError, _oserror_text
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

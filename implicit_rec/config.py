@@ -1,4 +1,5 @@
-"""The configuration of ``implicit-rec run``: a TOML file with four sections, every key validated.
+"""The configuration of every job (``implicit-rec run``, ``train-decentralized``, the experiment
+scripts): a TOML file with five sections, every key validated and defined once, here.
 
 Sections and keys (defaults in :data:`DEFAULT`; ``implicit-rec config`` prints them as commented
 TOML)::
@@ -7,6 +8,7 @@ TOML)::
     [fm]     the foundation model, its training window and its logged embeddings
     [vm]     the vertical models: architectures x transfer variants x seeds, their training
     [sweep]  the test-time iteration sweep, the explicit baselines and the Lipschitz diagnostic
+    [dsgd]   decentralized training of one VM across agents (``implicit-rec train-decentralized``)
 
 A file may set any subset of keys; ``--set section.key=value`` overrides a key after the file
 (the value is read as a TOML value: ``--set vm.seeds=2``, ``--set 'vm.archs=["mlp","implicit"]'``;
@@ -33,9 +35,14 @@ import dataclasses
 import difflib
 import math
 import tomllib
+import types
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+from solvers._options import METHODS as SOLVER_METHODS
+
+from .decentralized.topology import TOPOLOGIES
 
 _AUTO = "auto"  # spelling of "None / derive it" in TOML, which has no null
 
@@ -44,29 +51,48 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the key and what to do."""
 
 
-def _field(default, doc: str, *, choices: Optional[tuple] = None, min: Optional[float] = None,
-           max: Optional[float] = None, positive: bool = False):
+def _field(
+    default,
+    doc: str,
+    *,
+    choices: tuple | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    positive: bool = False,
+):
     """A config field; ``min`` is inclusive, ``positive`` means ``> 0`` (for rates and scales)."""
     meta = {"doc": doc, "choices": choices, "min": min, "max": max, "positive": positive}
     if isinstance(default, (list, tuple)):
-        return dataclasses.field(default_factory=lambda d=default: tuple(
-            tuple(v) if isinstance(v, list) else v for v in d), metadata=meta)
+        return dataclasses.field(
+            default_factory=lambda d=default: tuple(tuple(v) if isinstance(v, list) else v for v in d), metadata=meta
+        )
     return dataclasses.field(default=default, metadata=meta)
 
 
-ARCHS = ("mlp", "din", "implicit")
-TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")
-METHODS = ("picard", "anderson")
+ARCHS = ("mlp", "din", "implicit")  # VM architectures
+TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")  # how a VM uses the FM
+METHODS = SOLVER_METHODS  # fixed-point solvers
+OPTIMIZERS = ("sgd", "momentum", "adam")  # local update rule of every DSGD agent
+SHARDINGS = ("iid", "by-user")  # how DSGD agents split the training rows
+
+# Keys that were renamed: old -> new. Reading an old key is an error that names the new one.
+RENAMED = {
+    "vm.implicit_method": "vm.method",
+    "vm.implicit_train_iters": "vm.train_max_iter",
+    "vm.implicit_eval_iters": "vm.eval_max_iter",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the events come from."""
 
-    dataset: str = _field("synthetic", "synthetic | taobaoad:DIR | kuaivideo:DIR | "
-                          "amazonelectronics:DIR | interactions:FILE")
-    preset: str = _field("default", "size of the synthetic data (ignored for files)",
-                         choices=("tiny", "default", "large"))
+    dataset: str = _field(
+        "synthetic", "synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE"
+    )
+    preset: str = _field(
+        "default", "size of the synthetic data (ignored for files)", choices=("tiny", "default", "large")
+    )
     seed: int = _field(0, "seed of the synthetic data", min=0)
     cache_dir: str = _field(_AUTO, "where prepared tables are cached; 'auto' = RUN/cache")
 
@@ -77,13 +103,11 @@ class FMConfig:
 
     size: str = _field("small", "FM size", choices=("small", "medium", "large"))
     days: tuple[int, ...] = _field((0, 4), "[start, end) days the FM trains on", min=0)
-    log_from_day: Optional[int] = _field(None, "first day the FM logs; 'auto' = end of fm.days", min=0)
-    max_len: Optional[int] = _field(None, "behaviour-sequence length of the FM; 'auto' = min(100, data's)",
-                                    min=1)
+    log_from_day: int | None = _field(None, "first day the FM logs; 'auto' = end of fm.days", min=0)
+    max_len: int | None = _field(None, "behaviour-sequence length of the FM; 'auto' = min(100, data's)", min=1)
     embedding: str = _field("interaction", "logged representation", choices=("interaction", "item"))
     store_dtype: str = _field("float16", "dtype of the logged embeddings", choices=("float16", "float32"))
-    out_of_fold: int = _field(0, "K >= 2: also log FM-window events out of fold (K FMs); 0 = off",
-                              min=0)
+    out_of_fold: int = _field(0, "K >= 2: also log FM-window events out of fold (K FMs); 0 = off", min=0)
     epochs: int = _field(3, "training epochs (early stopping on validation AUC)", min=1)
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(2e-3, "Adam learning rate", positive=True)
@@ -108,9 +132,11 @@ class VMConfig:
     patience: int = _field(2, "epochs without validation improvement before stopping", min=1)
     kd_weight: float = _field(1.0, "weight of the distillation loss", min=0)
     kd_on_main: bool = _field(False, "distill into the main head instead of an auxiliary head")
-    implicit_method: str = _field("anderson", "solver of the implicit VM", choices=METHODS)
-    implicit_train_iters: int = _field(10, "solver iterations while training", min=1)
-    implicit_eval_iters: int = _field(30, "solver iterations when testing", min=1)
+    method: str = _field("anderson", "fixed-point solver of the implicit VM", choices=METHODS)
+    train_max_iter: int = _field(10, "solver iteration cap of the implicit VM while training", min=1)
+    train_tol: float = _field(1e-4, "solver tolerance (relative residual) while training", min=0)
+    eval_max_iter: int = _field(30, "solver iteration cap of the implicit VM when testing", min=1)
+    eval_tol: float = _field(1e-5, "solver tolerance (relative residual) when testing", min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,18 +144,41 @@ class SweepConfig:
     """Test-time iteration sweep of every implicit VM, explicit baselines, Lipschitz diagnostic."""
 
     iterations: tuple[int, ...] = _field((0, 1, 2, 4, 8, 16, 32, 64), "iteration counts k", min=0)
-    methods: tuple[str, ...] = _field(METHODS, "solvers swept", choices=METHODS)
-    baseline_arch: str = _field("din", "front end of the explicit baselines (same as the implicit VM's)",
-                                choices=("mlp", "din"))
-    baseline_transfer: str = _field("loopfm+kd", "transfer variant of the explicit baselines",
-                                    choices=TRANSFERS)
-    baselines: tuple[tuple[int, ...], ...] = _field(((32,), (32, 32), (32, 32, 32, 32), (128, 128)),
-                                                    "hidden widths of each explicit baseline", min=1)
+    methods: tuple[str, ...] = _field(("picard", "anderson"), "solvers swept", choices=METHODS)
+    baseline_arch: str = _field(
+        "din", "front end of the explicit baselines (same as the implicit VM's)", choices=("mlp", "din")
+    )
+    baseline_transfer: str = _field("loopfm+kd", "transfer variant of the explicit baselines", choices=TRANSFERS)
+    baselines: tuple[tuple[int, ...], ...] = _field(
+        ((32,), (32, 32), (32, 32, 32, 32), (128, 128)), "hidden widths of each explicit baseline", min=1
+    )
     lipschitz_examples: int = _field(256, "test examples for the Lipschitz estimate", min=1)
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)
     lipschitz_scale: float = _field(1e-2, "perturbation norm relative to the input's norm", positive=True)
-    timing_repeats: int = _field(3, "timed passes per k (median reported); timed: the implicit VMs "
-                                 "with sweep.baseline_transfer", min=1)
+    timing_repeats: int = _field(
+        3, "timed passes per k (median reported); timed: the implicit VMs with sweep.baseline_transfer", min=1
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DSGDConfig:
+    """Decentralized training of one VM (`implicit-rec train-decentralized`); data and model from [data], [vm]."""
+
+    agents: int = _field(6, "number of agents (JAX devices)", min=1)
+    topology: str = _field("ceca-2p", "communication topology", choices=TOPOLOGIES)
+    arch: str = _field("mlp", "architecture of the VM trained", choices=ARCHS)
+    transfer: str = _field("none", "transfer variant of the VM trained", choices=TRANSFERS)
+    shards: str = _field("iid", "how agents split the training rows", choices=SHARDINGS)
+    steps: int = _field(400, "DSGD iterations", min=1)
+    optimizer: str = _field("adam", "local update rule of every agent (plain DSGD: sgd)", choices=OPTIMIZERS)
+    learning_rate: float = _field(3e-3, "learning rate of every agent", positive=True)
+    batch_size: int = _field(64, "batch size of every agent", min=1)
+    seed: int = _field(0, "seed of the model and the batch order", min=0)
+    log_every: int = _field(10, "iterations between log records (consensus, loss, bytes)", min=1)
+    eval_every: int = _field(100, "iterations between validation AUCs", min=1)
+    eval_agent: int = _field(0, "agent whose own model is also evaluated", min=0)
+    max_valid: int = _field(20000, "validation events used for the AUC", min=1)
+    unroll_period: bool = _field(False, "one compiled call per period (static permutations, no lax.switch)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,14 +187,19 @@ class RunConfig:
     fm: FMConfig = dataclasses.field(default_factory=FMConfig)
     vm: VMConfig = dataclasses.field(default_factory=VMConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    dsgd: DSGDConfig = dataclasses.field(default_factory=DSGDConfig)
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists, None as 'auto') — what ``config.toml`` holds."""
-        return {s.name: {f.name: _plain(getattr(getattr(self, s.name), f.name))
-                         for f in dataclasses.fields(getattr(self, s.name))}
-                for s in dataclasses.fields(self)}
+        return {
+            s.name: {
+                f.name: _plain(getattr(getattr(self, s.name), f.name))
+                for f in dataclasses.fields(getattr(self, s.name))
+            }
+            for s in dataclasses.fields(self)
+        }
 
-    def replace(self, **sections) -> "RunConfig":
+    def replace(self, **sections) -> RunConfig:
         return dataclasses.replace(self, **sections)
 
 
@@ -170,7 +224,7 @@ def _closest(name: str, options, prefix: str = "") -> str:
 
 def _coerce(value: Any, tp, meta: dict, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value == _AUTO or value is None:
             return None
         return _coerce(value, args[0], meta, key)
@@ -221,10 +275,14 @@ def _check_section(name: str, cfg) -> None:
     if name == "sweep":
         empty = [i for i, widths in enumerate(cfg.baselines) if not widths]
         if empty:
-            raise ConfigError(f"sweep.baselines[{empty[0]}] is empty; give each baseline its hidden widths, "
-                              "e.g. [32, 32] (or remove it).")
+            raise ConfigError(
+                f"sweep.baselines[{empty[0]}] is empty; give each baseline its hidden widths, "
+                "e.g. [32, 32] (or remove it)."
+            )
     if name == "vm" and not cfg.hidden:
         raise ConfigError("vm.hidden must list at least one hidden width, e.g. [64, 32].")
+    if name == "dsgd" and cfg.eval_agent >= cfg.agents:
+        raise ConfigError(f"dsgd.eval_agent must be < dsgd.agents={cfg.agents}, got {cfg.eval_agent}.")
     if name == "fm" and cfg.out_of_fold == 1:
         raise ConfigError("fm.out_of_fold=1 is not a fold count: use 0 (off) or K >= 2 folds.")
 
@@ -239,7 +297,7 @@ def _days(window) -> str:
     return f"{list(window)} ({_day_range(*window)})"
 
 
-def leakage_problems(cfg: "RunConfig") -> list[str]:
+def leakage_problems(cfg: RunConfig) -> list[str]:
     """What in ``cfg`` would let the VMs see their own labels (or leave them without KD targets).
 
     Empty when the configuration is sound; see the module docstring for the rules.
@@ -254,14 +312,17 @@ def leakage_problems(cfg: "RunConfig") -> list[str]:
             f"fm.log_from_day={log_from} is inside fm.days={_days(fm.days)}: the FM would log embeddings and "
             f"logits of events it was trained on, and the VMs read them as LoopFM features and KD targets; "
             f"set fm.log_from_day >= {f1} (or 'auto'){' and use fm.out_of_fold' if not oof else ''} to log "
-            "the FM window out of fold")
+            "the FM window out of fold"
+        )
     lo, hi = max(f0, v0), min(f1, v1)
     if lo < hi and not oof:
+        disjoint = f"fm.days=[{f0}, {v0}]" if f0 < v0 else f"vm.days=[{f1}, {max(v1, f1 + 1)}]"
         problems.append(
             f"fm.days={_days(fm.days)} overlaps vm.days={_days(vm.days)} on {_day_range(lo, hi)}: "
             "the FM would be trained on the VMs' own labels and its logged outputs would carry them; make "
-            f"the windows disjoint (e.g. {f'fm.days=[{f0}, {v0}]' if f0 < v0 else f'vm.days=[{f1}, {max(v1, f1 + 1)}]'}) "
-            "or set fm.out_of_fold=K >= 2 to log the overlap out of fold")
+            f"the windows disjoint (e.g. {disjoint}) "
+            "or set fm.out_of_fold=K >= 2 to log the overlap out of fold"
+        )
     kd = [t for t in vm.transfers if t.endswith("kd")]
     if cfg.sweep.baselines and cfg.sweep.baseline_transfer.endswith("kd"):
         kd.append(f"sweep.baseline_transfer={cfg.sweep.baseline_transfer!r}")
@@ -273,19 +334,19 @@ def leakage_problems(cfg: "RunConfig") -> list[str]:
             f"{_day_range(v0, min(first_logged, v1))} have no FM logit for the KD "
             f"transfer(s) {', '.join(dict.fromkeys(kd))}; start vm.days at {first_logged} or later"
             + (f", or lower fm.log_from_day to {v0}" if v0 >= f1 else "")
-            + ", or drop the KD transfers")
+            + ", or drop the KD transfers"
+        )
     return problems
 
 
-def check_run(cfg: "RunConfig", origin: str = "config") -> None:
+def check_run(cfg: RunConfig, origin: str = "config") -> None:
     """Raise :class:`ConfigError` (one line, naming the keys) if :func:`leakage_problems` finds any."""
     problems = leakage_problems(cfg)
     if problems:
         raise ConfigError(f"{origin}: label leakage or missing FM outputs: " + "; ".join(problems) + ".")
 
 
-def from_dict(raw: dict, origin: str = "config", lines: Optional[dict] = None, *,
-              whole: bool = True) -> RunConfig:
+def from_dict(raw: dict, origin: str = "config", lines: dict | None = None, *, whole: bool = True) -> RunConfig:
     """Validated :class:`RunConfig` from a nested dict; ``lines`` maps 'section.key' to a line number.
 
     ``whole=False`` skips the checks across sections (:func:`check_run`), for a file that later
@@ -306,6 +367,8 @@ def from_dict(raw: dict, origin: str = "config", lines: Optional[dict] = None, *
         values = {}
         for key, value in body.items():
             full = f"{name}.{key}"
+            if full in RENAMED:
+                raise ConfigError(f"{where(full)}{full!r} was renamed; did you mean {RENAMED[full]!r}?")
             if key not in fields:
                 raise ConfigError(f"{where(full)}unknown key {full!r}{_closest(key, fields, name + '.')}")
             try:
@@ -348,8 +411,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError as err:
         if value[:1] in ("[", "{", '"', "'"):  # meant as a TOML value, not a bare word
-            raise ConfigError(f"--set {text!r}: {value} is not a TOML value ({err}); quote strings, e.g. "
-                              '--set \'vm.archs=["mlp", "implicit"]\'.') from None
+            raise ConfigError(
+                f"--set {text!r}: {value} is not a TOML value ({err}); quote strings, e.g. "
+                '--set \'vm.archs=["mlp", "implicit"]\'.'
+            ) from None
         parsed = value
     return section, key, parsed
 
@@ -363,11 +428,13 @@ def read_text_utf8(path: Path, what: str = "file") -> str:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ConfigError(f"{path}, line {line}, column {column}: byte 0x{data[err.start]:02x} is not valid "
-                          f"UTF-8{hint}; the {what} must be UTF-8 encoded: re-save it as UTF-8.") from None
+        raise ConfigError(
+            f"{path}, line {line}, column {column}: byte 0x{data[err.start]:02x} is not valid "
+            f"UTF-8{hint}; the {what} must be UTF-8 encoded: re-save it as UTF-8."
+        ) from None
 
 
-def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = ()) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: tuple[str, ...] = ()) -> RunConfig:
     """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override.
 
     The checks across sections (:func:`check_run`) run once, on the final configuration.
@@ -376,8 +443,9 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = 
     if path is not None:
         path = Path(path)
         if path.is_dir():
-            raise ConfigError(f"config file {path} is a directory; pass a TOML file "
-                              "(`implicit-rec config > run.toml` writes one).")
+            raise ConfigError(
+                f"config file {path} is a directory; pass a TOML file (`implicit-rec config > run.toml` writes one)."
+            )
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist.")
         try:

@@ -31,9 +31,9 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from flax import nnx
@@ -46,10 +46,11 @@ from .checkpoint import restore_state, save_state
 from .config import RunConfig
 from .data import load_dataset
 from .loopfm import study
+from .loopfm.batches import table_batches, vm_batches
 from .loopfm.store import HistoricalStore
+from .loopfm.transfer import transfer_ratios
 from .models.foundation import FoundationModel
 from .models.training import TrainConfig, predict
-from .loopfm.transfer import transfer_ratios
 
 
 class RunError(RuntimeError):
@@ -70,20 +71,39 @@ def study_config(cfg: RunConfig, max_len_available: int) -> study.StudyConfig:
     """The LoopFM study settings of a run configuration."""
     fm, vm = cfg.fm, cfg.vm
     return study.StudyConfig(
-        fm_days=tuple(fm.days), vm_days=tuple(vm.days), log_from_day=fm.log_from_day, fm_size=fm.size,
-        fm_max_len=fm.max_len or min(100, max_len_available), vm_max_len=min(vm.max_len, max_len_available),
-        history_len=vm.history_len, embedding=fm.embedding, store_dtype=fm.store_dtype,
-        archs=vm.archs, transfers=vm.transfers, seeds=vm.seeds,
-        fm_train=TrainConfig(epochs=fm.epochs, batch_size=fm.batch_size, learning_rate=fm.learning_rate,
-                             patience=fm.patience),
-        vm_train=TrainConfig(epochs=vm.epochs, batch_size=vm.batch_size, learning_rate=vm.learning_rate,
-                             patience=vm.patience, kd_weight=vm.kd_weight),
-        implicit_train_iters=vm.implicit_train_iters, implicit_eval_iters=vm.implicit_eval_iters,
-        kd_on_main=vm.kd_on_main, out_of_fold=fm.out_of_fold, vm_hidden=vm.hidden, d_state=vm.d_state,
-        implicit_method=vm.implicit_method)
+        fm_days=tuple(fm.days),
+        vm_days=tuple(vm.days),
+        log_from_day=fm.log_from_day,
+        fm_size=fm.size,
+        fm_max_len=fm.max_len or min(100, max_len_available),
+        vm_max_len=min(vm.max_len, max_len_available),
+        history_len=vm.history_len,
+        embedding=fm.embedding,
+        store_dtype=fm.store_dtype,
+        archs=vm.archs,
+        transfers=vm.transfers,
+        seeds=vm.seeds,
+        fm_train=TrainConfig(
+            epochs=fm.epochs, batch_size=fm.batch_size, learning_rate=fm.learning_rate, patience=fm.patience
+        ),
+        vm_train=TrainConfig(
+            epochs=vm.epochs,
+            batch_size=vm.batch_size,
+            learning_rate=vm.learning_rate,
+            patience=vm.patience,
+            kd_weight=vm.kd_weight,
+        ),
+        implicit_train_iters=vm.train_max_iter,
+        implicit_eval_iters=vm.eval_max_iter,
+        kd_on_main=vm.kd_on_main,
+        out_of_fold=fm.out_of_fold,
+        vm_hidden=vm.hidden,
+        d_state=vm.d_state,
+        implicit_method=vm.method,
+    )
 
 
-def _first_difference(a: dict, b: dict, prefix: str = "") -> Optional[str]:
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
@@ -108,8 +128,10 @@ def read_json(path: Path, *, expect: type = dict):
             return value
         problem = f"holds a JSON {type(value).__name__}, not an object"
     run = path.parent.parent if path.parent.name == "models" else path.parent
-    raise RunError(f"{path.name} in {path.parent} {problem}: the run directory is damaged; remove {run} "
-                   "or rerun with --force to start over.")
+    raise RunError(
+        f"{path.name} in {path.parent} {problem}: the run directory is damaged; remove {run} "
+        "or rerun with --force to start over."
+    )
 
 
 def _json(path: Path, obj) -> None:
@@ -127,9 +149,17 @@ def _jsonable(v):
 class Run:
     """One run directory. ``log`` prints a line (and appends it to log.txt); ``bar`` is a tqdm factory or None."""
 
-    def __init__(self, out: str | os.PathLike, cfg: RunConfig, *, force: bool = False, quiet: bool = False,
-                 command: Optional[list] = None, events: Optional[Callable[[str], None]] = None,
-                 existing: bool = False):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        cfg: RunConfig,
+        *,
+        force: bool = False,
+        quiet: bool = False,
+        command: list | None = None,
+        events: Callable[[str], None] | None = None,
+        existing: bool = False,
+    ):
         self.out, self.cfg, self.quiet = Path(out), cfg, quiet
         self.events = events or (lambda name: None)  # called after each checkpoint (tests interrupt here)
         try:
@@ -142,6 +172,7 @@ class Run:
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
+
             self.bar = tqdm
 
     # -- run directory -----------------------------------------------------------------------
@@ -167,17 +198,20 @@ class Run:
             try:
                 before = config_mod.load_config(saved).to_dict()
             except config_mod.ConfigError as err:
-                raise RunError(f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
-                               "with --force to start over.") from None
+                raise RunError(
+                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
+                    "with --force to start over."
+                ) from None
             diff = _first_difference(before, self.cfg.to_dict())
             if diff:
-                raise RunError(f"{out} holds an unfinished run with another configuration ({diff}); "
-                               "rerun with the same settings to resume, or use --force to start over.")
+                raise RunError(
+                    f"{out} holds an unfinished run with another configuration ({diff}); "
+                    "rerun with the same settings to resume, or use --force to start over."
+                )
         else:
             write_text_atomic(saved, config_mod.to_toml(self.cfg))
         if not state:
-            state = {"versions": versions(), "command": command or sys.argv, "status": "running",
-                     "stages": {}}
+            state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
             self._save_state(state)
 
     def state(self) -> dict:
@@ -187,8 +221,10 @@ class Run:
             return {}
         state = read_json(path)
         if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
-            raise RunError(f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
-                           f"damaged; remove {self.out} or rerun with --force to start over.")
+            raise RunError(
+                f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
+                f"damaged; remove {self.out} or rerun with --force to start over."
+            )
         return state
 
     def _save_state(self, state: dict) -> None:
@@ -205,6 +241,7 @@ class Run:
             fh.write(line + "\n")
         if not self.quiet:
             from tqdm.auto import tqdm
+
             tqdm.write(line)
 
     # -- stages ------------------------------------------------------------------------------
@@ -221,9 +258,11 @@ class Run:
         seconds = time.perf_counter() - t0
         rows = len(table["label"])
         duplicates = table.info.get("duplicate_events")
-        self.log(f"data: {table.name}, {rows:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
-                 f"({rows / max(seconds, 1e-9):,.0f} rows/s)"
-                 + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else ""))
+        self.log(
+            f"data: {table.name}, {rows:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
+            f"({rows / max(seconds, 1e-9):,.0f} rows/s)"
+            + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else "")
+        )
         state = self.state()
         state["data"] = {"name": table.name, "events": rows, "duplicate_events": duplicates}
         self._save_state(state)
@@ -247,8 +286,9 @@ class Run:
         weights, result_path, ckpt = self._model_paths("fm")
         if result_path.is_file():
             result = read_json(result_path)
-            fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(0),
-                                 size=scfg.fm_size, max_len=scfg.fm_max_len)
+            fm = FoundationModel(
+                table.schema, table.vocab_sizes, rngs=nnx.Rngs(0), size=scfg.fm_size, max_len=scfg.fm_max_len
+            )
             _restore(fm, weights, self.out)
             fm.eval()
             return fm, result
@@ -256,10 +296,15 @@ class Run:
         t0 = time.perf_counter()
         fm, hist = study.train_fm(table, scfg, self.log, **self._fit_options(ckpt))
         test_rows = table.rows("test")
-        res = _evaluate(predict(fm, study.batch_converter(table), test_rows), table, test_rows)
-        result = {**res, "params": sweep_mod.count_params(fm), "size": scfg.fm_size,
-                  "seconds": time.perf_counter() - t0,
-                  "examples_per_second": hist["examples_per_second"], "history": hist["history"]}
+        res = _evaluate(predict(fm, table_batches(table), test_rows), table, test_rows)
+        result = {
+            **res,
+            "params": sweep_mod.count_params(fm),
+            "size": scfg.fm_size,
+            "seconds": time.perf_counter() - t0,
+            "examples_per_second": hist["examples_per_second"],
+            "history": hist["history"],
+        }
         self.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
         save_state(fm, weights)
         _json(result_path, result)
@@ -274,13 +319,16 @@ class Run:
         t0 = time.perf_counter()
         store = study.build_store(fm, table, scfg, self.log)
         store.save(path)
-        self.log(f"store: {len(store.rows):,} logged events, dim {store.dim}, "
-                 f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB")
+        self.log(
+            f"store: {len(store.rows):,} logged events, dim {store.dim}, "
+            f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB"
+        )
         self._stage_done("store", time.perf_counter() - t0)
         return store
 
-    def train_vm(self, table, store, scfg, arch: str, transfer: str, seed: int,
-                 hidden: Optional[tuple] = None, kind: str = "vm") -> dict:
+    def train_vm(
+        self, table, store, scfg, arch: str, transfer: str, seed: int, hidden: tuple | None = None, kind: str = "vm"
+    ) -> dict:
         """Train (or load the result of) one VM; returns its result row."""
         tag = f"{arch}-{'x'.join(map(str, hidden))}" if hidden else arch
         name = f"{tag}/{transfer}"
@@ -289,20 +337,31 @@ class Run:
         if result_path.is_file():
             return read_json(result_path)
         t0 = time.perf_counter()
-        model, hist, make = study.train_vm(table, store, scfg, arch, transfer, seed, self.log, hidden=hidden,
-                                           **self._fit_options(ckpt))
+        model, hist, make = study.train_vm(
+            table, store, scfg, arch, transfer, seed, self.log, hidden=hidden, **self._fit_options(ckpt)
+        )
         test_rows = table.rows("test")
         res = _evaluate(predict(model, make, test_rows), table, test_rows)
-        result = {"name": name, "arch": arch, "transfer": transfer, "seed": seed, **res,
-                  "params": sweep_mod.count_params(model), "hidden": list(hidden or scfg.vm_hidden)
-                  if arch != "implicit" else None, "epochs": hist["epochs_run"],
-                  "seconds": time.perf_counter() - t0, "examples_per_second": hist["examples_per_second"],
-                  "weights": str(weights.relative_to(self.out))}
+        result = {
+            "name": name,
+            "arch": arch,
+            "transfer": transfer,
+            "seed": seed,
+            **res,
+            "params": sweep_mod.count_params(model),
+            "hidden": list(hidden or scfg.vm_hidden) if arch != "implicit" else None,
+            "epochs": hist["epochs_run"],
+            "seconds": time.perf_counter() - t0,
+            "examples_per_second": hist["examples_per_second"],
+            "weights": str(weights.relative_to(self.out)),
+        }
         save_state(model, weights)
         _json(result_path, result)
         ckpt.unlink(missing_ok=True)
-        self.log(f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
-                 f"logloss {res['logloss']:.4f} ({result['examples_per_second']:,.0f} ex/s)")
+        self.log(
+            f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
+            f"logloss {res['logloss']:.4f} ({result['examples_per_second']:,.0f} ex/s)"
+        )
         self.events(f"model:{stem}")
         return result
 
@@ -311,13 +370,13 @@ class Run:
         model = study.make_vm(table, store, scfg, result["arch"], result["transfer"], result["seed"], hidden)
         _restore(model, self.out / result["weights"], self.out)
         model.eval()
-        return model, study.vm_batches(table, store, scfg, result["transfer"])
+        return model, vm_batches(table, store, scfg.history_len, result["transfer"])
 
     def run_sweep(self, table, store, scfg, vms: list[dict], baselines: list[dict]) -> dict:
         sw = self.cfg.sweep
         test_rows = table.rows("test")
         labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
-        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[:sw.lipschitz_examples]]
+        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
         rows, lips, points = [], [], []
         todo = [v for v in vms if v["arch"] == "implicit"]
         bar = self.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if self.bar else None
@@ -326,26 +385,54 @@ class Run:
             model, make = self.load_vm(table, store, scfg, v)
             x_lip = sweep_mod.vm_features(model, make, lip_rows)
             for method in sw.methods:
-                for r in sweep_mod.implicit_sweep(model, make, test_rows, labels, users, sw.iterations, method,
-                                                  repeats=sw.timing_repeats,
-                                                  timed=v["transfer"] == sw.baseline_transfer):
-                    rows.append({"vm": v["name"], "seed": v["seed"], "transfer": v["transfer"],
-                                 "params": v["params"], **r})
-                for r in sweep_mod.lipschitz_sweep(model, x_lip, sw.iterations, method,
-                                                   perturbations=sw.lipschitz_perturbations,
-                                                   scale=sw.lipschitz_scale, seed=v["seed"]):
+                for r in sweep_mod.implicit_sweep(
+                    model,
+                    make,
+                    test_rows,
+                    labels,
+                    users,
+                    sw.iterations,
+                    method,
+                    repeats=sw.timing_repeats,
+                    timed=v["transfer"] == sw.baseline_transfer,
+                ):
+                    rows.append(
+                        {"vm": v["name"], "seed": v["seed"], "transfer": v["transfer"], "params": v["params"], **r}
+                    )
+                for r in sweep_mod.lipschitz_sweep(
+                    model,
+                    x_lip,
+                    sw.iterations,
+                    method,
+                    perturbations=sw.lipschitz_perturbations,
+                    scale=sw.lipschitz_scale,
+                    seed=v["seed"],
+                ):
                     lips.append({"vm": v["name"], "seed": v["seed"], **r})
                 if bar:
                     bar.update(1)
         for b in baselines:
             model, make = self.load_vm(table, store, scfg, b)
             point = sweep_mod.explicit_point(model, make, test_rows, labels, users, repeats=sw.timing_repeats)
-            lip = sweep_mod.explicit_lipschitz(model, sweep_mod.vm_features(model, make, lip_rows),
-                                               perturbations=sw.lipschitz_perturbations,
-                                               scale=sw.lipschitz_scale, seed=b["seed"])
-            points.append({"vm": b["name"], "seed": b["seed"], "transfer": b["transfer"], "params": b["params"],
-                           "hidden": b["hidden"], **point, "lipschitz_max": lip["max"],
-                           "lipschitz_mean": lip["mean"]})
+            lip = sweep_mod.explicit_lipschitz(
+                model,
+                sweep_mod.vm_features(model, make, lip_rows),
+                perturbations=sw.lipschitz_perturbations,
+                scale=sw.lipschitz_scale,
+                seed=b["seed"],
+            )
+            points.append(
+                {
+                    "vm": b["name"],
+                    "seed": b["seed"],
+                    "transfer": b["transfer"],
+                    "params": b["params"],
+                    "hidden": b["hidden"],
+                    **point,
+                    "lipschitz_max": lip["max"],
+                    "lipschitz_mean": lip["mean"],
+                }
+            )
             if bar:
                 bar.update(1)
         if bar:
@@ -369,11 +456,19 @@ class Run:
             raise
         fm, fm_result = self.train_fm(table, scfg)
         store = self.build_store(table, fm, scfg)
-        vms = [self.train_vm(table, store, scfg, a, t, s)
-               for a in scfg.archs for t in scfg.transfers for s in range(scfg.seeds)]
+        vms = [
+            self.train_vm(table, store, scfg, a, t, s)
+            for a in scfg.archs
+            for t in scfg.transfers
+            for s in range(scfg.seeds)
+        ]
         sw = self.cfg.sweep
-        baselines = [self.train_vm(table, store, scfg, sw.baseline_arch, sw.baseline_transfer, 0,
-                                   hidden=tuple(h), kind="baseline") for h in sw.baselines]
+        baselines = [
+            self.train_vm(
+                table, store, scfg, sw.baseline_arch, sw.baseline_transfer, 0, hidden=tuple(h), kind="baseline"
+            )
+            for h in sw.baselines
+        ]
         sweep_path = self.out / "sweep.json"
         if sweep_path.is_file() and not only_sweep:
             swept = read_json(sweep_path)
@@ -389,28 +484,44 @@ class Run:
         return {"metrics": result, "files": [self.out / "metrics.json", *written]}
 
     def assemble(self, table, fm_result, vms, baselines, swept) -> dict:
-        fm_metrics = {k: fm_result[k] for k in ("auc", "gauc", "logloss", "params", "size", "seconds",
-                                                 "examples_per_second")}
+        fm_metrics = {
+            k: fm_result[k] for k in ("auc", "gauc", "logloss", "params", "size", "seconds", "examples_per_second")
+        }
         ratios = {}
         for arch in self.cfg.vm.archs:
-            variants = {t: {m: [v[m] for v in vms if v["arch"] == arch and v["transfer"] == t]
-                            for m in ("auc", "logloss")} for t in self.cfg.vm.transfers}
+            variants = {
+                t: {m: [v[m] for v in vms if v["arch"] == arch and v["transfer"] == t] for m in ("auc", "logloss")}
+                for t in self.cfg.vm.transfers
+            }
             variants = {t: d for t, d in variants.items() if d["auc"]}
             if "none" in variants and len(variants) > 1:
                 ratios[arch] = transfer_ratios({"auc": fm_result["auc"], "logloss": fm_result["logloss"]}, variants)
         stages = self.state().get("stages", {})
-        timing = {"stages_s": stages,
-                  "examples_per_second": {f"{v['name']}#s{v['seed']}": v["examples_per_second"]
-                                          for v in vms + baselines},
-                  "fm_examples_per_second": fm_result["examples_per_second"]}
+        timing = {
+            "stages_s": stages,
+            "examples_per_second": {f"{v['name']}#s{v['seed']}": v["examples_per_second"] for v in vms + baselines},
+            "fm_examples_per_second": fm_result["examples_per_second"],
+        }
         duplicates = table.info.get("duplicate_events")
-        return {"schema_version": report.SCHEMA_VERSION, "dataset": {"spec": self.cfg.data.dataset,
-                "name": table.name, "events": int(len(table["label"])),
+        return {
+            "schema_version": report.SCHEMA_VERSION,
+            "dataset": {
+                "spec": self.cfg.data.dataset,
+                "name": table.name,
+                "events": int(len(table["label"])),
                 "test_events": int(len(table.rows("test"))),
-                "duplicate_events": None if duplicates is None else int(duplicates)},
-                "config": self.cfg.to_dict(), "versions": self.state().get("versions", versions()),
-                "fm": fm_metrics, "vms": vms, "baselines": swept["baselines"], "transfer_ratio": ratios,
-                "sweep": swept["sweep"], "lipschitz": swept["lipschitz"], "timing": timing}
+                "duplicate_events": None if duplicates is None else int(duplicates),
+            },
+            "config": self.cfg.to_dict(),
+            "versions": self.state().get("versions", versions()),
+            "fm": fm_metrics,
+            "vms": vms,
+            "baselines": swept["baselines"],
+            "transfer_ratio": ratios,
+            "sweep": swept["sweep"],
+            "lipschitz": swept["lipschitz"],
+            "timing": timing,
+        }
 
 
 def _restore(model, path: Path, out: Path) -> None:
@@ -418,8 +529,10 @@ def _restore(model, path: Path, out: Path) -> None:
     try:
         restore_state(model, path)
     except (OSError, ValueError) as err:
-        raise RunError(f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
-                       f"is damaged; remove {out} or rerun with --force to start over.") from None
+        raise RunError(
+            f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
+            f"is damaged; remove {out} or rerun with --force to start over."
+        ) from None
 
 
 def _oserror_text(err: Exception) -> str:
@@ -432,15 +545,18 @@ def _oserror_text(err: Exception) -> str:
 def _days_present(table) -> str:
     day, split = np.asarray(table["day"]), np.asarray(table["split"])
     train_days = np.unique(day[split == 0])
-    return (f"the data has days {day.min()}-{day.max()}, training events on days "
-            f"{train_days.min()}-{train_days.max()}" if len(train_days) else "the data has no training events")
+    return (
+        f"the data has days {day.min()}-{day.max()}, training events on days {train_days.min()}-{train_days.max()}"
+        if len(train_days)
+        else "the data has no training events"
+    )
 
 
 def _both_labels(labels: np.ndarray) -> bool:
     return 0 < float(np.sum(labels)) < len(labels)
 
 
-def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> Optional[str]:
+def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
     """Why the configuration's windows do not fit ``table`` (naming the keys), or None.
 
     The FM needs training events in ``fm.days`` (at least 2: the last 10% is its validation, which
@@ -454,37 +570,48 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> Optional[str
     if len(fm_train) == 0:
         return f"fm.days={list(cfg.fm.days)} holds {len(fm_rows)} training events; the FM needs at least 2"
     if not _both_labels(label[fm_valid]):
-        return (f"fm.days={list(cfg.fm.days)}: the FM's validation part (the last 10% of its window, "
-                f"{len(fm_valid)} events) has only label {int(label[fm_valid][0])}; AUC needs both: widen fm.days")
+        return (
+            f"fm.days={list(cfg.fm.days)}: the FM's validation part (the last 10% of its window, "
+            f"{len(fm_valid)} events) has only label {int(label[fm_valid][0])}; AUC needs both: widen fm.days"
+        )
     if len(study.window_rows(table, "train", scfg.vm_days)) == 0:
         return f"vm.days={list(cfg.vm.days)} holds no training events"
     for split in ("valid", "test"):
         rows = table.rows(split)
         if not _both_labels(label[rows]):
             what = "no events" if len(rows) == 0 else f"only label {int(label[rows][0])} in {len(rows)} events"
-            return (f"the {'validation' if split == 'valid' else 'test'} split of data.dataset has {what}; "
-                    "AUC (early stopping, results) needs both labels")
+            return (
+                f"the {'validation' if split == 'valid' else 'test'} split of data.dataset has {what}; "
+                "AUC (early stopping, results) needs both labels"
+            )
     transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baselines else set())
     logged = study.logged_rows(table, scfg)
     log_key = f"fm.log_from_day={'auto' if cfg.fm.log_from_day is None else cfg.fm.log_from_day}"
     if not logged.any():
         return f"{log_key}: the FM logs no events (the data has none on or after that day)"
     if any(t.endswith("kd") for t in transfers):
-        for name, rows in (("vm.days", study.window_rows(table, "train", scfg.vm_days)),
-                           ("the validation split", table.rows("valid")), ("the test split", table.rows("test"))):
+        for name, rows in (
+            ("vm.days", study.window_rows(table, "train", scfg.vm_days)),
+            ("the validation split", table.rows("valid")),
+            ("the test split", table.rows("test")),
+        ):
             missing = rows[~logged[rows]]
             if len(missing):
-                return (f"{log_key}: {len(missing)} events of {name} (days {day[missing].min()}-"
-                        f"{day[missing].max()}) are not logged by the FM, so the KD transfers have no target; "
-                        "lower fm.log_from_day or drop the KD transfers")
+                return (
+                    f"{log_key}: {len(missing)} events of {name} (days {day[missing].min()}-"
+                    f"{day[missing].max()}) are not logged by the FM, so the KD transfers have no target; "
+                    "lower fm.log_from_day or drop the KD transfers"
+                )
     if cfg.fm.out_of_fold > 1:
         user = np.asarray(table["user"])
         fold = user[fm_rows] % cfg.fm.out_of_fold
         for k in np.unique(user[study.out_of_fold_rows(table, scfg)] % cfg.fm.out_of_fold):
             if len(study.fm_split(table, fm_rows[fold != k])[0]) == 0:
-                return (f"fm.out_of_fold={cfg.fm.out_of_fold}: the FM of fold {k} would have no training "
-                        f"events (all {len(fm_rows)} in fm.days belong to fold {k}'s "
-                        f"{len(np.unique(user[fm_rows]))} user(s)); use more users or fm.out_of_fold=0")
+                return (
+                    f"fm.out_of_fold={cfg.fm.out_of_fold}: the FM of fold {k} would have no training "
+                    f"events (all {len(fm_rows)} in fm.days belong to fold {k}'s "
+                    f"{len(np.unique(user[fm_rows]))} user(s)); use more users or fm.out_of_fold=0"
+                )
     return None
 
 
@@ -505,10 +632,9 @@ def rerun_sweep(out, *, quiet: bool = False) -> dict:
     try:
         cfg = config_mod.load_config(out / "config.toml")
     except config_mod.ConfigError as err:
-        raise RunError(f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out "
-                       f"{out} --force`.") from None
+        raise RunError(
+            f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out {out} --force`."
+        ) from None
     if not (out / "models" / "fm.json").is_file():
         raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
     return Run(out, cfg, quiet=quiet, existing=True).execute(only_sweep=True)
-
-

@@ -39,13 +39,29 @@ METRICS_SCHEMA = {
     "vms": {"name", "arch", "transfer", "auc", "gauc", "logloss", "params", "seed", "examples_per_second"},
     "baselines": {"vm", "depth", "params", "auc", "gauc", "logloss", "flops", "seconds", "lipschitz_max"},
     "transfer_ratio": set(),
-    "sweep": {"vm", "method", "iterations", "auc", "gauc", "logloss", "residual", "converged_fraction",
-              "seconds", "flops"},
+    "sweep": {
+        "vm",
+        "method",
+        "iterations",
+        "auc",
+        "gauc",
+        "logloss",
+        "residual",
+        "converged_fraction",
+        "seconds",
+        "flops",
+    },
     "lipschitz": {"vm", "iterations", "max", "mean"},
     "timing": {"stages_s", "examples_per_second", "total_s"},
 }
-PLOTS = ("auc_vs_iterations.png", "auc_vs_compute.png", "auc_vs_params.png", "residual_vs_iterations.png",
-         "lipschitz_vs_iterations.png", "transfer_ratio.png")
+PLOTS = (
+    "auc_vs_iterations.png",
+    "auc_vs_compute.png",
+    "auc_vs_params.png",
+    "residual_vs_iterations.png",
+    "lipschitz_vs_iterations.png",
+    "transfer_ratio.png",
+)
 
 
 def validate_metrics(m: dict) -> None:
@@ -71,47 +87,75 @@ def _mean_std(rows: list[dict], key: str) -> str:
 
 def markdown(m: dict) -> str:
     fm, cfg = m["fm"], m["config"]
-    out = [f"# implicit-rec run: {m['dataset']['name']}", "",
-           f"{m['dataset']['events']:,} events, {m['dataset']['test_events']:,} test events; "
-           f"{cfg['vm']['seeds']} seed(s) per VM (mean ± std over seeds).", "",
-           f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
-           f"logloss {fm['logloss']:.4f}", "",
-           "## Vertical models", "",
-           "| VM | params | AUC | gAUC | logloss | train ex/s |", "|---|---:|---:|---:|---:|---:|"]
+    out = [
+        f"# implicit-rec run: {m['dataset']['name']}",
+        "",
+        f"{m['dataset']['events']:,} events, {m['dataset']['test_events']:,} test events; "
+        f"{cfg['vm']['seeds']} seed(s) per VM (mean ± std over seeds).",
+        "",
+        f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
+        f"logloss {fm['logloss']:.4f}",
+        "",
+        "## Vertical models",
+        "",
+        "| VM | params | AUC | gAUC | logloss | train ex/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in dict.fromkeys(v["name"] for v in m["vms"]):
         rows = [v for v in m["vms"] if v["name"] == name]
-        out.append(f"| {name} | {rows[0]['params']:,} | {_mean_std(rows, 'auc')} | {_mean_std(rows, 'gauc')} | "
-                   f"{_mean_std(rows, 'logloss')} | {np.mean([r['examples_per_second'] for r in rows]):,.0f} |")
+        out.append(
+            f"| {name} | {rows[0]['params']:,} | {_mean_std(rows, 'auc')} | {_mean_std(rows, 'gauc')} | "
+            f"{_mean_std(rows, 'logloss')} | {np.mean([r['examples_per_second'] for r in rows]):,.0f} |"
+        )
     out += ["", "## Transfer ratios (TR = gain / FM gain over the plain VM)", ""]
     for arch, tr in m["transfer_ratio"].items():
         out += [f"### {arch}", "", markdown_table(tr), ""]
-    out += ["## Test-time iteration sweep", "",
-            "Implicit VMs at k solver iterations (metrics on the test split; residual = mean relative "
-            "residual; seconds = median wall time to score the test set, measured for the VMs with "
-            f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).", "",
-            "| VM | seed | method | k | AUC | gAUC | logloss | residual | converged | seconds | MFLOPs |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += [
+        "## Test-time iteration sweep",
+        "",
+        "Implicit VMs at k solver iterations (metrics on the test split; residual = mean relative "
+        "residual; seconds = median wall time to score the test set, measured for the VMs with "
+        f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).",
+        "",
+        "| VM | seed | method | k | AUC | gAUC | logloss | residual | converged | seconds | MFLOPs |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in m["sweep"]:
-        out.append(f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['auc']:.4f} | "
-                   f"{r['gauc']:.4f} | {r['logloss']:.4f} | {r['residual']:.2e} | "
-                   f"{r['converged_fraction']:.2f} | {_f(r['seconds'], '.3f')} | {r['flops'] / 1e6:.3f} |")
-    out += ["", "Explicit baselines (same front end and transfer; depth = hidden layers):", "",
-            "| VM | params | depth | AUC | gAUC | logloss | seconds | MFLOPs | Lipschitz max | mean |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out.append(
+            f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['auc']:.4f} | "
+            f"{r['gauc']:.4f} | {r['logloss']:.4f} | {r['residual']:.2e} | "
+            f"{r['converged_fraction']:.2f} | {_f(r['seconds'], '.3f')} | {r['flops'] / 1e6:.3f} |"
+        )
+    out += [
+        "",
+        "Explicit baselines (same front end and transfer; depth = hidden layers):",
+        "",
+        "| VM | params | depth | AUC | gAUC | logloss | seconds | MFLOPs | Lipschitz max | mean |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for b in m["baselines"]:
-        out.append(f"| {b['vm']} | {b['params']:,} | {b['depth']} | {b['auc']:.4f} | {b['gauc']:.4f} | "
-                   f"{b['logloss']:.4f} | {b['seconds']:.3f} | {b['flops'] / 1e6:.3f} | "
-                   f"{b['lipschitz_max']:.3f} | {b['lipschitz_mean']:.3f} |")
-    out += ["", "Empirical Lipschitz constant of x -> z_k (perturbations of the front-end vector):", "",
-            "| VM | seed | method | k | max | mean |", "|---|---:|---|---:|---:|---:|"]
+        out.append(
+            f"| {b['vm']} | {b['params']:,} | {b['depth']} | {b['auc']:.4f} | {b['gauc']:.4f} | "
+            f"{b['logloss']:.4f} | {b['seconds']:.3f} | {b['flops'] / 1e6:.3f} | "
+            f"{b['lipschitz_max']:.3f} | {b['lipschitz_mean']:.3f} |"
+        )
+    out += [
+        "",
+        "Empirical Lipschitz constant of x -> z_k (perturbations of the front-end vector):",
+        "",
+        "| VM | seed | method | k | max | mean |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
     for r in m["lipschitz"]:
-        out.append(f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['max']:.3f} | "
-                   f"{r['mean']:.3f} |")
+        out.append(
+            f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['max']:.3f} | {r['mean']:.3f} |"
+        )
     t = m["timing"]
     out += ["", "## Timing", "", "| stage | seconds |", "|---|---:|"]
     out += [f"| {k} | {v:.1f} |" for k, v in t["stages_s"].items()]
-    out += [f"| total (this invocation) | {t['total_s']:.1f} |", "",
-            "## Plots", ""] + [f"![{p[:-4]}]({p})" for p in PLOTS]
+    out += [f"| total (this invocation) | {t['total_s']:.1f} |", "", "## Plots", ""] + [
+        f"![{p[:-4]}]({p})" for p in PLOTS
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -125,12 +169,14 @@ def _curves(m: dict, key: str, source: str = "sweep"):
 
 def _style(vm: str, method: str, names: list[str]):
     import matplotlib.pyplot as plt
+
     color = plt.get_cmap("tab10")(names.index(vm) % 10)
     return {"color": color, "linestyle": "-" if method == "anderson" else "--", "marker": "o", "markersize": 3}
 
 
 def plot_all(m: dict, out: Path) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -154,11 +200,12 @@ def plot_all(m: dict, out: Path) -> list[Path]:
     def baseline_points(ax, key, x="depth"):
         for b in m["baselines"]:
             ax.scatter(b[x], b[key], marker="s", color="black", zorder=3)
-            ax.annotate(b["vm"].split("/")[0], (b[x], b[key]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(b["vm"].split("/")[0], (b[x], b[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
 
-    for key, name, ylabel, log in (("auc", "auc_vs_iterations.png", "test AUC", False),
-                                   ("residual", "residual_vs_iterations.png", "mean relative residual", True)):
+    for key, name, ylabel, log in (
+        ("auc", "auc_vs_iterations.png", "test AUC", False),
+        ("residual", "residual_vs_iterations.png", "mean relative residual", True),
+    ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for (vm, method), (k, v) in _curves(m, key).items():
             ax.plot(k, v, label=f"{vm} ({method})", **_style(vm, method, names))
@@ -179,7 +226,7 @@ def plot_all(m: dict, out: Path) -> list[Path]:
         save(fig, name)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (vm, method), (k, v) in _curves(m, "flops").items():
+    for (vm, method), (_, v) in _curves(m, "flops").items():
         auc = _curves(m, "auc")[(vm, method)][1]
         ax.plot(v, auc, label=f"{vm} ({method})", **_style(vm, method, names))
     baseline_points(ax, "auc", x="flops")
@@ -219,12 +266,14 @@ def plot_all(m: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     archs = list(m["transfer_ratio"])
-    variants = [v for v in ("kd", "loopfm", "loopfm+kd")
-                if any(v in tr["auc"]["variants"] for tr in m["transfer_ratio"].values())]
+    variants = [
+        v
+        for v in ("kd", "loopfm", "loopfm+kd")
+        if any(v in tr["auc"]["variants"] for tr in m["transfer_ratio"].values())
+    ]
     width = 0.8 / max(len(variants), 1)
     for j, variant in enumerate(variants):
-        vals = [m["transfer_ratio"][a]["auc"]["variants"].get(variant, {}).get("ratio", float("nan"))
-                for a in archs]
+        vals = [m["transfer_ratio"][a]["auc"]["variants"].get(variant, {}).get("ratio", float("nan")) for a in archs]
         ax.bar(np.arange(len(archs)) + j * width, vals, width, label=variant)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(archs)) + width * (len(variants) - 1) / 2, archs)

@@ -16,7 +16,7 @@ max / mean over test examples and random directions of ||z_k(x + d) - z_k(x)|| /
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,8 @@ def _flops(model: VerticalModel, fn: Callable, key: str, *args) -> float:
     shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
     if (graphdef, key, shapes) not in _FLOPS:
         _FLOPS[graphdef, key, shapes] = compiled_flops(
-            lambda state, *a: fn(nnx.merge(graphdef, state, copy=True), *a), state, *args)
+            lambda state, *a: fn(nnx.merge(graphdef, state, copy=True), *a), state, *args
+        )
     return _FLOPS[graphdef, key, shapes]
 
 
@@ -58,7 +59,7 @@ _FEATURES = nnx.jit(lambda m, b: m.features(b))  # one function object: compiled
 def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Front-end vectors x (N, width) of ``rows``."""
     model.eval()
-    parts = [np.asarray(_FEATURES(model, make_batch(rows[i:i + chunk]))) for i in range(0, len(rows), chunk)]
+    parts = [np.asarray(_FEATURES(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
     return np.concatenate(parts)
 
 
@@ -87,9 +88,19 @@ def _pure(model: VerticalModel, fn: Callable, key: tuple) -> Callable:
     return lambda *args: jitted(state, *args)
 
 
-def implicit_sweep(model: VerticalModel, make_batch: Callable, rows: np.ndarray, labels: np.ndarray,
-                   users: np.ndarray, iterations: tuple[int, ...], method: str, *, repeats: int = 3,
-                   chunk: int = 4096, timed: bool = True) -> list[dict]:
+def implicit_sweep(
+    model: VerticalModel,
+    make_batch: Callable,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    users: np.ndarray,
+    iterations: tuple[int, ...],
+    method: str,
+    *,
+    repeats: int = 3,
+    chunk: int = 4096,
+    timed: bool = True,
+) -> list[dict]:
     """One row per k: auc, gauc, logloss, residual, converged_fraction, seconds, flops.
 
     ``timed=False`` skips the wall-time measurement (one compilation per k) and reports NaN seconds.
@@ -100,20 +111,28 @@ def implicit_sweep(model: VerticalModel, make_batch: Callable, rows: np.ndarray,
     K = max(iterations)
     x = vm_features(model, make_batch, rows, chunk)
     tol = model.core.eval_solver.tol
-    traj = _pure(model, lambda m, x: m.core.trajectory(x, steps=K, readout=lambda z: m.head(z)[:, 0],
-                                                       method=method, residual=True), ("traj", K, method))
+    traj = _pure(
+        model,
+        lambda m, x: m.core.trajectory(x, steps=K, readout=lambda z: m.head(z)[:, 0], method=method, residual=True),
+        ("traj", K, method),
+    )
 
     logits, resid = [], []
     for i in range(0, len(x), chunk):
-        lg, rs = traj(jnp.asarray(x[i:i + chunk]))
+        lg, rs = traj(jnp.asarray(x[i : i + chunk]))
         logits.append(np.asarray(lg))
         resid.append(np.asarray(rs))
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
 
     # cost: front end once, then the solve + head at each k
-    sample = make_batch(rows[:min(len(rows), chunk)])
-    front_s = _median_seconds(lambda: [_FEATURES(model, make_batch(rows[i:i + chunk]))
-                                       for i in range(0, len(rows), chunk)], repeats) if timed else float("nan")
+    sample = make_batch(rows[: min(len(rows), chunk)])
+    front_s = (
+        _median_seconds(
+            lambda: [_FEATURES(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
+        )
+        if timed
+        else float("nan")
+    )
     front_flops = _flops(model, lambda m, b: m.features(b), "features", sample) / len(rows[:chunk])
     xc = jnp.asarray(x[:chunk])
     prep_flops = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", xc) / xc.shape[0]
@@ -128,13 +147,23 @@ def implicit_sweep(model: VerticalModel, make_batch: Callable, rows: np.ndarray,
 
         seconds = float("nan")
         if timed:
-            score = _pure(model, lambda m, x, k=k: m.core.trajectory(
-                x, steps=k, readout=lambda z: m.head(z)[:, 0], method=method)[-1], ("score", k, method))
-            seconds = front_s + _median_seconds(lambda: score(xs), repeats)
-        out.append({"method": method, "iterations": int(k), **ev,
-                    "residual": float(np.mean(resid[k])),
-                    "converged_fraction": float(np.mean(resid[k] <= tol)),
-                    "seconds": seconds, "flops": front_flops + k * cell_flops + head_flops})
+            score = _pure(
+                model,
+                lambda m, x, k=k: m.core.trajectory(x, steps=k, readout=lambda z: m.head(z)[:, 0], method=method)[-1],
+                ("score", k, method),
+            )
+            seconds = front_s + _median_seconds(lambda score=score: score(xs), repeats)
+        out.append(
+            {
+                "method": method,
+                "iterations": int(k),
+                **ev,
+                "residual": float(np.mean(resid[k])),
+                "converged_fraction": float(np.mean(resid[k] <= tol)),
+                "seconds": seconds,
+                "flops": front_flops + k * cell_flops + head_flops,
+            }
+        )
     return out
 
 
@@ -144,19 +173,33 @@ def _cell(functional):
     return f(z0, *args)
 
 
-def explicit_point(model: VerticalModel, make_batch: Callable, rows: np.ndarray, labels: np.ndarray,
-                   users: np.ndarray, *, repeats: int = 3, chunk: int = 4096) -> dict:
+def explicit_point(
+    model: VerticalModel,
+    make_batch: Callable,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    users: np.ndarray,
+    *,
+    repeats: int = 3,
+    chunk: int = 4096,
+) -> dict:
     """An explicit VM on the sweep's axes: depth (hidden layers), metrics, seconds, flops."""
     model.eval()
     fwd = nnx.jit(lambda m, b: jax.nn.sigmoid(m(b)["logit"]))
-    probs = np.concatenate([np.asarray(fwd(model, make_batch(rows[i:i + chunk])))
-                            for i in range(0, len(rows), chunk)])
+    probs = np.concatenate(
+        [np.asarray(fwd(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
+    )
     sample = make_batch(rows[:chunk])
     flops = _flops(model, lambda m, b: m(b)["logit"], "forward", sample) / len(rows[:chunk])
-    seconds = _median_seconds(lambda: [fwd(model, make_batch(rows[i:i + chunk]))
-                                       for i in range(0, len(rows), chunk)], repeats)
-    return {"depth": len(model.core.layers),
-            **metrics.evaluate(labels, probs, users), "seconds": seconds, "flops": flops}
+    seconds = _median_seconds(
+        lambda: [fwd(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
+    )
+    return {
+        "depth": len(model.core.layers),
+        **metrics.evaluate(labels, probs, users),
+        "seconds": seconds,
+        "flops": flops,
+    }
 
 
 def _directions(x: jax.Array, perturbations: int, scale: float, key: jax.Array) -> jax.Array:
@@ -179,26 +222,41 @@ def _ratios(g: Callable, x: jax.Array, deltas: jax.Array) -> jax.Array:
     return diff / dn.reshape((P,) + (1,) * (diff.ndim - 2) + (n,))
 
 
-def lipschitz_sweep(model: VerticalModel, x: np.ndarray, iterations: tuple[int, ...], method: str, *,
-                    perturbations: int = 8, scale: float = 1e-2, seed: int = 0) -> list[dict]:
+def lipschitz_sweep(
+    model: VerticalModel,
+    x: np.ndarray,
+    iterations: tuple[int, ...],
+    method: str,
+    *,
+    perturbations: int = 8,
+    scale: float = 1e-2,
+    seed: int = 0,
+) -> list[dict]:
     """One row per k: max and mean of ||z_k(x + d) - z_k(x)|| / ||d|| (x: (n, width) front-end vectors)."""
     model.eval()
     x = jnp.asarray(x)
     deltas = _directions(x, perturbations, scale, jax.random.key(seed))
     steps = max(iterations)
-    ratios = _pure(model, lambda m, x, d: _ratios(lambda v: m.core.trajectory(v, steps=steps, method=method),
-                                                   x, d), ("lipschitz", steps, method))
+    ratios = _pure(
+        model,
+        lambda m, x, d: _ratios(lambda v: m.core.trajectory(v, steps=steps, method=method), x, d),
+        ("lipschitz", steps, method),
+    )
     r = np.asarray(ratios(x, deltas))  # (P, K + 1, n)
-    return [{"method": method, "iterations": int(k), "max": float(r[:, k].max()), "mean": float(r[:, k].mean())}
-            for k in iterations]
+    return [
+        {"method": method, "iterations": int(k), "max": float(r[:, k].max()), "mean": float(r[:, k].mean())}
+        for k in iterations
+    ]
 
 
-def explicit_lipschitz(model: VerticalModel, x: np.ndarray, *, perturbations: int = 8, scale: float = 1e-2,
-                       seed: int = 0) -> dict:
+def explicit_lipschitz(
+    model: VerticalModel, x: np.ndarray, *, perturbations: int = 8, scale: float = 1e-2, seed: int = 0
+) -> dict:
     """max / mean Lipschitz ratio of x -> last hidden layer of an explicit VM."""
     model.eval()
     x = jnp.asarray(x)
     deltas = _directions(x, perturbations, scale, jax.random.key(seed))
-    r = np.asarray(_pure(model, lambda m, x, d: _ratios(lambda v: nnx.relu(m.core(v)), x, d),
-                         ("lipschitz",))(x, deltas))
+    r = np.asarray(
+        _pure(model, lambda m, x, d: _ratios(lambda v: nnx.relu(m.core(v)), x, d), ("lipschitz",))(x, deltas)
+    )
     return {"max": float(r.max()), "mean": float(r.mean())}

@@ -9,9 +9,9 @@ Public API:
   spectral_radius, jacobian_frobenius, empirical_lipschitz   diagnostics
 """
 
+from ._loop import residual
 from .diagnostics import LipschitzEstimate, empirical_lipschitz, jacobian_frobenius, spectral_radius
 from .fixed_point import AdjointInfo, SolverInfo, adjoint_probe, check_options, fixed_point
-from ._loop import residual
 from .iterate import iterate
 
 __all__ = [

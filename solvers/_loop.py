@@ -11,7 +11,8 @@ readout of every iterate).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,8 @@ class State(NamedTuple):
     residual: jax.Array  # (B,) stopping metric of z
     nstep: jax.Array  # (B,) int32 steps taken by each sample
     converged: jax.Array  # (B,) bool
-    history: Optional[History]
-    trace: Optional[jax.Array]  # (B, T) residual after each step
+    history: History | None
+    trace: jax.Array | None  # (B, T) residual after each step
 
 
 def rel_eps(dtype) -> float:
@@ -84,11 +85,13 @@ def init(fn: Callable, z0: jax.Array, cfg: IterationConfig, trace_len: int = 0) 
     history = None
     if cfg.method == "anderson":
         m = cfg.memory
-        history = History(jnp.zeros((batch, m, dim), z0.dtype), jnp.zeros((batch, m, dim), z0.dtype),
-                          jnp.zeros((batch, m, m), z0.dtype))
+        history = History(
+            jnp.zeros((batch, m, dim), z0.dtype),
+            jnp.zeros((batch, m, dim), z0.dtype),
+            jnp.zeros((batch, m, m), z0.dtype),
+        )
     trace = jnp.zeros((batch, trace_len), res.dtype) if trace_len else None
-    return State(jnp.zeros((), jnp.int32), z0, fz, res, jnp.zeros((batch,), jnp.int32),
-                 res <= cfg.tol, history, trace)
+    return State(jnp.zeros((), jnp.int32), z0, fz, res, jnp.zeros((batch,), jnp.int32), res <= cfg.tol, history, trace)
 
 
 def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -124,7 +127,8 @@ def _anderson_candidate(s: State, g: jax.Array, cfg: IterationConfig):
     With F_i = f(z_i) and G_i = f(z_i) - z_i for the last n <= m iterates, the
     weights solve  min ||sum_i a_i G_i||^2 + ridge sum_i ||G_i||^2 a_i^2  s.t. sum_i a_i = 1,
     i.e. a = w / sum(w) with (G G^T + ridge diag(G G^T)) w = 1 (a ridge relative to
-    each residual's scale, so it stays meaningful as the residuals shrink). The next iterate is sum_i a_i (F_i - (1 - damping) G_i).
+    each residual's scale, so it stays meaningful as the residuals shrink). The next iterate
+    is sum_i a_i (F_i - (1 - damping) G_i).
     A row whose weights are non-finite or larger than MAX_ALPHA_L1 in l1 norm
     takes a = e_newest instead, which is exactly the damped Picard step (decided
     without gradient, so the rejected weights never enter the backward pass).
@@ -203,8 +207,9 @@ def step(fn: Callable, cfg: IterationConfig, s: State) -> State:
     trace = s.trace
     if trace is not None:
         trace = lax.dynamic_update_index_in_dim(trace, res, s.k, axis=1)
-    return State(s.k + 1, z, fz, res, s.nstep + active.astype(jnp.int32),
-                 s.converged | (res <= cfg.tol), history, trace)
+    return State(
+        s.k + 1, z, fz, res, s.nstep + active.astype(jnp.int32), s.converged | (res <= cfg.tol), history, trace
+    )
 
 
 def run_while(fn: Callable, z0: jax.Array, cfg: IterationConfig, record: bool = False) -> State:
@@ -221,8 +226,9 @@ def run_while(fn: Callable, z0: jax.Array, cfg: IterationConfig, record: bool = 
     return s
 
 
-def run_scan(fn: Callable, z0: jax.Array, cfg: IterationConfig, steps: int, record: bool = False,
-             readout: Optional[Callable] = None):
+def run_scan(
+    fn: Callable, z0: jax.Array, cfg: IterationConfig, steps: int, record: bool = False, readout: Callable | None = None
+):
     """Take exactly ``steps`` steps with lax.scan (differentiable by unrolling).
 
     Returns (final state, stacked readout(z_k) for k = 1..steps or None).

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -35,21 +36,20 @@ def reject_unknown_kwargs(func: str, kwargs: dict, valid: tuple[str, ...]) -> No
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)
         parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    raise TypeError(f"{func}() got unknown keyword argument(s) {', '.join(parts)}; "
-                    f"valid options are: {', '.join(valid)}.")
+    raise TypeError(
+        f"{func}() got unknown keyword argument(s) {', '.join(parts)}; valid options are: {', '.join(valid)}."
+    )
 
 
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of "
-                         f"{', '.join(repr(a) for a in allowed)}.")
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(repr(a) for a in allowed)}.")
     return value
 
 
 def _static_number(name: str, value: Any) -> float:
     if isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be a Python number (it sets up the loop statically), "
-                        "not a traced array.")
+        raise TypeError(f"{name} must be a Python number (it sets up the loop statically), not a traced array.")
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, np.generic)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
     value = float(value)
@@ -66,8 +66,7 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def check_float(name: str, value: Any, *, low: float, low_inclusive: bool,
-                high: float | None = None) -> float:
+def check_float(name: str, value: Any, *, low: float, low_inclusive: bool, high: float | None = None) -> float:
     value = _static_number(name, value)
     too_low = value < low if low_inclusive else value <= low
     if too_low or (high is not None and value > high):
@@ -76,8 +75,19 @@ def check_float(name: str, value: Any, *, low: float, low_inclusive: bool,
     return value
 
 
-def make_config(*, method, max_iter, tol, stop, damping, memory, ridge,
-                max_iter_name="max_iter", tol_name="tol", allow_zero_tol=False) -> IterationConfig:
+def make_config(
+    *,
+    method,
+    max_iter,
+    tol,
+    stop,
+    damping,
+    memory,
+    ridge,
+    max_iter_name="max_iter",
+    tol_name="tol",
+    allow_zero_tol=False,
+) -> IterationConfig:
     return IterationConfig(
         method=check_choice("method", method, METHODS),
         max_iter=check_int(max_iter_name, max_iter, 0 if max_iter_name == "steps" else 1),
@@ -105,13 +115,19 @@ def check_output_like_input(f: Callable, z0, args: tuple, what: str = "f") -> No
     in_paths, in_def = jax.tree_util.tree_flatten_with_path(z0)
     out_paths, out_def = jax.tree_util.tree_flatten_with_path(out)
     if in_def != out_def:
-        raise TypeError(f"{what}(z, *args) must return a pytree with the structure of z0: "
-                        f"z0 is {in_def}, but {what} returned {out_def}.")
+        raise TypeError(
+            f"{what}(z, *args) must return a pytree with the structure of z0: "
+            f"z0 is {in_def}, but {what} returned {out_def}."
+        )
     for (path, zin), (_, zout) in zip(in_paths, out_paths):
         name = "z0" + jax.tree_util.keystr(path)
         if tuple(zin.shape) != tuple(zout.shape):
-            raise ValueError(f"{what}(z, *args) changes the shape of leaf {name}: "
-                             f"z0 has {tuple(zin.shape)}, {what} returned {tuple(zout.shape)}.")
+            raise ValueError(
+                f"{what}(z, *args) changes the shape of leaf {name}: "
+                f"z0 has {tuple(zin.shape)}, {what} returned {tuple(zout.shape)}."
+            )
         if np.dtype(zin.dtype) != np.dtype(zout.dtype):
-            raise TypeError(f"{what}(z, *args) changes the dtype of leaf {name}: z0 is {zin.dtype}, "
-                            f"{what} returned {zout.dtype}; cast the output (or z0) so they match.")
+            raise TypeError(
+                f"{what}(z, *args) changes the dtype of leaf {name}: z0 is {zin.dtype}, "
+                f"{what} returned {zout.dtype}; cast the output (or z0) so they match."
+            )

@@ -32,7 +32,7 @@ class BatchedRavel:
     dtype: Any
 
     @classmethod
-    def from_tree(cls, tree, batch_axis, name: str = "z0") -> "BatchedRavel":
+    def from_tree(cls, tree, batch_axis, name: str = "z0") -> BatchedRavel:
         leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
         if not leaves_with_path:
             raise ValueError(f"{name} has no array leaves; pass at least one floating-point array.")
@@ -40,11 +40,15 @@ class BatchedRavel:
         for path, leaf in leaves_with_path:
             where = name + jax.tree_util.keystr(path)
             if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-                raise TypeError(f"{where} is a {type(leaf).__name__}, not an array; "
-                                "every leaf of the state must be a JAX or NumPy array.")
+                raise TypeError(
+                    f"{where} is a {type(leaf).__name__}, not an array; "
+                    "every leaf of the state must be a JAX or NumPy array."
+                )
             if not jnp.issubdtype(leaf.dtype, jnp.inexact):
-                raise TypeError(f"{where} has dtype {leaf.dtype}; the state must be floating point "
-                                "(cast it, e.g. z0.astype(jnp.float32)).")
+                raise TypeError(
+                    f"{where} has dtype {leaf.dtype}; the state must be floating point "
+                    "(cast it, e.g. z0.astype(jnp.float32))."
+                )
             shape = tuple(leaf.shape)
             if batch_axis is None:
                 axes.append(None)
@@ -52,11 +56,13 @@ class BatchedRavel:
                 sizes.append(int(np.prod(shape, dtype=np.int64)))
             else:
                 if len(shape) == 0 or not -len(shape) <= batch_axis < len(shape):
-                    raise ValueError(f"{where} has shape {shape}, which has no batch axis {batch_axis}; "
-                                     "give every leaf a batch axis, or pass batch_axis=None to "
-                                     "treat the whole state as one problem.")
+                    raise ValueError(
+                        f"{where} has shape {shape}, which has no batch axis {batch_axis}; "
+                        "give every leaf a batch axis, or pass batch_axis=None to "
+                        "treat the whole state as one problem."
+                    )
                 axis = batch_axis % len(shape)
-                moved = (shape[axis],) + shape[:axis] + shape[axis + 1:]
+                moved = (shape[axis],) + shape[:axis] + shape[axis + 1 :]
                 axes.append(axis)
                 shapes.append(moved)
                 sizes.append(int(np.prod(moved[1:], dtype=np.int64)))
@@ -64,11 +70,14 @@ class BatchedRavel:
             dtypes.append(leaf.dtype)
         if batch_sizes and len({b for _, b in batch_sizes}) > 1:
             listing = ", ".join(f"{w}: {b}" for w, b in batch_sizes)
-            raise ValueError(f"the leaves of {name} disagree on the batch size along axis "
-                             f"{batch_axis} ({listing}); every leaf needs the same batch size.")
+            raise ValueError(
+                f"the leaves of {name} disagree on the batch size along axis "
+                f"{batch_axis} ({listing}); every leaf needs the same batch size."
+            )
         batch_size = batch_sizes[0][1] if batch_sizes else 1
-        return cls(treedef, tuple(shapes), tuple(dtypes), tuple(sizes), tuple(axes),
-                   batch_size, jnp.result_type(*dtypes))
+        return cls(
+            treedef, tuple(shapes), tuple(dtypes), tuple(sizes), tuple(axes), batch_size, jnp.result_type(*dtypes)
+        )
 
     @property
     def batched(self) -> bool:
@@ -94,7 +103,7 @@ class BatchedRavel:
         """(B, D) array -> pytree with the stored layout, shapes and dtypes."""
         leaves, start = [], 0
         for shape, dtype, size, axis in zip(self.shapes, self.dtypes, self.sizes, self.batch_axes):
-            block = mat[:, start:start + size]
+            block = mat[:, start : start + size]
             start += size
             leaf = block.reshape(shape).astype(dtype)
             if axis is not None:

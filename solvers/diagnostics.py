@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,9 @@ def _flat_map(f, z, args, batch_axis):
     return rav, lambda zmat: rav.ravel(f(rav.unravel(zmat), *args))
 
 
-def spectral_radius(f: Callable, z, *args, iters: int = 20, batch_axis: Optional[int] = 0,
-                    key: Optional[jax.Array] = None) -> jax.Array:
+def spectral_radius(
+    f: Callable, z, *args, iters: int = 20, batch_axis: int | None = 0, key: jax.Array | None = None
+) -> jax.Array:
     """Per-sample estimate of the spectral radius of J = df/dz at z.
 
     Power iteration on Jacobian-vector products: v_{t+1} = J v_t / ||J v_t||.
@@ -45,11 +47,12 @@ def spectral_radius(f: Callable, z, *args, iters: int = 20, batch_axis: Optional
         return jv / (growth[:, None] + tiny), jnp.log(growth + tiny)
 
     _, log_growth = lax.scan(body, v, None, length=iters)
-    return rav.per_sample(jnp.exp(jnp.mean(log_growth[iters // 2:], axis=0)))
+    return rav.per_sample(jnp.exp(jnp.mean(log_growth[iters // 2 :], axis=0)))
 
 
-def jacobian_frobenius(f: Callable, z, *args, key: jax.Array, samples: int = 1,
-                       batch_axis: Optional[int] = 0) -> jax.Array:
+def jacobian_frobenius(
+    f: Callable, z, *args, key: jax.Array, samples: int = 1, batch_axis: int | None = 0
+) -> jax.Array:
     """Hutchinson estimate of ||df/dz||_F^2 per sample, differentiable (a training penalty).
 
     E_eps ||eps^T J||^2 = ||J||_F^2 for eps ~ N(0, I); averaged over ``samples``
@@ -73,7 +76,7 @@ class LipschitzEstimate(NamedTuple):
     ratios: jax.Array
 
 
-def empirical_lipschitz(g: Callable, x, deltas, batch_axis: Optional[int] = 0) -> LipschitzEstimate:
+def empirical_lipschitz(g: Callable, x, deltas, batch_axis: int | None = 0) -> LipschitzEstimate:
     """Empirical Lipschitz constant of g around x (the Implicit Models paper's diagnostic).
 
     Args:
@@ -90,13 +93,16 @@ def empirical_lipschitz(g: Callable, x, deltas, batch_axis: Optional[int] = 0) -
     xin = BatchedRavel.from_tree(x, batch_axis, name="x")
     leaves = jax.tree.leaves(deltas)
     if jax.tree.structure(deltas) != jax.tree.structure(x):
-        raise TypeError("deltas must have the structure of x (with an extra leading axis P); "
-                        f"x is {jax.tree.structure(x)}, deltas is {jax.tree.structure(deltas)}.")
+        raise TypeError(
+            "deltas must have the structure of x (with an extra leading axis P); "
+            f"x is {jax.tree.structure(x)}, deltas is {jax.tree.structure(deltas)}."
+        )
     num = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
     for dl, xl in zip(leaves, jax.tree.leaves(x)):
         if tuple(dl.shape[1:]) != tuple(xl.shape):
-            raise ValueError(f"each delta leaf must have shape (P,) + x.shape; got {dl.shape} for a "
-                             f"leaf of x with shape {xl.shape}.")
+            raise ValueError(
+                f"each delta leaf must have shape (P,) + x.shape; got {dl.shape} for a leaf of x with shape {xl.shape}."
+            )
     if len(num) != 1:
         raise ValueError(f"deltas disagree on the number of perturbations P: {sorted(num)}.")
     gx = g(x)
@@ -105,8 +111,7 @@ def empirical_lipschitz(g: Callable, x, deltas, batch_axis: Optional[int] = 0) -
 
     def one(delta):
         gd = gout.ravel(g(jax.tree.map(jnp.add, x, delta)))
-        return (jnp.linalg.norm(gd - base, axis=-1)
-                / jnp.linalg.norm(xin.ravel(delta), axis=-1))
+        return jnp.linalg.norm(gd - base, axis=-1) / jnp.linalg.norm(xin.ravel(delta), axis=-1)
 
     ratios = lax.map(one, deltas)
     if not xin.batched:

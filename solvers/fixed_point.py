@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from . import _loop
-from ._options import (GRADS, IterationConfig, check_batch_axis, check_choice, check_float,
-                       check_int, check_output_like_input, make_config, reject_unknown_kwargs)
+from ._options import (
+    GRADS,
+    IterationConfig,
+    check_batch_axis,
+    check_choice,
+    check_float,
+    check_int,
+    check_output_like_input,
+    make_config,
+    reject_unknown_kwargs,
+)
 from ._pytree import BatchedRavel
 
 
@@ -31,7 +41,7 @@ class SolverInfo(NamedTuple):
     residual: jax.Array
     nstep: jax.Array
     converged: jax.Array
-    trace: Optional[jax.Array] = None
+    trace: jax.Array | None = None
 
 
 class AdjointInfo(NamedTuple):
@@ -58,7 +68,7 @@ class AdjointInfo(NamedTuple):
     fallback: jax.Array
 
 
-def adjoint_probe(batch_size: Optional[int] = None, dtype=None) -> AdjointInfo:
+def adjoint_probe(batch_size: int | None = None, dtype=None) -> AdjointInfo:
     """Zeros to pass as ``fixed_point(..., adjoint_probe=)``; its gradient is an :class:`AdjointInfo`.
 
     ``batch_size=None`` gives the () fields for ``batch_axis=None``; ``dtype`` defaults to JAX's
@@ -71,16 +81,45 @@ def adjoint_probe(batch_size: Optional[int] = None, dtype=None) -> AdjointInfo:
 
 GRAD_FALLBACKS = ("phantom",)
 
-_OPTIONS = ("method", "max_iter", "tol", "stop", "batch_axis", "damping", "memory", "ridge", "grad",
-            "grad_max_iter", "grad_tol", "grad_fallback", "phantom_steps", "record")
+_OPTIONS = (
+    "method",
+    "max_iter",
+    "tol",
+    "stop",
+    "batch_axis",
+    "damping",
+    "memory",
+    "ridge",
+    "grad",
+    "grad_max_iter",
+    "grad_tol",
+    "grad_fallback",
+    "phantom_steps",
+    "record",
+)
 
 
-def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int = 50,
-                tol: float = 1e-4, stop: str = "rel", batch_axis: Optional[int] = 0,
-                damping: float = 1.0, memory: int = 5, ridge: float = 1e-4, grad: str = "ift",
-                grad_max_iter: Optional[int] = None, grad_tol: Optional[float] = None,
-                grad_fallback: Optional[str] = None, phantom_steps: int = 1, record: bool = False,
-                adjoint_probe: Optional[AdjointInfo] = None, **unknown):
+def fixed_point(
+    f: Callable,
+    z0,
+    *args,
+    method: str = "anderson",
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    stop: str = "rel",
+    batch_axis: int | None = 0,
+    damping: float = 1.0,
+    memory: int = 5,
+    ridge: float = 1e-4,
+    grad: str = "ift",
+    grad_max_iter: int | None = None,
+    grad_tol: float | None = None,
+    grad_fallback: str | None = None,
+    phantom_steps: int = 1,
+    record: bool = False,
+    adjoint_probe: AdjointInfo | None = None,
+    **unknown,
+):
     r"""Solve z = f(z, *args) for every sample of a batch.
 
     Args:
@@ -139,10 +178,22 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
       >>> # z ~= 2 everywhere; info.converged.all() == True
     """
     reject_unknown_kwargs("fixed_point", unknown, _OPTIONS)
-    opts = _validated(method=method, max_iter=max_iter, tol=tol, stop=stop, batch_axis=batch_axis,
-                      damping=damping, memory=memory, ridge=ridge, grad=grad,
-                      grad_max_iter=grad_max_iter, grad_tol=grad_tol, grad_fallback=grad_fallback,
-                      phantom_steps=phantom_steps, record=record)
+    opts = _validated(
+        method=method,
+        max_iter=max_iter,
+        tol=tol,
+        stop=stop,
+        batch_axis=batch_axis,
+        damping=damping,
+        memory=memory,
+        ridge=ridge,
+        grad=grad,
+        grad_max_iter=grad_max_iter,
+        grad_tol=grad_tol,
+        grad_fallback=grad_fallback,
+        phantom_steps=phantom_steps,
+        record=record,
+    )
     cfg, bwd_cfg, grad, record = opts.cfg, opts.bwd_cfg, opts.grad, opts.record
     rav = BatchedRavel.from_tree(z0, opts.batch_axis)
     check_output_like_input(f, z0, args)
@@ -169,9 +220,12 @@ def fixed_point(f: Callable, z0, *args, method: str = "anderson", max_iter: int 
         z = _phantom(apply, s.z, params, cfg.damping, opts.phantom_steps)
     else:
         z, s = _solve_ift(apply, z0m, params, probe, cfg, bwd_cfg, opts, record)
-    info = SolverInfo(rav.per_sample(s.residual), rav.per_sample(s.nstep),
-                      rav.per_sample(s.converged),
-                      None if s.trace is None else rav.per_sample(s.trace))
+    info = SolverInfo(
+        rav.per_sample(s.residual),
+        rav.per_sample(s.nstep),
+        rav.per_sample(s.converged),
+        None if s.trace is None else rav.per_sample(s.trace),
+    )
     return rav.unravel(z), info
 
 
@@ -179,30 +233,53 @@ class _Options(NamedTuple):
     cfg: IterationConfig
     bwd_cfg: IterationConfig
     grad: str
-    grad_fallback: Optional[str]
+    grad_fallback: str | None
     phantom_steps: int
     record: bool
-    batch_axis: Optional[int]
+    batch_axis: int | None
 
 
-def _validated(*, method, max_iter, tol, stop, batch_axis, damping, memory, ridge, grad, grad_max_iter,
-               grad_tol, grad_fallback, phantom_steps, record) -> _Options:
-    cfg = make_config(method=method, max_iter=max_iter, tol=tol, stop=stop, damping=damping,
-                      memory=memory, ridge=ridge)
+def _validated(
+    *,
+    method,
+    max_iter,
+    tol,
+    stop,
+    batch_axis,
+    damping,
+    memory,
+    ridge,
+    grad,
+    grad_max_iter,
+    grad_tol,
+    grad_fallback,
+    phantom_steps,
+    record,
+) -> _Options:
+    cfg = make_config(method=method, max_iter=max_iter, tol=tol, stop=stop, damping=damping, memory=memory, ridge=ridge)
     bwd_cfg = cfg._replace(
         max_iter=cfg.max_iter if grad_max_iter is None else check_int("grad_max_iter", grad_max_iter, 1),
-        tol=cfg.tol if grad_tol is None else check_float("grad_tol", grad_tol, low=0.0,
-                                                         low_inclusive=False))
+        tol=cfg.tol if grad_tol is None else check_float("grad_tol", grad_tol, low=0.0, low_inclusive=False),
+    )
     if not isinstance(record, bool):
         raise TypeError(f"record must be True or False, got {record!r}.")
     grad = check_choice("grad", grad, GRADS)
     if grad_fallback is not None:
         check_choice("grad_fallback", grad_fallback, GRAD_FALLBACKS)
         if grad != "ift":
-            raise ValueError(f"grad_fallback={grad_fallback!r} replaces an unconverged adjoint solve, "
-                             f"which only grad='ift' has (grad={grad!r}); drop grad_fallback.")
-    return _Options(cfg, bwd_cfg, grad, grad_fallback,
-                    check_int("phantom_steps", phantom_steps, 1), record, check_batch_axis(batch_axis))
+            raise ValueError(
+                f"grad_fallback={grad_fallback!r} replaces an unconverged adjoint solve, "
+                f"which only grad='ift' has (grad={grad!r}); drop grad_fallback."
+            )
+    return _Options(
+        cfg,
+        bwd_cfg,
+        grad,
+        grad_fallback,
+        check_int("phantom_steps", phantom_steps, 1),
+        record,
+        check_batch_axis(batch_axis),
+    )
 
 
 def check_options(**options) -> None:
@@ -212,24 +289,27 @@ def check_options(**options) -> None:
     configuration object can fail when it is built rather than at its first use.
     """
     reject_unknown_kwargs("fixed_point", options, _OPTIONS)
-    defaults = {name: p.default for name, p in inspect.signature(fixed_point).parameters.items()
-                if name in _OPTIONS}
+    defaults = {name: p.default for name, p in inspect.signature(fixed_point).parameters.items() if name in _OPTIONS}
     _validated(**{**defaults, **options})
 
 
-def _flat_probe(probe: Optional[AdjointInfo], rav: BatchedRavel) -> AdjointInfo:
+def _flat_probe(probe: AdjointInfo | None, rav: BatchedRavel) -> AdjointInfo:
     """The probe with (B,) fields (zeros when None), checked against the batch."""
     shape = (rav.batch_size,) if rav.batched else ()
     if probe is None:
         return adjoint_probe(rav.batch_size, rav.dtype)
     if not isinstance(probe, AdjointInfo):
-        raise TypeError(f"adjoint_probe must be an AdjointInfo (build it with "
-                        f"solvers.adjoint_probe(batch_size)), got {type(probe).__name__}.")
+        raise TypeError(
+            f"adjoint_probe must be an AdjointInfo (build it with "
+            f"solvers.adjoint_probe(batch_size)), got {type(probe).__name__}."
+        )
     for name, leaf in zip(AdjointInfo._fields, probe):
         if tuple(jnp.shape(leaf)) != shape or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise ValueError(f"adjoint_probe.{name} must be a float array of shape {shape} (one entry "
-                             f"per sample), got {jnp.result_type(leaf)}{tuple(jnp.shape(leaf))}; "
-                             f"use solvers.adjoint_probe({rav.batch_size if rav.batched else ''}).")
+            raise ValueError(
+                f"adjoint_probe.{name} must be a float array of shape {shape} (one entry "
+                f"per sample), got {jnp.result_type(leaf)}{tuple(jnp.shape(leaf))}; "
+                f"use solvers.adjoint_probe({rav.batch_size if rav.batched else ''})."
+            )
     return AdjointInfo(*(jnp.reshape(leaf, (rav.batch_size,)) for leaf in probe))
 
 
@@ -269,12 +349,12 @@ def _solve_ift(apply, z0m, params, probe, cfg, bwd_cfg, opts, record):
         else:  # where, not a product: an unconverged adjoint may be inf or NaN
             fallback = ~adjoint.converged
             (p_bar,) = vjp_p(jnp.where(fallback[:, None], 0, adjoint.z))
-            _, vjp_phantom = jax.vjp(
-                lambda q: _phantom(apply, z_star, q, cfg.damping, opts.phantom_steps), p)
+            _, vjp_phantom = jax.vjp(lambda q: _phantom(apply, z_star, q, cfg.damping, opts.phantom_steps), p)
             (p_bar_phantom,) = vjp_phantom(jnp.where(fallback[:, None], z_bar, 0))
             p_bar = jax.tree.map(jnp.add, p_bar, p_bar_phantom)
-        report = AdjointInfo(jnp.ones_like(adjoint.residual), adjoint.residual, adjoint.nstep,
-                             adjoint.converged, fallback)
+        report = AdjointInfo(
+            jnp.ones_like(adjoint.residual), adjoint.residual, adjoint.nstep, adjoint.converged, fallback
+        )
         report = AdjointInfo(*(r.astype(q.dtype) for r, q in zip(report, probe)))
         return jnp.zeros_like(z_star), p_bar, report
 

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from . import _loop
-from ._options import (check_batch_axis, check_output_like_input, make_config,
-                       reject_unknown_kwargs)
+from ._options import check_batch_axis, check_output_like_input, make_config, reject_unknown_kwargs
 from ._pytree import BatchedRavel
 
 _OPTIONS = ("steps", "method", "readout", "tol", "stop", "batch_axis", "damping", "memory", "ridge")
 
 
-def iterate(f: Callable, z0, *args, steps: int, method: str = "picard",
-            readout: Optional[Callable] = None, tol: float = 1e-4, stop: str = "rel",
-            batch_axis: Optional[int] = 0, damping: float = 1.0, memory: int = 5,
-            ridge: float = 1e-4, **unknown):
+def iterate(
+    f: Callable,
+    z0,
+    *args,
+    steps: int,
+    method: str = "picard",
+    readout: Callable | None = None,
+    tol: float = 1e-4,
+    stop: str = "rel",
+    batch_axis: int | None = 0,
+    damping: float = 1.0,
+    memory: int = 5,
+    ridge: float = 1e-4,
+    **unknown,
+):
     """Stacked ``readout(z_k)`` for k = 0..steps, computed in one ``lax.scan``.
 
     The iterates are exactly those of :func:`fixed_point` with the same options:
@@ -41,8 +51,17 @@ def iterate(f: Callable, z0, *args, steps: int, method: str = "picard",
       size ``steps + 1``.
     """
     reject_unknown_kwargs("iterate", unknown, _OPTIONS)
-    cfg = make_config(method=method, max_iter=steps, tol=tol, stop=stop, damping=damping,
-                      memory=memory, ridge=ridge, max_iter_name="steps", allow_zero_tol=True)
+    cfg = make_config(
+        method=method,
+        max_iter=steps,
+        tol=tol,
+        stop=stop,
+        damping=damping,
+        memory=memory,
+        ridge=ridge,
+        max_iter_name="steps",
+        allow_zero_tol=True,
+    )
     if readout is None:
         readout = lambda z: z  # noqa: E731
     elif not callable(readout):
@@ -56,6 +75,5 @@ def iterate(f: Callable, z0, *args, steps: int, method: str = "picard",
     first = readout(z0)
     if cfg.max_iter == 0:
         return jax.tree.map(lambda a: jnp.asarray(a)[None], first)
-    _, rest = _loop.run_scan(flat_f, rav.ravel(z0), cfg, cfg.max_iter,
-                             readout=lambda zmat: readout(rav.unravel(zmat)))
+    _, rest = _loop.run_scan(flat_f, rav.ravel(z0), cfg, cfg.max_iter, readout=lambda zmat: readout(rav.unravel(zmat)))
     return jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b], axis=0), first, rest)

@@ -28,14 +28,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
-_cache = os.environ.get("IMPLICIT_REC_TEST_JAX_CACHE",
-                        str(Path.home() / ".cache" / "implicit-rec" / "jax-tests"))
+_cache = os.environ.get("IMPLICIT_REC_TEST_JAX_CACHE", str(Path.home() / ".cache" / "implicit-rec" / "jax-tests"))
 if _cache != "off":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+    )
 
 
 def _set_x64(enabled: bool) -> bool:

@@ -47,5 +47,6 @@ def assert_trees_close(actual, expected, rtol, atol=0.0):
     for path_leaf, other in zip(jax.tree_util.tree_flatten_with_path(actual)[0], jax.tree.leaves(expected)):
         path, leaf = path_leaf
         assert np.shape(leaf) == np.shape(other), f"{jax.tree_util.keystr(path)}: shapes differ"
-        np.testing.assert_allclose(np.asarray(leaf), np.asarray(other), rtol=rtol, atol=atol,
-                                   err_msg=f"leaf {jax.tree_util.keystr(path)}")
+        np.testing.assert_allclose(
+            np.asarray(leaf), np.asarray(other), rtol=rtol, atol=atol, err_msg=f"leaf {jax.tree_util.keystr(path)}"
+        )

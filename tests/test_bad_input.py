@@ -13,8 +13,6 @@ import pytest
 
 from implicit_rec import cli, config, pipeline
 from implicit_rec.data import load_interactions
-from implicit_rec.data.vocab import DataError
-
 
 REAL_TRAIN_FM = pipeline.Run.train_fm
 
@@ -27,6 +25,7 @@ class Accepted(Exception):
 def no_training(monkeypatch):
     def refuse(self, table, scfg):
         raise Accepted(f"accepted {len(table)} events")
+
     monkeypatch.setattr(pipeline.Run, "train_fm", refuse)
 
 
@@ -43,8 +42,15 @@ def cli_error(capsys, argv) -> str:
 
 def log_rows(n=200, users=8, items=20, seed=0, label=None, start=0):
     rng = np.random.default_rng(seed)
-    return [(f"u{rng.integers(users)}", f"i{rng.integers(items)}", start + t,
-             int(rng.integers(2)) if label is None else label) for t in range(n)]
+    return [
+        (
+            f"u{rng.integers(users)}",
+            f"i{rng.integers(items)}",
+            start + t,
+            int(rng.integers(2)) if label is None else label,
+        )
+        for t in range(n)
+    ]
 
 
 def write_csv(path, rows, header="user_id,item_id,timestamp,label"):
@@ -56,9 +62,10 @@ def write_csv(path, rows, header="user_id,item_id,timestamp,label"):
 
 CONFIG_CASES = {
     # leakage guard (item 6)
-    "fm-vm-overlap-and-in-sample-log": (["--set", "fm.days=[0,6]", "--set", "vm.days=[4,7]",
-                                         "--set", "fm.log_from_day=2"],
-                                        ["fm.log_from_day=2", "fm.days=[0, 6]", "vm.days=[4, 7]", "days 4-5"]),
+    "fm-vm-overlap-and-in-sample-log": (
+        ["--set", "fm.days=[0,6]", "--set", "vm.days=[4,7]", "--set", "fm.log_from_day=2"],
+        ["fm.log_from_day=2", "fm.days=[0, 6]", "vm.days=[4, 7]", "days 4-5"],
+    ),
     "fm-vm-overlap": (["--set", "fm.days=[0,6]"], ["fm.days=[0, 6]", "overlaps vm.days=[4, 7]", "fm.out_of_fold"]),
     "vm-before-fm": (["--set", "fm.days=[2,6]", "--set", "vm.days=[0,3]"], ["overlaps vm.days=[0, 3]", "day 2"]),
     "log-from-inside-fm-window": (["--set", "fm.log_from_day=3"], ["fm.log_from_day=3", "inside fm.days=[0, 4]"]),
@@ -117,16 +124,20 @@ def test_config_errors_leave_no_run_directory(tmp_path, capsys, args, needles):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content, needles", [
-    ("[fm]\nlearning_rate = nan\n", ["line 2", "fm.learning_rate must be a finite number"]),
-    ("[sweep]\niterations = []\n", ["sweep.iterations must not be empty"]),
-    ('[vm]\nseeds = "2"\n', ["line 2", "vm.seeds must be an integer"]),
-    ("[vm\nseeds = 2\n", ["not valid TOML", "line 1"]),
-    ("seeds = 2\n", ["unknown section [seeds]", "did you mean 'sweep'"]),
-    ("[fm]\ndays = [0, 6]\n", ["fm.days=[0, 6]", "overlaps vm.days"]),
-    ("# caf\xe9\n[vm]\nseeds = 2\n".encode("latin-1"), ["line 1, column 6", "byte 0xe9", "UTF-8"]),
-    ("[vm]\nseeds = 2\n".encode("utf-16"), ["line 1, column 1", "UTF-16", "UTF-8"]),
-], ids=["nan", "empty-list", "wrong-type", "bad-toml", "top-level-key", "leakage", "latin-1", "utf-16"])
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ("[fm]\nlearning_rate = nan\n", ["line 2", "fm.learning_rate must be a finite number"]),
+        ("[sweep]\niterations = []\n", ["sweep.iterations must not be empty"]),
+        ('[vm]\nseeds = "2"\n', ["line 2", "vm.seeds must be an integer"]),
+        ("[vm\nseeds = 2\n", ["not valid TOML", "line 1"]),
+        ("seeds = 2\n", ["unknown section [seeds]", "did you mean 'sweep'"]),
+        ("[fm]\ndays = [0, 6]\n", ["fm.days=[0, 6]", "overlaps vm.days"]),
+        ("# caf\xe9\n[vm]\nseeds = 2\n".encode("latin-1"), ["line 1, column 6", "byte 0xe9", "UTF-8"]),
+        ("[vm]\nseeds = 2\n".encode("utf-16"), ["line 1, column 1", "UTF-16", "UTF-8"]),
+    ],
+    ids=["nan", "empty-list", "wrong-type", "bad-toml", "top-level-key", "leakage", "latin-1", "utf-16"],
+)
 def test_config_file_errors_name_file_and_line(tmp_path, capsys, content, needles):
     path = tmp_path / "c.toml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -145,11 +156,16 @@ def test_config_file_is_checked_for_leakage_only_after_the_overrides(tmp_path):
     assert (cfg.fm.days, cfg.vm.days) == ((0, 6), (6, 8))
 
 
-@pytest.mark.parametrize("overrides", [(), ("fm.days=[0, 6]", "fm.out_of_fold=3"),
-                                       ("fm.log_from_day=5", "vm.days=[5, 7]"),
-                                       ("fm.log_from_day=5", 'vm.transfers=["none", "loopfm"]',
-                                        'sweep.baseline_transfer="loopfm"')],
-                         ids=["defaults", "overlap-logged-out-of-fold", "later-logging", "late-log-without-kd"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("fm.days=[0, 6]", "fm.out_of_fold=3"),
+        ("fm.log_from_day=5", "vm.days=[5, 7]"),
+        ("fm.log_from_day=5", 'vm.transfers=["none", "loopfm"]', 'sweep.baseline_transfer="loopfm"'),
+    ],
+    ids=["defaults", "overlap-logged-out-of-fold", "later-logging", "late-log-without-kd"],
+)
 def test_leakage_guard_accepts_sound_windows(overrides):
     assert config.leakage_problems(config.load_config(None, overrides)) == []
 
@@ -161,17 +177,29 @@ def test_leakage_guard_also_checks_a_config_built_in_python(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("argv, needles", [
-    (["run", "--config", "{tmp}/missing.toml"], ["missing.toml does not exist"]),
-    (["run", "--config", "{tmp}"], ["is a directory"]),
-    (["run", "--out", "{tmp}/afile"], ["afile exists and is not a directory"]),
-    (["config", "--set", "fm.learning_rate=nan"], ["fm.learning_rate must be a finite number"]),
-    (["report", "--run", "{tmp}/afile"], ["afile is a file"]),
-    (["report", "--run", "{tmp}/nope"], ["metrics.json does not exist"]),
-    (["sweep", "--run", "{tmp}/nope"], ["not a run directory"]),
-    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
-], ids=["config-missing", "config-directory", "out-is-file", "config-command-nan", "report-file",
-        "report-missing", "sweep-missing", "unknown-command"])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["run", "--config", "{tmp}/missing.toml"], ["missing.toml does not exist"]),
+        (["run", "--config", "{tmp}"], ["is a directory"]),
+        (["run", "--out", "{tmp}/afile"], ["afile exists and is not a directory"]),
+        (["config", "--set", "fm.learning_rate=nan"], ["fm.learning_rate must be a finite number"]),
+        (["report", "--run", "{tmp}/afile"], ["afile is a file"]),
+        (["report", "--run", "{tmp}/nope"], ["metrics.json does not exist"]),
+        (["sweep", "--run", "{tmp}/nope"], ["not a run directory"]),
+        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    ],
+    ids=[
+        "config-missing",
+        "config-directory",
+        "out-is-file",
+        "config-command-nan",
+        "report-file",
+        "report-missing",
+        "sweep-missing",
+        "unknown-command",
+    ],
+)
 def test_path_and_command_errors(tmp_path, capsys, argv, needles):
     (tmp_path / "afile").write_text("x")
     err = cli_error(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv])
@@ -181,11 +209,12 @@ def test_path_and_command_errors(tmp_path, capsys, argv, needles):
 
 # -- data: refused before training; the run directory the command created is removed ------------
 
+
 def _latin1_row(path):
     rows = log_rows()
     text = "user_id,item_id,timestamp,label\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
     lines = text.splitlines(keepends=True)
-    lines[151] = "caf\xe9" + lines[151][lines[151].index(","):]  # line 152, column user_id
+    lines[151] = "caf\xe9" + lines[151][lines[151].index(",") :]  # line 152, column user_id
     path.write_bytes("".join(lines).encode("latin-1"))
     return path
 
@@ -193,35 +222,51 @@ def _latin1_row(path):
 DATA_CASES = {
     "empty-file": (lambda p: (p.write_text(""), p)[1], ["line 1", "the file is empty"]),
     "header-only": (lambda p: write_csv(p, []), ["line 2", "header but no data rows"]),
-    "missing-column": (lambda p: write_csv(p, [r[:3] for r in log_rows()], "user_id,item_id,timestamp"),
-                       ["line 1", "column 'label'", "lacks required column"]),
+    "missing-column": (
+        lambda p: write_csv(p, [r[:3] for r in log_rows()], "user_id,item_id,timestamp"),
+        ["line 1", "column 'label'", "lacks required column"],
+    ),
     "semicolon-delimited": (lambda p: write_csv(p, [], "user_id;item_id;timestamp;label"), ["lacks required column"]),
     "text-label": (lambda p: write_csv(p, [r[:3] + ("yes",) for r in log_rows()]), ["line 2", "'yes' is not a number"]),
     "label-two": (lambda p: write_csv(p, log_rows()[:-1] + [("u1", "i1", 999, 2)]), ["line 201", "not 0 or 1"]),
     "empty-label": (lambda p: write_csv(p, log_rows()[:-1] + [("u1", "i1", 999, "")]), ["line 201", "empty value"]),
-    "text-timestamp": (lambda p: write_csv(p, log_rows()[:-1] + [("u1", "i1", "noon", 1)]),
-                       ["line 201", "column 'timestamp'", "'noon'"]),
+    "text-timestamp": (
+        lambda p: write_csv(p, log_rows()[:-1] + [("u1", "i1", "noon", 1)]),
+        ["line 201", "column 'timestamp'", "'noon'"],
+    ),
     "negative-timestamp": (lambda p: write_csv(p, log_rows(start=-5)), ["line 2", "negative timestamp '-5'"]),
     "missing-user": (lambda p: write_csv(p, log_rows()[:-1] + [("", "i1", 999, 1)]), ["line 201", "column 'user_id'"]),
-    "ragged-row": (lambda p: write_csv(p, log_rows()[:50] + [("u1", "i1", 50)] + log_rows()[51:]),
-                   ["line 52", "3 field(s), but the header has 4"]),
-    "extra-field": (lambda p: write_csv(p, log_rows()[:50] + [("u1", "i1", 50, 1, 9)] + log_rows()[51:]),
-                    ["line 52", "5 field(s)"]),
+    "ragged-row": (
+        lambda p: write_csv(p, log_rows()[:50] + [("u1", "i1", 50)] + log_rows()[51:]),
+        ["line 52", "3 field(s), but the header has 4"],
+    ),
+    "extra-field": (
+        lambda p: write_csv(p, log_rows()[:50] + [("u1", "i1", 50, 1, 9)] + log_rows()[51:]),
+        ["line 52", "5 field(s)"],
+    ),
     "blank-line": (lambda p: write_csv(p, log_rows()[:50] + [("",)] + log_rows()[51:]), ["line 52", "blank line"]),
     "three-rows": (lambda p: write_csv(p, log_rows(3)), ["3 rows are too few to split", "test split is empty"]),
     "one-row": (lambda p: write_csv(p, log_rows(1)), ["1 rows are too few to split"]),
-    "one-timestamp": (lambda p: write_csv(p, [(u, i, 5, y) for u, i, _, y in log_rows()]),
-                      ["too few to split", "train"]),
+    "one-timestamp": (
+        lambda p: write_csv(p, [(u, i, 5, y) for u, i, _, y in log_rows()]),
+        ["too few to split", "train"],
+    ),
     "all-labels-0": (lambda p: write_csv(p, log_rows(label=0)), ["column 'label'", "labels is 0", "AUC"]),
     "all-labels-1": (lambda p: write_csv(p, log_rows(label=1)), ["column 'label'", "labels is 1", "AUC"]),
     "one-user": (lambda p: write_csv(p, log_rows(users=1)), ["column 'user_id'", "same user ('u0')"]),
     "latin-1": (_latin1_row, ["line 152", "column 'user_id'", "byte 0xe9", "UTF-8"]),
-    "latin-1-header": (lambda p: (p.write_bytes("us\xe9r_id,item_id,timestamp,label\nu,i,1,1\n".encode("latin-1")),
-                                  p)[1], ["line 1", "byte 0xe9", "UTF-8"]),
-    "utf-16": (lambda p: (p.write_bytes(write_csv(p, log_rows()).read_text().encode("utf-16")), p)[1],
-               ["line 1", "UTF-16", "UTF-8"]),
-    "garbage-parquet": (lambda p: (p.with_suffix(".parquet").write_text("not parquet"), p.with_suffix(".parquet"))[1],
-                        ["unreadable parquet file"]),
+    "latin-1-header": (
+        lambda p: (p.write_bytes("us\xe9r_id,item_id,timestamp,label\nu,i,1,1\n".encode("latin-1")), p)[1],
+        ["line 1", "byte 0xe9", "UTF-8"],
+    ),
+    "utf-16": (
+        lambda p: (p.write_bytes(write_csv(p, log_rows()).read_text().encode("utf-16")), p)[1],
+        ["line 1", "UTF-16", "UTF-8"],
+    ),
+    "garbage-parquet": (
+        lambda p: (p.with_suffix(".parquet").write_text("not parquet"), p.with_suffix(".parquet"))[1],
+        ["unreadable parquet file"],
+    ),
 }
 
 
@@ -236,17 +281,29 @@ def test_bad_interaction_logs_name_file_and_line(tmp_path, capsys, make, needles
     assert not out.exists(), "a refused run left its directory behind"
 
 
-@pytest.mark.parametrize("spec, needles", [
-    ("foo:bar", ["unknown dataset 'foo'"]),
-    ("", ["unknown dataset ''"]),
-    ("interactions", ["needs a path"]),
-    ("synthetic:x", ["takes no path"]),
-    ("interactions:{tmp}/nope.csv", ["nope.csv: no such file"]),
-    ("interactions:{tmp}", ["is a directory"]),
-    ("taobaoad:{tmp}/afile", ["afile is a file", "reads a directory"]),
-    ("kuaivideo:{tmp}", ["train.csv: no such file"]),
-], ids=["unknown-name", "empty", "no-path", "synthetic-with-path", "missing-file", "directory-for-file",
-        "file-for-directory", "empty-directory"])
+@pytest.mark.parametrize(
+    "spec, needles",
+    [
+        ("foo:bar", ["unknown dataset 'foo'"]),
+        ("", ["unknown dataset ''"]),
+        ("interactions", ["needs a path"]),
+        ("synthetic:x", ["takes no path"]),
+        ("interactions:{tmp}/nope.csv", ["nope.csv: no such file"]),
+        ("interactions:{tmp}", ["is a directory"]),
+        ("taobaoad:{tmp}/afile", ["afile is a file", "reads a directory"]),
+        ("kuaivideo:{tmp}", ["train.csv: no such file"]),
+    ],
+    ids=[
+        "unknown-name",
+        "empty",
+        "no-path",
+        "synthetic-with-path",
+        "missing-file",
+        "directory-for-file",
+        "file-for-directory",
+        "empty-directory",
+    ],
+)
 def test_bad_dataset_specs(tmp_path, capsys, spec, needles):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "run"
@@ -261,21 +318,45 @@ def _late_second_user():
     return [("u0" if t < 180 else "u1", i, t, y) for _, i, t, y in log_rows()]
 
 
-@pytest.mark.parametrize("rows, overrides, needles", [
-    (log_rows, ["vm.days=[20,30]"], ["vm.days=[20, 30] holds no training events", "days 0-7"]),
-    (log_rows, ["fm.days=[30,40]", "vm.days=[40,50]"], ["fm.days=[30, 40] holds 0 training events"]),
-    (log_rows, ["fm.log_from_day=100", 'vm.transfers=["none","loopfm"]', 'sweep.baseline_transfer="loopfm"'],
-     ["fm.log_from_day=100", "logs no events"]),
-    (log_rows, ["fm.log_from_day=100", 'vm.transfers=["none"]', 'sweep.baseline_transfer="none"'],
-     ["fm.log_from_day=100", "logs no events"]),
-    (_late_second_user, ["fm.out_of_fold=2"], ["fm.out_of_fold=2", "fold 0", "no training events"]),
-    (log_rows, ['data.cache_dir="{log}"'], ["data.cache_dir=", "is a file"]),
-    (lambda: [r[:3] + (0 if r[2] >= 180 else r[3],) for r in log_rows()], [],
-     ["test split of data.dataset has only label 0 in 20 events", "AUC"]),
-    (lambda: [r[:3] + (1 if 160 <= r[2] < 180 else r[3],) for r in log_rows()], [],
-     ["validation split of data.dataset has only label 1 in 20 events"]),
-], ids=["vm-window-empty", "fm-window-empty", "nothing-logged", "nothing-logged-no-transfer",
-        "one-fold-holds-the-fm-window", "cache-dir-is-file", "test-split-one-label", "valid-split-one-label"])
+@pytest.mark.parametrize(
+    "rows, overrides, needles",
+    [
+        (log_rows, ["vm.days=[20,30]"], ["vm.days=[20, 30] holds no training events", "days 0-7"]),
+        (log_rows, ["fm.days=[30,40]", "vm.days=[40,50]"], ["fm.days=[30, 40] holds 0 training events"]),
+        (
+            log_rows,
+            ["fm.log_from_day=100", 'vm.transfers=["none","loopfm"]', 'sweep.baseline_transfer="loopfm"'],
+            ["fm.log_from_day=100", "logs no events"],
+        ),
+        (
+            log_rows,
+            ["fm.log_from_day=100", 'vm.transfers=["none"]', 'sweep.baseline_transfer="none"'],
+            ["fm.log_from_day=100", "logs no events"],
+        ),
+        (_late_second_user, ["fm.out_of_fold=2"], ["fm.out_of_fold=2", "fold 0", "no training events"]),
+        (log_rows, ['data.cache_dir="{log}"'], ["data.cache_dir=", "is a file"]),
+        (
+            lambda: [r[:3] + (0 if r[2] >= 180 else r[3],) for r in log_rows()],
+            [],
+            ["test split of data.dataset has only label 0 in 20 events", "AUC"],
+        ),
+        (
+            lambda: [r[:3] + (1 if 160 <= r[2] < 180 else r[3],) for r in log_rows()],
+            [],
+            ["validation split of data.dataset has only label 1 in 20 events"],
+        ),
+    ],
+    ids=[
+        "vm-window-empty",
+        "fm-window-empty",
+        "nothing-logged",
+        "nothing-logged-no-transfer",
+        "one-fold-holds-the-fm-window",
+        "cache-dir-is-file",
+        "test-split-one-label",
+        "valid-split-one-label",
+    ],
+)
 def test_windows_that_do_not_fit_the_data(tmp_path, capsys, rows, overrides, needles):
     log = write_csv(tmp_path / "log.csv", rows())
     out = tmp_path / "run"
@@ -290,8 +371,18 @@ def test_more_folds_than_users_is_not_an_error(tmp_path):
     """Empty folds have nothing to log (build_store skips them)."""
     log = write_csv(tmp_path / "log.csv", log_rows(users=3))
     with pytest.raises(Accepted):
-        cli.main(["run", "--dataset", f"interactions:{log}", "--out", str(tmp_path / "run"), "--quiet",
-                  "--set", "fm.out_of_fold=5"])
+        cli.main(
+            [
+                "run",
+                "--dataset",
+                f"interactions:{log}",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+                "--set",
+                "fm.out_of_fold=5",
+            ]
+        )
 
 
 def test_good_log_reaches_training(tmp_path):
@@ -311,6 +402,7 @@ def test_tilde_in_dataset_path_is_the_home_directory(tmp_path, monkeypatch):
 
 # -- duplicates: kept, counted, reported ---------------------------------------------------------
 
+
 def test_exact_duplicates_are_kept_counted_logged_and_recorded(tmp_path):
     rows = log_rows()
     log = write_csv(tmp_path / "log.csv", rows + rows[:7] + rows[3:5])  # 9 extra copies
@@ -329,6 +421,7 @@ def test_exact_duplicates_are_kept_counted_logged_and_recorded(tmp_path):
 
 # -- a damaged run directory: say what is wrong and how to recover -------------------------------
 
+
 def _started_run(tmp_path):
     """A run directory as a run interrupted after the data stage leaves it."""
     log = write_csv(tmp_path / "log.csv", log_rows())
@@ -339,13 +432,17 @@ def _started_run(tmp_path):
     return out, argv
 
 
-@pytest.mark.parametrize("content, needles", [
-    ('{"status": "running", "stages": {', ["run.json in", "is not valid JSON (line 1 column 34"]),
-    ("", ["run.json in", "is not valid JSON (line 1 column 1"]),
-    ("[1, 2]", ["run.json in", "holds a JSON list"]),
-    ('{"status": "running"}', ["run.json in", "lacks its 'status' or 'stages'"]),
-    (b"\xff\xfe{}", ["run.json in", "not UTF-8"]),
-], ids=["truncated", "empty", "list", "no-stages", "binary"])
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ('{"status": "running", "stages": {', ["run.json in", "is not valid JSON (line 1 column 34"]),
+        ("", ["run.json in", "is not valid JSON (line 1 column 1"]),
+        ("[1, 2]", ["run.json in", "holds a JSON list"]),
+        ('{"status": "running"}', ["run.json in", "lacks its 'status' or 'stages'"]),
+        (b"\xff\xfe{}", ["run.json in", "not UTF-8"]),
+    ],
+    ids=["truncated", "empty", "list", "no-stages", "binary"],
+)
 def test_damaged_run_json_says_how_to_recover(tmp_path, capsys, content, needles):
     out, argv = _started_run(tmp_path)
     path = out / "run.json"

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import implicit_rec.decentralized.cli as dcli
-from experiments import (domain_deblur, domain_lp, domain_pde, dsgd_topologies, loopfm_transfer,
-                         solver_demo)
+from experiments import domain_deblur, domain_lp, domain_pde, dsgd_topologies, loopfm_transfer, solver_demo
 from implicit_rec.decentralized import gossip, make_topology, mixing_matrix, period_matrix
 from implicit_rec.decentralized.engine import agent_mesh
 from implicit_rec.decentralized.problem import AgentSampler, shard_rows
@@ -34,9 +33,13 @@ def paths(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
-    return {"FILE": str(tmp_path / "file.txt"), "UNDER_FILE": str(tmp_path / "file.txt" / "sub"),
-            "DIR": str(tmp_path / "precious"), "MISSING": str(tmp_path / "missing.toml"),
-            "NEW": str(tmp_path / "new")}
+    return {
+        "FILE": str(tmp_path / "file.txt"),
+        "UNDER_FILE": str(tmp_path / "file.txt" / "sub"),
+        "DIR": str(tmp_path / "precious"),
+        "MISSING": str(tmp_path / "missing.toml"),
+        "NEW": str(tmp_path / "new"),
+    }
 
 
 def _argv(argv, paths):
@@ -64,13 +67,15 @@ DECENTRALIZED_ERRORS = [
     (C + ["--coordinator", "127.0.0.1:0", "--process-id", "0"], "port in 1..65535"),
     (C + ["--coordinator", "10.1.2.3:1234", "--process-id", "0"], "--coordinator-bind"),
     (C + ["--coordinator", "127.0.0.1:1234", "--process-id", "2"], "--process-id must be in [0, 2)"),
-    (C + ["--coordinator", "127.0.0.1:1234", "--process-id", "0", "--coordinator-bind", "garbage"],
-     "--coordinator-bind must be HOST:PORT"),
+    (
+        C + ["--coordinator", "127.0.0.1:1234", "--process-id", "0", "--coordinator-bind", "garbage"],
+        "--coordinator-bind must be HOST:PORT",
+    ),
     (C + ["--coordinator-bind", "0.0.0.0:1234"], "--coordinator-bind needs --coordinator"),
     (["--process-id", "0"], "--process-id needs --coordinator"),
     (["--agents", "4", "--coordinator", "127.0.0.1:1234", "--process-id", "0"], "--processes P > 1"),
     (["--set", "nosuch.key=1"], "unknown section [nosuch]"),
-    (["--set", "vm.archs=[\"mlp\",\"din\"]"], "trains one VM"),
+    (["--set", 'vm.archs=["mlp","din"]'], "trains one VM"),
     (["--config", "MISSING"], "does not exist"),
     (["--steps", "0"], "steps must be >= 1"),
     (["--lr", "nan"], "lr must be a finite number > 0"),
@@ -100,10 +105,13 @@ def test_train_decentralized_unparsable_flags_are_argparse_errors(argv, capsys):
     assert argv[0].lstrip("-") in message and "--help" in message
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--preset", "huge"], "unknown synthetic preset 'huge'"),
-    (["--dataset", "nonsense"], "unknown dataset 'nonsense'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "huge"], "unknown synthetic preset 'huge'"),
+        (["--dataset", "nonsense"], "unknown dataset 'nonsense'"),
+    ],
+)
 def test_train_decentralized_bad_data_spec_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
     """Checked by the data loader in the worker, before any device work (training is stubbed)."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")  # leave JAX's devices alone
@@ -112,12 +120,15 @@ def test_train_decentralized_bad_data_spec_is_one_line(argv, message, tmp_path, 
     assert message in _one_error_line(capsys.readouterr().err, "implicit-rec: error:")
 
 
-@pytest.mark.parametrize("argv", [
-    ["--agents", "1"],
-    C + ["--coordinator", "10.1.2.3:1234", "--process-id", "1"],  # only process 0 binds
-    C + ["--coordinator", "10.1.2.3:1234", "--process-id", "0", "--coordinator-bind", "0.0.0.0:1234"],
-    C + ["--coordinator", "localhost:1234", "--process-id", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--agents", "1"],
+        C + ["--coordinator", "10.1.2.3:1234", "--process-id", "1"],  # only process 0 binds
+        C + ["--coordinator", "10.1.2.3:1234", "--process-id", "0", "--coordinator-bind", "0.0.0.0:1234"],
+        C + ["--coordinator", "localhost:1234", "--process-id", "0"],
+    ],
+)
 def test_train_decentralized_good_flags_reach_the_worker(argv, monkeypatch):
     monkeypatch.setattr(dcli, "worker", _started)
     with pytest.raises(Started):
@@ -129,6 +140,7 @@ def test_train_decentralized_good_flags_reach_the_worker(argv, monkeypatch):
 def stubbed(monkeypatch):
     from implicit_rec.domains import deblur, lp, pde_study
     from implicit_rec.loopfm import study
+
     for target in (lp, deblur):
         monkeypatch.setattr(target, "run", _started)
     monkeypatch.setattr(pde_study, "run_study", _started)
@@ -174,8 +186,11 @@ EXPERIMENT_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("script, argv, message", EXPERIMENT_ERRORS,
-                         ids=[f"{s.__name__.split('.')[-1]}:{' '.join(a)}" for s, a, _ in EXPERIMENT_ERRORS])
+@pytest.mark.parametrize(
+    "script, argv, message",
+    EXPERIMENT_ERRORS,
+    ids=[f"{s.__name__.split('.')[-1]}:{' '.join(a)}" for s, a, _ in EXPERIMENT_ERRORS],
+)
 def test_experiment_bad_flags_exit_2_before_any_work(script, argv, message, paths, stubbed, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main(_argv(argv, paths))
@@ -224,6 +239,7 @@ def test_decentralized_api_rejects_bad_arguments(call, error, message):
 
 def test_apply_round_checks_state_shapes():
     from implicit_rec.decentralized import apply_round
+
     with pytest.raises(ValueError, match=r"shape \(n=4"):
         apply_round(TOP, 0, (np.ones(3), np.ones(3)))  # was an IndexError
     x = np.arange(4.0)

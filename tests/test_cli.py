@@ -10,10 +10,19 @@ from implicit_rec import cli, config, pipeline, report
 from implicit_rec.models import training
 
 # A small but complete job: every stage runs, the sweep covers the VM's evaluation budget (k = 4).
-SMALL = ("data.preset=\"tiny\"", "fm.epochs=1", "vm.epochs=2", "vm.archs=[\"din\", \"implicit\"]",
-         "vm.transfers=[\"none\", \"loopfm+kd\"]", "vm.implicit_eval_iters=4", "sweep.iterations=[0, 1, 4, 8]",
-         "sweep.baselines=[[16]]", "sweep.lipschitz_examples=32", "sweep.lipschitz_perturbations=2",
-         "sweep.timing_repeats=1")
+SMALL = (
+    'data.preset="tiny"',
+    "fm.epochs=1",
+    "vm.epochs=2",
+    'vm.archs=["din", "implicit"]',
+    'vm.transfers=["none", "loopfm+kd"]',
+    "vm.eval_max_iter=4",
+    "sweep.iterations=[0, 1, 4, 8]",
+    "sweep.baselines=[[16]]",
+    "sweep.lipschitz_examples=32",
+    "sweep.lipschitz_perturbations=2",
+    "sweep.timing_repeats=1",
+)
 
 
 def small_config(**extra):
@@ -21,6 +30,7 @@ def small_config(**extra):
 
 
 # -- configuration ------------------------------------------------------------------------------
+
 
 def test_defaults_round_trip_through_toml(tmp_path):
     path = tmp_path / "c.toml"
@@ -37,38 +47,51 @@ def test_unknown_key_in_file_names_line_and_suggests(tmp_path):
         config.load_config(path)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("vm.seed=2", "did you mean 'vm.seeds'"),
-    ("vmm.seeds=2", "unknown section \\[vmm\\]"),
-    ("vm.seeds=two", "vm.seeds must be an integer"),
-    ("vm.seeds=0", "vm.seeds must be >= 1"),
-    ('vm.archs=["mlp", "cnn"]', "vm.archs\\[1\\]='cnn' is not valid"),
-    ("fm.days=[4, 2]", "fm.days must be \\[start, end\\)"),
-    ("sweep.iterations=[4, 2]", "increasing"),
-    ("vm.seeds", "expected section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("vm.seed=2", "did you mean 'vm.seeds'"),
+        ("vmm.seeds=2", "unknown section \\[vmm\\]"),
+        ("vm.seeds=two", "vm.seeds must be an integer"),
+        ("vm.seeds=0", "vm.seeds must be >= 1"),
+        ('vm.archs=["mlp", "cnn"]', "vm.archs\\[1\\]='cnn' is not valid"),
+        ("fm.days=[4, 2]", "fm.days must be \\[start, end\\)"),
+        ("sweep.iterations=[4, 2]", "increasing"),
+        ("vm.seeds", "expected section.key=value"),
+    ],
+)
 def test_bad_overrides_are_named(override, message):
     with pytest.raises(config.ConfigError, match=message):
         config.load_config(None, (override,))
 
 
 def test_override_values_are_toml_or_bare_strings():
-    cfg = config.load_config(None, ("fm.size=medium", "vm.learning_rate=1e-3", "fm.log_from_day=5",
-                                    "vm.days=[5, 7]", "vm.kd_on_main=true"))
+    cfg = config.load_config(
+        None, ("fm.size=medium", "vm.learning_rate=1e-3", "fm.log_from_day=5", "vm.days=[5, 7]", "vm.kd_on_main=true")
+    )
     assert (cfg.fm.size, cfg.vm.learning_rate, cfg.fm.log_from_day, cfg.vm.days, cfg.vm.kd_on_main) == (
-        "medium", 1e-3, 5, (5, 7), True)
+        "medium",
+        1e-3,
+        5,
+        (5, 7),
+        True,
+    )
 
 
 # -- command-line errors: one line, exit status 2 -------------------------------------------------
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--set", "vm.foo=1"], "unknown key 'vm.foo'"),
-    (["run", "--dataset", "taobaoad:/nonexistent/dir", "--out", "{tmp}/a"], "data.dataset='taobaoad:"),
-    (["run", "--config", "{tmp}/missing.toml"], "does not exist"),
-    (["run", "--out", "{tmp}/afile"], "is not a directory"),
-    (["report", "--run", "{tmp}"], "metrics.json does not exist"),
-    (["sweep", "--run", "{tmp}"], "not a run directory"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--set", "vm.foo=1"], "unknown key 'vm.foo'"),
+        (["run", "--dataset", "taobaoad:/nonexistent/dir", "--out", "{tmp}/a"], "data.dataset='taobaoad:"),
+        (["run", "--config", "{tmp}/missing.toml"], "does not exist"),
+        (["run", "--out", "{tmp}/afile"], "is not a directory"),
+        (["report", "--run", "{tmp}"], "metrics.json does not exist"),
+        (["sweep", "--run", "{tmp}"], "not a run directory"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     (tmp_path / "afile").write_text("")
     code = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--quiet"])
@@ -88,6 +111,7 @@ def test_help_documents_every_command(capsys):
 
 # -- the job --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):  # a whole tiny pipeline: every test using it is marked slow
     out = tmp_path_factory.mktemp("run") / "main"
@@ -105,8 +129,9 @@ def test_tiny_run_metrics_follow_the_schema(finished):
     n_test = m["dataset"]["test_events"]
     for vm in {r["vm"] for r in m["sweep"]}:
         for method in ("picard", "anderson"):
-            rows = sorted((r for r in m["sweep"] if r["vm"] == vm and r["method"] == method),
-                          key=lambda r: r["iterations"])
+            rows = sorted(
+                (r for r in m["sweep"] if r["vm"] == vm and r["method"] == method), key=lambda r: r["iterations"]
+            )
             assert [r["iterations"] for r in rows] == [0, 1, 4, 8]
             # flops = front end + k * solver step + head: strictly increasing, step cost constant
             flops = np.array([r["flops"] for r in rows])
@@ -117,18 +142,25 @@ def test_tiny_run_metrics_follow_the_schema(finished):
             for r in rows:  # a fraction of the test events
                 assert r["converged_fraction"] * n_test == pytest.approx(round(r["converged_fraction"] * n_test))
     assert m["dataset"]["duplicate_events"] is None  # the synthetic generator does not count them
-    assert {p.name for p in finished.iterdir()} >= {"metrics.json", "report.md", "config.toml", "run.json",
-                                                     "log.txt", *report.PLOTS}
+    assert {p.name for p in finished.iterdir()} >= {
+        "metrics.json",
+        "report.md",
+        "config.toml",
+        "run.json",
+        "log.txt",
+        *report.PLOTS,
+    }
     assert json.loads((finished / "run.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.slow
 def test_sweep_at_the_evaluation_budget_reproduces_the_vm(finished):
-    """iterate(k) equals fixed_point(max_iter=k): at k = implicit_eval_iters the sweep is the VM itself."""
+    """iterate(k) equals fixed_point(max_iter=k): at k = vm.eval_max_iter the sweep is the VM itself."""
     m = json.loads((finished / "metrics.json").read_text())
     for vm in (v for v in m["vms"] if v["arch"] == "implicit"):
-        row = next(r for r in m["sweep"] if r["vm"] == vm["name"] and r["method"] == "anderson"
-                   and r["iterations"] == 4)
+        row = next(
+            r for r in m["sweep"] if r["vm"] == vm["name"] and r["method"] == "anderson" and r["iterations"] == 4
+        )
         assert row["auc"] == pytest.approx(vm["auc"], abs=1e-6)
         assert row["logloss"] == pytest.approx(vm["logloss"], abs=1e-5)
     k0 = [r for r in m["sweep"] if r["iterations"] == 0]
@@ -158,8 +190,13 @@ def test_report_regenerates_the_same_files(finished, tmp_path):
 def _comparable(m: dict) -> dict:
     drop = {"seconds", "examples_per_second", "timing", "versions"}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
-    return {"fm": {k: m["fm"][k] for k in ("auc", "gauc", "logloss")}, "vms": strip(m["vms"]),
-            "sweep": strip(m["sweep"]), "lipschitz": strip(m["lipschitz"]), "baselines": strip(m["baselines"])}
+    return {
+        "fm": {k: m["fm"][k] for k in ("auc", "gauc", "logloss")},
+        "vms": strip(m["vms"]),
+        "sweep": strip(m["sweep"]),
+        "lipschitz": strip(m["lipschitz"]),
+        "baselines": strip(m["baselines"]),
+    }
 
 
 @pytest.mark.slow
@@ -211,5 +248,4 @@ def test_sweep_command_recomputes_the_sweep_from_saved_models(finished, tmp_path
     assert cli.main(["sweep", "--run", str(copy), "--quiet"]) == 0
     after = json.loads((copy / "metrics.json").read_text())
     assert [r["auc"] for r in after["sweep"]] == pytest.approx([r["auc"] for r in before["sweep"]], abs=1e-7)
-    assert [r["max"] for r in after["lipschitz"]] == pytest.approx([r["max"] for r in before["lipschitz"]],
-                                                                   rel=1e-5)
+    assert [r["max"] for r in after["lipschitz"]] == pytest.approx([r["max"] for r in before["lipschitz"]], rel=1e-5)

@@ -10,14 +10,22 @@ import types
 import numpy as np
 import pytest
 
-from implicit_rec.data import (DataError, EventTable, load_amazonelectronics, load_dataset,
-                               load_interactions, load_kuaivideo, load_taobaoad)
-from implicit_rec.data.vocab import (MISSING, PAD_TOKEN, TokenCounter, Where, fit_vocab,
-                                     fit_vocab_from, split_sequences)
+from implicit_rec.data import (
+    DataError,
+    EventTable,
+    load_amazonelectronics,
+    load_dataset,
+    load_interactions,
+    load_kuaivideo,
+    load_taobaoad,
+)
+from implicit_rec.data.vocab import MISSING, PAD_TOKEN, TokenCounter, Where, fit_vocab, fit_vocab_from, split_sequences
 
-TAOBAO_HEADER = ("clk,btag_his,cate_his,brand_his,userid,cms_segid,cms_group_id,final_gender_code,"
-                 "age_level,pvalue_level,shopping_level,occupation,new_user_class_level,adgroup_id,"
-                 "cate_id,campaign_id,customer,brand,price,pid,btag").split(",")
+TAOBAO_HEADER = (
+    "clk,btag_his,cate_his,brand_his,userid,cms_segid,cms_group_id,final_gender_code,"
+    "age_level,pvalue_level,shopping_level,occupation,new_user_class_level,adgroup_id,"
+    "cate_id,campaign_id,customer,brand,price,pid,btag"
+).split(",")
 KUAI_HEADER = "timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items,neg_items".split(",")
 AMAZON_HEADER = "label,user_id,item_id,cate_id,item_history,cate_history".split(",")
 
@@ -31,10 +39,29 @@ def write_csv(path, header, rows):
 
 
 def taobao_row(**kw):
-    row = dict(clk=0, btag_his="", cate_his="", brand_his="", userid=1, cms_segid=0, cms_group_id=1,
-               final_gender_code=1, age_level=2, pvalue_level=1, shopping_level=3, occupation=0,
-               new_user_class_level=2, adgroup_id=500, cate_id=10, campaign_id=900, customer=33,
-               brand=100, price=1.5, pid=1, btag=1)
+    row = dict(
+        clk=0,
+        btag_his="",
+        cate_his="",
+        brand_his="",
+        userid=1,
+        cms_segid=0,
+        cms_group_id=1,
+        final_gender_code=1,
+        age_level=2,
+        pvalue_level=1,
+        shopping_level=3,
+        occupation=0,
+        new_user_class_level=2,
+        adgroup_id=500,
+        cate_id=10,
+        campaign_id=900,
+        customer=33,
+        brand=100,
+        price=1.5,
+        pid=1,
+        btag=1,
+    )
     row.update(kw)
     return row
 
@@ -46,18 +73,25 @@ def write_taobao(d, train, test):
 
 
 def small_taobao(d, n_train=20, n_test=5):
-    train = [taobao_row(clk=i % 2, userid=1 + i % 3, cate_id=10 + i % 2, brand=100 + i % 4,
-                        cate_his="^".join(str(10 + j % 2) for j in range(i % 5)),
-                        brand_his="^".join(str(100 + j % 4) for j in range(i % 5)),
-                        btag_his="^".join("1" for _ in range(i % 5)), price=i)
-             for i in range(n_train)]
+    train = [
+        taobao_row(
+            clk=i % 2,
+            userid=1 + i % 3,
+            cate_id=10 + i % 2,
+            brand=100 + i % 4,
+            cate_his="^".join(str(10 + j % 2) for j in range(i % 5)),
+            brand_his="^".join(str(100 + j % 4) for j in range(i % 5)),
+            btag_his="^".join("1" for _ in range(i % 5)),
+            price=i,
+        )
+        for i in range(n_train)
+    ]
     test = [taobao_row(clk=i % 2, userid=1 + i % 3, cate_his="10^11") for i in range(n_test)]
     return write_taobao(d, train, test)
 
 
 def kuai_row(**kw):
-    row = dict(timestamp=0, user_id=1, item_id=5, is_click=0, is_like=0, is_follow=0, pos_items="",
-               neg_items="")
+    row = dict(timestamp=0, user_id=1, item_id=5, is_click=0, is_like=0, is_follow=0, pos_items="", neg_items="")
     row.update(kw)
     return row
 
@@ -69,6 +103,7 @@ def amazon_row(**kw):
 
 
 # -- vocabulary ---------------------------------------------------------------------------------
+
 
 def test_vocab_sorted_keys_pad_oov_and_min_count():
     v = fit_vocab_from(np.array([30, 10, 10, 20, 10]), np.array([[PAD_TOKEN, 20, 30]]), min_count=2)
@@ -97,6 +132,7 @@ def test_split_sequences_truncates_to_last_and_prepads():
 
 
 # -- TaobaoAd -----------------------------------------------------------------------------------
+
 
 def test_taobaoad_schema_and_vocab_fitted_on_train_only(tmp_path):
     train = [taobao_row(userid=1, cate_id=10, cate_his="10^11", adgroup_id=500 + i) for i in range(9)]
@@ -164,17 +200,27 @@ def test_taobaoad_splits_and_days(tmp_path):
 
 def test_taobaoad_empty_categorical_cell_is_its_own_value(tmp_path):
     train = [taobao_row(pvalue_level="") for _ in range(3)] + [taobao_row(pvalue_level=2)]
-    t = load_taobaoad(write_taobao(tmp_path, train, [taobao_row(pvalue_level="")]), min_count=1,
-                      valid_fraction=0.0)
+    t = load_taobaoad(write_taobao(tmp_path, train, [taobao_row(pvalue_level="")]), min_count=1, valid_fraction=0.0)
     assert t["pvalue_level"].tolist() == [2, 2, 2, 3, 2]  # '' sorts first, then 2
     assert t.info["missing_cells"] == {"pvalue_level": 4}
 
 
 # -- KuaiVideo ----------------------------------------------------------------------------------
 
+
 def test_kuaivideo_time_order_shared_item_vocab_and_unused_labels(tmp_path):
-    train = [kuai_row(timestamp=t, user_id=1 + t % 2, item_id=10 + t % 3, is_click=t % 2,
-                      is_like=1, pos_items="10^11", neg_items="12^13") for t in (5, 1, 9, 3, 7, 2, 8, 4, 6, 0)]
+    train = [
+        kuai_row(
+            timestamp=t,
+            user_id=1 + t % 2,
+            item_id=10 + t % 3,
+            is_click=t % 2,
+            is_like=1,
+            pos_items="10^11",
+            neg_items="12^13",
+        )
+        for t in (5, 1, 9, 3, 7, 2, 8, 4, 6, 0)
+    ]
     test = [kuai_row(timestamp=20, item_id=13, pos_items="13^10")]
     write_csv(tmp_path / "train.csv", KUAI_HEADER, train)
     write_csv(tmp_path / "test.csv", KUAI_HEADER, test)
@@ -190,8 +236,7 @@ def test_kuaivideo_time_order_shared_item_vocab_and_unused_labels(tmp_path):
 
 
 def write_kuai(d, n=12):
-    train = [kuai_row(timestamp=t, user_id=1 + t % 3, item_id=10 + t % 4, pos_items="10^11")
-             for t in range(n)]
+    train = [kuai_row(timestamp=t, user_id=1 + t % 3, item_id=10 + t % 4, pos_items="10^11") for t in range(n)]
     write_csv(d / "train.csv", KUAI_HEADER, train)
     write_csv(d / "test.csv", KUAI_HEADER, [kuai_row(timestamp=n, item_id=99)])
     return d
@@ -199,6 +244,7 @@ def write_kuai(d, n=12):
 
 def test_kuaivideo_visual_embeddings_by_encoded_item(tmp_path):
     import h5py  # in the test extra: a missing install must fail, not skip
+
     d = write_kuai(tmp_path)
     with h5py.File(d / "item_visual_emb_dim64.h5", "w") as f:
         f["key"] = np.array([11, 10, 99, 12])
@@ -224,13 +270,24 @@ def test_kuaivideo_visual_embeddings_need_h5py(tmp_path, monkeypatch):
 
 # -- AmazonElectronics --------------------------------------------------------------------------
 
+
 def test_amazonelectronics_histories_share_item_and_category_vocabs(tmp_path):
-    train = [amazon_row(user_id=u, item_id=100 + k, cate_id=k % 2,
-                        item_history="^".join(str(100 + j) for j in range(k)),
-                        cate_history="^".join(str(j % 2) for j in range(k)))
-             for u in (1, 2) for k in range(1, 6)]
-    test = [amazon_row(user_id=1, item_id=107, cate_id=1, item_history="100^101^102^103^104^105^106",
-                       cate_history="0^1^0^1^0^1")]
+    train = [
+        amazon_row(
+            user_id=u,
+            item_id=100 + k,
+            cate_id=k % 2,
+            item_history="^".join(str(100 + j) for j in range(k)),
+            cate_history="^".join(str(j % 2) for j in range(k)),
+        )
+        for u in (1, 2)
+        for k in range(1, 6)
+    ]
+    test = [
+        amazon_row(
+            user_id=1, item_id=107, cate_id=1, item_history="100^101^102^103^104^105^106", cate_history="0^1^0^1^0^1"
+        )
+    ]
     write_csv(tmp_path / "train.csv", AMAZON_HEADER, train)
     write_csv(tmp_path / "test.csv", AMAZON_HEADER, test)
     t = load_amazonelectronics(tmp_path)
@@ -245,16 +302,23 @@ def test_amazonelectronics_histories_share_item_and_category_vocabs(tmp_path):
 
 # -- interactions -------------------------------------------------------------------------------
 
+
 def write_log(path, rows, header=("user_id", "item_id", "timestamp", "label")):
     path.write_text("\n".join([",".join(header)] + [",".join(map(str, r)) for r in rows]) + "\n")
     return path
 
 
 def test_interactions_histories_strictly_earlier_and_equal_times(tmp_path):
-    rows = [("u1", "a", 10, 1), ("u1", "b", 20, 0), ("u1", "c", 20, 1), ("u1", "d", 30, 1),
-            ("u2", "a", 15, 1), ("u2", "e", 25, 0), ("u1", "e", 5, 0)]
-    t = load_interactions(write_log(tmp_path / "log.csv", rows), max_len=3, test_fraction=0.0,
-                          valid_fraction=0.0)
+    rows = [
+        ("u1", "a", 10, 1),
+        ("u1", "b", 20, 0),
+        ("u1", "c", 20, 1),
+        ("u1", "d", 30, 1),
+        ("u2", "a", 15, 1),
+        ("u2", "e", 25, 0),
+        ("u1", "e", 5, 0),
+    ]
+    t = load_interactions(write_log(tmp_path / "log.csv", rows), max_len=3, test_fraction=0.0, valid_fraction=0.0)
     assert t["time"].tolist() == [5, 10, 15, 20, 20, 25, 30]  # stored in time order
     item = dict(zip(["a", "b", "c", "d", "e"], range(2, 7)))  # sorted text ids
     his = {int(r): t["item_id_his"][r].tolist() for r in range(len(t))}
@@ -265,8 +329,7 @@ def test_interactions_histories_strictly_earlier_and_equal_times(tmp_path):
     assert by_time_item[(30, item["d"])] == [item["a"], item["b"], item["c"]]  # last 3, newest last
     assert by_time_item[(25, item["e"])] == [0, 0, item["a"]]  # only u2's own events
     assert t.schema.sequences == (("item_id_his", "item_id"),)
-    pos = load_interactions(tmp_path / "log.csv", max_len=3, history="positive", test_fraction=0.0,
-                            valid_fraction=0.0)
+    pos = load_interactions(tmp_path / "log.csv", max_len=3, history="positive", test_fraction=0.0, valid_fraction=0.0)
     assert pos["item_id_his"][6].tolist() == [0, item["a"], item["c"]]  # labels 1 only (e, b are 0)
 
 
@@ -281,8 +344,7 @@ def test_interactions_labels_never_leak_into_features(tmp_path):
 
 def test_interactions_rating_threshold_splits_and_extra_categoricals(tmp_path):
     rows = [(f"u{i % 4}", f"m{i % 7}", 1000 + i, i % 5 + 0.5, f"g{i % 3}", f"d{i % 2}") for i in range(40)]
-    f = write_log(tmp_path / "ratings.csv", rows,
-                  ("user_id", "item_id", "timestamp", "rating", "genre", "device"))
+    f = write_log(tmp_path / "ratings.csv", rows, ("user_id", "item_id", "timestamp", "rating", "genre", "device"))
     with pytest.raises(DataError, match="rating_threshold"):
         load_interactions(f)
     t = load_interactions(f, rating_threshold=3.0, item_categorical=("genre",), categorical=("device",))
@@ -304,11 +366,16 @@ def test_interactions_ties_never_straddle_the_test_cut(tmp_path):
 def test_interactions_parquet_matches_csv(tmp_path):
     import pyarrow as pa  # a dependency of implicit-rec: a missing install must fail, not skip
     import pyarrow.parquet as pq
+
     rows = [(f"u{i % 3}", f"i{i % 5}", 100 + i // 2, i % 2) for i in range(30)]
     csv_table = load_interactions(write_log(tmp_path / "log.csv", rows))
     cols = list(zip(*rows))
-    pq.write_table(pa.table({"user_id": list(cols[0]), "item_id": list(cols[1]),
-                             "timestamp": list(cols[2]), "label": list(cols[3])}), tmp_path / "log.parquet")
+    pq.write_table(
+        pa.table(
+            {"user_id": list(cols[0]), "item_id": list(cols[1]), "timestamp": list(cols[2]), "label": list(cols[3])}
+        ),
+        tmp_path / "log.parquet",
+    )
     pq_table = load_interactions(tmp_path / "log.parquet")
     for c in csv_table.columns:
         np.testing.assert_array_equal(csv_table[c], pq_table[c])
@@ -319,6 +386,7 @@ def test_interactions_parquet_matches_csv(tmp_path):
 
 
 # -- load_dataset and the cache -----------------------------------------------------------------
+
 
 def test_load_dataset_cache_round_trip_and_rebuilds(tmp_path):
     d = small_taobao(tmp_path / "taobao")
@@ -345,6 +413,7 @@ def test_load_dataset_cache_round_trip_and_rebuilds(tmp_path):
 
 def test_load_dataset_cache_keeps_visual_embeddings(tmp_path):
     import h5py  # in the test extra: a missing install must fail, not skip
+
     d = write_kuai(tmp_path / "kuai")
     with h5py.File(d / "item_visual_emb_dim64.h5", "w") as f:
         f["key"], f["value"] = np.array([10, 11]), np.ones((2, 64), np.float32)
@@ -385,6 +454,7 @@ def test_load_dataset_spec_errors(tmp_path):
 
 # -- bad input: every message names the file, the line and the column ---------------------------
 
+
 def _taobao_case(tmp_path, train=None, test=None, raw_train=None, raw_test=None):
     d = tmp_path / "bad"
     write_taobao(d, train or [taobao_row() for _ in range(3)], test or [taobao_row()])
@@ -412,8 +482,7 @@ TAOBAO_CASES = {
     "trailing delimiter": (dict(test=[taobao_row(btag_his="1^")]), "test.csv", 2, "btag_his"),
     "non-integer id": (dict(train=[taobao_row(adgroup_id="ad7")]), "train.csv", 2, "adgroup_id"),
     "empty user": (dict(train=[taobao_row(userid="")]), "train.csv", 2, "userid"),
-    "short row": (dict(raw_train=HEAD + "\n" + GOOD + "\n" + GOOD.rsplit(",", 2)[0] + "\n"),
-                  "train.csv", 3, "pid"),
+    "short row": (dict(raw_train=HEAD + "\n" + GOOD + "\n" + GOOD.rsplit(",", 2)[0] + "\n"), "train.csv", 3, "pid"),
     "blank line": (dict(raw_train=HEAD + "\n" + GOOD + "\n\n" + GOOD + "\n"), "train.csv", 3, "clk"),
 }
 

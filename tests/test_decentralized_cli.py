@@ -21,16 +21,19 @@ def _parse(argv):
     return parser.parse_args(["train-decentralized"] + argv)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--agents", "7", "--topology", "ceca-1p"], "ceca-2p"),
-    (["--agents", "6", "--processes", "4"], "--processes"),
-    (["--agents", "0"], "--agents"),
-    (["--agents", "4", "--processes", "2", "--coordinator", "nohost"], "--coordinator"),
-    (["--agents", "4", "--processes", "2", "--coordinator", "127.0.0.1:1234"], "--process-id"),
-    (["--steps", "0"], "steps"),
-    (["--lr", "-1"], "lr"),
-    (["--agents", "4", "--eval-agent", "4"], "eval_agent"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--agents", "7", "--topology", "ceca-1p"], "ceca-2p"),
+        (["--agents", "6", "--processes", "4"], "--processes"),
+        (["--agents", "0"], "--agents"),
+        (["--agents", "4", "--processes", "2", "--coordinator", "nohost"], "--coordinator"),
+        (["--agents", "4", "--processes", "2", "--coordinator", "127.0.0.1:1234"], "--process-id"),
+        (["--steps", "0"], "steps"),
+        (["--lr", "-1"], "lr"),
+        (["--agents", "4", "--eval-agent", "4"], "eval_agent"),
+    ],
+)
 def test_bad_arguments_give_one_clear_error(argv, message, capsys):
     assert main(["train-decentralized", *argv]) == 2
     err = capsys.readouterr().err
@@ -46,14 +49,43 @@ def test_parser_registers_subcommand_with_defaults():
 
 def _cli(tmp_path, out, *extra):
     # one thread per process, and a cheap LLVM pipeline: compile time dominates these tiny runs
-    flags = ("--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0 "
-             "--xla_llvm_disable_expensive_passes=true")
-    env = dict(os.environ, XLA_FLAGS=flags, OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    argv = [sys.executable, "-m", "implicit_rec.decentralized.cli", "--agents", "6", "--topology", "ceca-2p",
-            "--preset", "tiny", "--steps", "4", "--batch-size", "16", "--log-every", "2",
-            "--eval-every", "4", "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / "cache"),
-            "--no-progress", *extra]
+    flags = (
+        "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    )
+    env = dict(
+        os.environ,
+        XLA_FLAGS=flags,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(ROOT),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "implicit_rec.decentralized.cli",
+        "--agents",
+        "6",
+        "--topology",
+        "ceca-2p",
+        "--preset",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "4",
+        "--out",
+        str(tmp_path / out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        *extra,
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=400, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((tmp_path / out / "metrics.json").read_text())
@@ -89,11 +121,14 @@ def test_run_configuration_feeds_the_subcommand(tmp_path):
     assert (cfg.arch, cfg.transfer, cfg.batch_size) == ("mlp", "none", 64)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--set", 'vm.archs=["mlp","din"]'], "--arch"),
-    (["--set", "vm.lerning_rate=0.1"], "vm.learning_rate"),
-    (["--config", "/nonexistent.toml"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--set", 'vm.archs=["mlp","din"]'], "--arch"),
+        (["--set", "vm.lerning_rate=0.1"], "vm.learning_rate"),
+        (["--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
 def test_bad_configuration_is_one_clear_error(argv, message, capsys):
     assert main(["train-decentralized", *argv]) == 2
     assert message in capsys.readouterr().err

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def subprocess_env(devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                        "--xla_cpu_multi_thread_eigen=false")
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"
+    env.update(
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)
+    )
     return env
 
 
@@ -74,8 +74,9 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def device_run():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
-                          env=subprocess_env(6), cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=subprocess_env(6), cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -93,8 +94,9 @@ def _reference(name, n=6):
     return dsgd_reference(make_topology(name, n), grad, x0, 0.1, steps), x0
 
 
-@pytest.mark.parametrize("name", ["ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus",
-                                  "complete", "ceca-2p/4", "ceca-2p/5"])
+@pytest.mark.parametrize(
+    "name", ["ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus", "complete", "ceca-2p/4", "ceca-2p/5"]
+)
 @pytest.mark.slow
 def test_device_engine_matches_host_reference_on_6_devices(device_run, name):
     assert device_run["devices"] == 6
@@ -140,7 +142,9 @@ def test_period_unrolled_step_matches_reference(device_run, name):
 
 
 def test_count_collectives_parses_start_and_plain_ops():
-    hlo = ("%a = f32[3] collective-permute-start(f32[3] %x), source_target_pairs={{0,1}}\n"
-           "%b = f32[3] collective-permute-done(%a)\n%c = f32[] all-reduce(f32[] %y), to_apply=%sum\n")
+    hlo = (
+        "%a = f32[3] collective-permute-start(f32[3] %x), source_target_pairs={{0,1}}\n"
+        "%b = f32[3] collective-permute-done(%a)\n%c = f32[] all-reduce(f32[] %y), to_apply=%sum\n"
+    )
     assert count_collectives(hlo)["collective-permute"] == 1
     assert count_collectives(hlo)["all-reduce"] == 1

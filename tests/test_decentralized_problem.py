@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from implicit_rec.data import load_dataset
-from implicit_rec.decentralized.problem import AgentSampler, numpy_batches, shard_rows
-from implicit_rec.loopfm.study import StudyConfig, vm_batches, window_rows
+from implicit_rec.decentralized.problem import AgentSampler, shard_rows
+from implicit_rec.loopfm.batches import vm_batches
+from implicit_rec.loopfm.study import window_rows
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,11 @@ def test_sampler_is_deterministic_and_cycles_through_the_shard():
     assert not np.array_equal(AgentSampler(np.arange(10), 4, 0, 4).next(), draws[0])
 
 
-def test_numpy_batches_equal_the_study_batches(table):
+def test_vm_batches_are_host_arrays_of_the_rows(table):
     rows = np.arange(10, 50)
-    a = vm_batches(table, None, StudyConfig(), "none")(rows)
-    b = numpy_batches(table, None, StudyConfig(), "none")(rows)
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k]), b[k])
+    batch = vm_batches(table, None, 20, "none")(rows)
+    assert all(isinstance(v, np.ndarray) for v in batch.values())
+    np.testing.assert_array_equal(batch["label"], np.asarray(table["label"])[rows].astype(np.float32))
+    assert batch["label"].dtype == np.float32
+    with pytest.raises(ValueError, match="store="):
+        vm_batches(table, None, 20, "loopfm")

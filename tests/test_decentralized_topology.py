@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from implicit_rec.decentralized import (TOPOLOGIES, ceca_bits, gossip, gossip_state, make_topology,
-                                        mixing_matrix, period_matrix)
+from implicit_rec.decentralized import (
+    TOPOLOGIES,
+    ceca_bits,
+    gossip,
+    gossip_state,
+    make_topology,
+    mixing_matrix,
+    period_matrix,
+)
 from implicit_rec.decentralized.topology import message_sources
 
 
@@ -17,28 +24,27 @@ def test_ceca_2p_exact_mean_after_one_period_for_every_n():
         top = make_topology("ceca-2p", n)
         assert top.period == (n - 1).bit_length()
         v = _values(n, n)
-        np.testing.assert_allclose(gossip(top, v), np.broadcast_to(v.mean(0), v.shape), atol=1e-12,
-                                   err_msg=f"n={n}")
+        np.testing.assert_allclose(gossip(top, v), np.broadcast_to(v.mean(0), v.shape), atol=1e-12, err_msg=f"n={n}")
 
 
 def test_ceca_1p_exact_mean_after_one_period_for_every_even_n():
     for n in range(2, 301, 2):
         v = _values(n, n)
-        np.testing.assert_allclose(gossip(make_topology("ceca-1p", n), v),
-                                   np.broadcast_to(v.mean(0), v.shape), atol=1e-12, err_msg=f"n={n}")
+        np.testing.assert_allclose(
+            gossip(make_topology("ceca-1p", n), v), np.broadcast_to(v.mean(0), v.shape), atol=1e-12, err_msg=f"n={n}"
+        )
 
 
 def test_ceca_stays_exact_over_later_periods():
     top = make_topology("ceca-2p", 11)
     v = _values(11)
-    np.testing.assert_allclose(gossip(top, v, 3 * top.period), np.broadcast_to(v.mean(0), v.shape),
-                               atol=1e-12)
+    np.testing.assert_allclose(gossip(top, v, 3 * top.period), np.broadcast_to(v.mean(0), v.shape), atol=1e-12)
     np.testing.assert_allclose(period_matrix(top, start=top.period), np.full((11, 11), 1 / 11), atol=1e-12)
 
 
 def test_period_uses_integer_bits_for_large_powers_of_two():
     for k in (40, 53, 60):
-        n = 2 ** k
+        n = 2**k
         assert ceca_bits(n) == [1] * k
         assert ceca_bits(n + 1) == [1] + [0] * k
 
@@ -63,7 +69,7 @@ def test_window_invariant(name, n):
             np.testing.assert_allclose(xh, want_xh, atol=1e-12, err_msg=f"round {r}")
         else:  # 1-port: windows of the same sizes (m + 1 for x, m for x̂), equal weights
             for i in range(n):
-                assert np.isclose(np.sort(x[i])[-(m + 1):], 1 / (m + 1)).all()
+                assert np.isclose(np.sort(x[i])[-(m + 1) :], 1 / (m + 1)).all()
                 assert np.count_nonzero(x[i] > 1e-12) == m + 1
                 assert np.count_nonzero(xh[i] > 1e-12) == m
                 assert np.isclose(np.sort(xh[i])[-m:], 1 / m).all()
@@ -95,7 +101,7 @@ def test_ceca_1p_is_a_perfect_matching():
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7])
 def test_power_of_two_ceca_is_the_one_peer_exponential_graph(k):
-    n = 2 ** k
+    n = 2**k
     ceca, exp2 = make_topology("ceca-2p", n), make_topology("exp2-one-peer", n)
     assert ceca.period == exp2.period == k
     for r in range(k):

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import contraction, rtol_for
 
 import solvers
-from helpers import contraction, rtol_for
 
 
 def linear(z, a):
@@ -44,14 +44,16 @@ def test_spectral_radius_of_nonlinear_map_uses_the_local_jacobian():
 
 def test_jacobian_frobenius_is_unbiased_and_differentiable():
     a = jnp.asarray(np.random.default_rng(2).normal(size=(5, 5)))
-    est = solvers.jacobian_frobenius(linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(0),
-                                     samples=4000)
+    est = solvers.jacobian_frobenius(linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(0), samples=4000)
     assert est.shape == (2,)
-    np.testing.assert_allclose(est, float(jnp.sum(a ** 2)), rtol=0.05)
+    np.testing.assert_allclose(est, float(jnp.sum(a**2)), rtol=0.05)
 
     # gradient w.r.t. the parameters equals that of the (fixed-noise) estimator, 2 A E[eps eps^T] ~ 2 A
-    grad = jax.grad(lambda a: jnp.mean(solvers.jacobian_frobenius(
-        linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(1), samples=4000)))(a)
+    grad = jax.grad(
+        lambda a: jnp.mean(
+            solvers.jacobian_frobenius(linear, jnp.zeros((2, 5)), a, key=jax.random.PRNGKey(1), samples=4000)
+        )
+    )(a)
     np.testing.assert_allclose(grad, 2 * a, atol=0.25 * float(jnp.abs(a).max()))
 
 
@@ -77,7 +79,6 @@ def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout(preci
     x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3)), precision)
     deltas = jnp.asarray(np.random.default_rng(5).normal(size=(4, 2, 3)), precision)
     for t in [1, 3, 10]:
-        g = lambda x, t=t: solvers.iterate(lambda z, x: z @ a.T + x, jnp.zeros_like(x), x, steps=t,
-                                           tol=0.0)[-1]
+        g = lambda x, t=t: solvers.iterate(lambda z, x: z @ a.T + x, jnp.zeros_like(x), x, steps=t, tol=0.0)[-1]
         est = solvers.empirical_lipschitz(g, x, deltas)
-        np.testing.assert_allclose(est.max, (1 - mu ** t) / (1 - mu), rtol=rtol_for(precision))
+        np.testing.assert_allclose(est.max, (1 - mu**t) / (1 - mu), rtol=rtol_for(precision))

@@ -119,8 +119,7 @@ def test_unrolled_depth_one_is_the_explicit_model_and_params_scale_with_depth():
     single = prox.init_step(jax.random.PRNGKey(0), cfg.channels, cfg.cnn_layers)
     y = jnp.asarray(np.random.default_rng(6).normal(size=(2, 8, 8)), jnp.float32)
     stacked = jax.tree.map(lambda a: a[None], single)
-    np.testing.assert_allclose(deblur.unrolled_apply(stacked, y, op), deblur.explicit_apply(single, y, op),
-                               atol=1e-6)
+    np.testing.assert_allclose(deblur.unrolled_apply(stacked, y, op), deblur.explicit_apply(single, y, op), atol=1e-6)
     for d in (2, 4):
         assert prox.num_params(deblur.init_unrolled(jax.random.PRNGKey(1), d, cfg)) == d * prox.num_params(single)
 
@@ -130,12 +129,20 @@ def test_perturbations_have_the_requested_scale():
     d = deblur.perturbations(jax.random.PRNGKey(0), (4, 8, 16, 16), op, 0.01)
     rms = np.sqrt(np.mean(np.asarray(d) ** 2, axis=(2, 3)))
     np.testing.assert_allclose(rms[1::2], 0.01, rtol=1e-5)  # band-passed, normalised exactly
-    np.testing.assert_allclose(rms[0::2], 0.01, rtol=0.3)   # white noise, in expectation
+    np.testing.assert_allclose(rms[0::2], 0.01, rtol=0.3)  # white noise, in expectation
 
 
 def test_splits_hold_out_whole_images():
-    s = images.make_splits(size=16, n_train=40, n_val=20, n_test=12, seed=0, scale=0.25,
-                           train_images=("moon", "brick"), test_images=("camera",))
+    s = images.make_splits(
+        size=16,
+        n_train=40,
+        n_val=20,
+        n_test=12,
+        seed=0,
+        scale=0.25,
+        train_images=("moon", "brick"),
+        test_images=("camera",),
+    )
     assert set(s.train_images).isdisjoint(s.test_images)
     assert s.sizes() == {"train": 40, "val": 20, "test": 12}
     assert set(images.TRAIN_IMAGES).isdisjoint(images.TEST_IMAGES)
@@ -144,8 +151,7 @@ def test_splits_hold_out_whole_images():
     assert not any(c.tobytes() in flat_train for c in s.val)
     assert s.train.min() >= 0.0 and s.train.max() <= 1.0
     with pytest.raises(ValueError, match="disjoint"):
-        images.make_splits(size=16, n_train=4, n_val=2, n_test=2, train_images=("moon",),
-                           test_images=("moon",))
+        images.make_splits(size=16, n_train=4, n_val=2, n_test=2, train_images=("moon",), test_images=("moon",))
 
 
 def test_bad_settings_raise_clear_errors():
@@ -187,8 +193,15 @@ def test_tiny_study_writes_documented_outputs(tiny_run):
     cfg = deblur.preset("tiny")
     assert [r["k"] for r in saved["sweep"]] == list(cfg.ks)
     for row in saved["sweep"]:
-        assert set(row) >= {"k", "psnr", "error", "lipschitz_max", "lipschitz_mean", "residual_mean",
-                            "converged_fraction"}
+        assert set(row) >= {
+            "k",
+            "psnr",
+            "error",
+            "lipschitz_max",
+            "lipschitz_mean",
+            "residual_mean",
+            "converged_fraction",
+        }
     assert set(saved["models"]["unrolled"]) == {str(d) for d in cfg.depths}
     imp = saved["models"]["implicit"]
     assert imp["params"] == saved["models"]["explicit"]["params"]

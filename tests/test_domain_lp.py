@@ -33,9 +33,15 @@ def test_labels_are_feasible_and_optimal(lps):
         assert np.all(data["l"][i] <= y + 1e-9) and np.all(y <= data["u"][i] + 1e-9)
         assert data["c"][i] @ y == pytest.approx(data["obj"][i], abs=1e-9)
         # an independent solver (interior point) reaches the same optimal value
-        ref = linprog(data["c"][i], A_ub=a[~eq], b_ub=b[~eq], A_eq=a[eq] if eq.any() else None,
-                      b_eq=b[eq] if eq.any() else None,
-                      bounds=np.stack([data["l"][i], data["u"][i]], 1), method="highs-ipm")
+        ref = linprog(
+            data["c"][i],
+            A_ub=a[~eq],
+            b_ub=b[~eq],
+            A_eq=a[eq] if eq.any() else None,
+            b_eq=b[eq] if eq.any() else None,
+            bounds=np.stack([data["l"][i], data["u"][i]], 1),
+            method="highs-ipm",
+        )
         assert ref.status == 0 and ref.fun == pytest.approx(data["obj"][i], abs=1e-6)
 
 
@@ -66,10 +72,10 @@ def _inputs(lps, count=4, dtype=jnp.float64):
 
 
 def _model(d=4, feedback=True, **kw):
-    model = gnn.ImplicitGNN(d, 10, 50, rngs=nnx.Rngs(0),
-                            eval_solver=SolverConfig(max_iter=300, tol=1e-11), feedback=feedback, **kw)
-    model = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                         model)
+    model = gnn.ImplicitGNN(
+        d, 10, 50, rngs=nnx.Rngs(0), eval_solver=SolverConfig(max_iter=300, tol=1e-11), feedback=feedback, **kw
+    )
+    model = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, model)
     model.eval()
     return model
 
@@ -111,7 +117,8 @@ def test_implicit_gnn_gradients_match_finite_differences(lps):
     for idx in (0, len(leaves) // 2, len(leaves) - 1):
         direction = jnp.asarray(rng.normal(size=leaves[idx].shape))
         shifted = lambda h: jax.tree.unflatten(  # noqa: E731
-            treedef, [v + h * direction if i == idx else v for i, v in enumerate(leaves)])
+            treedef, [v + h * direction if i == idx else v for i, v in enumerate(leaves)]
+        )
         eps = 1e-5
         fd = (loss(shifted(eps)) - loss(shifted(-eps))) / (2 * eps)
         assert float(jnp.sum(gleaves[idx] * direction)) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
@@ -147,8 +154,9 @@ def test_trajectory_lipschitz_equals_empirical_lipschitz_per_k():
 
 
 def test_iteration_sweep_rows_and_errors(tmp_path):
-    rows = sweep.iteration_sweep((0, 2, 4), lambda ks: [1.0 / (k + 1) for k in ks],
-                                 lambda ks: ([k for k in ks], [k / 2 for k in ks]))
+    rows = sweep.iteration_sweep(
+        (0, 2, 4), lambda ks: [1.0 / (k + 1) for k in ks], lambda ks: ([k for k in ks], [k / 2 for k in ks])
+    )
     assert rows[1] == {"k": 2, "error": pytest.approx(1 / 3), "lipschitz_max": 2.0, "lipschitz_mean": 1.0}
     assert sweep.iteration_sweep((1,), lambda ks: [0.5])[0]["lipschitz_max"] is None
     with pytest.raises(ValueError, match="ks"):
@@ -175,8 +183,9 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
     test_lps, test_draws = lp_data.load_or_generate(cfg.n_test, 2 * cfg.seed + 1, cfg.spec, tmp_path / "cache")
     assert test_draws == ds["test_draws"]
     greedy = np.where(test_lps["c"] > 0, test_lps["l"], test_lps["u"])
-    greedy_error = np.mean(np.linalg.norm(greedy - test_lps["y"], axis=1)
-                           / (np.linalg.norm(test_lps["y"], axis=1) + 1.0))
+    greedy_error = np.mean(
+        np.linalg.norm(greedy - test_lps["y"], axis=1) / (np.linalg.norm(test_lps["y"], axis=1) + 1.0)
+    )
     assert metrics["baselines"]["greedy_box"] == pytest.approx(greedy_error, rel=1e-5)
     for kind in ("implicit", "explicit"):
         for d in cfg.dims:
@@ -197,8 +206,11 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
     paper = {kind: dict(zip(lp.PAPER["dims"], lp.PAPER[kind])) for kind in ("explicit", "implicit")}
     for d in cfg.dims:
         ours = [metrics["models"][kind][str(d)] for kind in ("explicit", "implicit")]
-        assert (f"| {d} | {paper['explicit'][d]} | {paper['implicit'][d]} | "
-                + " | ".join(f"{e['test_error']:.3f} ({e['params']:,} p)" for e in ours) + " |") in report
+        assert (
+            f"| {d} | {paper['explicit'][d]} | {paper['implicit'][d]} | "
+            + " | ".join(f"{e['test_error']:.3f} ({e['params']:,} p)" for e in ours)
+            + " |"
+        ) in report
         for r in metrics["sweep"][str(d)]:
             assert f"| implicit | {r['k']} | {r['error']:.4g} | {r['lipschitz_max']:.4g} |" in report
     assert f"{metrics['baselines']['greedy_box']:.3f}." in report

@@ -21,8 +21,7 @@ def _grid(n):
 # -- reference solver -------------------------------------------------------------------------------
 def test_solver_recovers_discrete_manufactured_solution():
     x, y = _grid(32)
-    u_star = np.stack([np.sin(2 * np.pi * x) * np.cos(4 * np.pi * y) + 0.5,
-                       1.5 * np.cos(2 * np.pi * (x + y))])
+    u_star = np.stack([np.sin(2 * np.pi * x) * np.cos(4 * np.pi * y) + 0.5, 1.5 * np.cos(2 * np.pi * (x + y))])
     a = np.stack([np.exp(0.5 * np.sin(2 * np.pi * x) * np.cos(2 * np.pi * y)), 0.2 + x * (1 - x)])
     f = pde.operator(u_star, a)
     u, info = pde.solve(a, f, tol=1e-12)
@@ -39,7 +38,7 @@ def test_discretization_converges_at_second_order_to_the_continuous_solution():
         u = np.sin(2 * np.pi * x) * np.cos(2 * np.pi * y)
         a = np.exp(0.3 * np.cos(2 * np.pi * x))
         da = -0.6 * np.pi * np.sin(2 * np.pi * x) * a
-        f = -da * 2 * np.pi * np.cos(2 * np.pi * x) * np.cos(2 * np.pi * y) + 8 * np.pi ** 2 * a * u + u + u ** 3
+        f = -da * 2 * np.pi * np.cos(2 * np.pi * x) * np.cos(2 * np.pi * y) + 8 * np.pi**2 * a * u + u + u**3
         uh, _ = pde.solve(a[None], f[None])
         errors.append(np.abs(uh[0] - u).max())
     rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
@@ -96,10 +95,10 @@ def test_spectral_conv_equals_direct_circular_convolution():
     # a real kernel band-limited to |k_x|, |k_y| < m (kept by the layer), and its mode weights
     kh = np.fft.rfft2(rng.normal(size=(n, n)))
     keep = np.zeros_like(kh, dtype=bool)
-    keep[:m, :m] = keep[n - m + 1:, :m] = True
+    keep[:m, :m] = keep[n - m + 1 :, :m] = True
     kernel = np.fft.irfft2(np.where(keep, kh, 0), s=(n, n))
     kh = np.fft.rfft2(kernel)
-    weight = np.concatenate([kh[:m, :m], kh[n - m:, :m]], axis=0)[:, :, None, None]
+    weight = np.concatenate([kh[:m, :m], kh[n - m :, :m]], axis=0)[:, :, None, None]
     v = rng.normal(size=(2, n, n))
     direct = np.zeros_like(v)
     for i in range(n):
@@ -113,8 +112,7 @@ def test_spectral_conv_equals_direct_circular_convolution():
 def test_models_are_equivariant_to_grid_shifts():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 2))
     shift = lambda v: jnp.roll(v, (3, -5), axis=(1, 2))  # noqa: E731
-    implicit = fourier.ImplicitFNO(16, 2, 4, 4, rngs=nnx.Rngs(0),
-                                   eval_solver=SolverConfig(max_iter=80, tol=1e-12))
+    implicit = fourier.ImplicitFNO(16, 2, 4, 4, rngs=nnx.Rngs(0), eval_solver=SolverConfig(max_iter=80, tol=1e-12))
     implicit.eval()
     for model in (implicit, fourier.ExplicitFNO(16, 2, 4, 4, rngs=nnx.Rngs(1), depth=2)):
         predict = nnx.jit(lambda m, v: m(v)[0])
@@ -147,8 +145,9 @@ def test_contraction_rescaling_bounds_the_operator_norm():
 def test_implicit_fno_output_is_a_fixed_point_and_depth_one_equals_explicit():
     n, width = 8, 4
     x = jax.random.normal(jax.random.PRNGKey(1), (3, n, n, 2))
-    model = fourier.ImplicitFNO(n, 2, width, 3, rngs=nnx.Rngs(0), gamma=None,
-                                eval_solver=SolverConfig(max_iter=200, tol=1e-10))
+    model = fourier.ImplicitFNO(
+        n, 2, width, 3, rngs=nnx.Rngs(0), gamma=None, eval_solver=SolverConfig(max_iter=200, tol=1e-10)
+    )
     model.eval()
     z, info = nnx.jit(lambda m, v: m.layer(v))(model, x)
     ctx = model.layer.cell.prepare(x)
@@ -167,8 +166,9 @@ def _tiny_loss(grad, phantom_steps=1):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, n, n, 2))
     target = jax.random.normal(jax.random.PRNGKey(3), (2, n, n))
     solver = SolverConfig(max_iter=200, tol=1e-13, grad=grad, phantom_steps=phantom_steps)
-    model = fourier.ImplicitFNO(n, 2, 3, 2, rngs=nnx.Rngs(0), hidden=5, gamma=0.8, train_solver=solver,
-                                eval_solver=solver)
+    model = fourier.ImplicitFNO(
+        n, 2, 3, 2, rngs=nnx.Rngs(0), hidden=5, gamma=0.8, train_solver=solver, eval_solver=solver
+    )
     model.eval()  # no step counter to update inside jax.grad
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
@@ -220,8 +220,16 @@ def test_iteration_sweep_rows_match_an_independent_picard_loop():
     scales = jnp.array([0.3, 0.5, 1.0, 2.0, 4.0, 8.0])[:, None, None, None]
     x = scales * jax.random.normal(jax.random.PRNGKey(4), (batch, n, n, 2))
     u = jax.random.normal(jax.random.PRNGKey(5), (batch, n, n))
-    model = fourier.ImplicitFNO(n, 2, 3, 2, rngs=nnx.Rngs(0), hidden=5, gamma=0.9,
-                                eval_solver=SolverConfig(method="picard", max_iter=ks[-1], tol=1e-30))  # never stops
+    model = fourier.ImplicitFNO(
+        n,
+        2,
+        3,
+        2,
+        rngs=nnx.Rngs(0),
+        hidden=5,
+        gamma=0.9,
+        eval_solver=SolverConfig(method="picard", max_iter=ks[-1], tol=1e-30),
+    )  # never stops
     model.eval()
     cell, ctx = model.layer.cell, model.layer.cell.prepare(x)
 
@@ -242,8 +250,9 @@ def test_iteration_sweep_rows_match_an_independent_picard_loop():
     eval_tol = float(np.sqrt(at4[2] * at4[3]))
     cfg = pde_study.StudyConfig(ks=ks, eval_tol=eval_tol, lipschitz_samples=2, lipschitz_perturbations=2)
     deltas = 1e-3 * np.asarray(jax.random.normal(jax.random.PRNGKey(6), (2, 2, n, n, 2)))
-    rows = pde_study.iteration_sweep(model, {"x_test": np.asarray(x), "u_test": np.asarray(u)},
-                                     pde.PDEConfig(n=n), cfg, deltas, chunk=3)
+    rows = pde_study.iteration_sweep(
+        model, {"x_test": np.asarray(x), "u_test": np.asarray(u)}, pde.PDEConfig(n=n), cfg, deltas, chunk=3
+    )
     assert [r["k"] for r in rows] == list(ks)
     for row in rows:
         k = row["k"]
@@ -273,8 +282,15 @@ def test_tiny_study_writes_documented_outputs(tiny_run):
     assert {"preset", "seed", "config", "dataset", "models", "sweep", "reference_solver", "timing"} <= set(metrics)
     assert {"n_train", "n_valid", "n_test", "grid", "solver_residual_max"} <= set(metrics["dataset"])
     for m in metrics["models"].values():
-        assert {"params", "depth", "test_rel_l2", "valid_rel_l2", "lipschitz_max", "lipschitz_mean",
-                "train_seconds"} <= set(m)
+        assert {
+            "params",
+            "depth",
+            "test_rel_l2",
+            "valid_rel_l2",
+            "lipschitz_max",
+            "lipschitz_mean",
+            "train_seconds",
+        } <= set(m)
         assert np.isfinite(m["test_rel_l2"]) and m["lipschitz_max"] >= m["lipschitz_mean"] > 0
     models = metrics["models"]
     assert models["implicit FNO"]["params"] == models["FNO-1 (equal params)"]["params"]

@@ -3,9 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import affine, affine_solution, contraction, rtol_for, solve_tol
 
 import solvers
-from helpers import affine, affine_solution, contraction, rtol_for, solve_tol
 
 METHODS = ["anderson", "picard"]
 STOPS = ["rel", "abs"]
@@ -19,9 +19,16 @@ def test_affine_contraction_matches_closed_form(method, stop, precision):
     tol, atol = (1e-11, 1e-9) if dtype == jnp.float64 else (1e-6, 2e-5)
     a = contraction(8, 0.8, seed=1)
     b = np.random.default_rng(2).normal(size=(5, 8))
-    z, info = solvers.fixed_point(affine, jnp.zeros((5, 8), dtype), jnp.asarray(a, dtype),
-                                  jnp.asarray(b, dtype), method=method, stop=stop, tol=tol,
-                                  max_iter=500)
+    z, info = solvers.fixed_point(
+        affine,
+        jnp.zeros((5, 8), dtype),
+        jnp.asarray(a, dtype),
+        jnp.asarray(b, dtype),
+        method=method,
+        stop=stop,
+        tol=tol,
+        max_iter=500,
+    )
     assert z.dtype == dtype
     np.testing.assert_allclose(z, affine_solution(a, b), atol=atol)
     assert info.converged.shape == (5,) and bool(info.converged.all())
@@ -43,8 +50,7 @@ def test_pytree_state_and_batch_axis(method, precision):
         return {"u": out[:, :2].T, "v": out[:, 2:].T}
 
     z0 = {"u": jnp.zeros((2, 4), precision), "v": jnp.zeros((4, 4), precision)}
-    z, info = solvers.fixed_point(f, z0, a, b, method=method, tol=solve_tol(precision), max_iter=300,
-                                  batch_axis=1)
+    z, info = solvers.fixed_point(f, z0, a, b, method=method, tol=solve_tol(precision), max_iter=300, batch_axis=1)
     atol = 10 * rtol_for(precision)
     np.testing.assert_allclose(z["u"], exact[:, :2].T, atol=atol)
     np.testing.assert_allclose(z["v"], exact[:, 2:].T, atol=atol)
@@ -56,10 +62,17 @@ def test_pytree_state_and_batch_axis(method, precision):
 def test_batch_axis_none_treats_the_pytree_as_one_problem(method, precision):
     a = contraction(5, 0.6, seed=5)
     b = np.random.default_rng(6).normal(size=(5,))
-    z, info = solvers.fixed_point(lambda z, a, b: a @ z + b, jnp.zeros(5, precision),
-                                  jnp.asarray(a, precision), jnp.asarray(b, precision),
-                                  method=method, tol=solve_tol(precision), max_iter=300,
-                                  batch_axis=None, record=True)
+    z, info = solvers.fixed_point(
+        lambda z, a, b: a @ z + b,
+        jnp.zeros(5, precision),
+        jnp.asarray(a, precision),
+        jnp.asarray(b, precision),
+        method=method,
+        tol=solve_tol(precision),
+        max_iter=300,
+        batch_axis=None,
+        record=True,
+    )
     np.testing.assert_allclose(z, np.linalg.solve(np.eye(5) - a, b), atol=10 * rtol_for(precision))
     assert info.residual.shape == () and info.nstep.shape == () and info.converged.shape == ()
     assert info.trace.shape == (300,)
@@ -92,8 +105,7 @@ def test_converged_samples_are_frozen_bit_for_bit(method, precision):
 
     z0 = jnp.asarray([[2.0 - 1e-3] * 3, [0.0] * 3], precision)
     tol = 1e-2  # row 0: ||f(z0) - z0|| = 0.5e-3 * sqrt(3) < tol; row 1 needs several steps
-    z, info = solvers.fixed_point(f, z0, method=method, stop="abs", tol=tol, max_iter=40,
-                                  record=True)
+    z, info = solvers.fixed_point(f, z0, method=method, stop="abs", tol=tol, max_iter=40, record=True)
     assert int(info.nstep[0]) == 0 and bool(info.converged[0])
     assert int(info.nstep[1]) >= 2  # each step would move an unfrozen row 0 by half its gap
     np.testing.assert_array_equal(np.asarray(z[0]), np.asarray(z0[0]))
@@ -117,15 +129,15 @@ def test_fast_sample_freezes_while_slow_sample_continues(method, precision):
 
     b = jnp.ones((2, 3), precision)
     tol = 1e-9 if precision == jnp.float64 else 1e-6
-    z, info = solvers.fixed_point(f, jnp.zeros((2, 3), precision), b, method=method, tol=tol,
-                                  max_iter=1000, record=True)
+    z, info = solvers.fixed_point(
+        f, jnp.zeros((2, 3), precision), b, method=method, tol=tol, max_iter=1000, record=True
+    )
     assert int(info.nstep[0]) < int(info.nstep[1])
     k0 = int(info.nstep[0])
     # after sample 0 froze its recorded residual never changes
-    assert np.all(np.asarray(info.trace[0, k0 - 1:]) == float(info.residual[0]))
+    assert np.all(np.asarray(info.trace[0, k0 - 1 :]) == float(info.residual[0]))
     # and its value is the one it had when it converged: the truncated solve at k0 gives it
-    z_k0, _ = solvers.fixed_point(f, jnp.zeros((2, 3), precision), b, method=method, tol=tol,
-                                  max_iter=k0)
+    z_k0, _ = solvers.fixed_point(f, jnp.zeros((2, 3), precision), b, method=method, tol=tol, max_iter=k0)
     np.testing.assert_array_equal(np.asarray(z[0]), np.asarray(z_k0[0]))
     np.testing.assert_allclose(f(z, b), z, atol=100 * tol)
 
@@ -134,8 +146,7 @@ def test_max_iter_stops_unconverged_samples_and_reports_them(precision):
     a = contraction(4, 0.99, seed=11, eigs=[0.99, 0.5, 0.2, 0.0])
     b = np.ones((2, 4))
     a, b = jnp.asarray(a, precision), jnp.asarray(b, precision)
-    z, info = solvers.fixed_point(affine, jnp.zeros((2, 4), precision), a, b, method="picard",
-                                  max_iter=3, tol=1e-10)
+    z, info = solvers.fixed_point(affine, jnp.zeros((2, 4), precision), a, b, method="picard", max_iter=3, tol=1e-10)
     assert not bool(info.converged.any())
     assert np.all(np.asarray(info.nstep) == 3)
     # the reported residual is that of the returned iterate
@@ -147,11 +158,13 @@ def test_max_iter_stops_unconverged_samples_and_reports_them(precision):
 def test_damped_picard_is_the_relaxed_iteration(precision):
     a = jnp.asarray(contraction(3, 0.5, seed=12), precision)
     b = jnp.asarray([[1.0, -2.0, 0.5]], precision)
-    z1, _ = solvers.fixed_point(affine, jnp.zeros((1, 3), precision), a, b, method="picard",
-                                damping=0.5, max_iter=1, tol=1e-14)
+    z1, _ = solvers.fixed_point(
+        affine, jnp.zeros((1, 3), precision), a, b, method="picard", damping=0.5, max_iter=1, tol=1e-14
+    )
     np.testing.assert_array_equal(z1, 0.5 * b)  # 0.5 * 0 + 0.5 * (A 0 + b), exact in binary
-    z2, _ = solvers.fixed_point(affine, jnp.zeros((1, 3), precision), a, b, method="picard",
-                                damping=0.5, max_iter=2, tol=1e-14)
+    z2, _ = solvers.fixed_point(
+        affine, jnp.zeros((1, 3), precision), a, b, method="picard", damping=0.5, max_iter=2, tol=1e-14
+    )
     np.testing.assert_allclose(z2, 0.5 * z1 + 0.5 * affine(z1, a, b), rtol=rtol_for(precision))
 
 
@@ -159,9 +172,15 @@ def test_damped_picard_is_the_relaxed_iteration(precision):
 def test_anderson_with_damping_converges(damping, precision):
     a = contraction(10, 0.9, seed=13)
     b = np.random.default_rng(14).normal(size=(3, 10))
-    z, info = solvers.fixed_point(affine, jnp.zeros((3, 10), precision), jnp.asarray(a, precision),
-                                  jnp.asarray(b, precision), damping=damping,
-                                  tol=solve_tol(precision), max_iter=400)
+    z, info = solvers.fixed_point(
+        affine,
+        jnp.zeros((3, 10), precision),
+        jnp.asarray(a, precision),
+        jnp.asarray(b, precision),
+        damping=damping,
+        tol=solve_tol(precision),
+        max_iter=400,
+    )
     assert bool(info.converged.all())
     np.testing.assert_allclose(z, affine_solution(a, b), atol=100 * rtol_for(precision))
 
@@ -171,8 +190,9 @@ def test_anderson_with_damping_converges(damping, precision):
 def test_anderson_safeguard_falls_back_to_picard_instead_of_nan():
     """With ridge=0 a constant map makes every Anderson system singular; the solve must not produce NaN."""
     c = jnp.arange(12.0).reshape(3, 4)
-    z, info = solvers.fixed_point(lambda z, c: c + 0.0 * z, jnp.ones((3, 4)), c, ridge=0.0,
-                                  stop="abs", tol=1e-30, max_iter=10)
+    z, info = solvers.fixed_point(
+        lambda z, c: c + 0.0 * z, jnp.ones((3, 4)), c, ridge=0.0, stop="abs", tol=1e-30, max_iter=10
+    )
     assert bool(jnp.isfinite(z).all())
     np.testing.assert_array_equal(np.asarray(z), np.asarray(c))
 
@@ -180,8 +200,7 @@ def test_anderson_safeguard_falls_back_to_picard_instead_of_nan():
     def f(z):
         return jnp.concatenate([z[:, :2], 0.5 * z[:, 2:] + 1.0], axis=1)
 
-    z, info = solvers.fixed_point(f, jnp.zeros((2, 4)), ridge=0.0, memory=4, stop="abs", tol=1e-12,
-                                  max_iter=60)
+    z, info = solvers.fixed_point(f, jnp.zeros((2, 4)), ridge=0.0, memory=4, stop="abs", tol=1e-12, max_iter=60)
     assert bool(jnp.isfinite(z).all())
     zp, _ = solvers.fixed_point(f, jnp.zeros((2, 4)), method="picard", stop="abs", tol=1e-12, max_iter=60)
     np.testing.assert_allclose(z, zp, atol=1e-9)
@@ -194,8 +213,7 @@ def test_anderson_nan_only_where_picard_is_nan(precision):
     def f(z, bad):
         return 0.5 * z + 1.0 + bad
 
-    z, info = solvers.fixed_point(f, jnp.zeros((3, 2), precision), bad, tol=solve_tol(precision),
-                                  max_iter=100)
+    z, info = solvers.fixed_point(f, jnp.zeros((3, 2), precision), bad, tol=solve_tol(precision), max_iter=100)
     assert bool(jnp.isnan(z[1]).all())
     np.testing.assert_allclose(np.asarray(z)[[0, 2]], 2.0, atol=10 * rtol_for(precision))
     assert bool(info.converged[0]) and bool(info.converged[2]) and not bool(info.converged[1])
@@ -204,8 +222,7 @@ def test_anderson_nan_only_where_picard_is_nan(precision):
 def test_record_trace_matches_nstep_and_final_residual():
     a = contraction(6, 0.8, seed=15)
     b = np.random.default_rng(16).normal(size=(4, 6))
-    z, info = solvers.fixed_point(affine, jnp.zeros((4, 6)), a, b, method="picard", tol=1e-6,
-                                  max_iter=80, record=True)
+    z, info = solvers.fixed_point(affine, jnp.zeros((4, 6)), a, b, method="picard", tol=1e-6, max_iter=80, record=True)
     assert info.trace.shape == (4, 80)
     np.testing.assert_allclose(info.trace[:, -1], info.residual)
     for i in range(4):

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close, contraction
 
 import solvers
-from helpers import assert_trees_close, contraction
 
 # finite-difference and closed-form references need float64; the float32 path is checked below
 # against them and, for every mode, in test_solver_*.py under the precision fixture
@@ -19,8 +19,10 @@ B, D = 3, 5
 
 def _problem(seed=0):
     rng = np.random.default_rng(seed)
-    params = {"W": jnp.asarray(contraction(D, 0.6, seed=seed)),
-              "inner": (jnp.asarray(rng.normal(size=(D,))), {"scale": jnp.asarray(0.7)})}
+    params = {
+        "W": jnp.asarray(contraction(D, 0.6, seed=seed)),
+        "inner": (jnp.asarray(rng.normal(size=(D,))), {"scale": jnp.asarray(0.7)}),
+    }
     x = jnp.asarray(rng.normal(size=(B, D)))
     probe = jnp.asarray(rng.normal(size=(B, D)))
     return params, x, probe
@@ -47,12 +49,14 @@ def _central_fd(fun, tree, eps=1e-6):
         flat = np.asarray(leaf, dtype=np.float64).ravel()
         g = np.zeros_like(flat)
         for j in range(flat.size):
+
             def at(delta):
                 moved = flat.copy()
                 moved[j] += delta
                 new = list(leaves)
                 new[i] = jnp.asarray(moved.reshape(np.shape(leaf)))
                 return float(fun(jax.tree.unflatten(treedef, new)))
+
             g[j] = (at(eps) - at(-eps)) / (2 * eps)
         grads.append(g.reshape(np.shape(leaf)))
     return jax.tree.unflatten(treedef, grads)
@@ -76,8 +80,7 @@ def fd_reference():
 @pytest.mark.slow
 def test_ift_gradient_matches_finite_differences(fd_reference, method):
     params, x, probe, fd_params, fd_x = fd_reference
-    g_params, g_x = jax.grad(functools.partial(loss, grad="ift", method=method), argnums=(0, 1))(
-        params, x, probe)
+    g_params, g_x = jax.grad(functools.partial(loss, grad="ift", method=method), argnums=(0, 1))(params, x, probe)
     assert_trees_close(g_params, fd_params, rtol=1e-6, atol=1e-9)
     assert_trees_close(g_x, fd_x, rtol=1e-6, atol=1e-9)
 
@@ -130,8 +133,7 @@ def test_ift_gradient_for_linear_problem_is_closed_form():
     c = jnp.asarray(np.random.default_rng(7).normal(size=(2, 4)))
 
     def value(b):
-        z, _ = solvers.fixed_point(lambda z, b: z @ a.T + b, jnp.zeros((2, 4)), b, tol=1e-13,
-                                   max_iter=500)
+        z, _ = solvers.fixed_point(lambda z, b: z @ a.T + b, jnp.zeros((2, 4)), b, tol=1e-13, max_iter=500)
         return jnp.sum(z * c)
 
     expected = np.linalg.solve(np.eye(4) - np.asarray(a).T, np.asarray(c).T).T
@@ -144,8 +146,7 @@ def test_ift_differentiates_closed_over_values():
 
     def closed(w):
         p = {"W": w, "inner": params["inner"]}
-        z, _ = solvers.fixed_point(lambda z, x: f(z, p, x), jnp.zeros((B, D)), x, tol=1e-13,
-                                   max_iter=300)
+        z, _ = solvers.fixed_point(lambda z, x: f(z, p, x), jnp.zeros((B, D)), x, tol=1e-13, max_iter=300)
         return jnp.sum(jnp.sin(z) * probe)
 
     explicit = jax.grad(lambda p: loss(p, x, probe, grad="ift"))(params)["W"]
@@ -162,7 +163,7 @@ def test_ift_with_integer_arguments():
 
     def value(table):
         z, _ = solvers.fixed_point(g, jnp.zeros((3, D)), table, idx, tol=1e-13, max_iter=200)
-        return jnp.sum(z ** 2)
+        return jnp.sum(z**2)
 
     got = jax.grad(value)(table)
     np.testing.assert_allclose(got, _central_fd(value, table), rtol=1e-6, atol=1e-9)
@@ -175,8 +176,13 @@ def test_ift_memory_does_not_grow_with_iterations():
     params, x, probe = _problem()
 
     def temp_bytes(grad, max_iter):
-        fn = jax.jit(jax.grad(lambda p: jnp.sum(solvers.fixed_point(
-            f, jnp.zeros((B, D)), p, x, grad=grad, max_iter=max_iter, tol=1e-30)[0] * probe)))
+        fn = jax.jit(
+            jax.grad(
+                lambda p: jnp.sum(
+                    solvers.fixed_point(f, jnp.zeros((B, D)), p, x, grad=grad, max_iter=max_iter, tol=1e-30)[0] * probe
+                )
+            )
+        )
         return fn.lower(params).compile().memory_analysis().temp_size_in_bytes
 
     assert temp_bytes("ift", 10) == temp_bytes("ift", 200)
@@ -190,8 +196,16 @@ def test_float32_gradients_are_finite_and_close(grad):
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
 
     def loss32(p):
-        z, _ = solvers.fixed_point(f, jnp.zeros((B, D), jnp.float32), p, x.astype(jnp.float32),
-                                   grad=grad, tol=1e-6, max_iter=100, phantom_steps=30)
+        z, _ = solvers.fixed_point(
+            f,
+            jnp.zeros((B, D), jnp.float32),
+            p,
+            x.astype(jnp.float32),
+            grad=grad,
+            tol=1e-6,
+            max_iter=100,
+            phantom_steps=30,
+        )
         return jnp.sum(jnp.sin(z) * probe.astype(jnp.float32))
 
     g32 = jax.grad(loss32)(p32)

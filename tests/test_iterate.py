@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import contraction, rtol_for
 
 import solvers
-from helpers import contraction, rtol_for
 
 
 def f(z, w, x):
@@ -43,14 +43,12 @@ def test_iterate_readout_and_pytree(problem):
     def g(z, w, x):
         return {"h": f(z["h"], w, x)}
 
-    out = solvers.iterate(g, {"h": jnp.zeros((4, 6), x.dtype)}, w, x, steps=20, readout=readout,
-                          tol=0.0)
+    out = solvers.iterate(g, {"h": jnp.zeros((4, 6), x.dtype)}, w, x, steps=20, readout=readout, tol=0.0)
     assert out["mse"].shape == (21, 4) and out["first"].shape == (21, 4)
     z_star, _ = solvers.fixed_point(f, jnp.zeros((4, 6), x.dtype), w, x, tol=1e-12, max_iter=200)
     # the readout is the one of the states: recompute it from the plain trajectory
     states = solvers.iterate(f, jnp.zeros((4, 6), x.dtype), w, x, steps=20, tol=0.0)
-    np.testing.assert_allclose(out["mse"], jnp.mean((states - target) ** 2, axis=2),
-                               rtol=rtol_for(x.dtype))
+    np.testing.assert_allclose(out["mse"], jnp.mean((states - target) ** 2, axis=2), rtol=rtol_for(x.dtype))
     err = np.abs(np.asarray(out["first"]) - np.asarray(z_star[:, 0])[None])
     assert err[-1].max() < err[1].max()  # iterates approach the fixed point
 
@@ -62,12 +60,12 @@ def test_iterate_zero_steps_and_jit_and_grad(problem):
     out0 = solvers.iterate(f, jnp.ones_like(z0), w, x, steps=0)
     np.testing.assert_array_equal(out0, jnp.ones((1, 4, 6)))
     jitted = jax.jit(lambda w, x: solvers.iterate(f, z0, w, x, steps=5))(w, x)
-    np.testing.assert_allclose(jitted, solvers.iterate(f, z0, w, x, steps=5),
-                               atol=1e-3 * rtol_for(x.dtype))
+    np.testing.assert_allclose(jitted, solvers.iterate(f, z0, w, x, steps=5), atol=1e-3 * rtol_for(x.dtype))
     # differentiable by unrolling: equals grad of the unrolled fixed_point with the same step count
     g_iter = jax.grad(lambda w: jnp.sum(solvers.iterate(f, z0, w, x, steps=5, tol=0.0)[-1]))(w)
-    g_unroll = jax.grad(lambda w: jnp.sum(solvers.fixed_point(
-        f, z0, w, x, grad="unroll", method="picard", max_iter=5, tol=1e-30)[0]))(w)
+    g_unroll = jax.grad(
+        lambda w: jnp.sum(solvers.fixed_point(f, z0, w, x, grad="unroll", method="picard", max_iter=5, tol=1e-30)[0])
+    )(w)
     np.testing.assert_allclose(g_iter, g_unroll, rtol=rtol_for(x.dtype))
 
 
@@ -79,8 +77,7 @@ def test_iterate_gradient_matches_finite_differences():
     x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3)))
 
     def value(w):
-        return jnp.sum(jnp.sin(solvers.iterate(f, jnp.zeros((2, 3)), w, x, steps=3,
-                                               method="anderson", tol=0.0)[-1]))
+        return jnp.sum(jnp.sin(solvers.iterate(f, jnp.zeros((2, 3)), w, x, steps=3, method="anderson", tol=0.0)[-1]))
 
     got = jax.grad(value)(w)
     eps = 1e-6

@@ -5,10 +5,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
 from helpers import assert_trees_close
+
 from implicit_rec.checkpoint import CheckpointError
-from implicit_rec.layers import (AdjointProbe, ImplicitLayer, MLPCell, SolverConfig, adjoint_report)
+from implicit_rec.layers import AdjointProbe, ImplicitLayer, MLPCell, SolverConfig, adjoint_report
 from implicit_rec.models.training import TrainConfig, fit
 
 D_IN, D_STATE, B = 3, 6, 8
@@ -18,8 +18,7 @@ WRT = nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))
 def _layer(**solver):
     rngs = nnx.Rngs(0)
     cell = MLPCell(D_STATE, D_IN, rngs=rngs, gamma=0.95)
-    return ImplicitLayer(cell, D_STATE, rngs=rngs,
-                         train_solver=SolverConfig(tol=1e-5, max_iter=60, **solver))
+    return ImplicitLayer(cell, D_STATE, rngs=rngs, train_solver=SolverConfig(tol=1e-5, max_iter=60, **solver))
 
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(B, D_IN)).astype(np.float32))
@@ -54,9 +53,9 @@ def test_unconverged_adjoint_is_reported_and_falls_back_to_phantom():
     assert float(report["adjoint_fallback_fraction"]) == 1.0
     phantom = nnx.grad(_loss)(_layer(grad="phantom", phantom_steps=2))
     # every row fell back: the parameter gradients are phantom's (up to the forward tolerance)
-    assert_trees_close(nnx.to_pure_dict(nnx.filter_state(grads, nnx.Param)),
-                       nnx.to_pure_dict(phantom),
-                       rtol=2e-3, atol=1e-5)
+    assert_trees_close(
+        nnx.to_pure_dict(nnx.filter_state(grads, nnx.Param)), nnx.to_pure_dict(phantom), rtol=2e-3, atol=1e-5
+    )
 
 
 def test_phantom_mode_reports_no_adjoint_and_the_probe_never_changes():
@@ -92,14 +91,21 @@ def test_fit_logs_forward_and_adjoint_solver_health():
 
     model = _Scorer(grad_max_iter=2, grad_tol=1e-7, grad_fallback="phantom")
     rows = np.arange(64)
-    result = fit(model, loss_fn, make_batch, rows[:48], rows[48:], y[48:], np.zeros(16, int),
-                 TrainConfig(epochs=1, batch_size=16))
+    result = fit(
+        model,
+        loss_fn,
+        make_batch,
+        rows[:48],
+        rows[48:],
+        y[48:],
+        np.zeros(16, int),
+        TrainConfig(epochs=1, batch_size=16),
+    )
     record = result["history"][0]
     assert record["train_converged_fraction"] == 1.0 and record["train_mean_nstep"] >= 1
     assert record["adjoint_converged_fraction"] == 0.0  # 2 adjoint steps cannot reach 1e-7
     assert record["adjoint_fallback_fraction"] == 1.0
     assert record["adjoint_mean_nstep"] == 2.0 and record["adjoint_mean_residual"] > 1e-7
-
 
 
 @pytest.mark.parametrize("content", [b"\x00\x01 not msgpack", b""])
@@ -110,7 +116,15 @@ def test_fit_refuses_a_damaged_epoch_checkpoint_and_says_how_to_recover(tmp_path
     ckpt.write_bytes(content)
     rows = np.arange(32)
     with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*delete that file"):
-        fit(_Scorer(), lambda m, b: (jnp.mean(m(b)["logit"]), m(b)), lambda r: {"x": jnp.asarray(x[r])},
-            rows[:16], rows[16:], y[16:], np.zeros(16, int), TrainConfig(epochs=1, batch_size=16),
-            checkpoint=ckpt)
+        fit(
+            _Scorer(),
+            lambda m, b: (jnp.mean(m(b)["logit"]), m(b)),
+            lambda r: {"x": jnp.asarray(x[r])},
+            rows[:16],
+            rows[16:],
+            y[16:],
+            np.zeros(16, int),
+            TrainConfig(epochs=1, batch_size=16),
+            checkpoint=ckpt,
+        )
     assert ckpt.read_bytes() == content  # nothing is deleted behind the user's back

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
 from helpers import assert_trees_close
+
 from implicit_rec.layers import ImplicitLayer, MLPCell, SolverConfig
 
 D_IN, D_STATE = 3, 6
@@ -17,8 +17,14 @@ D_IN, D_STATE = 3, 6
 
 def _layer(grad, **kw):
     rngs = nnx.Rngs(0)
-    return ImplicitLayer(MLPCell(D_STATE, D_IN, rngs=rngs), D_STATE, rngs=rngs, z0="learned",
-                         train_solver=SolverConfig(grad=grad, tol=1e-5, max_iter=40), **kw)
+    return ImplicitLayer(
+        MLPCell(D_STATE, D_IN, rngs=rngs),
+        D_STATE,
+        rngs=rngs,
+        z0="learned",
+        train_solver=SolverConfig(grad=grad, tol=1e-5, max_iter=40),
+        **kw,
+    )
 
 
 def _x(seed=0, n=16):

@@ -8,11 +8,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
 from helpers import assert_trees_close
+
 from implicit_rec.checkpoint import restore_state, save_state
-from implicit_rec.layers import (ImplicitLayer, MLPCell, SequenceCell, SolverConfig,
-                                 fixed_point_correction_loss)
+from implicit_rec.layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
 
 D_IN, D_STATE = 4, 16
 
@@ -45,6 +44,7 @@ def _train(model, steps, x, y, lr=3e-3):
         def loss_fn(model):
             pred, _ = model(x)
             return jnp.mean((pred - y) ** 2)
+
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)
         return loss
@@ -126,7 +126,7 @@ def test_trajectory_matches_truncated_solves(trained_model):
     for k in [1, 4, 8]:
         z, _ = layer(x_test, solver=layer.eval_solver.replace(max_iter=k))
         np.testing.assert_allclose(traj[k], z, atol=1e-6)
-    mse = layer.trajectory(x_test, 8, readout=lambda z: jnp.mean(z ** 2, axis=-1))
+    mse = layer.trajectory(x_test, 8, readout=lambda z: jnp.mean(z**2, axis=-1))
     assert mse.shape == (9, x_test.shape[0])
 
 
@@ -158,10 +158,8 @@ def test_ift_parameter_gradients_match_long_unroll():
     model = Regressor(seed=4)
     x, y = _data(64, 5)
     g_ift = _param_grads(model, x, y, SolverConfig(grad="ift", tol=1e-7, max_iter=200))
-    g_unroll = _param_grads(model, x, y, SolverConfig(grad="unroll", method="picard", tol=1e-7,
-                                                      max_iter=200))
-    g_phantom = _param_grads(model, x, y, SolverConfig(grad="phantom", phantom_steps=3, tol=1e-7,
-                                                       max_iter=200))
+    g_unroll = _param_grads(model, x, y, SolverConfig(grad="unroll", method="picard", tol=1e-7, max_iter=200))
+    g_phantom = _param_grads(model, x, y, SolverConfig(grad="phantom", phantom_steps=3, tol=1e-7, max_iter=200))
     leaves_ift, leaves_unroll = jax.tree.leaves(g_ift), jax.tree.leaves(g_unroll)
     assert len(leaves_ift) == len(leaves_unroll) >= 5  # W, U, b of the cell and the head
     for a, b in zip(leaves_ift, leaves_unroll):
@@ -184,11 +182,14 @@ def test_save_restore_round_trip(tmp_path, trained_model):
     assert not np.allclose(fresh(x_test)[0], model(x_test)[0])
     restore_state(fresh, path)
     # the round trip restores every value bit for bit ...
-    assert_trees_close(nnx.to_pure_dict(nnx.state(fresh, nnx.Not(nnx.RngState))),
-                       nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState))), rtol=0, atol=0)
+    assert_trees_close(
+        nnx.to_pure_dict(nnx.state(fresh, nnx.Not(nnx.RngState))),
+        nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState))),
+        rtol=0,
+        atol=0,
+    )
     # ... and the predictions (float32 eager evaluations of the two modules may differ by an ulp)
-    np.testing.assert_allclose(np.asarray(fresh(x_test)[0]), np.asarray(model(x_test)[0]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fresh(x_test)[0]), np.asarray(model(x_test)[0]), rtol=1e-5, atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary behind
 
 
@@ -252,8 +253,7 @@ def test_eval_solver_is_the_test_time_knob():
 
 @pytest.mark.slow
 def test_warmup_uses_unrolled_iterations_then_switches():
-    model = Regressor(seed=7, warmup_steps=2, warmup_iters=4,
-                      train_solver=SolverConfig(tol=1e-10, max_iter=30))
+    model = Regressor(seed=7, warmup_steps=2, warmup_iters=4, train_solver=SolverConfig(tol=1e-10, max_iter=30))
     x, y = _data(32, 8)
     nsteps = []
     for _ in range(3):
@@ -279,8 +279,7 @@ def test_regularizers_are_off_by_default_and_differentiable_when_on():
 
     def loss_fn(model):
         pred, info = model(x)
-        correction = fixed_point_correction_loss(
-            info, lambda z: jnp.mean((model.head(z)[:, 0] - y) ** 2))
+        correction = fixed_point_correction_loss(info, lambda z: jnp.mean((model.head(z)[:, 0] - y) ** 2))
         return jnp.mean((pred - y) ** 2) + 0.1 * info.jacobian_penalty + correction
 
     grads = nnx.grad(loss_fn)(model)

@@ -9,14 +9,20 @@ from flax import nnx
 from implicit_rec.data.events import SPLITS, EventTable, HistoryIndex
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
+from implicit_rec.loopfm.batches import vm_batches
 from implicit_rec.loopfm.store import HistoricalStore
 from implicit_rec.models.training import TrainConfig
 from implicit_rec.models.vertical import ARCHS, TRANSFERS, vm_loss
 
-FAST = study.StudyConfig(fm_size="small", fm_max_len=64, history_len=8,
-                         fm_train=TrainConfig(epochs=1, batch_size=256),
-                         vm_train=TrainConfig(epochs=1, batch_size=256),
-                         implicit_train_iters=4, implicit_eval_iters=8)
+FAST = study.StudyConfig(
+    fm_size="small",
+    fm_max_len=64,
+    history_len=8,
+    fm_train=TrainConfig(epochs=1, batch_size=256),
+    vm_train=TrainConfig(epochs=1, batch_size=256),
+    implicit_train_iters=4,
+    implicit_eval_iters=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +120,8 @@ def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_stor
     fm2, _ = study.train_fm(permuted, FAST, log=lambda s: None)
     store2 = study.build_store(fm2, permuted, FAST)
     rows = study.window_rows(tiny, "train", FAST.vm_days)[:300]
-    make1 = study.vm_batches(tiny, store, FAST, "loopfm+kd")
-    make2 = study.vm_batches(permuted, store2, FAST, "loopfm+kd")
+    make1 = vm_batches(tiny, store, FAST.history_len, "loopfm+kd")
+    make2 = vm_batches(permuted, store2, FAST.history_len, "loopfm+kd")
     b1, b2 = make1(rows), make2(rows)
     for key in b1:
         if key != "label":
@@ -128,10 +134,11 @@ def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_stor
 def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
     _, store = fm_and_store
     import optax
+
     rows = study.window_rows(tiny, "train", FAST.vm_days)[:256]
     for transfer in TRANSFERS:
         model = study.make_vm(tiny, store, FAST, arch, transfer, seed=0)
-        batch = study.vm_batches(tiny, store, FAST, transfer)(rows)
+        batch = vm_batches(tiny, store, FAST.history_len, transfer)(rows)
         opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
         @nnx.jit
@@ -171,9 +178,10 @@ def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
 @pytest.mark.slow
 def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
     from experiments import loopfm_transfer
-    loopfm_transfer.main(["--preset", "tiny", "--archs", "mlp", "--history-len", "8",
-                          "--out", str(tmp_path / "run")])
+
+    loopfm_transfer.main(["--preset", "tiny", "--archs", "mlp", "--history-len", "8", "--out", str(tmp_path / "run")])
     import json
+
     payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
     run = payload["runs"]["small"]
     assert {v["transfer"] for v in run["vms"]} == set(TRANSFERS)
@@ -185,13 +193,16 @@ def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
 
 def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):
     from implicit_rec.data import batches
+
     table = EventTable.load(tiny.save(tmp_path / "t"))  # memory-mapped
     rows = tiny.rows("train")
     got = list(batches(table, rows, 100, shuffle=True, seed=3))
     again = list(batches(table, rows, 100, shuffle=True, seed=3))
     seen = np.concatenate([b["time"] for b in got])
     assert len(seen) == len(rows) and sorted(seen) == sorted(np.asarray(tiny["time"])[rows])
-    np.testing.assert_array_equal(np.concatenate([b["label"] for b in again]), np.concatenate([b["label"] for b in got]))
+    np.testing.assert_array_equal(
+        np.concatenate([b["label"] for b in again]), np.concatenate([b["label"] for b in got])
+    )
     assert all(len(b["label"]) == 100 for b in got[:-1]) and got[0]["cate_his"].shape[1] == tiny.schema.max_len
     assert len(list(batches(table, rows, 100, drop_last=True))) == len(rows) // 100
     with pytest.raises(ValueError, match="batch_size"):

@@ -140,24 +140,27 @@ def test_evaluate():
     assert out["logloss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.6, 0.3])))
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: metrics.auc([0, 1], [0.1]), r"labels has shape \(2,\) but scores has shape \(1,\)"),
-    (lambda: metrics.auc([0, 1], [[0.1], [0.2]]), "scores has shape"),
-    (lambda: metrics.auc([0, 2], [0.1, 0.2]), "labels must be 0 or 1"),
-    (lambda: metrics.auc([0, np.nan], [0.1, 0.2]), "labels must be 0 or 1"),
-    (lambda: metrics.auc(["a", "b"], [0.1, 0.2]), "labels must be numeric"),
-    (lambda: metrics.auc([0, 1], [0.1, np.nan]), "scores contains NaN"),
-    (lambda: metrics.auc([0, 1], [0.1, np.inf]), "scores contains NaN or infinite"),
-    (lambda: metrics.logloss([0, 1], [0.1, 1.5]), r"probs must lie in \[0, 1\]"),
-    (lambda: metrics.logloss([0, 1], [-0.1, 0.5]), r"probs must lie in \[0, 1\]"),
-    (lambda: metrics.logloss([0, 1], [0.1, np.nan]), "probs contains NaN"),
-    (lambda: metrics.logloss([0, 1], [0.1, 0.2], eps=0.7), "eps"),
-    (lambda: metrics.gauc([0, 1], [0.1, 0.2], [1]), "groups has shape"),
-    (lambda: metrics.gauc([0, 1], [0.1, 0.2], [1.0, np.nan]), "groups contains NaN"),
-    (lambda: metrics.evaluate([0, 1], [0.1, 0.2], [1, 2, 3]), "users has shape"),
-    (lambda: metrics.evaluate([0, 1], [0.1, 2.0], [1, 2]), "probs must lie"),
-    (lambda: metrics.evaluate([0, 1], [0.1], [1, 2]), "probs has shape"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: metrics.auc([0, 1], [0.1]), r"labels has shape \(2,\) but scores has shape \(1,\)"),
+        (lambda: metrics.auc([0, 1], [[0.1], [0.2]]), "scores has shape"),
+        (lambda: metrics.auc([0, 2], [0.1, 0.2]), "labels must be 0 or 1"),
+        (lambda: metrics.auc([0, np.nan], [0.1, 0.2]), "labels must be 0 or 1"),
+        (lambda: metrics.auc(["a", "b"], [0.1, 0.2]), "labels must be numeric"),
+        (lambda: metrics.auc([0, 1], [0.1, np.nan]), "scores contains NaN"),
+        (lambda: metrics.auc([0, 1], [0.1, np.inf]), "scores contains NaN or infinite"),
+        (lambda: metrics.logloss([0, 1], [0.1, 1.5]), r"probs must lie in \[0, 1\]"),
+        (lambda: metrics.logloss([0, 1], [-0.1, 0.5]), r"probs must lie in \[0, 1\]"),
+        (lambda: metrics.logloss([0, 1], [0.1, np.nan]), "probs contains NaN"),
+        (lambda: metrics.logloss([0, 1], [0.1, 0.2], eps=0.7), "eps"),
+        (lambda: metrics.gauc([0, 1], [0.1, 0.2], [1]), "groups has shape"),
+        (lambda: metrics.gauc([0, 1], [0.1, 0.2], [1.0, np.nan]), "groups contains NaN"),
+        (lambda: metrics.evaluate([0, 1], [0.1, 0.2], [1, 2, 3]), "users has shape"),
+        (lambda: metrics.evaluate([0, 1], [0.1, 2.0], [1, 2]), "probs must lie"),
+        (lambda: metrics.evaluate([0, 1], [0.1], [1, 2]), "probs has shape"),
+    ],
+)
 def test_invalid_inputs_raise_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()

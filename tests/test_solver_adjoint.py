@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close, rtol_for, solve_tol
 
 import solvers
-from helpers import assert_trees_close, rtol_for, solve_tol
 
 # row 0 contracts fast (0.1), row 1 slowly (0.95): with 8 adjoint steps only row 0 converges
 SCALE = jnp.asarray([[0.1], [0.95]])
@@ -53,8 +53,9 @@ def test_converged_adjoint_gives_the_exact_gradient_and_full_report(precision):
     tol = solve_tol(precision)
     g_x, stats = _grads(precision, grad_max_iter=2000, grad_tol=tol)
     np.testing.assert_array_equal(stats.converged, [1.0, 1.0])
-    z, _ = solvers.fixed_point(f, jnp.zeros_like(X.astype(precision)), X.astype(precision),
-                               method="picard", tol=tol, max_iter=2000)
+    z, _ = solvers.fixed_point(
+        f, jnp.zeros_like(X.astype(precision)), X.astype(precision), method="picard", tol=tol, max_iter=2000
+    )
     expected = jnp.cos(z) * PROBE.astype(precision) / (1 - SCALE * (1 - jnp.tanh(z) ** 2))
     np.testing.assert_allclose(g_x, expected, rtol=20 * rtol_for(precision))
 
@@ -85,8 +86,9 @@ def test_fallback_keeps_gradients_finite_when_the_adjoint_diverges():
     z_star = x / (1 - scale)
 
     def loss(x, adj, fallback):
-        z, _ = solvers.fixed_point(g, z_star, x, method="picard", max_iter=200, tol=1e-6,
-                                   grad_fallback=fallback, adjoint_probe=adj)
+        z, _ = solvers.fixed_point(
+            g, z_star, x, method="picard", max_iter=200, tol=1e-6, grad_fallback=fallback, adjoint_probe=adj
+        )
         return jnp.sum(z)
 
     probe = solvers.adjoint_probe(2)

@@ -15,27 +15,30 @@ Z = jnp.zeros((3, 2))
 X = jnp.ones((3, 2))
 
 
-@pytest.mark.parametrize("kwargs,exc,fragment", [
-    ({"method": "newton"}, ValueError, "'anderson', 'picard'"),
-    ({"stop": "max"}, ValueError, "'rel', 'abs'"),
-    ({"grad": "adjoint"}, ValueError, "'ift', 'phantom', 'unroll'"),
-    ({"tol": 0.0}, ValueError, "tol must be > 0"),
-    ({"tol": -1e-3}, ValueError, "tol must be > 0"),
-    ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
-    ({"max_iter": 2.5}, TypeError, "max_iter must be an integer"),
-    ({"memory": 0}, ValueError, "memory must be >= 1"),
-    ({"damping": 0.0}, ValueError, "damping must be > 0"),
-    ({"damping": 1.5}, ValueError, "damping"),
-    ({"ridge": -1.0}, ValueError, "ridge must be >= 0"),
-    ({"grad_max_iter": 0}, ValueError, "grad_max_iter must be >= 1"),
-    ({"grad_tol": 0.0}, ValueError, "grad_tol must be > 0"),
-    ({"grad_fallback": "unroll"}, ValueError, "grad_fallback='unroll' is not supported"),
-    ({"phantom_steps": 0}, ValueError, "phantom_steps must be >= 1"),
-    ({"record": "yes"}, TypeError, "record must be True or False"),
-    ({"batch_axis": "0"}, TypeError, "batch_axis must be an int or None"),
-    ({"max_iters": 10}, TypeError, "'max_iters' (did you mean 'max_iter'?)"),
-    ({"tolerance": 1e-3}, TypeError, "unknown keyword argument"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,fragment",
+    [
+        ({"method": "newton"}, ValueError, "'anderson', 'picard'"),
+        ({"stop": "max"}, ValueError, "'rel', 'abs'"),
+        ({"grad": "adjoint"}, ValueError, "'ift', 'phantom', 'unroll'"),
+        ({"tol": 0.0}, ValueError, "tol must be > 0"),
+        ({"tol": -1e-3}, ValueError, "tol must be > 0"),
+        ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
+        ({"max_iter": 2.5}, TypeError, "max_iter must be an integer"),
+        ({"memory": 0}, ValueError, "memory must be >= 1"),
+        ({"damping": 0.0}, ValueError, "damping must be > 0"),
+        ({"damping": 1.5}, ValueError, "damping"),
+        ({"ridge": -1.0}, ValueError, "ridge must be >= 0"),
+        ({"grad_max_iter": 0}, ValueError, "grad_max_iter must be >= 1"),
+        ({"grad_tol": 0.0}, ValueError, "grad_tol must be > 0"),
+        ({"grad_fallback": "unroll"}, ValueError, "grad_fallback='unroll' is not supported"),
+        ({"phantom_steps": 0}, ValueError, "phantom_steps must be >= 1"),
+        ({"record": "yes"}, TypeError, "record must be True or False"),
+        ({"batch_axis": "0"}, TypeError, "batch_axis must be an int or None"),
+        ({"max_iters": 10}, TypeError, "'max_iters' (did you mean 'max_iter'?)"),
+        ({"tolerance": 1e-3}, TypeError, "unknown keyword argument"),
+    ],
+)
 def test_bad_options(kwargs, exc, fragment):
     with pytest.raises(exc) as err:
         solvers.fixed_point(f, Z, X, **kwargs)

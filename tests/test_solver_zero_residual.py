@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close, contraction, rtol_for
 
 import solvers
-from helpers import assert_trees_close, contraction, rtol_for
 
 D = 5
 
@@ -31,10 +31,10 @@ def _problem(dtype):
 
 def _solve(w, x, entry, grad=None, ridge=1e-4):
     if entry == "iterate":
-        return solvers.iterate(f, jnp.zeros_like(x), w, x, steps=8, method="anderson", tol=1e-6,
-                               memory=2, ridge=ridge)[-1]
-    z, _ = solvers.fixed_point(f, jnp.zeros_like(x), w, x, grad=grad, tol=1e-6, max_iter=8,
-                               memory=2, ridge=ridge)
+        return solvers.iterate(f, jnp.zeros_like(x), w, x, steps=8, method="anderson", tol=1e-6, memory=2, ridge=ridge)[
+            -1
+        ]
+    z, _ = solvers.fixed_point(f, jnp.zeros_like(x), w, x, grad=grad, tol=1e-6, max_iter=8, memory=2, ridge=ridge)
     return z
 
 
@@ -61,11 +61,16 @@ def test_unrolled_anderson_gradient_ignores_a_zero_residual_row(precision):
     _check_gradients(precision, entry="fixed_point", grad="unroll")
 
 
-@pytest.mark.parametrize("solve_kw", [{"entry": "iterate"},
-                                      {"entry": "fixed_point", "grad": "unroll", "ridge": 0.0},
-                                      {"entry": "fixed_point", "grad": "ift"},
-                                      {"entry": "fixed_point", "grad": "phantom"}],
-                         ids=["iterate", "unroll-ridge0", "ift", "phantom"])
+@pytest.mark.parametrize(
+    "solve_kw",
+    [
+        {"entry": "iterate"},
+        {"entry": "fixed_point", "grad": "unroll", "ridge": 0.0},
+        {"entry": "fixed_point", "grad": "ift"},
+        {"entry": "fixed_point", "grad": "phantom"},
+    ],
+    ids=["iterate", "unroll-ridge0", "ift", "phantom"],
+)
 def test_other_differentiated_paths_ignore_a_zero_residual_row(solve_kw):
     """iterate under jax.grad, a ridge-free system (singular for the zero row), ift and phantom."""
     _check_gradients(jnp.float32, **solve_kw)
@@ -86,5 +91,5 @@ def test_residual_of_a_huge_iterate_does_not_overflow(precision):
     big = float(jnp.finfo(precision).max) ** 0.5 * 4
     z = jnp.full((1, 3), big, precision)
     np.testing.assert_allclose(solvers.residual(z, 2 * z, "rel"), [0.5], rtol=1e-6)
-    np.testing.assert_allclose(solvers.residual(z, 2 * z, "abs"), [big * 3 ** 0.5], rtol=1e-6)
+    np.testing.assert_allclose(solvers.residual(z, 2 * z, "abs"), [big * 3**0.5], rtol=1e-6)
     assert bool(jnp.isnan(solvers.residual(z, jnp.full_like(z, jnp.inf), "rel")).all())

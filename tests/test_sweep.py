@@ -13,7 +13,9 @@ def test_ratios_of_a_linear_map_are_its_gain_along_each_direction():
     x = jax.random.normal(jax.random.key(0), (5, 3))
     A = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
     d = _directions(x, 4, 0.1, jax.random.key(1))
-    np.testing.assert_allclose(jnp.linalg.norm(d, axis=-1), jnp.broadcast_to(0.1 * jnp.linalg.norm(x, axis=-1), (4, 5)), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(d, axis=-1), jnp.broadcast_to(0.1 * jnp.linalg.norm(x, axis=-1), (4, 5)), rtol=1e-5
+    )
     r = _ratios(lambda v: v @ A, x, d)
     assert r.shape == (4, 5)
     np.testing.assert_allclose(r, jnp.linalg.norm(d @ A, axis=-1) / jnp.linalg.norm(d, axis=-1), rtol=1e-5)

@@ -6,8 +6,12 @@ import pytest
 from implicit_rec.loopfm import decomposition, markdown_table, transfer_ratios
 
 FM = {"auc": 0.70, "logloss": 0.40}
-VARIANTS = {"none": {"auc": 0.60, "logloss": 0.50}, "kd": {"auc": 0.62, "logloss": 0.48},
-            "loopfm": {"auc": 0.65, "logloss": 0.47}, "loopfm+kd": {"auc": 0.66, "logloss": 0.45}}
+VARIANTS = {
+    "none": {"auc": 0.60, "logloss": 0.50},
+    "kd": {"auc": 0.62, "logloss": 0.48},
+    "loopfm": {"auc": 0.65, "logloss": 0.47},
+    "loopfm+kd": {"auc": 0.66, "logloss": 0.45},
+}
 
 
 def test_auc_gains_ratios_and_decomposition():
@@ -37,10 +41,12 @@ def _reference(fm, variants, key):
     out = {}
     for name, res in variants.items():
         gains = [sign * res[key][s] - base_s[s] for s in range(seeds)]
-        out[name] = {"gains": gains, "ratios": [gains[s] / delta_s[s] for s in range(seeds)],
-                     "ratio": (sum(gains) / seeds) / (sum(delta_s) / seeds)}
-    inter_s = [out["loopfm+kd"]["gains"][s] - out["kd"]["gains"][s] - out["loopfm"]["gains"][s]
-               for s in range(seeds)]
+        out[name] = {
+            "gains": gains,
+            "ratios": [gains[s] / delta_s[s] for s in range(seeds)],
+            "ratio": (sum(gains) / seeds) / (sum(delta_s) / seeds),
+        }
+    inter_s = [out["loopfm+kd"]["gains"][s] - out["kd"]["gains"][s] - out["loopfm"]["gains"][s] for s in range(seeds)]
     return out, inter_s, sum(delta_s) / seeds
 
 
@@ -52,9 +58,10 @@ def test_ratios_match_a_seed_by_seed_reference_and_are_affine_invariant(seed):
     rng = np.random.default_rng(seed)
     seeds = 4
     fm = {"auc": list(0.80 + 0.02 * rng.random(seeds)), "logloss": list(0.30 + 0.02 * rng.random(seeds))}
-    variants = {name: {"auc": list(0.60 + 0.15 * rng.random(seeds)),
-                       "logloss": list(0.35 + 0.15 * rng.random(seeds))}
-                for name in ("none", "kd", "loopfm", "loopfm+kd")}
+    variants = {
+        name: {"auc": list(0.60 + 0.15 * rng.random(seeds)), "logloss": list(0.35 + 0.15 * rng.random(seeds))}
+        for name in ("none", "kd", "loopfm", "loopfm+kd")
+    }
     result = transfer_ratios(fm, variants)
     for key, name in (("auc", "auc"), ("logloss", "neg_logloss")):
         ref, inter_s, delta = _reference(fm, variants, key)
@@ -81,7 +88,8 @@ def test_ratios_match_a_seed_by_seed_reference_and_are_affine_invariant(seed):
             assert moved[name]["variants"][variant]["ratios"] == pytest.approx(row["ratios"])
             assert moved[name]["variants"][variant]["gain"] == pytest.approx(scale * row["gain"])
         assert moved[name]["decomposition"]["interaction_ratio"] == pytest.approx(
-            result[name]["decomposition"]["interaction_ratio"])
+            result[name]["decomposition"]["interaction_ratio"]
+        )
 
     with_fm = transfer_ratios(fm, {**variants, "fm": fm})
     for name in ("auc", "neg_logloss"):
@@ -107,8 +115,10 @@ def test_neg_logloss_direction_lower_logloss_is_positive_gain():
 
 
 def test_per_seed_ratios_pair_seeds_by_index():
-    variants = {"none": {"auc": [0.60, 0.62], "logloss": [0.5, 0.5]},
-                "kd": {"auc": [0.63, 0.63], "logloss": [0.49, 0.48]}}
+    variants = {
+        "none": {"auc": [0.60, 0.62], "logloss": [0.5, 0.5]},
+        "kd": {"auc": [0.63, 0.63], "logloss": [0.49, 0.48]},
+    }
     r = transfer_ratios(FM, variants)
     a = r["auc"]["variants"]["kd"]
     # FM 0.70 broadcast: Delta_s = 0.10, 0.08; G_s = 0.03, 0.01 -> ratios 0.3, 0.125
@@ -125,10 +135,12 @@ def test_per_seed_ratios_pair_seeds_by_index():
 
 def test_per_seed_fm_paired_and_decomposition_std():
     fm = {"auc": [0.70, 0.74], "logloss": [0.40, 0.40]}
-    variants = {"none": {"auc": [0.60, 0.64], "logloss": [0.5, 0.5]},
-                "kd": {"auc": [0.62, 0.65], "logloss": [0.48, 0.48]},
-                "loopfm": {"auc": [0.65, 0.68], "logloss": [0.47, 0.47]},
-                "loopfm+kd": {"auc": [0.66, 0.70], "logloss": [0.45, 0.45]}}
+    variants = {
+        "none": {"auc": [0.60, 0.64], "logloss": [0.5, 0.5]},
+        "kd": {"auc": [0.62, 0.65], "logloss": [0.48, 0.48]},
+        "loopfm": {"auc": [0.65, 0.68], "logloss": [0.47, 0.47]},
+        "loopfm+kd": {"auc": [0.66, 0.70], "logloss": [0.45, 0.45]},
+    }
     a = transfer_ratios(fm, variants)["auc"]
     assert a["delta"] == pytest.approx(0.10) and a["delta_std"] == pytest.approx(0.0)
     assert a["variants"]["kd"]["ratios"] == pytest.approx([0.2, 0.1])
@@ -159,8 +171,10 @@ def test_fm_not_better_gives_nan_ratios_with_warning():
 
 
 def test_seed_with_nonpositive_delta_is_excluded_from_per_seed_stats():
-    variants = {"none": {"auc": [0.60, 0.70], "logloss": [0.5, 0.5]},
-                "kd": {"auc": [0.62, 0.71], "logloss": [0.49, 0.49]}}
+    variants = {
+        "none": {"auc": [0.60, 0.70], "logloss": [0.5, 0.5]},
+        "kd": {"auc": [0.62, 0.71], "logloss": [0.49, 0.49]},
+    }
     a = transfer_ratios({"auc": 0.70, "logloss": 0.4}, variants)["auc"]
     assert "seed(s) [1]" in a["warning"]
     kd = a["variants"]["kd"]
@@ -186,8 +200,9 @@ def test_decomposition_from_gains_and_alias():
     d = decomposition({"kd": {"gain": 0.02}, "loopfm": {"gain": 0.05}, "kd+loopfm": {"gain": 0.08}}, delta=0.1)
     assert d["interaction"] == pytest.approx(0.01) and d["interaction_ratio"] == pytest.approx(0.1)
     assert d["interaction_std"] == 0.0
-    assert np.isnan(decomposition({"kd": {"gain": 0.0}, "loopfm": {"gain": 0.0},
-                                   "loopfm+kd": {"gain": 0.0}})["interaction_ratio"])
+    assert np.isnan(
+        decomposition({"kd": {"gain": 0.0}, "loopfm": {"gain": 0.0}, "loopfm+kd": {"gain": 0.0}})["interaction_ratio"]
+    )
 
 
 def test_markdown_table():

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import contraction, rtol_for, solve_tol
 
 import solvers
-from helpers import contraction, rtol_for, solve_tol
 
 B, D = 4, 6
 
@@ -23,8 +23,9 @@ def problem(precision):
 
 
 def solve(w, x, method="anderson", grad="ift"):
-    return solvers.fixed_point(f, jnp.zeros((B, D), x.dtype), w, x, method=method, grad=grad,
-                               tol=solve_tol(x.dtype), max_iter=60)[0]
+    return solvers.fixed_point(
+        f, jnp.zeros((B, D), x.dtype), w, x, method=method, grad=grad, tol=solve_tol(x.dtype), max_iter=60
+    )[0]
 
 
 @pytest.mark.parametrize("method", ["anderson", "picard"])
@@ -58,8 +59,9 @@ def test_vmap_of_grad_and_jit_of_grad(problem):
     w, xs = problem
     per = jax.jit(jax.vmap(jax.grad(lambda w, x: jnp.sum(solve(w, x) ** 2)), in_axes=(None, 0)))(w, xs)
     for i in range(3):
-        np.testing.assert_allclose(per[i], jax.grad(lambda w: jnp.sum(solve(w, xs[i]) ** 2))(w),
-                                   rtol=rtol_for(w.dtype), atol=rtol_for(w.dtype))
+        np.testing.assert_allclose(
+            per[i], jax.grad(lambda w: jnp.sum(solve(w, xs[i]) ** 2))(w), rtol=rtol_for(w.dtype), atol=rtol_for(w.dtype)
+        )
 
 
 def test_vjp_with_explicit_cotangent(problem):

@@ -15,30 +15,49 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
-
 
 from .bars import VISUAL_FILE, load_amazonelectronics, load_kuaivideo, load_taobaoad
 from .events import EventTable, HistoryIndex, Schema, batches
 from .interactions import load_interactions
 from .vocab import DataError, Vocab, file_signature
 
-__all__ = ["DATASETS", "DataError", "EventTable", "HistoryIndex", "Schema", "Vocab", "batches",
-           "load_amazonelectronics", "load_dataset", "load_interactions", "load_kuaivideo",
-           "load_taobaoad"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "EventTable",
+    "HistoryIndex",
+    "Schema",
+    "Vocab",
+    "batches",
+    "load_amazonelectronics",
+    "load_dataset",
+    "load_interactions",
+    "load_kuaivideo",
+    "load_taobaoad",
+]
 
 LOADERS: dict[str, Callable[..., EventTable]] = {
-    "taobaoad": load_taobaoad, "kuaivideo": load_kuaivideo,
-    "amazonelectronics": load_amazonelectronics, "interactions": load_interactions,
+    "taobaoad": load_taobaoad,
+    "kuaivideo": load_kuaivideo,
+    "amazonelectronics": load_amazonelectronics,
+    "interactions": load_interactions,
 }
 DATASETS = ("synthetic",) + tuple(LOADERS)
 CACHE_VERSION = 1  # bump when an encoding changes, so old caches are not reused
 NOT_IN_KEY = frozenset({"chunk_rows"})  # options that do not change the encoded table
 
 
-def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, preset: str = "default",
-                 seed: int = 0, progress_bar=None, **options) -> EventTable:
+def load_dataset(
+    spec: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    preset: str = "default",
+    seed: int = 0,
+    progress_bar=None,
+    **options,
+) -> EventTable:
     """Load a dataset by spec (see the module docstring); ``options`` go to its loader.
 
     ``progress_bar``: a tqdm-like factory for the synthetic generator's progress (file loaders
@@ -54,12 +73,14 @@ def load_dataset(spec: str, *, cache_dir: Optional[str | os.PathLike] = None, pr
         if arg:
             raise ValueError(f"the synthetic dataset takes no path, got {spec!r}.")
         if options:
-            raise TypeError(f"unknown option(s) {sorted(options)} for the synthetic dataset; it "
-                            "takes only preset and seed.")
+            raise TypeError(
+                f"unknown option(s) {sorted(options)} for the synthetic dataset; it takes only preset and seed."
+            )
         return _synthetic(cache_dir, preset, seed, progress_bar)
     if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r} in {spec!r}; valid: "
-                         f"{', '.join(DATASETS)} (as 'name:PATH' except 'synthetic').")
+        raise ValueError(
+            f"unknown dataset {name!r} in {spec!r}; valid: {', '.join(DATASETS)} (as 'name:PATH' except 'synthetic')."
+        )
     if not arg:
         target = "FILE" if name == "interactions" else "DIR"
         raise ValueError(f"dataset {name!r} needs a path: '{name}:{target}'.")
@@ -96,18 +117,24 @@ def cache_key(name: str, arg: str, options: dict) -> str:
     files = [path] if name == "interactions" else [path / "train.csv", path / "test.csv"]
     if name == "kuaivideo":
         files.append(path / VISUAL_FILE)
-    payload = {"version": CACHE_VERSION, "loader": name, "path": str(path),
-               "files": {f.name: file_signature(f) for f in files}, "options": options}
+    payload = {
+        "version": CACHE_VERSION,
+        "loader": name,
+        "path": str(path),
+        "files": {f.name: file_signature(f) for f in files},
+        "options": options,
+    }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
     return f"{name}-{path.stem or 'data'}-{digest[:16]}"
 
 
 def _synthetic(cache_dir, preset: str, seed: int, progress_bar=None) -> EventTable:
     from .synthetic import synthetic_events  # imported only when asked for
+
     return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir, progress_bar=progress_bar)
 
 
-def _try_load(path: Path) -> Optional[EventTable]:
+def _try_load(path: Path) -> EventTable | None:
     """The cached table at ``path``, or None if there is none (or it is incomplete / stale)."""
     if not (path / "meta.json").is_file():
         return None

@@ -29,17 +29,31 @@ per row); the CSV is read in chunks of ``chunk_rows``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
 
 import numpy as np
 
 from .events import EventTable, Schema
-from .vocab import (MISSING, DataError, TokenCounter, Vocab, check_columns, count_data_rows, fit_vocab,
-                    order_keys, parse_floats, parse_ints, parse_labels, parse_times, read_csv_chunks,
-                    read_header, split_sequences)
+from .vocab import (
+    MISSING,
+    DataError,
+    TokenCounter,
+    Vocab,
+    check_columns,
+    count_data_rows,
+    fit_vocab,
+    order_keys,
+    parse_floats,
+    parse_ints,
+    parse_labels,
+    parse_times,
+    read_csv_chunks,
+    read_header,
+    split_sequences,
+)
 
-MinCount = Union[int, Mapping[str, int]]
+MinCount = int | Mapping[str, int]
 VOCAB_NOTE = "fitted on split==0 rows; 0 = padding, 1 = OOV, known ids from 2 sorted by raw id"
 
 
@@ -50,7 +64,7 @@ class Release:
     name: str
     label: str
     user: str
-    time: Optional[str]  # timestamp column, or None for row order
+    time: str | None  # timestamp column, or None for row order
     categorical: tuple[str, ...]
     item: tuple[str, ...]
     numeric: tuple[str, ...] = ()  # log1p-transformed, must be >= 0
@@ -67,40 +81,95 @@ class Release:
 
 
 TAOBAOAD = Release(
-    "taobaoad_x1", label="clk", user="userid", time=None,
-    categorical=("userid", "cms_segid", "cms_group_id", "final_gender_code", "age_level",
-                 "pvalue_level", "shopping_level", "occupation", "new_user_class_level",
-                 "adgroup_id", "cate_id", "campaign_id", "customer", "brand", "pid", "btag"),
-    item=("adgroup_id", "cate_id", "campaign_id", "customer", "brand"), numeric=("price",),
+    "taobaoad_x1",
+    label="clk",
+    user="userid",
+    time=None,
+    categorical=(
+        "userid",
+        "cms_segid",
+        "cms_group_id",
+        "final_gender_code",
+        "age_level",
+        "pvalue_level",
+        "shopping_level",
+        "occupation",
+        "new_user_class_level",
+        "adgroup_id",
+        "cate_id",
+        "campaign_id",
+        "customer",
+        "brand",
+        "pid",
+        "btag",
+    ),
+    item=("adgroup_id", "cate_id", "campaign_id", "customer", "brand"),
+    numeric=("price",),
     sequences=(("cate_his", "cate_id"), ("brand_his", "brand"), ("btag_his", "btag")),
-    min_count=10, max_len=50)
+    min_count=10,
+    max_len=50,
+)
 KUAIVIDEO = Release(
-    "kuaivideo_x1", label="is_click", user="user_id", time="timestamp",
-    categorical=("user_id", "item_id"), item=("item_id",),
-    sequences=(("pos_items", "item_id"), ("neg_items", "item_id")), unused=("is_like", "is_follow"),
-    min_count=10, max_len=100)
+    "kuaivideo_x1",
+    label="is_click",
+    user="user_id",
+    time="timestamp",
+    categorical=("user_id", "item_id"),
+    item=("item_id",),
+    sequences=(("pos_items", "item_id"), ("neg_items", "item_id")),
+    unused=("is_like", "is_follow"),
+    min_count=10,
+    max_len=100,
+)
 AMAZONELECTRONICS = Release(
-    "amazonelectronics_x1", label="label", user="user_id", time=None,
-    categorical=("user_id", "item_id", "cate_id"), item=("item_id", "cate_id"),
-    sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), min_count=1, max_len=100)
+    "amazonelectronics_x1",
+    label="label",
+    user="user_id",
+    time=None,
+    categorical=("user_id", "item_id", "cate_id"),
+    item=("item_id", "cate_id"),
+    sequences=(("item_history", "item_id"), ("cate_history", "cate_id")),
+    min_count=1,
+    max_len=100,
+)
 VISUAL_FILE = "item_visual_emb_dim64.h5"
 BLOCK = 100_000  # rows per vectorized step over whole columns (bounds temporaries)
 
 
-def load_taobaoad(directory, *, min_count: MinCount = 10, max_len: int = 50,
-                  valid_fraction: float = 0.1, n_train_days: int = 7,
-                  chunk_rows: int = 100_000) -> EventTable:
+def load_taobaoad(
+    directory,
+    *,
+    min_count: MinCount = 10,
+    max_len: int = 50,
+    valid_fraction: float = 0.1,
+    n_train_days: int = 7,
+    chunk_rows: int = 100_000,
+) -> EventTable:
     """TaobaoAd_x1 (``clk``; profile, ad and context ids; log1p price; cate/brand/btag histories).
 
     ``min_count``: an int, or {column: int} overriding the default 10 per vocabulary.
     """
-    return load_release(TAOBAOAD, directory, min_count=min_count, max_len=max_len,
-                        valid_fraction=valid_fraction, n_train_days=n_train_days, chunk_rows=chunk_rows)
+    return load_release(
+        TAOBAOAD,
+        directory,
+        min_count=min_count,
+        max_len=max_len,
+        valid_fraction=valid_fraction,
+        n_train_days=n_train_days,
+        chunk_rows=chunk_rows,
+    )
 
 
-def load_kuaivideo(directory, *, min_count: MinCount = 10, max_len: int = 100,
-                   valid_fraction: float = 0.1, n_train_days: int = 7,
-                   visual_embeddings: Optional[bool] = None, chunk_rows: int = 100_000) -> EventTable:
+def load_kuaivideo(
+    directory,
+    *,
+    min_count: MinCount = 10,
+    max_len: int = 100,
+    valid_fraction: float = 0.1,
+    n_train_days: int = 7,
+    visual_embeddings: bool | None = None,
+    chunk_rows: int = 100_000,
+) -> EventTable:
     """KuaiVideo_x1 (``is_click``; user and item ids; pos_items / neg_items share ``item_id``).
 
     visual_embeddings: None loads ``DIR/item_visual_emb_dim64.h5`` when it exists, True requires
@@ -109,44 +178,74 @@ def load_kuaivideo(directory, *, min_count: MinCount = 10, max_len: int = 100,
       items without a vector, are zero; ``info["item_visual_emb_missing"]`` counts the latter).
       Reading it needs h5py.
     """
-    table, vocabs = build_release(KUAIVIDEO, directory, min_count=min_count, max_len=max_len,
-                                  valid_fraction=valid_fraction, n_train_days=n_train_days,
-                                  chunk_rows=chunk_rows)
+    table, vocabs = build_release(
+        KUAIVIDEO,
+        directory,
+        min_count=min_count,
+        max_len=max_len,
+        valid_fraction=valid_fraction,
+        n_train_days=n_train_days,
+        chunk_rows=chunk_rows,
+    )
     path = Path(directory) / VISUAL_FILE
     if visual_embeddings or (visual_embeddings is None and path.is_file()):
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file (visual_embeddings=True requires it; pass "
-                                    "visual_embeddings=None to load it only when present).")
+            raise FileNotFoundError(
+                f"{path}: no such file (visual_embeddings=True requires it; pass "
+                "visual_embeddings=None to load it only when present)."
+            )
         emb, missing = read_visual_embeddings(path, vocabs["item_id"])
-        table.info.update(item_visual_emb=emb, item_visual_emb_missing=missing,
-                          item_visual_emb_file=str(path))
+        table.info.update(item_visual_emb=emb, item_visual_emb_missing=missing, item_visual_emb_file=str(path))
     return table
 
 
-def load_amazonelectronics(directory, *, min_count: MinCount = 1, max_len: int = 100,
-                           valid_fraction: float = 0.1, n_train_days: int = 7,
-                           chunk_rows: int = 100_000) -> EventTable:
+def load_amazonelectronics(
+    directory,
+    *,
+    min_count: MinCount = 1,
+    max_len: int = 100,
+    valid_fraction: float = 0.1,
+    n_train_days: int = 7,
+    chunk_rows: int = 100_000,
+) -> EventTable:
     """AmazonElectronics_x1 (``label``; user, item and category ids; item / category histories)."""
-    return load_release(AMAZONELECTRONICS, directory, min_count=min_count, max_len=max_len,
-                        valid_fraction=valid_fraction, n_train_days=n_train_days, chunk_rows=chunk_rows)
+    return load_release(
+        AMAZONELECTRONICS,
+        directory,
+        min_count=min_count,
+        max_len=max_len,
+        valid_fraction=valid_fraction,
+        n_train_days=n_train_days,
+        chunk_rows=chunk_rows,
+    )
 
 
 # -- the shared engine --------------------------------------------------------------------------
+
 
 def load_release(rel: Release, directory, **options) -> EventTable:
     """Read DIR/train.csv and DIR/test.csv of ``rel`` and encode them (see the module docstring)."""
     return build_release(rel, directory, **options)[0]
 
 
-def build_release(rel: Release, directory, *, min_count: MinCount, max_len: int, valid_fraction: float,
-                  n_train_days: int, chunk_rows: int = 100_000) -> tuple[EventTable, dict[str, Vocab]]:
+def build_release(
+    rel: Release,
+    directory,
+    *,
+    min_count: MinCount,
+    max_len: int,
+    valid_fraction: float,
+    n_train_days: int,
+    chunk_rows: int = 100_000,
+) -> tuple[EventTable, dict[str, Vocab]]:
     """(table, {categorical column: fitted Vocab}) of a release; see :func:`load_release`."""
     check_split_options(valid_fraction=valid_fraction, n_train_days=n_train_days, max_len=max_len)
     counts = resolve_min_count(min_count, rel.min_count, rel.categorical)
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such directory; expected the {rel.name} release "
-                                "(train.csv and test.csv).")
+        raise FileNotFoundError(
+            f"{directory}: no such directory; expected the {rel.name} release (train.csv and test.csv)."
+        )
     files = [directory / "train.csv", directory / "test.csv"]
     raw = _read(rel, files, max_len, chunk_rows)
     n = len(raw["label"])
@@ -157,12 +256,16 @@ def build_release(rel: Release, directory, *, min_count: MinCount, max_len: int,
     day = assign_days(time, split, n_train_days)
     train = split == 0
     if not train.any():
-        raise DataError(files[0], None, None, "no training rows remain after carving out validation "
-                                              "(too many rows share the last timestamps?); lower "
-                                              "valid_fraction.")
+        raise DataError(
+            files[0],
+            None,
+            None,
+            "no training rows remain after carving out validation "
+            "(too many rows share the last timestamps?); lower "
+            "valid_fraction.",
+        )
     vocabs = {c: _fit(rel, c, raw, train, counts[c]) for c in rel.categorical}
-    columns = {"user": dense_ids(raw["cat"][rel.user]), "time": time, "day": day, "split": split,
-               "label": raw["label"]}
+    columns = {"user": dense_ids(raw["cat"][rel.user]), "time": time, "day": day, "split": split, "label": raw["label"]}
     missing = {c: int((v == MISSING).sum()) for c, v in raw["cat"].items() if (v == MISSING).any()}
     for c in rel.categorical:
         columns[c] = vocabs[c].encode(raw["cat"].pop(c))
@@ -174,16 +277,23 @@ def build_release(rel: Release, directory, *, min_count: MinCount, max_len: int,
     if (order != np.arange(n)).any():
         columns = {k: v[order] for k, v in columns.items()}
     info = {
-        "source": rel.name, "files": [str(f) for f in files],
+        "source": rel.name,
+        "files": [str(f) for f in files],
         "rows": split_counts(columns["split"]),
         "time": f"{time_note} from column {rel.time!r}" if rel.time else "row order (train.csv, then test.csv)",
-        "vocab": VOCAB_NOTE, "min_count": counts, "max_len": max_len, "valid_fraction": valid_fraction,
-        "n_train_days": n_train_days, "numeric_transforms": {c: "log1p" for c in rel.numeric},
-        "missing_cells": missing, "unused_columns": list(rel.unused),
+        "vocab": VOCAB_NOTE,
+        "min_count": counts,
+        "max_len": max_len,
+        "valid_fraction": valid_fraction,
+        "n_train_days": n_train_days,
+        "numeric_transforms": {c: "log1p" for c in rel.numeric},
+        "missing_cells": missing,
+        "unused_columns": list(rel.unused),
         "test_oov_rate": oov_rates(columns, rel.categorical),
     }
-    schema = Schema(categorical=rel.categorical, item=rel.item, numeric=rel.numeric,
-                    sequences=rel.sequences, max_len=max_len)
+    schema = Schema(
+        categorical=rel.categorical, item=rel.item, numeric=rel.numeric, sequences=rel.sequences, max_len=max_len
+    )
     sizes = {c: vocabs[c].size for c in rel.categorical}
     return EventTable(schema, columns, sizes, rel.name, info), vocabs
 
@@ -222,11 +332,14 @@ def _read(rel: Release, files, max_len: int, chunk_rows: int) -> dict:
                 seq[s][start:stop] = block
             file_idx.append(np.full(len(chunk), fi, np.int8))
             start = stop
-    return {"label": np.concatenate(labels), "file": np.concatenate(file_idx),
-            "time": np.concatenate(times) if times else None,
-            "cat": {c: np.concatenate(v) for c, v in cat.items()},
-            "num": {c: np.concatenate(v) for c, v in num.items()},
-            "seq": {s: a if len(a) == start else a[:start].copy() for s, a in seq.items()}}
+    return {
+        "label": np.concatenate(labels),
+        "file": np.concatenate(file_idx),
+        "time": np.concatenate(times) if times else None,
+        "cat": {c: np.concatenate(v) for c, v in cat.items()},
+        "num": {c: np.concatenate(v) for c, v in num.items()},
+        "seq": {s: a if len(a) == start else a[:start].copy() for s, a in seq.items()},
+    }
 
 
 def _fit(rel: Release, column: str, raw: dict, train: np.ndarray, min_count: int) -> Vocab:
@@ -237,7 +350,7 @@ def _fit(rel: Release, column: str, raw: dict, train: np.ndarray, min_count: int
         if v == column:
             tokens = raw["seq"][s]
             for a in range(0, len(tokens), BLOCK):
-                counter.add_sequences(tokens[a:a + BLOCK][train[a:a + BLOCK]])
+                counter.add_sequences(tokens[a : a + BLOCK][train[a : a + BLOCK]])
     return fit_vocab(counter, min_count)
 
 
@@ -245,11 +358,12 @@ def _encode_sequence(tokens: np.ndarray, vocab: Vocab) -> np.ndarray:
     """(n, max_len) int32 encoded block by block (in place when the raw tokens are int32)."""
     out = tokens if tokens.dtype == np.int32 else np.empty(tokens.shape, np.int32)
     for a in range(0, len(tokens), BLOCK):
-        out[a:a + BLOCK] = vocab.encode_sequences(tokens[a:a + BLOCK])
+        out[a : a + BLOCK] = vocab.encode_sequences(tokens[a : a + BLOCK])
     return out
 
 
 # -- helpers shared with the interactions loader --------------------------------------------------
+
 
 def check_split_options(**options) -> None:
     """Validate valid_fraction / test_fraction (0 <= f < 1), n_train_days and max_len (>= 1)."""
@@ -332,20 +446,30 @@ def read_visual_embeddings(path, vocab: Vocab) -> tuple[np.ndarray, int]:
     try:
         import h5py
     except ImportError:
-        raise ImportError(f"{path} exists and reading it needs h5py: pip install h5py (or pip "
-                          "install 'implicit-rec[kuaivideo]'), or pass visual_embeddings=False.") from None
+        raise ImportError(
+            f"{path} exists and reading it needs h5py: pip install h5py (or pip "
+            "install 'implicit-rec[kuaivideo]'), or pass visual_embeddings=False."
+        ) from None
     with h5py.File(path, "r") as f:
         for name in ("key", "value"):
             if name not in f:
-                raise DataError(path, None, name, f"no dataset {name!r}; expected 'key' (item ids) "
-                                                  "and 'value' (one vector per key).")
+                raise DataError(
+                    path,
+                    None,
+                    name,
+                    f"no dataset {name!r}; expected 'key' (item ids) and 'value' (one vector per key).",
+                )
         keys, values = np.asarray(f["key"][()]), np.asarray(f["value"][()])
     if keys.dtype.kind in "SUO":
         text = np.array([k.decode() if isinstance(k, bytes) else str(k) for k in keys.ravel()])
         keys = parse_ints(text, _H5Where(path), "key", allow_missing=False)
     if keys.ndim != 1 or values.ndim != 2 or len(values) != len(keys) or keys.dtype.kind not in "iu":
-        raise DataError(path, None, "value", f"expected integer 'key' (K,) and 'value' (K, D); got "
-                                             f"{keys.dtype} {keys.shape} and {values.shape}.")
+        raise DataError(
+            path,
+            None,
+            "value",
+            f"expected integer 'key' (K,) and 'value' (K, D); got {keys.dtype} {keys.shape} and {values.shape}.",
+        )
     if not np.isfinite(values).all():
         raise DataError(path, None, "value", "contains NaN or infinite entries.")
     emb = np.zeros((vocab.size, values.shape[1]), np.float32)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -62,22 +62,30 @@ class Schema:
             raise ValueError(f"item fields {sorted(unknown_items)} are not categorical columns.")
         for seq, vocab in self.sequences:
             if vocab not in self.categorical:
-                raise ValueError(f"sequence {seq!r} shares vocabulary {vocab!r}, which is not a "
-                                 "categorical column.")
+                raise ValueError(f"sequence {seq!r} shares vocabulary {vocab!r}, which is not a categorical column.")
 
     @property
     def sequence_vocab(self) -> dict[str, str]:
         return dict(self.sequences)
 
     def to_json(self) -> dict:
-        return {"categorical": list(self.categorical), "item": list(self.item),
-                "numeric": list(self.numeric), "sequences": [list(p) for p in self.sequences],
-                "max_len": self.max_len}
+        return {
+            "categorical": list(self.categorical),
+            "item": list(self.item),
+            "numeric": list(self.numeric),
+            "sequences": [list(p) for p in self.sequences],
+            "max_len": self.max_len,
+        }
 
     @classmethod
-    def from_json(cls, d: dict) -> "Schema":
-        return cls(tuple(d["categorical"]), tuple(d["item"]), tuple(d["numeric"]),
-                   tuple(tuple(p) for p in d["sequences"]), int(d["max_len"]))
+    def from_json(cls, d: dict) -> Schema:
+        return cls(
+            tuple(d["categorical"]),
+            tuple(d["item"]),
+            tuple(d["numeric"]),
+            tuple(tuple(p) for p in d["sequences"]),
+            int(d["max_len"]),
+        )
 
 
 @dataclasses.dataclass
@@ -92,8 +100,12 @@ class EventTable:
     info: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        needed = list(BASE_COLUMNS) + list(self.schema.categorical) + list(self.schema.numeric) + [
-            s for s, _ in self.schema.sequences]
+        needed = (
+            list(BASE_COLUMNS)
+            + list(self.schema.categorical)
+            + list(self.schema.numeric)
+            + [s for s, _ in self.schema.sequences]
+        )
         missing = [c for c in needed if c not in self.columns]
         if missing:
             raise ValueError(f"event table {self.name!r} lacks columns {missing}.")
@@ -103,8 +115,9 @@ class EventTable:
                 raise ValueError(f"column {c!r} has {len(self.columns[c])} rows, expected {n}.")
         for s, _ in self.schema.sequences:
             if self.columns[s].ndim != 2 or self.columns[s].shape[1] != self.schema.max_len:
-                raise ValueError(f"sequence column {s!r} must have shape (N, {self.schema.max_len}), "
-                                 f"got {self.columns[s].shape}.")
+                raise ValueError(
+                    f"sequence column {s!r} must have shape (N, {self.schema.max_len}), got {self.columns[s].shape}."
+                )
         for c in self.schema.categorical:
             if c not in self.vocab_sizes:
                 raise ValueError(f"no vocabulary size for categorical column {c!r}.")
@@ -135,40 +148,63 @@ class EventTable:
             for name, arr in arrays.items():
                 np.save(tmp / f"info.{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             info = {k: v for k, v in self.info.items() if k not in arrays}
-            write_meta(tmp, self.schema, self.vocab_sizes, sorted(self.columns), len(self), self.name,
-                       {**info, INFO_ARRAYS: sorted(arrays)})
+            write_meta(
+                tmp,
+                self.schema,
+                self.vocab_sizes,
+                sorted(self.columns),
+                len(self),
+                self.name,
+                {**info, INFO_ARRAYS: sorted(arrays)},
+            )
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "EventTable":
+    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> EventTable:
         directory = Path(directory)
         meta_path = directory / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} is not an event-table cache (no meta.json).")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: unsupported cache format {meta.get('format')!r}; "
-                             "delete the directory to rebuild it.")
-        columns = {name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None,
-                                 allow_pickle=False) for name in meta["columns"]}
+            raise ValueError(
+                f"{meta_path}: unsupported cache format {meta.get('format')!r}; delete the directory to rebuild it."
+            )
+        columns = {
+            name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            for name in meta["columns"]
+        }
         info = dict(meta.get("info", {}))
         for name in info.pop(INFO_ARRAYS, []):
-            info[name] = np.load(directory / f"info.{name}.npy", mmap_mode="r" if mmap else None,
-                                 allow_pickle=False)
+            info[name] = np.load(directory / f"info.{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
         return cls(Schema.from_json(meta["schema"]), columns, meta["vocab_sizes"], meta["name"], info)
 
 
-def write_meta(directory: Path, schema: Schema, vocab_sizes: dict, columns: list[str], rows: int,
-               name: str, info: dict) -> None:
+def write_meta(
+    directory: Path, schema: Schema, vocab_sizes: dict, columns: list[str], rows: int, name: str, info: dict
+) -> None:
     """Write meta.json of an event-table directory (the arrays are ``<column>.npy`` beside it)."""
-    meta = {"format": FORMAT_VERSION, "name": name, "rows": int(rows), "schema": schema.to_json(),
-            "vocab_sizes": {k: int(v) for k, v in vocab_sizes.items()}, "columns": list(columns),
-            "info": info}
+    meta = {
+        "format": FORMAT_VERSION,
+        "name": name,
+        "rows": int(rows),
+        "schema": schema.to_json(),
+        "vocab_sizes": {k: int(v) for k, v in vocab_sizes.items()},
+        "columns": list(columns),
+        "info": info,
+    }
     (Path(directory) / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def batches(table: EventTable, rows: np.ndarray, batch_size: int, *, shuffle: bool = False,
-            seed: int = 0, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def batches(
+    table: EventTable,
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield dict batches of ``table`` over ``rows`` (optionally shuffled, deterministic by seed).
 
     Only the rows of one batch are read at a time, so memory-mapped tables stream.
@@ -180,7 +216,7 @@ def batches(table: EventTable, rows: np.ndarray, batch_size: int, *, shuffle: bo
         rows = np.random.default_rng(seed).permutation(rows)
     stop = len(rows) - (len(rows) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         order = np.argsort(chunk, kind="stable")  # sequential reads from the memory maps
         batch = table.take(chunk[order])
         inverse = np.empty_like(order)
@@ -198,7 +234,7 @@ class HistoryIndex:
     histories (e.g. only the events the FM logged).
     """
 
-    def __init__(self, users: np.ndarray, times: np.ndarray, eligible: Optional[np.ndarray] = None):
+    def __init__(self, users: np.ndarray, times: np.ndarray, eligible: np.ndarray | None = None):
         users = np.asarray(users, np.int64)
         times = np.asarray(times)
         n = len(users)

@@ -40,29 +40,63 @@ other's history.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .bars import (MinCount, VOCAB_NOTE, assign_days, check_split_options, dense_ids, oov_rates,
-                   resolve_min_count, split_counts, tail_by_time)
+from .bars import (
+    VOCAB_NOTE,
+    MinCount,
+    assign_days,
+    check_split_options,
+    dense_ids,
+    oov_rates,
+    resolve_min_count,
+    split_counts,
+    tail_by_time,
+)
 from .events import BASE_COLUMNS, PAD, EventTable, HistoryIndex, Schema
-from .vocab import (DataError, TokenCounter, Vocab, Where, check_columns, fit_vocab, order_keys,
-                    parse_floats, parse_ints, parse_labels, parse_strings, parse_times, read_csv_chunks,
-                    read_header)
+from .vocab import (
+    DataError,
+    TokenCounter,
+    Vocab,
+    Where,
+    check_columns,
+    fit_vocab,
+    order_keys,
+    parse_floats,
+    parse_ints,
+    parse_labels,
+    parse_strings,
+    parse_times,
+    read_csv_chunks,
+    read_header,
+)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 HISTORY_BLOCK = 100_000  # rows per history lookup (bounds the (rows, max_len) index array)
 
 
-def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_id",
-                      time_col: str = "timestamp", label_col: str = "label",
-                      rating_col: str = "rating", rating_threshold: Optional[float] = None,
-                      categorical: Sequence[str] = (), item_categorical: Sequence[str] = (),
-                      history: str = "all", min_count: MinCount = 1, max_len: int = 50,
-                      test_fraction: float = 0.1, valid_fraction: float = 0.1,
-                      n_train_days: int = 7, chunk_rows: int = 100_000) -> EventTable:
+def load_interactions(
+    file,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str = "timestamp",
+    label_col: str = "label",
+    rating_col: str = "rating",
+    rating_threshold: float | None = None,
+    categorical: Sequence[str] = (),
+    item_categorical: Sequence[str] = (),
+    history: str = "all",
+    min_count: MinCount = 1,
+    max_len: int = 50,
+    test_fraction: float = 0.1,
+    valid_fraction: float = 0.1,
+    n_train_days: int = 7,
+    chunk_rows: int = 100_000,
+) -> EventTable:
     """Load and encode an interaction log (see the module docstring).
 
     history: "all" (every earlier event of the user) or "positive" (earlier events with label 1).
@@ -71,8 +105,9 @@ def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_
     """
     path = Path(file)
     categorical, item_categorical = tuple(categorical), tuple(item_categorical)
-    check_split_options(test_fraction=test_fraction, valid_fraction=valid_fraction,
-                        n_train_days=n_train_days, max_len=max_len)
+    check_split_options(
+        test_fraction=test_fraction, valid_fraction=valid_fraction, n_train_days=n_train_days, max_len=max_len
+    )
     if test_fraction + valid_fraction >= 1:
         raise ValueError(f"test_fraction + valid_fraction must be < 1, got {test_fraction + valid_fraction}.")
     if history not in ("all", "positive"):
@@ -82,8 +117,17 @@ def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_
     _check_names(features, sequences)
     counts = resolve_min_count(min_count, 1, features)
     target = rating_col if rating_threshold is not None else label_col
-    raw = _read(path, user_col, item_col, time_col, target, rating_threshold, rating_col,
-                item_categorical + categorical, chunk_rows)
+    raw = _read(
+        path,
+        user_col,
+        item_col,
+        time_col,
+        target,
+        rating_threshold,
+        rating_col,
+        item_categorical + categorical,
+        chunk_rows,
+    )
 
     time, time_note = order_keys(raw.pop("time"))
     order = np.argsort(time, kind="stable")
@@ -98,53 +142,84 @@ def load_interactions(file, *, user_col: str = "user_id", item_col: str = "item_
     _check_labels(path, label, target)
     user = dense_ids(values[user_col])
     if len(np.unique(user)) < 2:
-        raise DataError(path, None, user_col, f"every row has the same user ({str(values[user_col][0])!r}); "
-                                              "gAUC, per-user histories and user folds need several users: "
-                                              "is user_col the right column?")
+        raise DataError(
+            path,
+            None,
+            user_col,
+            f"every row has the same user ({str(values[user_col][0])!r}); "
+            "gAUC, per-user histories and user folds need several users: "
+            "is user_col the right column?",
+        )
     index = HistoryIndex(user, time, eligible=label == 1 if history == "positive" else None)
     train = split == 0
     vocabs = _fit_all(values, dict(sequences), train, index, max_len, counts)
-    columns = {"user": user, "time": time, "day": assign_days(time, split, n_train_days),
-               "split": split, "label": label}
+    columns = {
+        "user": user,
+        "time": time,
+        "day": assign_days(time, split, n_train_days),
+        "split": split,
+        "label": label,
+    }
     for c in features:
         columns[c] = vocabs[c].encode(values[c])
     columns.update(_histories(columns, dict(sequences), index, max_len))
-    schema = Schema(categorical=features, item=(item_col,) + item_categorical, numeric=(),
-                    sequences=sequences, max_len=max_len)
+    schema = Schema(
+        categorical=features, item=(item_col,) + item_categorical, numeric=(), sequences=sequences, max_len=max_len
+    )
     info = {
-        "source": "interactions", "files": [str(path)], "rows": split_counts(split),
-        "time": f"{time_note} from column {time_col!r}", "history": history,
+        "source": "interactions",
+        "files": [str(path)],
+        "rows": split_counts(split),
+        "time": f"{time_note} from column {time_col!r}",
+        "history": history,
         "label": (f"{rating_col} >= {rating_threshold}" if rating_threshold is not None else label_col),
-        "vocab": VOCAB_NOTE, "min_count": counts, "max_len": max_len,
-        "test_fraction": test_fraction, "valid_fraction": valid_fraction, "n_train_days": n_train_days,
+        "vocab": VOCAB_NOTE,
+        "min_count": counts,
+        "max_len": max_len,
+        "test_fraction": test_fraction,
+        "valid_fraction": valid_fraction,
+        "n_train_days": n_train_days,
         "duplicate_events": _count_duplicates([user, time, label, *(values[c] for c in features)]),
-        "missing_cells": {c: int((values[c] == "").sum()) for c in features
-                          if values[c].dtype.kind == "U" and (values[c] == "").any()},
+        "missing_cells": {
+            c: int((values[c] == "").sum()) for c in features if values[c].dtype.kind == "U" and (values[c] == "").any()
+        },
         "test_oov_rate": oov_rates(columns, features),
     }
     return EventTable(schema, columns, {c: vocabs[c].size for c in features}, path.stem, info)
 
 
-def _check_splits(path: Path, split: np.ndarray, time_col: str, test_fraction: float,
-                  valid_fraction: float) -> None:
+def _check_splits(path: Path, split: np.ndarray, time_col: str, test_fraction: float, valid_fraction: float) -> None:
     """DataError unless train is non-empty, and validation / test are wherever their fraction > 0."""
     counts = split_counts(split)
-    empty = [name for name, fraction in (("train", 1.0), ("valid", valid_fraction), ("test", test_fraction))
-             if fraction > 0 and counts[name] == 0]
+    empty = [
+        name
+        for name, fraction in (("train", 1.0), ("valid", valid_fraction), ("test", test_fraction))
+        if fraction > 0 and counts[name] == 0
+    ]
     if empty:
-        raise DataError(path, None, time_col, f"{len(split)} rows are too few to split by time: train "
-                        f"{counts['train']}, validation {counts['valid']}, test {counts['test']} rows with "
-                        f"test_fraction={test_fraction}, valid_fraction={valid_fraction}; the "
-                        f"{' and '.join(empty)} split is empty: add rows (with more distinct timestamps).")
+        raise DataError(
+            path,
+            None,
+            time_col,
+            f"{len(split)} rows are too few to split by time: train "
+            f"{counts['train']}, validation {counts['valid']}, test {counts['test']} rows with "
+            f"test_fraction={test_fraction}, valid_fraction={valid_fraction}; the "
+            f"{' and '.join(empty)} split is empty: add rows (with more distinct timestamps).",
+        )
 
 
 def _check_labels(path: Path, label: np.ndarray, column: str) -> None:
     """DataError if every label is the same: AUC (the metric of every model) needs both classes."""
     positives = int(label.sum())
     if positives in (0, len(label)):
-        raise DataError(path, None, column, f"every one of the {len(label)} labels is {int(label[0])}; AUC is "
-                                            "undefined without both clicks (1) and non-clicks (0): check the "
-                                            "label column (or rating_threshold).")
+        raise DataError(
+            path,
+            None,
+            column,
+            f"every one of the {len(label)} labels is {int(label[0])}; AUC is "
+            "undefined without both clicks (1) and non-clicks (0): check the "
+            "label column (or rating_threshold).",
+        )
 
 
 def _count_duplicates(columns: list[np.ndarray]) -> int:
@@ -157,16 +232,19 @@ def _check_names(features, sequences) -> None:
     names = list(features) + [s for s, _ in sequences]
     clash = [c for c in names if c in BASE_COLUMNS]
     if clash:
-        raise ValueError(f"column name(s) {clash} clash with the event table's own columns "
-                         f"{list(BASE_COLUMNS)}; rename them in the file.")
+        raise ValueError(
+            f"column name(s) {clash} clash with the event table's own columns "
+            f"{list(BASE_COLUMNS)}; rename them in the file."
+        )
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
-        raise ValueError(f"column(s) {dup} are named twice (a feature and a history, or listed in "
-                         "both categorical and item_categorical).")
+        raise ValueError(
+            f"column(s) {dup} are named twice (a feature and a history, or listed in "
+            "both categorical and item_categorical)."
+        )
 
 
-def _read(path: Path, user_col, item_col, time_col, target, threshold, rating_col, extra,
-          chunk_rows) -> dict:
+def _read(path: Path, user_col, item_col, time_col, target, threshold, rating_col, extra, chunk_rows) -> dict:
     """Raw arrays of every needed column, concatenated over the file's chunks."""
     needed = (user_col, item_col, time_col, target) + tuple(extra)
     parts = {c: [] for c in (user_col, item_col) + tuple(extra)}
@@ -180,8 +258,12 @@ def _read(path: Path, user_col, item_col, time_col, target, threshold, rating_co
         t, fmt = parse_times(cells[time_col], w, time_col, fmt)
         if (t < 0).any():
             row = int(np.argmax(t < 0))
-            raise w.error(row, time_col, f"negative timestamp {cells[time_col][row]!r}; if it marks an "
-                                         "unknown time, drop or fill the row; shift relative times to start at 0.")
+            raise w.error(
+                row,
+                time_col,
+                f"negative timestamp {cells[time_col][row]!r}; if it marks an "
+                "unknown time, drop or fill the row; shift relative times to start at 0.",
+            )
         times.append(t)
         for c in parts:
             parts[c].append(_ids(cells[c], w, c, allow_missing=c not in (user_col, item_col)))
@@ -210,9 +292,14 @@ def _chunks(path: Path, needed, chunk_rows, rating_col=None) -> Iterator[tuple[d
     parquet = path.suffix.lower() in PARQUET_SUFFIXES
     header = _parquet_columns(path) if parquet else read_header(path, needed)
     if needed[3] not in header and rating_col in header:
-        raise DataError(path, 1, needed[3], f"no {needed[3]!r} column; to derive labels from "
-                                            f"{rating_col!r} pass rating_threshold=... "
-                                            "(label = rating >= threshold).")
+        raise DataError(
+            path,
+            1,
+            needed[3],
+            f"no {needed[3]!r} column; to derive labels from "
+            f"{rating_col!r} pass rating_threshold=... "
+            "(label = rating >= threshold).",
+        )
     check_columns(path, header, needed)
     if parquet:
         yield from _parquet_chunks(path, needed, chunk_rows)
@@ -246,13 +333,16 @@ def _pyarrow_parquet(path):
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(f"reading {path} needs pyarrow (a dependency of implicit-rec): "
-                          "pip install pyarrow, or convert the file to CSV.") from None
+        raise ImportError(
+            f"reading {path} needs pyarrow (a dependency of implicit-rec): "
+            "pip install pyarrow, or convert the file to CSV."
+        ) from None
     return pq
 
 
-def _fit_all(values: dict, history_of: dict, train: np.ndarray, index: HistoryIndex, max_len: int,
-             counts: dict) -> dict[str, Vocab]:
+def _fit_all(
+    values: dict, history_of: dict, train: np.ndarray, index: HistoryIndex, max_len: int, counts: dict
+) -> dict[str, Vocab]:
     """Vocabularies over training rows: each column's cells plus, for item-side columns, the
     tokens of the training rows' histories (one history lookup per block serves every column)."""
     counters = {c: TokenCounter() for c in values}
@@ -260,7 +350,7 @@ def _fit_all(values: dict, history_of: dict, train: np.ndarray, index: HistoryIn
         counter.add(values[c][train])
     rows = np.flatnonzero(train)
     for start in range(0, len(rows) if history_of else 0, HISTORY_BLOCK):
-        idx = index.lookup(rows[start:start + HISTORY_BLOCK], max_len)
+        idx = index.lookup(rows[start : start + HISTORY_BLOCK], max_len)
         idx = idx[idx >= 0]
         for c in history_of.values():
             counters[c].add(values[c][idx])
@@ -275,5 +365,5 @@ def _histories(encoded: dict, history_of: dict, index: HistoryIndex, max_len: in
         idx = index.lookup(np.arange(start, min(start + HISTORY_BLOCK, n)), max_len)
         valid, safe = idx >= 0, np.maximum(idx, 0)
         for s, c in history_of.items():
-            out[s][start:start + len(idx)] = np.where(valid, encoded[c][safe], PAD)
+            out[s][start : start + len(idx)] = np.where(valid, encoded[c][safe], PAD)
     return out

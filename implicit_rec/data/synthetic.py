@@ -39,16 +39,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_directory
 from .events import OOV, PAD, SPLITS, EventTable, Schema, write_meta
 
-PROFILE = ("userid", "cms_segid", "cms_group_id", "final_gender_code", "age_level", "pvalue_level",
-           "shopping_level", "occupation", "new_user_class_level")
+PROFILE = (
+    "userid",
+    "cms_segid",
+    "cms_group_id",
+    "final_gender_code",
+    "age_level",
+    "pvalue_level",
+    "shopping_level",
+    "occupation",
+    "new_user_class_level",
+)
 ITEM = ("adgroup_id", "cate_id", "campaign_id", "customer", "brand")
 CONTEXT = ("pid", "btag")
 SEQUENCES = (("cate_his", "cate_id"), ("brand_his", "brand"), ("btag_his", "btag"))
@@ -68,12 +78,21 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset(users=150, categories=20, brands=80, ads=300, behaviours_per_day=6.0,
-                   impressions_per_day=4.0, max_len=64),
-    "default": Preset(users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0,
-                      impressions_per_day=4.0, max_len=100),
-    "large": Preset(users=400_000, categories=200, brands=4000, ads=200_000, behaviours_per_day=8.0,
-                    impressions_per_day=6.0, max_len=32),
+    "tiny": Preset(
+        users=150, categories=20, brands=80, ads=300, behaviours_per_day=6.0, impressions_per_day=4.0, max_len=64
+    ),
+    "default": Preset(
+        users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0, impressions_per_day=4.0, max_len=100
+    ),
+    "large": Preset(
+        users=400_000,
+        categories=200,
+        brands=4000,
+        ads=200_000,
+        behaviours_per_day=8.0,
+        impressions_per_day=6.0,
+        max_len=32,
+    ),
 }
 
 
@@ -111,10 +130,17 @@ def _softmax_sample(rng, logits):
 def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> dict:
     """All impressions of one user (raw ids, 0-based) with their features and labels."""
     gender, age = rng.integers(0, 2), rng.integers(0, 7)
-    profile = dict(userid=u, cms_segid=rng.integers(0, 3), cms_group_id=gender * 6 + age // 2,
-                   final_gender_code=gender, age_level=age, pvalue_level=rng.integers(0, 3),
-                   shopping_level=rng.integers(0, 3), occupation=rng.integers(0, 2),
-                   new_user_class_level=rng.integers(0, 4))
+    profile = dict(
+        userid=u,
+        cms_segid=rng.integers(0, 3),
+        cms_group_id=gender * 6 + age // 2,
+        final_gender_code=gender,
+        age_level=age,
+        pvalue_level=rng.integers(0, 3),
+        shopping_level=rng.integers(0, 3),
+        occupation=rng.integers(0, 2),
+        new_user_class_level=rng.integers(0, 4),
+    )
     theta = w.mixture[gender * 7 + age] + 0.8 * rng.normal(size=w.k)
     bias = rng.normal(scale=0.3)
     activity = np.exp(rng.normal(scale=0.5))
@@ -143,8 +169,7 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
         brand[rows] = members[_softmax_sample(rng, th_b[rows] @ w.brand_vec[members].T / 2.0)]
     affinity = np.einsum("nk,nk->n", th_b, w.brand_vec[brand]) / np.sqrt(w.k)
     buy_p = 0.03 + 0.12 / (1 + np.exp(-affinity))
-    btag = np.where(rng.uniform(size=n_b) < buy_p, 3,
-                    rng.choice(3, size=n_b, p=[0.85, 0.08, 0.07]))
+    btag = np.where(rng.uniform(size=n_b) < buy_p, 3, rng.choice(3, size=n_b, p=[0.85, 0.08, 0.07]))
 
     # impressions
     n_i = max(1, rng.poisson(p.impressions_per_day * activity * DAYS))
@@ -152,7 +177,7 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
     n_before = np.searchsorted(bt, it, side="left")  # behaviours strictly before each impression
     ads = rng.choice(len(w.ad_pop), size=n_i, p=w.ad_pop)
     for j in np.flatnonzero(rng.uniform(size=n_i) < 0.5):  # retargeting
-        recent = cate[max(0, n_before[j] - 20):n_before[j]]
+        recent = cate[max(0, n_before[j] - 20) : n_before[j]]
         if len(recent):
             members = w.cate_members[rng.choice(recent)]
             if len(members):
@@ -172,9 +197,17 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
         bought[j] = np.any(recent & (btag[:m] == 3) & (cate[:m] == w.ad_cate[ads[j]]))
     pid = rng.integers(0, 2, n_i)
     price_z = (w.ad_logprice[ads] - w.price_mu) / w.price_sd
-    logit = (-2.6 + 1.5 * cos + 1.2 * np.tanh(a_brand / 3.0) + 0.4 * np.tanh(a_cate / 10.0)
-             - 0.8 * bought - 0.25 * price_z * (profile["pvalue_level"] - 1)
-             + w.pid_effect[pid] + bias + w.ad_quality[ads])
+    logit = (
+        -2.6
+        + 1.5 * cos
+        + 1.2 * np.tanh(a_brand / 3.0)
+        + 0.4 * np.tanh(a_cate / 10.0)
+        - 0.8 * bought
+        - 0.25 * price_z * (profile["pvalue_level"] - 1)
+        + w.pid_effect[pid]
+        + bias
+        + w.ad_quality[ads]
+    )
     label = (rng.uniform(size=n_i) < 1 / (1 + np.exp(-logit))).astype(np.float32)
 
     L = p.max_len
@@ -188,12 +221,21 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
         return np.where(valid, values[seq_idx], -1)
 
     out = {name: np.full(n_i, value, np.int64) for name, value in profile.items()}
-    out.update(adgroup_id=ads, cate_id=w.ad_cate[ads], campaign_id=w.ad_campaign[ads],
-               customer=w.ad_customer[ads], brand=w.ad_brand[ads], pid=pid,
-               btag=rng.choice(4, size=n_i, p=[0.85, 0.06, 0.05, 0.04]),
-               price=np.log1p(np.exp(w.ad_logprice[ads])).astype(np.float32),
-               time=np.round(it * SECONDS).astype(np.int64), label=label,
-               cate_his=history(cate), brand_his=history(brand), btag_his=history(btag))
+    out.update(
+        adgroup_id=ads,
+        cate_id=w.ad_cate[ads],
+        campaign_id=w.ad_campaign[ads],
+        customer=w.ad_customer[ads],
+        brand=w.ad_brand[ads],
+        pid=pid,
+        btag=rng.choice(4, size=n_i, p=[0.85, 0.06, 0.05, 0.04]),
+        price=np.log1p(np.exp(w.ad_logprice[ads])).astype(np.float32),
+        time=np.round(it * SECONDS).astype(np.int64),
+        label=label,
+        cate_his=history(cate),
+        brand_his=history(brand),
+        btag_his=history(btag),
+    )
     return out
 
 
@@ -217,9 +259,13 @@ def _vocab_members(schema: Schema) -> dict[str, list[str]]:
     return members
 
 
-def synthetic_events(preset: str = "default", seed: int = 0,
-                     cache_dir: Optional[str | os.PathLike] = None, block_users: int = 5000,
-                     progress_bar: Optional[Callable[..., Any]] = None) -> EventTable:
+def synthetic_events(
+    preset: str = "default",
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    block_users: int = 5000,
+    progress_bar: Callable[..., Any] | None = None,
+) -> EventTable:
     """Generate (or load from ``cache_dir``) the synthetic TaobaoAd-schema event table.
 
     Users are simulated in blocks of ``block_users`` and streamed to disk, so memory stays bounded
@@ -241,14 +287,17 @@ def synthetic_events(preset: str = "default", seed: int = 0,
         return _generate(p, preset, seed, path, block_users, progress_bar)
     with tempfile.TemporaryDirectory() as tmp:
         table = _generate(p, preset, seed, Path(tmp) / name, block_users, progress_bar)
-        return EventTable(table.schema, {k: np.array(v) for k, v in table.columns.items()},
-                          table.vocab_sizes, table.name, table.info)
+        return EventTable(
+            table.schema, {k: np.array(v) for k, v in table.columns.items()}, table.vocab_sizes, table.name, table.info
+        )
 
 
-def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int,
-              progress_bar: Optional[Callable[..., Any]] = None) -> EventTable:
-    schema = Schema(categorical=PROFILE + ITEM + CONTEXT, item=ITEM, numeric=("price",),
-                    sequences=SEQUENCES, max_len=p.max_len)
+def _generate(
+    p: Preset, preset: str, seed: int, path: Path, block_users: int, progress_bar: Callable[..., Any] | None = None
+) -> EventTable:
+    schema = Schema(
+        categorical=PROFILE + ITEM + CONTEXT, item=ITEM, numeric=("price",), sequences=SEQUENCES, max_len=p.max_len
+    )
     members = _vocab_members(schema)
     rng = np.random.default_rng(seed)
     world = _World(p, rng)
@@ -293,17 +342,23 @@ def _generate(p: Preset, preset: str, seed: int, path: Path, block_users: int,
             dst = np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=final_dtype, shape=shape)
             src = np.memmap(raw / k, dtype=dtype, mode="r", shape=shape)
             for s0 in range(0, rows, 1_000_000):
-                chunk = np.asarray(src[s0:s0 + 1_000_000])
+                chunk = np.asarray(src[s0 : s0 + 1_000_000])
                 if k in encoded_with:
                     chunk = _encode(chunk, tables[encoded_with[k]])
-                dst[s0:s0 + len(chunk)] = chunk
+                dst[s0 : s0 + len(chunk)] = chunk
             dst.flush()
             del dst, src
         if bar is not None:
             bar.close()
-        write_meta(out, schema, sizes, sorted(dtypes), rows, f"synthetic-{preset}",
-                   {"source": "synthetic", "preset": preset, "seed": seed,
-                    "preset_params": dataclasses.asdict(p)})
+        write_meta(
+            out,
+            schema,
+            sizes,
+            sorted(dtypes),
+            rows,
+            f"synthetic-{preset}",
+            {"source": "synthetic", "preset": preset, "seed": seed, "preset_params": dataclasses.asdict(p)},
+        )
     return EventTable.load(path)
 
 

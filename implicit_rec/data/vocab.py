@@ -29,8 +29,8 @@ import dataclasses
 import functools
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -48,8 +48,7 @@ LUT_LIMIT = 1 << 26  # integer ids below this are encoded by direct lookup (<= 2
 class DataError(ValueError):
     """Bad input data; ``file``, ``line`` (1-based, header = 1) and ``column`` say where."""
 
-    def __init__(self, file, line: Optional[int], column: Optional[str], problem: str,
-                 unit: str = "line"):
+    def __init__(self, file, line: int | None, column: str | None, problem: str, unit: str = "line"):
         self.file, self.line, self.column, self.problem = str(file), line, column, problem
         where = [self.file]
         if line is not None:
@@ -70,15 +69,16 @@ class Where:
     lines: np.ndarray
     unit: str = "line"
 
-    def error(self, row: int, column: Optional[str], problem: str) -> DataError:
+    def error(self, row: int, column: str | None, problem: str) -> DataError:
         return DataError(self.file, int(self.lines[row]), column, problem, self.unit)
 
     @classmethod
-    def rows(cls, file, n: int, first: int = 1, unit: str = "row") -> "Where":
+    def rows(cls, file, n: int, first: int = 1, unit: str = "row") -> Where:
         return cls(str(file), np.arange(first, first + n), unit)
 
 
 # -- scalar columns -----------------------------------------------------------------------------
+
 
 def _as_text(values) -> np.ndarray:
     """(n,) str array of raw cells; None (a parquet null) becomes ''."""
@@ -95,8 +95,12 @@ def _as_text(values) -> np.ndarray:
 def _check_width(text: np.ndarray, where: Where, column: str) -> None:
     if len(text) and text.dtype.itemsize // 4 > MAX_CELL:
         row = int(np.argmax(np.char.str_len(text) > MAX_CELL))
-        raise where.error(row, column, f"cell of {len(text[row])} characters is too long for an id or "
-                                       "a number; is the delimiter or the column order wrong?")
+        raise where.error(
+            row,
+            column,
+            f"cell of {len(text[row])} characters is too long for an id or "
+            "a number; is the delimiter or the column order wrong?",
+        )
 
 
 def _first_bad(text: np.ndarray, ok) -> int:
@@ -151,7 +155,7 @@ def _whole_floats(values, where, column, allow_missing):
     nan = np.isnan(values)
     if nan.any() and not allow_missing:
         raise where.error(int(np.argmax(nan)), column, "empty value (null / NaN); every row needs one.")
-    whole = nan | (np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63))
+    whole = nan | (np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**63))
     if not whole.all():
         bad = int(np.argmax(~whole))
         raise where.error(bad, column, f"{values[bad]!r} is not an integer id.")
@@ -169,7 +173,7 @@ def parse_strings(values, where: Where, column: str, *, allow_missing: bool = Tr
     return text
 
 
-def parse_floats(values, where: Where, column: str, *, minimum: Optional[float] = None) -> np.ndarray:
+def parse_floats(values, where: Where, column: str, *, minimum: float | None = None) -> np.ndarray:
     """(n,) float64 from numeric cells; empty, non-numeric, NaN and infinite cells are errors."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "iufb":
         out = values.astype(np.float64)
@@ -185,8 +189,9 @@ def parse_floats(values, where: Where, column: str, *, minimum: Optional[float] 
     bad = ~np.isfinite(out)
     if bad.any():
         row = int(np.argmax(bad))
-        raise where.error(row, column, f"{out[row]} (missing or infinite) is not allowed; fill or "
-                                       "drop the row before loading.")
+        raise where.error(
+            row, column, f"{out[row]} (missing or infinite) is not allowed; fill or drop the row before loading."
+        )
     if minimum is not None and (out < minimum).any():
         row = int(np.argmax(out < minimum))
         raise where.error(row, column, f"{out[row]} is below the minimum {minimum}.")
@@ -233,7 +238,7 @@ def _fits(s: str, fmt: str) -> bool:
         return False
 
 
-def parse_times(values, where: Where, column: str, fmt: Optional[str] = None) -> tuple[np.ndarray, str]:
+def parse_times(values, where: Where, column: str, fmt: str | None = None) -> tuple[np.ndarray, str]:
     """((n,) int64 or float64 order keys, format) from timestamps.
 
     ``fmt`` None detects the format: integers, else finite numbers, else ISO-8601 datetimes
@@ -253,16 +258,23 @@ def parse_times(values, where: Where, column: str, fmt: Optional[str] = None) ->
     empty = np.char.str_len(np.char.strip(text)) == 0
     if empty.any():
         raise where.error(int(np.argmax(empty)), column, "empty timestamp; every row needs one.")
-    for f in ((fmt,) if fmt else TIME_FORMATS):
+    for f in (fmt,) if fmt else TIME_FORMATS:
         try:
             return _times_as(text, f), f
         except (ValueError, OverflowError):
             continue
     expected = fmt or next((f for f in TIME_FORMATS if _fits(text[0], f)), None)
     bad = 0 if expected is None else _first_bad(text, lambda s: _fits(s, expected))
-    raise where.error(bad, column, f"timestamp {str(text[bad])!r} is not " + (
-        f"in the format of the file's first rows ({expected})." if expected else
-        "an integer, a finite number or an ISO-8601 datetime."))
+    raise where.error(
+        bad,
+        column,
+        f"timestamp {str(text[bad])!r} is not "
+        + (
+            f"in the format of the file's first rows ({expected})."
+            if expected
+            else "an integer, a finite number or an ISO-8601 datetime."
+        ),
+    )
 
 
 def order_keys(times: np.ndarray) -> tuple[np.ndarray, str]:
@@ -270,12 +282,13 @@ def order_keys(times: np.ndarray) -> tuple[np.ndarray, str]:
     times = np.asarray(times)
     if times.dtype.kind in "iu":
         return times.astype(np.int64), "timestamp"
-    if (times == np.round(times)).all() and np.abs(times).max(initial=0) < 2.0 ** 62:
+    if (times == np.round(times)).all() and np.abs(times).max(initial=0) < 2.0**62:
         return times.astype(np.int64), "timestamp"
     return np.unique(times, return_inverse=True)[1].astype(np.int64), "rank of fractional timestamps"
 
 
 # -- sequences ----------------------------------------------------------------------------------
+
 
 def split_sequences(values: Sequence[str], max_len: int, where: Where, column: str) -> np.ndarray:
     """(n, max_len) int64 raw tokens of ``^``-joined cells, last ``max_len`` kept, pre-padded.
@@ -291,8 +304,12 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     joined = SEP.join(values)
     if not joined.isascii():
         row = next(i for i, v in enumerate(values) if not v.isascii())
-        raise where.error(row, column, f"sequence {values[row][:80]!r} contains non-ASCII characters; "
-                                       "tokens must be non-negative integers joined by '^'.")
+        raise where.error(
+            row,
+            column,
+            f"sequence {values[row][:80]!r} contains non-ASCII characters; "
+            "tokens must be non-negative integers joined by '^'.",
+        )
     b = np.frombuffer(joined.encode("ascii"), np.uint8)
     lens = np.fromiter(map(len, values), np.int64, n)
     row_start = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
@@ -306,17 +323,27 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     seg_row = np.concatenate([[0], np.cumsum(joiner[sep_pos])])
     if bad.any():
         seg = int(np.searchsorted(seg_start, np.argmax(bad), side="right") - 1)
-        _token_error(values, where, column, int(seg_row[seg]), joined[seg_start[seg]:seg_end[seg]])
+        _token_error(values, where, column, int(seg_row[seg]), joined[seg_start[seg] : seg_end[seg]])
     seg_len = seg_end - seg_start
     keep = lens[seg_row] > 0  # an empty cell is one empty segment: the empty sequence
     if (keep & (seg_len == 0)).any():
         row = int(seg_row[np.argmax(keep & (seg_len == 0))])
-        raise where.error(row, column, f"sequence {values[row][:80]!r} has an empty token (a stray "
-                                       f"{SEP!r}); join non-empty ids with a single {SEP!r}.")
+        raise where.error(
+            row,
+            column,
+            f"sequence {values[row][:80]!r} has an empty token (a stray "
+            f"{SEP!r}); join non-empty ids with a single {SEP!r}.",
+        )
     if (seg_len > MAX_DIGITS).any():
         seg = int(np.argmax(seg_len > MAX_DIGITS))
-        _token_error(values, where, column, int(seg_row[seg]), joined[seg_start[seg]:seg_end[seg]],
-                     f"has more than {MAX_DIGITS} digits")
+        _token_error(
+            values,
+            where,
+            column,
+            int(seg_row[seg]),
+            joined[seg_start[seg] : seg_end[seg]],
+            f"has more than {MAX_DIGITS} digits",
+        )
     start, length = seg_start[keep], seg_len[keep]
     digits = int(length.max(initial=0))
     dtype = np.int32 if digits <= 9 else np.int64  # 9 digits always fit int32
@@ -335,11 +362,16 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
 
 
 def _token_error(values, where, column, row, token, why="is not a non-negative integer id"):
-    raise where.error(row, column, f"token {token!r} in sequence {values[row][:80]!r} {why}; tokens "
-                                   f"must be non-negative integers joined by {SEP!r}.")
+    raise where.error(
+        row,
+        column,
+        f"token {token!r} in sequence {values[row][:80]!r} {why}; tokens "
+        f"must be non-negative integers joined by {SEP!r}.",
+    )
 
 
 # -- counting and vocabularies ------------------------------------------------------------------
+
 
 class TokenCounter:
     """Accumulates occurrence counts of raw values (ints or strings) chunk by chunk.
@@ -360,7 +392,7 @@ class TokenCounter:
         if values.dtype.kind in "iu":
             dense = (values >= 0) & (values < self.DENSE)
             counts = np.bincount(values[dense], minlength=len(self._dense))
-            counts[:len(self._dense)] += self._dense
+            counts[: len(self._dense)] += self._dense
             self._dense = counts
             values = values[~dense]
         if len(values):
@@ -410,7 +442,7 @@ class Vocab:
         return len(self.keys) + 2
 
     @functools.cached_property
-    def _table(self) -> Optional[np.ndarray]:
+    def _table(self) -> np.ndarray | None:
         """Direct lookup table raw id -> index for the non-negative integer keys below LUT_LIMIT."""
         if self.keys.dtype.kind not in "iu":
             return None
@@ -468,14 +500,16 @@ def fit_vocab_from(*arrays: np.ndarray, min_count: int = 1) -> Vocab:
     return fit_vocab(counter, min_count)
 
 
-def encode_sequences(values: Sequence[str], vocab: Vocab, max_len: int, where: Optional[Where] = None,
-                     column: str = "sequence") -> np.ndarray:
+def encode_sequences(
+    values: Sequence[str], vocab: Vocab, max_len: int, where: Where | None = None, column: str = "sequence"
+) -> np.ndarray:
     """(n, max_len) int32: ``^``-joined cells split, truncated to the last ``max_len``, encoded."""
     where = where or Where.rows("<memory>", len(values))
     return vocab.encode_sequences(split_sequences(values, max_len, where, column))
 
 
 # -- CSV reading --------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Chunk:
@@ -506,9 +540,13 @@ def read_header(path: Path, expected: Sequence[str] = ()) -> list[str]:
         except csv.Error as e:
             raise DataError(path, 1, None, f"unreadable CSV header ({e}).") from None
     if not header or header == [""] * len(header):
-        raise DataError(path, 1, expected[0] if expected else None,
-                        "the file is empty; expected a header line naming the columns"
-                        + (f" {', '.join(expected)}." if expected else "."))
+        raise DataError(
+            path,
+            1,
+            expected[0] if expected else None,
+            "the file is empty; expected a header line naming the columns"
+            + (f" {', '.join(expected)}." if expected else "."),
+        )
     return [h.strip() for h in header]
 
 
@@ -521,8 +559,7 @@ def check_columns(path, header: Sequence[str], required: Sequence[str]) -> None:
         seen.add(name)
     missing = [c for c in required if c not in seen]
     if missing:
-        raise DataError(path, 1, missing[0], f"the header lacks required column(s) {missing}; "
-                                             f"it has {list(header)}.")
+        raise DataError(path, 1, missing[0], f"the header lacks required column(s) {missing}; it has {list(header)}.")
 
 
 def read_csv_chunks(path, columns: Sequence[str], chunk_rows: int = 100_000) -> Iterator[Chunk]:
@@ -558,11 +595,10 @@ def read_csv_chunks(path, columns: Sequence[str], chunk_rows: int = 100_000) -> 
             total += len(rows)
             yield _chunk(path, rows, lines, columns, index)
     if total == 0:
-        raise DataError(path, 2, columns[0] if columns else None,
-                        "the file has a header but no data rows.")
+        raise DataError(path, 2, columns[0] if columns else None, "the file has a header but no data rows.")
 
 
-def not_utf8(path, header: Optional[Sequence[str]] = None) -> DataError:
+def not_utf8(path, header: Sequence[str] | None = None) -> DataError:
     """DataError at the first byte of ``path`` that is not UTF-8: line, CSV column and byte offset.
 
     The text decoder reads ahead, so the line a ``UnicodeDecodeError`` surfaces at is not the bad
@@ -576,14 +612,19 @@ def not_utf8(path, header: Optional[Sequence[str]] = None) -> DataError:
                 if header is None:  # line 1 decodes: it names the columns
                     header = [h.strip() for h in next(csv.reader([text.lstrip("\ufeff")]), [])]
             except UnicodeDecodeError as err:
-                prefix = raw[:err.start].decode("utf-8").lstrip("\ufeff")
+                prefix = raw[: err.start].decode("utf-8").lstrip("\ufeff")
                 field = len(next(csv.reader([prefix]), [""])) - 1 if prefix else 0
                 column = header[field] if header is not None and field < len(header) else None
                 hint = " (the file looks UTF-16)" if line_no == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-                return DataError(path, line_no, column, f"byte 0x{raw[err.start]:02x} at character "
-                                 f"{len(prefix) + 1} of the line (file offset {offset + err.start}) is not "
-                                 f"valid UTF-8{hint}; the file must be UTF-8 encoded: convert it, e.g. "
-                                 "`iconv -f latin1 -t utf-8`.")
+                return DataError(
+                    path,
+                    line_no,
+                    column,
+                    f"byte 0x{raw[err.start]:02x} at character "
+                    f"{len(prefix) + 1} of the line (file offset {offset + err.start}) is not "
+                    f"valid UTF-8{hint}; the file must be UTF-8 encoded: convert it, e.g. "
+                    "`iconv -f latin1 -t utf-8`.",
+                )
             offset += len(raw)
     return DataError(path, None, None, "is not valid UTF-8; the file must be UTF-8 encoded.")
 
@@ -592,14 +633,17 @@ def _width_error(path, line, row, header):
     if not row:
         raise DataError(path, line, header[0], "blank line; remove it (every line must be a data row).")
     column = header[len(row)] if len(row) < len(header) else "(extra field)"
-    raise DataError(path, line, column, f"{len(row)} field(s), but the header has {len(header)}; "
-                                        "is a value quoted wrongly or a delimiter missing?")
+    raise DataError(
+        path,
+        line,
+        column,
+        f"{len(row)} field(s), but the header has {len(header)}; is a value quoted wrongly or a delimiter missing?",
+    )
 
 
 def _chunk(path, rows, lines, columns, index) -> Chunk:
     fields = list(zip(*rows))
-    return Chunk({c: fields[i] for c, i in zip(columns, index)},
-                 Where(str(path), np.asarray(lines, np.int64)))
+    return Chunk({c: fields[i] for c, i in zip(columns, index)}, Where(str(path), np.asarray(lines, np.int64)))
 
 
 def count_data_rows(path, block: int = 1 << 24) -> int:
@@ -612,7 +656,7 @@ def count_data_rows(path, block: int = 1 << 24) -> int:
     return max(lines + (last != b"\n") - 1, 0)
 
 
-def file_signature(path) -> Optional[list]:
+def file_signature(path) -> list | None:
     """[size, mtime_ns] of a file (None if it does not exist), for cache keys."""
     try:
         st = os.stat(path)

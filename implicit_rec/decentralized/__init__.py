@@ -7,5 +7,15 @@
 from .gossip import apply_round, gossip, gossip_state, mixing_matrix, period_matrix
 from .topology import TOPOLOGIES, Round, Topology, ceca_bits, make_topology
 
-__all__ = ["TOPOLOGIES", "Round", "Topology", "apply_round", "ceca_bits", "gossip", "gossip_state",
-           "make_topology", "mixing_matrix", "period_matrix"]
+__all__ = [
+    "TOPOLOGIES",
+    "Round",
+    "Topology",
+    "apply_round",
+    "ceca_bits",
+    "gossip",
+    "gossip_state",
+    "make_topology",
+    "mixing_matrix",
+    "period_matrix",
+]

@@ -16,7 +16,8 @@ replicated step counter, so the step compiles once (``DSGD.compile``) for the wh
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,19 +33,21 @@ AXIS = "agents"
 
 class DSGDState(NamedTuple):
     x: jax.Array  # (n, D), sharded over agents
-    xhat: Optional[jax.Array]  # (n, D) when a round sends x̂ (CECA, n not a power of two), else None
+    xhat: jax.Array | None  # (n, D) when a round sends x̂ (CECA, n not a power of two), else None
     opt_state: object  # optax state with a leading agent axis
     step: jax.Array  # () int32, replicated
 
 
-def agent_mesh(n: int, devices: Optional[list] = None) -> Mesh:
+def agent_mesh(n: int, devices: list | None = None) -> Mesh:
     """A 1-D mesh of the first ``n`` devices (all processes' devices in multi-process runs)."""
     n = check_count("agents", n, minimum=1)
     devices = list(jax.devices() if devices is None else devices)
     if len(devices) < n:
-        raise ValueError(f"agents={n} needs {n} JAX devices, found {len(devices)}; on CPU set "
-                         f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or "
-                         "jax.config.update('jax_num_cpu_devices', n)) before JAX starts.")
+        raise ValueError(
+            f"agents={n} needs {n} JAX devices, found {len(devices)}; on CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or "
+            "jax.config.update('jax_num_cpu_devices', n)) before JAX starts."
+        )
     return Mesh(np.array(devices[:n]), (AXIS,))
 
 
@@ -62,8 +65,7 @@ def put_agents(mesh: Mesh, local: dict | np.ndarray | list, global_n: int):
 
     def build(j):
         shape = (global_n,) + np.shape(per_agent[0][j])
-        arrays = [jax.device_put(np.asarray(leaves[j])[None], devices[i])
-                  for i, leaves in zip(mine, per_agent)]
+        arrays = [jax.device_put(np.asarray(leaves[j])[None], devices[i]) for i, leaves in zip(mine, per_agent)]
         return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
     return jax.tree.unflatten(treedef, [build(j) for j in range(treedef.num_leaves)])
@@ -76,8 +78,14 @@ class DSGD:
     ``optax.sgd(lr)``). Batches are pytrees of global arrays (n, B, ...) sharded over agents.
     """
 
-    def __init__(self, topology: Topology, loss_fn: Callable, lr: float = 0.1,
-                 optimizer: Optional[optax.GradientTransformation] = None, mesh: Optional[Mesh] = None):
+    def __init__(
+        self,
+        topology: Topology,
+        loss_fn: Callable,
+        lr: float = 0.1,
+        optimizer: optax.GradientTransformation | None = None,
+        mesh: Mesh | None = None,
+    ):
         self.topology = check_topology(topology)
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be a function (flat_params, batch) -> scalar, got {loss_fn!r}.")
@@ -125,7 +133,7 @@ class DSGD:
         return float(np.mean(sent)) * dim * itemsize
 
     # -- the per-agent step inside shard_map ------------------------------------------------
-    def _local_step(self, x, xhat, opt_state, step, batch, rnd: Optional[int] = None):
+    def _local_step(self, x, xhat, opt_state, step, batch, rnd: int | None = None):
         """One iteration on one agent's shards (leading dim 1). ``rnd``: a static round index
         (period-unrolled step, plain ppermutes) or None (round from ``step``, ``lax.switch``)."""
         top = self.topology
@@ -147,8 +155,10 @@ class DSGD:
             send = jnp.where(sends_x, x, xhat) if two else x
 
             def branch(perms):  # static permutations of this round; absent messages are zeros
-                return lambda v: tuple(jax.lax.ppermute(v, AXIS, perm=list(pm)) for pm in perms) + (
-                    (jnp.zeros_like(v),) * (self.k_max - len(perms)))
+                return lambda v: (
+                    tuple(jax.lax.ppermute(v, AXIS, perm=list(pm)) for pm in perms)
+                    + ((jnp.zeros_like(v),) * (self.k_max - len(perms)))
+                )
 
             if rnd is None:
                 received = jax.lax.switch(jnp.asarray(self.branch)[r], [branch(pm) for pm in self.perms], send)
@@ -165,14 +175,19 @@ class DSGD:
         losses = []
         for r in range(self.topology.period):
             x, xhat, opt_state, step, loss = self._local_step(
-                x, xhat, opt_state, step, jax.tree.map(lambda a: a[:, r], batches), rnd=r)
+                x, xhat, opt_state, step, jax.tree.map(lambda a, r=r: a[:, r], batches), rnd=r
+            )
             losses.append(loss)
         return x, xhat, opt_state, step, jnp.stack(losses, axis=1)
 
     def _period(self, state: DSGDState, batches):
         spec = P(AXIS)
-        f = jax.shard_map(self._local_period, mesh=self.mesh, in_specs=(spec, spec, spec, P(), spec),
-                          out_specs=(spec, spec, spec, P(), spec))
+        f = jax.shard_map(
+            self._local_period,
+            mesh=self.mesh,
+            in_specs=(spec, spec, spec, P(), spec),
+            out_specs=(spec, spec, spec, P(), spec),
+        )
         x, xhat, opt, step, loss = f(state.x, state.xhat, state.opt_state, state.step, batches)
         return DSGDState(x, xhat, opt, step), loss
 
@@ -181,8 +196,10 @@ class DSGD:
         (n, τ, B, ...) and ``state.step`` must be a multiple of τ. Returns losses (n, τ).
         Same result as τ calls of :meth:`step`; compiled once (separately from ``step``)."""
         if int(state.step) % self.topology.period:
-            raise ValueError(f"period_step needs state.step at a period boundary (multiple of "
-                             f"{self.topology.period}), got {int(state.step)}.")
+            raise ValueError(
+                f"period_step needs state.step at a period boundary (multiple of "
+                f"{self.topology.period}), got {int(state.step)}."
+            )
         return self.compile_period(state, batches)(state, batches)
 
     def compile_period(self, state: DSGDState, batches):
@@ -194,9 +211,12 @@ class DSGD:
 
     def _step(self, state: DSGDState, batch):
         spec = P(AXIS)
-        f = jax.shard_map(self._local_step, mesh=self.mesh,
-                          in_specs=(spec, spec, spec, P(), spec),
-                          out_specs=(spec, spec, spec, P(), spec))
+        f = jax.shard_map(
+            self._local_step,
+            mesh=self.mesh,
+            in_specs=(spec, spec, spec, P(), spec),
+            out_specs=(spec, spec, spec, P(), spec),
+        )
         x, xhat, opt, step, loss = f(state.x, state.xhat, state.opt_state, state.step, batch)
         return DSGDState(x, xhat, opt, step), loss
 
@@ -206,8 +226,7 @@ class DSGD:
         x0 = np.asarray(x0, dtype)
         rows = np.broadcast_to(x0, (self.n, x0.shape[-1]))
         x = put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
-        xhat = (put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n)
-                if self.two else None)
+        xhat = put_agents(self.mesh, {i: rows[i] for i in range(self.n)}, self.n) if self.two else None
         opt0 = self.optimizer.init(jnp.asarray(rows[0]))
         opt = put_agents(self.mesh, {i: jax.tree.map(np.asarray, opt0) for i in range(self.n)}, self.n)
         step = jax.device_put(jnp.zeros((), jnp.int32), self.replicated)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .topology import VARS, Topology, check_count, check_topology, message_sources
@@ -15,16 +13,17 @@ def apply_round(topology: Topology, k: int, state: tuple[np.ndarray, ...]) -> tu
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise ValueError(f"k must be an integer iteration (round k mod period), got {k!r}.")
     if not isinstance(state, (tuple, list)) or len(state) != topology.variables:
-        raise ValueError(f"state must be a tuple of {topology.variables} arrays for {topology.name!r}, "
-                         f"got {type(state).__name__} of length {len(state)}.")
+        raise ValueError(
+            f"state must be a tuple of {topology.variables} arrays for {topology.name!r}, "
+            f"got {type(state).__name__} of length {len(state)}."
+        )
     for v in state:
         if np.ndim(v) < 1 or np.shape(v)[0] != topology.n:
             raise ValueError(f"state arrays must have shape (n={topology.n}, ...), got {np.shape(v)}.")
     if topology.allreduce:
         return tuple(np.broadcast_to(v.mean(axis=0, keepdims=True), v.shape).copy() for v in state)
     rnd = topology.round(k)
-    received = [state[VARS.index(var)][message_sources(pairs, topology.n)]
-                for pairs, var in zip(rnd.pairs, rnd.sent)]
+    received = [state[VARS.index(var)][message_sources(pairs, topology.n)] for pairs, var in zip(rnd.pairs, rnd.sent)]
     out = []
     for v, value in enumerate(state):
         new = rnd.keep[v] * value
@@ -34,8 +33,9 @@ def apply_round(topology: Topology, k: int, state: tuple[np.ndarray, ...]) -> tu
     return tuple(out)
 
 
-def gossip_state(topology: Topology, state: tuple[np.ndarray, ...], num_rounds: int,
-                 start: int = 0) -> tuple[np.ndarray, ...]:
+def gossip_state(
+    topology: Topology, state: tuple[np.ndarray, ...], num_rounds: int, start: int = 0
+) -> tuple[np.ndarray, ...]:
     """Rounds ``start … start + num_rounds − 1`` applied to (x,) or (x, x̂)."""
     check_count("num_rounds", num_rounds)
     for k in range(start, start + num_rounds):
@@ -43,7 +43,7 @@ def gossip_state(topology: Topology, state: tuple[np.ndarray, ...], num_rounds: 
     return state
 
 
-def gossip(topology: Topology, values, num_rounds: Optional[int] = None) -> np.ndarray:
+def gossip(topology: Topology, values, num_rounds: int | None = None) -> np.ndarray:
     """x after ``num_rounds`` rounds (default: one period) from x = x̂ = ``values`` of shape (n, ...)."""
     check_topology(topology)
     values = np.asarray(values)
@@ -62,7 +62,7 @@ def mixing_matrix(topology: Topology, k: int) -> np.ndarray:
     """The (V·n, V·n) float64 matrix W of round k on the stacked variables [x; x̂] (V = variables)."""
     n, nv = topology.n, topology.variables
     eye = np.eye(n * nv)
-    cols = apply_round(topology, k, tuple(eye[v * n:(v + 1) * n] for v in range(nv)))
+    cols = apply_round(topology, k, tuple(eye[v * n : (v + 1) * n] for v in range(nv)))
     return np.concatenate(cols, axis=0)
 
 

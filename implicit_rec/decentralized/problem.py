@@ -10,7 +10,7 @@ multi-process run sees exactly the batches of a single-process run.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -18,13 +18,13 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from .. import metrics
+from ..config import SHARDINGS
 from ..data.events import EventTable
+from ..loopfm.batches import vm_batches
 from ..loopfm.store import HistoricalStore
 from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, window_rows
 from ..models.vertical import ARCHS, TRANSFERS, vm_loss
 from .topology import check_count
-
-SHARDINGS = ("iid", "by-user")
 
 
 def shard_rows(table: EventTable, rows: np.ndarray, n: int, how: str, seed: int) -> list[np.ndarray]:
@@ -64,7 +64,7 @@ class AgentSampler:
         while need:
             if self.pos == len(self.order):
                 self.order, self.pos = self.rng.permutation(self.shard), 0
-            take = self.order[self.pos:self.pos + need]
+            take = self.order[self.pos : self.pos + need]
             self.pos += len(take)
             need -= len(take)
             out.append(take)
@@ -99,9 +99,9 @@ class VMProblem:
         xd = jax.device_put(np.asarray(x, np.float32), dev)
         probs = []
         for s in range(0, len(rows), chunk):
-            part = rows[s:s + chunk]
+            part = rows[s : s + chunk]
             padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
-            probs.append(np.asarray(self.forward(xd, jax.device_put(self.make_batch(padded), dev)))[:len(part)])
+            probs.append(np.asarray(self.forward(xd, jax.device_put(self.make_batch(padded), dev)))[: len(part)])
         return metrics.auc(np.asarray(self.table["label"][rows]), np.concatenate(probs))
 
 
@@ -115,9 +115,15 @@ def fit_store(table: EventTable, cfg: StudyConfig, log: Callable = print) -> His
     return build_store(fm, table, cfg, log)
 
 
-def vm_problem(table: EventTable, arch: str = "mlp", transfer: str = "none", seed: int = 0,
-               store: Optional[HistoricalStore] = None, cfg: StudyConfig = StudyConfig(),
-               max_valid: Optional[int] = 20000) -> VMProblem:
+def vm_problem(
+    table: EventTable,
+    arch: str = "mlp",
+    transfer: str = "none",
+    seed: int = 0,
+    store: HistoricalStore | None = None,
+    cfg: StudyConfig = StudyConfig(),
+    max_valid: int | None = 20000,
+) -> VMProblem:
     """The VM of the LoopFM study (``make_vm``) on the VM window; transfer != "none" needs ``store``."""
     if arch not in ARCHS:
         raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
@@ -142,36 +148,26 @@ def vm_problem(table: EventTable, arch: str = "mlp", transfer: str = "none", see
         m = nnx.merge(graph_eval, unravel(x), rest)
         return jax.nn.sigmoid(m(batch)["logit"])
 
-    make_batch = numpy_batches(table, store, cfg, transfer)
+    make_batch = vm_batches(table, store, cfg.history_len, transfer)
 
     valid = table.rows("valid")
     if max_valid is not None and len(valid) > max_valid:
         valid = np.sort(np.random.default_rng(seed).choice(valid, max_valid, replace=False))
-    return VMProblem(table, arch, transfer, np.asarray(flat, np.float32), loss, forward, make_batch,
-                     window_rows(table, "train", cfg.vm_days), valid, table.rows("test"))
-
-
-def numpy_batches(table: EventTable, store: Optional[HistoricalStore], cfg: StudyConfig,
-                  transfer: str) -> Callable[[np.ndarray], dict]:
-    """rows -> the batch of ``loopfm.study.vm_batches`` as numpy arrays (no device round trip)."""
-    schema = table.schema
-    names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.sequences]
-
-    def make(rows):
-        rows = np.asarray(rows)
-        batch = {n: np.asarray(table[n][rows]) for n in names}
-        batch["label"] = np.asarray(table["label"][rows], np.float32)
-        if transfer.startswith("loopfm"):
-            batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, cfg.history_len))
-        if transfer.endswith("kd"):
-            batch["fm_logit"] = np.asarray(store.fm_logit(rows))
-        return batch
-
-    return make
+    return VMProblem(
+        table,
+        arch,
+        transfer,
+        np.asarray(flat, np.float32),
+        loss,
+        forward,
+        make_batch,
+        window_rows(table, "train", cfg.vm_days),
+        valid,
+        table.rows("test"),
+    )
 
 
 class _NoStore:
     """Stands in for the store when transfer="none": make_vm reads only ``dim`` (LoopFM projection)."""
 
     dim = 1
-

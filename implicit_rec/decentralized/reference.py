@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -10,9 +10,14 @@ from .gossip import apply_round
 from .topology import Topology, check_count, check_topology
 
 
-def dsgd_reference(topology: Topology, grad: Callable[[int, np.ndarray], np.ndarray], x0: np.ndarray,
-                   lr: float, steps: int, callback: Callable[[int, np.ndarray], None] | None = None
-                   ) -> np.ndarray:
+def dsgd_reference(
+    topology: Topology,
+    grad: Callable[[int, np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    lr: float,
+    steps: int,
+    callback: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
     """DSGD with plain SGD: ``grad(k, P) -> (n, D)`` gradients at the evaluation points P (n, D).
 
     Iteration k: P = x (or x̂ when round k sends x̂); x ← x − γG, x̂ ← x̂ − γG; gossip round k.

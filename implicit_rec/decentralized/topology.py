@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -96,7 +95,7 @@ def _ceca(n: int, one_port: bool) -> tuple[Round, ...]:
     return tuple(rounds)
 
 
-def _grid(n: int) -> Optional[tuple[int, int]]:
+def _grid(n: int) -> tuple[int, int] | None:
     """The most square factorisation n = a·b with 2 <= a <= b, or None."""
     best = None
     for a in range(2, math.isqrt(n) + 1):
@@ -130,14 +129,15 @@ def make_topology(name: str, n: int) -> Topology:
         return Topology(name, n, _ceca(n, one_port=False), variables=2)
     if name == "ceca-1p":
         if n % 2 and n != 1:
-            raise ValueError(f"topology 'ceca-1p' needs an even number of agents, got n={n}; "
-                             "use 'ceca-2p', which is exact for any n.")
+            raise ValueError(
+                f"topology 'ceca-1p' needs an even number of agents, got n={n}; "
+                "use 'ceca-2p', which is exact for any n."
+            )
         return Topology(name, n, _ceca(n, one_port=True), variables=2)
     if name == "exp2-one-peer":
         if n == 1:
             return Topology(name, n, (Round((), (), (1.0,), ((),)),))
-        return Topology(name, n, tuple(Round((_shift(n, 1 << k),), ("x",), (0.5,), ((0.5,),))
-                                       for k in range(tau)))
+        return Topology(name, n, tuple(Round((_shift(n, 1 << k),), ("x",), (0.5,), ((0.5,),)) for k in range(tau)))
     if name == "static-exp":
         shifts = sorted({(1 << k) % n for k in range(tau)} - {0})
         return Topology(name, n, (_uniform([_shift(n, s) for s in shifts]),))
@@ -147,8 +147,7 @@ def make_topology(name: str, n: int) -> Topology:
     if name == "torus":
         grid = _grid(n)
         if grid is None:
-            raise ValueError(f"topology 'torus' needs n = a*b with a, b >= 2, got n={n}; use 'ring' "
-                             "or 'ceca-2p'.")
+            raise ValueError(f"topology 'torus' needs n = a*b with a, b >= 2, got n={n}; use 'ring' or 'ceca-2p'.")
         a, b = grid
         perms = []
         for da, db in ((1, 0), (-1, 0), (0, 1), (0, -1)):

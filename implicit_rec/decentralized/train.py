@@ -14,13 +14,14 @@ import json
 import numbers
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 import numpy as np
 import optax
 
+from ..config import OPTIMIZERS
 from ..data import load_dataset
 from ..loopfm.store import HistoricalStore
 from ..loopfm.study import StudyConfig
@@ -29,7 +30,6 @@ from .engine import DSGD, Monitor, agent_mesh, count_collectives, put_agents
 from .problem import SHARDINGS, AgentSampler, fit_store, needs_store, shard_rows, vm_problem
 from .topology import TOPOLOGIES, make_topology
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
 _TYPES = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool}  # of DecentralizedConfig fields
 
 
@@ -68,28 +68,42 @@ class DecentralizedConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
-        for name, choices in (("topology", TOPOLOGIES), ("arch", ARCHS), ("transfer", TRANSFERS),
-                              ("optimizer", OPTIMIZERS), ("shards", SHARDINGS)):
+        for name, choices in (
+            ("topology", TOPOLOGIES),
+            ("arch", ARCHS),
+            ("transfer", TRANSFERS),
+            ("optimizer", OPTIMIZERS),
+            ("shards", SHARDINGS),
+        ):
             if getattr(self, name) not in choices:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of "
-                                 f"{', '.join(choices)}.")
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not supported; choose one of {', '.join(choices)}."
+                )
         if not 0 <= self.eval_agent < self.agents:
             raise ValueError(f"eval_agent must be in [0, agents={self.agents}), got {self.eval_agent}.")
 
 
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    return {"sgd": lambda: optax.sgd(lr), "momentum": lambda: optax.sgd(lr, momentum=0.9),
-            "adam": lambda: optax.adam(lr)}[name]()
+    return {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=0.9),
+        "adam": lambda: optax.adam(lr),
+    }[name]()
 
 
-def load_table(cfg: DecentralizedConfig, cache_dir: Optional[str]):
+def load_table(cfg: DecentralizedConfig, cache_dir: str | None):
     return load_dataset(cfg.dataset, preset=cfg.preset, seed=cfg.data_seed, cache_dir=cache_dir)
 
 
-def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike] = None,
-                      cache_dir: Optional[str] = None, store_dir: Optional[str] = None,
-                      log: Callable = print, progress: bool = True,
-                      study: Optional[StudyConfig] = None) -> dict:
+def run_decentralized(
+    cfg: DecentralizedConfig,
+    out: str | os.PathLike | None = None,
+    cache_dir: str | None = None,
+    store_dir: str | None = None,
+    log: Callable = print,
+    progress: bool = True,
+    study: StudyConfig | None = None,
+) -> dict:
     """Train the VM with DSGD on ``cfg.agents`` devices; returns (and on process 0 writes) metrics.
 
     ``study`` holds the VM/FM settings shared with `implicit-rec run` (VM window, lengths, widths).
@@ -109,8 +123,10 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         if store_dir is not None and (Path(store_dir) / "meta.json").is_file():
             store = HistoricalStore.load(store_dir, table)
         elif jax.process_count() > 1:
-            raise ValueError(f"transfer={cfg.transfer!r} in a multi-process run needs the FM store: "
-                             "pass --store DIR built once (a launcher run with --processes builds it).")
+            raise ValueError(
+                f"transfer={cfg.transfer!r} in a multi-process run needs the FM store: "
+                "pass --store DIR built once (a launcher run with --processes builds it)."
+            )
         else:
             say("training the foundation model for the FM store (LoopFM study functions)")
             store = fit_store(table, study, say)
@@ -145,9 +161,11 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         hlo = count_collectives(engine.hlo_text(state, put(pending)))
     compile_s = time.perf_counter() - t_compile
     bytes_sent = engine.bytes_per_iteration(prob.dim)
-    say(f"{cfg.topology} on {cfg.agents} agents ({jax.process_count()} process(es)), period "
+    say(
+        f"{cfg.topology} on {cfg.agents} agents ({jax.process_count()} process(es)), period "
         f"{top.period}, D={prob.dim}, {bytes_sent / 1024:.1f} KiB sent per agent per iteration"
-        + (", period unrolled" if unroll else ""))
+        + (", period unrolled" if unroll else "")
+    )
 
     history, losses, train_s, k = [], [], 0.0, 0
     bar = _progress(cfg.steps, lead and progress)
@@ -167,9 +185,12 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         if k // cfg.log_every > before // cfg.log_every or k == cfg.steps:
             xbar, consensus = monitor.consensus(state.x)
             train_s += time.perf_counter() - t1
-            rec = {"step": k, "consensus": consensus,
-                   "train_loss": float(np.mean(np.concatenate([monitor.gather(v).ravel() for v in losses]))),
-                   "bytes_sent_per_agent": bytes_sent}
+            rec = {
+                "step": k,
+                "consensus": consensus,
+                "train_loss": float(np.mean(np.concatenate([monitor.gather(v).ravel() for v in losses]))),
+                "bytes_sent_per_agent": bytes_sent,
+            }
             losses = []
             if k // cfg.eval_every > before // cfg.eval_every or k == cfg.steps:
                 agent_x = monitor.agent(state.x, cfg.eval_agent)
@@ -178,8 +199,11 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
                     rec[f"valid_auc_agent{cfg.eval_agent}"] = prob.evaluate(agent_x, prob.valid_rows)
             history.append(rec)
             if bar is not None:
-                bar.set_postfix(loss=f"{rec['train_loss']:.4f}", cons=f"{consensus:.2e}",
-                                auc=f"{rec.get('valid_auc_avg', float('nan')):.4f}")
+                bar.set_postfix(
+                    loss=f"{rec['train_loss']:.4f}",
+                    cons=f"{consensus:.2e}",
+                    auc=f"{rec.get('valid_auc_avg', float('nan')):.4f}",
+                )
         else:
             train_s += time.perf_counter() - t1
         if bar is not None:
@@ -188,22 +212,34 @@ def run_decentralized(cfg: DecentralizedConfig, out: Optional[str | os.PathLike]
         bar.close()
     xbar, consensus = monitor.consensus(state.x)
     result = {
-        "config": dataclasses.asdict(cfg), "study": _jsonable(dataclasses.asdict(study)),
-        "topology": {"name": top.name, "n": top.n, "period": top.period,
-                     "messages_per_round": top.messages_per_round, "allreduce": top.allreduce},
-        "processes": jax.process_count(), "params": prob.dim,
+        "config": dataclasses.asdict(cfg),
+        "study": _jsonable(dataclasses.asdict(study)),
+        "topology": {
+            "name": top.name,
+            "n": top.n,
+            "period": top.period,
+            "messages_per_round": top.messages_per_round,
+            "allreduce": top.allreduce,
+        },
+        "processes": jax.process_count(),
+        "params": prob.dim,
         "bytes_sent_per_agent_per_iteration": bytes_sent,
-        "compiles": engine.compiles, "compiled_collectives": hlo,
-        "branches": len(engine.perms), "compile_s": compile_s,
-        "seconds_per_step": train_s / cfg.steps, "total_s": time.perf_counter() - t0,
+        "compiles": engine.compiles,
+        "compiled_collectives": hlo,
+        "branches": len(engine.perms),
+        "compile_s": compile_s,
+        "seconds_per_step": train_s / cfg.steps,
+        "total_s": time.perf_counter() - t0,
         "history": history,
         "final": {"consensus": consensus, **{k: v for k, v in history[-1].items() if k.startswith("valid")}},
     }
     if lead:
         result["final"]["test_auc_avg"] = prob.evaluate(xbar, prob.test_rows)
-        say(f"final: valid AUC (mean model) {result['final']['valid_auc_avg']:.4f}, agent "
+        say(
+            f"final: valid AUC (mean model) {result['final']['valid_auc_avg']:.4f}, agent "
             f"{cfg.eval_agent} {result['final'][f'valid_auc_agent{cfg.eval_agent}']:.4f}, test AUC "
-            f"{result['final']['test_auc_avg']:.4f}, consensus {consensus:.3e}")
+            f"{result['final']['test_auc_avg']:.4f}, consensus {consensus:.3e}"
+        )
         if out is not None:
             write_outputs(Path(out), result)
     result["x_mean"] = xbar
@@ -222,6 +258,7 @@ def _progress(total: int, enabled: bool):
     if not enabled:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, desc="dsgd", unit="it", dynamic_ncols=True)
 
 
@@ -236,15 +273,18 @@ def write_outputs(out: Path, result: dict) -> None:
     """metrics.json and curves.png (consensus distance and validation AUC vs iteration), atomically."""
     clean = {k: v for k, v in result.items() if k != "x_mean"}
     write_atomic_text(out / "metrics.json", json.dumps(clean, indent=2))
-    plot_curves({result["topology"]["name"]: result["history"]}, out / "curves.png",
-                title=f"DSGD, n={result['topology']['n']}")
+    plot_curves(
+        {result["topology"]["name"]: result["history"]}, out / "curves.png", title=f"DSGD, n={result['topology']['n']}"
+    )
 
 
 def plot_curves(histories: dict[str, list[dict]], path: Path, title: str = "") -> None:
     """Two panels: consensus distance (log) and validation AUC of the mean model vs iteration."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, hist in histories.items():
         a.semilogy([r["step"] for r in hist], [max(r["consensus"], 1e-30) for r in hist], label=name)

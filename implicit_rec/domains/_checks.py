@@ -12,7 +12,8 @@ without a checker is a programming error (every new field must say what it accep
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from solvers._options import check_choice, check_float, check_int, reject_unknown_kwargs
 
@@ -20,8 +21,21 @@ from .sweep import check_ks
 
 Checker = Callable[[str, Any], Any]
 
-__all__ = ["boolean", "check_fields", "choice", "instance", "integer", "integers", "iteration_counts",
-           "number", "optional", "reject_unknown_kwargs", "check_choice", "check_float", "check_int"]
+__all__ = [
+    "boolean",
+    "check_fields",
+    "choice",
+    "instance",
+    "integer",
+    "integers",
+    "iteration_counts",
+    "number",
+    "optional",
+    "reject_unknown_kwargs",
+    "check_choice",
+    "check_float",
+    "check_int",
+]
 
 
 def integer(minimum: int) -> Checker:
@@ -29,14 +43,15 @@ def integer(minimum: int) -> Checker:
     return lambda name, value: check_int(name, value, minimum)
 
 
-def number(low: float, *, inclusive: bool = False, high: float | None = None,
-           high_inclusive: bool = True) -> Checker:
+def number(low: float, *, inclusive: bool = False, high: float | None = None, high_inclusive: bool = True) -> Checker:
     """A finite real number > ``low`` (>= with ``inclusive``) and <= ``high`` (< unless ``high_inclusive``)."""
+
     def check(name: str, value: Any) -> float:
         value = check_float(name, value, low=low, low_inclusive=inclusive, high=high)
         if high is not None and not high_inclusive and value >= high:
             raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {low} and < {high}, got {value}.")
         return value
+
     return check
 
 
@@ -61,11 +76,13 @@ def instance(cls: type) -> Checker:
         if not isinstance(value, cls):
             raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}.")
         return value
+
     return check
 
 
 def integers(minimum: int) -> Checker:
     """A non-empty tuple (or list) of distinct integers >= ``minimum``, e.g. dims=(4, 8)."""
+
     def check(name: str, value: Any) -> tuple[int, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not value:
             raise TypeError(f"{name} must be a non-empty tuple of integers >= {minimum}, got {value!r}.")
@@ -74,6 +91,7 @@ def integers(minimum: int) -> Checker:
         if repeated:
             raise ValueError(f"{name} lists {', '.join(map(str, repeated))} more than once, got {value!r}.")
         return out
+
     return check
 
 

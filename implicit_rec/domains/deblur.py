@@ -24,8 +24,8 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -46,55 +46,79 @@ Z0_MODES = ("zero", "blurred")
 class DeblurConfig:
     """All settings of one study (see ``preset``)."""
 
-    size: int = 32                 # crop side (pixels)
-    scale: float = 0.5             # rescale the photographs before cropping
+    size: int = 32  # crop side (pixels)
+    scale: float = 0.5  # rescale the photographs before cropping
     n_train: int = 4096
     n_val: int = 256
     n_test: int = 384
-    kernel: str = "gaussian"       # "gaussian" | "motion"
+    kernel: str = "gaussian"  # "gaussian" | "motion"
     kernel_size: int = 9
-    kernel_param: float = 1.6      # Gaussian sigma, or motion angle in degrees
-    noise: float = 0.01            # sigma of the additive Gaussian noise (images in [0, 1])
+    kernel_param: float = 1.6  # Gaussian sigma, or motion angle in degrees
+    noise: float = 0.01  # sigma of the additive Gaussian noise (images in [0, 1])
     channels: int = 16
     cnn_layers: int = 4
     eta0: float = 1.0
     lam0: float = 0.05
-    steps: int = 300               # training steps per model
+    steps: int = 300  # training steps per model
     batch: int = 16
     lr: float = 2e-3
-    eval_every: int = 100          # validation PSNR (model selection) every this many steps
-    train_max_iter: int = 25       # Anderson iterations (forward and adjoint) in training
+    eval_every: int = 100  # validation PSNR (model selection) every this many steps
+    train_max_iter: int = 25  # Anderson iterations (forward and adjoint) in training
     train_tol: float = 1e-3
     eval_max_iter: int = 100
     eval_tol: float = 1e-4
     depths: tuple = (1, 2, 4, 8, 16)
     ks: tuple = sweep.DEFAULT_KS
-    lip_samples: int = 32          # test crops used for the Lipschitz estimate
+    lip_samples: int = 32  # test crops used for the Lipschitz estimate
     lip_perturbations: int = 4
-    lip_scale: float = 1e-2        # per-pixel std of the perturbations of y
+    lip_scale: float = 1e-2  # per-pixel std of the perturbations of y
     examples: int = 6
-    z0: str = "zero"               # "zero" | "blurred": the start z_0 of every model
+    z0: str = "zero"  # "zero" | "blurred": the start z_0 of every model
     seed: int = 0
 
     def __post_init__(self):
         check_fields(self, _DEBLUR_CHECKS)
         if self.kernel_size % 2 == 0 or self.kernel_size > self.size:
-            raise ValueError(f"DeblurConfig.kernel_size must be odd and at most size={self.size}, got "
-                             f"{self.kernel_size}.")
+            raise ValueError(
+                f"DeblurConfig.kernel_size must be odd and at most size={self.size}, got {self.kernel_size}."
+            )
         if self.kernel == "gaussian" and self.kernel_param <= 0:
-            raise ValueError(f"DeblurConfig.kernel_param is the blur sigma of the gaussian kernel and must be > 0, "
-                             f"got {self.kernel_param}.")
+            raise ValueError(
+                f"DeblurConfig.kernel_param is the blur sigma of the gaussian kernel and must be > 0, "
+                f"got {self.kernel_param}."
+            )
 
 
 _DEBLUR_CHECKS = {
-    "size": integer(1), "scale": number(0.0), "n_train": integer(1), "n_val": integer(1), "n_test": integer(1),
-    "kernel": choice(*prox.KERNELS), "kernel_size": integer(1), "kernel_param": number(-math.inf),
-    "noise": number(0.0, inclusive=True), "channels": integer(1), "cnn_layers": integer(2),
-    "eta0": number(0.0), "lam0": number(0.0), "steps": integer(1), "batch": integer(1), "lr": number(0.0),
-    "eval_every": integer(1), "train_max_iter": integer(1), "train_tol": number(0.0),
-    "eval_max_iter": integer(1), "eval_tol": number(0.0), "depths": integers(1), "ks": iteration_counts,
-    "lip_samples": integer(1), "lip_perturbations": integer(1), "lip_scale": number(0.0),
-    "examples": integer(1), "z0": choice(*Z0_MODES), "seed": integer(0),
+    "size": integer(1),
+    "scale": number(0.0),
+    "n_train": integer(1),
+    "n_val": integer(1),
+    "n_test": integer(1),
+    "kernel": choice(*prox.KERNELS),
+    "kernel_size": integer(1),
+    "kernel_param": number(-math.inf),
+    "noise": number(0.0, inclusive=True),
+    "channels": integer(1),
+    "cnn_layers": integer(2),
+    "eta0": number(0.0),
+    "lam0": number(0.0),
+    "steps": integer(1),
+    "batch": integer(1),
+    "lr": number(0.0),
+    "eval_every": integer(1),
+    "train_max_iter": integer(1),
+    "train_tol": number(0.0),
+    "eval_max_iter": integer(1),
+    "eval_tol": number(0.0),
+    "depths": integers(1),
+    "ks": iteration_counts,
+    "lip_samples": integer(1),
+    "lip_perturbations": integer(1),
+    "lip_scale": number(0.0),
+    "examples": integer(1),
+    "z0": choice(*Z0_MODES),
+    "seed": integer(0),
 }
 
 
@@ -103,9 +127,24 @@ def preset(name: str, **overrides) -> DeblurConfig:
     if name == "default":
         base = {}
     elif name == "tiny":
-        base = dict(size=16, n_train=96, n_val=16, n_test=24, channels=4, cnn_layers=2, steps=12, batch=8,
-                    eval_every=6, train_max_iter=15, eval_max_iter=30, depths=(1, 2), ks=(0, 1, 2, 4, 8),
-                    lip_samples=6, lip_perturbations=2, examples=3)
+        base = dict(
+            size=16,
+            n_train=96,
+            n_val=16,
+            n_test=24,
+            channels=4,
+            cnn_layers=2,
+            steps=12,
+            batch=8,
+            eval_every=6,
+            train_max_iter=15,
+            eval_max_iter=30,
+            depths=(1, 2),
+            ks=(0, 1, 2, 4, 8),
+            lip_samples=6,
+            lip_perturbations=2,
+            examples=3,
+        )
     else:
         raise ValueError(f"preset={name!r} is not supported; choose one of {', '.join(map(repr, PRESETS))}.")
     reject_unknown_kwargs("deblur.preset", overrides, tuple(f.name for f in dataclasses.fields(DeblurConfig)))
@@ -120,15 +159,16 @@ class Problem:
     op: prox.BlurOperator
     kernel: np.ndarray
     splits: images.CropSplits
-    x: dict          # split -> (N, H, W) clean, centred
-    y: dict          # "val", "test" -> (N, H, W) blurred + noise, centred (train noise is drawn per step)
+    x: dict  # split -> (N, H, W) clean, centred
+    y: dict  # "val", "test" -> (N, H, W) blurred + noise, centred (train noise is drawn per step)
 
 
 def make_problem(cfg: DeblurConfig, dtype=jnp.float32) -> Problem:
     kernel = prox.make_kernel(cfg.kernel, cfg.kernel_size, cfg.kernel_param)
     op = prox.BlurOperator.from_kernel(kernel, (cfg.size, cfg.size))
-    splits = images.make_splits(size=cfg.size, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test,
-                                seed=cfg.seed, scale=cfg.scale)
+    splits = images.make_splits(
+        size=cfg.size, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.seed, scale=cfg.scale
+    )
     x = {s: jnp.asarray(getattr(splits, s) - 0.5, dtype) for s in ("train", "val", "test")}
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed + 1000), 2)
     y = {s: blur_and_noise(op, x[s], cfg.noise, k) for s, k in zip(("val", "test"), keys)}
@@ -143,7 +183,7 @@ def blur_and_noise(op: prox.BlurOperator, x, noise: float, key):
 def psnr(x_hat, x) -> jax.Array:
     """Per-image PSNR (dB) of centred images with pixels clipped to [0, 1]: 10 log10(1 / MSE); shape (N,)."""
     err = jnp.clip(x_hat + 0.5, 0.0, 1.0) - (x + 0.5)
-    return -10.0 * jnp.log10(jnp.mean(err ** 2, axis=(-2, -1)) + 1e-12)
+    return -10.0 * jnp.log10(jnp.mean(err**2, axis=(-2, -1)) + 1e-12)
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -181,20 +221,20 @@ def unrolled_apply(stacked, y, op, z0: str = "zero"):
     """
     z = initial_state(y, z0)
     for layer in range(jax.tree.leaves(stacked)[0].shape[0]):
-        z = prox.prox_grad_cell(z, jax.tree.map(lambda a: a[layer], stacked), y, op)
+        z = prox.prox_grad_cell(z, jax.tree.map(lambda a, layer=layer: a[layer], stacked), y, op)
     return z
 
 
 def init_unrolled(key, depth: int, cfg: DeblurConfig, dtype=jnp.float32):
-    layers = [prox.init_step(k, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0, dtype)
-              for k in jax.random.split(key, depth)]
+    layers = [
+        prox.init_step(k, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0, dtype) for k in jax.random.split(key, depth)
+    ]
     return jax.tree.map(lambda *a: jnp.stack(a), *layers)
 
 
 def trajectory(params, y, op, ks, z0: str = "zero"):
     """Picard iterates z_k for k in ks, (len(ks), B, H, W)."""
-    traj = solvers.iterate(cell_fn(op), initial_state(y, z0), params, y, steps=max(ks), method="picard",
-                           tol=0.0)
+    traj = solvers.iterate(cell_fn(op), initial_state(y, z0), params, y, steps=max(ks), method="picard", tol=0.0)
     return traj[np.asarray(ks)]
 
 
@@ -206,13 +246,13 @@ def perturbations(key, shape, op: prox.BlurOperator, scale: float, dtype=jnp.flo
     if mask.sum() == 0:  # no such band (very mild blur): fall back to white noise
         mask = np.ones_like(mask)
     band = jnp.fft.irfft2(jnp.fft.rfft2(white) * mask.astype(np.complex64), s=op.shape).astype(dtype)
-    band = band / jnp.sqrt(jnp.mean(band ** 2, axis=(-2, -1), keepdims=True))
+    band = band / jnp.sqrt(jnp.mean(band**2, axis=(-2, -1), keepdims=True))
     odd = (jnp.arange(shape[0]) % 2 == 1).reshape((-1,) + (1,) * (len(shape) - 1))
     return scale * jnp.where(odd, band, white)
 
 
 # -- training ----------------------------------------------------------------------------------
-def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: Optional[Callable] = None):
+def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: Callable | None = None):
     """Adam (cosine decay, clip 1.0) on the MSE of apply(params, y) vs x, fresh noise every step.
 
     Returns (best params by validation PSNR, history dict).
@@ -245,7 +285,7 @@ def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: O
             v = float(val(params))
             hist["val_psnr"].append((i + 1, v))
             if log:
-                log(f"  step {i + 1:5d}  loss {np.mean(hist['loss'][-cfg.eval_every:]):.2e}  val PSNR {v:.2f}")
+                log(f"  step {i + 1:5d}  loss {np.mean(hist['loss'][-cfg.eval_every :]):.2e}  val PSNR {v:.2f}")
             if v > best_psnr:
                 best, best_psnr = params, v
     hist["best_val_psnr"] = best_psnr
@@ -261,7 +301,7 @@ def tune_wiener(prob: Problem, grid=None) -> tuple[float, float]:
 
 
 # -- the study ---------------------------------------------------------------------------------
-def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
+def run(cfg: DeblurConfig, log: Callable | None = None) -> tuple[dict, dict]:
     """Train every model, evaluate on the test crops, sweep k. Returns (metrics, arrays for plots)."""
     log = log or (lambda s: None)
     t_start = time.perf_counter()
@@ -272,8 +312,12 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
     k_imp, k_exp, k_unr, k_lip, k_train = jax.random.split(key, 5)
     models = {"blurred": {"params": 0, "psnr": float(jnp.mean(psnr(yt, xt)))}}
     lam, val_psnr = tune_wiener(prob)
-    models["wiener"] = {"params": 0, "lam": lam, "val_psnr": val_psnr,
-                        "psnr": float(jnp.mean(psnr(op.tikhonov(yt, lam), xt)))}
+    models["wiener"] = {
+        "params": 0,
+        "lam": lam,
+        "val_psnr": val_psnr,
+        "psnr": float(jnp.mean(psnr(op.tikhonov(yt, lam), xt))),
+    }
     log(f"blurred {models['blurred']['psnr']:.2f} dB, Wiener (lam={lam:.1e}) {models['wiener']['psnr']:.2f} dB")
 
     # implicit
@@ -281,28 +325,39 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
     train_opts, eval_opts = solver_options(cfg, True), solver_options(cfg, False)
     p_imp = prox.init_step(k_imp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
     log(f"implicit ({prox.num_params(p_imp)} params)")
-    p_imp, hist_imp = train(lambda p, y: implicit_apply(p, y, op, train_opts, z0)[0], p_imp, prob, cfg,
-                            jax.random.fold_in(k_train, 0), log)
+    p_imp, hist_imp = train(
+        lambda p, y: implicit_apply(p, y, op, train_opts, z0)[0], p_imp, prob, cfg, jax.random.fold_in(k_train, 0), log
+    )
     timing["train_implicit_s"] = time.perf_counter() - t0
     z_imp, info = jax.jit(lambda p, y: implicit_apply(p, y, op, eval_opts, z0))(p_imp, yt)
     eta, lam_imp = prox.step_sizes(p_imp)
-    models["implicit"] = {"params": prox.num_params(p_imp), "psnr": float(jnp.mean(psnr(z_imp, xt))),
-                          "converged_fraction": float(jnp.mean(info.converged)),
-                          "mean_nstep": float(jnp.mean(info.nstep)),
-                          "max_residual": float(jnp.max(info.residual)),
-                          "eta": float(eta), "lam": float(lam_imp), "val_psnr": hist_imp["best_val_psnr"],
-                          "train_seconds": timing["train_implicit_s"],
-                          "solver": {k: v for k, v in eval_opts.items() if k != "grad"}}
+    models["implicit"] = {
+        "params": prox.num_params(p_imp),
+        "psnr": float(jnp.mean(psnr(z_imp, xt))),
+        "converged_fraction": float(jnp.mean(info.converged)),
+        "mean_nstep": float(jnp.mean(info.nstep)),
+        "max_residual": float(jnp.max(info.residual)),
+        "eta": float(eta),
+        "lam": float(lam_imp),
+        "val_psnr": hist_imp["best_val_psnr"],
+        "train_seconds": timing["train_implicit_s"],
+        "solver": {k: v for k, v in eval_opts.items() if k != "grad"},
+    }
 
     # explicit (= unrolled depth 1)
     t0 = time.perf_counter()
     p_exp = prox.init_step(k_exp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
     log(f"explicit ({prox.num_params(p_exp)} params)")
-    p_exp, hist_exp = train(lambda p, y: explicit_apply(p, y, op, z0), p_exp, prob, cfg,
-                            jax.random.fold_in(k_train, 1), log)
+    p_exp, hist_exp = train(
+        lambda p, y: explicit_apply(p, y, op, z0), p_exp, prob, cfg, jax.random.fold_in(k_train, 1), log
+    )
     z_exp = explicit_apply(p_exp, yt, op, z0)
-    models["explicit"] = {"params": prox.num_params(p_exp), "psnr": float(jnp.mean(psnr(z_exp, xt))),
-                          "val_psnr": hist_exp["best_val_psnr"], "train_seconds": time.perf_counter() - t0}
+    models["explicit"] = {
+        "params": prox.num_params(p_exp),
+        "psnr": float(jnp.mean(psnr(z_exp, xt))),
+        "val_psnr": hist_exp["best_val_psnr"],
+        "train_seconds": time.perf_counter() - t0,
+    }
     timing["train_explicit_s"] = models["explicit"]["train_seconds"]
 
     # unrolled untied stacks (depth 1 is the explicit model, trained once)
@@ -310,18 +365,26 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
     for d in cfg.depths:
         if d == 1:
             p_unr[1] = jax.tree.map(lambda a: a[None], p_exp)
-            unrolled["1"] = {"params": models["explicit"]["params"], "psnr": models["explicit"]["psnr"],
-                             "val_psnr": models["explicit"]["val_psnr"], "same_as": "explicit"}
+            unrolled["1"] = {
+                "params": models["explicit"]["params"],
+                "psnr": models["explicit"]["psnr"],
+                "val_psnr": models["explicit"]["val_psnr"],
+                "same_as": "explicit",
+            }
             continue
         t0 = time.perf_counter()
         p = init_unrolled(jax.random.fold_in(k_unr, d), d, cfg)
         log(f"unrolled depth {d} ({prox.num_params(p)} params)")
-        p, hist = train(lambda p, y: unrolled_apply(p, y, op, z0), p, prob, cfg,
-                        jax.random.fold_in(k_train, 10 + d), log)
+        p, hist = train(
+            lambda p, y: unrolled_apply(p, y, op, z0), p, prob, cfg, jax.random.fold_in(k_train, 10 + d), log
+        )
         p_unr[d] = p
-        unrolled[str(d)] = {"params": prox.num_params(p),
-                            "psnr": float(jnp.mean(psnr(unrolled_apply(p, yt, op, z0), xt))),
-                            "val_psnr": hist["best_val_psnr"], "train_seconds": time.perf_counter() - t0}
+        unrolled[str(d)] = {
+            "params": prox.num_params(p),
+            "psnr": float(jnp.mean(psnr(unrolled_apply(p, yt, op, z0), xt))),
+            "val_psnr": hist["best_val_psnr"],
+            "train_seconds": time.perf_counter() - t0,
+        }
     models["unrolled"] = unrolled
     timing["train_unrolled_s"] = sum(u.get("train_seconds", 0.0) for u in unrolled.values())
 
@@ -337,12 +400,17 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
     n_lip = min(cfg.lip_samples, len(xt))
     y_lip = yt[:n_lip]
     deltas = perturbations(k_lip, (cfg.lip_perturbations,) + y_lip.shape, op, cfg.lip_scale, y_lip.dtype)
-    lip_max, lip_mean = jax.jit(lambda p, y, d: sweep.trajectory_lipschitz(
-        lambda yy: trajectory(p, yy, op, ks, z0), y, d))(p_imp, y_lip, deltas)
+    lip_max, lip_mean = jax.jit(
+        lambda p, y, d: sweep.trajectory_lipschitz(lambda yy: trajectory(p, yy, op, ks, z0), y, d)
+    )(p_imp, y_lip, deltas)
     rows = sweep.iteration_sweep(ks, lambda _: mse_k, lambda _: (lip_max, lip_mean))
     for r, p_, rr in zip(rows, psnr_k, res):
-        r.update(psnr=float(p_), residual_mean=float(np.mean(rr)), residual_max=float(np.max(rr)),
-                 converged_fraction=float(np.mean(rr <= cfg.eval_tol)))
+        r.update(
+            psnr=float(p_),
+            residual_mean=float(np.mean(rr)),
+            residual_max=float(np.max(rr)),
+            converged_fraction=float(np.mean(rr <= cfg.eval_tol)),
+        )
 
     def lip_of(g):  # one compiled program per model
         est = jax.jit(lambda y, d: solvers.empirical_lipschitz(g, y, d)[:2])(y_lip, deltas)
@@ -360,18 +428,29 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
     metrics = {
         "domain": "deblur",
         "config": dataclasses.asdict(cfg),
-        "data": {"sizes": prob.splits.sizes(), "train_images": list(prob.splits.train_images),
-                 "test_images": list(prob.splits.test_images), "crop": cfg.size, "scale": cfg.scale,
-                 "kernel": {"kind": cfg.kernel, "size": cfg.kernel_size, "param": cfg.kernel_param},
-                 "noise": cfg.noise, "source": "skimage.data (bundled with scikit-image)"},
+        "data": {
+            "sizes": prob.splits.sizes(),
+            "train_images": list(prob.splits.train_images),
+            "test_images": list(prob.splits.test_images),
+            "crop": cfg.size,
+            "scale": cfg.scale,
+            "kernel": {"kind": cfg.kernel, "size": cfg.kernel_size, "param": cfg.kernel_param},
+            "noise": cfg.noise,
+            "source": "skimage.data (bundled with scikit-image)",
+        },
         "models": models,
         "sweep": rows,
         "timing": timing,
     }
     n_ex = min(cfg.examples, len(xt))
-    arrays = {"blurred": np.asarray(yt[:n_ex]), "implicit": np.asarray(z_imp[:n_ex]),
-              "explicit": np.asarray(z_exp[:n_ex]), "wiener": np.asarray(op.tikhonov(yt[:n_ex], lam)),
-              "truth": np.asarray(xt[:n_ex]), "kernel": prob.kernel}
+    arrays = {
+        "blurred": np.asarray(yt[:n_ex]),
+        "implicit": np.asarray(z_imp[:n_ex]),
+        "explicit": np.asarray(z_exp[:n_ex]),
+        "wiener": np.asarray(op.tikhonov(yt[:n_ex], lam)),
+        "truth": np.asarray(xt[:n_ex]),
+        "kernel": prob.kernel,
+    }
     return metrics, arrays
 
 
@@ -379,55 +458,82 @@ def run(cfg: DeblurConfig, log: Optional[Callable] = None) -> tuple[dict, dict]:
 def report(metrics: dict) -> str:
     """Markdown: the model comparison and the k-sweep."""
     m = metrics["models"]
-    lip = lambda d: (f"{d['lipschitz_max']:.3g} / {d['lipschitz_mean']:.3g}"  # noqa: E731
-                     if "lipschitz_max" in d else "-")
+
+    def lip(d):
+        return f"{d['lipschitz_max']:.3g} / {d['lipschitz_mean']:.3g}" if "lipschitz_max" in d else "-"
+
     data = metrics["data"]
-    lines = ["# Deblurring: implicit vs explicit proximal-gradient CNN", "",
-             f"{data['kernel']['kind']} blur (size {data['kernel']['size']}, param {data['kernel']['param']}), "
-             f"noise sigma {data['noise']}, {data['crop']}x{data['crop']} crops; "
-             f"train/val/test {data['sizes']['train']}/{data['sizes']['val']}/{data['sizes']['test']}; "
-             f"test images: {', '.join(data['test_images'])}.", "",
-             "| model | params | depth / iterations | test PSNR (dB) | Lipschitz max / mean |",
-             "|---|---:|---|---:|---:|",
-             f"| blurred input | 0 | - | {m['blurred']['psnr']:.2f} | - |",
-             f"| Wiener / Tikhonov (lam={m['wiener']['lam']:.1e}) | 0 | closed form | {m['wiener']['psnr']:.2f} | "
-             f"{lip(m['wiener'])} |",
-             f"| explicit (cell once) | {m['explicit']['params']:,} | 1 | {m['explicit']['psnr']:.2f} | "
-             f"{lip(m['explicit'])} |"]
+    lines = [
+        "# Deblurring: implicit vs explicit proximal-gradient CNN",
+        "",
+        f"{data['kernel']['kind']} blur (size {data['kernel']['size']}, param {data['kernel']['param']}), "
+        f"noise sigma {data['noise']}, {data['crop']}x{data['crop']} crops; "
+        f"train/val/test {data['sizes']['train']}/{data['sizes']['val']}/{data['sizes']['test']}; "
+        f"test images: {', '.join(data['test_images'])}.",
+        "",
+        "| model | params | depth / iterations | test PSNR (dB) | Lipschitz max / mean |",
+        "|---|---:|---|---:|---:|",
+        f"| blurred input | 0 | - | {m['blurred']['psnr']:.2f} | - |",
+        f"| Wiener / Tikhonov (lam={m['wiener']['lam']:.1e}) | 0 | closed form | {m['wiener']['psnr']:.2f} | "
+        f"{lip(m['wiener'])} |",
+        f"| explicit (cell once) | {m['explicit']['params']:,} | 1 | {m['explicit']['psnr']:.2f} | "
+        f"{lip(m['explicit'])} |",
+    ]
     for d, u in m["unrolled"].items():
         lines.append(f"| unrolled untied | {u['params']:,} | {d} | {u['psnr']:.2f} | {lip(u)} |")
     imp = m["implicit"]
-    lines += [f"| **implicit** (Anderson, tol {imp['solver']['tol']:g}, <= {imp['solver']['max_iter']} its) | "
-              f"{imp['params']:,} | "
-              f"{imp['mean_nstep']:.1f} mean, {100 * imp['converged_fraction']:.0f}% converged | "
-              f"**{imp['psnr']:.2f}** | {lip(imp)} |", "",
-              f"Test-time iterations of the trained implicit cell (Picard iterates z_k from z_0 = "
-              f"{'0' if metrics['config']['z0'] == 'zero' else 'y'}):", "",
-              "| k | test PSNR (dB) | Lipschitz max | Lipschitz mean | relative residual (mean) | converged |",
-              "|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| **implicit** (Anderson, tol {imp['solver']['tol']:g}, <= {imp['solver']['max_iter']} its) | "
+        f"{imp['params']:,} | "
+        f"{imp['mean_nstep']:.1f} mean, {100 * imp['converged_fraction']:.0f}% converged | "
+        f"**{imp['psnr']:.2f}** | {lip(imp)} |",
+        "",
+        f"Test-time iterations of the trained implicit cell (Picard iterates z_k from z_0 = "
+        f"{'0' if metrics['config']['z0'] == 'zero' else 'y'}):",
+        "",
+        "| k | test PSNR (dB) | Lipschitz max | Lipschitz mean | relative residual (mean) | converged |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in metrics["sweep"]:
-        lines.append(f"| {r['k']} | {r['psnr']:.2f} | {r['lipschitz_max']:.3g} | {r['lipschitz_mean']:.3g} | "
-                     f"{r['residual_mean']:.2e} | {100 * r['converged_fraction']:.0f}% |")
+        lines.append(
+            f"| {r['k']} | {r['psnr']:.2f} | {r['lipschitz_max']:.3g} | {r['lipschitz_mean']:.3g} | "
+            f"{r['residual_mean']:.2e} | {100 * r['converged_fraction']:.0f}% |"
+        )
     t = metrics["timing"]
-    lines += ["", f"Learned step eta = {imp['eta']:.3f}, lam = {imp['lam']:.2e}. "
-              f"Wall time {t['total_s']:.0f} s (implicit training {t['train_implicit_s']:.0f} s)."]
+    lines += [
+        "",
+        f"Learned step eta = {imp['eta']:.3f}, lam = {imp['lam']:.2e}. "
+        f"Wall time {t['total_s']:.0f} s (implicit training {t['train_implicit_s']:.0f} s).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def plot_psnr(metrics: dict, path) -> None:
     """PSNR vs k (implicit), unrolled stacks as points at their depth, Wiener and blurred as lines."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     m, rows = metrics["models"], metrics["sweep"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([r["k"] for r in rows], [r["psnr"] for r in rows], marker="o", label="implicit (iterate k)")
-    ax.axhline(m["implicit"]["psnr"], color="tab:blue", ls=":", lw=1,
-               label=f"implicit (Anderson, <= {m['implicit']['solver']['max_iter']} its)")
+    ax.axhline(
+        m["implicit"]["psnr"],
+        color="tab:blue",
+        ls=":",
+        lw=1,
+        label=f"implicit (Anderson, <= {m['implicit']['solver']['max_iter']} its)",
+    )
     ds = sorted(int(d) for d in m["unrolled"])
-    ax.scatter(ds, [m["unrolled"][str(d)]["psnr"] for d in ds], marker="s", color="tab:orange", zorder=3,
-               label="unrolled untied (depth)")
+    ax.scatter(
+        ds,
+        [m["unrolled"][str(d)]["psnr"] for d in ds],
+        marker="s",
+        color="tab:orange",
+        zorder=3,
+        label="unrolled untied (depth)",
+    )
     ax.scatter([1], [m["explicit"]["psnr"]], marker="*", s=120, color="tab:red", zorder=4, label="explicit")
     ax.axhline(m["wiener"]["psnr"], color="tab:green", ls="--", label="Wiener / Tikhonov")
     ax.axhline(m["blurred"]["psnr"], color="gray", ls="-.", label="blurred input")
@@ -447,6 +553,7 @@ def plot_psnr(metrics: dict, path) -> None:
 def plot_examples(arrays: dict, path) -> None:
     """Strip: blurred / Wiener / explicit / implicit / truth, one row per test crop."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -465,8 +572,7 @@ def plot_examples(arrays: dict, path) -> None:
     plt.close(fig)
 
 
-OUTPUT_FILES = ("metrics.json", "report.md", "psnr_vs_iterations.png", "lipschitz_vs_iterations.png",
-                "examples.png")
+OUTPUT_FILES = ("metrics.json", "report.md", "psnr_vs_iterations.png", "lipschitz_vs_iterations.png", "examples.png")
 
 
 def write_outputs(out, metrics: dict, arrays: dict) -> Path:
@@ -479,8 +585,14 @@ def write_outputs(out, metrics: dict, arrays: dict) -> Path:
         plot_psnr(metrics, tmp / "psnr_vs_iterations.png")
         base = {f"unrolled d={d}": (int(d), u["lipschitz_max"]) for d, u in m["unrolled"].items()}
         base["Wiener"] = (max(r["k"] for r in metrics["sweep"]), m["wiener"]["lipschitz_max"])
-        sweep.plot_sweep(metrics["sweep"], tmp / "lipschitz_vs_iterations.png", key="lipschitz_max",
-                         ylabel="empirical Lipschitz (max) of y -> z_k", baselines=base, logy=True,
-                         title="deblurring: Lipschitz vs iterations")
+        sweep.plot_sweep(
+            metrics["sweep"],
+            tmp / "lipschitz_vs_iterations.png",
+            key="lipschitz_max",
+            ylabel="empirical Lipschitz (max) of y -> z_k",
+            baselines=base,
+            logy=True,
+            title="deblurring: Lipschitz vs iterations",
+        )
         plot_examples(arrays, tmp / "examples.png")
     return out

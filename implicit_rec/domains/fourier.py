@@ -21,8 +21,6 @@ parameters: the explicit model of equal parameters is :class:`ExplicitFNO` with 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -56,8 +54,9 @@ def check_field(x: jax.Array, n: int, c_in: int) -> None:
     """x must be channels-last fields (B, n, n, c_in) on the model's grid."""
     shape = tuple(getattr(x, "shape", ()))
     if len(shape) != 4 or shape[1:] != (n, n, c_in):
-        raise ValueError(f"the model expects input fields of shape (B, {n}, {n}, {c_in}) (batch, grid, grid, "
-                         f"channels), got {shape}.")
+        raise ValueError(
+            f"the model expects input fields of shape (B, {n}, {n}, {c_in}) (batch, grid, grid, channels), got {shape}."
+        )
 
 
 def spectral_conv(v: jax.Array, weight: jax.Array) -> jax.Array:
@@ -70,10 +69,10 @@ def spectral_conv(v: jax.Array, weight: jax.Array) -> jax.Array:
     m = weight.shape[1]
     check_modes(n, m)
     vh = jnp.fft.rfft2(v, axes=(1, 2))
-    kept = jnp.concatenate([vh[:, :m, :m], vh[:, n - m:, :m]], axis=1)  # (B, 2m, m, c_in)
+    kept = jnp.concatenate([vh[:, :m, :m], vh[:, n - m :, :m]], axis=1)  # (B, 2m, m, c_in)
     mixed = jnp.einsum("bxyi,xyio->bxyo", kept, weight)
     out = jnp.zeros(vh.shape[:3] + (weight.shape[-1],), mixed.dtype)
-    out = out.at[:, :m, :m].set(mixed[:, :m]).at[:, n - m:, :m].set(mixed[:, m:])
+    out = out.at[:, :m, :m].set(mixed[:, :m]).at[:, n - m :, :m].set(mixed[:, m:])
     return jnp.fft.irfft2(out, s=(n, n), axes=(1, 2)).astype(v.dtype)
 
 
@@ -143,8 +142,17 @@ class FourierCell(nnx.Module):
     (rescaled, if ``gamma``) operator L once; ``__call__(z, ctx)`` applies the block.
     """
 
-    def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs,
-                 activation: str = "gelu", gamma: Optional[float] = 0.9):
+    def __init__(
+        self,
+        n: int,
+        c_in: int,
+        width: int,
+        modes: int,
+        *,
+        rngs: nnx.Rngs,
+        activation: str = "gelu",
+        gamma: float | None = 0.9,
+    ):
         check_sizes(n=n, c_in=c_in, width=width)
         check_modes(n, modes)
         if gamma is not None and not 0.0 < gamma < 1.0:
@@ -169,8 +177,7 @@ class FourierCell(nnx.Module):
         check_field(x, self.n, self.c_in)
         u = self.lift(x)
         r, w = self.operator()
-        return {"injection": u.reshape(u.shape[0], -1), "r": r, "w": w,
-                "b": self.pointwise.linear.bias[...]}
+        return {"injection": u.reshape(u.shape[0], -1), "r": r, "w": w, "b": self.pointwise.linear.bias[...]}
 
     def __call__(self, z: jax.Array, ctx: dict) -> jax.Array:
         shape = (z.shape[0], self.n, self.n, self.width)
@@ -187,14 +194,24 @@ class ImplicitFNO(nnx.Module):
     iterate. Calling returns ``(u, LayerInfo)``.
     """
 
-    def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs, hidden: int = 64,
-                 activation: str = "gelu", gamma: Optional[float] = 0.9,
-                 train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None):
+    def __init__(
+        self,
+        n: int,
+        c_in: int,
+        width: int,
+        modes: int,
+        *,
+        rngs: nnx.Rngs,
+        hidden: int = 64,
+        activation: str = "gelu",
+        gamma: float | None = 0.9,
+        train_solver: SolverConfig | None = None,
+        eval_solver: SolverConfig | None = None,
+    ):
         check_sizes(n=n, c_in=c_in, width=width, hidden=hidden)
         self.n, self.width = n, width
         cell = FourierCell(n, c_in, width, modes, rngs=rngs, activation=activation, gamma=gamma)
-        self.layer = ImplicitLayer(cell, n * n * width, rngs=rngs, train_solver=train_solver,
-                                   eval_solver=eval_solver)
+        self.layer = ImplicitLayer(cell, n * n * width, rngs=rngs, train_solver=train_solver, eval_solver=eval_solver)
         self.project = Projection(width, hidden, rngs=rngs)
 
     def readout(self, z: jax.Array) -> jax.Array:
@@ -217,14 +234,25 @@ class ExplicitFNO(nnx.Module):
     computes its block once from z = 0, without the contraction rescaling).
     """
 
-    def __init__(self, n: int, c_in: int, width: int, modes: int, *, rngs: nnx.Rngs, depth: int = 1,
-                 hidden: int = 64, activation: str = "gelu"):
+    def __init__(
+        self,
+        n: int,
+        c_in: int,
+        width: int,
+        modes: int,
+        *,
+        rngs: nnx.Rngs,
+        depth: int = 1,
+        hidden: int = 64,
+        activation: str = "gelu",
+    ):
         check_sizes(n=n, c_in=c_in, width=width, hidden=hidden, depth=depth)
         check_modes(n, modes)
         self.n, self.c_in, self.depth = n, c_in, depth
         self.lift = Pointwise(c_in, width, rngs=rngs)
-        self.layers = nnx.List([FourierLayer(width, width, modes, rngs=rngs, activation=activation)
-                                for _ in range(depth)])
+        self.layers = nnx.List(
+            [FourierLayer(width, width, modes, rngs=rngs, activation=activation) for _ in range(depth)]
+        )
         self.project = Projection(width, hidden, rngs=rngs)
 
     def __call__(self, x: jax.Array):

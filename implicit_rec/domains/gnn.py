@@ -47,8 +47,10 @@ def check_inputs(x: dict, m: int | None = None, n: int | None = None) -> None:
         got = sorted(x) if isinstance(x, dict) else type(x).__name__
         missing = [k for k in INPUT_KEYS if isinstance(x, dict) and k not in x]
         hint = f" (missing {', '.join(map(repr, missing))})" if missing else ""
-        raise ValueError(f"LP input must be a dict with keys {list(INPUT_KEYS)}, got {got}{hint}; "
-                         "lp.to_inputs builds one from raw LP arrays.")
+        raise ValueError(
+            f"LP input must be a dict with keys {list(INPUT_KEYS)}, got {got}{hint}; "
+            "lp.to_inputs builds one from raw LP arrays."
+        )
     a_shape = tuple(getattr(x["A"], "shape", ()))
     want = f"(B, {'m' if m is None else m}, {'n' if n is None else n})"
     if len(a_shape) != 3 or (m is not None and a_shape[1] != m) or (n is not None and a_shape[2] != n):
@@ -56,8 +58,9 @@ def check_inputs(x: dict, m: int | None = None, n: int | None = None) -> None:
     bsz, m, n = a_shape
     for key, shape in (("b", (bsz, m)), ("eq", (bsz, m)), ("c", (bsz, n)), ("l", (bsz, n)), ("u", (bsz, n))):
         if tuple(x[key].shape) != shape:
-            raise ValueError(f"LP input {key!r} must have shape {shape} to match A {a_shape}, "
-                             f"got {tuple(x[key].shape)}.")
+            raise ValueError(
+                f"LP input {key!r} must have shape {shape} to match A {a_shape}, got {tuple(x[key].shape)}."
+            )
 
 
 def normalized_adjacency(a: jax.Array) -> jax.Array:
@@ -111,15 +114,17 @@ def _block(h_w, h_v, a_hat, e_w, e_v, s_ww, s_wv, s_vv, s_vw, fb=None):
 class BipartiteCell(nnx.Module):
     """The weight-tied block as an ImplicitLayer cell; state z (B, (m + n) d) = [h_W, h_V] flattened."""
 
-    def __init__(self, d: int, *, rngs: nnx.Rngs, gamma_self: float = 0.45, gamma_msg: float = 0.45,
-                 feedback: bool = False):
+    def __init__(
+        self, d: int, *, rngs: nnx.Rngs, gamma_self: float = 0.45, gamma_msg: float = 0.45, feedback: bool = False
+    ):
         check_int("d", d, 1)
         self.d = d
         self.enc = Encoders(d, rngs=rngs)
         self.feedback = feedback
         if feedback:
-            self.u_w, self.u_v = (nnx.Param(0.1 * jax.random.normal(rngs.params(), (d, 3), jnp.float32))
-                                  for _ in range(2))
+            self.u_w, self.u_v = (
+                nnx.Param(0.1 * jax.random.normal(rngs.params(), (d, 3), jnp.float32)) for _ in range(2)
+            )
         kw = dict(rngs=rngs, parameterization="spectral")
         self.s_ww, self.s_vv = (StateLinear(d, d, gamma=gamma_self, **kw) for _ in range(2))
         self.s_wv, self.s_vw = (StateLinear(d, d, gamma=gamma_msg, **kw) for _ in range(2))
@@ -127,14 +132,19 @@ class BipartiteCell(nnx.Module):
     def prepare(self, x: dict) -> dict:
         e_w, e_v = self.enc.inject(x)
         bsz = e_w.shape[0]
-        return {"a_hat": normalized_adjacency(x["A"]), "e_w": e_w, "e_v": e_v, "x": x,
-                "mats": tuple(s.prepare() for s in (self.s_ww, self.s_wv, self.s_vv, self.s_vw)),
-                "injection": jnp.concatenate([e_w.reshape(bsz, -1), e_v.reshape(bsz, -1)], axis=1)}
+        return {
+            "a_hat": normalized_adjacency(x["A"]),
+            "e_w": e_w,
+            "e_v": e_v,
+            "x": x,
+            "mats": tuple(s.prepare() for s in (self.s_ww, self.s_wv, self.s_vv, self.s_vw)),
+            "injection": jnp.concatenate([e_w.reshape(bsz, -1), e_v.reshape(bsz, -1)], axis=1),
+        }
 
     def split(self, z: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
         """z (B, (m + n) d) -> h_W (B, m, d), h_V (B, n, d)."""
         bsz = z.shape[0]
-        return z[:, :m * self.d].reshape(bsz, m, self.d), z[:, m * self.d:].reshape(bsz, -1, self.d)
+        return z[:, : m * self.d].reshape(bsz, m, self.d), z[:, m * self.d :].reshape(bsz, -1, self.d)
 
     def __call__(self, z: jax.Array, ctx: dict) -> jax.Array:
         h_w, h_v = self.split(z, ctx["e_w"].shape[1])
@@ -152,17 +162,26 @@ class ImplicitGNN(nnx.Module):
     after every iteration k = 0..steps, shape (steps + 1, B, n).
     """
 
-    def __init__(self, d: int, m: int, n: int, *, rngs: nnx.Rngs, gamma_self: float = 0.45,
-                 gamma_msg: float = 0.45, feedback: bool = False,
-                 train_solver: SolverConfig = SolverConfig(max_iter=30, tol=1e-4),
-                 eval_solver: SolverConfig = SolverConfig(max_iter=60, tol=1e-5)):
+    def __init__(
+        self,
+        d: int,
+        m: int,
+        n: int,
+        *,
+        rngs: nnx.Rngs,
+        gamma_self: float = 0.45,
+        gamma_msg: float = 0.45,
+        feedback: bool = False,
+        train_solver: SolverConfig = SolverConfig(max_iter=30, tol=1e-4),
+        eval_solver: SolverConfig = SolverConfig(max_iter=60, tol=1e-5),
+    ):
         for name, value in (("d", d), ("m", m), ("n", n)):
             check_int(name, value, 1)
         self.m, self.n = m, n
-        self.cell = BipartiteCell(d, rngs=rngs, gamma_self=gamma_self, gamma_msg=gamma_msg,
-                                  feedback=feedback)
-        self.layer = ImplicitLayer(self.cell, (m + n) * d, rngs=rngs, train_solver=train_solver,
-                                   eval_solver=eval_solver)
+        self.cell = BipartiteCell(d, rngs=rngs, gamma_self=gamma_self, gamma_msg=gamma_msg, feedback=feedback)
+        self.layer = ImplicitLayer(
+            self.cell, (m + n) * d, rngs=rngs, train_solver=train_solver, eval_solver=eval_solver
+        )
 
     def __call__(self, x: dict):
         check_inputs(x, self.m, self.n)
@@ -187,8 +206,9 @@ class ExplicitGNN(nnx.Module):
         init = nnx.initializers.orthogonal(scale=0.5)
         self.mats = nnx.List([nnx.Param(init(rngs.params(), (4, d, d), jnp.float32)) for _ in range(depth)])
         if feedback:
-            self.fb = nnx.List([nnx.Param(0.1 * jax.random.normal(rngs.params(), (2, d, 3), jnp.float32))
-                                for _ in range(depth)])
+            self.fb = nnx.List(
+                [nnx.Param(0.1 * jax.random.normal(rngs.params(), (2, d, 3), jnp.float32)) for _ in range(depth)]
+            )
 
     def __call__(self, x: dict):
         check_inputs(x)

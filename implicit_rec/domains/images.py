@@ -12,8 +12,18 @@ import dataclasses
 import numpy as np
 
 # Natural photographs and textures bundled with scikit-image (skimage.data.<name>()).
-TRAIN_IMAGES = ("astronaut", "coffee", "rocket", "moon", "brick", "grass", "gravel", "clock",
-                "immunohistochemistry", "hubble_deep_field")
+TRAIN_IMAGES = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "immunohistochemistry",
+    "hubble_deep_field",
+)
 TEST_IMAGES = ("camera", "chelsea", "coins")
 AVAILABLE = TRAIN_IMAGES + TEST_IMAGES
 
@@ -33,15 +43,16 @@ def load_gray(name: str, scale: float = 1.0) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
-def random_crops(img: np.ndarray, n: int, size: int, rng: np.random.Generator,
-                 rows: tuple[int, int] | None = None) -> np.ndarray:
+def random_crops(
+    img: np.ndarray, n: int, size: int, rng: np.random.Generator, rows: tuple[int, int] | None = None
+) -> np.ndarray:
     """n crops (n, size, size) at uniform positions whose rows lie in [rows[0], rows[1])."""
     r0, r1 = rows if rows is not None else (0, img.shape[0])
     if r1 - r0 < size or img.shape[1] < size:
         raise ValueError(f"crop size {size} does not fit rows [{r0}, {r1}) x {img.shape[1]} columns.")
     i = rng.integers(r0, r1 - size + 1, n)
     j = rng.integers(0, img.shape[1] - size + 1, n)
-    return np.stack([img[a:a + size, b:b + size] for a, b in zip(i, j)])
+    return np.stack([img[a : a + size, b : b + size] for a, b in zip(i, j)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +69,18 @@ class CropSplits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def make_splits(*, size: int, n_train: int, n_val: int, n_test: int, seed: int = 0, scale: float = 0.5,
-                train_images=TRAIN_IMAGES, test_images=TEST_IMAGES, val_fraction: float = 0.25) -> CropSplits:
+def make_splits(
+    *,
+    size: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int = 0,
+    scale: float = 0.5,
+    train_images=TRAIN_IMAGES,
+    test_images=TEST_IMAGES,
+    val_fraction: float = 0.25,
+) -> CropSplits:
     """Crops spread evenly over the images of each split (test images never enter train/val)."""
     train_images, test_images = tuple(train_images), tuple(test_images)
     overlap = set(train_images) & set(test_images)
@@ -77,7 +98,8 @@ def make_splits(*, size: int, n_train: int, n_val: int, n_test: int, seed: int =
         cut = int(round(img.shape[0] * (1.0 - val_fraction)))
         train.append(random_crops(img, nt, size, rng, (0, cut)))
         val.append(random_crops(img, nv, size, rng, (cut, img.shape[0])))
-    test = [random_crops(load_gray(name, scale), n, size, rng)
-            for name, n in zip(test_images, share(n_test, len(test_images)))]
-    return CropSplits(np.concatenate(train), np.concatenate(val), np.concatenate(test),
-                      train_images, test_images)
+    test = [
+        random_crops(load_gray(name, scale), n, size, rng)
+        for name, n in zip(test_images, share(n_test, len(test_images)))
+    ]
+    return CropSplits(np.concatenate(train), np.concatenate(val), np.concatenate(test), train_images, test_images)

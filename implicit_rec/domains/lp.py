@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +32,19 @@ from flax import nnx
 import solvers
 
 from . import gnn, lp_data, sweep
-from ._checks import (boolean, check_fields, choice, instance, integer, integers, iteration_counts, number,
-                      reject_unknown_kwargs)
+from ._checks import (
+    boolean,
+    check_fields,
+    choice,
+    instance,
+    integer,
+    integers,
+    iteration_counts,
+    number,
+    reject_unknown_kwargs,
+)
 
-PAPER = {"dims": [4, 8, 16, 32], "explicit": [0.397, 0.273, 0.283, 0.318],
-         "implicit": [0.218, 0.177, 0.152, 0.156]}
+PAPER = {"dims": [4, 8, 16, 32], "explicit": [0.397, 0.273, 0.283, 0.318], "implicit": [0.218, 0.177, 0.152, 0.156]}
 PERTURBED = ("A", "b", "c", "l", "u")
 
 
@@ -44,24 +52,24 @@ PERTURBED = ("A", "b", "c", "l", "u")
 class LPConfig:
     """Everything the LP experiment depends on (presets in :data:`PRESETS`)."""
 
-    n_train: int = 2500          # solved training LPs, validation split included
+    n_train: int = 2500  # solved training LPs, validation split included
     n_test: int = 1000
     val_fraction: float = 0.1
     dims: tuple = (4, 8, 16, 32)
-    depth: int = 4               # explicit GNN layers
-    gamma_self: float = 0.1      # spectral norm of the implicit block's self weights
-    gamma_msg: float = 0.89      # ... and of its message weights (sum < 1: contraction without feedback)
-    feedback: bool = True        # feed features of the current estimate ŷ (A ŷ - b, box slack) into each block
+    depth: int = 4  # explicit GNN layers
+    gamma_self: float = 0.1  # spectral norm of the implicit block's self weights
+    gamma_msg: float = 0.89  # ... and of its message weights (sum < 1: contraction without feedback)
+    feedback: bool = True  # feed features of the current estimate ŷ (A ŷ - b, box slack) into each block
     matched_explicit: bool = True  # also train an explicit GNN narrowed to the implicit parameter count
     epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 3e-3
     eval_every: int = 2
-    train_iters: int = 30        # Anderson iterations in training (IFT backward)
+    train_iters: int = 30  # Anderson iterations in training (IFT backward)
     eval_iters: int = 60
     ks: tuple = sweep.DEFAULT_KS
     sweep_method: str = "anderson"  # iterations of the sweep: the eval solver's method, or "picard"
-    lip_samples: int = 200       # test LPs for the Lipschitz estimate
+    lip_samples: int = 200  # test LPs for the Lipschitz estimate
     lip_perturbations: int = 8
     lip_eps: float = 1e-2
     spec: lp_data.LPSpec = lp_data.LPSpec()
@@ -71,31 +79,62 @@ class LPConfig:
         check_fields(self, _LP_CHECKS)
         n_val = max(1, int(round(self.val_fraction * self.n_train)))
         if n_val >= self.n_train:
-            raise ValueError(f"LPConfig.val_fraction={self.val_fraction} holds out {n_val} of n_train="
-                             f"{self.n_train} LPs, leaving no training LPs; lower val_fraction or raise n_train.")
+            raise ValueError(
+                f"LPConfig.val_fraction={self.val_fraction} holds out {n_val} of n_train="
+                f"{self.n_train} LPs, leaving no training LPs; lower val_fraction or raise n_train."
+            )
         if self.lip_samples > self.n_test:
-            raise ValueError(f"LPConfig.lip_samples={self.lip_samples} exceeds n_test={self.n_test}: the "
-                             "Lipschitz estimate uses test LPs; lower lip_samples or raise n_test.")
+            raise ValueError(
+                f"LPConfig.lip_samples={self.lip_samples} exceeds n_test={self.n_test}: the "
+                "Lipschitz estimate uses test LPs; lower lip_samples or raise n_test."
+            )
 
 
 SWEEP_METHODS = ("anderson", "picard")
 _OPEN_UNIT = number(0.0, high=1.0, high_inclusive=False)
 _LP_CHECKS = {
-    "n_train": integer(2), "n_test": integer(1), "val_fraction": _OPEN_UNIT, "dims": integers(1),
-    "depth": integer(1), "gamma_self": _OPEN_UNIT, "gamma_msg": _OPEN_UNIT,
-    "feedback": boolean, "matched_explicit": boolean, "epochs": integer(1), "batch_size": integer(1),
-    "learning_rate": number(0.0), "eval_every": integer(1), "train_iters": integer(1), "eval_iters": integer(1),
-    "ks": iteration_counts, "sweep_method": choice(*SWEEP_METHODS),
-    "lip_samples": integer(1), "lip_perturbations": integer(1), "lip_eps": number(0.0),
-    "spec": instance(lp_data.LPSpec), "seed": integer(0),
+    "n_train": integer(2),
+    "n_test": integer(1),
+    "val_fraction": _OPEN_UNIT,
+    "dims": integers(1),
+    "depth": integer(1),
+    "gamma_self": _OPEN_UNIT,
+    "gamma_msg": _OPEN_UNIT,
+    "feedback": boolean,
+    "matched_explicit": boolean,
+    "epochs": integer(1),
+    "batch_size": integer(1),
+    "learning_rate": number(0.0),
+    "eval_every": integer(1),
+    "train_iters": integer(1),
+    "eval_iters": integer(1),
+    "ks": iteration_counts,
+    "sweep_method": choice(*SWEEP_METHODS),
+    "lip_samples": integer(1),
+    "lip_perturbations": integer(1),
+    "lip_eps": number(0.0),
+    "spec": instance(lp_data.LPSpec),
+    "seed": integer(0),
 }
 
 
 PRESETS = {
     # tiny: n_val = n_test = (lip_perturbations + 1) * lip_samples, so one compiled forward serves all
-    "tiny": LPConfig(n_train=24, n_test=8, val_fraction=1 / 3, dims=(4, 8), epochs=2, batch_size=8,
-                     eval_every=2, train_iters=8, eval_iters=20, ks=(0, 1, 2, 4), lip_samples=4,
-                     lip_perturbations=1, matched_explicit=False),
+    "tiny": LPConfig(
+        n_train=24,
+        n_test=8,
+        val_fraction=1 / 3,
+        dims=(4, 8),
+        epochs=2,
+        batch_size=8,
+        eval_every=2,
+        train_iters=8,
+        eval_iters=20,
+        ks=(0, 1, 2, 4),
+        lip_samples=4,
+        lip_perturbations=1,
+        matched_explicit=False,
+    ),
     "default": LPConfig(),
 }
 
@@ -114,10 +153,15 @@ def to_inputs(data: dict, spec: lp_data.LPSpec, dtype=jnp.float32) -> tuple[dict
 
     Inputs: A, eq as they are; b, l, u, y* divided by bound_std (so A y = b still holds); c / c_scale.
     """
-    x = {"A": data["A"], "b": data["b"] / spec.bound_std, "eq": data["eq"].astype(float), "c": data["c"] / spec.c_scale,
-         "l": data["l"] / spec.bound_std, "u": data["u"] / spec.bound_std}
-    return ({k: jnp.asarray(v, dtype) for k, v in x.items()},
-            jnp.asarray(data["y"] / spec.bound_std, dtype))
+    x = {
+        "A": data["A"],
+        "b": data["b"] / spec.bound_std,
+        "eq": data["eq"].astype(float),
+        "c": data["c"] / spec.c_scale,
+        "l": data["l"] / spec.bound_std,
+        "u": data["u"] / spec.bound_std,
+    }
+    return ({k: jnp.asarray(v, dtype) for k, v in x.items()}, jnp.asarray(data["y"] / spec.bound_std, dtype))
 
 
 def take(x, idx):
@@ -140,10 +184,18 @@ def build(kind: str, d: int, cfg: LPConfig, seed: int) -> nnx.Module:
     rngs = nnx.Rngs(seed)
     if kind == "implicit":
         from implicit_rec.layers import SolverConfig
-        return gnn.ImplicitGNN(d, cfg.spec.m, cfg.spec.n, rngs=rngs, gamma_self=cfg.gamma_self,
-                               gamma_msg=cfg.gamma_msg, feedback=cfg.feedback,
-                               train_solver=SolverConfig(max_iter=cfg.train_iters, tol=1e-4),
-                               eval_solver=SolverConfig(max_iter=cfg.eval_iters, tol=1e-5))
+
+        return gnn.ImplicitGNN(
+            d,
+            cfg.spec.m,
+            cfg.spec.n,
+            rngs=rngs,
+            gamma_self=cfg.gamma_self,
+            gamma_msg=cfg.gamma_msg,
+            feedback=cfg.feedback,
+            train_solver=SolverConfig(max_iter=cfg.train_iters, tol=1e-4),
+            eval_solver=SolverConfig(max_iter=cfg.eval_iters, tol=1e-5),
+        )
     if kind == "explicit":
         return gnn.ExplicitGNN(d, rngs=rngs, depth=cfg.depth, feedback=cfg.feedback)
     raise ValueError(f"kind={kind!r} is not known; choose 'implicit' or 'explicit'.")
@@ -179,8 +231,15 @@ def predict(model: nnx.Module, x: dict, batch: int = 500, with_info: bool = Fals
     return y_hat, {"converged_fraction": float(jnp.mean(conv)), "mean_nstep": float(jnp.mean(nstep))}
 
 
-def train(model: nnx.Module, x_tr: dict, y_tr: jax.Array, x_va: dict, y_va: jax.Array, cfg: LPConfig,
-          log: Callable[[str], None] = lambda s: None) -> dict:
+def train(
+    model: nnx.Module,
+    x_tr: dict,
+    y_tr: jax.Array,
+    x_va: dict,
+    y_va: jax.Array,
+    cfg: LPConfig,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
     """Adam on the mean relative error; restores the parameters of the best validation error."""
     scale = cfg.spec.bound_std
     size = y_tr.shape[0]
@@ -203,8 +262,10 @@ def train(model: nnx.Module, x_tr: dict, y_tr: jax.Array, x_va: dict, y_va: jax.
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = rng.permutation(size)
-        losses = [float(step(model, opt, take(x_tr, order[i:i + bsz]), y_tr[order[i:i + bsz]]))
-                  for i in range(0, steps_per_epoch * bsz, bsz)]
+        losses = [
+            float(step(model, opt, take(x_tr, order[i : i + bsz]), y_tr[order[i : i + bsz]]))
+            for i in range(0, steps_per_epoch * bsz, bsz)
+        ]
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             val = float(jnp.mean(relative_error(predict(model, x_va), y_va, scale)))
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_error": val})
@@ -278,8 +339,14 @@ def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: 
     t_train = time.perf_counter() - t0
     y_hat, solver = predict(model, x_te, with_info=True)
     test_err = float(jnp.mean(relative_error(y_hat, y_te, cfg.spec.bound_std)))
-    entry = {"width": width, "params": params, "test_error": test_err,
-             "best_val_error": fit["best_val_error"], "train_seconds": t_train, "history": fit["history"]}
+    entry = {
+        "width": width,
+        "params": params,
+        "test_error": test_err,
+        "best_val_error": fit["best_val_error"],
+        "train_seconds": t_train,
+        "history": fit["history"],
+    }
     t0 = time.perf_counter()
     if kind == "implicit":
         entry.update(solver, sweep=sweep_implicit(model, x_te, y_te, cfg))
@@ -292,7 +359,7 @@ def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: 
 
 
 # -- the experiment ------------------------------------------------------------------------------
-def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+def run(cfg: LPConfig, cache_dir: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate every model of ``cfg``; returns the metrics dict (JSON-ready)."""
     t_start = time.perf_counter()
     spec, scale = cfg.spec, cfg.spec.bound_std
@@ -305,8 +372,10 @@ def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], Non
     x_va, y_va = take(x_all, perm[:n_val]), y_all[perm[:n_val]]
     x_tr, y_tr = take(x_all, perm[n_val:]), y_all[perm[n_val:]]
     x_te, y_te = to_inputs(test_raw, spec)
-    log(f"LPs: {cfg.n_train - n_val} train / {n_val} val / {cfg.n_test} test "
-        f"({cfg.n_train + cfg.n_test} solved of {train_draws + test_draws} draws, {t_data:.1f}s)")
+    log(
+        f"LPs: {cfg.n_train - n_val} train / {n_val} val / {cfg.n_test} test "
+        f"({cfg.n_train + cfg.n_test} solved of {train_draws + test_draws} draws, {t_data:.1f}s)"
+    )
     greedy = float(jnp.mean(relative_error(jnp.asarray(greedy_box_baseline(test_raw)) / scale, y_te, scale)))
 
     models, sweeps, timing = {"implicit": {}, "explicit": {}}, {}, {"data_s": t_data}
@@ -329,12 +398,22 @@ def run(cfg: LPConfig, cache_dir: Optional[str] = None, log: Callable[[str], Non
                 by_width[width] = entry
             models[kind][str(d)] = entry
     timing["total_s"] = time.perf_counter() - t_start
-    return {"config": _jsonable(dataclasses.asdict(cfg)),
-            "dataset": {"train": cfg.n_train - n_val, "val": n_val, "test": cfg.n_test,
-                        "train_draws": train_draws, "test_draws": test_draws,
-                        "solved_fraction": (cfg.n_train + cfg.n_test) / (train_draws + test_draws)},
-            "baselines": {"greedy_box": greedy},
-            "models": models, "sweep": sweeps, "paper": PAPER, "timing": timing}
+    return {
+        "config": _jsonable(dataclasses.asdict(cfg)),
+        "dataset": {
+            "train": cfg.n_train - n_val,
+            "val": n_val,
+            "test": cfg.n_test,
+            "train_draws": train_draws,
+            "test_draws": test_draws,
+            "solved_fraction": (cfg.n_train + cfg.n_test) / (train_draws + test_draws),
+        },
+        "baselines": {"greedy_box": greedy},
+        "models": models,
+        "sweep": sweeps,
+        "paper": PAPER,
+        "timing": timing,
+    }
 
 
 def _jsonable(obj):
@@ -358,11 +437,12 @@ def comparison_table(metrics: dict) -> str:
     lines = [head, rule]
     for d in metrics["config"]["dims"]:
         key = str(d)
-        paper = (dict(zip(PAPER["dims"], PAPER["explicit"])).get(d),
-                 dict(zip(PAPER["dims"], PAPER["implicit"])).get(d))
+        paper = (dict(zip(PAPER["dims"], PAPER["explicit"])).get(d), dict(zip(PAPER["dims"], PAPER["implicit"])).get(d))
         cell = lambda e: f"{e['test_error']:.3f} ({e['params']:,} p)"  # noqa: E731
-        row = (f"| {d} | {'-' if paper[0] is None else paper[0]} | {'-' if paper[1] is None else paper[1]} | "
-               f"{cell(mods['explicit'][key])} | {cell(mods['implicit'][key])} |")
+        row = (
+            f"| {d} | {'-' if paper[0] is None else paper[0]} | {'-' if paper[1] is None else paper[1]} | "
+            f"{cell(mods['explicit'][key])} | {cell(mods['implicit'][key])} |"
+        )
         if matched:
             e = mods["explicit_matched"][key]
             row += f" {e['test_error']:.3f} ({e['params']:,} p, width {e['width']}) |"
@@ -373,24 +453,44 @@ def comparison_table(metrics: dict) -> str:
 def report_markdown(metrics: dict) -> str:
     """report.md: comparison table, per-k sweep tables, dataset and timing."""
     ds, cfg = metrics["dataset"], metrics["config"]
-    lines = ["# Linear programs: implicit vs explicit GNN", "",
-             f"Random LPs ({cfg['spec']['m']} constraints x {cfg['spec']['n']} variables, "
-             f"{cfg['spec']['nnz']} nonzeros): {ds['train']} train / {ds['val']} val / {ds['test']} test "
-             f"({100 * ds['solved_fraction']:.0f}% of draws solvable). Metric: mean ||ŷ - y*|| / (||y*|| + 1) "
-             "on the test set; p = trainable parameters.", "",
-             comparison_table(metrics), "",
-             f"Greedy box baseline (x_j = l_j if c_j > 0 else u_j, constraints ignored): "
-             f"{metrics['baselines']['greedy_box']:.3f}.", ""]
+    lines = [
+        "# Linear programs: implicit vs explicit GNN",
+        "",
+        f"Random LPs ({cfg['spec']['m']} constraints x {cfg['spec']['n']} variables, "
+        f"{cfg['spec']['nnz']} nonzeros): {ds['train']} train / {ds['val']} val / {ds['test']} test "
+        f"({100 * ds['solved_fraction']:.0f}% of draws solvable). Metric: mean ||ŷ - y*|| / (||y*|| + 1) "
+        "on the test set; p = trainable parameters.",
+        "",
+        comparison_table(metrics),
+        "",
+        f"Greedy box baseline (x_j = l_j if c_j > 0 else u_j, constraints ignored): "
+        f"{metrics['baselines']['greedy_box']:.3f}.",
+        "",
+    ]
     for d, rows in metrics["sweep"].items():
         ex = metrics["models"]["explicit"][d]
         im = metrics["models"]["implicit"][d]
-        lines += [f"## Test-time iterations, d = {d}", "",
-                  f"Evaluation solve (Anderson, at most {cfg['eval_iters']} iterations, tol 1e-5): "
-                  f"{100 * im.get('converged_fraction', float('nan')):.0f}% of test LPs converged, "
-                  f"{im.get('mean_nstep', float('nan')):.1f} iterations on average. Sweep iterations: "
-                  f"{cfg['sweep_method']}.", "",
-                  sweep.sweep_table(rows, baselines={f"explicit (depth {ex['depth']})": (
-                      ex["depth"], ex["test_error"], ex["lipschitz_max"], ex["lipschitz_mean"])}), ""]
+        lines += [
+            f"## Test-time iterations, d = {d}",
+            "",
+            f"Evaluation solve (Anderson, at most {cfg['eval_iters']} iterations, tol 1e-5): "
+            f"{100 * im.get('converged_fraction', float('nan')):.0f}% of test LPs converged, "
+            f"{im.get('mean_nstep', float('nan')):.1f} iterations on average. Sweep iterations: "
+            f"{cfg['sweep_method']}.",
+            "",
+            sweep.sweep_table(
+                rows,
+                baselines={
+                    f"explicit (depth {ex['depth']})": (
+                        ex["depth"],
+                        ex["test_error"],
+                        ex["lipschitz_max"],
+                        ex["lipschitz_mean"],
+                    )
+                },
+            ),
+            "",
+        ]
     lines.append(f"Total time {metrics['timing']['total_s']:.0f} s.")
     return "\n".join(lines) + "\n"
 
@@ -400,12 +500,20 @@ def write_plots(metrics: dict, out_dir) -> list[str]:
     series = {f"implicit d={d}": rows for d, rows in metrics["sweep"].items()}
     ex = metrics["models"]["explicit"]
     names = []
-    for key, fname, ylabel, bkey in (("error", "lp_error_vs_iterations.png", "test error", "test_error"),
-                                     ("lipschitz_max", "lp_lipschitz_vs_iterations.png",
-                                      "empirical Lipschitz (max)", "lipschitz_max")):
+    for key, fname, ylabel, bkey in (
+        ("error", "lp_error_vs_iterations.png", "test error", "test_error"),
+        ("lipschitz_max", "lp_lipschitz_vs_iterations.png", "empirical Lipschitz (max)", "lipschitz_max"),
+    ):
         baselines = {f"explicit d={d} (depth {e['depth']})": (e["depth"], e[bkey]) for d, e in ex.items()}
-        sweep.plot_sweep(None, f"{out_dir}/{fname}", key=key, ylabel=ylabel, series=series,
-                         baselines=baselines, logy=key != "error",
-                         title="LP: implicit GNN vs test-time iterations")
+        sweep.plot_sweep(
+            None,
+            f"{out_dir}/{fname}",
+            key=key,
+            ylabel=ylabel,
+            series=series,
+            baselines=baselines,
+            logy=key != "error",
+            title="LP: implicit GNN vs test-time iterations",
+        )
         names.append(fname)
     return names

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -42,12 +41,17 @@ class LPSpec:
             raise ValueError(f"LPSpec.nnz={self.nnz} exceeds m * n = {self.m * self.n}; lower nnz.")
 
     def tag(self) -> str:
-        return (f"m{self.m}-n{self.n}-nnz{self.nnz}-peq{self.p_eq:g}-c{self.c_scale:g}"
-                f"-bd{self.bound_std:g}")
+        return f"m{self.m}-n{self.n}-nnz{self.nnz}-peq{self.p_eq:g}-c{self.c_scale:g}-bd{self.bound_std:g}"
 
 
-_SPEC_CHECKS = {"m": integer(1), "n": integer(1), "nnz": integer(1), "p_eq": number(0.0, inclusive=True, high=1.0),
-                "c_scale": number(0.0), "bound_std": number(0.0)}
+_SPEC_CHECKS = {
+    "m": integer(1),
+    "n": integer(1),
+    "nnz": integer(1),
+    "p_eq": number(0.0, inclusive=True, high=1.0),
+    "c_scale": number(0.0),
+    "bound_std": number(0.0),
+}
 
 
 def sample_lp(rng: np.random.Generator, spec: LPSpec) -> dict:
@@ -66,10 +70,15 @@ def solve_lp(lp: dict):
     from scipy.optimize import linprog
 
     eq = lp["eq"]
-    res = linprog(lp["c"], A_ub=lp["A"][~eq] if (~eq).any() else None,
-                  b_ub=lp["b"][~eq] if (~eq).any() else None,
-                  A_eq=lp["A"][eq] if eq.any() else None, b_eq=lp["b"][eq] if eq.any() else None,
-                  bounds=np.stack([lp["l"], lp["u"]], axis=1), method="highs")
+    res = linprog(
+        lp["c"],
+        A_ub=lp["A"][~eq] if (~eq).any() else None,
+        b_ub=lp["b"][~eq] if (~eq).any() else None,
+        A_eq=lp["A"][eq] if eq.any() else None,
+        b_eq=lp["b"][eq] if eq.any() else None,
+        bounds=np.stack([lp["l"], lp["u"]], axis=1),
+        method="highs",
+    )
     return (res.x, float(res.fun)) if res.status == 0 else None
 
 
@@ -93,8 +102,9 @@ def generate(num: int, seed: int, spec: LPSpec = LPSpec()) -> tuple[dict, int]:
     return {k: np.stack([d[k] for d in kept]) for k in FIELDS}, draws
 
 
-def load_or_generate(num: int, seed: int, spec: LPSpec = LPSpec(),
-                     cache_dir: Optional[str | os.PathLike] = None) -> tuple[dict, int]:
+def load_or_generate(
+    num: int, seed: int, spec: LPSpec = LPSpec(), cache_dir: str | os.PathLike | None = None
+) -> tuple[dict, int]:
     """:func:`generate`, cached as ``cache_dir/lp-<spec>-N<num>-s<seed>.npz`` when cache_dir is given."""
     path = None
     if cache_dir is not None:

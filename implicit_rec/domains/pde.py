@@ -31,7 +31,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,8 +39,9 @@ from ._checks import check_fields, check_float, check_int, integer, number
 
 
 # -- random fields ----------------------------------------------------------------------------------
-def grf(rng: np.random.Generator, count: int, n: int, tau: float = 3.0, alpha: float = 2.0,
-        zero_mean: bool = False) -> np.ndarray:
+def grf(
+    rng: np.random.Generator, count: int, n: int, tau: float = 3.0, alpha: float = 2.0, zero_mean: bool = False
+) -> np.ndarray:
     """``count`` periodic Gaussian random fields on an n x n grid, shape (count, n, n), unit variance.
 
     Covariance (tau^2 + 4 pi^2 |k|^2)^(-alpha) in Fourier space (k integer wave numbers):
@@ -48,10 +49,10 @@ def grf(rng: np.random.Generator, count: int, n: int, tau: float = 3.0, alpha: f
     grid value has variance 1 (mean of s_k^2 = 1). ``zero_mean``: s_0 = 0 (every field has mean 0).
     """
     k = np.fft.fftfreq(n, d=1.0 / n)
-    s = (tau ** 2 + 4 * np.pi ** 2 * (k[:, None] ** 2 + k[None, :] ** 2)) ** (-alpha / 2)
+    s = (tau**2 + 4 * np.pi**2 * (k[:, None] ** 2 + k[None, :] ** 2)) ** (-alpha / 2)
     if zero_mean:
         s[0, 0] = 0.0
-    s = s / np.sqrt(np.mean(s ** 2))
+    s = s / np.sqrt(np.mean(s**2))
     white = rng.standard_normal((count, n, n))
     return np.real(np.fft.ifft2(np.fft.fft2(white) * s))
 
@@ -68,19 +69,19 @@ def diffusion(u: np.ndarray, a: np.ndarray) -> np.ndarray:
     ax, ay = _faces(a)
     fx = ax * (np.roll(u, -1, axis=-2) - u)  # flux through face i+1/2
     fy = ay * (np.roll(u, -1, axis=-1) - u)
-    return -(fx - np.roll(fx, 1, axis=-2) + fy - np.roll(fy, 1, axis=-1)) * n ** 2
+    return -(fx - np.roll(fx, 1, axis=-2) + fy - np.roll(fy, 1, axis=-1)) * n**2
 
 
 def operator(u: np.ndarray, a: np.ndarray) -> np.ndarray:
     """A(u; a) = -div(a grad u) + u + u^3, shapes (..., n, n)."""
-    return diffusion(u, a) + u + u ** 3
+    return diffusion(u, a) + u + u**3
 
 
 def _laplace_symbol(n: int) -> np.ndarray:
     """Eigenvalues of -Delta_h (5-point, periodic) on the rfft2 grid, shape (n, n//2 + 1)."""
     kx = np.arange(n)[:, None]
     ky = np.arange(n // 2 + 1)[None, :]
-    return 4 * n ** 2 * (np.sin(np.pi * kx / n) ** 2 + np.sin(np.pi * ky / n) ** 2)
+    return 4 * n**2 * (np.sin(np.pi * kx / n) ** 2 + np.sin(np.pi * ky / n) ** 2)
 
 
 class SolveInfo(NamedTuple):
@@ -91,16 +92,19 @@ class SolveInfo(NamedTuple):
     cg_steps: int
 
 
-def solve(a: np.ndarray, f: np.ndarray, *, tol: float = 1e-10, max_newton: int = 30,
-          cg_tol: float = 1e-3, max_cg: int = 200) -> tuple[np.ndarray, SolveInfo]:
+def solve(
+    a: np.ndarray, f: np.ndarray, *, tol: float = 1e-10, max_newton: int = 30, cg_tol: float = 1e-3, max_cg: int = 200
+) -> tuple[np.ndarray, SolveInfo]:
     """Solve -div(a grad u) + u + u^3 = f for a batch, shapes (B, n, n) -> u (B, n, n) float64.
 
     Newton from the solution of the linear problem -div(a grad u) + u = f (both by
     preconditioned CG); inner CG stops at a residual ``cg_tol`` times the Newton
     residual (inexact Newton), Newton at ||A(u) - f|| <= tol ||f|| per sample.
     """
-    tol, cg_tol = check_float("tol", tol, low=0.0, low_inclusive=False), check_float("cg_tol", cg_tol, low=0.0,
-                                                                                     low_inclusive=False)
+    tol, cg_tol = (
+        check_float("tol", tol, low=0.0, low_inclusive=False),
+        check_float("cg_tol", cg_tol, low=0.0, low_inclusive=False),
+    )
     max_newton, max_cg = check_int("max_newton", max_newton, 1), check_int("max_cg", max_cg, 1)
     a = np.asarray(a, np.float64)
     f = np.asarray(f, np.float64)
@@ -157,8 +161,8 @@ def solve(a: np.ndarray, f: np.ndarray, *, tol: float = 1e-10, max_newton: int =
         if not active.any():
             break
         steps += active
-        c = 1.0 + 3.0 * u ** 2
-        du = pcg(lambda v: diffusion(v, a) + c * v, res, c.mean(axis=(1, 2)), cg_tol)
+        c = 1.0 + 3.0 * u**2
+        du = pcg(lambda v, c=c: diffusion(v, a) + c * v, res, c.mean(axis=(1, 2)), cg_tol)
         u = u + active[:, None, None] * du
     res = f - operator(u, a)
     rel = np.linalg.norm(res.reshape(len(a), -1), axis=1) / fnorm
@@ -167,6 +171,8 @@ def solve(a: np.ndarray, f: np.ndarray, *, tol: float = 1e-10, max_newton: int =
 
 # -- the data set -----------------------------------------------------------------------------------
 DATA_VERSION = 2  # part of the cache key: bump when the generator changes
+
+
 @dataclasses.dataclass(frozen=True)
 class PDEConfig:
     """Problem and data-set settings; the cache key is a hash of all fields.
@@ -195,9 +201,17 @@ class PDEConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-_CONFIG_CHECKS = {"n": integer(4), "sigma_a": number(0.0), "f_scale": number(0.0), "tau": number(0.0),
-                  "alpha": number(0.0), "n_train": integer(1), "n_valid": integer(1), "n_test": integer(1),
-                  "seed": integer(0)}
+_CONFIG_CHECKS = {
+    "n": integer(4),
+    "sigma_a": number(0.0),
+    "f_scale": number(0.0),
+    "tau": number(0.0),
+    "alpha": number(0.0),
+    "n_train": integer(1),
+    "n_valid": integer(1),
+    "n_test": integer(1),
+    "seed": integer(0),
+}
 
 
 def fields(x: np.ndarray, config: PDEConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +229,7 @@ def solution_map(x: np.ndarray, config: PDEConfig) -> np.ndarray:
 SPLITS = ("train", "valid", "test")
 
 
-def make_dataset(config: PDEConfig, cache_dir: Optional[str | Path] = None) -> dict:
+def make_dataset(config: PDEConfig, cache_dir: str | Path | None = None) -> dict:
     """Inputs and reference solutions, deterministic in ``config`` (and cached as .npz if asked).
 
     Returns {"x_<split>": (B, n, n, 2) float32, "u_<split>": (B, n, n) float32} for the
@@ -227,20 +241,28 @@ def make_dataset(config: PDEConfig, cache_dir: Optional[str | Path] = None) -> d
         path = Path(cache_dir) / f"pde-{config.key()}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
-                return {**{k: z[k] for k in z.files if k != "residual_max"},
-                        "residual_max": float(z["residual_max"]), "key": config.key()}
+                return {
+                    **{k: z[k] for k in z.files if k != "residual_max"},
+                    "residual_max": float(z["residual_max"]),
+                    "key": config.key(),
+                }
     rng = np.random.default_rng(config.seed)
     sizes = [config.n_train, config.n_valid, config.n_test]
     total = sum(sizes)
-    x = np.stack([grf(rng, total, config.n, config.tau, config.alpha),
-                  grf(rng, total, config.n, config.tau, config.alpha, zero_mean=True)], axis=-1)
+    x = np.stack(
+        [
+            grf(rng, total, config.n, config.tau, config.alpha),
+            grf(rng, total, config.n, config.tau, config.alpha, zero_mean=True),
+        ],
+        axis=-1,
+    )
     u, info = solve(*fields(x, config))
     if info.residual.max() > 1e-8:
         raise RuntimeError(f"the reference solver did not converge (residual {info.residual.max():.2e}).")
     data, start = {}, 0
     for split, size in zip(SPLITS, sizes):
-        data[f"x_{split}"] = x[start:start + size].astype(np.float32)
-        data[f"u_{split}"] = u[start:start + size].astype(np.float32)
+        data[f"x_{split}"] = x[start : start + size].astype(np.float32)
+        data[f"u_{split}"] = u[start : start + size].astype(np.float32)
         start += size
     data["residual_max"] = float(info.residual.max())
     if path is not None:  # write a temporary file, then rename: readers never see half a file

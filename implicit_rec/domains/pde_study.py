@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ class StudyConfig:
     hidden: int = 64
     wide_width: int = 32
     deep_depth: int = 4
-    gamma: Optional[float] = None
+    gamma: float | None = None
     train_iters: int = 24
     train_tol: float = 1e-3
     eval_iters: int = 64
@@ -67,20 +67,45 @@ class StudyConfig:
 
 GRADS = ("ift", "phantom")
 _STUDY_CHECKS = {
-    "width": integer(1), "modes": integer(1), "hidden": integer(1), "wide_width": integer(1),
-    "deep_depth": integer(1), "gamma": optional(number(0.0, high=1.0, high_inclusive=False)),
-    "train_iters": integer(1), "train_tol": number(0.0), "eval_iters": integer(1), "eval_tol": number(0.0),
-    "grad": choice(*GRADS), "epochs": integer(1), "batch_size": integer(1), "learning_rate": number(0.0),
-    "ks": iteration_counts, "lipschitz_samples": integer(1), "lipschitz_perturbations": integer(1),
+    "width": integer(1),
+    "modes": integer(1),
+    "hidden": integer(1),
+    "wide_width": integer(1),
+    "deep_depth": integer(1),
+    "gamma": optional(number(0.0, high=1.0, high_inclusive=False)),
+    "train_iters": integer(1),
+    "train_tol": number(0.0),
+    "eval_iters": integer(1),
+    "eval_tol": number(0.0),
+    "grad": choice(*GRADS),
+    "epochs": integer(1),
+    "batch_size": integer(1),
+    "learning_rate": number(0.0),
+    "ks": iteration_counts,
+    "lipschitz_samples": integer(1),
+    "lipschitz_perturbations": integer(1),
     "lipschitz_eps": number(0.0),
 }
 
 
 PRESETS = {
-    "tiny": (pde.PDEConfig(n=16, n_train=48, n_valid=16, n_test=16),
-             StudyConfig(width=6, modes=4, hidden=16, wide_width=10, deep_depth=2, train_iters=12,
-                         eval_iters=16, epochs=3, batch_size=16, ks=(0, 1, 2, 4, 8, 16),
-                         lipschitz_samples=4, lipschitz_perturbations=2)),
+    "tiny": (
+        pde.PDEConfig(n=16, n_train=48, n_valid=16, n_test=16),
+        StudyConfig(
+            width=6,
+            modes=4,
+            hidden=16,
+            wide_width=10,
+            deep_depth=2,
+            train_iters=12,
+            eval_iters=16,
+            epochs=3,
+            batch_size=16,
+            ks=(0, 1, 2, 4, 8, 16),
+            lipschitz_samples=4,
+            lipschitz_perturbations=2,
+        ),
+    ),
     "default": (pde.PDEConfig(), StudyConfig()),
     # ablation: the default with a contractive implicit block (unique fixed point guaranteed)
     "contractive": (pde.PDEConfig(), StudyConfig(gamma=0.9)),
@@ -100,7 +125,7 @@ def preset(name: str, seed: int = 0) -> tuple[pde.PDEConfig, StudyConfig]:
 def relative_l2(pred: jax.Array, true: jax.Array) -> jax.Array:
     """Per-sample ||pred - true|| / ||true|| over the grid, (B, n, n) -> (B,)."""
     axes = tuple(range(1, true.ndim))
-    return jnp.sqrt(jnp.sum((pred - true) ** 2, axis=axes) / jnp.sum(true ** 2, axis=axes))
+    return jnp.sqrt(jnp.sum((pred - true) ** 2, axis=axes) / jnp.sum(true**2, axis=axes))
 
 
 def build_models(data_cfg: pde.PDEConfig, cfg: StudyConfig, seed: int = 0) -> dict:
@@ -109,13 +134,27 @@ def build_models(data_cfg: pde.PDEConfig, cfg: StudyConfig, seed: int = 0) -> di
     train = SolverConfig(max_iter=cfg.train_iters, tol=cfg.train_tol, grad=cfg.grad)
     evals = SolverConfig(max_iter=cfg.eval_iters, tol=cfg.eval_tol)
     return {
-        "implicit FNO": (ImplicitFNO(n, width=cfg.width, rngs=nnx.Rngs(seed), gamma=cfg.gamma,
-                                     train_solver=train, eval_solver=evals, **common), None),
+        "implicit FNO": (
+            ImplicitFNO(
+                n,
+                width=cfg.width,
+                rngs=nnx.Rngs(seed),
+                gamma=cfg.gamma,
+                train_solver=train,
+                eval_solver=evals,
+                **common,
+            ),
+            None,
+        ),
         "FNO-1 (equal params)": (ExplicitFNO(n, width=cfg.width, rngs=nnx.Rngs(seed), **common), 1),
-        f"FNO-{cfg.deep_depth} (deeper)": (ExplicitFNO(n, width=cfg.width, depth=cfg.deep_depth,
-                                                       rngs=nnx.Rngs(seed), **common), cfg.deep_depth),
-        f"FNO-1 wide (width {cfg.wide_width})": (ExplicitFNO(n, width=cfg.wide_width, rngs=nnx.Rngs(seed),
-                                                             **common), 1),
+        f"FNO-{cfg.deep_depth} (deeper)": (
+            ExplicitFNO(n, width=cfg.width, depth=cfg.deep_depth, rngs=nnx.Rngs(seed), **common),
+            cfg.deep_depth,
+        ),
+        f"FNO-1 wide (width {cfg.wide_width})": (
+            ExplicitFNO(n, width=cfg.wide_width, rngs=nnx.Rngs(seed), **common),
+            1,
+        ),
     }
 
 
@@ -136,14 +175,14 @@ def evaluate(model: nnx.Module, x: np.ndarray, u: np.ndarray, chunk: int = 100) 
     return float(jnp.mean(jnp.concatenate(errs)))
 
 
-def fit(model: nnx.Module, data: dict, cfg: StudyConfig, seed: int = 0,
-        log: Optional[Callable[[str], None]] = None) -> dict:
+def fit(
+    model: nnx.Module, data: dict, cfg: StudyConfig, seed: int = 0, log: Callable[[str], None] | None = None
+) -> dict:
     """Adam on the mean relative L2 loss; restores the epoch with the best validation error."""
     x, u = data["x_train"], data["u_train"]
     steps_per_epoch = max(1, len(x) // cfg.batch_size)
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.epochs * steps_per_epoch)
-    opt = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)),
-                        wrt=nnx.Param)
+    opt = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, opt, xb, ub):
@@ -151,6 +190,7 @@ def fit(model: nnx.Module, data: dict, cfg: StudyConfig, seed: int = 0,
             pred, info = model(xb)
             nstep = jnp.zeros(()) if info is None else info.mean_nstep
             return jnp.mean(relative_l2(pred, ub)), nstep
+
         (loss, nstep), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         opt.update(model, grads)
         return loss, nstep
@@ -160,21 +200,35 @@ def fit(model: nnx.Module, data: dict, cfg: StudyConfig, seed: int = 0,
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(x))
-        out = [step(model, opt, jnp.asarray(x[idx]), jnp.asarray(u[idx]))
-               for idx in (order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch))]
+        out = [
+            step(model, opt, jnp.asarray(x[idx]), jnp.asarray(u[idx]))
+            for idx in (order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps_per_epoch))
+        ]
         losses, nsteps = np.asarray(out, dtype=float).T
         valid = evaluate(model, data["x_valid"], data["u_valid"])
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_rel_l2": valid,
-                        "mean_solver_steps": float(np.mean(nsteps))})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "valid_rel_l2": valid,
+                "mean_solver_steps": float(np.mean(nsteps)),
+            }
+        )
         if log is not None:
-            log(f"  epoch {epoch + 1:3d}  train {np.mean(losses):.4f}  valid {valid:.4f}  "
-                f"solver steps {np.mean(nsteps):.1f}  ({time.perf_counter() - start:.0f}s)")
+            log(
+                f"  epoch {epoch + 1:3d}  train {np.mean(losses):.4f}  valid {valid:.4f}  "
+                f"solver steps {np.mean(nsteps):.1f}  ({time.perf_counter() - start:.0f}s)"
+            )
         if valid < best:
             best, best_state = valid, jax.tree.map(jnp.array, nnx.state(model))
     nnx.update(model, best_state)
     model.eval()
-    return {"history": history, "valid_rel_l2": best, "steps": cfg.epochs * steps_per_epoch,
-            "train_seconds": time.perf_counter() - start}
+    return {
+        "history": history,
+        "valid_rel_l2": best,
+        "steps": cfg.epochs * steps_per_epoch,
+        "train_seconds": time.perf_counter() - start,
+    }
 
 
 # -- test-time-iteration sweep ----------------------------------------------------------------------
@@ -193,8 +247,19 @@ def _trajectory(model: ImplicitFNO, x: jax.Array, steps: int, residual: bool = F
         return pred, jnp.linalg.norm(fz - z, axis=-1) / (jnp.linalg.norm(fz, axis=-1) + 1e-12)
 
     z0 = jnp.zeros((x.shape[0], layer.d_state), x.dtype)
-    return solvers.iterate(f, z0, ctx, steps=steps, method=cfg.method, readout=readout, tol=cfg.tol,
-                           stop=cfg.stop, damping=cfg.damping, memory=cfg.memory, ridge=cfg.ridge)
+    return solvers.iterate(
+        f,
+        z0,
+        ctx,
+        steps=steps,
+        method=cfg.method,
+        readout=readout,
+        tol=cfg.tol,
+        stop=cfg.stop,
+        damping=cfg.damping,
+        memory=cfg.memory,
+        ridge=cfg.ridge,
+    )
 
 
 @nnx.jit(static_argnums=(2,))
@@ -220,34 +285,45 @@ def perturbations(data_cfg: pde.PDEConfig, cfg: StudyConfig, count: int) -> np.n
     (drawn like the inputs: the phi channel has mean zero)."""
     rng = np.random.default_rng(data_cfg.seed + 10_000)
     p = cfg.lipschitz_perturbations
-    d = np.stack([pde.grf(rng, p * count, data_cfg.n, data_cfg.tau, data_cfg.alpha, zero_mean=zero_mean)
-                  for zero_mean in (False, True)], -1)
+    d = np.stack(
+        [
+            pde.grf(rng, p * count, data_cfg.n, data_cfg.tau, data_cfg.alpha, zero_mean=zero_mean)
+            for zero_mean in (False, True)
+        ],
+        -1,
+    )
     return (cfg.lipschitz_eps * d).reshape(p, count, data_cfg.n, data_cfg.n, 2).astype(np.float32)
 
 
 def reference_lipschitz(data_cfg: pde.PDEConfig, x: np.ndarray, deltas: np.ndarray) -> dict:
     """Empirical Lipschitz (max, mean) of the true solution map (reference solver) on the same perturbations."""
     base = pde.solution_map(x, data_cfg)
-    ratios = [np.linalg.norm((pde.solution_map(x + d, data_cfg) - base).reshape(len(x), -1), axis=1)
-              / np.linalg.norm(d.reshape(len(x), -1).astype(np.float64), axis=1) for d in deltas]
+    ratios = [
+        np.linalg.norm((pde.solution_map(x + d, data_cfg) - base).reshape(len(x), -1), axis=1)
+        / np.linalg.norm(d.reshape(len(x), -1).astype(np.float64), axis=1)
+        for d in deltas
+    ]
     return {"lipschitz_max": float(np.max(ratios)), "lipschitz_mean": float(np.mean(ratios))}
 
 
-def iteration_sweep(model: ImplicitFNO, data: dict, data_cfg: pde.PDEConfig, cfg: StudyConfig,
-                    deltas: np.ndarray, chunk: int = 50) -> list[dict]:
+def iteration_sweep(
+    model: ImplicitFNO, data: dict, data_cfg: pde.PDEConfig, cfg: StudyConfig, deltas: np.ndarray, chunk: int = 50
+) -> list[dict]:
     """Sweep rows {k, error, lipschitz_max, lipschitz_mean, residual, converged_fraction} over cfg.ks."""
     ks = sweep.check_ks(cfg.ks)
     steps = ks[-1]
     model.eval()
     x, u = data["x_test"], data["u_test"]
-    errs, res = zip(*[_sweep_errors(model, (jnp.asarray(x[s]), jnp.asarray(u[s])), steps)
-                      for s in _chunks(len(x), chunk)])
+    errs, res = zip(
+        *[_sweep_errors(model, (jnp.asarray(x[s]), jnp.asarray(u[s])), steps) for s in _chunks(len(x), chunk)]
+    )
     errs, res = np.concatenate(errs, axis=1), np.concatenate(res, axis=1)  # (steps+1, B)
-    xl = jnp.asarray(x[:cfg.lipschitz_samples])
+    xl = jnp.asarray(x[: cfg.lipschitz_samples])
     lmax, lmean = _sweep_lipschitz(model, xl, jnp.asarray(deltas), steps)
     idx = np.asarray(ks)
-    rows = sweep.iteration_sweep(ks, lambda _: errs.mean(axis=1)[idx],
-                                 lambda _: (np.asarray(lmax)[idx], np.asarray(lmean)[idx]))
+    rows = sweep.iteration_sweep(
+        ks, lambda _: errs.mean(axis=1)[idx], lambda _: (np.asarray(lmax)[idx], np.asarray(lmean)[idx])
+    )
     for row, k in zip(rows, ks):
         row["residual"] = float(np.mean(res[k]))
         row["converged_fraction"] = float(np.mean(res[k] <= cfg.eval_tol))
@@ -255,8 +331,12 @@ def iteration_sweep(model: ImplicitFNO, data: dict, data_cfg: pde.PDEConfig, cfg
 
 
 # -- the whole study --------------------------------------------------------------------------------
-def run_study(preset_name: str = "default", seed: int = 0, cache_dir: Optional[str | Path] = None,
-              log: Optional[Callable[[str], None]] = None) -> dict:
+def run_study(
+    preset_name: str = "default",
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Data, training of every model, sweep, Lipschitz estimates; returns the metrics dict.
 
     The returned dict also holds, under the private key ``"_example"``, arrays for the
@@ -267,10 +347,12 @@ def run_study(preset_name: str = "default", seed: int = 0, cache_dir: Optional[s
     t0, cpu0 = time.perf_counter(), time.process_time()
     data = pde.make_dataset(data_cfg, cache_dir)
     t_data = time.perf_counter() - t0
-    log(f"data: {data_cfg.n_train}/{data_cfg.n_valid}/{data_cfg.n_test} samples on a {data_cfg.n}^2 grid "
-        f"({t_data:.1f}s, solver residual <= {data['residual_max']:.1e})")
+    log(
+        f"data: {data_cfg.n_train}/{data_cfg.n_valid}/{data_cfg.n_test} samples on a {data_cfg.n}^2 grid "
+        f"({t_data:.1f}s, solver residual <= {data['residual_max']:.1e})"
+    )
     deltas = perturbations(data_cfg, cfg, cfg.lipschitz_samples)
-    x_lip = data["x_test"][:cfg.lipschitz_samples]
+    x_lip = data["x_test"][: cfg.lipschitz_samples]
     models, results = build_models(data_cfg, cfg, seed), {}
     for name, (model, depth) in models.items():
         log(f"{name}: {count_params(model):,} params")
@@ -278,11 +360,17 @@ def run_study(preset_name: str = "default", seed: int = 0, cache_dir: Optional[s
         lmax, lmean = (None, None)
         if depth is not None:
             lmax, lmean = (float(v) for v in _explicit_lipschitz(model, jnp.asarray(x_lip), jnp.asarray(deltas)))
-        results[name] = {"params": count_params(model), "depth": depth,
-                         "test_rel_l2": evaluate(model, data["x_test"], data["u_test"]),
-                         "valid_rel_l2": train["valid_rel_l2"], "lipschitz_max": lmax,
-                         "lipschitz_mean": lmean, "steps": train["steps"],
-                         "train_seconds": train["train_seconds"], "history": train["history"]}
+        results[name] = {
+            "params": count_params(model),
+            "depth": depth,
+            "test_rel_l2": evaluate(model, data["x_test"], data["u_test"]),
+            "valid_rel_l2": train["valid_rel_l2"],
+            "lipschitz_max": lmax,
+            "lipschitz_mean": lmean,
+            "steps": train["steps"],
+            "train_seconds": train["train_seconds"],
+            "history": train["history"],
+        }
         log(f"  test rel L2 {results[name]['test_rel_l2']:.4f}")
     implicit = models["implicit FNO"][0]
     t1 = time.perf_counter()
@@ -292,55 +380,93 @@ def run_study(preset_name: str = "default", seed: int = 0, cache_dir: Optional[s
     results["implicit FNO"]["depth"] = cfg.eval_iters
     results["implicit FNO"]["lipschitz_max"] = rows[-1]["lipschitz_max"]
     results["implicit FNO"]["lipschitz_mean"] = rows[-1]["lipschitz_mean"]
-    example = {"x": data["x_test"][0], "u": data["u_test"][0],
-               "pred": np.asarray(_predict(implicit, jnp.asarray(data["x_test"][:1])))[0]}
-    return {"preset": preset_name, "seed": seed,
-            "config": {"data": dataclasses.asdict(data_cfg), "study": dataclasses.asdict(cfg)},
-            "dataset": {"grid": data_cfg.n, "n_train": data_cfg.n_train, "n_valid": data_cfg.n_valid,
-                        "n_test": data_cfg.n_test, "solver_residual_max": data["residual_max"],
-                        "cache_key": data["key"]},
-            "models": results, "sweep": rows, "reference_solver": reference,
-            "timing": {"data_seconds": t_data, "sweep_seconds": t_sweep,
-                       "total_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0},
-            "_example": example}
+    example = {
+        "x": data["x_test"][0],
+        "u": data["u_test"][0],
+        "pred": np.asarray(_predict(implicit, jnp.asarray(data["x_test"][:1])))[0],
+    }
+    return {
+        "preset": preset_name,
+        "seed": seed,
+        "config": {"data": dataclasses.asdict(data_cfg), "study": dataclasses.asdict(cfg)},
+        "dataset": {
+            "grid": data_cfg.n,
+            "n_train": data_cfg.n_train,
+            "n_valid": data_cfg.n_valid,
+            "n_test": data_cfg.n_test,
+            "solver_residual_max": data["residual_max"],
+            "cache_key": data["key"],
+        },
+        "models": results,
+        "sweep": rows,
+        "reference_solver": reference,
+        "timing": {
+            "data_seconds": t_data,
+            "sweep_seconds": t_sweep,
+            "total_seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - cpu0,
+        },
+        "_example": example,
+    }
 
 
 # -- outputs ----------------------------------------------------------------------------------------
 def _baselines(result: dict, key: str) -> dict:
-    return {name: (m["depth"], m[key]) for name, m in result["models"].items()
-            if name != "implicit FNO" and m[key] is not None}
+    return {
+        name: (m["depth"], m[key])
+        for name, m in result["models"].items()
+        if name != "implicit FNO" and m[key] is not None
+    }
 
 
 def report(result: dict) -> str:
     """Markdown: model table (params, test error, Lipschitz) and the sweep table."""
     ref = result["reference_solver"]
-    lines = [f"# Steady nonlinear PDE: implicit vs explicit FNO ({result['preset']} preset)", "",
-             "-div(a grad u) + u + u^3 = f on a periodic {0}x{0} grid; input (log a / sigma_a, f / f_scale); "
-             "test relative L2 error.".format(result["dataset"]["grid"]), "",
-             "| model | params | depth / iterations | test rel. L2 | valid rel. L2 | Lipschitz max | Lipschitz mean |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Steady nonlinear PDE: implicit vs explicit FNO ({result['preset']} preset)",
+        "",
+        "-div(a grad u) + u + u^3 = f on a periodic {0}x{0} grid; input (log a / sigma_a, f / f_scale); "
+        "test relative L2 error.".format(result["dataset"]["grid"]),
+        "",
+        "| model | params | depth / iterations | test rel. L2 | valid rel. L2 | Lipschitz max | Lipschitz mean |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     for name, m in result["models"].items():
-        lines.append(f"| {name} | {m['params']:,} | {m['depth']} | {m['test_rel_l2']:.4f} | "
-                     f"{m['valid_rel_l2']:.4f} | {fmt(m['lipschitz_max'])} | {fmt(m['lipschitz_mean'])} |")
-    lines.append(f"| reference solver (true map) | - | - | 0 | 0 | {fmt(ref['lipschitz_max'])} | "
-                 f"{fmt(ref['lipschitz_mean'])} |")
-    lines += ["", "## Implicit FNO against test-time iterations k", "",
-              "| k | test rel. L2 | Lipschitz max | Lipschitz mean | residual | converged |",
-              "|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {name} | {m['params']:,} | {m['depth']} | {m['test_rel_l2']:.4f} | "
+            f"{m['valid_rel_l2']:.4f} | {fmt(m['lipschitz_max'])} | {fmt(m['lipschitz_mean'])} |"
+        )
+    lines.append(
+        f"| reference solver (true map) | - | - | 0 | 0 | {fmt(ref['lipschitz_max'])} | {fmt(ref['lipschitz_mean'])} |"
+    )
+    lines += [
+        "",
+        "## Implicit FNO against test-time iterations k",
+        "",
+        "| k | test rel. L2 | Lipschitz max | Lipschitz mean | residual | converged |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in result["sweep"]:
-        lines.append(f"| {r['k']} | {r['error']:.4f} | {fmt(r['lipschitz_max'])} | {fmt(r['lipschitz_mean'])} | "
-                     f"{r['residual']:.2e} | {r['converged_fraction']:.2f} |")
+        lines.append(
+            f"| {r['k']} | {r['error']:.4f} | {fmt(r['lipschitz_max'])} | {fmt(r['lipschitz_mean'])} | "
+            f"{r['residual']:.2e} | {r['converged_fraction']:.2f} |"
+        )
     t = result["timing"]
-    lines += ["", f"Wall time {t['total_seconds']:.0f}s (data {t['data_seconds']:.0f}s, "
-              f"sweep {t['sweep_seconds']:.0f}s); process CPU time {t['cpu_seconds']:.0f}s."]
+    lines += [
+        "",
+        f"Wall time {t['total_seconds']:.0f}s (data {t['data_seconds']:.0f}s, "
+        f"sweep {t['sweep_seconds']:.0f}s); process CPU time {t['cpu_seconds']:.0f}s.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _plot_lipschitz(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key, style in (("lipschitz_max", "o-"), ("lipschitz_mean", "s--")):
         rows = result["sweep"]
@@ -362,11 +488,17 @@ def _plot_lipschitz(result: dict, path: Path) -> None:
 
 def _plot_example(example: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [("input xi (log a)", example["x"][..., 0]), ("input phi (f)", example["x"][..., 1]),
-              ("implicit FNO", example["pred"]), ("reference solution", example["u"]),
-              ("error", example["pred"] - example["u"])]
+
+    panels = [
+        ("input xi (log a)", example["x"][..., 0]),
+        ("input phi (f)", example["x"][..., 1]),
+        ("implicit FNO", example["pred"]),
+        ("reference solution", example["u"]),
+        ("error", example["pred"] - example["u"]),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3))
     for ax, (title, img) in zip(axes, panels):
         im = ax.imshow(np.asarray(img).T, origin="lower", cmap="RdBu_r" if title == "error" else "viridis")
@@ -388,9 +520,16 @@ def write_outputs(result: dict, out: str | Path) -> Path:
     with atomic_directory(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "report.md").write_text(report(result))
-        sweep.plot_sweep(result["sweep"], tmp / PLOTS[0], key="error", ylabel="test relative L2 error",
-                         baselines=_baselines(result, "test_rel_l2"), logy=True, label="implicit FNO",
-                         title="PDE: error vs test-time iterations")
+        sweep.plot_sweep(
+            result["sweep"],
+            tmp / PLOTS[0],
+            key="error",
+            ylabel="test relative L2 error",
+            baselines=_baselines(result, "test_rel_l2"),
+            logy=True,
+            label="implicit FNO",
+            title="PDE: error vs test-time iterations",
+        )
         _plot_lipschitz(result, tmp / PLOTS[1])
         _plot_example(result["_example"], tmp / PLOTS[2])
     return out

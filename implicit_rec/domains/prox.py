@@ -36,7 +36,7 @@ def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     if sigma <= 0:
         raise ValueError(f"blur sigma must be > 0, got {sigma}.")
     r = np.arange(size) - size // 2
-    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma ** 2))
+    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
     return g / g.sum()
 
 
@@ -75,13 +75,13 @@ class BlurOperator:
     shape: tuple
 
     @classmethod
-    def from_kernel(cls, kernel: np.ndarray, shape: tuple) -> "BlurOperator":
+    def from_kernel(cls, kernel: np.ndarray, shape: tuple) -> BlurOperator:
         kernel = np.asarray(kernel, dtype=np.float64)
         h, w = shape
         if kernel.ndim != 2 or kernel.shape[0] > h or kernel.shape[1] > w:
             raise ValueError(f"kernel of shape {kernel.shape} does not fit images of shape {shape}.")
         pad = np.zeros((h, w))
-        pad[:kernel.shape[0], :kernel.shape[1]] = kernel
+        pad[: kernel.shape[0], : kernel.shape[1]] = kernel
         pad = np.roll(pad, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), axis=(0, 1))
         return cls(np.fft.rfft2(pad), (h, w))
 
@@ -133,8 +133,7 @@ def cnn(params: list, v: jax.Array) -> jax.Array:
     """The CNN on images v (B, H, W) -> (B, H, W): conv-ReLU-...-conv, zero padding."""
     h = v[..., None]
     for i, (w, b) in enumerate(params):
-        h = lax.conv_general_dilated(h, w, (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+        h = lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
         if i < len(params) - 1:
             h = jax.nn.relu(h)
     return h[..., 0]
@@ -150,8 +149,9 @@ def num_params(tree) -> int:
 
 
 # -- the proximal-gradient cell -----------------------------------------------------------------
-def init_step(key: jax.Array, channels: int, layers: int, eta: float = 1.0, lam: float = 0.05,
-              dtype=jnp.float32) -> dict:
+def init_step(
+    key: jax.Array, channels: int, layers: int, eta: float = 1.0, lam: float = 0.05, dtype=jnp.float32
+) -> dict:
     """Parameters of one cell: {"cnn": [...], "eta": s, "lam": s} with eta = softplus(s_eta) etc."""
     if eta <= 0 or lam <= 0:
         raise ValueError(f"eta and lam must start > 0, got eta={eta}, lam={lam}.")

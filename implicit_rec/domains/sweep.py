@@ -12,7 +12,7 @@ and :func:`plot_sweep` draws one column of them against k on a log2 axis
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,11 @@ def check_ks(ks: Sequence[int], name: str = "ks") -> tuple[int, ...]:
     return out
 
 
-def iteration_sweep(ks: Sequence[int], error_fn: Callable[[tuple], Sequence[float]],
-                    lipschitz_fn: Optional[Callable[[tuple], tuple]] = None) -> list[dict]:
+def iteration_sweep(
+    ks: Sequence[int],
+    error_fn: Callable[[tuple], Sequence[float]],
+    lipschitz_fn: Callable[[tuple], tuple] | None = None,
+) -> list[dict]:
     """Rows {k, error, lipschitz_max, lipschitz_mean} for every k in ks.
 
     Args:
@@ -58,8 +61,10 @@ def iteration_sweep(ks: Sequence[int], error_fn: Callable[[tuple], Sequence[floa
         if lmax.shape != (len(ks),) or lmean.shape != (len(ks),):
             raise ValueError(f"lipschitz_fn must return (max, mean) with {len(ks)} values each.")
         lmax, lmean = lmax.tolist(), lmean.tolist()
-    return [{"k": k, "error": float(e), "lipschitz_max": a, "lipschitz_mean": b}
-            for k, e, a, b in zip(ks, errors, lmax, lmean)]
+    return [
+        {"k": k, "error": float(e), "lipschitz_max": a, "lipschitz_mean": b}
+        for k, e, a, b in zip(ks, errors, lmax, lmean)
+    ]
 
 
 def trajectory_lipschitz(traj_fn: Callable, x, deltas) -> tuple[jax.Array, jax.Array]:
@@ -76,8 +81,7 @@ def trajectory_lipschitz(traj_fn: Callable, x, deltas) -> tuple[jax.Array, jax.A
     """
     num_p = jax.tree.leaves(deltas)[0].shape[0]
     batch = jax.tree.leaves(x)[0].shape[0]
-    stacked = jax.tree.map(lambda a, d: jnp.concatenate([a[None], a[None] + d]).reshape((-1,) + a.shape[1:]),
-                           x, deltas)
+    stacked = jax.tree.map(lambda a, d: jnp.concatenate([a[None], a[None] + d]).reshape((-1,) + a.shape[1:]), x, deltas)
     out = traj_fn(stacked)
     out = out.reshape(out.shape[0], num_p + 1, batch, -1)  # (K, P + 1, B, ...)
     dnorm = jnp.sqrt(sum(jnp.sum(d.reshape(num_p, batch, -1) ** 2, axis=-1) for d in jax.tree.leaves(deltas)))
@@ -85,9 +89,18 @@ def trajectory_lipschitz(traj_fn: Callable, x, deltas) -> tuple[jax.Array, jax.A
     return jnp.max(ratios, axis=(1, 2)), jnp.mean(ratios, axis=(1, 2))
 
 
-def plot_sweep(rows: Sequence[Mapping], path, *, key: str = "error", ylabel: Optional[str] = None,
-               title: str = "", baselines: Optional[Mapping[str, tuple]] = None, logy: bool = False,
-               label: str = "implicit", series: Optional[Mapping[str, Sequence[Mapping]]] = None) -> None:
+def plot_sweep(
+    rows: Sequence[Mapping],
+    path,
+    *,
+    key: str = "error",
+    ylabel: str | None = None,
+    title: str = "",
+    baselines: Mapping[str, tuple] | None = None,
+    logy: bool = False,
+    label: str = "implicit",
+    series: Mapping[str, Sequence[Mapping]] | None = None,
+) -> None:
     """Plot ``row[key]`` against k (log2 axis) and save a PNG to ``path``.
 
     Args:
@@ -99,6 +112,7 @@ def plot_sweep(rows: Sequence[Mapping], path, *, key: str = "error", ylabel: Opt
       logy: logarithmic y axis.
     """
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -124,12 +138,14 @@ def plot_sweep(rows: Sequence[Mapping], path, *, key: str = "error", ylabel: Opt
     plt.close(fig)
 
 
-def sweep_table(rows: Sequence[Mapping], *, baselines: Optional[Mapping[str, tuple]] = None) -> str:
+def sweep_table(rows: Sequence[Mapping], *, baselines: Mapping[str, tuple] | None = None) -> str:
     """Markdown table k | error | Lipschitz max | Lipschitz mean (+ baselines as extra rows)."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     lines = ["| model | k | error | Lipschitz max | Lipschitz mean |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| implicit | {r['k']} | {fmt(r['error'])} | {fmt(r.get('lipschitz_max'))} | "
-              f"{fmt(r.get('lipschitz_mean'))} |" for r in rows]
+    lines += [
+        f"| implicit | {r['k']} | {fmt(r['error'])} | {fmt(r.get('lipschitz_max'))} | {fmt(r.get('lipschitz_mean'))} |"
+        for r in rows
+    ]
     for name, b in (baselines or {}).items():
         depth, err = b[0], b[1]
         lmax, lmean = (b[2], b[3]) if len(b) >= 4 else (None, None)

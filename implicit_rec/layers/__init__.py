@@ -1,8 +1,7 @@
 """Implicit layers in Flax NNX: weight-tied cells solved to a fixed point by ``solvers``."""
 
 from .cells import MLPCell, SequenceCell
-from .implicit import (AdjointProbe, ImplicitLayer, LayerInfo, adjoint_report,
-                       fixed_point_correction_loss)
+from .implicit import AdjointProbe, ImplicitLayer, LayerInfo, adjoint_report, fixed_point_correction_loss
 from .solver_config import SolverConfig
 from .weights import PARAMETERIZATIONS, PowerIterationState, StateLinear
 

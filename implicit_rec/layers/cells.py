@@ -13,7 +13,7 @@ for a learned initial state.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +43,18 @@ class MLPCell(nnx.Module):
     Shapes: x (B, d_input), z (B, d_state).
     """
 
-    def __init__(self, d_state: int, d_input: int, *, rngs: nnx.Rngs,
-                 activation: Callable = jnp.tanh, parameterization: str = "spectral",
-                 gamma: float = 0.9, norm: Optional[str] = None, residual: bool = False):
+    def __init__(
+        self,
+        d_state: int,
+        d_input: int,
+        *,
+        rngs: nnx.Rngs,
+        activation: Callable = jnp.tanh,
+        parameterization: str = "spectral",
+        gamma: float = 0.9,
+        norm: str | None = None,
+        residual: bool = False,
+    ):
         _check_norm(norm)
         if residual and norm is None:
             raise ValueError("residual=True needs norm='layer' (z + act(...) is unbounded otherwise).")
@@ -84,9 +93,18 @@ class SequenceCell(nnx.Module):
     fixed point (check ``ImplicitLayer.spectral_radius``).
     """
 
-    def __init__(self, d_state: int, d_item: int, *, rngs: nnx.Rngs, d_context: int = 0,
-                 num_heads: int = 2, mlp_ratio: int = 2, parameterization: str = "spectral",
-                 gamma: float = 0.9):
+    def __init__(
+        self,
+        d_state: int,
+        d_item: int,
+        *,
+        rngs: nnx.Rngs,
+        d_context: int = 0,
+        num_heads: int = 2,
+        mlp_ratio: int = 2,
+        parameterization: str = "spectral",
+        gamma: float = 0.9,
+    ):
         if d_state % num_heads:
             raise ValueError(f"d_state={d_state} must be divisible by num_heads={num_heads}.")
         self.d_state, self.num_heads = d_state, num_heads
@@ -97,8 +115,7 @@ class SequenceCell(nnx.Module):
         self.out = nnx.Linear(d_state, d_state, rngs=rngs)
         self.context = nnx.Linear(d_context, d_state, rngs=rngs) if d_context else None
         self.mlp_in = nnx.Linear(d_state, mlp_ratio * d_state, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp_ratio * d_state, d_state, rngs=rngs,
-                                  kernel_init=nnx.initializers.zeros_init())
+        self.mlp_out = nnx.Linear(mlp_ratio * d_state, d_state, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
 
     def _heads(self, t: jax.Array) -> jax.Array:
         return t.reshape(t.shape[:-1] + (self.num_heads, self.d_state // self.num_heads))
@@ -106,8 +123,10 @@ class SequenceCell(nnx.Module):
     def prepare(self, x: dict) -> dict:
         unknown = set(x) - {"sequence", "mask", "context"}
         if unknown or "sequence" not in x or "mask" not in x:
-            raise ValueError("SequenceCell input must be a dict with 'sequence' (B, L, d_item), 'mask' "
-                             f"(B, L) and optionally 'context'; got keys {sorted(x)}.")
+            raise ValueError(
+                "SequenceCell input must be a dict with 'sequence' (B, L, d_item), 'mask' "
+                f"(B, L) and optionally 'context'; got keys {sorted(x)}."
+            )
         seq = x["sequence"]
         batch = seq.shape[0]
         if self.context is not None:
@@ -116,9 +135,13 @@ class SequenceCell(nnx.Module):
             injection = self.context(x["context"])
         else:
             injection = jnp.zeros((batch, self.d_state), seq.dtype)
-        return {"w": self.w.prepare(), "keys": self._heads(self.key(seq)),
-                "values": self._heads(self.value(seq)), "mask": x["mask"].astype(bool),
-                "injection": injection}
+        return {
+            "w": self.w.prepare(),
+            "keys": self._heads(self.key(seq)),
+            "values": self._heads(self.value(seq)),
+            "mask": x["mask"].astype(bool),
+            "injection": injection,
+        }
 
     def __call__(self, z: jax.Array, ctx: dict) -> jax.Array:
         q = self._heads(self.query(z))  # (B, H, dh)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +55,9 @@ class LayerInfo(NamedTuple):
     converged_fraction: jax.Array
     mean_nstep: jax.Array
     mean_residual: jax.Array
-    jacobian_penalty: Optional[jax.Array] = None
-    correction_states: Optional[jax.Array] = None
-    correction_weights: Optional[jax.Array] = None
+    jacobian_penalty: jax.Array | None = None
+    correction_states: jax.Array | None = None
+    correction_weights: jax.Array | None = None
 
 
 class ImplicitLayer(nnx.Module):
@@ -95,21 +96,38 @@ class ImplicitLayer(nnx.Module):
     :class:`AdjointProbe`, see :func:`adjoint_report` (``models.training.fit`` logs both).
     """
 
-    def __init__(self, cell: nnx.Module, d_state: int, *, rngs: nnx.Rngs,
-                 train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None,
-                 z0: str = "zeros", z0_weight: Optional[float] = None, jacobian_penalty: bool = False, jacobian_samples: int = 1,
-                 correction_states: int = 0, warmup_steps: int = 0, warmup_iters: int = 6):
+    def __init__(
+        self,
+        cell: nnx.Module,
+        d_state: int,
+        *,
+        rngs: nnx.Rngs,
+        train_solver: SolverConfig | None = None,
+        eval_solver: SolverConfig | None = None,
+        z0: str = "zeros",
+        z0_weight: float | None = None,
+        jacobian_penalty: bool = False,
+        jacobian_samples: int = 1,
+        correction_states: int = 0,
+        warmup_steps: int = 0,
+        warmup_iters: int = 6,
+    ):
         if z0 not in Z0_MODES:
             raise ValueError(f"z0={z0!r} is not supported; choose 'zeros' or 'learned'.")
         if z0_weight is not None and z0 != "learned":
-            raise ValueError(f"z0_weight={z0_weight!r} only applies to z0='learned' (the start is "
-                             f"{z0!r}); drop it or set z0='learned'.")
+            raise ValueError(
+                f"z0_weight={z0_weight!r} only applies to z0='learned' (the start is "
+                f"{z0!r}); drop it or set z0='learned'."
+            )
         z0_weight = 1.0 if z0_weight is None else z0_weight
         if isinstance(z0_weight, bool) or not isinstance(z0_weight, (int, float)) or not z0_weight >= 0:
             raise ValueError(f"z0_weight must be a number >= 0, got {z0_weight!r}.")
-        for name, value, low in [("jacobian_samples", jacobian_samples, 1),
-                                 ("correction_states", correction_states, 0),
-                                 ("warmup_steps", warmup_steps, 0), ("warmup_iters", warmup_iters, 1)]:
+        for name, value, low in [
+            ("jacobian_samples", jacobian_samples, 1),
+            ("correction_states", correction_states, 0),
+            ("warmup_steps", warmup_steps, 0),
+            ("warmup_iters", warmup_iters, 1),
+        ]:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         for name, value in [("train_solver", train_solver), ("eval_solver", eval_solver)]:
@@ -154,7 +172,7 @@ class ImplicitLayer(nnx.Module):
         return self.eval_solver if self.deterministic else self.train_solver
 
     # -- forward ------------------------------------------------------------------------------
-    def __call__(self, x: Any, *, solver: Optional[SolverConfig] = None):
+    def __call__(self, x: Any, *, solver: SolverConfig | None = None):
         """Solve for z*; ``solver`` overrides the mode's settings for this call."""
         config = solver or self.solver
         ctx = self.cell.prepare(x)
@@ -163,19 +181,19 @@ class ImplicitLayer(nnx.Module):
         training = not self.deterministic
         # per-sample probe: each sample's report is summed into the layer's (5,) probe gradient
         totals = self.adjoint_probe[...]
-        probe = solvers.AdjointInfo(*(jnp.broadcast_to(totals[i], z0.shape[:1])
-                                      for i in range(len(ADJOINT_FIELDS))))
+        probe = solvers.AdjointInfo(*(jnp.broadcast_to(totals[i], z0.shape[:1]) for i in range(len(ADJOINT_FIELDS))))
 
         def implicit(params, ctx, z0):
             return solvers.fixed_point(f, z0, params, ctx, adjoint_probe=probe, **config.as_kwargs())
 
         if training and self.warmup_steps > 0:
-            def unrolled(params, ctx, z0):
-                return solvers.fixed_point(f, z0, params, ctx, **config.replace(
-                    grad="unroll", max_iter=self.warmup_iters).as_kwargs())
 
-            z, sinfo = jax.lax.cond(self.steps[...] < self.warmup_steps, unrolled, implicit,
-                                    params, ctx, z0)
+            def unrolled(params, ctx, z0):
+                return solvers.fixed_point(
+                    f, z0, params, ctx, **config.replace(grad="unroll", max_iter=self.warmup_iters).as_kwargs()
+                )
+
+            z, sinfo = jax.lax.cond(self.steps[...] < self.warmup_steps, unrolled, implicit, params, ctx, z0)
         else:
             z, sinfo = implicit(params, ctx, z0)
         if training:
@@ -183,12 +201,16 @@ class ImplicitLayer(nnx.Module):
             if self.z0_proj is not None:
                 z = _fit_start(self.z0_weight, z, z0)
 
-        info = LayerInfo(sinfo.residual, sinfo.nstep, sinfo.converged,
-                         jnp.mean(sinfo.converged.astype(z.dtype)),
-                         jnp.mean(sinfo.nstep.astype(z.dtype)), jnp.mean(sinfo.residual))
+        info = LayerInfo(
+            sinfo.residual,
+            sinfo.nstep,
+            sinfo.converged,
+            jnp.mean(sinfo.converged.astype(z.dtype)),
+            jnp.mean(sinfo.nstep.astype(z.dtype)),
+            jnp.mean(sinfo.residual),
+        )
         if training and self.jacobian_penalty:
-            est = solvers.jacobian_frobenius(f, z, params, ctx, key=self.rngs.jacobian(),
-                                             samples=self.jacobian_samples)
+            est = solvers.jacobian_frobenius(f, z, params, ctx, key=self.rngs.jacobian(), samples=self.jacobian_samples)
             info = info._replace(jacobian_penalty=jnp.mean(est) / self.d_state)
         if training and self.correction_states:
             info = info._replace(**self._correction(f, params, ctx, z0, config))
@@ -199,18 +221,28 @@ class ImplicitLayer(nnx.Module):
         each followed by one differentiable application of f; weights grow linearly."""
         steps = config.max_iter
         n = self.correction_states
-        traj = solvers.iterate(f, jax.lax.stop_gradient(z0), jax.lax.stop_gradient(params),
-                               jax.lax.stop_gradient(ctx), steps=steps, method=config.method,
-                               tol=config.tol, stop=config.stop, damping=config.damping,
-                               memory=config.memory, ridge=config.ridge)
+        traj = solvers.iterate(
+            f,
+            jax.lax.stop_gradient(z0),
+            jax.lax.stop_gradient(params),
+            jax.lax.stop_gradient(ctx),
+            steps=steps,
+            method=config.method,
+            tol=config.tol,
+            stop=config.stop,
+            damping=config.damping,
+            memory=config.memory,
+            ridge=config.ridge,
+        )
         picks = jnp.linspace(steps / n, steps, n).round().astype(jnp.int32)
         states = jax.vmap(lambda zk: f(zk, params, ctx))(jax.lax.stop_gradient(traj[picks]))
         weights = jnp.arange(1, n + 1, dtype=states.dtype)
         return {"correction_states": states, "correction_weights": weights / jnp.sum(weights)}
 
     # -- analysis -----------------------------------------------------------------------------
-    def trajectory(self, x: Any, steps: int, readout: Optional[Callable] = None,
-                   method: Optional[str] = None, residual: bool = False) -> Any:
+    def trajectory(
+        self, x: Any, steps: int, readout: Callable | None = None, method: str | None = None, residual: bool = False
+    ) -> Any:
         """``readout(z_k)`` for k = 0..steps in one pass (leading axis steps + 1).
 
         Uses the current mode's solver settings (``method`` overrides the method);
@@ -224,12 +256,24 @@ class ImplicitLayer(nnx.Module):
         f, params = self._functional_cell()
         read = readout or (lambda z: z)
         if residual:
+
             def read(z, base=read):  # noqa: F811
                 return base(z), solvers.residual(z, f(z, params, ctx), config.stop)
-        return solvers.iterate(f, self._initial_state(ctx), params, ctx, steps=steps,
-                               method=method or config.method, readout=read, tol=config.tol,
-                               stop=config.stop, damping=config.damping, memory=config.memory,
-                               ridge=config.ridge)
+
+        return solvers.iterate(
+            f,
+            self._initial_state(ctx),
+            params,
+            ctx,
+            steps=steps,
+            method=method or config.method,
+            readout=read,
+            tol=config.tol,
+            stop=config.stop,
+            damping=config.damping,
+            memory=config.memory,
+            ridge=config.ridge,
+        )
 
     def functional(self, x: Any) -> tuple[Callable, jax.Array, tuple]:
         """``(f, z0, args)`` with ``solvers.fixed_point(f, z0, *args)`` solving this layer at ``x``.
@@ -241,19 +285,21 @@ class ImplicitLayer(nnx.Module):
         f, params = self._functional_cell()
         return f, self._initial_state(ctx), (params, ctx)
 
-    def spectral_radius(self, x: Any, z: Optional[jax.Array] = None, iters: int = 30) -> jax.Array:
+    def spectral_radius(self, x: Any, z: jax.Array | None = None, iters: int = 30) -> jax.Array:
         """Per-sample spectral radius of d cell / dz at z (default: the eval fixed point), shape (B,)."""
         ctx = self._prepare_frozen(x)
         f, params = self._functional_cell()
         if z is None:
-            z, _ = solvers.fixed_point(f, self._initial_state(ctx), params, ctx,
-                                       **self.eval_solver.as_kwargs())
+            z, _ = solvers.fixed_point(f, self._initial_state(ctx), params, ctx, **self.eval_solver.as_kwargs())
         return solvers.spectral_radius(f, z, params, ctx, iters=iters)
 
     def _prepare_frozen(self, x: Any) -> dict:
         """cell.prepare in evaluation mode (no state updates), restoring the mode afterwards."""
-        modes = {id(m): m.deterministic for _, m in nnx.iter_graph(self.cell)
-                 if isinstance(m, nnx.Module) and hasattr(m, "deterministic")}
+        modes = {
+            id(m): m.deterministic
+            for _, m in nnx.iter_graph(self.cell)
+            if isinstance(m, nnx.Module) and hasattr(m, "deterministic")
+        }
         self.cell.eval()
         try:
             return self.cell.prepare(x)
@@ -295,21 +341,26 @@ def adjoint_report(grads: nnx.State) -> dict:
     """
     leaves = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
     if not leaves:
-        raise ValueError("grads holds no AdjointProbe gradients: differentiate with argnums="
-                         "nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe)).")
+        raise ValueError(
+            "grads holds no AdjointProbe gradients: differentiate with argnums="
+            "nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))."
+        )
     totals = dict(zip(ADJOINT_FIELDS, sum(leaves)))
     samples = totals["solved"]
-    return {"adjoint_samples": samples,
-            "adjoint_converged_fraction": totals["converged"] / samples,
-            "adjoint_fallback_fraction": totals["fallback"] / samples,
-            "adjoint_mean_residual": totals["residual"] / samples,
-            "adjoint_mean_nstep": totals["nstep"] / samples}
+    return {
+        "adjoint_samples": samples,
+        "adjoint_converged_fraction": totals["converged"] / samples,
+        "adjoint_fallback_fraction": totals["fallback"] / samples,
+        "adjoint_mean_residual": totals["residual"] / samples,
+        "adjoint_mean_nstep": totals["nstep"] / samples,
+    }
 
 
 def fixed_point_correction_loss(info: LayerInfo, loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """sum_k w_k loss_fn(z_k) over the correction states of ``info`` (weights increase with k)."""
     if info.correction_states is None:
-        raise ValueError("info has no correction states: build the layer with correction_states=N > 0 "
-                         "and call it in training mode.")
+        raise ValueError(
+            "info has no correction states: build the layer with correction_states=N > 0 and call it in training mode."
+        )
     losses = jax.vmap(loss_fn)(info.correction_states)
     return jnp.sum(info.correction_weights * losses)

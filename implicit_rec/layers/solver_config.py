@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import solvers
 
@@ -29,9 +28,9 @@ class SolverConfig:
     memory: int = 5
     ridge: float = 1e-4
     grad: str = "ift"
-    grad_max_iter: Optional[int] = None
-    grad_tol: Optional[float] = None
-    grad_fallback: Optional[str] = None
+    grad_max_iter: int | None = None
+    grad_tol: float | None = None
+    grad_fallback: str | None = None
     phantom_steps: int = 1
 
     def __post_init__(self):
@@ -40,7 +39,7 @@ class SolverConfig:
     def as_kwargs(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes) -> "SolverConfig":
+    def replace(self, **changes) -> SolverConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             solvers.check_options(**{k: changes[k] for k in unknown})  # raises with a suggestion

@@ -36,12 +36,23 @@ class PowerIterationState(nnx.Variable):
 class StateLinear(nnx.Module):
     """z -> z W^T for a (d_out, d_in) matrix W under a contraction-oriented parameterization."""
 
-    def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs, parameterization: str = "spectral",
-                 gamma: float = 0.9, power_iterations: int = 1, init_scale: float = 1.0,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        rngs: nnx.Rngs,
+        parameterization: str = "spectral",
+        gamma: float = 0.9,
+        power_iterations: int = 1,
+        init_scale: float = 1.0,
+        param_dtype=jnp.float32,
+    ):
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization={parameterization!r} is not supported; choose one of "
-                             f"{', '.join(repr(p) for p in PARAMETERIZATIONS)}.")
+            raise ValueError(
+                f"parameterization={parameterization!r} is not supported; choose one of "
+                f"{', '.join(repr(p) for p in PARAMETERIZATIONS)}."
+            )
         if not 0.0 < gamma < 1.0 and parameterization == "spectral":
             raise ValueError(f"gamma must be in (0, 1) for a contraction, got {gamma}.")
         if power_iterations < 1:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,8 +27,9 @@ class HistoricalStore:
     embeddings (M, d) float16/float32, logits (M,) float32, rows (M,) the table rows they belong to.
     """
 
-    def __init__(self, table: EventTable, rows: np.ndarray, embeddings: np.ndarray, logits: np.ndarray,
-                 kind: str = "interaction"):
+    def __init__(
+        self, table: EventTable, rows: np.ndarray, embeddings: np.ndarray, logits: np.ndarray, kind: str = "interaction"
+    ):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not supported; choose one of {', '.join(KINDS)}.")
         rows = np.asarray(rows, np.int64)
@@ -46,12 +47,20 @@ class HistoricalStore:
         return self.embeddings.shape[1]
 
     @classmethod
-    def build(cls, fm_apply: Callable[[np.ndarray], dict], table: EventTable, rows: np.ndarray, *,
-              kind: str = "interaction", dtype=np.float16, batch_size: int = 2048) -> "HistoricalStore":
+    def build(
+        cls,
+        fm_apply: Callable[[np.ndarray], dict],
+        table: EventTable,
+        rows: np.ndarray,
+        *,
+        kind: str = "interaction",
+        dtype=np.float16,
+        batch_size: int = 2048,
+    ) -> HistoricalStore:
         """Run ``fm_apply(rows) -> {"logit", "interaction", "item"}`` over ``rows`` and keep ``kind``."""
         embs, logits = [], []
         for start in range(0, len(rows), batch_size):
-            out = fm_apply(rows[start:start + batch_size])
+            out = fm_apply(rows[start : start + batch_size])
             embs.append(np.asarray(out[kind], dtype))
             logits.append(np.asarray(out["logit"], np.float32))
         return cls(table, rows, np.concatenate(embs), np.concatenate(logits), kind)
@@ -78,13 +87,20 @@ class HistoricalStore:
         with atomic_directory(directory) as tmp:
             for name in ("rows", "embeddings", "logits"):
                 np.save(tmp / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (tmp / "meta.json").write_text(json.dumps({"kind": self.kind, "dim": self.dim,
-                                                        "dtype": str(self.embeddings.dtype),
-                                                        "events": int(len(self.rows))}))
+            (tmp / "meta.json").write_text(
+                json.dumps(
+                    {
+                        "kind": self.kind,
+                        "dim": self.dim,
+                        "dtype": str(self.embeddings.dtype),
+                        "events": int(len(self.rows)),
+                    }
+                )
+            )
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, table: EventTable) -> "HistoricalStore":
+    def load(cls, directory: str | os.PathLike, table: EventTable) -> HistoricalStore:
         directory = Path(directory)
         meta = json.loads((directory / "meta.json").read_text())
         arrays = {n: np.load(directory / f"{n}.npy", allow_pickle=False) for n in ("rows", "embeddings", "logits")}

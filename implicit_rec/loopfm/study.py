@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -26,6 +25,7 @@ from ..layers import SolverConfig
 from ..models.foundation import FoundationModel
 from ..models.training import TrainConfig, fit, predict
 from ..models.vertical import ARCHS, TRANSFERS, VerticalModel, bce_with_logits, vm_loss
+from .batches import table_batches, vm_batches
 from .store import HistoricalStore
 
 
@@ -33,7 +33,7 @@ from .store import HistoricalStore
 class StudyConfig:
     fm_days: tuple[int, int] = (0, 4)  # [start, end) days the FM trains on
     vm_days: tuple[int, int] = (4, 7)  # [start, end) days the VMs train on
-    log_from_day: Optional[int] = None  # first day the FM logs (default: end of fm_days); later = fresher FM
+    log_from_day: int | None = None  # first day the FM logs (default: end of fm_days); later = fresher FM
     fm_size: str = "small"
     fm_max_len: int = 100  # 4x the VMs' history
     vm_max_len: int = 25
@@ -52,19 +52,6 @@ class StudyConfig:
     vm_hidden: tuple[int, ...] = (64, 32)  # explicit VMs' MLP widths
     d_state: int = 32  # implicit VM's state size
     implicit_method: str = "anderson"
-
-
-def batch_converter(table: EventTable) -> Callable[[np.ndarray], dict]:
-    """rows -> dict of jnp arrays of the table's columns used by the models."""
-    names = list(table.schema.categorical) + list(table.schema.numeric) + [s for s, _ in table.schema.sequences]
-
-    def convert(rows):
-        rows = np.asarray(rows)
-        out = {n: jnp.asarray(np.asarray(table[n][rows])) for n in names}
-        out["label"] = jnp.asarray(np.asarray(table["label"][rows]), jnp.float32)
-        return out
-
-    return convert
 
 
 def window_rows(table: EventTable, split: str, days: tuple[int, int]) -> np.ndarray:
@@ -101,30 +88,39 @@ def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
 
 
-def train_fm(table: EventTable, cfg: StudyConfig, log: Callable = print,
-             rows: Optional[np.ndarray] = None, **fit_options) -> tuple[FoundationModel, dict]:
+def train_fm(
+    table: EventTable, cfg: StudyConfig, log: Callable = print, rows: np.ndarray | None = None, **fit_options
+) -> tuple[FoundationModel, dict]:
     """Train the FM on its window (or on ``rows``); the last 10% by time is its validation.
 
     ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
     rows = window_rows(table, "train", cfg.fm_days) if rows is None else rows
     fm_train, fm_valid = fm_split(table, rows)
-    fm = FoundationModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(cfg.fm_train.seed),
-                         size=cfg.fm_size, max_len=cfg.fm_max_len)
-    convert = batch_converter(table)
+    fm = FoundationModel(
+        table.schema, table.vocab_sizes, rngs=nnx.Rngs(cfg.fm_train.seed), size=cfg.fm_size, max_len=cfg.fm_max_len
+    )
+    convert = table_batches(table)
 
     def loss_fn(model, batch):
         out = model(batch)
         return bce_with_logits(out["logit"], batch["label"]), out
 
-    history = fit(fm, loss_fn, convert, fm_train, fm_valid, np.asarray(table["label"][fm_valid]),
-                  np.asarray(table["user"][fm_valid]), cfg.fm_train,
-                  progress=lambda r: log(f"  FM epoch {r['epoch']}: loss {r['train_loss']:.4f} "
-                                         f"valid AUC {r['valid_auc']:.4f}"), **fit_options)
+    history = fit(
+        fm,
+        loss_fn,
+        convert,
+        fm_train,
+        fm_valid,
+        np.asarray(table["label"][fm_valid]),
+        np.asarray(table["user"][fm_valid]),
+        cfg.fm_train,
+        progress=lambda r: log(f"  FM epoch {r['epoch']}: loss {r['train_loss']:.4f} valid AUC {r['valid_auc']:.4f}"),
+        **fit_options,
+    )
     return fm, history
 
 
-def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig,
-                log: Callable = print) -> HistoricalStore:
+def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig, log: Callable = print) -> HistoricalStore:
     """Log the FM's representation of every event from ``log_from_day`` on.
 
     With ``out_of_fold=K > 1`` the FM-window events are logged too: users are split into K folds
@@ -145,63 +141,81 @@ def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig,
             fm_k, _ = train_fm(table, cfg, log=lambda s: None, rows=train[fold[train] != k])
             parts.append((fm_k, window[fold[window] == k]))
     parts = [(m, r) for m, r in parts if len(r)]
-    convert = batch_converter(table)
+    convert = table_batches(table)
     apply = nnx.jit(lambda fm, batch: fm(batch))
     stores = []
     for model, rows in parts:
         model.eval()
-        stores.append(HistoricalStore.build(lambda r, m=model: apply(m, convert(r)), table, rows,
-                                            kind=cfg.embedding, dtype=np.dtype(cfg.store_dtype)))
+        stores.append(
+            HistoricalStore.build(
+                lambda r, m=model: apply(m, convert(r)),
+                table,
+                rows,
+                kind=cfg.embedding,
+                dtype=np.dtype(cfg.store_dtype),
+            )
+        )
     if len(stores) == 1:
         return stores[0]
-    return HistoricalStore(table, np.concatenate([st.rows for st in stores]),
-                           np.concatenate([st.embeddings for st in stores]),
-                           np.concatenate([st.logits for st in stores]), cfg.embedding)
+    return HistoricalStore(
+        table,
+        np.concatenate([st.rows for st in stores]),
+        np.concatenate([st.embeddings for st in stores]),
+        np.concatenate([st.logits for st in stores]),
+        cfg.embedding,
+    )
 
 
-def vm_batches(table: EventTable, store: HistoricalStore, cfg: StudyConfig, transfer: str) -> Callable:
-    convert = batch_converter(table)
-
-    def make(rows):
-        batch = convert(rows)
-        if transfer.startswith("loopfm"):
-            emb, mask = store.history(np.asarray(rows), cfg.history_len)
-            batch["loopfm"], batch["loopfm_mask"] = jnp.asarray(emb), jnp.asarray(mask)
-        if transfer.endswith("kd"):
-            batch["fm_logit"] = jnp.asarray(store.fm_logit(np.asarray(rows)))
-        return batch
-
-    return make
-
-
-def make_vm(table: EventTable, store: HistoricalStore, cfg: StudyConfig, arch: str, transfer: str,
-            seed: int, hidden: Optional[tuple[int, ...]] = None) -> VerticalModel:
+def make_vm(
+    table: EventTable,
+    store: HistoricalStore,
+    cfg: StudyConfig,
+    arch: str,
+    transfer: str,
+    seed: int,
+    hidden: tuple[int, ...] | None = None,
+) -> VerticalModel:
     """A VM as the study builds it; ``hidden`` overrides ``cfg.vm_hidden`` (explicit baselines)."""
-    return VerticalModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(seed), arch=arch,
-                         transfer=transfer, max_len=cfg.vm_max_len, fm_dim=store.dim,
-                         kd_on_main=cfg.kd_on_main, hidden=tuple(hidden or cfg.vm_hidden),
-                         d_state=cfg.d_state,
-                         train_solver=SolverConfig(method=cfg.implicit_method,
-                                                   max_iter=cfg.implicit_train_iters, tol=1e-4),
-                         eval_solver=SolverConfig(method=cfg.implicit_method,
-                                                  max_iter=cfg.implicit_eval_iters, tol=1e-5))
+    return VerticalModel(
+        table.schema,
+        table.vocab_sizes,
+        rngs=nnx.Rngs(seed),
+        arch=arch,
+        transfer=transfer,
+        max_len=cfg.vm_max_len,
+        fm_dim=store.dim,
+        kd_on_main=cfg.kd_on_main,
+        hidden=tuple(hidden or cfg.vm_hidden),
+        d_state=cfg.d_state,
+        train_solver=SolverConfig(method=cfg.implicit_method, max_iter=cfg.implicit_train_iters, tol=1e-4),
+        eval_solver=SolverConfig(method=cfg.implicit_method, max_iter=cfg.implicit_eval_iters, tol=1e-5),
+    )
 
 
 def train_vm(table, store, cfg, arch, transfer, seed, log=print, hidden=None, **fit_options):
     """Train one VM; returns (model, fit history, batch function). ``fit_options`` go to :func:`fit`."""
     model = make_vm(table, store, cfg, arch, transfer, seed, hidden)
-    make = vm_batches(table, store, cfg, transfer)
+    make = vm_batches(table, store, cfg.history_len, transfer)
     train_rows = window_rows(table, "train", cfg.vm_days)
     valid_rows = table.rows("valid")
     tc = dataclasses.replace(cfg.vm_train, seed=seed)
-    hist = fit(model, lambda m, b: vm_loss(m, b, tc.kd_weight), make, train_rows, valid_rows,
-               np.asarray(table["label"][valid_rows]), np.asarray(table["user"][valid_rows]), tc,
-               **fit_options)
+    hist = fit(
+        model,
+        lambda m, b: vm_loss(m, b, tc.kd_weight),
+        make,
+        train_rows,
+        valid_rows,
+        np.asarray(table["label"][valid_rows]),
+        np.asarray(table["user"][valid_rows]),
+        tc,
+        **fit_options,
+    )
     return model, hist, make
 
 
-def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print,
-              store_dir: Optional[str] = None) -> dict:
+def run_study(
+    table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print, store_dir: str | None = None
+) -> dict:
     """FM, store, every VM arch x transfer x seed; returns metrics on the test split.
 
     With ``store_dir`` the historical store is written there once (atomically) and its size on
@@ -213,7 +227,7 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
     fm, fm_hist = train_fm(table, cfg, log)
     timing["fm_train_s"] = time.perf_counter() - t0
     test_rows = table.rows("test")
-    convert = batch_converter(table)
+    convert = table_batches(table)
     fm_test = _eval(predict(fm, convert, test_rows), table, test_rows)
     n_params = lambda m: int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(m, nnx.Param))))  # noqa: E731
     fm_result = {**fm_test, "params": n_params(fm), "size": cfg.fm_size, "history": fm_hist}
@@ -222,13 +236,18 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
     t1 = time.perf_counter()
     store = build_store(fm, table, cfg, log)
     timing["store_s"] = time.perf_counter() - t1
-    store_info = {"events": int(len(store.rows)), "dim": store.dim, "kind": store.kind,
-                  "dtype": str(store.embeddings.dtype)}
+    store_info = {
+        "events": int(len(store.rows)),
+        "dim": store.dim,
+        "kind": store.kind,
+        "dtype": str(store.embeddings.dtype),
+    }
     if store_dir is not None:
         store_info["bytes_on_disk"] = HistoricalStore.size_on_disk(store.save(store_dir))
         store_info["path"] = str(store_dir)
-        log(f"store: {store_info['events']} logged events, {store_info['bytes_on_disk'] / 2**20:.1f} MiB "
-            f"at {store_dir}")
+        log(
+            f"store: {store_info['events']} logged events, {store_info['bytes_on_disk'] / 2**20:.1f} MiB at {store_dir}"
+        )
     vms = []
     for arch in cfg.archs:
         for transfer in cfg.transfers:
@@ -236,10 +255,21 @@ def run_study(table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable
                 t2 = time.perf_counter()
                 model, hist, make = train_vm(table, store, cfg, arch, transfer, seed, log)
                 res = _eval(predict(model, make, test_rows), table, test_rows)
-                vms.append({"name": f"{arch}/{transfer}", "arch": arch, "transfer": transfer, "seed": seed,
-                            **res, "params": n_params(model), "epochs": hist["epochs_run"],
-                            "seconds": time.perf_counter() - t2})
-                log(f"VM {arch:>8} {transfer:>9} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
-                    f"logloss {res['logloss']:.4f}")
+                vms.append(
+                    {
+                        "name": f"{arch}/{transfer}",
+                        "arch": arch,
+                        "transfer": transfer,
+                        "seed": seed,
+                        **res,
+                        "params": n_params(model),
+                        "epochs": hist["epochs_run"],
+                        "seconds": time.perf_counter() - t2,
+                    }
+                )
+                log(
+                    f"VM {arch:>8} {transfer:>9} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
+                    f"logloss {res['logloss']:.4f}"
+                )
     timing["total_s"] = time.perf_counter() - t0
     return {"fm": fm_result, "vms": vms, "timing": timing, "store": store_info}

@@ -36,7 +36,6 @@ reported. Seeds whose own Δ_s ≤ 0 get a NaN per-seed ratio, are left out of `
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -62,8 +61,10 @@ def _values(x, what: str) -> np.ndarray:
 def _pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Pair per-seed arrays by index, broadcasting a single value."""
     if len(a) != len(b) and 1 not in (len(a), len(b)):
-        raise ValueError(f"{what}: cannot pair {len(a)} seeds with {len(b)} seeds "
-                         "(per-seed lists must have equal length, or one side a single value).")
+        raise ValueError(
+            f"{what}: cannot pair {len(a)} seeds with {len(b)} seeds "
+            "(per-seed lists must have equal length, or one side a single value)."
+        )
     return np.broadcast_arrays(a, b)
 
 
@@ -116,15 +117,19 @@ def transfer_ratios(fm: dict, vm_results: dict[str, dict], base: str = "none", t
         warning = None
         if delta <= tol:
             how = "equal to" if abs(delta) <= tol else "worse than"
-            warning = (f"the FM is {how} the base VM on {name} (Delta = {delta:.3g}); transfer ratios "
-                       "G/Delta are undefined and reported as NaN (gains are still valid)")
+            warning = (
+                f"the FM is {how} the base VM on {name} (Delta = {delta:.3g}); transfer ratios "
+                "G/Delta are undefined and reported as NaN (gains are still valid)"
+            )
             seed_ok = np.zeros(len(delta_s), bool)
         else:
             seed_ok = delta_s > tol
             if not seed_ok.all():
                 bad = np.flatnonzero(~seed_ok).tolist()
-                warning = (f"Delta <= 0 on {name} for seed(s) {bad}; their per-seed ratios are NaN and "
-                           "left out of ratio_mean / ratio_std")
+                warning = (
+                    f"Delta <= 0 on {name} for seed(s) {bad}; their per-seed ratios are NaN and "
+                    "left out of ratio_mean / ratio_std"
+                )
         rows = {}
         for variant, res in vm_results.items():
             v = _signed(key, _values(res[key], f"vm_results[{variant!r}][{key!r}]"))
@@ -134,19 +139,33 @@ def transfer_ratios(fm: dict, vm_results: dict[str, dict], base: str = "none", t
             ok = np.broadcast_to(seed_ok, d_s.shape)
             ratios = np.where(ok, g_s / np.where(ok, d_s, 1.0), np.nan)  # never divides by Delta_s <= tol
             gain = float(np.mean(v) - np.mean(base_v))
-            rows[variant] = {"value": float(np.mean(v)), "gain": gain, "gain_std": _std(gains),
-                             "gains": gains.tolist(),
-                             "ratio": gain / delta if delta > tol else float("nan"),
-                             "ratio_mean": _mean(ratios), "ratio_std": _std(ratios), "ratios": ratios.tolist()}
-        r = {"fm": float(np.mean(fm_v)), "base": float(np.mean(base_v)), "delta": delta,
-             "delta_std": _std(delta_s), "n_seeds": int(len(delta_s)), "warning": warning, "variants": rows}
-        r["decomposition"] = decomposition(r) if {"kd", "loopfm"} <= set(rows) and any(b in rows for b in BOTH) \
-            else None
+            rows[variant] = {
+                "value": float(np.mean(v)),
+                "gain": gain,
+                "gain_std": _std(gains),
+                "gains": gains.tolist(),
+                "ratio": gain / delta if delta > tol else float("nan"),
+                "ratio_mean": _mean(ratios),
+                "ratio_std": _std(ratios),
+                "ratios": ratios.tolist(),
+            }
+        r = {
+            "fm": float(np.mean(fm_v)),
+            "base": float(np.mean(base_v)),
+            "delta": delta,
+            "delta_std": _std(delta_s),
+            "n_seeds": int(len(delta_s)),
+            "warning": warning,
+            "variants": rows,
+        }
+        r["decomposition"] = (
+            decomposition(r) if {"kd", "loopfm"} <= set(rows) and any(b in rows for b in BOTH) else None
+        )
         out[name] = r
     return out
 
 
-def decomposition(rows: dict, delta: Optional[float] = None) -> dict:
+def decomposition(rows: dict, delta: float | None = None) -> dict:
     r"""Gain decomposition G(kd+loopfm) = G(kd) + G(loopfm) + I of one metric.
 
     Args:
@@ -175,13 +194,18 @@ def decomposition(rows: dict, delta: Optional[float] = None) -> dict:
             a, b, c = np.broadcast_arrays(*per)
             inter_std = float(np.std(c - a - b))
         except ValueError:
-            raise ValueError(f"decomposition: per-seed gains have different lengths "
-                             f"{[len(p) for p in per]}.") from None
+            raise ValueError(f"decomposition: per-seed gains have different lengths {[len(p) for p in per]}.") from None
     else:
         inter_std = 0.0
     ok = delta is not None and math.isfinite(delta) and delta > 1e-12
-    return {"kd": g_kd, "loopfm": g_lf, "loopfm+kd": g_both, "interaction": inter,
-            "interaction_std": inter_std, "interaction_ratio": inter / delta if ok else float("nan")}
+    return {
+        "kd": g_kd,
+        "loopfm": g_lf,
+        "loopfm+kd": g_both,
+        "interaction": inter,
+        "interaction_std": inter_std,
+        "interaction_ratio": inter / delta if ok else float("nan"),
+    }
 
 
 def _f(x: float, fmt: str) -> str:
@@ -196,18 +220,25 @@ def markdown_table(result: dict) -> str:
     """
     lines = []
     for metric, r in result.items():
-        lines.append(f"**{metric}**: FM {_f(r['fm'], '.4f')}, base VM {_f(r['base'], '.4f')}, "
-                     f"FM gain Δ = {_f(r['delta'], '+.4f')} ({r['n_seeds']} seed(s))")
+        lines.append(
+            f"**{metric}**: FM {_f(r['fm'], '.4f')}, base VM {_f(r['base'], '.4f')}, "
+            f"FM gain Δ = {_f(r['delta'], '+.4f')} ({r['n_seeds']} seed(s))"
+        )
         if r["warning"]:
             lines += ["", f"> warning: {r['warning']}"]
         lines += ["", f"| variant | {metric} | gain | TR | TR per seed |", "|---|---:|---:|---:|---:|"]
         for name, v in r["variants"].items():
-            lines.append(f"| {name} | {_f(v['value'], '.4f')} | {_f(v['gain'], '+.4f')} ± {_f(v['gain_std'], '.4f')} "
-                         f"| {_f(v['ratio'], '.3f')} | {_f(v['ratio_mean'], '.3f')} ± {_f(v['ratio_std'], '.3f')} |")
+            lines.append(
+                f"| {name} | {_f(v['value'], '.4f')} | {_f(v['gain'], '+.4f')} ± {_f(v['gain_std'], '.4f')} "
+                f"| {_f(v['ratio'], '.3f')} | {_f(v['ratio_mean'], '.3f')} ± {_f(v['ratio_std'], '.3f')} |"
+            )
         d = r.get("decomposition")
         if d:
-            lines += ["", f"G(loopfm+kd) {d['loopfm+kd']:+.4f} = G(kd) {d['kd']:+.4f} + G(loopfm) "
-                          f"{d['loopfm']:+.4f} + I {d['interaction']:+.4f} (± {d['interaction_std']:.4f}; "
-                          f"I/Δ = {_f(d['interaction_ratio'], '+.3f')})"]
+            lines += [
+                "",
+                f"G(loopfm+kd) {d['loopfm+kd']:+.4f} = G(kd) {d['kd']:+.4f} + G(loopfm) "
+                f"{d['loopfm']:+.4f} + I {d['interaction']:+.4f} (± {d['interaction_std']:.4f}; "
+                f"I/Δ = {_f(d['interaction_ratio'], '+.3f')})",
+            ]
         lines.append("")
     return "\n".join(lines)

@@ -31,8 +31,7 @@ class FeatureEmbedder(nnx.Module):
         self.schema = schema
         self.max_len = min(max_len, schema.max_len)
         self.dim = dim
-        self.tables = nnx.Dict({c: nnx.Embed(int(vocab_sizes[c]), dim, rngs=rngs)
-                                for c in schema.categorical})
+        self.tables = nnx.Dict({c: nnx.Embed(int(vocab_sizes[c]), dim, rngs=rngs) for c in schema.categorical})
         self.numeric = nnx.Dict({c: nnx.Linear(1, dim, rngs=rngs) for c in schema.numeric})
         shared = set(schema.sequence_vocab.values())
         self.query_fields = tuple(c for c in schema.item if c in shared) or tuple(schema.item)
@@ -48,7 +47,7 @@ class FeatureEmbedder(nnx.Module):
         item = jnp.concatenate([self.tables[c](batch[c]) for c in self.schema.item], axis=-1)
         seq, mask = None, None
         for name, vocab in self.schema.sequences:
-            ids = batch[name][:, -self.max_len:]
+            ids = batch[name][:, -self.max_len :]
             emb = self.tables[vocab](ids)
             seq = emb if seq is None else seq + emb
             mask = ids > 0 if mask is None else mask | (ids > 0)

@@ -37,8 +37,7 @@ class FoundationModel(nnx.Module):
     The history is the last ``max_len`` behaviours (default 4x a VM's 50).
     """
 
-    def __init__(self, schema: Schema, vocab_sizes: dict, *, rngs: nnx.Rngs, size: str = "medium",
-                 max_len: int = 200):
+    def __init__(self, schema: Schema, vocab_sizes: dict, *, rngs: nnx.Rngs, size: str = "medium", max_len: int = 200):
         if size not in FM_SIZES:
             raise ValueError(f"unknown FM size {size!r}; choose one of {', '.join(FM_SIZES)}.")
         s = FM_SIZES[size]
@@ -65,8 +64,7 @@ class FoundationModel(nnx.Module):
         pooled = jnp.sum(h * mask[..., None], 1) / jnp.maximum(mask.sum(1, keepdims=True), 1)
         x = jnp.concatenate([e["fields"].reshape(seq.shape[0], -1), interest, interest * q, pooled], -1)
         hidden = nnx.relu(self.mlp(x))
-        return {"logit": self.out(hidden)[:, 0], "interaction": hidden,
-                "item": jnp.tanh(self.item_proj(e["item"]))}
+        return {"logit": self.out(hidden)[:, 0], "interaction": hidden, "item": jnp.tanh(self.item_proj(e["item"]))}
 
 
 class _EncoderBlock(nnx.Module):

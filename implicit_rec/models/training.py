@@ -6,8 +6,9 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +33,15 @@ class TrainConfig:
     seed: int = 0
 
 
-def _batches(rows: np.ndarray, size: int, rng: Optional[np.random.Generator]):
+def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
     rows = rng.permutation(rows) if rng is not None else rows
     for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+        yield rows[start : start + size]
 
 
-def predict(model: nnx.Module, make_batch: Callable, rows: np.ndarray, batch_size: int = 2048,
-            output: str = "logit") -> np.ndarray:
+def predict(
+    model: nnx.Module, make_batch: Callable, rows: np.ndarray, batch_size: int = 2048, output: str = "logit"
+) -> np.ndarray:
     """sigmoid of ``model(batch)[output]`` for every row (the model is put in eval mode)."""
     model.eval()
 
@@ -51,11 +53,19 @@ def predict(model: nnx.Module, make_batch: Callable, rows: np.ndarray, batch_siz
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
 
 
-def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: np.ndarray,
-        valid_rows: np.ndarray, valid_labels: np.ndarray, valid_users: np.ndarray,
-        config: TrainConfig = TrainConfig(), progress: Optional[Callable[[dict], None]] = None,
-        checkpoint: Optional[str | os.PathLike] = None,
-        progress_bar: Optional[Callable[..., Any]] = None) -> dict:
+def fit(
+    model: nnx.Module,
+    loss_fn: Callable,
+    make_batch: Callable,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    valid_labels: np.ndarray,
+    valid_users: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    progress: Callable[[dict], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress_bar: Callable[..., Any] | None = None,
+) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
     After each epoch the validation AUC is computed; training stops after ``patience`` epochs
@@ -98,15 +108,19 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
         except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
             raise CheckpointError(
                 f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
-                "train this model again from its first epoch.") from None
+                "train this model again from its first epoch."
+            ) from None
         rng.bit_generator.state = meta["rng"]
     n_batches = -(-len(train_rows) // config.batch_size)
     for epoch in range(len(history), config.epochs):
         if stale >= config.patience:
             break
         model.train()
-        bar = progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False) \
-            if progress_bar is not None else None
+        bar = (
+            progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+            if progress_bar is not None
+            else None
+        )
         losses, totals = [], 0.0
         for i, rows in enumerate(_batches(train_rows, config.batch_size, rng)):
             batch = make_batch(rows)
@@ -126,8 +140,12 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
             bar.close()
         probs = predict(model, make_batch, valid_rows)
         valid = metrics.evaluate(valid_labels, probs, valid_users)
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **_solver_log(totals),
-                  **{f"valid_{k}": v for k, v in valid.items()}}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            **_solver_log(totals),
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
         history.append(record)
         if progress is not None:
             progress(record)
@@ -137,39 +155,73 @@ def fit(model: nnx.Module, loss_fn: Callable, make_batch: Callable, train_rows: 
         else:
             stale += 1
         if checkpoint is not None:
-            save_tree(checkpoint, {
-                "model": _pure(nnx.state(model, _KEEP)), "optimizer": _pure(nnx.state(opt, _KEEP)),
-                "best": _pure(best_state) if best_state is not None else {},
-                "meta": json.dumps({"has_best": best_state is not None, "best_auc": float(best_auc),
-                                    "stale": stale, "history": history, "examples": examples,
-                                    "seconds": seconds, "rng": rng.bit_generator.state})})
+            save_tree(
+                checkpoint,
+                {
+                    "model": _pure(nnx.state(model, _KEEP)),
+                    "optimizer": _pure(nnx.state(opt, _KEEP)),
+                    "best": _pure(best_state) if best_state is not None else {},
+                    "meta": json.dumps(
+                        {
+                            "has_best": best_state is not None,
+                            "best_auc": float(best_auc),
+                            "stale": stale,
+                            "history": history,
+                            "examples": examples,
+                            "seconds": seconds,
+                            "rng": rng.bit_generator.state,
+                        }
+                    ),
+                },
+            )
     if best_state is not None:
         nnx.update(model, best_state)
     model.eval()
-    return {"history": history, "best_valid_auc": float(best_auc), "epochs_run": len(history),
-            "examples_per_second": examples / seconds if seconds > 0 else float("nan")}
+    return {
+        "history": history,
+        "best_valid_auc": float(best_auc),
+        "epochs_run": len(history),
+        "examples_per_second": examples / seconds if seconds > 0 else float("nan"),
+    }
 
 
 _KEEP = nnx.Not(nnx.RngState)
 
 
-_TOTALS = ("samples", "converged", "nstep", "adjoint_solved", "adjoint_converged", "adjoint_fallback",
-           "adjoint_residual", "adjoint_nstep")
+_TOTALS = (
+    "samples",
+    "converged",
+    "nstep",
+    "adjoint_solved",
+    "adjoint_converged",
+    "adjoint_fallback",
+    "adjoint_residual",
+    "adjoint_nstep",
+)
 
 
 def _solver_totals(aux, grads) -> jax.Array:
     """Batch sums (len(_TOTALS),) of the forward solves (every LayerInfo in ``aux``) and of the
     adjoint solves (the gradients of the AdjointProbe variables, see ``layers.adjoint_report``)."""
-    infos = [x for x in jax.tree.leaves(aux, is_leaf=lambda x: isinstance(x, LayerInfo))
-             if isinstance(x, LayerInfo)]
-    forward = [sum(jnp.sum(getattr(i, name), dtype=jnp.float32) for i in infos)
-               for name in ("converged", "nstep")]
+    infos = [x for x in jax.tree.leaves(aux, is_leaf=lambda x: isinstance(x, LayerInfo)) if isinstance(x, LayerInfo)]
+    forward = [sum(jnp.sum(getattr(i, name), dtype=jnp.float32) for i in infos) for name in ("converged", "nstep")]
     samples = sum(i.converged.size for i in infos)
     probes = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
     adj = dict(zip(solvers.AdjointInfo._fields, sum(probes) if probes else jnp.zeros(5)))
-    return jnp.stack([jnp.asarray(v, jnp.float32) for v in (
-        samples, *forward, adj["solved"], adj["converged"], adj["fallback"], adj["residual"],
-        adj["nstep"])])
+    return jnp.stack(
+        [
+            jnp.asarray(v, jnp.float32)
+            for v in (
+                samples,
+                *forward,
+                adj["solved"],
+                adj["converged"],
+                adj["fallback"],
+                adj["residual"],
+                adj["nstep"],
+            )
+        ]
+    )
 
 
 def _solver_log(totals) -> dict:
@@ -179,14 +231,15 @@ def _solver_log(totals) -> dict:
     t = dict(zip(_TOTALS, (float(v) for v in totals)))
     out = {}
     if t["samples"] > 0:
-        out.update(train_converged_fraction=t["converged"] / t["samples"],
-                   train_mean_nstep=t["nstep"] / t["samples"])
+        out.update(train_converged_fraction=t["converged"] / t["samples"], train_mean_nstep=t["nstep"] / t["samples"])
     if t["adjoint_solved"] > 0:
         solved = t["adjoint_solved"]
-        out.update(adjoint_converged_fraction=t["adjoint_converged"] / solved,
-                   adjoint_fallback_fraction=t["adjoint_fallback"] / solved,
-                   adjoint_mean_residual=t["adjoint_residual"] / solved,
-                   adjoint_mean_nstep=t["adjoint_nstep"] / solved)
+        out.update(
+            adjoint_converged_fraction=t["adjoint_converged"] / solved,
+            adjoint_fallback_fraction=t["adjoint_fallback"] / solved,
+            adjoint_mean_residual=t["adjoint_residual"] / solved,
+            adjoint_mean_nstep=t["adjoint_nstep"] / solved,
+        )
     return out
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ..config import ARCHS, TRANSFERS
 from ..data.events import Schema
 from ..layers import ImplicitLayer, MLPCell, SolverConfig
 from .features import MLP, FeatureEmbedder, target_attention
 
-ARCHS = ("mlp", "din", "implicit")
-TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")
+__all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 
 
 class VerticalModel(nnx.Module):
@@ -30,11 +28,23 @@ class VerticalModel(nnx.Module):
     ``kd_on_main``), ``info`` (the implicit layer's LayerInfo, or None).
     """
 
-    def __init__(self, schema: Schema, vocab_sizes: dict, *, rngs: nnx.Rngs, arch: str = "mlp",
-                 transfer: str = "none", embed_dim: int = 8, max_len: int = 50,
-                 hidden: tuple[int, ...] = (64, 32), fm_dim: int = 64, d_state: int = 32,
-                 train_solver: Optional[SolverConfig] = None, eval_solver: Optional[SolverConfig] = None,
-                 kd_on_main: bool = False):
+    def __init__(
+        self,
+        schema: Schema,
+        vocab_sizes: dict,
+        *,
+        rngs: nnx.Rngs,
+        arch: str = "mlp",
+        transfer: str = "none",
+        embed_dim: int = 8,
+        max_len: int = 50,
+        hidden: tuple[int, ...] = (64, 32),
+        fm_dim: int = 64,
+        d_state: int = 32,
+        train_solver: SolverConfig | None = None,
+        eval_solver: SolverConfig | None = None,
+        kd_on_main: bool = False,
+    ):
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
         if transfer not in TRANSFERS:
@@ -48,9 +58,13 @@ class VerticalModel(nnx.Module):
             self.loopfm_proj = nnx.Linear(fm_dim, embed_dim, rngs=rngs)
             width += 2 * embed_dim
         if arch == "implicit":
-            self.core = ImplicitLayer(MLPCell(d_state, width, rngs=rngs), d_state, rngs=rngs,
-                                      train_solver=train_solver or SolverConfig(max_iter=20),
-                                      eval_solver=eval_solver)
+            self.core = ImplicitLayer(
+                MLPCell(d_state, width, rngs=rngs),
+                d_state,
+                rngs=rngs,
+                train_solver=train_solver or SolverConfig(max_iter=20),
+                eval_solver=eval_solver,
+            )
             last = d_state
         else:
             self.core = MLP((width,) + tuple(hidden), rngs=rngs)

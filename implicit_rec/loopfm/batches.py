@@ -1,0 +1,51 @@
+"""The one batch builder: event rows -> the dict of NumPy arrays every model (FM, VM, DSGD) reads.
+
+A batch holds the table's categorical, numeric and sequence columns of ``rows`` and ``label``
+(float32); a VM with a LoopFM transfer also gets ``loopfm`` (B, L, dim) and ``loopfm_mask`` (B, L),
+the user's last L logged FM embeddings strictly before each event, and one with KD gets
+``fm_logit`` (B,), the FM's logged logit of the event. Arrays stay on the host: jitted steps take
+them as arguments (one transfer, no recompilation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..data.events import EventTable
+from .store import HistoricalStore
+
+
+def table_batches(table: EventTable) -> Callable[[np.ndarray], dict]:
+    """rows -> {column: (B, ...) array} of the model inputs and ``label``."""
+    schema = table.schema
+    names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.sequences]
+
+    def make(rows):
+        rows = np.asarray(rows)
+        batch = {n: np.asarray(table[n][rows]) for n in names}
+        batch["label"] = np.asarray(table["label"][rows], np.float32)
+        return batch
+
+    return make
+
+
+def vm_batches(
+    table: EventTable, store: HistoricalStore | None, history_len: int, transfer: str
+) -> Callable[[np.ndarray], dict]:
+    """rows -> the batch of a VM with ``transfer`` (LoopFM history of ``history_len``, KD logit)."""
+    if transfer != "none" and store is None:
+        raise ValueError(f"transfer={transfer!r} reads the FM's historical store; pass store=.")
+    base = table_batches(table)
+
+    def make(rows):
+        rows = np.asarray(rows)
+        batch = base(rows)
+        if transfer.startswith("loopfm"):
+            batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, history_len))
+        if transfer.endswith("kd"):
+            batch["fm_logit"] = np.asarray(store.fm_logit(rows))
+        return batch
+
+    return make
