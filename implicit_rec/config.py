@@ -42,7 +42,7 @@ from typing import Any
 
 from solvers._options import METHODS as SOLVER_METHODS
 
-from .decentralized.topology import TOPOLOGIES
+from dsgd.topology import TOPOLOGIES
 
 _AUTO = "auto"  # spelling of "None / derive it" in TOML, which has no null
 
