@@ -46,6 +46,12 @@ def test_layers_load_no_data_pipeline_or_training_stack():
     assert _top(modules, HEAVY + ("dsgd",)) == []
 
 
+def test_data_loaders_load_pyarrow_only_to_read_parquet():
+    modules = loaded_after("import implicit_rec.data")
+    assert "implicit_rec.data.interactions" in modules
+    assert _top(modules, ("pyarrow",)) == []
+
+
 def test_decentralized_reexports_the_dsgd_engine():
     import dsgd
     import implicit_rec.decentralized as rec
