@@ -1,4 +1,7 @@
-"""Shared benchmark utilities: round-robin timing, compiled memory, atomic result files."""
+"""Shared benchmark utilities: round-robin timing, compiled memory, machine description.
+
+Result files are written with ``implicit_rec.atomic``; tables with ``implicit_rec.tables.markdown_table``.
+"""
 
 from __future__ import annotations
 
@@ -35,13 +38,6 @@ def median_times(thunks: dict[str, Callable], repeats: int) -> dict[str, float]:
 def compiled_temp_bytes(fn: Callable, *args) -> int:
     """XLA's temporary buffer size for jit(fn)(*args): deterministic, compiled only."""
     return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def machine_info(**extra) -> dict:

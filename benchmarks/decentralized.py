@@ -13,7 +13,7 @@ iterations. Writes benchmarks/results/decentralized.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 
 os.environ.setdefault("XLA_FLAGS", "")
@@ -23,11 +23,13 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, machine_info, median_times, write_atomic  # noqa: E402
-from implicit_rec.decentralized import make_topology  # noqa: E402
-from implicit_rec.decentralized.engine import DSGD, agent_mesh, count_collectives, put_agents  # noqa: E402
+from benchmarks.common import RESULTS, machine_info, median_times  # noqa: E402
+from dsgd import DSGD, agent_mesh, count_collectives, make_topology, put_agents  # noqa: E402
+from implicit_rec.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from implicit_rec.config import DataConfig, DSGDConfig, RunConfig  # noqa: E402
 from implicit_rec.decentralized.problem import AgentSampler, shard_rows, vm_problem  # noqa: E402
-from implicit_rec.decentralized.train import DecentralizedConfig, load_table, make_optimizer, run_decentralized  # noqa: E402
+from implicit_rec.decentralized.train import load_table, make_optimizer, run_decentralized  # noqa: E402
+from implicit_rec.tables import markdown_table  # noqa: E402
 
 COUNT_TOPOLOGIES = ("ceca-2p", "ceca-1p", "exp2-one-peer", "static-exp", "ring", "torus", "complete")
 
@@ -44,10 +46,11 @@ class CompileCounter:
             self.count += 1
 
 
-def engine_for(prob, table, name, n, cfg, period_batches: bool = False):
+def engine_for(prob, table, name, n, cfg: DSGDConfig, period_batches: bool = False):
     """(engine, state, batch); with ``period_batches`` the batch is (n, τ, B, ...) for period_step."""
     mesh = agent_mesh(n)
-    eng = DSGD(make_topology(name, n), prob.loss, optimizer=make_optimizer(cfg.optimizer, cfg.lr), mesh=mesh)
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
+    eng = DSGD(make_topology(name, n), prob.loss, optimizer=optimizer, mesh=mesh)
     shards = shard_rows(table, prob.train_rows, n, "iid", 0)
     samplers = [AgentSampler(shards[i], cfg.batch_size, 0, i) for i in range(n)]
     if period_batches:
@@ -68,17 +71,18 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     preset = "tiny" if args.quick else "default"
     steps = 20 if args.quick else args.steps
-    base = DecentralizedConfig(preset=preset)
+    run = RunConfig(data=DataConfig(preset=preset))  # the defaults of train-decentralized
+    base = run.dsgd
     cache = "runs/cache"
-    table = load_table(base, cache)
-    prob = vm_problem(table, base.arch, "none", 0, None)
+    table = load_table(run, cache)
+    prob = vm_problem(table, run)
     counter = CompileCounter()
     out = {
         "machine": machine_info(devices=len(jax.devices())),
         "preset": preset,
         "params": prob.dim,
         "optimizer": base.optimizer,
-        "lr": base.lr,
+        "lr": base.learning_rate,
         "batch_per_agent": base.batch_size,
     }
 
@@ -136,8 +140,8 @@ def main(argv=None) -> None:
     for name in ("ceca-2p", "complete"):
         runs = []
         for seed in range(args.seeds):
-            cfg = DecentralizedConfig(agents=6, topology=name, preset=preset, steps=steps, eval_every=steps, seed=seed)
-            r = run_decentralized(cfg, cache_dir=cache, progress=False)
+            dsgd = dataclasses.replace(base, agents=6, topology=name, steps=steps, eval_every=steps, seed=seed)
+            r = run_decentralized(run.replace(dsgd=dsgd), cache_dir=cache, progress=False)
             runs.append(
                 {
                     "seed": seed,
@@ -159,8 +163,8 @@ def main(argv=None) -> None:
     ]
     auc["steps"], auc["seeds"] = steps, args.seeds
     out["auc_n6"] = auc
-    write_atomic(RESULTS / "decentralized.json", json.dumps(out, indent=2))
-    write_atomic(RESULTS / "decentralized.md", report(out))
+    write_json_atomic(RESULTS / "decentralized.json", out)
+    write_text_atomic(RESULTS / "decentralized.md", report(out))
     print(report(out))
 
 
@@ -172,18 +176,33 @@ def report(out: dict) -> str:
         f"lr {out['lr']}, batch {out['batch_per_agent']} per agent; {out['machine']['cpu_count']} CPUs, "
         f"jax {out['machine']['jax']}, virtual CPU devices.",
         "",
-        "| n / topology | period | branches | messages per branch | collective-permute | all-reduce | "
-        "KiB sent/agent/iter |",
-        "|---|---:|---:|---|---:|---:|---:|",
     ]
+    rows = []
     for key, h in out["hlo"].items():
         if "error" in h:
-            lines.append(f"| {key} | – | – | {h['error'].split(';')[0]} | – | – | – |")
+            rows.append([key, "–", "–", h["error"].split(";")[0], "–", "–", "–"])
             continue
-        lines.append(
-            f"| {key} | {h['period']} | {h['branches']} | {h['messages_per_branch']} | "
-            f"{h['collective-permute']} | {h['all-reduce']} | {h['bytes_per_agent_per_iter'] / 1024:.1f} |"
+        rows.append(
+            [
+                key,
+                h["period"],
+                h["branches"],
+                h["messages_per_branch"],
+                h["collective-permute"],
+                h["all-reduce"],
+                f"{h['bytes_per_agent_per_iter'] / 1024:.1f}",
+            ]
         )
+    header = [
+        "n / topology",
+        "period",
+        "branches",
+        "messages per branch",
+        "collective-permute",
+        "all-reduce",
+        "KiB sent/agent/iter",
+    ]
+    lines.append(markdown_table(header, rows, align="lrrlrrr"))
     st = out["step_time_n8"]
     a = out["auc_n6"]
     lines += [

@@ -20,7 +20,6 @@ compiled temporary memory of the step.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import jax
@@ -29,9 +28,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.layers import ImplicitLayer, MLPCell, SolverConfig
+from implicit_rec.params import count_params
+from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, compiled_temp_bytes, machine_info, median_times, write_atomic
+from .common import RESULTS, compiled_temp_bytes, machine_info, median_times
 
 B, D_IN, D = 256, 32, 128
 ITERS = (10, 30, 100)
@@ -61,10 +63,6 @@ class ExplicitMLP(nnx.Module):
         for layer in self.hidden:
             h = jnp.tanh(layer(h))
         return self.head(h)[:, 0]
-
-
-def param_count(model: nnx.Module) -> int:
-    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
 
 
 def pure_train_step(model: nnx.Module):
@@ -106,7 +104,8 @@ def main(argv=None) -> None:
         step, step_args = pure_train_step(model)
         jitted = jax.jit(step)
         thunks[name] = lambda jitted=jitted, a=step_args: jitted(*a)
-        rows[name] = dict(model=name, params=param_count(model), temp_mib=compiled_temp_bytes(step, *step_args) / 2**20)
+        temp_mib = compiled_temp_bytes(step, *step_args) / 2**20
+        rows[name] = dict(model=name, params=count_params(model), temp_mib=temp_mib)
     for name, seconds in median_times(thunks, repeats).items():
         rows[name]["step_ms"] = seconds * 1e3
     report = dict(
@@ -129,13 +128,14 @@ def main(argv=None) -> None:
         f"B={B}, d_in={D_IN}, d={D}, float32, Adam step; medians of {repeats} round-robin repeats; "
         f"{report['machine']['cpu_count']} CPUs, jax {report['machine']['jax']}.",
         "",
-        "| model | params | step ms | compiled temp MiB |",
-        "|---|---:|---:|---:|",
+        markdown_table(
+            ["model", "params", "step ms", "compiled temp MiB"],
+            [[r["model"], f"{r['params']:,}", f"{r['step_ms']:.2f}", f"{r['temp_mib']:.2f}"] for r in report["rows"]],
+        ),
     ]
-    lines += [f"| {r['model']} | {r['params']:,} | {r['step_ms']:.2f} | {r['temp_mib']:.2f} |" for r in report["rows"]]
     md = "\n".join(lines) + "\n"
-    write_atomic(RESULTS / "layers.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(RESULTS / "layers.md", md)
+    write_json_atomic(RESULTS / "layers.json", report)
+    write_text_atomic(RESULTS / "layers.md", md)
     print(md)
     print(f"total runtime {report['runtime_s']:.0f} s")
 

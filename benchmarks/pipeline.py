@@ -21,11 +21,12 @@ import time
 
 import numpy as np
 
+from implicit_rec.atomic import write_text_atomic as write_atomic
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
 from implicit_rec.models.training import TrainConfig
 
-from .common import RESULTS, machine_info, write_atomic
+from .common import RESULTS, machine_info
 
 
 def main(argv=None) -> None:

@@ -35,7 +35,6 @@ What is measured (float32, B = 1024 samples, d = 128, relative tolerance 1e-4):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -46,8 +45,10 @@ import numpy as np
 from jax import lax
 
 import solvers
+from implicit_rec.atomic import write_json_atomic, write_text_atomic
+from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, machine_info, median_times, write_atomic
+from .common import RESULTS, machine_info, median_times
 
 B, D, TOL, MAX_ITER = 1024, 128, 1e-4, 1000
 JAXOPT_HISTORY, JAXOPT_RIDGE = 5, 1e-4
@@ -346,31 +347,46 @@ def markdown(report: dict) -> str:
         f"{report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, "
         f"jax {report['machine']['jax']}.",
         "",
-        "| problem | solver | fwd ms | fwd+bwd ms | iters max / mean | max rel residual "
-        "| speedup vs best comp. | vs jaxopt anderson | vs optimistix |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for pname, prob in report["problems"].items():
-        for sname, r in prob["solvers"].items():
-            lines.append(
-                f"| {pname} | {sname} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | "
-                f"{r['iters_max']} / {r['iters_mean']:.1f} | {r['rel_residual_max']:.2e} | "
-                f"{_fmt_x(r, 'speedup_vs_best_competitor')} | "
-                f"{_fmt_x(r, 'speedup_vs_jaxopt_anderson')} | "
-                f"{_fmt_x(r, 'speedup_vs_optimistix_picard')} |"
-            )
-    lines += [
+        markdown_table(
+            [
+                "problem",
+                "solver",
+                "fwd ms",
+                "fwd+bwd ms",
+                "iters max / mean",
+                "max rel residual",
+                "speedup vs best comp.",
+                "vs jaxopt anderson",
+                "vs optimistix",
+            ],
+            [
+                [
+                    pname,
+                    sname,
+                    f"{r['fwd_ms']:.1f}",
+                    f"{r['fwd_bwd_ms']:.1f}",
+                    f"{r['iters_max']} / {r['iters_mean']:.1f}",
+                    f"{r['rel_residual_max']:.2e}",
+                    _fmt_x(r, "speedup_vs_best_competitor"),
+                    _fmt_x(r, "speedup_vs_jaxopt_anderson"),
+                    _fmt_x(r, "speedup_vs_optimistix_picard"),
+                ]
+                for pname, prob in report["problems"].items()
+                for sname, r in prob["solvers"].items()
+            ],
+            align="ll" + "r" * 7,
+        ),
         "",
         "Competitor absolute tolerance = 1e-4 x median ||f(z*)|| of a reference solve: "
         + ", ".join(f"{k} {v['abs_tol_competitors']:.3g}" for k, v in report["problems"].items())
         + ". "
         + report["config"]["notes"]["tolerance"],
         "",
-        "| grad | max_iter | backward temp MiB | compile s |",
-        "|---|---:|---:|---:|",
+        markdown_table(
+            ["grad", "max_iter", "backward temp MiB", "compile s"],
+            [[r["grad"], r["max_iter"], f"{r['temp_mib']:.1f}", f"{r['compile_s']:.1f}"] for r in report["memory"]],
+        ),
     ]
-    for r in report["memory"]:
-        lines.append(f"| {r['grad']} | {r['max_iter']} | {r['temp_mib']:.1f} | {r['compile_s']:.1f} |")
     o = report["anderson_overhead"]
     lines += [
         "",
@@ -442,8 +458,8 @@ def main(argv=None) -> None:
     )
     report["runtime_s"] = time.perf_counter() - t0
     md = markdown(report)
-    write_atomic(RESULTS / "solvers.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(RESULTS / "solvers.md", md)
+    write_json_atomic(RESULTS / "solvers.json", report)
+    write_text_atomic(RESULTS / "solvers.md", md)
     print(md)
     print(f"total runtime {report['runtime_s']:.0f} s")
 

@@ -1,8 +1,13 @@
 """DSGD topologies: the VM on JAX virtual devices, and convex least squares with many agents.
 
     python -m experiments.dsgd_topologies [--agents 5,6,8,12] [--topologies ceca-2p,ceca-1p,exp2-one-peer,ring,complete]
-        [--steps 400] [--optimizer adam --lr 0.003] [--preset default] [--skip-vm] [--skip-lsq]
-        [--lsq-agents 258] [--lsq-steps 3000] [--out runs/dsgd_topologies]
+        [--config run.toml] [--set dsgd.steps=400] [--steps 400] [--optimizer adam --lr 0.003] [--preset default]
+        [--skip-vm] [--skip-lsq] [--lsq-agents 258] [--lsq-steps 3000] [--out runs/dsgd_topologies]
+
+The VM runs read the run configuration of ``implicit-rec train-decentralized`` (its [dsgd], [data],
+[fm], [vm] sections): defaults < ``--config`` < ``--set`` < the flags (``--lr`` is
+``dsgd.learning_rate``, ``--preset`` is ``data.preset``); ``--agents`` and ``--topologies`` list
+the values of ``dsgd.agents`` and ``dsgd.topology`` to run.
 
 Part 1 (device engine, one process, max(agents) virtual CPU devices): for each n and topology
 (ceca-1p only for even n) the VM of ``implicit-rec run`` is trained by DSGD; OUT/vm_n{n}.png shows
@@ -16,8 +21,8 @@ heterogeneous local optima and noisy gradients g_i = ∇f_i(x_i) + σξ; relativ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -40,8 +45,7 @@ def least_squares_study(
     every: int = 10,
 ) -> dict:
     """Relative error curves of DSGD (reference gossip) per topology and of centralized SGD."""
-    from implicit_rec.decentralized import make_topology
-    from implicit_rec.decentralized.reference import dsgd_reference
+    from dsgd import dsgd_reference, make_topology
 
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(n, m, d))
@@ -95,6 +99,8 @@ def least_squares_study(
 def plot_lsq(res: dict, path: Path) -> None:
     import matplotlib
 
+    from implicit_rec.atomic import atomic_path
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -117,42 +123,28 @@ def plot_lsq(res: dict, path: Path) -> None:
         )
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_results(out: Path, vm: dict, lsq, args) -> None:
-    result = {"args": vars(args), "vm": vm, "least_squares": lsq}
-    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("report.md", report(vm, lsq, args))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    from implicit_rec.atomic import write_json_atomic, write_text_atomic
+
+    write_json_atomic(out / "metrics.json", {"args": vars(args), "vm": vm, "least_squares": lsq})
+    write_text_atomic(out / "report.md", report(vm, lsq, args))
 
 
-def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
-    from implicit_rec.decentralized.train import DecentralizedConfig, plot_curves, run_decentralized
+def vm_study(agents: list[int], topologies: list[str], args, out: Path, base) -> dict:
+    """DSGD of the VM for every (n, topology): ``base`` (a RunConfig) with dsgd.agents and dsgd.topology set."""
+    from implicit_rec.decentralized.train import plot_curves, run_decentralized
 
     results = {}
     pairs = runs(agents, topologies)
     for n in dict.fromkeys(n for n, _ in pairs):
         hist = {}
         for top in [t for m, t in pairs if m == n]:
-            cfg = DecentralizedConfig(
-                agents=n,
-                topology=top,
-                preset=args.preset,
-                arch=args.arch,
-                steps=args.steps,
-                lr=args.lr,
-                optimizer=args.optimizer,
-                batch_size=args.batch_size,
-                shards=args.shards,
-                seed=args.seed,
-                log_every=args.log_every,
-                eval_every=args.eval_every,
-            )
+            cfg = base.replace(dsgd=dataclasses.replace(base.dsgd, agents=n, topology=top))
             print(f"== n={n} {top}", flush=True)
             r = run_decentralized(
                 cfg, cache_dir=str(out.parent / "cache"), progress=False, log=lambda *a: print(*a, flush=True)
@@ -166,43 +158,61 @@ def vm_study(agents: list[int], topologies: list[str], args, out: Path) -> dict:
 
 
 def report(vm: dict, lsq: dict | None, args) -> str:
+    from implicit_rec.tables import markdown_table
+
     lines = ["# DSGD topologies", ""]
     if vm:
         c = next(iter(vm.values()))["config"]  # the settings the VM runs used
-        lines += [
-            f"VM ({c['arch']}) on synthetic/{c['preset']}, {c['steps']} iterations, local {c['optimizer']} "
-            f"lr {c['lr']}, batch {c['batch_size']} per agent, shards {c['shards']}.",
-            "",
-            "| n | topology | valid AUC (mean model) | valid AUC (agent 0) | test AUC (mean) | "
-            "final consensus | KiB sent/agent/iter | s/iter |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+        d = c["dsgd"]
+        header = [
+            "n",
+            "topology",
+            "valid AUC (mean model)",
+            "valid AUC (agent 0)",
+            "test AUC (mean)",
+            "final consensus",
+            "KiB sent/agent/iter",
+            "s/iter",
         ]
+        rows = []
         for key, r in vm.items():
             n, top = key.split("/")
             f = r["final"]
-            lines.append(
-                f"| {n} | {top} | {f['valid_auc_avg']:.4f} | {f['valid_auc_agent0']:.4f} | "
-                f"{f['test_auc_avg']:.4f} | {f['consensus']:.2e} | "
-                f"{r['bytes_sent_per_agent_per_iteration'] / 1024:.1f} | {r['seconds_per_step']:.3f} |"
+            rows.append(
+                [
+                    n,
+                    top,
+                    f"{f['valid_auc_avg']:.4f}",
+                    f"{f['valid_auc_agent0']:.4f}",
+                    f"{f['test_auc_avg']:.4f}",
+                    f"{f['consensus']:.2e}",
+                    f"{r['bytes_sent_per_agent_per_iteration'] / 1024:.1f}",
+                    f"{r['seconds_per_step']:.3f}",
+                ]
             )
-        lines.append("")
+        lines += [
+            f"VM ({d['arch']}) on synthetic/{c['data']['preset']}, {d['steps']} iterations, local {d['optimizer']} "
+            f"lr {d['learning_rate']}, batch {d['batch_size']} per agent, shards {d['shards']}.",
+            "",
+            markdown_table(header, rows, align="ll" + "r" * 6),
+            "",
+        ]
     if lsq:
+        rows = [[k, f"{v:.3e}", f"{lsq['final_mean_model'][k]:.3e}"] for k, v in lsq["final"].items()]
         lines += [
             f"Least squares (host reference gossip): n={lsq['n']}, d={lsq['d']}, "
             f"{lsq['samples_per_agent']} samples/agent, σ={lsq['sigma']}, lr {lsq['lr']}, "
             f"{lsq['steps']} iterations; relative errors averaged over the last 20% of iterations.",
             "",
-            "| method | (1/n) Σ ‖x_i − x*‖² / ‖x*‖² | ‖x̄ − x*‖² / ‖x*‖² |",
-            "|---|---:|---:|",
+            markdown_table(["method", "(1/n) Σ ‖x_i − x*‖² / ‖x*‖²", "‖x̄ − x*‖² / ‖x*‖²"], rows),
+            "",
         ]
-        lines += [f"| {k} | {v:.3e} | {lsq['final_mean_model'][k]:.3e} |" for k, v in lsq["final"].items()]
-        lines.append("")
     return "\n".join(lines)
 
 
 def runs(agents: list[int], topologies: list[str]) -> list[tuple[int, str]]:
     """The (n, topology) pairs of part 1 (ceca-1p only for even n); ValueError if one cannot be built."""
-    from implicit_rec.decentralized import make_topology
+    from dsgd import make_topology
 
     pairs = [(n, top) for n in agents for top in topologies if not (top == "ceca-1p" and n % 2)]
     for n, top in pairs:
@@ -216,25 +226,26 @@ def runs(agents: list[int], topologies: list[str]) -> list[tuple[int, str]]:
 
 
 def main(argv=None) -> None:
+    from dsgd import TOPOLOGIES
+    from implicit_rec.config import ARCHS, OPTIMIZERS, SHARDINGS, ConfigError
     from implicit_rec.data.synthetic import PRESETS
-    from implicit_rec.decentralized import TOPOLOGIES
-    from implicit_rec.decentralized.problem import SHARDINGS
-    from implicit_rec.decentralized.train import OPTIMIZERS
-    from implicit_rec.models.vertical import ARCHS
+    from implicit_rec.decentralized.cli import resolve
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--agents", default="5,6,8,12", type=integers(1))
+    p.add_argument("--agents", dest="agent_counts", default="5,6,8,12", type=integers(1), help="values of dsgd.agents")
     p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete", type=names(TOPOLOGIES))
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    p.add_argument("--arch", default="mlp", choices=ARCHS)
-    p.add_argument("--steps", type=integer(1), default=400)
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=positive_float, default=3e-3)
-    p.add_argument("--batch-size", type=integer(1), default=64)
-    p.add_argument("--shards", default="iid", choices=SHARDINGS)
-    p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--log-every", type=integer(1), default=10)
-    p.add_argument("--eval-every", type=integer(1), default=100)
+    p.add_argument("--config", metavar="FILE", help="TOML run configuration ([dsgd], [data], [fm], [vm])")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides", help="dsgd.steps=200")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="= data.preset")
+    p.add_argument("--arch", choices=ARCHS, help="= dsgd.arch")
+    p.add_argument("--steps", type=integer(1), help="= dsgd.steps")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="= dsgd.optimizer")
+    p.add_argument("--lr", type=positive_float, help="= dsgd.learning_rate")
+    p.add_argument("--batch-size", type=integer(1), help="= dsgd.batch_size")
+    p.add_argument("--shards", choices=SHARDINGS, help="= dsgd.shards")
+    p.add_argument("--seed", type=integer(0), help="= dsgd.seed (and the least-squares seed)")
+    p.add_argument("--log-every", type=integer(1), help="= dsgd.log_every")
+    p.add_argument("--eval-every", type=integer(1), help="= dsgd.eval_every")
     p.add_argument("--skip-vm", action="store_true")
     p.add_argument("--skip-lsq", action="store_true")
     p.add_argument("--lsq-agents", type=integer(1), default=258)
@@ -243,7 +254,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.skip_vm and args.skip_lsq:
         p.error("--skip-vm and --skip-lsq together leave nothing to run.")
-    agents, out = args.agents, Path(args.out)
+    try:
+        base = resolve(args)  # the same precedence as train-decentralized
+    except ConfigError as err:
+        p.error(str(err))
+    agents, out = args.agent_counts, Path(args.out)
     if not args.skip_vm:
         try:
             runs(agents, args.topologies)
@@ -258,10 +273,10 @@ def main(argv=None) -> None:
         old = out / "metrics.json"
         vm = json.loads(old.read_text()).get("vm", {}) if old.is_file() else {}
     else:
-        vm = vm_study(agents, args.topologies, args, out)
+        vm = vm_study(agents, args.topologies, args, out, base)
     lsq = None
     if not args.skip_lsq:
-        lsq = least_squares_study(n=args.lsq_agents, steps=args.lsq_steps, seed=args.seed)
+        lsq = least_squares_study(n=args.lsq_agents, steps=args.lsq_steps, seed=base.dsgd.seed)
         plot_lsq(lsq, out / "least_squares.png")
     write_results(out, vm, lsq, args)
     print(report(vm, lsq, args))

@@ -40,9 +40,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from dsgd.topology import TOPOLOGIES
 from solvers._options import METHODS as SOLVER_METHODS
-
-from .decentralized.topology import TOPOLOGIES
 
 _AUTO = "auto"  # spelling of "None / derive it" in TOML, which has no null
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 import implicit_rec.decentralized.cli as dcli
+from dsgd import agent_mesh, dsgd_reference, gossip, make_topology, mixing_matrix, period_matrix
 from experiments import domain_deblur, domain_lp, domain_pde, dsgd_topologies, loopfm_transfer, solver_demo
-from implicit_rec.decentralized import gossip, make_topology, mixing_matrix, period_matrix
-from implicit_rec.decentralized.engine import agent_mesh
+from implicit_rec.config import DSGDConfig, RunConfig
 from implicit_rec.decentralized.problem import AgentSampler, shard_rows
-from implicit_rec.decentralized.reference import dsgd_reference
-from implicit_rec.decentralized.train import DecentralizedConfig, run_decentralized
+from implicit_rec.decentralized.train import run_decentralized
 
 
 class Started(Exception):
@@ -58,7 +57,7 @@ C = ["--agents", "4", "--processes", "2"]
 
 DECENTRALIZED_ERRORS = [
     (["--agents", "7", "--topology", "ceca-1p"], "ceca-2p"),
-    (["--agents", "0"], "--agents must be >= 1"),
+    (["--agents", "0"], "--agents 0: dsgd.agents must be >= 1"),
     (["--processes", "0"], "--processes must be >= 1"),
     (["--agents", "6", "--processes", "4"], "not divisible by --processes"),
     (["--agents", "5", "--topology", "torus"], "torus"),
@@ -75,14 +74,16 @@ DECENTRALIZED_ERRORS = [
     (["--process-id", "0"], "--process-id needs --coordinator"),
     (["--agents", "4", "--coordinator", "127.0.0.1:1234", "--process-id", "0"], "--processes P > 1"),
     (["--set", "nosuch.key=1"], "unknown section [nosuch]"),
-    (["--set", 'vm.archs=["mlp","din"]'], "trains one VM"),
+    (["--set", "dsgd.arch=nope"], "dsgd.arch='nope' is not valid"),
+    (["--set", "dsgd.stesp=3"], "did you mean 'dsgd.steps'"),
     (["--config", "MISSING"], "does not exist"),
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--lr", "nan"], "lr must be a finite number > 0"),
-    (["--lr", "inf"], "lr must be a finite number > 0"),
-    (["--eval-agent", "6"], "eval_agent"),
-    (["--seed", "-1"], "seed must be >= 0"),
-    (["--data-seed", "-1"], "data_seed must be >= 0"),
+    (["--steps", "0"], "--steps 0: dsgd.steps must be >= 1"),
+    (["--lr", "nan"], "--lr nan: dsgd.learning_rate must be a finite number"),
+    (["--lr", "inf"], "--lr inf: dsgd.learning_rate must be a finite number"),
+    (["--eval-agent", "6"], "dsgd.eval_agent must be < dsgd.agents=6"),
+    (["--seed", "-1"], "--seed -1: dsgd.seed must be >= 0"),
+    (["--data-seed", "-1"], "--data-seed -1: data.seed must be >= 0"),
+    (["--preset", "huge"], "data.preset='huge' is not valid"),
     (["--out", "FILE"], "--out"),
     (["--out", "UNDER_FILE"], "is a file, not a directory"),
     (["--cache-dir", "FILE"], "--cache-dir"),
@@ -105,17 +106,11 @@ def test_train_decentralized_unparsable_flags_are_argparse_errors(argv, capsys):
     assert argv[0].lstrip("-") in message and "--help" in message
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--preset", "huge"], "unknown synthetic preset 'huge'"),
-        (["--dataset", "nonsense"], "unknown dataset 'nonsense'"),
-    ],
-)
+@pytest.mark.parametrize("argv, message", [(["--dataset", "nonsense"], "unknown dataset 'nonsense'")])
 def test_train_decentralized_bad_data_spec_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
-    """Checked by the data loader in the worker, before any device work (training is stubbed)."""
+    """Checked by the data loader in the worker, before any device work (the mesh is stubbed)."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")  # leave JAX's devices alone
-    monkeypatch.setattr("implicit_rec.decentralized.train.run_decentralized", _started)
+    monkeypatch.setattr("implicit_rec.decentralized.train.agent_mesh", _started)
     assert dcli.main(argv + ["--cache-dir", str(tmp_path / "cache")]) == 2
     assert message in _one_error_line(capsys.readouterr().err, "implicit-rec: error:")
 
@@ -223,11 +218,13 @@ API_ERRORS = [
     (lambda: AgentSampler(np.arange(0), 4, 0, 0), ValueError, "empty shard"),  # next() looped forever
     (lambda: AgentSampler(np.arange(5), 0, 0, 0), ValueError, "batch_size"),
     (lambda: shard_rows(None, np.arange(3), 5, "iid", 0), ValueError, "3 training rows"),
-    (lambda: DecentralizedConfig(agents="6").check(), ValueError, "agents must be int"),
-    (lambda: DecentralizedConfig(arch="nope").check(), ValueError, "arch='nope'"),
-    (lambda: DecentralizedConfig(unroll_period=1).check(), ValueError, "unroll_period must be bool"),
-    (lambda: DecentralizedConfig(bogus=1), TypeError, "bogus"),
-    (lambda: run_decentralized({"agents": 2}), TypeError, "DecentralizedConfig"),
+    (lambda: run_decentralized(RunConfig(dsgd=DSGDConfig(agents="6"))), ValueError, "dsgd.agents must be an integer"),
+    (lambda: run_decentralized(RunConfig(dsgd=DSGDConfig(arch="nope"))), ValueError, "dsgd.arch='nope'"),
+    (lambda: run_decentralized(RunConfig(dsgd=DSGDConfig(unroll_period=1))), ValueError, "dsgd.unroll_period must be"),
+    (lambda: run_decentralized(RunConfig(dsgd=DSGDConfig(agents=2, eval_agent=2))), ValueError, "dsgd.eval_agent"),
+    (lambda: run_decentralized(RunConfig(dsgd=DSGDConfig(agents=5, topology="torus"))), ValueError, "torus"),
+    (lambda: DSGDConfig(bogus=1), TypeError, "bogus"),
+    (lambda: run_decentralized({"agents": 2}), TypeError, "must be a RunConfig"),
 ]
 
 
@@ -238,7 +235,7 @@ def test_decentralized_api_rejects_bad_arguments(call, error, message):
 
 
 def test_apply_round_checks_state_shapes():
-    from implicit_rec.decentralized import apply_round
+    from dsgd import apply_round
 
     with pytest.raises(ValueError, match=r"shape \(n=4"):
         apply_round(TOP, 0, (np.ones(3), np.ones(3)))  # was an IndexError

@@ -19,7 +19,10 @@ from implicit_rec.data import (
     load_kuaivideo,
     load_taobaoad,
 )
-from implicit_rec.data.vocab import MISSING, PAD_TOKEN, TokenCounter, Where, fit_vocab, fit_vocab_from, split_sequences
+from implicit_rec.data.cells import MISSING
+from implicit_rec.data.errors import Where
+from implicit_rec.data.sequences import PAD_TOKEN, split_sequences
+from implicit_rec.data.vocabulary import TokenCounter, fit_vocab, fit_vocab_from
 
 TAOBAO_HEADER = (
     "clk,btag_his,cate_his,brand_his,userid,cms_segid,cms_group_id,final_gender_code,"
@@ -364,7 +367,7 @@ def test_interactions_ties_never_straddle_the_test_cut(tmp_path):
 
 
 def test_interactions_parquet_matches_csv(tmp_path):
-    import pyarrow as pa  # a dependency of implicit-rec: a missing install must fail, not skip
+    import pyarrow as pa  # in the test extra (parquet is optional for users): a missing install must fail, not skip
     import pyarrow.parquet as pq
 
     rows = [(f"u{i % 3}", f"i{i % 5}", 100 + i // 2, i % 2) for i in range(30)]
@@ -383,6 +386,18 @@ def test_interactions_parquet_matches_csv(tmp_path):
     pq.write_table(bad, tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"bad\.parquet, row 2, column 'item_id'"):
         load_interactions(tmp_path / "bad.parquet")
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    path = tmp_path / "log.parquet"
+    path.write_bytes(b"PAR1")
+    for name in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # import pyarrow raises ImportError
+    expected = r"log\.parquet: reading parquet needs the parquet extra: pip install 'implicit-rec\[parquet\]'"
+    with pytest.raises(ImportError, match=expected):
+        load_interactions(path)
+    csv_path = write_log(tmp_path / "log.csv", [("u0", "a", 1, 1), ("u1", "b", 2, 0)])
+    assert len(load_interactions(csv_path, test_fraction=0.5, valid_fraction=0.0)["label"]) == 2  # CSV needs no pyarrow
 
 
 # -- load_dataset and the cache -----------------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from implicit_rec.cli import main
-from implicit_rec.decentralized.cli import add_parser, resolve
+from implicit_rec.config import ConfigError
+from implicit_rec.decentralized.cli import FLAGS, add_parser, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +30,9 @@ def _parse(argv):
         (["--agents", "0"], "--agents"),
         (["--agents", "4", "--processes", "2", "--coordinator", "nohost"], "--coordinator"),
         (["--agents", "4", "--processes", "2", "--coordinator", "127.0.0.1:1234"], "--process-id"),
-        (["--steps", "0"], "steps"),
-        (["--lr", "-1"], "lr"),
-        (["--agents", "4", "--eval-agent", "4"], "eval_agent"),
+        (["--steps", "0"], "--steps 0: dsgd.steps must be >= 1"),
+        (["--lr", "-1"], "--lr -1.0: dsgd.learning_rate must be > 0"),
+        (["--agents", "4", "--eval-agent", "4"], "dsgd.eval_agent must be < dsgd.agents=4"),
     ],
 )
 def test_bad_arguments_give_one_clear_error(argv, message, capsys):
@@ -42,7 +43,8 @@ def test_bad_arguments_give_one_clear_error(argv, message, capsys):
 
 def test_parser_registers_subcommand_with_defaults():
     args = _parse([])
-    assert args.topology == "ceca-2p" and args.processes == 1 and args.coordinator is None
+    assert args.topology is None and args.processes == 1 and args.coordinator is None  # the key's value stays
+    assert resolve(args).dsgd.topology == "ceca-2p"
     with pytest.raises(SystemExit):
         _parse(["--topology", "star"])
 
@@ -111,21 +113,109 @@ def test_three_process_loopback_run_matches_single_process(tmp_path):
 
 def test_run_configuration_feeds_the_subcommand(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('[data]\npreset = "tiny"\n[vm]\narchs = ["din"]\nlearning_rate = 0.01\nbatch_size = 120\n')
-    cfg, run_cfg = resolve(_parse(["--config", str(path), "--set", 'vm.transfers=["kd"]']))
-    assert (cfg.preset, cfg.arch, cfg.transfer, cfg.lr, cfg.batch_size) == ("tiny", "din", "kd", 0.01, 20)
-    assert run_cfg.vm.archs == ("din",)
-    cfg, _ = resolve(_parse(["--config", str(path), "--arch", "mlp", "--lr", "0.1", "--batch-size", "8"]))
-    assert (cfg.arch, cfg.lr, cfg.batch_size) == ("mlp", 0.1, 8)  # flags win over the file
-    cfg, _ = resolve(_parse([]))
-    assert (cfg.arch, cfg.transfer, cfg.batch_size) == ("mlp", "none", 64)
+    path.write_text('[data]\npreset = "tiny"\n[dsgd]\narch = "din"\nlearning_rate = 0.01\nbatch_size = 20\n')
+    cfg = resolve(_parse(["--config", str(path), "--set", "dsgd.transfer=kd"]))
+    d = cfg.dsgd
+    assert (cfg.data.preset, d.arch, d.transfer, d.learning_rate, d.batch_size) == ("tiny", "din", "kd", 0.01, 20)
+    d = resolve(_parse(["--config", str(path), "--arch", "mlp", "--lr", "0.1", "--batch-size", "8"])).dsgd
+    assert (d.arch, d.learning_rate, d.batch_size) == ("mlp", 0.1, 8)  # flags win over the file
+    d = resolve(_parse([])).dsgd
+    assert (d.arch, d.transfer, d.batch_size, d.learning_rate) == ("mlp", "none", 64, 3e-3)
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[dsgd]\nsteps = 3\n")
+    assert resolve(_parse([])).dsgd.steps == 400  # the default
+    assert resolve(_parse(["--config", str(path)])).dsgd.steps == 3
+    assert resolve(_parse(["--config", str(path), "--set", "dsgd.steps=4"])).dsgd.steps == 4
+    assert resolve(_parse(["--config", str(path), "--set", "dsgd.steps=4", "--steps", "5"])).dsgd.steps == 5
+    assert resolve(_parse(["--steps", "5", "--set", "dsgd.steps=4"])).dsgd.steps == 5  # flags win wherever written
+
+
+@pytest.mark.parametrize(
+    "argv, key, value",
+    [
+        (["--lr", "0.25"], "dsgd.learning_rate", 0.25),
+        (["--preset", "tiny"], "data.preset", "tiny"),
+        (["--data-seed", "3"], "data.seed", 3),
+        (["--dataset", "interactions:x.csv"], "data.dataset", "interactions:x.csv"),
+        (["--unroll-period"], "dsgd.unroll_period", True),
+        (["--batch-size", "7"], "dsgd.batch_size", 7),
+        (["--topology", "ring"], "dsgd.topology", "ring"),
+    ],
+)
+def test_each_flag_sets_its_configuration_key(argv, key, value):
+    section, name = key.split(".")
+    cfg = resolve(_parse(argv))
+    assert getattr(getattr(cfg, section), name) == value
+    assert FLAGS[argv[0]] == key
+    others = cfg.to_dict()
+    default = resolve(_parse([])).to_dict()
+    others[section].pop(name), default[section].pop(name)
+    assert others == default  # the flag touched its key only
+
+
+def test_every_flag_names_a_configuration_key():
+    from implicit_rec.config import DEFAULT
+
+    for flag, key in FLAGS.items():
+        section, name = key.split(".")
+        assert hasattr(getattr(DEFAULT, section), name), (flag, key)
+        assert _parse([]).__dict__[flag.lstrip("-").replace("-", "_")] is None  # unset flags leave the key alone
+
+
+def test_unknown_dsgd_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'dsgd.step'; did you mean 'dsgd.steps'\?"):
+        resolve(_parse(["--set", "dsgd.step=3"]))
+    path = tmp_path / "run.toml"
+    path.write_text("[dsgd]\nlearning_rat = 0.1\n")
+    with pytest.raises(ConfigError, match=r"line 2: unknown key 'dsgd.learning_rat'; did you mean 'dsgd.learning_r"):
+        resolve(_parse(["--config", str(path)]))
+
+
+def test_launcher_hands_workers_the_effective_configuration(tmp_path, monkeypatch):
+    """Workers get --config OUT/config.toml, which resolves to the launcher's configuration."""
+    import implicit_rec.decentralized.cli as dcli
+    import implicit_rec.decentralized.train as train
+
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npreset = "tiny"\n[dsgd]\nsteps = 3\n')
+    argv = ["--config", str(path), "--set", "dsgd.optimizer=sgd", "--lr", "0.5", "--agents", "4", "--processes", "2"]
+    argv += ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    args = _parse(argv)
+    cfg = resolve(args)
+    started = []
+
+    class Proc:
+        returncode = 0
+
+        def __init__(self, argv, env):
+            started.append(argv)
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(train, "load_table", lambda run, cache_dir: None)
+    monkeypatch.setattr(dcli.subprocess, "Popen", Proc)
+    assert dcli.launch(args, cfg) == 0
+    assert len(started) == 2
+    for i, worker in enumerate(started):
+        wargs = _parse(worker[3:])
+        assert wargs.process_id == i and wargs.processes == 2
+        assert resolve(wargs) == cfg
+    assert (cfg.dsgd.steps, cfg.dsgd.optimizer, cfg.dsgd.learning_rate, cfg.dsgd.agents) == (3, "sgd", 0.5, 4)
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--set", 'vm.archs=["mlp","din"]'], "--arch"),
+        (["--set", "dsgd.arch=transformer"], "dsgd.arch='transformer' is not valid"),
         (["--set", "vm.lerning_rate=0.1"], "vm.learning_rate"),
+        (["--set", "dsgd.lr=0.1"], "dsgd.learning_rate"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )

@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implicit_rec.decentralized import make_topology
-from implicit_rec.decentralized.engine import count_collectives
-from implicit_rec.decentralized.reference import dsgd_reference
+from dsgd import count_collectives, dsgd_reference, make_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +31,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
-    from implicit_rec.decentralized import TOPOLOGIES, make_topology
-    from implicit_rec.decentralized.engine import DSGD, count_collectives, put_agents
+    from dsgd import DSGD, TOPOLOGIES, count_collectives, make_topology, put_agents
 
     n, d, B, steps = 6, 4, 5, 7
     rng = np.random.default_rng(0)

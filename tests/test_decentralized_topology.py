@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from implicit_rec.decentralized import (
+from dsgd import (
     TOPOLOGIES,
     ceca_bits,
     gossip,
@@ -12,7 +12,7 @@ from implicit_rec.decentralized import (
     mixing_matrix,
     period_matrix,
 )
-from implicit_rec.decentralized.topology import message_sources
+from dsgd.topology import message_sources
 
 
 def _values(n, seed=0):

@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .bars import VISUAL_FILE, load_amazonelectronics, load_kuaivideo, load_taobaoad
+from .csv_reader import file_signature
+from .errors import DataError
 from .events import EventTable, HistoryIndex, Schema, batches
 from .interactions import load_interactions
-from .vocab import DataError, Vocab, file_signature
+from .vocabulary import Vocab
 
 __all__ = [
     "DATASETS",

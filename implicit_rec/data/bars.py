@@ -15,7 +15,7 @@ a loader returns an :class:`~implicit_rec.data.events.EventTable`:
 - ``user``: a dense id of every distinct user (>= 2, never OOV: it is a grouping key for gAUC
   and histories, not a feature); the user *feature* column (``userid`` / ``user_id``) is
   encoded like every other categorical.
-- categorical columns and sequences: vocabularies fitted on split == 0 rows (see ``vocab``);
+- categorical columns and sequences: vocabularies fitted on split == 0 rows (see ``vocabulary``);
   numeric ``price`` (TaobaoAd) becomes log1p(price) (prices are >= 0 and heavy-tailed; a negative,
   empty or non-numeric price is an error).
 - KuaiVideo's ``is_like`` / ``is_follow`` are outcomes of the impression (other labels), so they
@@ -34,24 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .cells import MISSING, order_keys, parse_floats, parse_ints, parse_labels, parse_times
+from .csv_reader import check_columns, count_data_rows, read_csv_chunks, read_header
+from .errors import DataError
 from .events import EventTable, Schema
-from .vocab import (
-    MISSING,
-    DataError,
-    TokenCounter,
-    Vocab,
-    check_columns,
-    count_data_rows,
-    fit_vocab,
-    order_keys,
-    parse_floats,
-    parse_ints,
-    parse_labels,
-    parse_times,
-    read_csv_chunks,
-    read_header,
-    split_sequences,
-)
+from .sequences import split_sequences
+from .vocabulary import TokenCounter, Vocab, fit_vocab
 
 MinCount = int | Mapping[str, int]
 VOCAB_NOTE = "fitted on split==0 rows; 0 = padding, 1 = OOV, known ids from 2 sorted by raw id"

@@ -12,7 +12,7 @@ Encoding:
   ISO-8601 datetimes as int64 seconds, fractional numbers by their rank);
 - ids are taken verbatim as text from CSV ("7" and "07" differ), as integers or text from
   parquet; vocabularies are fitted on the training split (0 = padding, 1 = OOV, known ids from 2
-  sorted by raw id, ``min_count`` as in ``vocab``), counting the history tokens of training rows;
+  sorted by raw id, ``min_count`` as in ``vocabulary``), counting the history tokens of training rows;
 - each event's behaviour sequences (``<item_col>_his`` and ``<col>_his`` per item categorical) are
   the same user's last ``max_len`` events **strictly earlier** in time (equal timestamps are not
   earlier), oldest first, pre-padded with 0 (``HistoryIndex``). ``history="positive"`` keeps only
@@ -24,7 +24,7 @@ Encoding:
 - ``day``: train + validation rows in ``n_train_days`` (default 7) equal-count windows by time,
   test rows ``n_train_days`` -- 8 windows with the defaults, like the synthetic data.
 
-Refused (a :class:`~implicit_rec.data.vocab.DataError` naming the file, and the line where there
+Refused (a :class:`~implicit_rec.data.errors.DataError` naming the file, and the line where there
 is one): a file that is not UTF-8; a negative timestamp (usually a ``-1`` "unknown" sentinel:
 drop or fill those rows, or shift relative times to start at 0); labels that are all 0 or all 1
 (AUC is undefined); a single user (gAUC, per-user histories and out-of-fold user folds need
@@ -56,23 +56,11 @@ from .bars import (
     split_counts,
     tail_by_time,
 )
+from .cells import order_keys, parse_floats, parse_ints, parse_labels, parse_strings, parse_times
+from .csv_reader import check_columns, read_csv_chunks, read_header
+from .errors import DataError, Where
 from .events import BASE_COLUMNS, PAD, EventTable, HistoryIndex, Schema
-from .vocab import (
-    DataError,
-    TokenCounter,
-    Vocab,
-    Where,
-    check_columns,
-    fit_vocab,
-    order_keys,
-    parse_floats,
-    parse_ints,
-    parse_labels,
-    parse_strings,
-    parse_times,
-    read_csv_chunks,
-    read_header,
-)
+from .vocabulary import TokenCounter, Vocab, fit_vocab
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 HISTORY_BLOCK = 100_000  # rows per history lookup (bounds the (rows, max_len) index array)
@@ -330,12 +318,13 @@ def _parquet_chunks(path: Path, needed, chunk_rows):
 
 
 def _pyarrow_parquet(path):
+    """``pyarrow.parquet``, imported only when a parquet file is read (the optional parquet extra)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError(
-            f"reading {path} needs pyarrow (a dependency of implicit-rec): "
-            "pip install pyarrow, or convert the file to CSV."
+            f"{path}: reading parquet needs the parquet extra: pip install 'implicit-rec[parquet]' "
+            "(or convert the file to CSV)."
         ) from None
     return pq
 

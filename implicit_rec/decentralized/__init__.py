@@ -1,11 +1,26 @@
-"""Decentralized DSGD on JAX devices with CECA and other gossip topologies.
+"""Decentralized training of a vertical model (VM) with DSGD: the recommendation adapter of ``dsgd``.
 
-``make_topology`` / ``gossip`` / ``mixing_matrix`` are pure numpy (the host reference);
-``engine`` runs DSGD on a 1-D device mesh with ``jax.lax.ppermute`` inside ``jax.shard_map``.
+``problem`` turns the VM into a flat-parameter problem with per-agent data shards, ``train`` runs
+it on the ``dsgd`` engine (the [dsgd], [data], [fm], [vm] sections of the run configuration),
+``cli`` is ``implicit-rec train-decentralized``.
+
+The generic engine and the topologies live in the top-level package ``dsgd`` (JAX, NumPy, optax
+only). The names below are re-exported from it for compatibility with code written against
+``implicit_rec.decentralized``; new code imports them from ``dsgd``.
 """
 
-from .gossip import apply_round, gossip, gossip_state, mixing_matrix, period_matrix
-from .topology import TOPOLOGIES, Round, Topology, ceca_bits, make_topology
+from dsgd import (
+    TOPOLOGIES,
+    Round,
+    Topology,
+    apply_round,
+    ceca_bits,
+    gossip,
+    gossip_state,
+    make_topology,
+    mixing_matrix,
+    period_matrix,
+)
 
 __all__ = [
     "TOPOLOGIES",

@@ -4,10 +4,16 @@
     implicit-rec train-decentralized --agents 6 --processes 3                       # launches 3 local processes
     implicit-rec train-decentralized --agents 8 --processes 2 --coordinator H:P --process-id I   # per host
     implicit-rec train-decentralized --agents 6 --unroll-period    # one compiled call per CECA period
+    implicit-rec train-decentralized --config run.toml --set dsgd.steps=200 --lr 0.01
+
+The settings are the run configuration's [dsgd] section (and [data], [fm], [vm]): defaults <
+``--config FILE`` < ``--set section.key=value`` < the flags, each flag one key (``--lr`` sets
+``dsgd.learning_rate``, ``--preset`` sets ``data.preset``; see :data:`FLAGS`).
 
 With ``--processes P`` and no ``--coordinator`` this process is a launcher: it prepares the data
 cache (and the FM store for transfer variants), picks a free port on 127.0.0.1 and runs P worker
-processes with ``agents / P`` CPU devices each. Workers join through
+processes with ``agents / P`` CPU devices each; it writes the effective configuration to
+``OUT/config.toml`` and starts every worker with ``--config OUT/config.toml``, so all run the same. Workers join through
 ``jax.distributed.initialize``; the coordinator binds to 127.0.0.1 unless ``--coordinator-bind``
 says otherwise (e.g. ``0.0.0.0:PORT`` for several hosts).
 
@@ -19,7 +25,6 @@ module runs as ``python -m implicit_rec.decentralized.cli`` (``--debug`` shows t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
 import os
 import socket
@@ -29,22 +34,65 @@ import time
 from pathlib import Path
 
 from .. import config as config_mod
-from ..config import ConfigError
-from ..models.vertical import ARCHS, TRANSFERS
-from .problem import SHARDINGS, needs_store
-from .topology import TOPOLOGIES
-from .train import OPTIMIZERS, DecentralizedConfig
+from ..config import ARCHS, DEFAULT, OPTIMIZERS, SHARDINGS, TRANSFERS, ConfigError, RunConfig
 
 HELP = "train a vertical model with decentralized SGD (CECA and other gossip topologies) on N agents"
+
+# flag -> configuration key; a given flag overrides --config and --set
+FLAGS = {
+    "--agents": "dsgd.agents",
+    "--topology": "dsgd.topology",
+    "--arch": "dsgd.arch",
+    "--transfer": "dsgd.transfer",
+    "--shards": "dsgd.shards",
+    "--steps": "dsgd.steps",
+    "--optimizer": "dsgd.optimizer",
+    "--lr": "dsgd.learning_rate",
+    "--batch-size": "dsgd.batch_size",
+    "--seed": "dsgd.seed",
+    "--unroll-period": "dsgd.unroll_period",
+    "--log-every": "dsgd.log_every",
+    "--eval-every": "dsgd.eval_every",
+    "--eval-agent": "dsgd.eval_agent",
+    "--dataset": "data.dataset",
+    "--preset": "data.preset",
+    "--data-seed": "data.seed",
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _default(key: str):
+    section, name = key.split(".")
+    return getattr(getattr(DEFAULT, section), name)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``train-decentralized`` on an argparse subparsers object; sets ``func=run``."""
-    d = DecentralizedConfig()
+    from dsgd import TOPOLOGIES
+
     p = subparsers.add_parser("train-decentralized", help=HELP, description=HELP)
+
+    def key_flag(group, flag: str, help: str = "", **kw):  # a flag that sets a configuration key
+        key = FLAGS[flag]
+        text = f"{help}{'; ' if help else ''}= {key}, default {_default(key)}"
+        group.add_argument(flag, default=None, help=text.replace("%", "%%"), **kw)
+
+    g = p.add_argument_group("configuration (precedence: defaults < --config < --set < the flags below)")
+    g.add_argument("--config", metavar="FILE", help="TOML run configuration ([data], [fm], [vm], [dsgd] sections)")
+    g.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one configuration key, e.g. --set dsgd.steps=200 or --set vm.max_len=25 (repeatable)",
+    )
     g = p.add_argument_group("agents and topology")
-    g.add_argument("--agents", type=int, default=d.agents, help="number of agents (devices), default %(default)s")
-    g.add_argument("--topology", choices=TOPOLOGIES, default=d.topology, help="default %(default)s")
+    key_flag(g, "--agents", "number of agents (devices)", type=int)
+    key_flag(g, "--topology", choices=TOPOLOGIES)
     g.add_argument(
         "--processes",
         type=int,
@@ -58,49 +106,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="ADDR:PORT",
         help="address process 0 binds the coordinator to (default 127.0.0.1:PORT)",
     )
-    g = p.add_argument_group("data and model (as in `implicit-rec run`; flags override --config/--set)")
-    g.add_argument("--config", metavar="FILE", help="TOML run configuration of `implicit-rec run` ([data], [fm], [vm])")
-    g.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override one configuration key, e.g. --set vm.max_len=25 (repeatable)",
-    )
-    g.add_argument("--dataset", help=f"dataset spec (= data.dataset), default {d.dataset}")
-    g.add_argument("--preset", help=f"synthetic preset (= data.preset), default {d.preset}")
-    g.add_argument("--data-seed", type=int, help="synthetic data seed (= data.seed)")
-    g.add_argument("--arch", choices=ARCHS, help=f"VM architecture (= the one entry of vm.archs), default {d.arch}")
-    g.add_argument(
+    g = p.add_argument_group("data and model ([data] as in `implicit-rec run`, the VM's [vm] settings)")
+    key_flag(g, "--dataset", "dataset spec")
+    key_flag(g, "--preset", "synthetic preset")
+    key_flag(g, "--data-seed", "synthetic data seed", type=int)
+    key_flag(g, "--arch", "VM architecture", choices=ARCHS)
+    key_flag(
+        g,
         "--transfer",
+        "transfer variant; LoopFM/KD variants train the FM and log its store first",
         choices=TRANSFERS,
-        help=f"transfer variant (= the one entry of vm.transfers), default {d.transfer}; LoopFM/KD "
-        "variants train the FM and log its store first (LoopFM study functions)",
     )
-    g.add_argument("--shards", choices=SHARDINGS, default=d.shards, help="how agents split the training rows")
-    g.add_argument("--cache-dir", help="dataset cache (default: <out>/../cache)")
+    key_flag(g, "--shards", "how agents split the training rows", choices=SHARDINGS)
+    g.add_argument("--cache-dir", help="dataset cache (default: data.cache_dir, 'auto' = <out>/../cache)")
     g.add_argument("--store", help="FM store directory for transfer variants (read if present, else written)")
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--lr", type=float, help=f"learning rate (= vm.learning_rate), default {d.lr}")
-    g.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="local update rule of every agent (DSGD: sgd)"
-    )
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        help=f"batch of every agent, default {d.batch_size} (a set vm.batch_size is split among agents)",
-    )
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument(
+    key_flag(g, "--steps", "DSGD iterations", type=int)
+    key_flag(g, "--lr", "learning rate of every agent", type=float)
+    key_flag(g, "--optimizer", "local update rule of every agent (DSGD: sgd)", choices=OPTIMIZERS)
+    key_flag(g, "--batch-size", "batch of every agent", type=int)
+    key_flag(g, "--seed", "seed of the model and the batch order", type=int)
+    key_flag(
+        g,
         "--unroll-period",
+        "one compiled call per period with static permutations (no lax.switch); same math",
         action="store_true",
-        help="one compiled call per period with static permutations (no lax.switch); same math",
     )
-    g.add_argument("--log-every", type=int, default=d.log_every)
-    g.add_argument("--eval-every", type=int, default=d.eval_every)
-    g.add_argument("--eval-agent", type=int, default=d.eval_agent)
+    key_flag(g, "--log-every", type=int)
+    key_flag(g, "--eval-every", type=int)
+    key_flag(g, "--eval-agent", type=int)
     g.add_argument("--out", default="runs/decentralized", help="output directory (metrics.json, curves.png)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
@@ -109,60 +143,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _run_config(args):
-    """The `implicit-rec run` configuration (defaults < --config < --set)."""
-    return config_mod.load_config(args.config, tuple(args.overrides))
-
-
-def _one(name: str, flag, chosen: tuple, default_choice: tuple, fallback: str) -> str:
-    """One arch/transfer: the flag, else the single entry the configuration sets, else ``fallback``."""
-    if flag is not None:
-        return flag
-    if tuple(chosen) == tuple(default_choice):
-        return fallback
-    if len(chosen) != 1:
-        raise ValueError(
-            f"train-decentralized trains one VM: vm.{name}s lists {list(chosen)}; set it to one entry or pass --{name}."
-        )
-    return chosen[0]
-
-
-def resolve(args) -> tuple[DecentralizedConfig, object]:
-    """(DecentralizedConfig, RunConfig) from flags over --config/--set over defaults."""
-    d = DecentralizedConfig()
-    run_cfg = _run_config(args)
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(DecentralizedConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    from ..config import DEFAULT
-
-    data, vm = run_cfg.data, run_cfg.vm
-    values.setdefault("dataset", data.dataset)
-    values.setdefault("preset", data.preset)
-    values.setdefault("data_seed", data.seed)
-    values["arch"] = _one("arch", args.arch, vm.archs, DEFAULT.vm.archs, d.arch)
-    values["transfer"] = _one("transfer", args.transfer, vm.transfers, DEFAULT.vm.transfers, d.transfer)
-    values.setdefault("lr", vm.learning_rate)
-    if args.batch_size is None and vm.batch_size != DEFAULT.vm.batch_size:
-        values["batch_size"] = max(1, vm.batch_size // args.agents)
-    if args.cache_dir is None and data.cache_dir != "auto":
-        args.cache_dir = data.cache_dir
-    cfg = DecentralizedConfig(**values)
-    cfg.check()
-    return cfg, run_cfg
-
-
-def study_config(run_cfg, table):
-    """The LoopFM study settings (VM window, lengths, widths, FM) of the run configuration."""
-    from ..loopfm.study import StudyConfig
-
-    if run_cfg is None:
-        return StudyConfig()
-    from ..pipeline import study_config as from_run
-
-    return from_run(run_cfg, table.schema.max_len)
+def resolve(args) -> RunConfig:
+    """The run configuration: defaults < --config FILE < --set section.key=value < the flags."""
+    cfg = config_mod.load_config(args.config, tuple(args.overrides))
+    given = {flag: getattr(args, _dest(flag)) for flag in FLAGS if getattr(args, _dest(flag), None) is not None}
+    if not given:
+        return cfg
+    raw = cfg.to_dict()
+    for flag, value in given.items():
+        section, key = FLAGS[flag].split(".")
+        raw[section][key] = value
+    try:
+        return config_mod.from_dict(raw, "flags")
+    except ConfigError as err:
+        text = str(err).removeprefix("flags: ")
+        named = [f"{flag} {value}" for flag, value in given.items() if FLAGS[flag] in text]
+        raise ConfigError(f"{', '.join(named) or 'flags'}: {text}") from None
 
 
 def _host_port(flag: str, value: str) -> tuple[str, int]:
@@ -191,14 +187,12 @@ def _check_dir(flag: str, path) -> None:
             return
 
 
-def _check_args(args) -> None:
-    """Flag combinations (the values themselves are checked by ``DecentralizedConfig.check``)."""
-    if args.agents < 1:
-        raise ConfigError(f"--agents must be >= 1, got {args.agents}.")
+def _check_args(args, agents: int) -> None:
+    """Flag combinations of a (multi-process) run of ``agents`` agents (the values: the configuration)."""
     if args.processes < 1:
         raise ConfigError(f"--processes must be >= 1, got {args.processes}.")
-    if args.agents % args.processes:
-        raise ConfigError(f"--agents {args.agents} is not divisible by --processes {args.processes}.")
+    if agents % args.processes:
+        raise ConfigError(f"dsgd.agents={agents} (--agents) is not divisible by --processes {args.processes}.")
     if args.coordinator is not None:
         if args.processes == 1:
             raise ConfigError(
@@ -226,19 +220,24 @@ def _check_args(args) -> None:
 
 def run(args) -> int:
     """Entry point of the subcommand; raises ConfigError / RunError for ``implicit_rec.cli.main``."""
-    from .topology import make_topology
+    from dsgd import make_topology
 
-    _check_args(args)
+    if args.processes < 1:
+        raise ConfigError(f"--processes must be >= 1, got {args.processes}.")
+    cfg = resolve(args)
+    d = cfg.dsgd
+    _check_args(args, d.agents)
     try:
-        cfg, run_cfg = resolve(args)
-        make_topology(cfg.topology, cfg.agents)
-    except ValueError as err:  # DecentralizedConfig.check and make_topology name the bad setting
-        raise ConfigError(str(err)) from err
-    if args.store is not None and not needs_store(cfg.transfer):
+        make_topology(d.topology, d.agents)
+    except ValueError as err:  # names the topology and what to use instead
+        raise ConfigError(f"dsgd.topology={d.topology!r} with dsgd.agents={d.agents}: {err}") from err
+    if args.store is not None and d.transfer == "none":
         raise ConfigError(
-            f"--store is read only by the transfer variants kd, loopfm and loopfm+kd; "
-            f"transfer is {cfg.transfer!r}: drop --store or pass --transfer."
+            "--store is read only by the transfer variants kd, loopfm and loopfm+kd; "
+            "dsgd.transfer is 'none': drop --store or pass --transfer."
         )
+    if args.cache_dir is None and cfg.data.cache_dir != "auto":
+        args.cache_dir = cfg.data.cache_dir
     for flag, path in (("--out", args.out), ("--cache-dir", args.cache_dir), ("--store", args.store)):
         if path is not None:  # before training, not when the results are written
             _check_dir(flag, path)
@@ -247,19 +246,21 @@ def run(args) -> int:
         args.cache_dir = str(Path(args.out).resolve().parent / "cache")
     try:
         if args.processes > 1 and args.coordinator is None:
-            return launch(args, cfg, run_cfg)
-        return worker(args, cfg, run_cfg)
+            return launch(args, cfg)
+        return worker(args, cfg)
+    except ConfigError:
+        raise
     except ValueError as err:  # data spec, devices, shards: things the user can change
-        from ..pipeline import RunError
+        from ..pipeline import RunError  # (the error type implicit_rec.cli.main reports)
 
         raise RunError(str(err)) from err
 
 
-def worker(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
+def worker(args, cfg: RunConfig) -> int:
     """Run as one process of the job (the only one when --processes 1)."""
     import jax
 
-    local = cfg.agents // args.processes
+    local = cfg.dsgd.agents // args.processes
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         try:
             jax.config.update("jax_num_cpu_devices", local)  # CPU devices; before the backend starts
@@ -273,17 +274,15 @@ def worker(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
             process_id=args.process_id,
             coordinator_bind_address=args.coordinator_bind or f"127.0.0.1:{port}",
         )
-    from .train import load_table, run_decentralized
+    from .train import run_decentralized
 
     try:
-        study = study_config(run_cfg, load_table(cfg, args.cache_dir))
         run_decentralized(
             cfg,
             out=args.out,
             cache_dir=args.cache_dir,
             store_dir=args.store,
             progress=not args.no_progress,
-            study=study,
             log=(lambda *a: None) if args.quiet else print,
         )
     finally:
@@ -298,85 +297,52 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def worker_argv(args, cfg: DecentralizedConfig, coordinator: str, process_id: int) -> list[str]:
-    """The command line of one worker: the resolved options plus coordinator and id."""
+def worker_argv(args, config_path: Path, coordinator: str, process_id: int) -> list[str]:
+    """The command line of one worker: the effective configuration file, coordinator and id."""
     argv = [
         sys.executable,
         "-m",
         "implicit_rec.decentralized.cli",
-        "--agents",
-        str(args.agents),
-        "--topology",
-        args.topology,
+        "--config",
+        str(config_path),
         "--processes",
         str(args.processes),
         "--coordinator",
         coordinator,
         "--process-id",
         str(process_id),
-        "--dataset",
-        cfg.dataset,
-        "--preset",
-        cfg.preset,
-        "--data-seed",
-        str(cfg.data_seed),
-        "--arch",
-        cfg.arch,
-        "--transfer",
-        cfg.transfer,
-        "--shards",
-        cfg.shards,
         "--cache-dir",
         args.cache_dir,
-        "--steps",
-        str(args.steps),
-        "--lr",
-        repr(cfg.lr),
-        "--optimizer",
-        args.optimizer,
-        "--batch-size",
-        str(cfg.batch_size),
-        "--seed",
-        str(args.seed),
-        "--log-every",
-        str(args.log_every),
-        "--eval-every",
-        str(args.eval_every),
-        "--eval-agent",
-        str(args.eval_agent),
         "--out",
         args.out,
     ]
-    if args.config:
-        argv += ["--config", args.config]
-    for item in args.overrides:
-        argv += ["--set", item]
     if args.store:
         argv += ["--store", args.store]
     if args.quiet:
         argv.append("--quiet")
-    if cfg.unroll_period:
-        argv.append("--unroll-period")
     if args.no_progress or process_id:
         argv.append("--no-progress")
     return argv
 
 
-def launch(args, cfg: DecentralizedConfig, run_cfg=None) -> int:
-    """Prepare data (and the FM store), then run ``--processes`` workers on loopback; wait for all."""
+def launch(args, cfg: RunConfig) -> int:
+    """Prepare data (and the FM store), write OUT/config.toml (the effective configuration), then
+    run ``--processes`` workers on loopback with ``--config OUT/config.toml``; wait for all."""
+    from ..atomic import write_text_atomic
     from .problem import fit_store, needs_store
     from .train import load_table
 
     table = load_table(cfg, args.cache_dir)  # fills the cache once, before the workers read it
-    if needs_store(cfg.transfer):
+    if needs_store(cfg.dsgd.transfer):
         args.store = args.store or str(Path(args.out) / "store")
         if not (Path(args.store) / "meta.json").is_file():
             print("training the foundation model for the FM store (LoopFM study functions)")
-            fit_store(table, study_config(run_cfg, table)).save(args.store)
+            fit_store(table, cfg).save(args.store)
+    config_path = write_text_atomic(Path(args.out) / "config.toml", config_mod.to_toml(cfg))
     coordinator = f"127.0.0.1:{free_port()}"
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "")
-    procs = [subprocess.Popen(worker_argv(args, cfg, coordinator, i), env=env) for i in range(args.processes)]
+    procs = [subprocess.Popen(worker_argv(args, config_path, coordinator, i), env=env) for i in range(args.processes)]
     rc = 0
     try:
         while any(p.poll() is None for p in procs):

@@ -17,14 +17,14 @@ import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from dsgd import check_count
+
 from .. import metrics
-from ..config import SHARDINGS
+from ..config import SHARDINGS, RunConfig
 from ..data.events import EventTable
 from ..loopfm.batches import vm_batches
 from ..loopfm.store import HistoricalStore
-from ..loopfm.study import StudyConfig, build_store, make_vm, train_fm, window_rows
-from ..models.vertical import ARCHS, TRANSFERS, vm_loss
-from .topology import check_count
+from ..models.vertical import vm_loss
 
 
 def shard_rows(table: EventTable, rows: np.ndarray, n: int, how: str, seed: int) -> list[np.ndarray]:
@@ -109,35 +109,47 @@ def needs_store(transfer: str) -> bool:
     return transfer != "none"
 
 
-def fit_store(table: EventTable, cfg: StudyConfig, log: Callable = print) -> HistoricalStore:
-    """Train the foundation model on its window and log its store (the LoopFM study's functions)."""
-    fm, _ = train_fm(table, cfg, log)
-    return build_store(fm, table, cfg, log)
+def loopfm_study(run: RunConfig, table: EventTable) -> tuple[Callable, Callable, np.ndarray]:
+    """``(fit_store(log), make_vm(store, arch, transfer, seed), train_rows)``: the LoopFM study's
+    functions on ``run``'s [fm] and [vm] sections and the VM training window's rows. The one place
+    this adapter calls ``loopfm.study``."""
+    from ..loopfm import study
+    from ..pipeline import study_config  # converts [fm]/[vm] for the study (until it takes the sections)
+
+    cfg = study_config(run, table.schema.max_len)
+
+    def fit_store(log: Callable = print) -> HistoricalStore:
+        fm, _ = study.train_fm(table, cfg, log)
+        return study.build_store(fm, table, cfg, log)
+
+    def make_vm(store, arch: str, transfer: str, seed: int) -> nnx.Module:
+        return study.make_vm(table, store, cfg, arch, transfer, seed)
+
+    return fit_store, make_vm, study.window_rows(table, "train", tuple(run.vm.days))
 
 
-def vm_problem(
-    table: EventTable,
-    arch: str = "mlp",
-    transfer: str = "none",
-    seed: int = 0,
-    store: HistoricalStore | None = None,
-    cfg: StudyConfig = StudyConfig(),
-    max_valid: int | None = 20000,
-) -> VMProblem:
-    """The VM of the LoopFM study (``make_vm``) on the VM window; transfer != "none" needs ``store``."""
-    if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
-    if transfer not in TRANSFERS:
-        raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
-    if needs_store(transfer) and store is None:
-        raise ValueError(f"transfer={transfer!r} needs the FM's historical store; pass store=.")
-    model = make_vm(table, store if store is not None else _NoStore(), cfg, arch, transfer, seed)
+def fit_store(table: EventTable, run: RunConfig, log: Callable = print) -> HistoricalStore:
+    """Train the foundation model on its window ([fm]) and log its store (the LoopFM study's functions)."""
+    return loopfm_study(run, table)[0](log)
+
+
+def vm_problem(table: EventTable, run: RunConfig, store: HistoricalStore | None = None) -> VMProblem:
+    """The VM ``run.dsgd.arch`` / ``transfer`` / ``seed`` of the LoopFM study ([vm]) on the VM window.
+
+    A transfer other than "none" needs the FM's ``store``; validation uses at most ``run.dsgd.max_valid``
+    rows (a seeded sample).
+    """
+    d = run.dsgd
+    if needs_store(d.transfer) and store is None:
+        raise ValueError(f"dsgd.transfer={d.transfer!r} needs the FM's historical store; pass store=.")
+    _, make_vm, train_rows = loopfm_study(run, table)
+    model = make_vm(store if store is not None else _NoStore(), d.arch, d.transfer, d.seed)
     model.train()
     graph_train, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
     graph_eval, _, _ = nnx.split(model, nnx.Param, ...)
     flat, unravel = ravel_pytree(params)
-    kd_weight = cfg.vm_train.kd_weight
+    kd_weight = run.vm.kd_weight
 
     def loss(x, batch):
         m = nnx.merge(graph_train, unravel(x), rest)
@@ -148,20 +160,20 @@ def vm_problem(
         m = nnx.merge(graph_eval, unravel(x), rest)
         return jax.nn.sigmoid(m(batch)["logit"])
 
-    make_batch = vm_batches(table, store, cfg.history_len, transfer)
+    make_batch = vm_batches(table, store, run.vm.history_len, d.transfer)
 
     valid = table.rows("valid")
-    if max_valid is not None and len(valid) > max_valid:
-        valid = np.sort(np.random.default_rng(seed).choice(valid, max_valid, replace=False))
+    if len(valid) > d.max_valid:
+        valid = np.sort(np.random.default_rng(d.seed).choice(valid, d.max_valid, replace=False))
     return VMProblem(
         table,
-        arch,
-        transfer,
+        d.arch,
+        d.transfer,
         np.asarray(flat, np.float32),
         loss,
         forward,
         make_batch,
-        window_rows(table, "train", cfg.vm_days),
+        train_rows,
         valid,
         table.rows("test"),
     )

@@ -1,17 +1,17 @@
 """Decentralized VM training run: data shards, DSGD engine, logging, metrics.json and plots.
 
-Every ``log_every`` iterations (and at the end) one record is logged: consensus distance
-(1/n) Σ_i ||x_i − x̄||², mean training loss since the last record, bytes sent per agent per
-iteration; every ``eval_every`` iterations also the validation AUC of x̄ and of agent
-``eval_agent``. Metrics are measured by separate compiled functions, so the training step keeps
-its one message per agent. Only process 0 evaluates AUC and writes files.
+The run reads the [dsgd] section of the run configuration (agents, topology, the VM's arch and
+transfer, the optimizer and its schedule), [data] for the events and [fm]/[vm] for the model
+(through the LoopFM study's functions). Every ``dsgd.log_every`` iterations (and at the end) one
+record is logged: consensus distance (1/n) Σ_i ||x_i − x̄||², mean training loss since the last
+record, bytes sent per agent per iteration; every ``dsgd.eval_every`` iterations also the
+validation AUC of x̄ and of agent ``dsgd.eval_agent``. Metrics are measured by separate compiled
+functions, so the training step keeps its one message per agent. Only process 0 evaluates AUC and
+writes files.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import numbers
 import os
 import time
 from collections.abc import Callable
@@ -21,119 +21,80 @@ import jax
 import numpy as np
 import optax
 
-from ..config import OPTIMIZERS
+from dsgd import DSGD, Monitor, agent_mesh, count_collectives, make_topology, put_agents
+
+from ..atomic import atomic_path, write_json_atomic
+from ..config import ConfigError, RunConfig, from_dict
 from ..data import load_dataset
 from ..loopfm.store import HistoricalStore
-from ..loopfm.study import StudyConfig
-from ..models.vertical import ARCHS, TRANSFERS
-from .engine import DSGD, Monitor, agent_mesh, count_collectives, put_agents
-from .problem import SHARDINGS, AgentSampler, fit_store, needs_store, shard_rows, vm_problem
-from .topology import TOPOLOGIES, make_topology
-
-_TYPES = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool}  # of DecentralizedConfig fields
+from .problem import AgentSampler, fit_store, needs_store, shard_rows, vm_problem
 
 
-@dataclasses.dataclass(frozen=True)
-class DecentralizedConfig:
-    agents: int = 6
-    topology: str = "ceca-2p"
-    dataset: str = "synthetic"
-    preset: str = "default"
-    data_seed: int = 0
-    arch: str = "mlp"
-    transfer: str = "none"
-    steps: int = 400
-    lr: float = 3e-3
-    optimizer: str = "adam"  # local update rule u_i of every agent; plain DSGD is "sgd"
-    batch_size: int = 64  # per agent
-    shards: str = "iid"
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    eval_agent: int = 0
-    max_valid: int = 20000
-    unroll_period: bool = False  # one call per period (static permutations, no lax.switch)
-
-    def check(self) -> None:
-        """Raise ValueError naming the first field with a value the run cannot use."""
-        for f in dataclasses.fields(self):  # f.type is the annotation's text (postponed annotations)
-            value = getattr(self, f.name)
-            if isinstance(value, bool) != (f.type == "bool") or not isinstance(value, _TYPES[f.type]):
-                raise ValueError(f"{f.name} must be {'a number' if f.type == 'float' else f.type}, got {value!r}.")
-        for name in ("agents", "steps", "batch_size", "log_every", "eval_every", "max_valid"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("seed", "data_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if not 0 < self.lr < float("inf"):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
-        for name, choices in (
-            ("topology", TOPOLOGIES),
-            ("arch", ARCHS),
-            ("transfer", TRANSFERS),
-            ("optimizer", OPTIMIZERS),
-            ("shards", SHARDINGS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"{name}={getattr(self, name)!r} is not supported; choose one of {', '.join(choices)}."
-                )
-        if not 0 <= self.eval_agent < self.agents:
-            raise ValueError(f"eval_agent must be in [0, agents={self.agents}), got {self.eval_agent}.")
-
-
-def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """The local update rule of every agent (dsgd.optimizer: one of config.OPTIMIZERS)."""
     return {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=0.9),
-        "adam": lambda: optax.adam(lr),
+        "sgd": lambda: optax.sgd(learning_rate),
+        "momentum": lambda: optax.sgd(learning_rate, momentum=0.9),
+        "adam": lambda: optax.adam(learning_rate),
     }[name]()
 
 
-def load_table(cfg: DecentralizedConfig, cache_dir: str | None):
-    return load_dataset(cfg.dataset, preset=cfg.preset, seed=cfg.data_seed, cache_dir=cache_dir)
+def load_table(run: RunConfig, cache_dir: str | None):
+    """The event table of ``run.data``."""
+    return load_dataset(run.data.dataset, preset=run.data.preset, seed=run.data.seed, cache_dir=cache_dir)
+
+
+def check_config(run) -> RunConfig:
+    """``run`` if it is a valid RunConfig (every key checked as when read from TOML), else an error."""
+    if not isinstance(run, RunConfig):
+        raise TypeError(
+            f"run must be a RunConfig (implicit_rec.config.load_config or RunConfig(dsgd=DSGDConfig(...))), "
+            f"got {type(run).__name__}."
+        )
+    return from_dict(run.to_dict(), "RunConfig", whole=False)
 
 
 def run_decentralized(
-    cfg: DecentralizedConfig,
+    run: RunConfig,
     out: str | os.PathLike | None = None,
     cache_dir: str | None = None,
     store_dir: str | None = None,
     log: Callable = print,
     progress: bool = True,
-    study: StudyConfig | None = None,
 ) -> dict:
-    """Train the VM with DSGD on ``cfg.agents`` devices; returns (and on process 0 writes) metrics.
+    """Train the VM of ``run.dsgd`` with DSGD on ``run.dsgd.agents`` devices; returns (and on
+    process 0 writes to ``out``) the metrics.
 
-    ``study`` holds the VM/FM settings shared with `implicit-rec run` (VM window, lengths, widths).
+    ``cache_dir`` holds the prepared data; ``store_dir`` the FM store of transfer variants (read if
+    present, else trained and written there).
     """
-    if not isinstance(cfg, DecentralizedConfig):
-        raise TypeError(f"cfg must be a DecentralizedConfig, got {type(cfg).__name__}.")
-    cfg.check()
-    top = make_topology(cfg.topology, cfg.agents)  # validates topology / n before any work
+    run = check_config(run)
+    cfg = run.dsgd
+    try:
+        top = make_topology(cfg.topology, cfg.agents)  # validates topology / n before any work
+    except ValueError as err:
+        raise ConfigError(f"dsgd.topology={cfg.topology!r} with dsgd.agents={cfg.agents}: {err}") from err
+    t0 = time.perf_counter()
+    table = load_table(run, cache_dir)  # data problems before device work
     mesh = agent_mesh(cfg.agents)
     lead = jax.process_index() == 0
     say = log if lead else (lambda *_: None)
-    t0 = time.perf_counter()
-    table = load_table(cfg, cache_dir)
-    study = StudyConfig() if study is None else study
     store = None
     if needs_store(cfg.transfer):
         if store_dir is not None and (Path(store_dir) / "meta.json").is_file():
             store = HistoricalStore.load(store_dir, table)
         elif jax.process_count() > 1:
             raise ValueError(
-                f"transfer={cfg.transfer!r} in a multi-process run needs the FM store: "
+                f"dsgd.transfer={cfg.transfer!r} in a multi-process run needs the FM store: "
                 "pass --store DIR built once (a launcher run with --processes builds it)."
             )
         else:
             say("training the foundation model for the FM store (LoopFM study functions)")
-            store = fit_store(table, study, say)
+            store = fit_store(table, run, say)
             if store_dir is not None:
                 store.save(store_dir)
-    prob = vm_problem(table, cfg.arch, cfg.transfer, cfg.seed, store, study, cfg.max_valid)
-    engine = DSGD(top, prob.loss, optimizer=make_optimizer(cfg.optimizer, cfg.lr), mesh=mesh)
+    prob = vm_problem(table, run, store)
+    engine = DSGD(top, prob.loss, optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate), mesh=mesh)
     shards = shard_rows(table, prob.train_rows, cfg.agents, cfg.shards, cfg.seed)
     devices = list(mesh.devices.flat)
     mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
@@ -212,8 +173,7 @@ def run_decentralized(
         bar.close()
     xbar, consensus = monitor.consensus(state.x)
     result = {
-        "config": dataclasses.asdict(cfg),
-        "study": _jsonable(dataclasses.asdict(study)),
+        "config": run.to_dict(),
         "topology": {
             "name": top.name,
             "n": top.n,
@@ -246,14 +206,6 @@ def run_decentralized(
     return result
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
@@ -262,17 +214,10 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="dsgd", unit="it", dynamic_ncols=True)
 
 
-def write_atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(out: Path, result: dict) -> None:
     """metrics.json and curves.png (consensus distance and validation AUC vs iteration), atomically."""
     clean = {k: v for k, v in result.items() if k != "x_mean"}
-    write_atomic_text(out / "metrics.json", json.dumps(clean, indent=2))
+    write_json_atomic(out / "metrics.json", clean)
     plot_curves(
         {result["topology"]["name"]: result["history"]}, out / "curves.png", title=f"DSGD, n={result['topology']['n']}"
     )
@@ -295,8 +240,6 @@ def plot_curves(histories: dict[str, list[dict]], path: Path, title: str = "") -
     a.legend(fontsize=8)
     b.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
