@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from implicit_rec.loopfm.transfer import ratios_markdown
 from implicit_rec.models.foundation import FM_SIZES
 from implicit_rec.tables import markdown_table
 
-from ._args import directory, names
+from ._args import directory, integer, names
 
 # The study's own defaults, applied before --config / --set (as keys, so they show in config.toml).
 STUDY_DEFAULTS = ("sweep.baselines=[]",)
@@ -124,7 +126,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
     )
     parser.add_argument("--dataset", help="data.dataset")
     parser.add_argument("--preset", help="data.preset")
-    parser.add_argument("--seeds", help="vm.seeds")
+    parser.add_argument("--seeds", type=integer(1), help="vm.seeds")
     parser.add_argument("--archs", type=names(config.ARCHS), help="vm.archs, a comma list")
     parser.add_argument(
         "--fm-size", type=names(tuple(FM_SIZES)), help="fm.size; a comma list (small,medium): one study per size"
@@ -138,13 +140,12 @@ def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
         for key, value in (
             ("data.dataset", args.dataset),
             ("data.preset", args.preset),
+            ("vm.seeds", args.seeds),
             ("vm.archs", args.archs),
             ("fm.size", args.fm_size[0] if args.fm_size else None),
         )
         if value is not None
     ]
-    if args.seeds is not None:
-        flags.append(f"vm.seeds={args.seeds}")
     try:
         cfg = config.load_config(args.config, (*STUDY_DEFAULTS, *flags, *args.overrides))
     except config.ConfigError as err:
@@ -180,13 +181,16 @@ def main(argv=None) -> None:
     out = Path(args.out)
     if cfg.data.cache_dir == "auto":  # one prepared table for every FM size
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, cache_dir=str(out / "cache")))
-    runs = {}
+    runs, created = {}, not out.exists()
     try:
         for size in args.fm_size:
             sized = cfg.replace(fm=dataclasses.replace(cfg.fm, size=size))
             runs[size] = study(out / size, sized, force=args.force, quiet=args.quiet)
-    except pipeline.RunError as err:
-        raise SystemExit(f"loopfm_transfer: error: {err}") from None
+    except pipeline.RunError as err:  # the data or the run directory refused: one line, status 2
+        print(f"loopfm_transfer: error: {err}", file=sys.stderr)
+        if created:  # refused before any model was trained: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise SystemExit(2) from None
     first = next(iter(runs.values()))
     payload = {"dataset": first["data"], "config": cfg.to_dict(), "runs": runs}
     write_json_atomic(out / "metrics.json", payload)

@@ -246,7 +246,7 @@ def test_experiment_script_refuses_bad_keys_and_leaky_windows(capsys):
     for argv, message in (
         (["--set", "vm.histroy_len=8"], "did you mean 'vm.history_len'"),
         (["--set", "fm.days=[0,5]"], "overlaps vm.days"),
-        (["--seeds", "0"], "vm.seeds must be >= 1"),
+        (["--seeds", "0"], "argument --seeds"),
         (["--fm-size", "tiny"], "not known"),
     ):
         with pytest.raises(SystemExit) as exc:
