@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from implicit_rec.atomic import write_text_atomic as write_atomic
+from implicit_rec import config
+from implicit_rec.atomic import write_text_atomic
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
-from implicit_rec.models.training import TrainConfig
 
 from .common import RESULTS, machine_info
 
@@ -40,17 +40,13 @@ def main(argv=None) -> None:
         table = synthetic_events(args.preset, seed=0, cache_dir=tmp)
         prep_s = time.perf_counter() - t0
         rows = len(table["label"])
-        cfg = study.StudyConfig(
-            fm_max_len=min(100, table.schema.max_len),
-            fm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=2e-3),
-            vm_train=TrainConfig(epochs=1, batch_size=256, learning_rate=3e-3),
-        )
-        fm, _ = study.train_fm(table, cfg, log=lambda s: None)
-        store = study.build_store(fm, table, cfg, log=lambda s: None)
+        cfg = study.resolve(config.load_config(None, ("fm.epochs=1", "vm.epochs=1")), table.schema.max_len)
+        fm, _ = study.train_fm(table, cfg.fm, log=lambda s: None)
+        store = study.build_store(fm, table, cfg.fm, log=lambda s: None)
         speeds = {"din": [], "implicit": []}
         for _ in range(args.repeats):
             for arch in speeds:
-                _, hist, _ = study.train_vm(table, store, cfg, arch, "loopfm+kd", 0, log=lambda s: None)
+                _, hist, _ = study.train_vm(table, store, cfg.vm, arch, "loopfm+kd", 0)
                 speeds[arch].append(hist["examples_per_second"])
     med = {a: float(np.median(v)) for a, v in speeds.items()}
     report = {
@@ -77,8 +73,8 @@ def main(argv=None) -> None:
             "",
         ]
     )
-    write_atomic(RESULTS / "pipeline.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(RESULTS / "pipeline.md", md)
+    write_text_atomic(RESULTS / "pipeline.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(RESULTS / "pipeline.md", md)
     print(md)
 
 

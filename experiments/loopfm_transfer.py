@@ -1,35 +1,45 @@
-"""LoopFM transfer study: FM + every VM x transfer variant x seed on one dataset.
+"""LoopFM transfer study: FM + every VM arch x transfer variant x seed, one study per FM size.
 
-    python -m experiments.loopfm_transfer [--dataset synthetic] [--preset default] [--seeds 2]
-        [--fm-size small[,medium,...]] [--archs mlp,din,implicit] [--history-len 20]
-        [--embedding interaction|item] [--fm-days 0-3] [--vm-days 4-6] [--log-from-day D]
-        [--kd-on-main] [--out-of-fold K] [--out runs/loopfm]
+    python -m experiments.loopfm_transfer [--config run.toml] [--set section.key=value ...]
+        [--dataset synthetic] [--preset default] [--seeds 2] [--archs mlp,din,implicit]
+        [--fm-size small[,medium,...]] [--out runs/loopfm] [--force] [--quiet]
 
-Writes OUT/metrics.json, OUT/report.md (variant x metric table with seed std, transfer ratios)
-and OUT/auc_by_variant.png. The pipeline lives in ``implicit_rec.loopfm.study``.
+The configuration is the one of ``implicit-rec run`` (``implicit_rec.config``): defaults, then the
+TOML file, then each ``--set`` (e.g. ``--set fm.days=[0,4] --set vm.days=[4,7]``: half-open day
+windows, ``--set fm.log_from_day=5``, ``--set vm.history_len=8``). The convenience flags are keys:
+``--dataset`` = data.dataset, ``--preset`` = data.preset, ``--seeds`` = vm.seeds, ``--archs`` =
+vm.archs, ``--fm-size`` = fm.size (a comma list: one study per size). The study trains no explicit
+baselines (``sweep.baselines = []``).
+
+Each study runs the stages of ``implicit_rec.pipeline`` (data checks, FM, store, VMs) in OUT/SIZE/
+(resumable: a rerun reuses the trained models). Writes, atomically, OUT/metrics.json, OUT/report.md
+(variant x metric table with seed std, transfer ratios, and by FM size) and OUT/auc_by_variant.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from implicit_rec import config
-from implicit_rec.data import load_dataset
-from implicit_rec.data.synthetic import PRESETS
-from implicit_rec.loopfm import study, transfer
+from implicit_rec import config, pipeline
+from implicit_rec.atomic import atomic_path, write_json_atomic, write_text_atomic
+from implicit_rec.loopfm.transfer import ratios_markdown
 from implicit_rec.models.foundation import FM_SIZES
-from implicit_rec.models.vertical import ARCHS
+from implicit_rec.tables import markdown_table
 
 from ._args import directory, integer, names
 
+# The study's own defaults, applied before --config / --set (as keys, so they show in config.toml).
+STUDY_DEFAULTS = ("sweep.baselines=[]",)
+
 
 def summarize(vms: list[dict]) -> dict:
-    """name -> {metric: (mean, std, per-seed list)} over seeds."""
+    """name -> {metric: {mean, std, seeds}, params} over seeds."""
     out = {}
     for name in dict.fromkeys(v["name"] for v in vms):
         runs = [v for v in vms if v["name"] == name]
@@ -45,27 +55,44 @@ def summarize(vms: list[dict]) -> dict:
     return out
 
 
-def report(result: dict, summary: dict, ratios: dict) -> str:
-    fm = result["fm"]
+def report(run: dict) -> str:
+    """The markdown of one FM size's study."""
+    fm, summary = run["fm"], run["summary"]
+    rows = [
+        (
+            name,
+            f"{s['params']:,}",
+            *(f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in ("auc", "gauc", "logloss")),
+        )
+        for name, s in summary.items()
+    ]
     lines = [
-        "# LoopFM transfer study",
+        f"# LoopFM transfer study: FM {fm['size']}",
         "",
         f"FM ({fm['size']}, {fm['params']:,} params): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
-        f"logloss {fm['logloss']:.4f}",
+        f"logloss {fm['logloss']:.4f}; store: {run['store']['events']:,} logged events, "
+        f"{run['store']['bytes_on_disk'] / 2**20:.1f} MiB",
         "",
-        "| VM | params | AUC | gAUC | logloss |",
-        "|---|---:|---:|---:|---:|",
+        markdown_table(("VM", "params", "AUC", "gAUC", "logloss"), rows),
+        "",
+        "## Transfer ratios",
+        "",
     ]
-    for name, s in summary.items():
-        lines.append(
-            f"| {name} | {s['params']:,} | {s['auc']['mean']:.4f} ± {s['auc']['std']:.4f} | "
-            f"{s['gauc']['mean']:.4f} ± {s['gauc']['std']:.4f} | "
-            f"{s['logloss']['mean']:.4f} ± {s['logloss']['std']:.4f} |"
-        )
-    lines += ["", "## Transfer ratios", ""]
-    for arch, r in ratios.items():
-        lines += [f"### {arch}", "", transfer.markdown_table(r), ""]
+    for arch, r in run["transfer_ratio"].items():
+        lines += [f"### {arch}", "", ratios_markdown(r), ""]
     return "\n".join(lines) + "\n"
+
+
+def by_size(runs: dict) -> str:
+    """Transfer ratio (AUC) of each arch and variant by FM size."""
+    rows = []
+    for size, r in runs.items():
+        for arch, tr in r["transfer_ratio"].items():
+            v = tr["auc"]["variants"]
+            ratios = (f"{v[t]['ratio']:.2f}" if t in v else "-" for t in ("kd", "loopfm", "loopfm+kd"))
+            rows.append((size, f"{r['fm']['auc']:.4f}", arch, *ratios))
+    header = ("FM size", "FM AUC", "arch", "kd", "loopfm", "loopfm+kd")
+    return "## Transfer ratio (AUC) by FM size\n\n" + markdown_table(header, rows, align="lrlrrr") + "\n"
 
 
 def plot(summary: dict, fm_auc: float, path: Path) -> None:
@@ -74,146 +101,107 @@ def plot(summary: dict, fm_auc: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(summary)
-    means = [summary[n]["auc"]["mean"] for n in names]
-    stds = [summary[n]["auc"]["std"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))
-    ax.bar(range(len(names)), means, yerr=stds, color="tab:blue", alpha=0.8)
+    names_ = list(summary)
+    means = [summary[n]["auc"]["mean"] for n in names_]
+    stds = [summary[n]["auc"]["std"] for n in names_]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names_)), 4))
+    ax.bar(range(len(names_)), means, yerr=stds, color="tab:blue", alpha=0.8)
     ax.axhline(fm_auc, color="tab:red", linestyle="--", label="FM")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_xticks(range(len(names_)), names_, rotation=45, ha="right")
     ax.set_ylim(min(means + [fm_auc]) - 0.02, max(means + [fm_auc]) + 0.01)
     ax.set_ylabel("test AUC")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
-def _days(text: str) -> tuple[int, int]:
-    """``"0-3"`` -> the day window [0, 4)."""
-    first, _, last = text.partition("-")
-    if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
-        raise argparse.ArgumentTypeError(f"expected FIRST-LAST days with 0 <= FIRST <= LAST, e.g. 0-3, got {text!r}.")
-    return int(first), int(last) + 1
-
-
-def _out_of_fold(text: str) -> int:
-    """0 (off) or K >= 2 folds."""
-    k = integer(0)(text)
-    if k == 1:
-        raise argparse.ArgumentTypeError("expected 0 (off) or K >= 2 folds, got 1.")
-    return k
-
-
-def _leakage(args) -> list[str]:
-    """The run configuration's leakage rules (``config.leakage_problems``) applied to this script's windows."""
-    run = config.RunConfig()
-    run = dataclasses.replace(
-        run,
-        fm=dataclasses.replace(run.fm, days=args.fm_days, log_from_day=args.log_from_day, out_of_fold=args.out_of_fold),
-        vm=dataclasses.replace(run.vm, days=args.vm_days),
-        sweep=dataclasses.replace(run.sweep, baselines=()),
+def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
+    """The arguments and the study's configuration (flags mapped onto keys, before --set)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="TOML configuration file (implicit-rec config writes one)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key"
     )
-    return config.leakage_problems(run)
+    parser.add_argument("--dataset", help="data.dataset")
+    parser.add_argument("--preset", help="data.preset")
+    parser.add_argument("--seeds", type=integer(1), help="vm.seeds")
+    parser.add_argument("--archs", type=names(config.ARCHS), help="vm.archs, a comma list")
+    parser.add_argument(
+        "--fm-size", type=names(tuple(FM_SIZES)), help="fm.size; a comma list (small,medium): one study per size"
+    )
+    parser.add_argument("--out", default="runs/loopfm", type=directory)
+    parser.add_argument("--force", action="store_true", help="start the studies' run directories over")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    args = parser.parse_args(argv)
+    flags = [
+        f"{key}={config._toml_value(value)}"
+        for key, value in (
+            ("data.dataset", args.dataset),
+            ("data.preset", args.preset),
+            ("vm.seeds", args.seeds),
+            ("vm.archs", args.archs),
+            ("fm.size", args.fm_size[0] if args.fm_size else None),
+        )
+        if value is not None
+    ]
+    try:
+        cfg = config.load_config(args.config, (*STUDY_DEFAULTS, *flags, *args.overrides))
+    except config.ConfigError as err:
+        parser.error(str(err))
+    args.fm_size = args.fm_size or [cfg.fm.size]
+    for size in args.fm_size[1:]:  # the leakage checks of every study's configuration
+        try:
+            config.check_run(cfg.replace(fm=dataclasses.replace(cfg.fm, size=size)))
+        except config.ConfigError as err:
+            parser.error(str(err))
+    return args, cfg
+
+
+def study(out: Path, cfg: config.RunConfig, *, force: bool = False, quiet: bool = False) -> dict:
+    """One FM size: the pipeline's LoopFM stages in ``out``; returns its JSON-ready results."""
+    run = pipeline.RunDir(out, quiet=quiet)
+    run.prepare(cfg, force=force)
+    models = pipeline.loopfm_stages(run, cfg)
+    vms = [v.to_dict() for v in models.vms]
+    return {
+        "run_dir": str(out),
+        "data": models.data.to_dict(),
+        "fm": models.fm.to_dict(),
+        "store": models.store_info.to_dict(),
+        "vms": vms,
+        "summary": summarize(vms),
+        "transfer_ratio": pipeline.transfer_ratio(cfg, models.fm, models.vms),
+    }
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset",
-        default="synthetic",
-        help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE",
-    )
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    parser.add_argument("--seeds", type=integer(1), default=1)
-    parser.add_argument(
-        "--fm-size",
-        default="small",
-        type=names(tuple(FM_SIZES)),
-        help="one size or a comma list (small,medium,large): one study per FM size",
-    )
-    parser.add_argument("--archs", default="mlp,din,implicit", type=names(ARCHS))
-    parser.add_argument("--fm-days", type=_days, default=(0, 4), help="e.g. 0-3")
-    parser.add_argument("--vm-days", type=_days, default=(4, 7), help="e.g. 4-6")
-    parser.add_argument(
-        "--log-from-day",
-        type=integer(0),
-        default=None,
-        help="first day the FM logs (default: after its window; earlier FM windows = staleness)",
-    )
-    parser.add_argument("--history-len", type=integer(1), default=20, help="L, logged embeddings per LoopFM feature")
-    parser.add_argument("--embedding", default="interaction", choices=["interaction", "item"])
-    parser.add_argument("--kd-on-main", action="store_true", help="KD loss on the main head")
-    parser.add_argument(
-        "--out-of-fold", type=_out_of_fold, default=0, help="K > 1: also log FM-window events out of fold"
-    )
-    parser.add_argument("--out", default="runs/loopfm", type=directory)
-    args = parser.parse_args(argv)
-    problems = _leakage(args)
-    if problems:
-        parser.error(
-            "--fm-days/--vm-days/--log-from-day/--out-of-fold (fm.days, vm.days, fm.log_from_day, "
-            "fm.out_of_fold in the run configuration's terms): " + "; ".join(problems)
-        )
+    args, cfg = parse(argv)
     out = Path(args.out)
+    if cfg.data.cache_dir == "auto":  # one prepared table for every FM size
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, cache_dir=str(out / "cache")))
+    runs, created = {}, not out.exists()
     try:
-        table = load_dataset(args.dataset, preset=args.preset, cache_dir=out.parent / "cache")
-    except (ValueError, FileNotFoundError) as err:  # the loaders name the spec and what they expected
-        parser.error(f"--dataset: {err}")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for size in args.fm_size:
-        cfg = study.StudyConfig(
-            fm_size=size,
-            fm_max_len=min(table.schema.max_len, 100),
-            seeds=args.seeds,
-            archs=tuple(args.archs),
-            fm_days=args.fm_days,
-            vm_days=args.vm_days,
-            log_from_day=args.log_from_day,
-            history_len=args.history_len,
-            embedding=args.embedding,
-            kd_on_main=args.kd_on_main,
-            out_of_fold=args.out_of_fold,
-        )
-        result = study.run_study(table, cfg, store_dir=out / f"store-{size}")
-        summary = summarize(result["vms"])
-        ratios = {}
-        for arch in cfg.archs:
-            variants = {
-                t: {m: summary[f"{arch}/{t}"][m]["seeds"] for m in ("auc", "logloss")}
-                for t in cfg.transfers
-                if f"{arch}/{t}" in summary
-            }
-            ratios[arch] = transfer.transfer_ratios(
-                {"auc": result["fm"]["auc"], "logloss": result["fm"]["logloss"]}, variants
-            )
-        runs[size] = {
-            "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-            **result,
-            "summary": summary,
-            "transfer_ratio": ratios,
-        }
-    payload = {"dataset": args.dataset, "preset": args.preset, "runs": runs}
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
-    text = "\n".join(report(r, r["summary"], r["transfer_ratio"]) for r in runs.values())
+        for size in args.fm_size:
+            sized = cfg.replace(fm=dataclasses.replace(cfg.fm, size=size))
+            runs[size] = study(out / size, sized, force=args.force, quiet=args.quiet)
+    except pipeline.RunError as err:  # the data or the run directory refused: one line, status 2
+        print(f"loopfm_transfer: error: {err}", file=sys.stderr)
+        if created:  # refused before any model was trained: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise SystemExit(2) from None
+    first = next(iter(runs.values()))
+    payload = {"dataset": first["data"], "config": cfg.to_dict(), "runs": runs}
+    write_json_atomic(out / "metrics.json", payload)
+    text = "\n".join(report(r) for r in runs.values())
     if len(runs) > 1:
-        text += (
-            "\n## Transfer ratio (AUC) by FM size\n\n"
-            "| FM size | FM AUC | arch | kd | loopfm | loopfm+kd |\n|---|---:|---|---:|---:|---:|\n"
-        )
-        for size, r in runs.items():
-            for arch, tr in r["transfer_ratio"].items():
-                v = tr["auc"]["variants"]
-                text += (
-                    f"| {size} | {r['fm']['auc']:.4f} | {arch} | "
-                    + " | ".join(f"{v[t]['ratio']:.2f}" if t in v else "-" for t in ("kd", "loopfm", "loopfm+kd"))
-                    + " |\n"
-                )
-    (out / "report.md").write_text(text)
+        text += "\n" + by_size(runs)
+    write_text_atomic(out / "report.md", text)
     last = list(runs.values())[-1]
     plot(last["summary"], last["fm"]["auc"], out / "auc_by_variant.png")
-    print(text)
+    if not args.quiet:
+        print(text)
     print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'auc_by_variant.png'}")
 
 

@@ -1,16 +1,29 @@
 """``implicit-rec run``: data -> FM -> historical store -> VMs -> baselines -> sweep -> report.
 
+The run is a sequence of stage functions, each returning a frozen dataclass (a :class:`Record`)
+whose ``to_dict`` is what the stage writes and what ``metrics.json`` holds::
+
+    data_stage    -> DataSummary   (the table; checked against the configuration by check_data)
+    fm_stage      -> FMResult      models/fm.json
+    store_stage   -> StoreInfo     store/ (the HistoricalStore)
+    vm_stage      -> VMResult      models/vm-*.json, models/baseline-*.json
+    sweep_stage   -> SweepResult   sweep.json
+    assemble      -> RunMetrics    metrics.json (``implicit_rec.report`` reads it)
+
+:meth:`RunDir.cached` does the bookkeeping of every stage once: load the stage's file if a
+finished stage left it, else compute, save (atomically) and mark the stage done in ``run.json``.
+
 Run directory (every file written atomically; a rerun of the same command resumes)::
 
     config.toml        the effective configuration (a rerun must match it, or use --force)
     run.json           package versions, command, status ("running" / "finished"), stage times
     log.txt            everything printed
     cache/             prepared dataset tables (data.cache_dir = "auto")
-    models/fm.*        FM parameters (.msgpack), metrics (.json), in-progress epoch checkpoint (.train.msgpack)
+    models/fm.*        FM parameters (.msgpack), result (.json), in-progress epoch checkpoint (.train.msgpack)
     store/             the FM's logged embeddings (LoopFM features, KD targets)
     models/vm-*.*      each VM and explicit baseline, the same three files
     sweep.json         the test-time iteration sweep and the Lipschitz diagnostic
-    metrics.json       everything (schema: ``implicit_rec.report.METRICS_SCHEMA``)
+    metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)
     report.md, *.png   tables and plots (``implicit_rec.report``)
 
 A stage is skipped when its output exists; a training run continues after its last finished
@@ -25,36 +38,747 @@ is a :class:`RunError` saying which file and how to recover (remove the director
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from flax import nnx
 
 from . import config as config_mod
 from . import metrics, report
 from . import sweep as sweep_mod
-from .atomic import write_text_atomic
+from .atomic import write_json_atomic, write_text_atomic
 from .checkpoint import restore_state, save_state
-from .config import RunConfig
+from .config import DataConfig, RunConfig, SweepConfig
 from .data import load_dataset
+from .data.events import EventTable
 from .loopfm import study
 from .loopfm.batches import table_batches, vm_batches
 from .loopfm.store import HistoricalStore
 from .loopfm.transfer import transfer_ratios
 from .models.foundation import FoundationModel
-from .models.training import TrainConfig, predict
+from .models.training import predict
+from .models.vertical import VerticalModel
+from .params import count_params
 
 
 class RunError(RuntimeError):
     """A problem the user can fix (bad path, finished run, changed config); printed as one line."""
+
+
+# -- typed stage results ----------------------------------------------------------------------
+
+
+class Record:
+    """Mixin of the frozen stage dataclasses: ``to_dict`` is the JSON form, ``from_dict`` its inverse.
+
+    Fields hold JSON values, other Records, tuples of them (lists in JSON) or ``X | None``;
+    ``from_dict(r.to_dict()) == r``. An unknown or missing key is a ValueError naming it.
+    """
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no key(s) {unknown}; known: {list(fields)}.")
+        required = (n for n, f in fields.items() if f.default is dataclasses.MISSING)
+        missing = [n for n in required if n not in d and fields[n].default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{cls.__name__} lacks the key(s) {missing}.")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _typed(hints[k], v, f"{cls.__name__}.{k}") for k, v in d.items()})
+
+
+def _plain(v):
+    if isinstance(v, Record):
+        return v.to_dict()
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _typed(tp, v, where: str):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return None if v is None else _typed(next(a for a in args if a is not type(None)), v, where)
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_dict(v)
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {type(v).__name__}.")
+        return tuple(_typed(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary(Record):
+    """The dataset of a run (``metrics.json`` ``dataset``)."""
+
+    spec: str
+    name: str
+    events: int
+    test_events: int
+    duplicate_events: int | None  # exact duplicate events (kept); None when the loader does not count them
+
+
+@dataclasses.dataclass(frozen=True)
+class FMResult(Record):
+    """The FM on the test split (``models/fm.json``, ``metrics.json`` ``fm``)."""
+
+    auc: float
+    gauc: float
+    logloss: float
+    params: int
+    size: str
+    seconds: float  # training and testing
+    examples_per_second: float  # training steps after the first (compiling) one
+    history: tuple[dict, ...] = ()  # per-epoch records of ``training.fit``
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreInfo(Record):
+    """The FM's historical store (``metrics.json`` ``store``)."""
+
+    events: int  # logged events
+    dim: int
+    kind: str  # "interaction" | "item"
+    dtype: str
+    bytes_on_disk: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VMResult(Record):
+    """One trained VM or explicit baseline on the test split (``models/<stem>.json``, ``metrics.json`` ``vms``)."""
+
+    name: str  # "arch/transfer" (baselines: "arch-w1xw2/transfer")
+    arch: str
+    transfer: str
+    seed: int
+    auc: float
+    gauc: float
+    logloss: float
+    params: int
+    hidden: tuple[int, ...] | None  # MLP widths of an explicit VM; None for the implicit VM
+    epochs: int
+    seconds: float
+    examples_per_second: float
+    weights: str  # parameter file, relative to the run directory
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult(Record):
+    """The test-time iteration sweep (``sweep.json``); rows as documented in ``implicit_rec.report``."""
+
+    sweep: tuple[dict, ...]  # one row per implicit VM x method x k
+    lipschitz: tuple[dict, ...]
+    baselines: tuple[dict, ...]  # the explicit baselines on the sweep's axes
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing(Record):
+    stages_s: dict  # stage -> seconds of the invocation that ran it
+    examples_per_second: dict  # "name#sSEED" -> training examples per second
+    fm_examples_per_second: float
+    total_s: float  # this invocation
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMetrics(Record):
+    """``metrics.json``: everything the report draws (schema ``implicit_rec.report.METRICS_SCHEMA``)."""
+
+    schema_version: int
+    dataset: DataSummary
+    config: dict  # the effective configuration, as config.toml
+    versions: dict
+    fm: FMResult
+    vms: tuple[VMResult, ...]
+    baselines: tuple[dict, ...]
+    transfer_ratio: dict  # arch -> transfer_ratios(...)
+    sweep: tuple[dict, ...]
+    lipschitz: tuple[dict, ...]
+    timing: Timing
+    store: StoreInfo | None = None
+
+
+R = TypeVar("R")
+
+
+def _row(r) -> dict:
+    """A sweep row as a dict (the sweep functions return dicts or typed rows with ``to_dict``)."""
+    return r.to_dict() if hasattr(r, "to_dict") else dict(r)
+
+
+# -- the run directory ------------------------------------------------------------------------
+
+
+class RunDir:
+    """A run directory: ``run.json``, ``log.txt``, the stage cache and the ``events`` hook.
+
+    ``events(name)`` is called after each stage is marked done (``"stage:NAME"``) and after each
+    model is saved (``"model:STEM"``); tests interrupt runs there. ``bar`` is a tqdm factory or None.
+    """
+
+    def __init__(
+        self, out: str | os.PathLike, *, quiet: bool = False, events: Callable[[str], None] | None = None
+    ) -> None:
+        self.out, self.quiet = Path(out), quiet
+        self.events = events or (lambda name: None)
+        self.created = False  # whether this invocation made the directory (removed if the run is refused)
+        self.bar = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm
+
+    def prepare(self, cfg: RunConfig, *, force: bool = False, command: list | None = None) -> None:
+        """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
+        a finished run or another configuration."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out {out} exists and is not a directory.")
+        if force and out.exists():
+            shutil.rmtree(out)
+        state = self.state()
+        if state.get("status") == "finished":
+            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
+        self.created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
+        saved = out / "config.toml"
+        if saved.is_file():
+            try:
+                before = config_mod.load_config(saved).to_dict()
+            except config_mod.ConfigError as err:
+                raise RunError(
+                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
+                    "with --force to start over."
+                ) from None
+            diff = _first_difference(before, cfg.to_dict())
+            if diff:
+                raise RunError(
+                    f"{out} holds an unfinished run with another configuration ({diff}); "
+                    "rerun with the same settings to resume, or use --force to start over."
+                )
+        else:
+            write_text_atomic(saved, config_mod.to_toml(cfg))
+        if not state:
+            state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
+            self.save_state(state)
+
+    def state(self) -> dict:
+        """run.json ({} before the first write); RunError if it is damaged."""
+        path = self.out / "run.json"
+        if not path.is_file():
+            return {}
+        state = read_json(path)
+        if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
+            raise RunError(
+                f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
+                f"damaged; remove {self.out} or rerun with --force to start over."
+            )
+        return state
+
+    def save_state(self, state: dict) -> None:
+        write_json_atomic(self.out / "run.json", state)
+
+    def mark_done(self, stage: str, seconds: float) -> None:
+        """Record the stage's time in run.json (this invocation's: a resumed stage is timed again)."""
+        state = self.state()
+        state["stages"][stage] = seconds
+        self.save_state(state)
+        self.events(f"stage:{stage}")
+
+    def log(self, line: str) -> None:
+        with open(self.out / "log.txt", "a") as fh:
+            fh.write(line + "\n")
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+
+    def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
+        """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
+        base = self.out / "models" / stem
+        return base.with_suffix(".msgpack"), base.with_suffix(".json"), base.with_suffix(".train.msgpack")
+
+    def cached(
+        self,
+        path: Path,
+        compute: Callable[[], R],
+        load: Callable[[Path], R],
+        save: Callable[[R, Path], None],
+        *,
+        stage: str | None = None,
+        event: str | None = None,
+        recompute: bool = False,
+    ) -> R:
+        """``load(path)`` if a finished stage left ``path``; else ``compute()``, ``save`` it to ``path``
+        (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``."""
+        if path.exists() and not recompute:
+            return load(path)
+        t0 = time.perf_counter()
+        value = compute()
+        save(value, path)
+        if stage is not None:
+            self.mark_done(stage, time.perf_counter() - t0)
+        if event is not None:
+            self.events(event)
+        return value
+
+
+def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:
+    """(load, save) of a :class:`Record` as a JSON file; a damaged file is a RunError saying how to recover."""
+
+    def load(path: Path) -> R:
+        try:
+            return cls.from_dict(read_json(path))
+        except (TypeError, ValueError) as err:
+            raise RunError(f"{path.name} in {path.parent}: {err}; {_RECOVER.format(run=_run_of(path))}") from None
+
+    def save(value: R, path: Path) -> None:
+        write_json_atomic(path, value.to_dict())
+
+    return load, save
+
+
+_RECOVER = "the run directory is damaged; remove {run} or rerun with --force to start over."
+
+
+def _run_of(path: Path) -> Path:
+    return path.parent.parent if path.parent.name == "models" else path.parent
+
+
+# -- stages -----------------------------------------------------------------------------------
+
+
+def load_table(data: DataConfig, cache_dir: Path, progress_bar=None) -> EventTable:
+    """The ``[data]`` section's events (the one place the pipeline loads them)."""
+    return load_dataset(
+        data.dataset, cache_dir=cache_dir, preset=data.preset, seed=data.seed, progress_bar=progress_bar
+    )
+
+
+def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
+    """Load (or prepare and cache) the dataset; logs its size."""
+    d = cfg.data
+    cache = run.out / "cache" if d.cache_dir == config_mod._AUTO else Path(d.cache_dir)
+    t0 = time.perf_counter()
+    if cache.exists() and not cache.is_dir():
+        raise RunError(f"data.cache_dir={str(cache)!r} is a file; point it at a directory (or 'auto').")
+    try:
+        table = load_table(d, cache, run.bar)
+    except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
+        raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
+    seconds = time.perf_counter() - t0
+    duplicates = table.info.get("duplicate_events")
+    summary = DataSummary(
+        spec=d.dataset,
+        name=table.name,
+        events=int(len(table["label"])),
+        test_events=int(len(table.rows("test"))),
+        duplicate_events=None if duplicates is None else int(duplicates),
+    )
+    run.log(
+        f"data: {table.name}, {summary.events:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
+        f"({summary.events / max(seconds, 1e-9):,.0f} rows/s)"
+        + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else "")
+    )
+    state = run.state()
+    state["data"] = {"name": table.name, "events": summary.events, "duplicate_events": duplicates}
+    run.save_state(state)
+    run.mark_done("data", seconds)
+    return table, summary
+
+
+def check_data(table: EventTable, cfg: RunConfig) -> None:
+    """RunError naming the keys if the configuration's windows do not fit the data."""
+    problem = data_problem(table, cfg)
+    if problem:
+        raise RunError(f"{problem} ({_days_present(table)}).")
+
+
+def _evaluate(model, make_batch: Callable, table: EventTable) -> dict:
+    """AUC, gAUC and logloss of ``model`` on the test split."""
+    rows = table.rows("test")
+    probs = predict(model, make_batch, rows)
+    return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
+
+
+def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
+    """Train and test the FM of ``cfg`` (resolved, :func:`study.resolve`); its parameters go to models/fm.msgpack."""
+    fm = cfg.fm
+    weights, result_path, ckpt = run.model_paths("fm")
+
+    def compute() -> FMResult:
+        run.log(f"FM ({fm.size}) on days {fm.days[0]}-{fm.days[1] - 1}")
+        t0 = time.perf_counter()
+        model, hist = study.train_fm(table, fm, run.log, checkpoint=ckpt, progress_bar=run.bar)
+        res = _evaluate(model, table_batches(table), table)
+        run.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
+        save_state(model, weights)
+        return FMResult(
+            **res,
+            params=count_params(model),
+            size=fm.size,
+            seconds=time.perf_counter() - t0,
+            examples_per_second=hist["examples_per_second"],
+            history=tuple(hist["history"]),
+        )
+
+    result = run.cached(result_path, compute, *record_file(FMResult), stage="fm")
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def load_fm(run: RunDir, table: EventTable, cfg: RunConfig) -> FoundationModel:
+    """The trained FM of the run (eval mode)."""
+    model = study.make_fm(table, cfg.fm)
+    _restore(model, run.model_paths("fm")[0], run.out)
+    model.eval()
+    return model
+
+
+def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[HistoricalStore, StoreInfo]:
+    """The trained FM's historical store (store/), built once."""
+    path = run.out / "store"
+
+    def save(store: HistoricalStore, path: Path) -> None:
+        store.save(path)
+        run.log(
+            f"store: {len(store.rows):,} logged events, dim {store.dim}, "
+            f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB"
+        )
+
+    store = run.cached(
+        path,
+        lambda: study.build_store(load_fm(run, table, cfg), table, cfg.fm, run.log),
+        lambda p: HistoricalStore.load(p, table),
+        save,
+        stage="store",
+    )
+    info = StoreInfo(
+        events=int(len(store.rows)),
+        dim=int(store.dim),
+        kind=store.kind,
+        dtype=str(store.embeddings.dtype),
+        bytes_on_disk=int(HistoricalStore.size_on_disk(path)),
+    )
+    return store, info
+
+
+def vm_stage(
+    run: RunDir,
+    table: EventTable,
+    store: HistoricalStore,
+    cfg: RunConfig,
+    arch: str,
+    transfer: str,
+    seed: int,
+    hidden: tuple[int, ...] | None = None,
+    kind: str = "vm",
+) -> VMResult:
+    """Train and test one VM (``kind="baseline"``: an explicit baseline of widths ``hidden``)."""
+    tag = f"{arch}-{'x'.join(map(str, hidden))}" if hidden else arch
+    name = f"{tag}/{transfer}"
+    stem = f"{kind}-{tag}-{transfer.replace('+', '_')}-s{seed}"
+    weights, result_path, ckpt = run.model_paths(stem)
+
+    def compute() -> VMResult:
+        t0 = time.perf_counter()
+        model, hist, make = study.train_vm(
+            table, store, cfg.vm, arch, transfer, seed, hidden, checkpoint=ckpt, progress_bar=run.bar
+        )
+        res = _evaluate(model, make, table)
+        save_state(model, weights)
+        result = VMResult(
+            name=name,
+            arch=arch,
+            transfer=transfer,
+            seed=seed,
+            **res,
+            params=count_params(model),
+            hidden=tuple(hidden or cfg.vm.hidden) if arch != "implicit" else None,
+            epochs=hist["epochs_run"],
+            seconds=time.perf_counter() - t0,
+            examples_per_second=hist["examples_per_second"],
+            weights=str(weights.relative_to(run.out)),
+        )
+        run.log(
+            f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
+            f"logloss {res['logloss']:.4f} ({result.examples_per_second:,.0f} ex/s)"
+        )
+        return result
+
+    result = run.cached(result_path, compute, *record_file(VMResult), event=f"model:{stem}")
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def load_vm(
+    run: RunDir, table: EventTable, store: HistoricalStore, cfg: RunConfig, result: VMResult
+) -> tuple[VerticalModel, Callable]:
+    """The trained VM of ``result`` (eval mode) and its batch function."""
+    model = study.make_vm(table, store, cfg.vm, result.arch, result.transfer, result.seed, result.hidden)
+    _restore(model, run.out / result.weights, run.out)
+    model.eval()
+    return model, vm_batches(table, store, cfg.vm.history_len, result.transfer)
+
+
+def sweep_stage(
+    run: RunDir,
+    table: EventTable,
+    store: HistoricalStore,
+    cfg: RunConfig,
+    vms: tuple[VMResult, ...],
+    baselines: tuple[VMResult, ...],
+    *,
+    recompute: bool = False,
+) -> SweepResult:
+    """Every implicit VM at each k of ``sweep.iterations``, the explicit baselines as points (sweep.json)."""
+    sw: SweepConfig = cfg.sweep
+
+    def compute() -> SweepResult:
+        test_rows = table.rows("test")
+        labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
+        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
+        rows, lips, points = [], [], []
+        todo = [v for v in vms if v.arch == "implicit"]
+        bar = run.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if run.bar else None
+        t0 = time.perf_counter()
+        for v in todo:
+            model, make = load_vm(run, table, store, cfg, v)
+            x_lip = sweep_mod.vm_features(model, make, lip_rows)
+            tag = {"vm": v.name, "seed": v.seed}
+            for method in sw.methods:
+                for r in sweep_mod.implicit_sweep(
+                    model,
+                    make,
+                    test_rows,
+                    labels,
+                    users,
+                    sw.iterations,
+                    method,
+                    repeats=sw.timing_repeats,
+                    timed=v.transfer == sw.baseline_transfer,
+                ):
+                    rows.append({**tag, "transfer": v.transfer, "params": v.params, **_row(r)})
+                for r in sweep_mod.lipschitz_sweep(
+                    model,
+                    x_lip,
+                    sw.iterations,
+                    method,
+                    perturbations=sw.lipschitz_perturbations,
+                    scale=sw.lipschitz_scale,
+                    seed=v.seed,
+                ):
+                    lips.append({**tag, **_row(r)})
+                if bar:
+                    bar.update(1)
+        for b in baselines:
+            model, make = load_vm(run, table, store, cfg, b)
+            point = sweep_mod.explicit_point(model, make, test_rows, labels, users, repeats=sw.timing_repeats)
+            lip = _row(
+                sweep_mod.explicit_lipschitz(
+                    model,
+                    sweep_mod.vm_features(model, make, lip_rows),
+                    perturbations=sw.lipschitz_perturbations,
+                    scale=sw.lipschitz_scale,
+                    seed=b.seed,
+                )
+            )
+            points.append(
+                {
+                    "vm": b.name,
+                    "seed": b.seed,
+                    "transfer": b.transfer,
+                    "params": b.params,
+                    "hidden": list(b.hidden or ()),
+                    **_row(point),
+                    "lipschitz_max": lip["max"],
+                    "lipschitz_mean": lip["mean"],
+                }
+            )
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        return SweepResult(tuple(rows), tuple(lips), tuple(points), time.perf_counter() - t0)
+
+    return run.cached(run.out / "sweep.json", compute, *record_file(SweepResult), stage="sweep", recompute=recompute)
+
+
+def transfer_ratio(cfg: RunConfig, fm: FMResult, vms: tuple[VMResult, ...]) -> dict:
+    """arch -> :func:`transfer_ratios` of its transfer variants (per-seed AUC and logloss) against
+    its plain VM, for every arch trained with ``"none"`` and at least one other variant."""
+    ratios = {}
+    for arch in cfg.vm.archs:
+        variants = {
+            t: {m: [getattr(v, m) for v in vms if v.arch == arch and v.transfer == t] for m in ("auc", "logloss")}
+            for t in cfg.vm.transfers
+        }
+        variants = {t: d for t, d in variants.items() if d["auc"]}
+        if "none" in variants and len(variants) > 1:
+            ratios[arch] = transfer_ratios({"auc": fm.auc, "logloss": fm.logloss}, variants)
+    return ratios
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopFMModels:
+    """What the LoopFM stages leave: the table, the resolved configuration, and the stage results."""
+
+    table: EventTable
+    cfg: RunConfig  # resolved against the data (study.resolve)
+    data: DataSummary
+    fm: FMResult
+    store: HistoricalStore
+    store_info: StoreInfo
+    vms: tuple[VMResult, ...]
+
+
+def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
+    """Data (checked against ``cfg``), FM, store and every VM arch x transfer x seed of ``cfg``.
+
+    The directory this invocation created is removed again when the data are refused."""
+    try:
+        table, data = data_stage(run, cfg)
+        check_data(table, cfg)
+    except RunError:
+        if run.created:  # refused before any training: leave nothing half-written behind
+            shutil.rmtree(run.out, ignore_errors=True)
+        raise
+    resolved = study.resolve(cfg, table.schema.max_len)
+    fm = fm_stage(run, table, resolved)
+    store, store_info = store_stage(run, table, resolved)
+    vms = tuple(
+        vm_stage(run, table, store, resolved, a, t, s)
+        for a in cfg.vm.archs
+        for t in cfg.vm.transfers
+        for s in range(cfg.vm.seeds)
+    )
+    return LoopFMModels(table, resolved, data, fm, store, store_info, vms)
+
+
+def assemble(
+    run: RunDir,
+    cfg: RunConfig,
+    models: LoopFMModels,
+    swept: SweepResult,
+    baselines: tuple[VMResult, ...],
+    total_s: float,
+) -> RunMetrics:
+    """metrics.json of the run of ``cfg`` (as given, not resolved: it is the run's configuration)."""
+    state = run.state()
+    timing = Timing(
+        stages_s=state.get("stages", {}),
+        examples_per_second={f"{v.name}#s{v.seed}": v.examples_per_second for v in models.vms + baselines},
+        fm_examples_per_second=models.fm.examples_per_second,
+        total_s=total_s,
+    )
+    return RunMetrics(
+        schema_version=report.SCHEMA_VERSION,
+        dataset=models.data,
+        config=cfg.to_dict(),
+        versions=state.get("versions", versions()),
+        fm=models.fm,
+        vms=models.vms,
+        baselines=swept.baselines,
+        transfer_ratio=transfer_ratio(cfg, models.fm, models.vms),
+        sweep=swept.sweep,
+        lipschitz=swept.lipschitz,
+        timing=timing,
+        store=models.store_info,
+    )
+
+
+def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
+    t_start = time.perf_counter()
+    run.log(f"implicit-rec run -> {run.out}")
+    models = loopfm_stages(run, cfg)
+    t, store, resolved, sw = models.table, models.store, models.cfg, cfg.sweep
+    baselines = tuple(
+        vm_stage(
+            run, models.table, models.store, models.cfg, sw.baseline_arch, sw.baseline_transfer, 0, tuple(h), "baseline"
+        )
+        for h in sw.baselines
+    )
+    swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
+    result = assemble(run, cfg, models, swept, baselines, time.perf_counter() - t_start).to_dict()
+    write_json_atomic(run.out / "metrics.json", result)
+    written = report.write_report(result, run.out)
+    state = run.state()
+    state["status"] = "finished"
+    run.save_state(state)
+    return {"metrics": result, "files": [run.out / "metrics.json", *written]}
+
+
+def check_config(cfg: RunConfig) -> None:
+    """RunError for a configuration :func:`config.check_run` refuses (also one built in Python)."""
+    try:
+        config_mod.check_run(cfg)
+    except config_mod.ConfigError as err:
+        raise RunError(str(err)) from None
+
+
+def run(
+    out: str | os.PathLike,
+    cfg: RunConfig,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    command: list | None = None,
+    events: Callable[[str], None] | None = None,
+) -> dict:
+    """Run (or resume) the whole job into ``out``; returns ``{"metrics": dict, "files": [paths]}``."""
+    check_config(cfg)
+    rundir = RunDir(out, quiet=quiet, events=events)
+    rundir.prepare(cfg, force=force, command=command)
+    return _execute(rundir, cfg)
+
+
+def rerun_sweep(out, *, quiet: bool = False) -> dict:
+    """Redo the sweep of a run directory from its saved configuration and models, then the report."""
+    out = Path(out)
+    if not (out / "config.toml").is_file():
+        raise RunError(f"{out} is not a run directory (no config.toml); run `implicit-rec run --out {out}` first.")
+    try:
+        cfg = config_mod.load_config(out / "config.toml")
+    except config_mod.ConfigError as err:
+        raise RunError(
+            f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out {out} --force`."
+        ) from None
+    if not (out / "models" / "fm.json").is_file():
+        raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
+    check_config(cfg)
+    return _execute(RunDir(out, quiet=quiet), cfg, only_sweep=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------
 
 
 def versions() -> dict:
@@ -65,42 +789,6 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def study_config(cfg: RunConfig, max_len_available: int) -> study.StudyConfig:
-    """The LoopFM study settings of a run configuration."""
-    fm, vm = cfg.fm, cfg.vm
-    return study.StudyConfig(
-        fm_days=tuple(fm.days),
-        vm_days=tuple(vm.days),
-        log_from_day=fm.log_from_day,
-        fm_size=fm.size,
-        fm_max_len=fm.max_len or min(100, max_len_available),
-        vm_max_len=min(vm.max_len, max_len_available),
-        history_len=vm.history_len,
-        embedding=fm.embedding,
-        store_dtype=fm.store_dtype,
-        archs=vm.archs,
-        transfers=vm.transfers,
-        seeds=vm.seeds,
-        fm_train=TrainConfig(
-            epochs=fm.epochs, batch_size=fm.batch_size, learning_rate=fm.learning_rate, patience=fm.patience
-        ),
-        vm_train=TrainConfig(
-            epochs=vm.epochs,
-            batch_size=vm.batch_size,
-            learning_rate=vm.learning_rate,
-            patience=vm.patience,
-            kd_weight=vm.kd_weight,
-        ),
-        implicit_train_iters=vm.train_max_iter,
-        implicit_eval_iters=vm.eval_max_iter,
-        kd_on_main=vm.kd_on_main,
-        out_of_fold=fm.out_of_fold,
-        vm_hidden=vm.hidden,
-        d_state=vm.d_state,
-        implicit_method=vm.method,
-    )
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
@@ -127,401 +815,7 @@ def read_json(path: Path, *, expect: type = dict):
         if isinstance(value, expect):
             return value
         problem = f"holds a JSON {type(value).__name__}, not an object"
-    run = path.parent.parent if path.parent.name == "models" else path.parent
-    raise RunError(
-        f"{path.name} in {path.parent} {problem}: the run directory is damaged; remove {run} "
-        "or rerun with --force to start over."
-    )
-
-
-def _json(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
-
-
-class Run:
-    """One run directory. ``log`` prints a line (and appends it to log.txt); ``bar`` is a tqdm factory or None."""
-
-    def __init__(
-        self,
-        out: str | os.PathLike,
-        cfg: RunConfig,
-        *,
-        force: bool = False,
-        quiet: bool = False,
-        command: list | None = None,
-        events: Callable[[str], None] | None = None,
-        existing: bool = False,
-    ):
-        self.out, self.cfg, self.quiet = Path(out), cfg, quiet
-        self.events = events or (lambda name: None)  # called after each checkpoint (tests interrupt here)
-        try:
-            config_mod.check_run(cfg)  # also for a RunConfig built in Python, not read by load_config
-        except config_mod.ConfigError as err:
-            raise RunError(str(err)) from None
-        self.created = False  # whether this invocation made the run directory (removed if refused)
-        if not existing:  # existing=True: reopen a run directory as it is (implicit-rec sweep)
-            self._prepare(force, command)
-        self.bar = None
-        if not quiet:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm
-
-    # -- run directory -----------------------------------------------------------------------
-    def _prepare(self, force: bool, command) -> None:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise RunError(f"--out {out} exists and is not a directory.")
-        if force and out.exists():
-            shutil.rmtree(out)
-        state = self.state()
-        if state.get("status") == "finished":
-            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
-        self.created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as err:
-            raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
-        saved = out / "config.toml"
-        if saved.is_file():
-            try:
-                before = config_mod.load_config(saved).to_dict()
-            except config_mod.ConfigError as err:
-                raise RunError(
-                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
-                    "with --force to start over."
-                ) from None
-            diff = _first_difference(before, self.cfg.to_dict())
-            if diff:
-                raise RunError(
-                    f"{out} holds an unfinished run with another configuration ({diff}); "
-                    "rerun with the same settings to resume, or use --force to start over."
-                )
-        else:
-            write_text_atomic(saved, config_mod.to_toml(self.cfg))
-        if not state:
-            state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
-            self._save_state(state)
-
-    def state(self) -> dict:
-        """run.json ({} before the first write); RunError if it is damaged."""
-        path = self.out / "run.json"
-        if not path.is_file():
-            return {}
-        state = read_json(path)
-        if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
-            raise RunError(
-                f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
-                f"damaged; remove {self.out} or rerun with --force to start over."
-            )
-        return state
-
-    def _save_state(self, state: dict) -> None:
-        _json(self.out / "run.json", state)
-
-    def _stage_done(self, name: str, seconds: float) -> None:
-        state = self.state()
-        state["stages"][name] = seconds  # this invocation's time (a resumed stage is timed again)
-        self._save_state(state)
-        self.events(f"stage:{name}")
-
-    def log(self, line: str) -> None:
-        with open(self.out / "log.txt", "a") as fh:
-            fh.write(line + "\n")
-        if not self.quiet:
-            from tqdm.auto import tqdm
-
-            tqdm.write(line)
-
-    # -- stages ------------------------------------------------------------------------------
-    def load_data(self):
-        d = self.cfg.data
-        cache = self.out / "cache" if d.cache_dir == config_mod._AUTO else Path(d.cache_dir)
-        t0 = time.perf_counter()
-        if cache.exists() and not cache.is_dir():
-            raise RunError(f"data.cache_dir={str(cache)!r} is a file; point it at a directory (or 'auto').")
-        try:
-            table = load_dataset(d.dataset, cache_dir=cache, preset=d.preset, seed=d.seed, progress_bar=self.bar)
-        except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
-            raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
-        seconds = time.perf_counter() - t0
-        rows = len(table["label"])
-        duplicates = table.info.get("duplicate_events")
-        self.log(
-            f"data: {table.name}, {rows:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
-            f"({rows / max(seconds, 1e-9):,.0f} rows/s)"
-            + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else "")
-        )
-        state = self.state()
-        state["data"] = {"name": table.name, "events": rows, "duplicate_events": duplicates}
-        self._save_state(state)
-        self._stage_done("data", seconds)
-        return table
-
-    def check_data(self, table, scfg: study.StudyConfig) -> None:
-        """RunError naming the keys if the configuration's windows do not fit the data."""
-        problem = data_problem(table, self.cfg, scfg)
-        if problem:
-            raise RunError(f"{problem} ({_days_present(table)}).")
-
-    def _model_paths(self, stem: str) -> tuple[Path, Path, Path]:
-        base = self.out / "models" / stem
-        return base.with_suffix(".msgpack"), base.with_suffix(".json"), base.with_suffix(".train.msgpack")
-
-    def _fit_options(self, ckpt: Path) -> dict:
-        return {"checkpoint": ckpt, "progress_bar": self.bar}
-
-    def train_fm(self, table, scfg: study.StudyConfig) -> tuple[FoundationModel, dict]:
-        weights, result_path, ckpt = self._model_paths("fm")
-        if result_path.is_file():
-            result = read_json(result_path)
-            fm = FoundationModel(
-                table.schema, table.vocab_sizes, rngs=nnx.Rngs(0), size=scfg.fm_size, max_len=scfg.fm_max_len
-            )
-            _restore(fm, weights, self.out)
-            fm.eval()
-            return fm, result
-        self.log(f"FM ({scfg.fm_size}) on days {scfg.fm_days[0]}-{scfg.fm_days[1] - 1}")
-        t0 = time.perf_counter()
-        fm, hist = study.train_fm(table, scfg, self.log, **self._fit_options(ckpt))
-        test_rows = table.rows("test")
-        res = _evaluate(predict(fm, table_batches(table), test_rows), table, test_rows)
-        result = {
-            **res,
-            "params": sweep_mod.count_params(fm),
-            "size": scfg.fm_size,
-            "seconds": time.perf_counter() - t0,
-            "examples_per_second": hist["examples_per_second"],
-            "history": hist["history"],
-        }
-        self.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
-        save_state(fm, weights)
-        _json(result_path, result)
-        ckpt.unlink(missing_ok=True)
-        self._stage_done("fm", result["seconds"])
-        return fm, result
-
-    def build_store(self, table, fm, scfg) -> HistoricalStore:
-        path = self.out / "store"
-        if path.is_dir():  # written atomically: present means complete
-            return HistoricalStore.load(path, table)
-        t0 = time.perf_counter()
-        store = study.build_store(fm, table, scfg, self.log)
-        store.save(path)
-        self.log(
-            f"store: {len(store.rows):,} logged events, dim {store.dim}, "
-            f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB"
-        )
-        self._stage_done("store", time.perf_counter() - t0)
-        return store
-
-    def train_vm(
-        self, table, store, scfg, arch: str, transfer: str, seed: int, hidden: tuple | None = None, kind: str = "vm"
-    ) -> dict:
-        """Train (or load the result of) one VM; returns its result row."""
-        tag = f"{arch}-{'x'.join(map(str, hidden))}" if hidden else arch
-        name = f"{tag}/{transfer}"
-        stem = f"{kind}-{tag}-{transfer.replace('+', '_')}-s{seed}"
-        weights, result_path, ckpt = self._model_paths(stem)
-        if result_path.is_file():
-            return read_json(result_path)
-        t0 = time.perf_counter()
-        model, hist, make = study.train_vm(
-            table, store, scfg, arch, transfer, seed, self.log, hidden=hidden, **self._fit_options(ckpt)
-        )
-        test_rows = table.rows("test")
-        res = _evaluate(predict(model, make, test_rows), table, test_rows)
-        result = {
-            "name": name,
-            "arch": arch,
-            "transfer": transfer,
-            "seed": seed,
-            **res,
-            "params": sweep_mod.count_params(model),
-            "hidden": list(hidden or scfg.vm_hidden) if arch != "implicit" else None,
-            "epochs": hist["epochs_run"],
-            "seconds": time.perf_counter() - t0,
-            "examples_per_second": hist["examples_per_second"],
-            "weights": str(weights.relative_to(self.out)),
-        }
-        save_state(model, weights)
-        _json(result_path, result)
-        ckpt.unlink(missing_ok=True)
-        self.log(
-            f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
-            f"logloss {res['logloss']:.4f} ({result['examples_per_second']:,.0f} ex/s)"
-        )
-        self.events(f"model:{stem}")
-        return result
-
-    def load_vm(self, table, store, scfg, result: dict):
-        hidden = tuple(result["hidden"]) if result.get("hidden") else None
-        model = study.make_vm(table, store, scfg, result["arch"], result["transfer"], result["seed"], hidden)
-        _restore(model, self.out / result["weights"], self.out)
-        model.eval()
-        return model, vm_batches(table, store, scfg.history_len, result["transfer"])
-
-    def run_sweep(self, table, store, scfg, vms: list[dict], baselines: list[dict]) -> dict:
-        sw = self.cfg.sweep
-        test_rows = table.rows("test")
-        labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
-        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
-        rows, lips, points = [], [], []
-        todo = [v for v in vms if v["arch"] == "implicit"]
-        bar = self.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if self.bar else None
-        t0 = time.perf_counter()
-        for v in todo:
-            model, make = self.load_vm(table, store, scfg, v)
-            x_lip = sweep_mod.vm_features(model, make, lip_rows)
-            for method in sw.methods:
-                for r in sweep_mod.implicit_sweep(
-                    model,
-                    make,
-                    test_rows,
-                    labels,
-                    users,
-                    sw.iterations,
-                    method,
-                    repeats=sw.timing_repeats,
-                    timed=v["transfer"] == sw.baseline_transfer,
-                ):
-                    rows.append(
-                        {"vm": v["name"], "seed": v["seed"], "transfer": v["transfer"], "params": v["params"], **r}
-                    )
-                for r in sweep_mod.lipschitz_sweep(
-                    model,
-                    x_lip,
-                    sw.iterations,
-                    method,
-                    perturbations=sw.lipschitz_perturbations,
-                    scale=sw.lipschitz_scale,
-                    seed=v["seed"],
-                ):
-                    lips.append({"vm": v["name"], "seed": v["seed"], **r})
-                if bar:
-                    bar.update(1)
-        for b in baselines:
-            model, make = self.load_vm(table, store, scfg, b)
-            point = sweep_mod.explicit_point(model, make, test_rows, labels, users, repeats=sw.timing_repeats)
-            lip = sweep_mod.explicit_lipschitz(
-                model,
-                sweep_mod.vm_features(model, make, lip_rows),
-                perturbations=sw.lipschitz_perturbations,
-                scale=sw.lipschitz_scale,
-                seed=b["seed"],
-            )
-            points.append(
-                {
-                    "vm": b["name"],
-                    "seed": b["seed"],
-                    "transfer": b["transfer"],
-                    "params": b["params"],
-                    "hidden": b["hidden"],
-                    **point,
-                    "lipschitz_max": lip["max"],
-                    "lipschitz_mean": lip["mean"],
-                }
-            )
-            if bar:
-                bar.update(1)
-        if bar:
-            bar.close()
-        result = {"sweep": rows, "lipschitz": lips, "baselines": points, "seconds": time.perf_counter() - t0}
-        _json(self.out / "sweep.json", result)
-        self._stage_done("sweep", result["seconds"])
-        return result
-
-    # -- the whole job -----------------------------------------------------------------------
-    def execute(self, only_sweep: bool = False) -> dict:
-        t_start = time.perf_counter()
-        self.log(f"implicit-rec run -> {self.out}")
-        try:
-            table = self.load_data()
-            scfg = study_config(self.cfg, table.schema.max_len)
-            self.check_data(table, scfg)
-        except RunError:
-            if self.created:  # refused before any training: leave nothing half-written behind
-                shutil.rmtree(self.out, ignore_errors=True)
-            raise
-        fm, fm_result = self.train_fm(table, scfg)
-        store = self.build_store(table, fm, scfg)
-        vms = [
-            self.train_vm(table, store, scfg, a, t, s)
-            for a in scfg.archs
-            for t in scfg.transfers
-            for s in range(scfg.seeds)
-        ]
-        sw = self.cfg.sweep
-        baselines = [
-            self.train_vm(
-                table, store, scfg, sw.baseline_arch, sw.baseline_transfer, 0, hidden=tuple(h), kind="baseline"
-            )
-            for h in sw.baselines
-        ]
-        sweep_path = self.out / "sweep.json"
-        if sweep_path.is_file() and not only_sweep:
-            swept = read_json(sweep_path)
-        else:
-            swept = self.run_sweep(table, store, scfg, vms, baselines)
-        result = self.assemble(table, fm_result, vms, baselines, swept)
-        result["timing"]["total_s"] = time.perf_counter() - t_start
-        _json(self.out / "metrics.json", result)
-        written = report.write_report(result, self.out)
-        state = self.state()
-        state["status"] = "finished"
-        self._save_state(state)
-        return {"metrics": result, "files": [self.out / "metrics.json", *written]}
-
-    def assemble(self, table, fm_result, vms, baselines, swept) -> dict:
-        fm_metrics = {
-            k: fm_result[k] for k in ("auc", "gauc", "logloss", "params", "size", "seconds", "examples_per_second")
-        }
-        ratios = {}
-        for arch in self.cfg.vm.archs:
-            variants = {
-                t: {m: [v[m] for v in vms if v["arch"] == arch and v["transfer"] == t] for m in ("auc", "logloss")}
-                for t in self.cfg.vm.transfers
-            }
-            variants = {t: d for t, d in variants.items() if d["auc"]}
-            if "none" in variants and len(variants) > 1:
-                ratios[arch] = transfer_ratios({"auc": fm_result["auc"], "logloss": fm_result["logloss"]}, variants)
-        stages = self.state().get("stages", {})
-        timing = {
-            "stages_s": stages,
-            "examples_per_second": {f"{v['name']}#s{v['seed']}": v["examples_per_second"] for v in vms + baselines},
-            "fm_examples_per_second": fm_result["examples_per_second"],
-        }
-        duplicates = table.info.get("duplicate_events")
-        return {
-            "schema_version": report.SCHEMA_VERSION,
-            "dataset": {
-                "spec": self.cfg.data.dataset,
-                "name": table.name,
-                "events": int(len(table["label"])),
-                "test_events": int(len(table.rows("test"))),
-                "duplicate_events": None if duplicates is None else int(duplicates),
-            },
-            "config": self.cfg.to_dict(),
-            "versions": self.state().get("versions", versions()),
-            "fm": fm_metrics,
-            "vms": vms,
-            "baselines": swept["baselines"],
-            "transfer_ratio": ratios,
-            "sweep": swept["sweep"],
-            "lipschitz": swept["lipschitz"],
-            "timing": timing,
-        }
+    raise RunError(f"{path.name} in {path.parent} {problem}: {_RECOVER.format(run=_run_of(path))}")
 
 
 def _restore(model, path: Path, out: Path) -> None:
@@ -556,7 +850,7 @@ def _both_labels(labels: np.ndarray) -> bool:
     return 0 < float(np.sum(labels)) < len(labels)
 
 
-def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
+def data_problem(table: EventTable, cfg: RunConfig) -> str | None:
     """Why the configuration's windows do not fit ``table`` (naming the keys), or None.
 
     The FM needs training events in ``fm.days`` (at least 2: the last 10% is its validation, which
@@ -565,7 +859,8 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
     must be logged, and with KD every row a VM reads (its training window, validation, test).
     """
     day, label = np.asarray(table["day"]), np.asarray(table["label"])
-    fm_rows = study.window_rows(table, "train", scfg.fm_days)
+    fm = study.resolve(cfg, table.schema.max_len).fm
+    fm_rows = study.window_rows(table, "train", cfg.fm.days)
     fm_train, fm_valid = study.fm_split(table, fm_rows)
     if len(fm_train) == 0:
         return f"fm.days={list(cfg.fm.days)} holds {len(fm_rows)} training events; the FM needs at least 2"
@@ -574,7 +869,7 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
             f"fm.days={list(cfg.fm.days)}: the FM's validation part (the last 10% of its window, "
             f"{len(fm_valid)} events) has only label {int(label[fm_valid][0])}; AUC needs both: widen fm.days"
         )
-    if len(study.window_rows(table, "train", scfg.vm_days)) == 0:
+    if len(study.window_rows(table, "train", cfg.vm.days)) == 0:
         return f"vm.days={list(cfg.vm.days)} holds no training events"
     for split in ("valid", "test"):
         rows = table.rows(split)
@@ -585,13 +880,13 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
                 "AUC (early stopping, results) needs both labels"
             )
     transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baselines else set())
-    logged = study.logged_rows(table, scfg)
+    logged = study.logged_rows(table, fm)
     log_key = f"fm.log_from_day={'auto' if cfg.fm.log_from_day is None else cfg.fm.log_from_day}"
     if not logged.any():
         return f"{log_key}: the FM logs no events (the data has none on or after that day)"
     if any(t.endswith("kd") for t in transfers):
         for name, rows in (
-            ("vm.days", study.window_rows(table, "train", scfg.vm_days)),
+            ("vm.days", study.window_rows(table, "train", cfg.vm.days)),
             ("the validation split", table.rows("valid")),
             ("the test split", table.rows("test")),
         ):
@@ -605,7 +900,7 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
     if cfg.fm.out_of_fold > 1:
         user = np.asarray(table["user"])
         fold = user[fm_rows] % cfg.fm.out_of_fold
-        for k in np.unique(user[study.out_of_fold_rows(table, scfg)] % cfg.fm.out_of_fold):
+        for k in np.unique(user[study.out_of_fold_rows(table, fm)] % cfg.fm.out_of_fold):
             if len(study.fm_split(table, fm_rows[fold != k])[0]) == 0:
                 return (
                     f"fm.out_of_fold={cfg.fm.out_of_fold}: the FM of fold {k} would have no training "
@@ -613,28 +908,3 @@ def data_problem(table, cfg: RunConfig, scfg: study.StudyConfig) -> str | None:
                     f"{len(np.unique(user[fm_rows]))} user(s)); use more users or fm.out_of_fold=0"
                 )
     return None
-
-
-def _evaluate(probs: np.ndarray, table, rows: np.ndarray) -> dict:
-    return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
-
-
-def run(out, cfg: RunConfig, **options) -> dict:
-    """Run (or resume) the whole job into ``out``; see :class:`Run`."""
-    return Run(out, cfg, **options).execute()
-
-
-def rerun_sweep(out, *, quiet: bool = False) -> dict:
-    """Redo the sweep of a run directory from its saved configuration and models, then the report."""
-    out = Path(out)
-    if not (out / "config.toml").is_file():
-        raise RunError(f"{out} is not a run directory (no config.toml); run `implicit-rec run --out {out}` first.")
-    try:
-        cfg = config_mod.load_config(out / "config.toml")
-    except config_mod.ConfigError as err:
-        raise RunError(
-            f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out {out} --force`."
-        ) from None
-    if not (out / "models" / "fm.json").is_file():
-        raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
-    return Run(out, cfg, quiet=quiet, existing=True).execute(only_sweep=True)

@@ -16,6 +16,11 @@
     lipschitz       [{vm, seed, method, iterations, max, mean}]
     timing          {stages_s: {stage: seconds}, examples_per_second: {vm#seed: ...},
                      fm_examples_per_second, total_s}
+    store           {events, dim, kind, dtype, bytes_on_disk}    the FM's historical store (optional)
+
+The entries are the ``to_dict`` of ``implicit_rec.pipeline.RunMetrics`` and its stage records
+(``fm`` is an ``FMResult``, which also carries the FM's per-epoch ``history``); :data:`METRICS_SCHEMA`
+lists the keys the report reads, and ``tests/test_stages.py`` checks them against those records.
 
 ``seconds`` in the sweep: median wall time to score the whole test set at k iterations;
 ``flops``: per example (see :mod:`implicit_rec.sweep`).
@@ -28,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text_atomic
-from .loopfm.transfer import markdown_table
+from .atomic import atomic_path, write_text_atomic
+from .loopfm.transfer import ratios_markdown
+from .tables import markdown_table
 
 SCHEMA_VERSION = 1
 METRICS_SCHEMA = {
@@ -98,18 +104,59 @@ def markdown(m: dict) -> str:
         "",
         "## Vertical models",
         "",
-        "| VM | params | AUC | gAUC | logloss | train ex/s |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    vm_rows = []
     for name in dict.fromkeys(v["name"] for v in m["vms"]):
         rows = [v for v in m["vms"] if v["name"] == name]
-        out.append(
-            f"| {name} | {rows[0]['params']:,} | {_mean_std(rows, 'auc')} | {_mean_std(rows, 'gauc')} | "
-            f"{_mean_std(rows, 'logloss')} | {np.mean([r['examples_per_second'] for r in rows]):,.0f} |"
+        vm_rows.append(
+            (
+                name,
+                f"{rows[0]['params']:,}",
+                _mean_std(rows, "auc"),
+                _mean_std(rows, "gauc"),
+                _mean_std(rows, "logloss"),
+                f"{np.mean([r['examples_per_second'] for r in rows]):,.0f}",
+            )
         )
+    out += [markdown_table(("VM", "params", "AUC", "gAUC", "logloss", "train ex/s"), vm_rows)]
     out += ["", "## Transfer ratios (TR = gain / FM gain over the plain VM)", ""]
     for arch, tr in m["transfer_ratio"].items():
-        out += [f"### {arch}", "", markdown_table(tr), ""]
+        out += [f"### {arch}", "", ratios_markdown(tr), ""]
+    sweep_rows = [
+        (
+            r["vm"],
+            r["seed"],
+            r["method"],
+            r["iterations"],
+            f"{r['auc']:.4f}",
+            f"{r['gauc']:.4f}",
+            f"{r['logloss']:.4f}",
+            f"{r['residual']:.2e}",
+            f"{r['converged_fraction']:.2f}",
+            _f(r["seconds"], ".3f"),
+            f"{r['flops'] / 1e6:.3f}",
+        )
+        for r in m["sweep"]
+    ]
+    baseline_rows = [
+        (
+            b["vm"],
+            f"{b['params']:,}",
+            b["depth"],
+            f"{b['auc']:.4f}",
+            f"{b['gauc']:.4f}",
+            f"{b['logloss']:.4f}",
+            f"{b['seconds']:.3f}",
+            f"{b['flops'] / 1e6:.3f}",
+            f"{b['lipschitz_max']:.3f}",
+            f"{b['lipschitz_mean']:.3f}",
+        )
+        for b in m["baselines"]
+    ]
+    lipschitz_rows = [
+        (r["vm"], r["seed"], r["method"], r["iterations"], f"{r['max']:.3f}", f"{r['mean']:.3f}")
+        for r in m["lipschitz"]
+    ]
     out += [
         "## Test-time iteration sweep",
         "",
@@ -117,45 +164,28 @@ def markdown(m: dict) -> str:
         "residual; seconds = median wall time to score the test set, measured for the VMs with "
         f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).",
         "",
-        "| VM | seed | method | k | AUC | gAUC | logloss | residual | converged | seconds | MFLOPs |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in m["sweep"]:
-        out.append(
-            f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['auc']:.4f} | "
-            f"{r['gauc']:.4f} | {r['logloss']:.4f} | {r['residual']:.2e} | "
-            f"{r['converged_fraction']:.2f} | {_f(r['seconds'], '.3f')} | {r['flops'] / 1e6:.3f} |"
-        )
-    out += [
+        markdown_table(
+            ("VM", "seed", "method", "k", "AUC", "gAUC", "logloss", "residual", "converged", "seconds", "MFLOPs"),
+            sweep_rows,
+            align="lrlrrrrrrrr",
+        ),
         "",
         "Explicit baselines (same front end and transfer; depth = hidden layers):",
         "",
-        "| VM | params | depth | AUC | gAUC | logloss | seconds | MFLOPs | Lipschitz max | mean |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for b in m["baselines"]:
-        out.append(
-            f"| {b['vm']} | {b['params']:,} | {b['depth']} | {b['auc']:.4f} | {b['gauc']:.4f} | "
-            f"{b['logloss']:.4f} | {b['seconds']:.3f} | {b['flops'] / 1e6:.3f} | "
-            f"{b['lipschitz_max']:.3f} | {b['lipschitz_mean']:.3f} |"
-        )
-    out += [
+        markdown_table(
+            ("VM", "params", "depth", "AUC", "gAUC", "logloss", "seconds", "MFLOPs", "Lipschitz max", "mean"),
+            baseline_rows,
+        ),
         "",
         "Empirical Lipschitz constant of x -> z_k (perturbations of the front-end vector):",
         "",
-        "| VM | seed | method | k | max | mean |",
-        "|---|---:|---|---:|---:|---:|",
+        markdown_table(("VM", "seed", "method", "k", "max", "mean"), lipschitz_rows, align="lrlrrr"),
     ]
-    for r in m["lipschitz"]:
-        out.append(
-            f"| {r['vm']} | {r['seed']} | {r['method']} | {r['iterations']} | {r['max']:.3f} | {r['mean']:.3f} |"
-        )
     t = m["timing"]
-    out += ["", "## Timing", "", "| stage | seconds |", "|---|---:|"]
-    out += [f"| {k} | {v:.1f} |" for k, v in t["stages_s"].items()]
-    out += [f"| total (this invocation) | {t['total_s']:.1f} |", "", "## Plots", ""] + [
-        f"![{p[:-4]}]({p})" for p in PLOTS
-    ]
+    timing_rows = [(k, f"{v:.1f}") for k, v in t["stages_s"].items()]
+    timing_rows.append(("total (this invocation)", f"{t['total_s']:.1f}"))
+    out += ["", "## Timing", "", markdown_table(("stage", "seconds"), timing_rows), "", "## Plots", ""]
+    out += [f"![{p[:-4]}]({p})" for p in PLOTS]
     return "\n".join(out) + "\n"
 
 
@@ -186,10 +216,9 @@ def plot_all(m: dict, out: Path) -> list[Path]:
     def save(fig, name):
         fig.tight_layout()
         path = out / name
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
-        tmp.replace(path)
         paths.append(path)
 
     def iteration_axis(ax):

@@ -14,7 +14,7 @@ import pytest
 from implicit_rec import cli, config, pipeline
 from implicit_rec.data import load_interactions
 
-REAL_TRAIN_FM = pipeline.Run.train_fm
+REAL_TRAIN_FM = pipeline.study.train_fm
 
 
 class Accepted(Exception):
@@ -23,10 +23,10 @@ class Accepted(Exception):
 
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
-    def refuse(self, table, scfg):
+    def refuse(table, fm, *args, **kwargs):
         raise Accepted(f"accepted {len(table)} events")
 
-    monkeypatch.setattr(pipeline.Run, "train_fm", refuse)
+    monkeypatch.setattr(pipeline.study, "train_fm", refuse)
 
 
 def cli_error(capsys, argv) -> str:
@@ -469,7 +469,7 @@ def test_damaged_result_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
     out, argv = _started_run(tmp_path)
     (out / "models").mkdir()
     (out / "models" / "fm.json").write_text("{oops")
-    monkeypatch.setattr(pipeline.Run, "train_fm", REAL_TRAIN_FM)  # reads fm.json before any training
+    monkeypatch.setattr(pipeline.study, "train_fm", REAL_TRAIN_FM)  # reads fm.json before any training
     err = cli_error(capsys, argv[:-1])
     assert "fm.json in" in err and "is not valid JSON (line 1 column 2" in err
     assert f"remove {out}" in err and "--force" in err
@@ -479,9 +479,10 @@ def test_damaged_result_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
 def test_damaged_weights_file_says_how_to_recover(tmp_path, capsys, monkeypatch):
     out, argv = _started_run(tmp_path)
     (out / "models").mkdir()
-    (out / "models" / "fm.json").write_text("{}")
-    (out / "models" / "fm.msgpack").write_bytes(b"\x00garbage")
-    monkeypatch.setattr(pipeline.Run, "train_fm", REAL_TRAIN_FM)
+    fm = dict(auc=0.7, gauc=0.7, logloss=0.4, params=1, size="small", seconds=1.0, examples_per_second=1.0)
+    (out / "models" / "fm.json").write_text(json.dumps(fm))  # a finished FM stage ...
+    (out / "models" / "fm.msgpack").write_bytes(b"\x00garbage")  # ... whose weights are damaged
+    monkeypatch.setattr(pipeline.study, "train_fm", REAL_TRAIN_FM)
     err = cli_error(capsys, argv[:-1])
     assert "cannot restore fm.msgpack" in err and f"remove {out}" in err and "--force" in err
 

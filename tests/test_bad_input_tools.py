@@ -133,13 +133,13 @@ def test_train_decentralized_good_flags_reach_the_worker(argv, monkeypatch):
 # -- experiment scripts ------------------------------------------------------------------------------
 @pytest.fixture
 def stubbed(monkeypatch):
+    from implicit_rec import pipeline
     from implicit_rec.domains import deblur, lp, pde_study
-    from implicit_rec.loopfm import study
 
     for target in (lp, deblur):
         monkeypatch.setattr(target, "run", _started)
     monkeypatch.setattr(pde_study, "run_study", _started)
-    monkeypatch.setattr(study, "run_study", _started)
+    monkeypatch.setattr(pipeline, "fm_stage", _started)  # loopfm_transfer: after the data checks
     monkeypatch.setattr(dsgd_topologies, "vm_study", _started)
     monkeypatch.setattr(dsgd_topologies, "least_squares_study", _started)
 
@@ -169,14 +169,14 @@ EXPERIMENT_ERRORS = [
     (loopfm_transfer, ["--seeds", "0"], "argument --seeds"),
     (loopfm_transfer, ["--fm-size", "gigantic"], "argument --fm-size"),
     (loopfm_transfer, ["--archs", "nope"], "argument --archs"),
-    (loopfm_transfer, ["--fm-days", "5-2"], "argument --fm-days"),
-    (loopfm_transfer, ["--history-len", "0"], "argument --history-len"),
-    (loopfm_transfer, ["--out-of-fold", "1"], "argument --out-of-fold"),
-    (loopfm_transfer, ["--log-from-day", "-5"], "argument --log-from-day"),
+    (loopfm_transfer, ["--set", "fm.days=[5, 2]"], "fm.days must be [start, end)"),
+    (loopfm_transfer, ["--set", "vm.history_len=0"], "vm.history_len must be >= 1"),
+    (loopfm_transfer, ["--set", "fm.out_of_fold=1"], "fm.out_of_fold=1 is not a fold count"),
+    (loopfm_transfer, ["--set", "fm.log_from_day=-5"], "fm.log_from_day must be >= 0"),
     (loopfm_transfer, ["--out", "FILE"], "argument --out"),
     (loopfm_transfer, ["--dataset", "nonsense", "--out", "NEW"], "unknown dataset 'nonsense'"),
-    (loopfm_transfer, ["--fm-days", "0-5", "--vm-days", "4-6"], "overlaps vm.days"),
-    (loopfm_transfer, ["--log-from-day", "2"], "fm.log_from_day=2 is inside fm.days"),
+    (loopfm_transfer, ["--set", "fm.days=[0, 6]", "--set", "vm.days=[4, 7]"], "overlaps vm.days"),
+    (loopfm_transfer, ["--set", "fm.log_from_day=2"], "fm.log_from_day=2 is inside fm.days"),
     (solver_demo, ["--bogus"], "unrecognized arguments: --bogus"),
 ]
 

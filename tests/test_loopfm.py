@@ -6,22 +6,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from implicit_rec import config
 from implicit_rec.data.events import SPLITS, EventTable, HistoryIndex
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
 from implicit_rec.loopfm.batches import vm_batches
 from implicit_rec.loopfm.store import HistoricalStore
-from implicit_rec.models.training import TrainConfig
 from implicit_rec.models.vertical import ARCHS, TRANSFERS, vm_loss
 
-FAST = study.StudyConfig(
-    fm_size="small",
-    fm_max_len=64,
-    history_len=8,
-    fm_train=TrainConfig(epochs=1, batch_size=256),
-    vm_train=TrainConfig(epochs=1, batch_size=256),
-    implicit_train_iters=4,
-    implicit_eval_iters=8,
+FAST = config.load_config(
+    None,
+    ("fm.max_len=64", "fm.epochs=1", "vm.epochs=1", "vm.history_len=8", "vm.train_max_iter=4", "vm.eval_max_iter=8"),
 )
 
 
@@ -31,9 +26,53 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def fm_and_store(tiny):  # trains an FM: the tests using it are marked slow
-    fm, _ = study.train_fm(tiny, FAST, log=lambda s: None)
-    return fm, study.build_store(fm, tiny, FAST)
+def fast(tiny):
+    """FAST resolved against the tiny data (fm.log_from_day, vm.max_len)."""
+    return study.resolve(FAST, tiny.schema.max_len)
+
+
+@pytest.fixture(scope="module")
+def fm_and_store(tiny, fast):  # trains an FM: the tests using it are marked slow
+    fm, _ = study.train_fm(tiny, fast.fm, log=lambda s: None)
+    return fm, study.build_store(fm, tiny, fast.fm)
+
+
+def test_resolve_fills_what_the_data_decides_and_nothing_else():
+    cfg = config.load_config(None, ("vm.max_len=40", "fm.days=[1, 3]"))
+    r = study.resolve(cfg, max_len=30)
+    assert (r.fm.max_len, r.fm.log_from_day, r.vm.max_len) == (30, 3, 30)  # min(100, 30), fm.days[1], capped
+    assert study.resolve(cfg, max_len=500).fm.max_len == study.FM_MAX_LEN and study.resolve(cfg, 500).vm.max_len == 40
+    set_ = config.load_config(None, ("fm.max_len=12", "fm.log_from_day=5", "vm.days=[5, 7]"))
+    assert (study.resolve(set_, 30).fm.max_len, study.resolve(set_, 30).fm.log_from_day) == (12, 5)
+    assert r.replace(fm=cfg.fm, vm=cfg.vm) == cfg  # the other keys are untouched
+    assert study.resolve(r, 30) == r  # idempotent
+    with pytest.raises(ValueError, match="study.resolve"):
+        study.logged_rows(synthetic_events("tiny", seed=0), cfg.fm)
+
+
+def test_make_vm_reads_the_solver_settings_of_the_vm_section(tiny, fast):
+    vm = dataclasses.replace(fast.vm, method="picard", train_max_iter=3, train_tol=1e-3, eval_max_iter=7, eval_tol=1e-6)
+
+    class Store:
+        dim = 4
+
+    model = study.make_vm(tiny, Store(), vm, "implicit", "none", seed=0)
+    train, evaluate = model.core.train_solver, model.core.eval_solver
+    assert (train.method, train.max_iter, train.tol) == ("picard", 3, 1e-3)
+    assert (evaluate.method, evaluate.max_iter, evaluate.tol) == ("picard", 7, 1e-6)
+
+
+def test_train_config_takes_the_sections_training_keys():
+    tc = study.train_config(FAST.vm, seed=3)
+    assert (tc.epochs, tc.batch_size, tc.learning_rate, tc.patience, tc.kd_weight, tc.seed) == (
+        FAST.vm.epochs,
+        FAST.vm.batch_size,
+        FAST.vm.learning_rate,
+        FAST.vm.patience,
+        FAST.vm.kd_weight,
+        3,
+    )
+    assert study.train_config(FAST.fm).learning_rate == FAST.fm.learning_rate
 
 
 def test_synthetic_is_deterministic_and_well_formed(tiny):
@@ -85,20 +124,20 @@ def test_history_index_is_point_in_time():
 @pytest.mark.slow
 def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm_and_store, tmp_path):
     _, store = fm_and_store
-    assert np.all(tiny["day"][store.rows] >= FAST.fm_days[1])
+    assert np.all(tiny["day"][store.rows] >= FAST.fm.days[1])
     assert store.embeddings.dtype == np.float16
-    rows = study.window_rows(tiny, "train", FAST.vm_days)
-    prev = store.index.lookup(rows, FAST.history_len)
+    rows = study.window_rows(tiny, "train", FAST.vm.days)
+    prev = store.index.lookup(rows, FAST.vm.history_len)
     users, times = np.asarray(tiny["user"]), np.asarray(tiny["time"])
     has = prev >= 0
     assert has.any()
     assert np.all(users[np.where(has, prev, 0)][has] == np.repeat(users[rows], has.sum(1)))
     assert np.all(times[np.where(has, prev, 0)][has] < np.repeat(times[rows], has.sum(1)))
-    emb, mask = store.history(rows[:10], FAST.history_len)
-    assert emb.shape == (10, FAST.history_len, store.dim) and emb.dtype == np.float32
+    emb, mask = store.history(rows[:10], FAST.vm.history_len)
+    assert emb.shape == (10, FAST.vm.history_len, store.dim) and emb.dtype == np.float32
     np.testing.assert_array_equal(emb[~mask], 0.0)
     with pytest.raises(KeyError):
-        store.fm_logit(np.flatnonzero(tiny["day"] < FAST.fm_days[1])[:3])
+        store.fm_logit(np.flatnonzero(tiny["day"] < FAST.fm.days[1])[:3])
     path = store.save(tmp_path / "store")
     again = HistoricalStore.load(path, tiny)
     np.testing.assert_array_equal(again.history(rows[:10], 4)[0], store.history(rows[:10], 4)[0])
@@ -106,22 +145,22 @@ def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm
 
 
 @pytest.mark.slow
-def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_store):
+def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fast, fm_and_store):
     """Labels after the FM window reach no VM input: features, LoopFM history and KD targets."""
     _, store = fm_and_store
     rng = np.random.default_rng(0)
     columns = dict(tiny.columns)
-    later = np.flatnonzero(np.asarray(tiny["day"]) >= FAST.fm_days[1])
+    later = np.flatnonzero(np.asarray(tiny["day"]) >= FAST.fm.days[1])
     label = np.array(tiny["label"])
     label[later] = rng.permutation(label[later])
     label[later[:50]] = 1.0 - label[later[:50]]  # and flip some events' own labels
     columns["label"] = label
     permuted = dataclasses.replace(tiny, columns=columns)
-    fm2, _ = study.train_fm(permuted, FAST, log=lambda s: None)
-    store2 = study.build_store(fm2, permuted, FAST)
-    rows = study.window_rows(tiny, "train", FAST.vm_days)[:300]
-    make1 = vm_batches(tiny, store, FAST.history_len, "loopfm+kd")
-    make2 = vm_batches(permuted, store2, FAST.history_len, "loopfm+kd")
+    fm2, _ = study.train_fm(permuted, fast.fm, log=lambda s: None)
+    store2 = study.build_store(fm2, permuted, fast.fm)
+    rows = study.window_rows(tiny, "train", FAST.vm.days)[:300]
+    make1 = vm_batches(tiny, store, FAST.vm.history_len, "loopfm+kd")
+    make2 = vm_batches(permuted, store2, FAST.vm.history_len, "loopfm+kd")
     b1, b2 = make1(rows), make2(rows)
     for key in b1:
         if key != "label":
@@ -131,14 +170,14 @@ def test_no_leakage_permuting_later_labels_changes_no_vm_input(tiny, fm_and_stor
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
+def test_every_vm_variant_trains_a_few_steps(tiny, fast, fm_and_store, arch):
     _, store = fm_and_store
     import optax
 
-    rows = study.window_rows(tiny, "train", FAST.vm_days)[:256]
+    rows = study.window_rows(tiny, "train", FAST.vm.days)[:256]
     for transfer in TRANSFERS:
-        model = study.make_vm(tiny, store, FAST, arch, transfer, seed=0)
-        batch = vm_batches(tiny, store, FAST.history_len, transfer)(rows)
+        model = study.make_vm(tiny, store, fast.vm, arch, transfer, seed=0)
+        batch = vm_batches(tiny, store, FAST.vm.history_len, transfer)(rows)
         opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
         @nnx.jit
@@ -156,13 +195,13 @@ def test_every_vm_variant_trains_a_few_steps(tiny, fm_and_store, arch):
 
 
 @pytest.mark.slow
-def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
+def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny, fast):
     """With K folds, an FM-window event is embedded by an FM trained on the other folds only."""
-    cfg = dataclasses.replace(FAST, out_of_fold=2, fm_max_len=32, fm_train=TrainConfig(epochs=1, batch_size=512))
+    cfg = dataclasses.replace(fast.fm, out_of_fold=2, max_len=32, batch_size=512)
     fm, _ = study.train_fm(tiny, cfg, log=lambda s: None)
     store = study.build_store(fm, tiny, cfg, log=lambda s: None)
     day, user = np.asarray(tiny["day"]), np.asarray(tiny["user"])
-    window = np.flatnonzero(day < cfg.fm_days[1])
+    window = np.flatnonzero(day < cfg.days[1])
     assert np.all(store.slot[window] >= 0)  # the FM window is logged too
     fold0 = window[user[window] % 2 == 0]
     columns = dict(tiny.columns)
@@ -176,19 +215,43 @@ def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny):
 
 
 @pytest.mark.slow
-def test_experiment_script_writes_report_metrics_and_plot(tmp_path):
-    from experiments import loopfm_transfer
-
-    loopfm_transfer.main(["--preset", "tiny", "--archs", "mlp", "--history-len", "8", "--out", str(tmp_path / "run")])
+def test_experiment_script_runs_the_pipeline_stages_and_writes_report_metrics_and_plot(tmp_path):
+    """The script's results are the pipeline's: the same VM results files, resumable; flags are keys."""
     import json
 
-    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    from experiments import loopfm_transfer
+
+    out = tmp_path / "run"
+    argv = ["--preset", "tiny", "--archs", "mlp", "--set", "vm.history_len=8", "--set", "fm.epochs=1"]
+    argv += ["--set", "vm.epochs=1", "--out", str(out), "--quiet"]
+    loopfm_transfer.main(argv)
+    payload = json.loads((out / "metrics.json").read_text())
     run = payload["runs"]["small"]
+    assert payload["config"]["vm"]["archs"] == ["mlp"] and payload["config"]["sweep"]["baselines"] == []
     assert {v["transfer"] for v in run["vms"]} == set(TRANSFERS)
+    for v in run["vms"]:  # each row is the pipeline's VMResult of that model
+        assert json.loads((out / "small" / v["weights"]).with_suffix(".json").read_text()) == v
     assert set(run["transfer_ratio"]["mlp"]) == {"auc", "neg_logloss"}
-    assert (tmp_path / "run" / "auc_by_variant.png").stat().st_size > 1000
-    assert run["store"]["bytes_on_disk"] > 0 and (tmp_path / "run" / "store-small" / "embeddings.npy").is_file()
-    assert "Transfer ratios" in (tmp_path / "run" / "report.md").read_text()
+    assert (out / "auc_by_variant.png").stat().st_size > 1000
+    assert run["store"]["bytes_on_disk"] > 0 and (out / "small" / "store" / "embeddings.npy").is_file()
+    assert "Transfer ratios" in (out / "report.md").read_text()
+    before = (out / "metrics.json").read_text()
+    loopfm_transfer.main(argv)  # a rerun loads every stage: the same results
+    assert json.loads((out / "metrics.json").read_text())["runs"] == json.loads(before)["runs"]
+
+
+def test_experiment_script_refuses_bad_keys_and_leaky_windows(capsys):
+    from experiments import loopfm_transfer
+
+    for argv, message in (
+        (["--set", "vm.histroy_len=8"], "did you mean 'vm.history_len'"),
+        (["--set", "fm.days=[0,5]"], "overlaps vm.days"),
+        (["--seeds", "0"], "argument --seeds"),
+        (["--fm-size", "tiny"], "not known"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            loopfm_transfer.parse(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from implicit_rec.loopfm import decomposition, markdown_table, transfer_ratios
+from implicit_rec.loopfm import decomposition, ratios_markdown, transfer_ratios
 
 FM = {"auc": 0.70, "logloss": 0.40}
 VARIANTS = {
@@ -166,7 +166,7 @@ def test_fm_not_better_gives_nan_ratios_with_warning():
     for m in ("auc", "neg_logloss"):
         assert "equal to" in eq[m]["warning"]
         assert all(np.isnan(v["ratio"]) and np.isnan(v["ratio_mean"]) for v in eq[m]["variants"].values())
-    text = markdown_table(eq)
+    text = ratios_markdown(eq)
     assert "warning" in text and "n/a" in text
 
 
@@ -205,8 +205,8 @@ def test_decomposition_from_gains_and_alias():
     )
 
 
-def test_markdown_table():
-    text = markdown_table(transfer_ratios(FM, VARIANTS))
+def test_ratios_markdown():
+    text = ratios_markdown(transfer_ratios(FM, VARIANTS))
     assert "**auc**" in text and "**neg_logloss**" in text
     assert "| loopfm+kd | 0.6600 | +0.0600 ± 0.0000 | 0.600 | 0.600 ± 0.000 |" in text
     assert "I -0.0100" in text and "I/Δ = -0.100" in text

@@ -22,6 +22,7 @@ from dsgd import check_count
 from .. import metrics
 from ..config import SHARDINGS, RunConfig
 from ..data.events import EventTable
+from ..loopfm import study
 from ..loopfm.batches import vm_batches
 from ..loopfm.store import HistoricalStore
 from ..models.vertical import vm_loss
@@ -109,28 +110,11 @@ def needs_store(transfer: str) -> bool:
     return transfer != "none"
 
 
-def loopfm_study(run: RunConfig, table: EventTable) -> tuple[Callable, Callable, np.ndarray]:
-    """``(fit_store(log), make_vm(store, arch, transfer, seed), train_rows)``: the LoopFM study's
-    functions on ``run``'s [fm] and [vm] sections and the VM training window's rows. The one place
-    this adapter calls ``loopfm.study``."""
-    from ..loopfm import study
-    from ..pipeline import study_config  # converts [fm]/[vm] for the study (until it takes the sections)
-
-    cfg = study_config(run, table.schema.max_len)
-
-    def fit_store(log: Callable = print) -> HistoricalStore:
-        fm, _ = study.train_fm(table, cfg, log)
-        return study.build_store(fm, table, cfg, log)
-
-    def make_vm(store, arch: str, transfer: str, seed: int) -> nnx.Module:
-        return study.make_vm(table, store, cfg, arch, transfer, seed)
-
-    return fit_store, make_vm, study.window_rows(table, "train", tuple(run.vm.days))
-
-
 def fit_store(table: EventTable, run: RunConfig, log: Callable = print) -> HistoricalStore:
     """Train the foundation model on its window ([fm]) and log its store (the LoopFM study's functions)."""
-    return loopfm_study(run, table)[0](log)
+    fm_cfg = study.resolve(run, table.schema.max_len).fm
+    fm, _ = study.train_fm(table, fm_cfg, log)
+    return study.build_store(fm, table, fm_cfg, log)
 
 
 def vm_problem(table: EventTable, run: RunConfig, store: HistoricalStore | None = None) -> VMProblem:
@@ -142,8 +126,9 @@ def vm_problem(table: EventTable, run: RunConfig, store: HistoricalStore | None 
     d = run.dsgd
     if needs_store(d.transfer) and store is None:
         raise ValueError(f"dsgd.transfer={d.transfer!r} needs the FM's historical store; pass store=.")
-    _, make_vm, train_rows = loopfm_study(run, table)
-    model = make_vm(store if store is not None else _NoStore(), d.arch, d.transfer, d.seed)
+    vm_cfg = study.resolve(run, table.schema.max_len).vm
+    train_rows = study.window_rows(table, "train", tuple(vm_cfg.days))
+    model = study.make_vm(table, store if store is not None else _NoStore(), vm_cfg, d.arch, d.transfer, d.seed)
     model.train()
     graph_train, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()

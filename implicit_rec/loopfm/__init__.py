@@ -1,6 +1,6 @@
-"""LoopFM: historical FM representations as VM features (store, study pipeline, transfer analysis)."""
+"""LoopFM: historical FM representations as VM features (store, the study's steps, transfer analysis)."""
 
 from .store import HistoricalStore
-from .transfer import decomposition, markdown_table, transfer_ratios
+from .transfer import decomposition, ratios_markdown, transfer_ratios
 
-__all__ = ["HistoricalStore", "transfer_ratios", "decomposition", "markdown_table"]
+__all__ = ["HistoricalStore", "transfer_ratios", "decomposition", "ratios_markdown"]

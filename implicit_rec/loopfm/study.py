@@ -1,4 +1,7 @@
-"""The LoopFM study: FM on an early window, historical store, VMs x transfer variants x seeds, transfer ratios.
+"""The LoopFM study's steps: FM on an early window, its historical store, VMs x transfer variants x seeds.
+
+They take the ``[fm]`` / ``[vm]`` sections of a run configuration resolved against the data
+(:func:`resolve`); ``implicit_rec.pipeline`` runs them as resumable stages.
 
 Time discipline (defaults for the 8-day synthetic data): the FM trains on days 0-3 (its own
 validation is the last 10% of that window) and then "goes live": it logs a representation for
@@ -12,46 +15,52 @@ or the test day reaches any VM input.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
-import jax
 import numpy as np
 from flax import nnx
 
-from .. import metrics
+from ..config import FMConfig, RunConfig, VMConfig
 from ..data.events import SPLITS, EventTable
 from ..layers import SolverConfig
 from ..models.foundation import FoundationModel
-from ..models.training import TrainConfig, fit, predict
-from ..models.vertical import ARCHS, TRANSFERS, VerticalModel, bce_with_logits, vm_loss
+from ..models.training import TrainConfig, fit
+from ..models.vertical import VerticalModel, bce_with_logits, vm_loss
 from .batches import table_batches, vm_batches
 from .store import HistoricalStore
 
+FM_MAX_LEN = 100  # fm.max_len = "auto": min(FM_MAX_LEN, the data's sequence length)
 
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    fm_days: tuple[int, int] = (0, 4)  # [start, end) days the FM trains on
-    vm_days: tuple[int, int] = (4, 7)  # [start, end) days the VMs train on
-    log_from_day: int | None = None  # first day the FM logs (default: end of fm_days); later = fresher FM
-    fm_size: str = "small"
-    fm_max_len: int = 100  # 4x the VMs' history
-    vm_max_len: int = 25
-    history_len: int = 20  # L: logged FM embeddings per LoopFM feature
-    embedding: str = "interaction"  # or "item"
-    store_dtype: str = "float16"
-    archs: tuple[str, ...] = ARCHS
-    transfers: tuple[str, ...] = TRANSFERS
-    seeds: int = 1
-    fm_train: TrainConfig = TrainConfig(epochs=3, batch_size=256, learning_rate=2e-3)
-    vm_train: TrainConfig = TrainConfig(epochs=5, batch_size=256, learning_rate=3e-3)
-    implicit_train_iters: int = 10
-    implicit_eval_iters: int = 30
-    kd_on_main: bool = False  # KD loss on the main head instead of an auxiliary head
-    out_of_fold: int = 0  # K > 1: also log FM-window events, each by an FM trained on the other K-1 user folds
-    vm_hidden: tuple[int, ...] = (64, 32)  # explicit VMs' MLP widths
-    d_state: int = 32  # implicit VM's state size
-    implicit_method: str = "anderson"
+
+def resolve(cfg: RunConfig, max_len: int) -> RunConfig:
+    """``cfg`` with the values derived from the data filled in (the one place they are computed).
+
+    ``fm.max_len = "auto"`` becomes ``min(100, max_len)``, ``vm.max_len`` is capped at ``max_len``
+    (the data's behaviour-sequence length) and ``fm.log_from_day = "auto"`` becomes ``fm.days[1]``.
+    The functions below take the sections of a resolved configuration.
+    """
+    fm, vm = cfg.fm, cfg.vm
+    fm = dataclasses.replace(
+        fm,
+        max_len=min(FM_MAX_LEN, max_len) if fm.max_len is None else fm.max_len,
+        log_from_day=fm.days[1] if fm.log_from_day is None else fm.log_from_day,
+    )
+    return cfg.replace(fm=fm, vm=dataclasses.replace(vm, max_len=min(vm.max_len, max_len)))
+
+
+def _resolved(fm: FMConfig) -> FMConfig:
+    if fm.max_len is None or fm.log_from_day is None:
+        raise ValueError(
+            "fm.max_len or fm.log_from_day is 'auto': pass the [fm] section of "
+            "study.resolve(cfg, table.schema.max_len)."
+        )
+    return fm
+
+
+def train_config(section: FMConfig | VMConfig, seed: int = 0) -> TrainConfig:
+    """The :class:`TrainConfig` of a model section: its keys of the same name, and ``seed``."""
+    keys = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(section)}
+    return TrainConfig(**{k: getattr(section, k) for k in keys}, seed=seed)
 
 
 def window_rows(table: EventTable, split: str, days: tuple[int, int]) -> np.ndarray:
@@ -66,93 +75,105 @@ def fm_split(table: EventTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return order[:cut], order[cut:]
 
 
-def out_of_fold_rows(table: EventTable, cfg: StudyConfig) -> np.ndarray:
-    """Rows :func:`build_store` logs out of fold: the FM window before ``log_from_day`` (K >= 2)."""
-    if cfg.out_of_fold < 2:
+def out_of_fold_rows(table: EventTable, fm: FMConfig) -> np.ndarray:
+    """Rows :func:`build_store` logs out of fold: the FM window before ``fm.log_from_day`` (K >= 2)."""
+    if fm.out_of_fold < 2:
         return np.zeros(0, np.int64)
-    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
     day = np.asarray(table["day"])
-    return np.flatnonzero((day >= cfg.fm_days[0]) & (day < log_from))
+    return np.flatnonzero((day >= fm.days[0]) & (day < _resolved(fm).log_from_day))
 
 
-def logged_rows(table: EventTable, cfg: StudyConfig) -> np.ndarray:
-    """(N,) bool: the events :func:`build_store` logs (from ``log_from_day`` on, plus the FM window
+def logged_rows(table: EventTable, fm: FMConfig) -> np.ndarray:
+    """(N,) bool: the events :func:`build_store` logs (from ``fm.log_from_day`` on, plus the FM window
     before it with out-of-fold logging)."""
-    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
-    logged = np.asarray(table["day"]) >= log_from
-    logged[out_of_fold_rows(table, cfg)] = True
+    logged = np.asarray(table["day"]) >= _resolved(fm).log_from_day
+    logged[out_of_fold_rows(table, fm)] = True
     return logged
 
 
-def _eval(probs: np.ndarray, table: EventTable, rows: np.ndarray) -> dict:
-    return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
+def make_fm(table: EventTable, fm: FMConfig) -> FoundationModel:
+    """The FM of the ``[fm]`` section (seed 0)."""
+    return FoundationModel(
+        table.schema, table.vocab_sizes, rngs=nnx.Rngs(0), size=fm.size, max_len=_resolved(fm).max_len
+    )
+
+
+def fm_loss(model: FoundationModel, batch: dict):
+    """(binary cross-entropy of the FM's logit, outputs)."""
+    out = model(batch)
+    return bce_with_logits(out["logit"], batch["label"]), out
+
+
+@dataclasses.dataclass(frozen=True)
+class VMLoss:
+    """``vm_loss`` with a fixed KD weight; hashable, so ``fit`` compiles its step once per weight."""
+
+    kd_weight: float
+
+    def __call__(self, model: VerticalModel, batch: dict):
+        return vm_loss(model, batch, self.kd_weight)
 
 
 def train_fm(
-    table: EventTable, cfg: StudyConfig, log: Callable = print, rows: np.ndarray | None = None, **fit_options
+    table: EventTable, fm: FMConfig, log: Callable = print, rows: np.ndarray | None = None, **fit_options
 ) -> tuple[FoundationModel, dict]:
-    """Train the FM on its window (or on ``rows``); the last 10% by time is its validation.
-
-    ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
-    rows = window_rows(table, "train", cfg.fm_days) if rows is None else rows
+    """Train the FM of the (resolved) ``[fm]`` section on its window (or on ``rows``); the last 10%
+    by time is its validation. ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
+    rows = window_rows(table, "train", fm.days) if rows is None else rows
     fm_train, fm_valid = fm_split(table, rows)
-    fm = FoundationModel(
-        table.schema, table.vocab_sizes, rngs=nnx.Rngs(cfg.fm_train.seed), size=cfg.fm_size, max_len=cfg.fm_max_len
-    )
-    convert = table_batches(table)
-
-    def loss_fn(model, batch):
-        out = model(batch)
-        return bce_with_logits(out["logit"], batch["label"]), out
-
+    model = make_fm(table, fm)
     history = fit(
-        fm,
-        loss_fn,
-        convert,
+        model,
+        fm_loss,
+        table_batches(table),
         fm_train,
         fm_valid,
         np.asarray(table["label"][fm_valid]),
         np.asarray(table["user"][fm_valid]),
-        cfg.fm_train,
+        train_config(fm),
         progress=lambda r: log(f"  FM epoch {r['epoch']}: loss {r['train_loss']:.4f} valid AUC {r['valid_auc']:.4f}"),
         **fit_options,
     )
-    return fm, history
+    return model, history
 
 
-def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig, log: Callable = print) -> HistoricalStore:
-    """Log the FM's representation of every event from ``log_from_day`` on.
+@nnx.jit
+def _fm_outputs(fm: FoundationModel, batch: dict) -> dict:
+    """The FM's outputs (logit, interaction and item embeddings) of a batch."""
+    return fm(batch)
+
+
+def build_store(model: FoundationModel, table: EventTable, fm: FMConfig, log: Callable = print) -> HistoricalStore:
+    """Log the representation of every event from ``fm.log_from_day`` on by ``model``, the FM of ``fm``.
 
     With ``out_of_fold=K > 1`` the FM-window events are logged too: users are split into K folds
     and each fold's events are embedded by an FM trained on the other folds only, so no logged
     embedding was fitted on its own event's label.
     """
-    log_from = cfg.fm_days[1] if cfg.log_from_day is None else cfg.log_from_day
     day = np.asarray(table["day"])
-    parts = [(fm, np.flatnonzero(day >= log_from))]
-    if cfg.out_of_fold > 1:
-        window = out_of_fold_rows(table, cfg)
-        train = window_rows(table, "train", cfg.fm_days)
-        fold = np.asarray(table["user"]) % cfg.out_of_fold
-        for k in range(cfg.out_of_fold):
+    parts = [(model, np.flatnonzero(day >= _resolved(fm).log_from_day))]
+    if fm.out_of_fold > 1:
+        window = out_of_fold_rows(table, fm)
+        train = window_rows(table, "train", fm.days)
+        fold = np.asarray(table["user"]) % fm.out_of_fold
+        for k in range(fm.out_of_fold):
             if not (fold[window] == k).any():
                 continue  # a fold without users in the window has nothing to log
-            log(f"  out-of-fold FM {k + 1}/{cfg.out_of_fold}")
-            fm_k, _ = train_fm(table, cfg, log=lambda s: None, rows=train[fold[train] != k])
+            log(f"  out-of-fold FM {k + 1}/{fm.out_of_fold}")
+            fm_k, _ = train_fm(table, fm, log=lambda s: None, rows=train[fold[train] != k])
             parts.append((fm_k, window[fold[window] == k]))
     parts = [(m, r) for m, r in parts if len(r)]
     convert = table_batches(table)
-    apply = nnx.jit(lambda fm, batch: fm(batch))
     stores = []
-    for model, rows in parts:
-        model.eval()
+    for m, rows in parts:
+        m.eval()
         stores.append(
             HistoricalStore.build(
-                lambda r, m=model: apply(m, convert(r)),
+                lambda r, m=m: _fm_outputs(m, convert(r)),
                 table,
                 rows,
-                kind=cfg.embedding,
-                dtype=np.dtype(cfg.store_dtype),
+                kind=fm.embedding,
+                dtype=np.dtype(fm.store_dtype),
             )
         )
     if len(stores) == 1:
@@ -162,114 +183,63 @@ def build_store(fm: FoundationModel, table: EventTable, cfg: StudyConfig, log: C
         np.concatenate([st.rows for st in stores]),
         np.concatenate([st.embeddings for st in stores]),
         np.concatenate([st.logits for st in stores]),
-        cfg.embedding,
+        fm.embedding,
     )
 
 
 def make_vm(
     table: EventTable,
     store: HistoricalStore,
-    cfg: StudyConfig,
+    vm: VMConfig,
     arch: str,
     transfer: str,
     seed: int,
     hidden: tuple[int, ...] | None = None,
 ) -> VerticalModel:
-    """A VM as the study builds it; ``hidden`` overrides ``cfg.vm_hidden`` (explicit baselines)."""
+    """The VM ``arch`` / ``transfer`` of the (resolved) ``[vm]`` section; ``hidden`` overrides
+    ``vm.hidden`` (explicit baselines). Only ``store.dim`` is read."""
     return VerticalModel(
         table.schema,
         table.vocab_sizes,
         rngs=nnx.Rngs(seed),
         arch=arch,
         transfer=transfer,
-        max_len=cfg.vm_max_len,
+        max_len=vm.max_len,
         fm_dim=store.dim,
-        kd_on_main=cfg.kd_on_main,
-        hidden=tuple(hidden or cfg.vm_hidden),
-        d_state=cfg.d_state,
-        train_solver=SolverConfig(method=cfg.implicit_method, max_iter=cfg.implicit_train_iters, tol=1e-4),
-        eval_solver=SolverConfig(method=cfg.implicit_method, max_iter=cfg.implicit_eval_iters, tol=1e-5),
+        kd_on_main=vm.kd_on_main,
+        hidden=tuple(hidden or vm.hidden),
+        d_state=vm.d_state,
+        train_solver=SolverConfig(method=vm.method, max_iter=vm.train_max_iter, tol=vm.train_tol),
+        eval_solver=SolverConfig(method=vm.method, max_iter=vm.eval_max_iter, tol=vm.eval_tol),
     )
 
 
-def train_vm(table, store, cfg, arch, transfer, seed, log=print, hidden=None, **fit_options):
-    """Train one VM; returns (model, fit history, batch function). ``fit_options`` go to :func:`fit`."""
-    model = make_vm(table, store, cfg, arch, transfer, seed, hidden)
-    make = vm_batches(table, store, cfg.history_len, transfer)
-    train_rows = window_rows(table, "train", cfg.vm_days)
+def train_vm(
+    table: EventTable,
+    store: HistoricalStore,
+    vm: VMConfig,
+    arch: str,
+    transfer: str,
+    seed: int,
+    hidden: tuple[int, ...] | None = None,
+    **fit_options,
+) -> tuple[VerticalModel, dict, Callable]:
+    """Train one VM of ``vm`` on ``vm.days``; returns (model, fit history, batch function).
+
+    ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``) go to :func:`fit`."""
+    model = make_vm(table, store, vm, arch, transfer, seed, hidden)
+    make = vm_batches(table, store, vm.history_len, transfer)
+    train_rows = window_rows(table, "train", vm.days)
     valid_rows = table.rows("valid")
-    tc = dataclasses.replace(cfg.vm_train, seed=seed)
     hist = fit(
         model,
-        lambda m, b: vm_loss(m, b, tc.kd_weight),
+        VMLoss(vm.kd_weight),
         make,
         train_rows,
         valid_rows,
         np.asarray(table["label"][valid_rows]),
         np.asarray(table["user"][valid_rows]),
-        tc,
+        train_config(vm, seed),
         **fit_options,
     )
     return model, hist, make
-
-
-def run_study(
-    table: EventTable, cfg: StudyConfig = StudyConfig(), log: Callable = print, store_dir: str | None = None
-) -> dict:
-    """FM, store, every VM arch x transfer x seed; returns metrics on the test split.
-
-    With ``store_dir`` the historical store is written there once (atomically) and its size on
-    disk reported; every VM of the run reads the same store.
-    """
-    timing = {}
-    t0 = time.perf_counter()
-    log(f"FM ({cfg.fm_size}) on days {cfg.fm_days[0]}-{cfg.fm_days[1] - 1}")
-    fm, fm_hist = train_fm(table, cfg, log)
-    timing["fm_train_s"] = time.perf_counter() - t0
-    test_rows = table.rows("test")
-    convert = table_batches(table)
-    fm_test = _eval(predict(fm, convert, test_rows), table, test_rows)
-    n_params = lambda m: int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(m, nnx.Param))))  # noqa: E731
-    fm_result = {**fm_test, "params": n_params(fm), "size": cfg.fm_size, "history": fm_hist}
-    log(f"FM test: AUC {fm_test['auc']:.4f} gAUC {fm_test['gauc']:.4f} logloss {fm_test['logloss']:.4f}")
-
-    t1 = time.perf_counter()
-    store = build_store(fm, table, cfg, log)
-    timing["store_s"] = time.perf_counter() - t1
-    store_info = {
-        "events": int(len(store.rows)),
-        "dim": store.dim,
-        "kind": store.kind,
-        "dtype": str(store.embeddings.dtype),
-    }
-    if store_dir is not None:
-        store_info["bytes_on_disk"] = HistoricalStore.size_on_disk(store.save(store_dir))
-        store_info["path"] = str(store_dir)
-        log(
-            f"store: {store_info['events']} logged events, {store_info['bytes_on_disk'] / 2**20:.1f} MiB at {store_dir}"
-        )
-    vms = []
-    for arch in cfg.archs:
-        for transfer in cfg.transfers:
-            for seed in range(cfg.seeds):
-                t2 = time.perf_counter()
-                model, hist, make = train_vm(table, store, cfg, arch, transfer, seed, log)
-                res = _eval(predict(model, make, test_rows), table, test_rows)
-                vms.append(
-                    {
-                        "name": f"{arch}/{transfer}",
-                        "arch": arch,
-                        "transfer": transfer,
-                        "seed": seed,
-                        **res,
-                        "params": n_params(model),
-                        "epochs": hist["epochs_run"],
-                        "seconds": time.perf_counter() - t2,
-                    }
-                )
-                log(
-                    f"VM {arch:>8} {transfer:>9} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
-                    f"logloss {res['logloss']:.4f}"
-                )
-    timing["total_s"] = time.perf_counter() - t0
-    return {"fm": fm_result, "vms": vms, "timing": timing, "store": store_info}

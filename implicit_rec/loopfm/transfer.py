@@ -39,7 +39,9 @@ import math
 
 import numpy as np
 
-__all__ = ["transfer_ratios", "decomposition", "markdown_table"]
+from ..tables import markdown_table
+
+__all__ = ["transfer_ratios", "decomposition", "ratios_markdown"]
 
 METRICS = {"auc": "auc", "logloss": "neg_logloss"}  # input key -> reported metric (higher is better)
 BOTH = ("loopfm+kd", "kd+loopfm")
@@ -212,7 +214,7 @@ def _f(x: float, fmt: str) -> str:
     return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def markdown_table(result: dict) -> str:
+def ratios_markdown(result: dict) -> str:
     """Markdown report of :func:`transfer_ratios`: one table per metric, then the decomposition.
 
     Columns: variant, M (mean over seeds), gain ± std, TR (ratio of means), TR per seed mean ± std.
@@ -226,12 +228,17 @@ def markdown_table(result: dict) -> str:
         )
         if r["warning"]:
             lines += ["", f"> warning: {r['warning']}"]
-        lines += ["", f"| variant | {metric} | gain | TR | TR per seed |", "|---|---:|---:|---:|---:|"]
-        for name, v in r["variants"].items():
-            lines.append(
-                f"| {name} | {_f(v['value'], '.4f')} | {_f(v['gain'], '+.4f')} ± {_f(v['gain_std'], '.4f')} "
-                f"| {_f(v['ratio'], '.3f')} | {_f(v['ratio_mean'], '.3f')} ± {_f(v['ratio_std'], '.3f')} |"
+        rows = [
+            (
+                name,
+                _f(v["value"], ".4f"),
+                f"{_f(v['gain'], '+.4f')} ± {_f(v['gain_std'], '.4f')}",
+                _f(v["ratio"], ".3f"),
+                f"{_f(v['ratio_mean'], '.3f')} ± {_f(v['ratio_std'], '.3f')}",
             )
+            for name, v in r["variants"].items()
+        ]
+        lines += ["", markdown_table(("variant", metric, "gain", "TR", "TR per seed"), rows)]
         d = r.get("decomposition")
         if d:
             lines += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -42,15 +43,39 @@ def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
 def predict(
     model: nnx.Module, make_batch: Callable, rows: np.ndarray, batch_size: int = 2048, output: str = "logit"
 ) -> np.ndarray:
-    """sigmoid of ``model(batch)[output]`` for every row (the model is put in eval mode)."""
+    """sigmoid of ``model(batch)[output]`` for every row (the model is put in eval mode).
+
+    The forward pass is compiled once per model structure, batch shape and ``output`` (models of the
+    same structure share it)."""
     model.eval()
-
-    @nnx.jit
-    def forward(model, batch):
-        return jax.nn.sigmoid(model(batch)[output])
-
-    preds = [np.asarray(forward(model, make_batch(chunk))) for chunk in _batches(rows, batch_size, None)]
+    preds = [np.asarray(_probabilities(model, make_batch(chunk), output)) for chunk in _batches(rows, batch_size, None)]
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
+
+
+@nnx.jit(static_argnames="output")
+def _probabilities(model: nnx.Module, batch: dict, output: str) -> jax.Array:
+    """(B,) sigmoid of ``model(batch)[output]``."""
+    return jax.nn.sigmoid(model(batch)[output])
+
+
+@functools.cache
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+    """One Adam per learning rate: the transformation is part of the optimizer's graph, so a new one
+    per ``fit`` would compile the step again."""
+    return optax.adam(learning_rate)
+
+
+_WRT = nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))  # parameters and the solver reports
+
+
+@nnx.jit(static_argnames="loss_fn")
+def _train_step(model: nnx.Module, opt: nnx.Optimizer, batch: dict, loss_fn: Callable) -> tuple[jax.Array, jax.Array]:
+    """One optimizer step on ``loss_fn(model, batch) -> (loss, aux)``; returns (loss, solver totals).
+
+    ``loss_fn`` is static: the step compiles once per loss function, model structure and batch shape."""
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, argnums=_WRT, has_aux=True)(model, batch)
+    opt.update(model, nnx.filter_state(grads, nnx.Param))
+    return loss, _solver_totals(aux, grads)
 
 
 def fit(
@@ -68,6 +93,11 @@ def fit(
 ) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
+    ``loss_fn`` is a static argument of the compiled step: pass a module-level function or a
+    hashable callable that compares equal when it computes the same loss (e.g. a frozen
+    dataclass), so a second ``fit`` of a model of the same structure reuses the compiled step;
+    a new lambda per call compiles again.
+
     After each epoch the validation AUC is computed; training stops after ``patience`` epochs
     without improvement and the parameters of the best epoch are restored. Returns the history,
     with ``examples_per_second`` (training steps only, after the first compiled step).
@@ -83,16 +113,7 @@ def fit(
     and reaches exactly the result of an uninterrupted run. ``progress_bar``: a tqdm-like factory
     ``progress_bar(total=, desc=, leave=)`` whose bars get ``update``, ``set_postfix`` and ``close``.
     """
-    opt = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
-
-    wrt = nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))  # parameters and the solver reports
-
-    @nnx.jit
-    def step(model, opt, batch):
-        (loss, aux), grads = nnx.value_and_grad(loss_fn, argnums=wrt, has_aux=True)(model, batch)
-        opt.update(model, nnx.filter_state(grads, nnx.Param))
-        return loss, _solver_totals(aux, grads)
-
+    opt = nnx.Optimizer(model, _adam(config.learning_rate), wrt=nnx.Param)
     rng = np.random.default_rng(config.seed)
     best_auc, best_state, stale, history = -np.inf, None, 0, []
     examples, seconds = 0, 0.0
@@ -125,7 +146,7 @@ def fit(
         for i, rows in enumerate(_batches(train_rows, config.batch_size, rng)):
             batch = make_batch(rows)
             t0 = time.perf_counter()
-            loss, batch_totals = step(model, opt, batch)
+            loss, batch_totals = _train_step(model, opt, batch, loss_fn)
             loss = float(loss)
             totals = totals + np.asarray(batch_totals, np.float64)
             if i > 0 or epoch > 0:  # the first step compiles

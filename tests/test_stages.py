@@ -1,0 +1,273 @@
+"""Typed pipeline stages: record round-trips, the metrics.json schema, the stage cache, compile-once steps."""
+
+import dataclasses
+import json
+import typing
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from implicit_rec import config, pipeline, report
+from implicit_rec.models import training
+
+DATA = pipeline.DataSummary(
+    spec="synthetic", name="synthetic-tiny", events=1000, test_events=100, duplicate_events=None
+)
+FM = pipeline.FMResult(
+    auc=0.7,
+    gauc=0.65,
+    logloss=0.4,
+    params=1234,
+    size="small",
+    seconds=3.5,
+    examples_per_second=1e4,
+    history=({"epoch": 1, "train_loss": 0.5, "valid_auc": 0.69},),
+)
+VMS = tuple(
+    pipeline.VMResult(
+        name=f"din/{t}",
+        arch="din",
+        transfer=t,
+        seed=0,
+        auc=auc,
+        gauc=auc - 0.05,
+        logloss=0.5,
+        params=99,
+        hidden=(64, 32),
+        epochs=2,
+        seconds=1.0,
+        examples_per_second=5e3,
+        weights=f"models/vm-din-{t}-s0.msgpack",
+    )
+    for t, auc in (("none", 0.6), ("kd", 0.62))
+)
+SWEEP_ROW = {
+    "vm": "implicit/none",
+    "seed": 0,
+    "transfer": "none",
+    "params": 50,
+    "method": "picard",
+    "iterations": 2,
+    "auc": 0.6,
+    "gauc": 0.55,
+    "logloss": 0.5,
+    "residual": 0.1,
+    "converged_fraction": 0.0,
+    "seconds": None,
+    "flops": 1e4,
+}
+BASELINE = {
+    "vm": "din-16/none",
+    "seed": 0,
+    "transfer": "none",
+    "params": 80,
+    "hidden": [16],
+    "depth": 1,
+    "auc": 0.6,
+    "gauc": 0.55,
+    "logloss": 0.5,
+    "seconds": 0.01,
+    "flops": 2e4,
+    "lipschitz_max": 1.5,
+    "lipschitz_mean": 0.7,
+}
+LIPSCHITZ = {"vm": "implicit/none", "seed": 0, "method": "picard", "iterations": 2, "max": 1.2, "mean": 0.6}
+
+
+def metrics_record() -> pipeline.RunMetrics:
+    cfg = config.DEFAULT
+    return pipeline.RunMetrics(
+        schema_version=report.SCHEMA_VERSION,
+        dataset=DATA,
+        config=cfg.to_dict(),
+        versions={"jax": "0"},
+        fm=FM,
+        vms=VMS,
+        baselines=(BASELINE,),
+        transfer_ratio=pipeline.transfer_ratio(cfg.replace(vm=dataclasses.replace(cfg.vm, archs=("din",))), FM, VMS),
+        sweep=(SWEEP_ROW,),
+        lipschitz=(LIPSCHITZ,),
+        timing=pipeline.Timing(
+            stages_s={"data": 0.1}, examples_per_second={"din/none#s0": 5e3}, fm_examples_per_second=1e4, total_s=9.0
+        ),
+        store=pipeline.StoreInfo(events=500, dim=16, kind="interaction", dtype="float16", bytes_on_disk=4096),
+    )
+
+
+RECORDS = [DATA, FM, *VMS, pipeline.SweepResult((SWEEP_ROW,), (LIPSCHITZ,), (BASELINE,), 2.0), metrics_record()]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_records_round_trip_through_json(record):
+    """from_dict(to_dict(r)) == r, also through a JSON text (what the run directory holds)."""
+    d = record.to_dict()
+    assert type(record).from_dict(d) == record
+    assert type(record).from_dict(json.loads(json.dumps(d))) == record
+    assert list(d) == [f.name for f in dataclasses.fields(record)]
+
+
+def test_from_dict_names_unknown_missing_and_mistyped_keys():
+    d = FM.to_dict()
+    with pytest.raises(ValueError, match=r"FMResult has no key\(s\) \['aucc'\]"):
+        pipeline.FMResult.from_dict({**d, "aucc": 0.7})
+    with pytest.raises(ValueError, match=r"FMResult lacks the key\(s\) \['gauc'\]"):
+        pipeline.FMResult.from_dict({k: v for k, v in d.items() if k != "gauc"})
+    with pytest.raises(ValueError, match=r"FMResult.history must be a list"):
+        pipeline.FMResult.from_dict({**d, "history": 3})
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        pipeline.VMResult.from_dict([1, 2])
+    assert pipeline.FMResult.from_dict({k: v for k, v in d.items() if k != "history"}).history == ()
+
+
+def test_metrics_schema_is_the_records_fields():
+    """Every key the report reads (METRICS_SCHEMA) is a field of the record that writes it."""
+    fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
+    hints = typing.get_type_hints(pipeline.RunMetrics)
+    assert set(report.METRICS_SCHEMA) <= fields(pipeline.RunMetrics)
+    for key, wanted in report.METRICS_SCHEMA.items():
+        tp = hints[key]
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else tp
+        if isinstance(item, type) and issubclass(item, pipeline.Record):
+            assert wanted <= fields(item), (key, wanted - fields(item))
+    assert report.METRICS_SCHEMA["config"] <= set(config.DEFAULT.to_dict())
+    m = metrics_record().to_dict()
+    report.validate_metrics(m)
+    assert m["schema_version"] == report.SCHEMA_VERSION
+    broken = {**m, "vms": [{k: v for k, v in m["vms"][0].items() if k != "auc"}]}
+    with pytest.raises(ValueError, match=r"vms\[0\] lacks \['auc'\]"):
+        report.validate_metrics(broken)
+
+
+def test_report_reads_the_record_metrics(tmp_path):
+    text = report.markdown(metrics_record().to_dict())
+    assert "| din/kd | 99 | 0.6200 |" in text and "| implicit/none | 0 | picard | 2 | 0.6000 |" in text
+    assert "### din" in text  # transfer ratios of the arch with a plain VM
+
+
+def test_cached_computes_once_then_loads_and_marks_the_stage(tmp_path):
+    events = []
+    run = pipeline.RunDir(tmp_path / "run", quiet=True, events=events.append)
+    run.prepare(config.DEFAULT)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return FM
+
+    path = run.out / "models" / "fm.json"
+    first = run.cached(path, compute, *pipeline.record_file(pipeline.FMResult), stage="fm")
+    again = run.cached(path, compute, *pipeline.record_file(pipeline.FMResult), stage="fm")
+    assert first == again == FM and len(calls) == 1
+    assert events == ["stage:fm"] and "fm" in run.state()["stages"]
+    assert json.loads(path.read_text()) == FM.to_dict()
+    run.cached(path, compute, *pipeline.record_file(pipeline.FMResult), event="model:fm", recompute=True)
+    assert len(calls) == 2 and events == ["stage:fm", "model:fm"]
+    path.write_text('{"auc": 0.5}')
+    with pytest.raises(pipeline.RunError, match=r"fm.json in .*lacks the key.*remove .*run or rerun with --force"):
+        run.cached(path, compute, *pipeline.record_file(pipeline.FMResult), stage="fm")
+    path.write_text("{")
+    with pytest.raises(pipeline.RunError, match=r"fm.json in .* is not valid JSON"):
+        run.cached(path, compute, *pipeline.record_file(pipeline.FMResult), stage="fm")
+
+
+# -- compile once -----------------------------------------------------------------------------
+
+TRACES = {"call": 0, "loss": 0}
+
+
+class Scorer(nnx.Module):
+    def __init__(self, seed: int):
+        self.linear = nnx.Linear(3, 1, rngs=nnx.Rngs(seed))
+
+    def __call__(self, batch):
+        TRACES["call"] += 1  # runs only while JAX traces
+        return {"logit": self.linear(batch["x"])[:, 0]}
+
+
+def bce(model, batch):
+    TRACES["loss"] += 1
+    out = model(batch)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(out["logit"], batch["y"])), out
+
+
+X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+Y = (X[:, 0] > 0).astype(np.float32)
+
+
+def batch_of(rows):
+    return {"x": X[rows], "y": Y[rows]}
+
+
+def test_predict_compiles_once_for_models_of_one_structure():
+    TRACES.update(call=0)
+    rows = np.arange(64)
+    a = training.predict(Scorer(0), batch_of, rows, batch_size=32)
+    b = training.predict(Scorer(1), batch_of, rows, batch_size=32)
+    assert TRACES["call"] == 1  # one trace: the second model and the second chunk reuse it
+    assert not np.allclose(a, b)  # ... with each model's own parameters
+
+
+def test_fit_compiles_its_step_once_across_calls():
+    TRACES.update(call=0, loss=0)
+    rows = np.arange(64)
+    results = [
+        training.fit(
+            Scorer(seed),
+            bce,
+            batch_of,
+            rows[:48],
+            rows[48:],
+            Y[48:],
+            np.zeros(16, int),
+            training.TrainConfig(epochs=2, batch_size=16),
+        )
+        for seed in (0, 1)
+    ]
+    assert TRACES["loss"] == 1  # the training step, traced in the first fit only
+    assert TRACES["call"] == 2  # + the (eval-mode) validation forward pass
+    assert results[0]["history"][0]["train_loss"] != results[1]["history"][0]["train_loss"]
+
+
+# -- a whole tiny run ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path):
+    cfg = config.load_config(
+        None,
+        (
+            'data.preset="tiny"',
+            "fm.epochs=1",
+            "vm.epochs=1",
+            'vm.archs=["implicit"]',
+            'vm.transfers=["none", "loopfm"]',
+            "sweep.iterations=[0, 2]",
+            'sweep.methods=["picard"]',
+            "sweep.baselines=[[8]]",
+            'sweep.baseline_transfer="none"',
+            "sweep.lipschitz_examples=8",
+            "sweep.lipschitz_perturbations=1",
+            "sweep.timing_repeats=1",
+        ),
+    )
+    out = tmp_path / "run"
+    result = pipeline.run(out, cfg, quiet=True)
+    m = json.loads((out / "metrics.json").read_text())
+    report.validate_metrics(m)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731  (NaN == NaN)
+    assert same(pipeline.RunMetrics.from_dict(m).to_dict(), m) and same(m, result["metrics"])
+    assert pipeline.FMResult.from_dict(
+        json.loads((out / "models" / "fm.json").read_text())
+    ) == pipeline.FMResult.from_dict(m["fm"])
+    assert m["store"]["bytes_on_disk"] > 0 and m["store"]["events"] > 0
+    state = json.loads((out / "run.json").read_text())
+    state["status"] = "running"  # reopen it: every stage is loaded, none computed again
+    (out / "run.json").write_text(json.dumps(state))
+    events = []
+    again = pipeline.run(out, cfg, quiet=True, events=events.append)
+    assert events == ["stage:data"]
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("timing",)}  # noqa: E731
+    assert same(drop(again["metrics"]), drop(m))
