@@ -197,7 +197,11 @@ def _check_lists(cfg, *fields: str, unique: bool = True) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LoaderOptions(_Section):
-    """Options of the dataset loader; unset ('auto') = the loader's own default for data.source."""
+    """Options of the dataset loader; unset ('auto') = the loader's own default for data.source.
+
+    Each option applies to the sources whose loader takes it (``sources`` in its metadata); setting
+    one for another source is an error.
+    """
 
     _name = "data.options"
 
@@ -1022,7 +1026,8 @@ def markdown_reference() -> str:
         'user_col = "uid"',
         'item_col = "movie"',
         'time_col = "ts"',
-        "rating_threshold = 4.0   # label = rating >= 4 (column rating_col)",
+        'rating_col = "stars"',
+        "rating_threshold = 4.0   # label = stars >= 4",
         "```",
         "",
         "## Glossary of setting names",
@@ -1043,18 +1048,17 @@ def markdown_reference() -> str:
         ]
 
     def section(name: str, cls) -> None:
-        out.extend([f"## [{name}]", "", _cell(cls.__doc__.strip()), ""])
+        out.extend([f"## [{name}]", "", _cell(" ".join(cls.__doc__.split())), ""])
         rows, subtables = [], []
         for f, tp in _typed_fields(cls):
             if _is_section(tp):
                 subtables.append((f"{name}.{f.name}", tp))
                 continue
-            if f.metadata.get("sources"):
+            if f.metadata.get("sources"):  # a loader option: its default per source it applies to
                 default = f"auto ({_loader_defaults(f.name)})"
-                doc = f"{f.metadata['doc']} ({', '.join(f.metadata['sources'])})"
             else:
                 default = f"`{_toml_value(_plain(getattr(cls(), f.name)))}`"
-                doc = f.metadata["doc"]
+            doc = f.metadata["doc"]
             rows.append(
                 (f"`{f.name}`", _cell(default), _cell(_type_name(tp)), _cell(_range_text(f.metadata)), _cell(doc))
             )

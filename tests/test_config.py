@@ -3,6 +3,7 @@ are built, the generated reference page, the shared argument helpers."""
 
 import argparse
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,15 @@ def test_docs_reference_is_generated_from_the_config():
     assert "| `min_count` | auto (taobaoad: `10`; kuaivideo: `10`; amazonelectronics: `1`; interactions: `1`)" in text
     for term in config.GLOSSARY:
         assert f"| `{term}` |" in text
+
+
+def test_docs_toml_example_loads_the_data(tmp_path, monkeypatch):
+    (block,) = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    _, stars = ratings_csv(tmp_path / "ratings.csv")
+    (tmp_path / "example.toml").write_text(block)
+    cfg = config.load_config("example.toml")
+    np.testing.assert_array_equal(load_data(cfg.data)["label"], (stars >= 4).astype(np.float32))
 
 
 def test_config_command_prints_the_reference_and_the_toml(tmp_path, capsys):
