@@ -5,6 +5,7 @@
     implicit-rec sweep --run DIR          redo the test-time iteration sweep (and the report)
     implicit-rec report --run DIR         redraw report.md and the plots from metrics.json
     implicit-rec config [--config FILE] [--set ...]   print the effective configuration as TOML
+    implicit-rec config --markdown        print the configuration reference (docs/configuration.md)
     implicit-rec train-decentralized ...  train a VM across agents (DSGD; see its --help)
 
 Errors a user can fix -- a bad argument (argparse's too), configuration key, data file or run
@@ -23,7 +24,10 @@ from pathlib import Path
 from . import config as config_mod
 
 EPILOG = """configuration: defaults < --config FILE < --set section.key=value < --dataset/--preset/--seeds.
-`implicit-rec config` prints every key with its default and meaning."""
+`implicit-rec config` prints every key with its default and meaning; docs/configuration.md documents them."""
+
+# The flags of `run` and `config` that set one configuration key (applied after --set).
+FLAGS = {"dataset": "data.dataset", "preset": "data.preset", "seeds": "vm.seeds"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,19 +47,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (see `implicit-rec config`)")
-    parser.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help='override one key, e.g. --set vm.seeds=2 --set \'vm.archs=["mlp","implicit"]\' (repeatable)',
-    )
+    """--config, --set and the flags of :data:`FLAGS`."""
+    config_mod.add_config_args(parser)
     parser.add_argument(
         "--dataset",
-        help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | "
-        "interactions:FILE (= --set data.dataset=...)",
+        metavar="SOURCE:PATH",
+        help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE "
+        "(= --set data.dataset=...: data.source and data.path)",
     )
     parser.add_argument("--preset", help="tiny | default | large: size of the synthetic data (= data.preset)")
     parser.add_argument("--seeds", type=int, help="seeds per VM variant (= vm.seeds)")
@@ -114,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_args(p)
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the reference of every key as markdown instead (docs/configuration.md)",
+    )
     _common(p)
     p.set_defaults(func=cmd_config)
 
@@ -127,15 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def effective_config(args) -> config_mod.RunConfig:
-    overrides = list(args.overrides)
-    for flag, key in (("dataset", "data.dataset"), ("preset", "data.preset"), ("seeds", "vm.seeds")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={config_mod._toml_value(value)}")
-    return config_mod.load_config(args.config, tuple(overrides))
+    """The configuration of `run` / `config`: defaults < --config < --set < --dataset/--preset/--seeds.
+
+    The dataset's path is checked here, so a bad entry fails before anything is written.
+    """
+    return config_mod.config_from_args(args, FLAGS)
 
 
 def cmd_config(args) -> int:
+    if args.markdown:
+        given = [f"--{flag}" for flag in ("config", *FLAGS) if getattr(args, flag) is not None]
+        if given or args.overrides:
+            raise config_mod.ConfigError(
+                f"--markdown documents the defaults; drop {', '.join(given + ['--set'] * bool(args.overrides))}."
+            )
+        print(config_mod.markdown_reference(), end="")
+        return 0
     print(config_mod.to_toml(effective_config(args)))
     return 0
 

@@ -7,6 +7,7 @@ fast instead of training a model.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -281,33 +282,95 @@ def test_bad_interaction_logs_name_file_and_line(tmp_path, capsys, make, needles
     assert not out.exists(), "a refused run left its directory behind"
 
 
-@pytest.mark.parametrize(
-    "spec, needles",
-    [
-        ("foo:bar", ["unknown dataset 'foo'"]),
-        ("", ["unknown dataset ''"]),
-        ("interactions", ["needs a path"]),
-        ("synthetic:x", ["takes no path"]),
-        ("interactions:{tmp}/nope.csv", ["nope.csv: no such file"]),
-        ("interactions:{tmp}", ["is a directory"]),
-        ("taobaoad:{tmp}/afile", ["afile is a file", "reads a directory"]),
-        ("kuaivideo:{tmp}", ["train.csv: no such file"]),
-    ],
-    ids=[
-        "unknown-name",
-        "empty",
-        "no-path",
-        "synthetic-with-path",
-        "missing-file",
-        "directory-for-file",
-        "file-for-directory",
-        "empty-directory",
-    ],
-)
-def test_bad_dataset_specs(tmp_path, capsys, spec, needles):
+DATASET_CASES = {
+    "typo-in-source": ("interactoins:{tmp}/log.csv", ["--dataset interactoins:", "did you mean 'interactions'"]),
+    "unknown-source": ("foo:bar", ["data.dataset='foo:bar': unknown source 'foo'", "valid: synthetic, taobaoad"]),
+    "empty": ("", ["unknown source ''"]),
+    "no-path": ("interactions", ["data.source='interactions' needs a path"]),
+    "synthetic-with-path": ("synthetic:x", ["data.source='synthetic' takes no path"]),
+    "missing-file": ("interactions:{tmp}/nope.csv", ["nope.csv does not exist", "reads an interaction log"]),
+    "directory-for-file": ("interactions:{tmp}", ["is a directory", "reads an interaction log"]),
+    "file-for-directory": ("taobaoad:{tmp}/afile", ["afile is a file", "reads a directory"]),
+    "empty-directory": ("kuaivideo:{tmp}", ["has no train.csv and no test.csv"]),
+    "half-a-release": ("amazonelectronics:{tmp}/half", ["has no test.csv;", "holding train.csv and test.csv"]),
+}
+
+
+@pytest.mark.parametrize("spec, needles", DATASET_CASES.values(), ids=DATASET_CASES.keys())
+def test_bad_dataset_entries_are_refused_before_the_run_directory_exists(tmp_path, capsys, spec, needles):
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.csv").write_text("x")
     out = tmp_path / "run"
     err = cli_error(capsys, ["run", "--dataset", spec.replace("{tmp}", str(tmp_path)), "--out", out])
+    assert "--dataset" in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not out.exists()
+
+
+def test_dataset_typo_then_the_corrected_command_runs(tmp_path, capsys):
+    """The issue's case: a typo leaves no run directory behind that would refuse the fixed command."""
+    log = write_csv(tmp_path / "log.csv", log_rows())
+    out = tmp_path / "runs" / "a"
+    err = cli_error(capsys, ["run", "--dataset", f"interactoins:{log}", "--out", out])
+    assert "did you mean 'interactions'" in err and "data.dataset" in err
+    assert not out.exists() and not out.parent.exists()
+    with pytest.raises(Accepted):
+        cli.main(["run", "--dataset", f"interactions:{log}", "--out", str(out), "--quiet"])
+
+
+def test_unreadable_log_is_refused_before_the_run_directory_exists(tmp_path, capsys):
+    log = write_csv(tmp_path / "log.csv", log_rows())
+    log.chmod(0)
+    try:
+        if os.access(log, os.R_OK):
+            pytest.skip("running as a user who reads any file (root)")
+        err = cli_error(capsys, ["run", "--dataset", f"interactions:{log}", "--out", tmp_path / "run"])
+    finally:
+        log.chmod(0o644)
+    assert "log.csv is not readable" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ('[data]\ndataset = "interactoins:{log}"\n', ["line 2", "did you mean 'interactions'"]),
+        ('[data]\nsource = "interaction"\npath = "{log}"\n', ["line 2", "did you mean 'interactions'"]),
+        ('[data]\ndataset = "interactions:{log}"\nsource = "interactions"\n', ["shorthand", "not both"]),
+        ('[data]\nsource = "interactions"\n', ["needs a path"]),
+        ('[data]\ndataset = "interactions:{log}"\n[data.options]\nuser_column = "u"\n', ["line 4", "did you mean"]),
+        ('[data.options]\nuser_col = "u"\n', ["line 2", "data.options.user_col does not apply", "'synthetic'"]),
+        (
+            '[data]\ndataset = "taobaoad:{dir}"\n[data.options]\nrating_threshold = 4\n',
+            ["line 4", "data.options.rating_threshold does not apply to data.source='taobaoad'"],
+        ),
+        ('[data]\ndataset = "interactions:{log}"\n[data.options]\nmax_len = 0\n', ["line 4", "max_len must be >= 1"]),
+        ('[data]\ndataset = "interactions:{log}"\n[data.options]\nhistory = "pos"\n', ["'positive'"]),
+        ('[data]\ndataset = "interactions:{log}"\noptions = 3\n', ["[data.options] must be a table"]),
+        ('[data]\ndataset = "interactions:{dir}"\n', ["line 2", "is a directory"]),
+    ],
+    ids=[
+        "shorthand-typo",
+        "source-typo",
+        "shorthand-and-source",
+        "no-path",
+        "unknown-option",
+        "option-for-synthetic",
+        "option-for-another-source",
+        "option-out-of-range",
+        "option-choice",
+        "options-not-a-table",
+        "directory-for-file",
+    ],
+)
+def test_dataset_entries_in_a_file_name_the_line(tmp_path, capsys, content, needles):
+    log = write_csv(tmp_path / "log.csv", log_rows())
+    path = tmp_path / "c.toml"
+    path.write_text(content.replace("{log}", str(log)).replace("{dir}", str(tmp_path)))
+    out = tmp_path / "run"
+    err = cli_error(capsys, ["run", "--config", path, "--out", out])
+    assert str(path) in err
     for needle in needles:
         assert needle in err, (needle, err)
     assert not out.exists()

@@ -85,7 +85,7 @@ def test_override_values_are_toml_or_bare_strings():
     "argv, message",
     [
         (["run", "--set", "vm.foo=1"], "unknown key 'vm.foo'"),
-        (["run", "--dataset", "taobaoad:/nonexistent/dir", "--out", "{tmp}/a"], "data.dataset='taobaoad:"),
+        (["run", "--dataset", "taobaoad:/nonexistent/dir", "--out", "{tmp}/a"], "data.path: /nonexistent/dir does not"),
         (["run", "--config", "{tmp}/missing.toml"], "does not exist"),
         (["run", "--out", "{tmp}/afile"], "is not a directory"),
         (["report", "--run", "{tmp}"], "metrics.json does not exist"),

@@ -1,12 +1,15 @@
 """Datasets as event tables: the synthetic default and loaders for public CTR benchmarks.
 
-``load_dataset(spec)`` with spec one of ``"synthetic"``, ``"taobaoad:DIR"``, ``"kuaivideo:DIR"``,
-``"amazonelectronics:DIR"`` (each also accepted with an ``_x1`` suffix) or
-``"interactions:FILE"``. With ``cache_dir`` the encoded table is written once to
-``cache_dir/<key>`` (``.npy`` arrays, no pickle) and memory-mapped on later calls; the key hashes
-the loader, the resolved path, the size and mtime of every input file and the options (defaults
-filled in), so a changed file or option rebuilds. Array-valued ``info`` entries (KuaiVideo's
-``item_visual_emb``) are stored beside the columns (see ``EventTable.save``).
+``load_data(data)`` loads the ``[data]`` section of the configuration (:class:`~implicit_rec.config.DataConfig`:
+``source`` one of ``synthetic``, ``taobaoad``, ``kuaivideo``, ``amazonelectronics``, ``interactions``;
+``path`` the file or directory it reads; ``options`` the loader's keyword options).
+``load_dataset("SOURCE:PATH", **options)`` is the same from the one-string form (``"synthetic"``,
+``"taobaoad:DIR"``, ``"interactions:FILE"``; the BARS names also with an ``_x1`` suffix). With a cache
+directory the encoded table is written once to ``cache_dir/<key>`` (``.npy`` arrays, no pickle) and
+memory-mapped on later calls; the key hashes the loader, the resolved path, the size and mtime of
+every input file and the options (defaults filled in), so a changed file or option rebuilds.
+Array-valued ``info`` entries (KuaiVideo's ``item_visual_emb``) are stored beside the columns (see
+``EventTable.save``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .interactions import load_interactions
 from .vocabulary import Vocab
 
 __all__ = [
-    "DATASETS",
+    "LOADERS",
     "DataError",
     "EventTable",
     "HistoryIndex",
@@ -34,6 +37,7 @@ __all__ = [
     "Vocab",
     "batches",
     "load_amazonelectronics",
+    "load_data",
     "load_dataset",
     "load_interactions",
     "load_kuaivideo",
@@ -46,9 +50,42 @@ LOADERS: dict[str, Callable[..., EventTable]] = {
     "amazonelectronics": load_amazonelectronics,
     "interactions": load_interactions,
 }
-DATASETS = ("synthetic",) + tuple(LOADERS)
 CACHE_VERSION = 1  # bump when an encoding changes, so old caches are not reused
 NOT_IN_KEY = frozenset({"chunk_rows"})  # options that do not change the encoded table
+
+
+def load_data(data, *, default_cache_dir: str | os.PathLike | None = None, progress_bar=None) -> EventTable:
+    """The event table of the ``[data]`` section ``data`` (a :class:`~implicit_rec.config.DataConfig`).
+
+    Args:
+      data: source, path, synthetic preset and seed, cache directory and loader options (only the
+        options that are set are passed; the others keep the loader's default).
+      default_cache_dir: where to cache when ``data.cache_dir`` is 'auto' (``implicit-rec run``
+        passes RUN/cache); None: no cache. An explicit ``data.cache_dir`` wins.
+      progress_bar: a tqdm-like factory for the synthetic generator's progress (the file loaders
+        report nothing yet).
+    Raises:
+      ConfigError (a ValueError) if the path is not what the source reads (``config.check_data``);
+      DataError (a ValueError) naming file, line and column for bad content; ValueError for
+      option values the loader refuses.
+    """
+    from ..config import _AUTO, check_data  # imported here: the data package does not need JAX
+
+    check_data(data)
+    cache_dir = default_cache_dir if data.cache_dir == _AUTO else data.cache_dir
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser()
+    if data.source == "synthetic":
+        return _synthetic(cache_dir, data.preset, data.seed, progress_bar)
+    loader, path, options = LOADERS[data.source], os.path.expanduser(data.path), data.options.given()
+    if cache_dir is None:
+        return loader(path, **options)
+    bound = _bind(loader, path, options)
+    entry = Path(cache_dir) / cache_key(data.source, path, {k: v for k, v in bound.items() if k not in NOT_IN_KEY})
+    table = _try_load(entry)
+    if table is None:
+        table = EventTable.load(loader(path, **options).save(entry))
+    return table
 
 
 def load_dataset(
@@ -60,54 +97,28 @@ def load_dataset(
     progress_bar=None,
     **options,
 ) -> EventTable:
-    """Load a dataset by spec (see the module docstring); ``options`` go to its loader.
-
-    ``progress_bar``: a tqdm-like factory for the synthetic generator's progress (file loaders
-    report nothing yet).
+    """:func:`load_data` from the one-string form ``"SOURCE:PATH"``; ``options`` go to the loader.
 
     ``preset`` and ``seed`` select the synthetic data and are ignored by the file loaders.
-    Raises ValueError for an unknown dataset name and TypeError for an unknown option.
+    Raises ValueError (ConfigError) for an unknown source or a bad path, and TypeError for an
+    option the source's loader does not take.
     """
-    name, _, arg = spec.partition(":")
-    name = name.strip().lower()
-    name = name[:-3] if name.endswith("_x1") else name
-    if name == "synthetic":
-        if arg:
-            raise ValueError(f"the synthetic dataset takes no path, got {spec!r}.")
-        if options:
-            raise TypeError(
-                f"unknown option(s) {sorted(options)} for the synthetic dataset; it takes only preset and seed."
-            )
-        return _synthetic(cache_dir, preset, seed, progress_bar)
-    if name not in LOADERS:
-        raise ValueError(
-            f"unknown dataset {name!r} in {spec!r}; valid: {', '.join(DATASETS)} (as 'name:PATH' except 'synthetic')."
-        )
-    if not arg:
-        target = "FILE" if name == "interactions" else "DIR"
-        raise ValueError(f"dataset {name!r} needs a path: '{name}:{target}'.")
-    arg = os.path.expanduser(arg)  # the shell does not expand '~' after 'name:'
-    if name != "interactions" and Path(arg).exists() and not Path(arg).is_dir():
-        raise ValueError(f"{arg} is a file; dataset {name!r} reads a directory holding train.csv and test.csv.")
-    loader = LOADERS[name]
-    bound = _bind(loader, name, arg, options)
-    if cache_dir is None:
-        return loader(arg, **options)
-    key = cache_key(name, arg, {k: v for k, v in bound.items() if k not in NOT_IN_KEY})
-    path = Path(cache_dir) / key
-    table = _try_load(path)
-    if table is None:
-        table = EventTable.load(loader(arg, **options).save(path))
-    return table
+    from ..config import DataConfig, LoaderOptions, parse_dataset
 
-
-def _bind(loader, name: str, arg: str, options: dict) -> dict:
-    """All keyword options of ``loader`` with defaults filled in; TypeError names unknown ones."""
-    params = inspect.signature(loader).parameters
-    valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    source, path = parse_dataset(spec, "dataset")
+    valid = [f for f, meta in LoaderOptions.__dataclass_fields__.items() if source in meta.metadata["sources"]]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for dataset {name!r}; valid: {valid}.")
+        raise TypeError(f"unknown option(s) {unknown} for dataset {source!r}; valid: {valid}.")
+    synthetic = {"preset": preset, "seed": seed} if source == "synthetic" else {}
+    data = DataConfig(source=source, path=path, options=LoaderOptions(**options), **synthetic)
+    return load_data(data, default_cache_dir=cache_dir, progress_bar=progress_bar)
+
+
+def _bind(loader, arg: str, options: dict) -> dict:
+    """All keyword options of ``loader`` with defaults filled in (the cache key)."""
+    params = inspect.signature(loader).parameters
+    valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
     bound = inspect.signature(loader).bind(arg, **options)
     bound.apply_defaults()
     return {k: v for k, v in bound.arguments.items() if k in valid}
