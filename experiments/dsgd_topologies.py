@@ -227,15 +227,14 @@ def runs(agents: list[int], topologies: list[str]) -> list[tuple[int, str]]:
 
 def main(argv=None) -> None:
     from dsgd import TOPOLOGIES
-    from implicit_rec.config import ARCHS, OPTIMIZERS, SHARDINGS, ConfigError
+    from implicit_rec.config import ARCHS, OPTIMIZERS, SHARDINGS, ConfigError, add_config_args
     from implicit_rec.data.synthetic import PRESETS
     from implicit_rec.decentralized.cli import resolve
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", dest="agent_counts", default="5,6,8,12", type=integers(1), help="values of dsgd.agents")
     p.add_argument("--topologies", default="ceca-2p,ceca-1p,exp2-one-peer,ring,complete", type=names(TOPOLOGIES))
-    p.add_argument("--config", metavar="FILE", help="TOML run configuration ([dsgd], [data], [fm], [vm])")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides", help="dsgd.steps=200")
+    add_config_args(p)
     p.add_argument("--preset", choices=sorted(PRESETS), help="= data.preset")
     p.add_argument("--arch", choices=ARCHS, help="= dsgd.arch")
     p.add_argument("--steps", type=integer(1), help="= dsgd.steps")

@@ -120,10 +120,7 @@ def plot(summary: dict, fm_auc: float, path: Path) -> None:
 def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
     """The arguments and the study's configuration (flags mapped onto keys, before --set)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="TOML configuration file (implicit-rec config writes one)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key"
-    )
+    config.add_config_args(parser)
     parser.add_argument("--dataset", help="data.dataset")
     parser.add_argument("--preset", help="data.preset")
     parser.add_argument("--seeds", type=integer(1), help="vm.seeds")
@@ -135,22 +132,14 @@ def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
     parser.add_argument("--force", action="store_true", help="start the studies' run directories over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
-    flags = [
-        f"{key}={config._toml_value(value)}"
-        for key, value in (
-            ("data.dataset", args.dataset),
-            ("data.preset", args.preset),
-            ("vm.seeds", args.seeds),
-            ("vm.archs", args.archs),
-            ("fm.size", args.fm_size[0] if args.fm_size else None),
-        )
-        if value is not None
-    ]
+    args.overrides = [*STUDY_DEFAULTS, *args.overrides]
+    fm_sizes, args.fm_size = args.fm_size, args.fm_size[0] if args.fm_size else None
+    flags = {"dataset": "data.dataset", "preset": "data.preset", "seeds": "vm.seeds", "archs": "vm.archs"}
     try:
-        cfg = config.load_config(args.config, (*STUDY_DEFAULTS, *flags, *args.overrides))
+        cfg = config.config_from_args(args, {**flags, "fm_size": "fm.size"})
     except config.ConfigError as err:
         parser.error(str(err))
-    args.fm_size = args.fm_size or [cfg.fm.size]
+    args.fm_size = fm_sizes or [cfg.fm.size]
     for size in args.fm_size[1:]:  # the leakage checks of every study's configuration
         try:
             config.check_run(cfg.replace(fm=dataclasses.replace(cfg.fm, size=size)))

@@ -59,8 +59,8 @@ from . import metrics, report
 from . import sweep as sweep_mod
 from .atomic import write_json_atomic, write_text_atomic
 from .checkpoint import restore_state, save_state
-from .config import DataConfig, RunConfig, SweepConfig
-from .data import load_dataset
+from .config import RunConfig, SweepConfig
+from .data import load_data
 from .data.events import EventTable
 from .loopfm import study
 from .loopfm.batches import table_batches, vm_batches
@@ -377,22 +377,12 @@ def _run_of(path: Path) -> Path:
 # -- stages -----------------------------------------------------------------------------------
 
 
-def load_table(data: DataConfig, cache_dir: Path, progress_bar=None) -> EventTable:
-    """The ``[data]`` section's events (the one place the pipeline loads them)."""
-    return load_dataset(
-        data.dataset, cache_dir=cache_dir, preset=data.preset, seed=data.seed, progress_bar=progress_bar
-    )
-
-
 def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     """Load (or prepare and cache) the dataset; logs its size."""
     d = cfg.data
-    cache = run.out / "cache" if d.cache_dir == config_mod._AUTO else Path(d.cache_dir)
     t0 = time.perf_counter()
-    if cache.exists() and not cache.is_dir():
-        raise RunError(f"data.cache_dir={str(cache)!r} is a file; point it at a directory (or 'auto').")
     try:
-        table = load_table(d, cache, run.bar)
+        table = load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
     except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
         raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
     seconds = time.perf_counter() - t0

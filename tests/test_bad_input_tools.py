@@ -106,7 +106,7 @@ def test_train_decentralized_unparsable_flags_are_argparse_errors(argv, capsys):
     assert argv[0].lstrip("-") in message and "--help" in message
 
 
-@pytest.mark.parametrize("argv, message", [(["--dataset", "nonsense"], "unknown dataset 'nonsense'")])
+@pytest.mark.parametrize("argv, message", [(["--dataset", "nonsense"], "unknown source 'nonsense'")])
 def test_train_decentralized_bad_data_spec_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
     """Checked by the data loader in the worker, before any device work (the mesh is stubbed)."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")  # leave JAX's devices alone
@@ -174,7 +174,7 @@ EXPERIMENT_ERRORS = [
     (loopfm_transfer, ["--set", "fm.out_of_fold=1"], "fm.out_of_fold=1 is not a fold count"),
     (loopfm_transfer, ["--set", "fm.log_from_day=-5"], "fm.log_from_day must be >= 0"),
     (loopfm_transfer, ["--out", "FILE"], "argument --out"),
-    (loopfm_transfer, ["--dataset", "nonsense", "--out", "NEW"], "unknown dataset 'nonsense'"),
+    (loopfm_transfer, ["--dataset", "nonsense", "--out", "NEW"], "unknown source 'nonsense'"),
     (loopfm_transfer, ["--set", "fm.days=[0, 6]", "--set", "vm.days=[4, 7]"], "overlaps vm.days"),
     (loopfm_transfer, ["--set", "fm.log_from_day=2"], "fm.log_from_day=2 is inside fm.days"),
     (solver_demo, ["--bogus"], "unrecognized arguments: --bogus"),

@@ -139,7 +139,6 @@ def test_precedence_defaults_file_set_flags(tmp_path):
         (["--lr", "0.25"], "dsgd.learning_rate", 0.25),
         (["--preset", "tiny"], "data.preset", "tiny"),
         (["--data-seed", "3"], "data.seed", 3),
-        (["--dataset", "interactions:x.csv"], "data.dataset", "interactions:x.csv"),
         (["--unroll-period"], "dsgd.unroll_period", True),
         (["--batch-size", "7"], "dsgd.batch_size", 7),
         (["--topology", "ring"], "dsgd.topology", "ring"),
@@ -154,6 +153,14 @@ def test_each_flag_sets_its_configuration_key(argv, key, value):
     default = resolve(_parse([])).to_dict()
     others[section].pop(name), default[section].pop(name)
     assert others == default  # the flag touched its key only
+
+
+def test_dataset_flag_sets_the_data_source_and_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("user,item,time,label\n")
+    cfg = resolve(_parse(["--dataset", "interactions:x.csv"]))
+    assert (cfg.data.source, cfg.data.path, cfg.data.dataset) == ("interactions", "x.csv", "interactions:x.csv")
+    assert cfg.replace(data=resolve(_parse([])).data) == resolve(_parse([]))  # nothing else changed
 
 
 def test_every_flag_names_a_configuration_key():

@@ -81,15 +81,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         group.add_argument(flag, default=None, help=text.replace("%", "%%"), **kw)
 
     g = p.add_argument_group("configuration (precedence: defaults < --config < --set < the flags below)")
-    g.add_argument("--config", metavar="FILE", help="TOML run configuration ([data], [fm], [vm], [dsgd] sections)")
-    g.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override one configuration key, e.g. --set dsgd.steps=200 or --set vm.max_len=25 (repeatable)",
-    )
+    config_mod.add_config_args(g)
     g = p.add_argument_group("agents and topology")
     key_flag(g, "--agents", "number of agents (devices)", type=int)
     key_flag(g, "--topology", choices=TOPOLOGIES)
@@ -144,21 +136,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def resolve(args) -> RunConfig:
-    """The run configuration: defaults < --config FILE < --set section.key=value < the flags."""
-    cfg = config_mod.load_config(args.config, tuple(args.overrides))
-    given = {flag: getattr(args, _dest(flag)) for flag in FLAGS if getattr(args, _dest(flag), None) is not None}
-    if not given:
-        return cfg
-    raw = cfg.to_dict()
-    for flag, value in given.items():
-        section, key = FLAGS[flag].split(".")
-        raw[section][key] = value
-    try:
-        return config_mod.from_dict(raw, "flags")
-    except ConfigError as err:
-        text = str(err).removeprefix("flags: ")
-        named = [f"{flag} {value}" for flag, value in given.items() if FLAGS[flag] in text]
-        raise ConfigError(f"{', '.join(named) or 'flags'}: {text}") from None
+    """The run configuration: defaults < --config FILE < --set section.key=value < the flags (:data:`FLAGS`)."""
+    return config_mod.config_from_args(args, {_dest(flag): key for flag, key in FLAGS.items()})
 
 
 def _host_port(flag: str, value: str) -> tuple[str, int]:

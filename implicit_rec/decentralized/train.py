@@ -25,7 +25,7 @@ from dsgd import DSGD, Monitor, agent_mesh, count_collectives, make_topology, pu
 
 from ..atomic import atomic_path, write_json_atomic
 from ..config import ConfigError, RunConfig, from_dict
-from ..data import load_dataset
+from ..data import load_data
 from ..loopfm.store import HistoricalStore
 from .problem import AgentSampler, fit_store, needs_store, shard_rows, vm_problem
 
@@ -40,8 +40,8 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
 
 
 def load_table(run: RunConfig, cache_dir: str | None):
-    """The event table of ``run.data``."""
-    return load_dataset(run.data.dataset, preset=run.data.preset, seed=run.data.seed, cache_dir=cache_dir)
+    """The event table of ``run.data`` (``cache_dir`` where ``data.cache_dir`` is 'auto')."""
+    return load_data(run.data, default_cache_dir=cache_dir)
 
 
 def check_config(run) -> RunConfig:
