@@ -40,8 +40,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "console", "sh"}
 LANGUAGES = {"python", "toml", "text"} | SHELL
 FAST_PYTHON = {"README.md"}  # pages whose python blocks run in a few seconds: checked in the fast lane
-# Generated from implicit_rec/config.py on another branch of issue 12; drop this once it is merged.
-NOT_YET_MERGED = {ROOT / "docs" / "configuration.md"}
 SEPARATORS = {";", "&&", "||", "|", "&"}
 PUNCTUATION = "();<>|&"
 
@@ -123,8 +121,6 @@ def test_relative_links_resolve(page):
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if linked in NOT_YET_MERGED and not linked.exists():
-            continue
         assert linked.exists(), f"{page_id(page)}: link {target!r} points to {linked}, which does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in anchors(linked), (
