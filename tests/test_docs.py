@@ -233,7 +233,7 @@ def check_module(module: str, args: list[str], where: str) -> None:
     command = f"python -m {module} {shlex.join(args)}"
     if hasattr(mod, "build_parser"):
         run = lambda: mod.build_parser().parse_args(args)  # noqa: E731
-    elif hasattr(mod, "main") and "parse_args" in inspect.getsource(mod.main):
+    elif hasattr(mod, "main") and "parse_args" in inspect.getsource(mod):
         original = argparse.ArgumentParser.parse_args
 
         def parse_then_stop(self, argv=None, namespace=None):
