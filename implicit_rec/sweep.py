@@ -10,25 +10,59 @@ counted in FLOPs, it shows in the seconds).
 
 The empirical Lipschitz constant (the Implicit Models paper's diagnostic) of x -> z_k is
 max / mean over test examples and random directions of ||z_k(x + d) - z_k(x)|| / ||d||, with
-||d|| = scale * ||x|| per example. Explicit VMs are points: x -> last hidden layer.
+||d|| = scale * ||x|| per example (``solvers.empirical_lipschitz`` on the whole trajectory, one
+call). Explicit VMs are points: x -> last hidden layer.
+
+Rows are typed (:class:`~implicit_rec.sweep_core.SweepRow`, :class:`LipschitzRow`,
+:class:`ExplicitPoint`); their ``to_dict()`` is the ``metrics.json`` schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import solvers
+
 from . import metrics
 from .models.vertical import VerticalModel
+from .sweep_core import SweepRow, check_iterations, sweep_rows
 
 
-def count_params(model: nnx.Module) -> int:
-    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+@dataclasses.dataclass(frozen=True)
+class LipschitzRow:
+    """max / mean empirical Lipschitz ratio; ``method`` and ``iterations`` for a point of a sweep."""
+
+    max: float
+    mean: float
+    method: str | None = None
+    iterations: int | None = None
+
+    def to_dict(self) -> dict:
+        """{method, iterations, max, mean} for a sweep point, {max, mean} for an explicit VM."""
+        out = {} if self.method is None else {"method": self.method}
+        if self.iterations is not None:
+            out["iterations"] = self.iterations
+        return {**out, "max": self.max, "mean": self.mean}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplicitPoint:
+    """An explicit VM on the sweep's axes: depth (hidden layers), quality metrics, seconds, flops."""
+
+    depth: int
+    metrics: Mapping[str, float]
+    seconds: float
+    flops: float
+
+    def to_dict(self) -> dict:
+        return {"depth": self.depth, **self.metrics, "seconds": self.seconds, "flops": self.flops}
 
 
 _FLOPS: dict = {}
@@ -100,7 +134,7 @@ def implicit_sweep(
     repeats: int = 3,
     chunk: int = 4096,
     timed: bool = True,
-) -> list[dict]:
+) -> list[SweepRow]:
     """One row per k: auc, gauc, logloss, residual, converged_fraction, seconds, flops.
 
     ``timed=False`` skips the wall-time measurement (one compilation per k) and reports NaN seconds.
@@ -108,6 +142,7 @@ def implicit_sweep(
     if model.arch != "implicit":
         raise ValueError(f"implicit_sweep needs an implicit VM, got arch={model.arch!r}.")
     model.eval()
+    iterations = check_iterations(iterations)
     K = max(iterations)
     x = vm_features(model, make_batch, rows, chunk)
     tol = model.core.eval_solver.tol
@@ -140,37 +175,40 @@ def implicit_sweep(
     front_flops += prep_flops
     head_flops = 2.0 * model.core.d_state
     xs = jnp.asarray(x)
-    out = []
+    evals, seconds = [], []
     for k in iterations:
         probs = 1.0 / (1.0 + np.exp(-logits[k].astype(np.float64)))
-        ev = metrics.evaluate(labels, probs, users)
-
-        seconds = float("nan")
+        evals.append(metrics.evaluate(labels, probs, users))
         if timed:
             score = _pure(
                 model,
                 lambda m, x, k=k: m.core.trajectory(x, steps=k, readout=lambda z: m.head(z)[:, 0], method=method)[-1],
                 ("score", k, method),
             )
-            seconds = front_s + _median_seconds(lambda score=score: score(xs), repeats)
-        out.append(
-            {
-                "method": method,
-                "iterations": int(k),
-                **ev,
-                "residual": float(np.mean(resid[k])),
-                "converged_fraction": float(np.mean(resid[k] <= tol)),
-                "seconds": seconds,
-                "flops": front_flops + k * cell_flops + head_flops,
-            }
-        )
-    return out
+            seconds.append(front_s + _median_seconds(lambda score=score: score(xs), repeats))
+        else:
+            seconds.append(float("nan"))
+    ks = np.asarray(iterations)
+    return sweep_rows(
+        iterations,
+        {name: [e[name] for e in evals] for name in evals[0]},
+        method=method,
+        residual=resid[ks].mean(axis=1),
+        converged_fraction=(resid[ks] <= tol).mean(axis=1),
+        seconds=seconds,
+        flops=front_flops + ks * cell_flops + head_flops,
+    )
 
 
 def _cell(functional):
     """One application of the cell at the initial state."""
     f, z0, args = functional
     return f(z0, *args)
+
+
+@nnx.jit
+def _explicit_probs(model: VerticalModel, batch) -> jax.Array:
+    return jax.nn.sigmoid(model(batch)["logit"])
 
 
 def explicit_point(
@@ -182,44 +220,18 @@ def explicit_point(
     *,
     repeats: int = 3,
     chunk: int = 4096,
-) -> dict:
+) -> ExplicitPoint:
     """An explicit VM on the sweep's axes: depth (hidden layers), metrics, seconds, flops."""
     model.eval()
-    fwd = nnx.jit(lambda m, b: jax.nn.sigmoid(m(b)["logit"]))
     probs = np.concatenate(
-        [np.asarray(fwd(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
+        [np.asarray(_explicit_probs(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
     )
     sample = make_batch(rows[:chunk])
     flops = _flops(model, lambda m, b: m(b)["logit"], "forward", sample) / len(rows[:chunk])
     seconds = _median_seconds(
-        lambda: [fwd(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
+        lambda: [_explicit_probs(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
     )
-    return {
-        "depth": len(model.core.layers),
-        **metrics.evaluate(labels, probs, users),
-        "seconds": seconds,
-        "flops": flops,
-    }
-
-
-def _directions(x: jax.Array, perturbations: int, scale: float, key: jax.Array) -> jax.Array:
-    """(P, n, width) random directions with ||d_i|| = scale * ||x_i||."""
-    d = jax.random.normal(key, (perturbations,) + x.shape, x.dtype)
-    d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
-    return d * scale * jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _ratios(g: Callable, x: jax.Array, deltas: jax.Array) -> jax.Array:
-    """||g(x + d) - g(x)|| / ||d|| over the last axis of g's output; shape (P, ..., n).
-
-    g is called once, on the stacked batch [x, x + d_1, ..., x + d_P] (g must act row-wise)."""
-    P, n = deltas.shape[0], x.shape[0]
-    out = g(jnp.concatenate([x[None], x[None] + deltas]).reshape((P + 1) * n, -1))
-    out = out.reshape(out.shape[:-2] + (P + 1, n, out.shape[-1]))  # (..., P + 1, n, d)
-    out = jnp.moveaxis(out, -3, 0)
-    diff = jnp.linalg.norm(out[1:] - out[:1], axis=-1)  # (P, ..., n)
-    dn = jnp.linalg.norm(deltas, axis=-1)  # (P, n)
-    return diff / dn.reshape((P,) + (1,) * (diff.ndim - 2) + (n,))
+    return ExplicitPoint(len(model.core.layers), metrics.evaluate(labels, probs, users), seconds, flops)
 
 
 def lipschitz_sweep(
@@ -231,32 +243,38 @@ def lipschitz_sweep(
     perturbations: int = 8,
     scale: float = 1e-2,
     seed: int = 0,
-) -> list[dict]:
+) -> list[LipschitzRow]:
     """One row per k: max and mean of ||z_k(x + d) - z_k(x)|| / ||d|| (x: (n, width) front-end vectors)."""
     model.eval()
+    iterations = check_iterations(iterations)
     x = jnp.asarray(x)
-    deltas = _directions(x, perturbations, scale, jax.random.key(seed))
+    deltas = solvers.random_directions(jax.random.key(seed), x, perturbations, scale)
     steps = max(iterations)
     ratios = _pure(
         model,
-        lambda m, x, d: _ratios(lambda v: m.core.trajectory(v, steps=steps, method=method), x, d),
+        lambda m, x, d: (
+            solvers.empirical_lipschitz(
+                lambda v: m.core.trajectory(v, steps=steps, method=method), x, d, readout_axis=0, stacked=True
+            ).ratios
+        ),
         ("lipschitz", steps, method),
     )
     r = np.asarray(ratios(x, deltas))  # (P, K + 1, n)
-    return [
-        {"method": method, "iterations": int(k), "max": float(r[:, k].max()), "mean": float(r[:, k].mean())}
-        for k in iterations
-    ]
+    return [LipschitzRow(float(r[:, k].max()), float(r[:, k].mean()), method, int(k)) for k in iterations]
 
 
 def explicit_lipschitz(
     model: VerticalModel, x: np.ndarray, *, perturbations: int = 8, scale: float = 1e-2, seed: int = 0
-) -> dict:
+) -> LipschitzRow:
     """max / mean Lipschitz ratio of x -> last hidden layer of an explicit VM."""
     model.eval()
     x = jnp.asarray(x)
-    deltas = _directions(x, perturbations, scale, jax.random.key(seed))
+    deltas = solvers.random_directions(jax.random.key(seed), x, perturbations, scale)
     r = np.asarray(
-        _pure(model, lambda m, x, d: _ratios(lambda v: nnx.relu(m.core(v)), x, d), ("lipschitz",))(x, deltas)
+        _pure(
+            model,
+            lambda m, x, d: solvers.empirical_lipschitz(lambda v: nnx.relu(m.core(v)), x, d, stacked=True).ratios,
+            ("lipschitz",),
+        )(x, deltas)
     )
-    return {"max": float(r.max()), "mean": float(r.mean())}
+    return LipschitzRow(float(r.max()), float(r.mean()))

@@ -6,11 +6,17 @@ Public API:
   adjoint_probe(B) -> AdjointInfo                     zeros whose gradient reports the ift adjoint solve
   iterate(f, z0, *args, steps, ...)                   readout of every iterate in one pass
   residual(z, fz, stop)                               the per-row residual of the stop rule
-  spectral_radius, jacobian_frobenius, empirical_lipschitz   diagnostics
+  spectral_radius, jacobian_frobenius, empirical_lipschitz, random_directions   diagnostics
 """
 
 from ._loop import residual
-from .diagnostics import LipschitzEstimate, empirical_lipschitz, jacobian_frobenius, spectral_radius
+from .diagnostics import (
+    LipschitzEstimate,
+    empirical_lipschitz,
+    jacobian_frobenius,
+    random_directions,
+    spectral_radius,
+)
 from .fixed_point import AdjointInfo, SolverInfo, adjoint_probe, check_options, fixed_point
 from .iterate import iterate
 
@@ -25,5 +31,6 @@ __all__ = [
     "spectral_radius",
     "jacobian_frobenius",
     "empirical_lipschitz",
+    "random_directions",
     "LipschitzEstimate",
 ]

@@ -1,12 +1,18 @@
 """Bad input to the domain studies' Python API: one clear error naming the argument, the value and
 what is expected, raised before any data is generated or any model is trained (issue 11)."""
 
+import argparse
+import dataclasses
+import inspect
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from implicit_rec.domains import deblur, fourier, gnn, lp, lp_data, pde, pde_study, sweep
+from implicit_rec.domains import cli, deblur, fourier, gnn, lp, lp_data, pde, pde_study
+from implicit_rec.domains._checks import RENAMED
+from implicit_rec.domains.study import Study
 
 
 def _fno(*args, **kw):
@@ -19,58 +25,87 @@ def _gnn(*args, **kw):
 
 CASES = {
     # LPConfig via preset overrides
-    "lp n_train<0": (lambda: lp.preset("tiny", n_train=-5), ValueError, ["n_train", "-5", ">= 2"]),
-    "lp epochs=0": (lambda: lp.preset("tiny", epochs=0), ValueError, ["epochs", ">= 1"]),
-    "lp dims empty": (lambda: lp.preset("tiny", dims=()), TypeError, ["dims", "non-empty"]),
-    "lp dims repeated": (lambda: lp.preset("tiny", dims=(4, 4)), ValueError, ["dims", "more than once"]),
-    "lp dims float": (lambda: lp.preset("tiny", dims=(4, 8.5)), TypeError, ["dims[1]", "8.5"]),
-    "lp val_fraction>1": (lambda: lp.preset("tiny", val_fraction=1.5), ValueError, ["val_fraction", "1.5"]),
+    "lp n_train<0": (lambda: lp.STUDY.configure("tiny", n_train=-5), ValueError, ["n_train", "-5", ">= 2"]),
+    "lp epochs=0": (lambda: lp.STUDY.configure("tiny", epochs=0), ValueError, ["epochs", ">= 1"]),
+    "lp dims empty": (lambda: lp.STUDY.configure("tiny", dims=()), TypeError, ["dims", "non-empty"]),
+    "lp dims repeated": (lambda: lp.STUDY.configure("tiny", dims=(4, 4)), ValueError, ["dims", "more than once"]),
+    "lp dims float": (lambda: lp.STUDY.configure("tiny", dims=(4, 8.5)), TypeError, ["dims[1]", "8.5"]),
+    "lp val_fraction>1": (lambda: lp.STUDY.configure("tiny", val_fraction=1.5), ValueError, ["val_fraction", "1.5"]),
     "lp val_fraction=1": (
-        lambda: lp.preset("tiny", val_fraction=0.99),
+        lambda: lp.STUDY.configure("tiny", val_fraction=0.99),
         ValueError,
         ["val_fraction", "no training LPs"],
     ),
-    "lp ks decreasing": (lambda: lp.preset("tiny", ks=(3, 1)), ValueError, ["ks", "increasing"]),
+    "lp iterations decreasing": (
+        lambda: lp.STUDY.configure("tiny", iterations=(3, 1)),
+        ValueError,
+        ["iterations", "increasing"],
+    ),
+    "lp ks renamed": (lambda: lp.STUDY.configure("tiny", ks=(0, 1)), TypeError, ["'ks'", "did you mean 'iterations'"]),
     "lp sweep_method": (
-        lambda: lp.preset("tiny", sweep_method="newton"),
+        lambda: lp.STUDY.configure("tiny", sweep_method="newton"),
         ValueError,
         ["sweep_method", "newton", "picard"],
     ),
-    "lp learning_rate<0": (lambda: lp.preset("tiny", learning_rate=-1), ValueError, ["learning_rate", "> 0"]),
-    "lp seed<0": (lambda: lp.preset("tiny", seed=-1), ValueError, ["seed", ">= 0"]),
-    "lp gamma_self>=1": (lambda: lp.preset("tiny", gamma_self=1.0), ValueError, ["gamma_self", "1.0"]),
-    "lp feedback str": (lambda: lp.preset("tiny", feedback="yes"), TypeError, ["feedback", "True or False"]),
-    "lp spec dict": (lambda: lp.preset("tiny", spec={"m": 3}), TypeError, ["spec", "LPSpec"]),
-    "lp lip_samples>n_test": (lambda: lp.preset("tiny", lip_samples=9), ValueError, ["lip_samples", "n_test"]),
-    "lp unknown kwarg": (lambda: lp.preset("tiny", epoch=3), TypeError, ["'epoch'", "did you mean 'epochs'"]),
+    "lp learning_rate<0": (lambda: lp.STUDY.configure("tiny", learning_rate=-1), ValueError, ["learning_rate", "> 0"]),
+    "lp seed<0": (lambda: lp.STUDY.configure("tiny", seed=-1), ValueError, ["seed", ">= 0"]),
+    "lp gamma_self>=1": (lambda: lp.STUDY.configure("tiny", gamma_self=1.0), ValueError, ["gamma_self", "1.0"]),
+    "lp feedback str": (lambda: lp.STUDY.configure("tiny", feedback="yes"), TypeError, ["feedback", "True or False"]),
+    "lp spec dict": (lambda: lp.STUDY.configure("tiny", spec={"m": 3}), TypeError, ["spec", "LPSpec"]),
+    "lp lipschitz_examples>n_test": (
+        lambda: lp.STUDY.configure("tiny", lipschitz_examples=9),
+        ValueError,
+        ["lipschitz_examples", "n_test"],
+    ),
+    "lp nested spec": (lambda: lp.STUDY.configure("tiny", **{"spec.mm": 3}), TypeError, ["'mm'", "did you mean 'm'"]),
+    "lp unknown kwarg": (lambda: lp.STUDY.configure("tiny", epoch=3), TypeError, ["'epoch'", "did you mean 'epochs'"]),
     "lp spec bound_std": (lambda: lp_data.LPSpec(bound_std=0.0), ValueError, ["bound_std", "> 0"]),
     "lp spec m bool": (lambda: lp_data.LPSpec(m=True), TypeError, ["m", "integer"]),
     "lp generate seed": (lambda: lp_data.generate(2, -1), ValueError, ["seed", "-1", ">= 0"]),
     "lp generate num float": (lambda: lp_data.generate(2.0, 0), TypeError, ["num", "integer"]),
     # DeblurConfig
-    "deblur seed<0": (lambda: deblur.preset("tiny", seed=-1), ValueError, ["seed", ">= 0"]),
-    "deblur lr<0": (lambda: deblur.preset("tiny", lr=-1), ValueError, ["lr", "> 0"]),
-    "deblur kernel_size even": (lambda: deblur.preset("tiny", kernel_size=4), ValueError, ["kernel_size", "odd", "4"]),
-    "deblur kernel_size>size": (lambda: deblur.preset("tiny", kernel_size=17), ValueError, ["kernel_size", "size=16"]),
-    "deblur cnn_layers=1": (lambda: deblur.preset("tiny", cnn_layers=1), ValueError, ["cnn_layers", ">= 2"]),
-    "deblur size float": (lambda: deblur.preset("tiny", size=1.5), TypeError, ["size", "1.5", "integer"]),
-    "deblur size str": (lambda: deblur.preset("tiny", size="16"), TypeError, ["size", "'16'", "integer"]),
-    "deblur examples=0": (lambda: deblur.preset("tiny", examples=0), ValueError, ["examples", ">= 1"]),
-    "deblur train_tol<0": (lambda: deblur.preset("tiny", train_tol=-1), ValueError, ["train_tol", "> 0"]),
-    "deblur eta0=0": (lambda: deblur.preset("tiny", eta0=0), ValueError, ["eta0", "> 0"]),
-    "deblur noise nan": (lambda: deblur.preset("tiny", noise=float("nan")), ValueError, ["noise", "finite"]),
+    "deblur seed<0": (lambda: deblur.STUDY.configure("tiny", seed=-1), ValueError, ["seed", ">= 0"]),
+    "deblur learning_rate<0": (
+        lambda: deblur.STUDY.configure("tiny", learning_rate=-1),
+        ValueError,
+        ["learning_rate", "> 0"],
+    ),
+    "deblur lr renamed": (lambda: deblur.STUDY.configure("tiny", lr=1), TypeError, ["did you mean 'learning_rate'"]),
+    "deblur kernel_size even": (
+        lambda: deblur.STUDY.configure("tiny", kernel_size=4),
+        ValueError,
+        ["kernel_size", "odd", "4"],
+    ),
+    "deblur kernel_size>size": (
+        lambda: deblur.STUDY.configure("tiny", kernel_size=17),
+        ValueError,
+        ["kernel_size", "size=16"],
+    ),
+    "deblur cnn_layers=1": (lambda: deblur.STUDY.configure("tiny", cnn_layers=1), ValueError, ["cnn_layers", ">= 2"]),
+    "deblur size float": (lambda: deblur.STUDY.configure("tiny", size=1.5), TypeError, ["size", "1.5", "integer"]),
+    "deblur size str": (lambda: deblur.STUDY.configure("tiny", size="16"), TypeError, ["size", "'16'", "integer"]),
+    "deblur examples=0": (lambda: deblur.STUDY.configure("tiny", examples=0), ValueError, ["examples", ">= 1"]),
+    "deblur train_tol<0": (lambda: deblur.STUDY.configure("tiny", train_tol=-1), ValueError, ["train_tol", "> 0"]),
+    "deblur eta0=0": (lambda: deblur.STUDY.configure("tiny", eta0=0), ValueError, ["eta0", "> 0"]),
+    "deblur noise nan": (lambda: deblur.STUDY.configure("tiny", noise=float("nan")), ValueError, ["noise", "finite"]),
     "deblur sigma<=0": (
-        lambda: deblur.preset("tiny", kernel_param=0.0),
+        lambda: deblur.STUDY.configure("tiny", kernel_param=0.0),
         ValueError,
         ["kernel_param", "gaussian", "> 0"],
     ),
-    "deblur depths str": (lambda: deblur.preset("tiny", depths="12"), TypeError, ["depths"]),
-    "deblur unknown kwarg": (lambda: deblur.preset("tiny", step=3), TypeError, ["'step'", "did you mean 'steps'"]),
+    "deblur depths str": (lambda: deblur.STUDY.configure("tiny", depths="12"), TypeError, ["depths"]),
+    "deblur unknown kwarg": (
+        lambda: deblur.STUDY.configure("tiny", step=3),
+        TypeError,
+        ["'step'", "did you mean 'steps'"],
+    ),
     # PDE study
-    "pde width=0": (lambda: pde_study.StudyConfig(width=0), ValueError, ["width", ">= 1"]),
-    "pde grad": (lambda: pde_study.StudyConfig(grad="magic"), ValueError, ["grad", "magic", "ift"]),
-    "pde gamma>1": (lambda: pde_study.StudyConfig(gamma=1.5), ValueError, ["gamma", "1.5"]),
-    "pde ks str": (lambda: pde_study.StudyConfig(ks="012"), TypeError, ["ks", "'012'"]),
+    "pde width=0": (lambda: pde_study.PDEStudyConfig(width=0), ValueError, ["width", ">= 1"]),
+    "pde grad": (lambda: pde_study.PDEStudyConfig(grad="magic"), ValueError, ["grad", "magic", "ift"]),
+    "pde gamma>1": (lambda: pde_study.PDEStudyConfig(gamma=1.5), ValueError, ["gamma", "1.5"]),
+    "pde iterations str": (lambda: pde_study.PDEStudyConfig(iterations="012"), TypeError, ["iterations", "'012'"]),
+    "pde n odd": (lambda: pde_study.STUDY.configure("tiny", n=9), ValueError, ["n must be even"]),
+    "pde unknown preset": (lambda: pde_study.STUDY.configure("huge"), ValueError, ["'huge'", "tiny"]),
     "pde config seed<0": (lambda: pde.PDEConfig(seed=-1), ValueError, ["seed", ">= 0"]),
     "pde config n float": (lambda: pde.PDEConfig(n=16.0), TypeError, ["n", "integer"]),
     # models
@@ -127,10 +162,6 @@ CASES = {
         TypeError,
         ["max_cg", "integer"],
     ),
-    # sweep iteration counts
-    "ks fraction": (lambda: sweep.check_ks([0, 1.5]), TypeError, ["ks[1]", "1.5"]),
-    "ks string": (lambda: sweep.check_ks("012"), TypeError, ["ks", "'012'"]),
-    "ks bool": (lambda: sweep.check_ks([True, 2]), TypeError, ["ks[0]"]),
 }
 
 
@@ -163,15 +194,76 @@ def test_bad_input_is_one_clear_error(name):
 
 
 def test_good_values_are_normalized_and_presets_stay_valid():
-    cfg = lp.preset("tiny", dims=[np.int64(4)], ks=[0, np.int64(2)], learning_rate=1)
-    assert cfg.dims == (4,) and type(cfg.dims[0]) is int and cfg.ks == (0, 2) and cfg.learning_rate == 1.0
-    assert sweep.check_ks(np.arange(3)) == (0, 1, 2)
-    for name in lp.PRESETS:
-        lp.preset(name)
-    for name in deblur.PRESETS:
-        deblur.preset(name)
-    for name in pde_study.PRESETS:
-        pde_study.preset(name)
-    assert pde_study.StudyConfig(gamma=None).gamma is None
+    cfg = lp.STUDY.configure("tiny", dims=[np.int64(4)], iterations=[0, np.int64(2)], learning_rate=1)
+    assert cfg.dims == (4,) and type(cfg.dims[0]) is int and cfg.iterations == (0, 2) and cfg.learning_rate == 1.0
+    assert lp.STUDY.configure("tiny", **{"spec.m": 12}).spec.m == 12
+    for study in (lp.STUDY, deblur.STUDY, pde_study.STUDY):
+        for name in study.presets:
+            assert study.configure(name) == study.presets[name]
+    assert pde_study.PDEStudyConfig(gamma=None).gamma is None
     u, info = pde.solve(np.ones((1, 8, 8)), np.ones((1, 8, 8)), tol=1e-8, max_newton=5)
     assert info.residual.max() <= 1e-8
+
+
+# -- the one Study shape and the one command line -----------------------------------------------------
+STUDIES = {"lp": lp.STUDY, "deblur": deblur.STUDY, "pde": pde_study.STUDY}
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_every_domain_has_the_same_study_shape(name):
+    study = STUDIES[name]
+    assert isinstance(study, Study) and study.name == name and cli.load(name) is study
+    assert dataclasses.is_dataclass(study.config) and study.config.__dataclass_params__.frozen
+    assert {"tiny", "default"} <= set(study.presets)
+    assert all(type(c) is study.config for c in study.presets.values())
+    fields = {f.name for f in dataclasses.fields(study.config)}
+    assert {"iterations", "lipschitz_examples", "lipschitz_perturbations", "lipschitz_scale", "seed"} <= fields
+    assert {"learning_rate"} <= fields and not fields & set(RENAMED)
+    assert list(inspect.signature(study.compute).parameters) == ["cfg", "cache_dir", "log"]
+    assert len(inspect.signature(study.report).parameters) == 1
+    assert len(inspect.signature(study.plots).parameters) == 2
+    with pytest.raises(TypeError, match=f"config must be a {study.config.__name__}"):
+        study.run({"seed": 0}, "unused")
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["lp", "--preset", "tiny", "--set", "epoch=2"], ["'epoch'", "did you mean 'epochs'"]),
+        (["pde", "--set", "ks=0,1"], ["'ks' was renamed", "did you mean 'iterations'"]),
+        (["deblur", "--set", "lr=0.1"], ["'lr' was renamed", "did you mean 'learning_rate'"]),
+        (["lp", "--set", "spec.mm=3"], ["'mm'", "did you mean 'm'"]),
+        (["lp", "--set", "epochs"], ["--set 'epochs'", "KEY=VALUE"]),
+        (["lp", "--set", "epochs=0"], ["epochs", ">= 1"]),
+        (["deblur", "--set", "iterations=4,2"], ["iterations", "increasing"]),
+        (["pde", "--preset", "huge"], ["--preset 'huge' is not known", "tiny"]),
+        (["pde", "--seed", "-1"], ["--seed", ">= 0"]),
+        (["fluid"], ["invalid choice: 'fluid'"]),
+    ],
+)
+def test_cli_bad_input_is_a_usage_error_before_any_output(argv, words, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--out", str(out), "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_cli_values_are_typed_after_the_preset():
+    study = lp.STUDY
+    values = cli.overrides(study, "tiny", ["iterations=0,2,8", "dims=4", "feedback=false", "sweep_method=picard"])
+    assert values == {"iterations": (0, 2, 8), "dims": (4,), "feedback": False, "sweep_method": "picard"}
+    cfg = study.configure("tiny", **values, **cli.overrides(study, "tiny", ["spec.m=12", "learning_rate=1e-3"]))
+    assert (cfg.iterations, cfg.dims, cfg.feedback, cfg.spec.m, cfg.learning_rate) == ((0, 2, 8), (4,), False, 12, 1e-3)
+    assert cli.overrides(pde_study.STUDY, "tiny", ["gamma=none"]) == {"gamma": None}
+
+
+def test_cli_registers_on_another_command_line():
+    parser = argparse.ArgumentParser(prog="implicit-rec")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["domain", "pde", "--preset", "tiny", "--set", "epochs=1", "--seed", "3"])
+    assert args.func is cli.run and args.name == "pde"
+    study, cfg = cli.configure(args)
+    assert study is pde_study.STUDY and (cfg.epochs, cfg.seed, cfg.n) == (1, 3, 16)

@@ -82,3 +82,74 @@ def test_empirical_lipschitz_grows_with_iterations_of_an_expansive_readout(preci
         g = lambda x, t=t: solvers.iterate(lambda z, x: z @ a.T + x, jnp.zeros_like(x), x, steps=t, tol=0.0)[-1]
         est = solvers.empirical_lipschitz(g, x, deltas)
         np.testing.assert_allclose(est.max, (1 - mu**t) / (1 - mu), rtol=rtol_for(precision))
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_empirical_lipschitz_of_a_linear_map_is_its_gain_along_each_direction(stacked):
+    x = jax.random.normal(jax.random.key(0), (5, 3))
+    a = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+    d = solvers.random_directions(jax.random.key(1), x, 4, 0.1)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(d, axis=-1), jnp.broadcast_to(0.1 * jnp.linalg.norm(x, axis=-1), (4, 5)), rtol=1e-5
+    )
+    est = solvers.empirical_lipschitz(lambda v: v @ a, x, d, stacked=stacked)
+    assert est.ratios.shape == (4, 5) and est.max.shape == ()
+    expected = jnp.linalg.norm(d @ a, axis=-1) / jnp.linalg.norm(d, axis=-1)
+    np.testing.assert_allclose(est.ratios, expected, rtol=1e-5)
+    np.testing.assert_allclose([est.max, est.mean], [expected.max(), expected.mean()], rtol=1e-5)
+
+
+def test_random_directions_of_a_pytree_scale_each_sample_jointly():
+    x = {"a": jnp.arange(6.0).reshape(2, 3) + 1.0, "b": jnp.ones((2, 3, 2))}
+    d = solvers.random_directions(jax.random.key(3), x, 5, 0.5)
+    assert d["a"].shape == (5, 2, 3) and d["b"].shape == (5, 2, 3, 2)
+    norms = jnp.sqrt(jnp.sum(d["a"] ** 2, -1) + jnp.sum(d["b"] ** 2, (-2, -1)))
+    xnorm = jnp.sqrt(jnp.sum(x["a"] ** 2, -1) + jnp.sum(x["b"] ** 2, (-2, -1)))
+    np.testing.assert_allclose(norms, jnp.broadcast_to(0.5 * xnorm, (5, 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_readout_axis_gives_the_contraction_bound_of_every_iterate(stacked):
+    """z_t = mu z_{t-1} + x from z_0 = 0 is linear in x with gain (1 - mu^t) / (1 - mu), one call for all t."""
+    mu, steps = 0.8, 10
+    x = jax.random.normal(jax.random.key(4), (3, 2, 4))  # batch axis 1
+    deltas = solvers.random_directions(jax.random.key(5), x, 3, 1e-2, batch_axis=1)
+
+    def traj(x):  # (steps + 1, 3, B, 4): the readout axis first
+        return solvers.iterate(lambda z, x: mu * z + x, jnp.zeros_like(x), x, steps=steps, tol=0.0, batch_axis=1)
+
+    est = solvers.empirical_lipschitz(traj, x, deltas, batch_axis=1, readout_axis=0, stacked=stacked)
+    assert est.ratios.shape == (3, steps + 1, 2) and est.max.shape == (steps + 1,)
+    t = np.arange(steps + 1)
+    np.testing.assert_allclose(est.max, (1 - mu**t) / (1 - mu), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(est.mean, (1 - mu**t) / (1 - mu), rtol=1e-4, atol=1e-6)
+    # each readout equals the one-readout estimate of that iterate alone
+    for k in (1, 4):
+        one = solvers.empirical_lipschitz(lambda v, k=k: traj(v)[k], x, deltas, batch_axis=1)
+        np.testing.assert_allclose(est.ratios[:, k], one.ratios, rtol=1e-5)
+
+
+def test_stacked_evaluation_calls_g_once_on_the_whole_batch():
+    calls = []
+
+    def g(v):
+        calls.append(v.shape)
+        return jnp.tanh(v)
+
+    x = jnp.ones((4, 3))
+    solvers.empirical_lipschitz(g, x, solvers.random_directions(jax.random.key(0), x, 5, 0.1), stacked=True)
+    assert calls == [(24, 3)]
+
+
+def test_empirical_lipschitz_rejects_bad_input():
+    x = jnp.ones((4, 3))
+    with pytest.raises(ValueError, match=r"shape \(P,\) \+ x.shape"):
+        solvers.empirical_lipschitz(jnp.tanh, x, jnp.ones((2, 4, 2)))
+    with pytest.raises(TypeError, match="structure of x"):
+        solvers.empirical_lipschitz(jnp.tanh, x, {"a": jnp.ones((2, 4, 3))})
+    with pytest.raises(ValueError, match="stacked=True .* pass a batch_axis"):
+        solvers.empirical_lipschitz(jnp.tanh, x, jnp.ones((2, 4, 3)), batch_axis=None, stacked=True)
+    with pytest.raises(TypeError, match="readout_axis must be an integer"):
+        solvers.empirical_lipschitz(jnp.tanh, x, jnp.ones((2, 4, 3)), readout_axis=0.5)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        solvers.random_directions(jax.random.key(0), x, 0, 0.1)

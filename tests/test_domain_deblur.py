@@ -114,7 +114,7 @@ def test_implicit_gradient_matches_finite_differences():
 
 @pytest.mark.slow
 def test_unrolled_depth_one_is_the_explicit_model_and_params_scale_with_depth():
-    cfg = deblur.preset("tiny")
+    cfg = deblur.PRESETS["tiny"]
     op = _op(shape=(8, 8))
     single = prox.init_step(jax.random.PRNGKey(0), cfg.channels, cfg.cnn_layers)
     y = jnp.asarray(np.random.default_rng(6).normal(size=(2, 8, 8)), jnp.float32)
@@ -156,14 +156,14 @@ def test_splits_hold_out_whole_images():
 
 def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="preset"):
-        deblur.preset("huge")
+        deblur.STUDY.configure("huge")
     with pytest.raises(SystemExit) as exit_info:
         domain_deblur.main(["--preset", "huge", "--quiet"])
     assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="kernel"):
-        deblur.preset("tiny", kernel="box")
+        deblur.STUDY.configure("tiny", kernel="box")
     with pytest.raises(ValueError, match="z0"):
-        deblur.preset("tiny", z0="ones")
+        deblur.STUDY.configure("tiny", z0="ones")
     with pytest.raises(ValueError, match="image"):
         images.load_gray("lena")
 
@@ -175,40 +175,44 @@ def tiny_run(tmp_path_factory):
     previous = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", False)
     try:
-        metrics = domain_deblur.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+        assert domain_deblur.main(["--preset", "tiny", "--out", str(out), "--quiet"]) == 0
     finally:
         jax.config.update("jax_enable_x64", previous)
-    return out, metrics
+    return out, json.loads((out / "metrics.json").read_text())
 
 
 @pytest.mark.slow
 def test_tiny_study_writes_documented_outputs(tiny_run):
     out, metrics = tiny_run
-    for name in deblur.OUTPUT_FILES:
+    for name in ("metrics.json", "report.md", *deblur.PLOTS):
         assert (out / name).stat().st_size > 0
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(metrics))
+    saved = metrics
+    assert saved["plots"] == list(deblur.PLOTS)
     assert set(saved) >= {"domain", "config", "data", "models", "sweep", "timing"}
     assert set(saved["models"]) == {"blurred", "wiener", "implicit", "explicit", "unrolled"}
-    cfg = deblur.preset("tiny")
-    assert [r["k"] for r in saved["sweep"]] == list(cfg.ks)
+    cfg = deblur.PRESETS["tiny"]
+    assert [r["iterations"] for r in saved["sweep"]] == list(cfg.iterations)
     for row in saved["sweep"]:
-        assert set(row) >= {
-            "k",
+        assert set(row) == {
+            "iterations",
             "psnr",
             "error",
             "lipschitz_max",
             "lipschitz_mean",
-            "residual_mean",
+            "residual",
+            "residual_max",
             "converged_fraction",
         }
+        assert row["residual_max"] >= row["residual"]
     assert set(saved["models"]["unrolled"]) == {str(d) for d in cfg.depths}
     imp = saved["models"]["implicit"]
     assert imp["params"] == saved["models"]["explicit"]["params"]
     assert set(imp) >= {"psnr", "converged_fraction", "lipschitz_max", "eta", "lam"}
     assert saved["data"]["sizes"] == {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
     assert set(saved["data"]["test_images"]).isdisjoint(saved["data"]["train_images"])
-    assert "| k |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    for row in saved["sweep"]:
+        assert f"| {row['iterations']} | {row['psnr']:.2f} | {row['lipschitz_max']:.3g} |" in report
 
 
 @pytest.mark.slow
@@ -220,6 +224,6 @@ def test_tiny_study_behaviour(tiny_run):
     # z_0 = 0 is a constant map of y (Lipschitz 0); later iterates depend on y
     assert rows[0]["lipschitz_max"] == 0.0 and rows[-1]["lipschitz_max"] > 0.0
     # z_0 = 0: the relative residual ||f(0) - 0|| / ||f(0)|| is 1 on every image, none converged
-    assert rows[0]["residual_mean"] == pytest.approx(1.0, rel=1e-5) and rows[0]["converged_fraction"] == 0.0
+    assert rows[0]["residual"] == pytest.approx(1.0, rel=1e-5) and rows[0]["converged_fraction"] == 0.0
     assert rows[-1]["psnr"] > rows[0]["psnr"] + 5.0
-    assert rows[-1]["residual_mean"] < rows[1]["residual_mean"]
+    assert rows[-1]["residual"] < rows[1]["residual"]

@@ -11,8 +11,9 @@ from scipy.optimize import linprog
 
 import solvers
 from experiments import domain_lp
-from implicit_rec.domains import gnn, lp, lp_data, sweep
+from implicit_rec.domains import gnn, lp, lp_data
 from implicit_rec.layers import SolverConfig
+from implicit_rec.params import count_params
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_spec_and_preset_errors_name_the_argument():
     with pytest.raises(ValueError, match="nnz"):
         lp_data.LPSpec(nnz=1000)
     with pytest.raises(ValueError, match="preset"):
-        lp.preset("huge")
+        lp.STUDY.configure("huge")
     with pytest.raises(ValueError, match="keys"):
         gnn.check_inputs({"A": np.zeros((1, 2, 3))})
 
@@ -130,50 +131,42 @@ def test_explicit_gnn_runs_to_depth_and_rejects_bad_depth(lps):
     model = gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=4)
     y_hat, _ = model(x)
     assert y_hat.shape == (4, 50) and len(model.mats) == 4
-    assert gnn.count_params(model) > gnn.count_params(gnn.ImplicitGNN(8, 10, 50, rngs=nnx.Rngs(0)))
+    assert count_params(model) > count_params(gnn.ImplicitGNN(8, 10, 50, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="depth"):
         gnn.ExplicitGNN(8, rngs=nnx.Rngs(0), depth=0)
 
 
-@pytest.mark.x64
 @pytest.mark.slow
-def test_trajectory_lipschitz_equals_empirical_lipschitz_per_k():
-    w = 0.5 * jnp.eye(3)
-    f = lambda z, x: jnp.tanh(z @ w.T + x)  # noqa: E731
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)))
-    ks = (0, 1, 3, 6)
-    traj = lambda x: solvers.iterate(f, jnp.zeros_like(x), x, steps=6, tol=0.0)[jnp.array(ks)]  # noqa: E731
-    deltas = 1e-3 * jnp.asarray(np.random.default_rng(1).normal(size=(4, 5, 3)))
-    lmax, lmean = sweep.trajectory_lipschitz(traj, x, deltas)
-    for i in range(1, len(ks)):
-        ref = solvers.empirical_lipschitz(lambda x: traj(x)[i], x, deltas)
-        assert float(lmax[i]) == pytest.approx(float(ref.max), rel=1e-10)
-        assert float(lmean[i]) == pytest.approx(float(ref.mean), rel=1e-10)
-    assert float(lmax[0]) == 0.0  # z_0 does not depend on x
-    assert np.all(np.diff(np.asarray(lmean)) > 0)  # the map becomes more sensitive with k
-
-
-def test_iteration_sweep_rows_and_errors(tmp_path):
-    rows = sweep.iteration_sweep(
-        (0, 2, 4), lambda ks: [1.0 / (k + 1) for k in ks], lambda ks: ([k for k in ks], [k / 2 for k in ks])
+def test_sweep_lipschitz_is_the_empirical_lipschitz_of_each_iterate(lps):
+    """The sweep's one-call Lipschitz estimate equals solvers.empirical_lipschitz of each z_k's readout."""
+    cfg = lp.STUDY.configure(
+        "tiny", iterations=(0, 1, 3), sweep_method="picard", lipschitz_examples=3, lipschitz_perturbations=2
     )
-    assert rows[1] == {"k": 2, "error": pytest.approx(1 / 3), "lipschitz_max": 2.0, "lipschitz_mean": 1.0}
-    assert sweep.iteration_sweep((1,), lambda ks: [0.5])[0]["lipschitz_max"] is None
-    with pytest.raises(ValueError, match="ks"):
-        sweep.iteration_sweep((4, 2), lambda ks: [0, 0])
-    with pytest.raises(ValueError, match="error_fn"):
-        sweep.iteration_sweep((1, 2), lambda ks: [0.0])
-    sweep.plot_sweep(rows, tmp_path / "p.png", baselines={"explicit": (4, 0.3)})
-    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| implicit | 4 |" in sweep.sweep_table(rows)
+    model = lp.build("implicit", 4, cfg, 0)
+    model.eval()
+    x, y = _inputs(lps, 3, jnp.float32)
+    rows = lp.sweep_implicit(model, x, y, cfg)
+    assert [r.iterations for r in rows] == [0, 1, 3]
+    x_lip, deltas = lp.lipschitz_inputs(x, cfg)
+    graphdef, state = nnx.split(model)
+    for row in rows:  # k = 0 too: the box readout of z_0 = 0 still depends on l and u
+        ref = solvers.empirical_lipschitz(  # P + 1 separate calls of z_k's readout alone
+            lambda v, k=row.iterations: nnx.merge(graphdef, state).trajectory(v, k)[-1], x_lip, deltas
+        )
+        assert row.lipschitz_max == pytest.approx(float(ref.max), rel=1e-4)
+        assert row.lipschitz_mean == pytest.approx(float(ref.mean), rel=1e-4)
+        err = float(jnp.mean(lp.relative_error(model.trajectory(x, row.iterations)[-1], y, cfg.spec.bound_std)))
+        assert row.metrics["error"] == pytest.approx(err, rel=1e-5)
 
 
 @pytest.mark.slow
 def test_tiny_experiment_writes_documented_outputs(tmp_path):
     out = tmp_path / "lp"
-    domain_lp.main(["--preset", "tiny", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert (
+        domain_lp.main(["--preset", "tiny", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"config", "dataset", "baselines", "models", "sweep", "paper", "timing", "preset", "plots"} <= set(metrics)
+    assert {"domain", "config", "dataset", "baselines", "models", "sweep", "paper", "timing", "plots"} <= set(metrics)
     cfg = lp.PRESETS["tiny"]
     ds = metrics["dataset"]
     n_val = round(cfg.val_fraction * cfg.n_train)
@@ -190,13 +183,13 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
     for kind in ("implicit", "explicit"):
         for d in cfg.dims:
             entry = metrics["models"][kind][str(d)]
-            assert entry["width"] == d and entry["params"] == gnn.count_params(lp.build(kind, d, cfg, cfg.seed))
+            assert entry["width"] == d and entry["params"] == count_params(lp.build(kind, d, cfg, cfg.seed))
             # one validation pass (epoch 2 of 2); the restored parameters are those of the best one
             assert [h["epoch"] for h in entry["history"]] == [2]
             assert entry["best_val_error"] == min(h["val_error"] for h in entry["history"])
     for d in cfg.dims:
         rows = metrics["sweep"][str(d)]
-        assert [r["k"] for r in rows] == list(cfg.ks)
+        assert [r["iterations"] for r in rows] == list(cfg.iterations)
         assert all(r["lipschitz_max"] >= r["lipschitz_mean"] > 0 for r in rows)
         assert "lipschitz_max" in metrics["models"]["explicit"][str(d)]
     for name in metrics["plots"]:
@@ -212,7 +205,7 @@ def test_tiny_experiment_writes_documented_outputs(tmp_path):
             + " |"
         ) in report
         for r in metrics["sweep"][str(d)]:
-            assert f"| implicit | {r['k']} | {r['error']:.4g} | {r['lipschitz_max']:.4g} |" in report
+            assert f"| implicit | {r['iterations']} | {r['error']:.4g} | {r['lipschitz_max']:.4g} |" in report
     assert f"{metrics['baselines']['greedy_box']:.3f}." in report
     assert list(tmp_path.glob("lp.tmp*")) == []
 

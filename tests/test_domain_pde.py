@@ -11,6 +11,7 @@ from flax import nnx
 from experiments import domain_pde
 from implicit_rec.domains import fourier, pde, pde_study
 from implicit_rec.layers import SolverConfig
+from implicit_rec.params import count_params
 
 
 def _grid(n):
@@ -154,7 +155,7 @@ def test_implicit_fno_output_is_a_fixed_point_and_depth_one_equals_explicit():
     np.testing.assert_allclose(model.layer.cell(z, ctx), z, atol=1e-8)
     assert bool(info.converged.all())
     explicit = fourier.ExplicitFNO(n, 2, width, 3, rngs=nnx.Rngs(5), depth=1)
-    assert fourier.count_params(explicit) == fourier.count_params(model)
+    assert count_params(explicit) == count_params(model)
     explicit.lift, explicit.project = model.layer.cell.lift, model.project
     explicit.layers[0].spectral, explicit.layers[0].pointwise = model.layer.cell.spectral, model.layer.cell.pointwise
     np.testing.assert_allclose(model.trajectory(x, 1)[1], explicit(x)[0], atol=1e-10)
@@ -248,18 +249,18 @@ def test_iteration_sweep_rows_match_an_independent_picard_loop():
     at4 = np.sort(residuals[4])
     assert at4[2] < 0.9 * at4[3], at4  # a clear gap to put the tolerance in
     eval_tol = float(np.sqrt(at4[2] * at4[3]))
-    cfg = pde_study.StudyConfig(ks=ks, eval_tol=eval_tol, lipschitz_samples=2, lipschitz_perturbations=2)
-    deltas = 1e-3 * np.asarray(jax.random.normal(jax.random.PRNGKey(6), (2, 2, n, n, 2)))
-    rows = pde_study.iteration_sweep(
-        model, {"x_test": np.asarray(x), "u_test": np.asarray(u)}, pde.PDEConfig(n=n), cfg, deltas, chunk=3
+    cfg = pde_study.PDEStudyConfig(
+        n=n, iterations=ks, eval_tol=eval_tol, lipschitz_examples=2, lipschitz_perturbations=2
     )
-    assert [r["k"] for r in rows] == list(ks)
+    deltas = 1e-3 * np.asarray(jax.random.normal(jax.random.PRNGKey(6), (2, 2, n, n, 2)))
+    rows = pde_study.iteration_sweep(model, {"x_test": np.asarray(x), "u_test": np.asarray(u)}, cfg, deltas, chunk=3)
+    assert [r.iterations for r in rows] == list(ks)
     for row in rows:
-        k = row["k"]
-        assert row["error"] == pytest.approx(float(np.mean(errors[k])), rel=1e-4)
-        assert row["residual"] == pytest.approx(float(np.mean(residuals[k])), rel=1e-4)
-        assert row["converged_fraction"] == np.count_nonzero(residuals[k] <= eval_tol) / batch
-    assert rows[ks.index(4)]["converged_fraction"] == 0.5
+        k = row.iterations
+        assert row.metrics["error"] == pytest.approx(float(np.mean(errors[k])), rel=1e-4)
+        assert row.residual == pytest.approx(float(np.mean(residuals[k])), rel=1e-4)
+        assert row.converged_fraction == np.count_nonzero(residuals[k] <= eval_tol) / batch
+    assert rows[ks.index(4)].converged_fraction == 0.5
 
 
 # -- the study --------------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ def tiny_run(tmp_path_factory):
     previous = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", False)
     try:
-        domain_pde.main(["--preset", "tiny", "--out", str(out), "--quiet"])
+        assert domain_pde.main(["--preset", "tiny", "--out", str(out), "--quiet"]) == 0
     finally:
         jax.config.update("jax_enable_x64", previous)
     return out, json.loads((out / "metrics.json").read_text())
@@ -279,7 +280,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_study_writes_documented_outputs(tiny_run):
     out, metrics = tiny_run
-    assert {"preset", "seed", "config", "dataset", "models", "sweep", "reference_solver", "timing"} <= set(metrics)
+    assert {"domain", "config", "dataset", "models", "sweep", "reference_solver", "timing", "plots"} <= set(metrics)
     assert {"n_train", "n_valid", "n_test", "grid", "solver_residual_max"} <= set(metrics["dataset"])
     for m in metrics["models"].values():
         assert {
@@ -294,9 +295,9 @@ def test_tiny_study_writes_documented_outputs(tiny_run):
         assert np.isfinite(m["test_rel_l2"]) and m["lipschitz_max"] >= m["lipschitz_mean"] > 0
     models = metrics["models"]
     assert models["implicit FNO"]["params"] == models["FNO-1 (equal params)"]["params"]
-    assert [r["k"] for r in metrics["sweep"]] == list(pde_study.PRESETS["tiny"][1].ks)
+    assert [r["iterations"] for r in metrics["sweep"]] == list(pde_study.PRESETS["tiny"].iterations)
     for row in metrics["sweep"]:
-        assert {"k", "error", "lipschitz_max", "lipschitz_mean", "residual", "converged_fraction"} <= set(row)
+        assert {"iterations", "error", "lipschitz_max", "lipschitz_mean", "residual", "converged_fraction"} <= set(row)
     for name in pde_study.PLOTS + ("report.md",):
         assert (out / name).stat().st_size > 0
     assert "| implicit FNO |" in (out / "report.md").read_text()
@@ -321,4 +322,7 @@ def test_bad_preset_and_seed_give_clear_errors(capsys):
         domain_pde.main(["--preset", "huge", "--out", "unused"])
     assert "--preset 'huge' is not known" in capsys.readouterr().err
     with pytest.raises(ValueError, match="seed"):
-        pde_study.preset("tiny", seed=-1)
+        pde_study.STUDY.configure("tiny", seed=-1)
+    with pytest.raises(SystemExit):
+        domain_pde.main(["--preset", "tiny", "--seed", "-1", "--out", "unused"])
+    assert "--seed" in capsys.readouterr().err

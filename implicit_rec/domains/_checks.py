@@ -12,18 +12,21 @@ without a checker is a programming error (every new field must say what it accep
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from solvers._options import check_choice, check_float, check_int, reject_unknown_kwargs
 
-from .sweep import check_ks
+from ..sweep_core import check_iterations
 
 Checker = Callable[[str, Any], Any]
 
 __all__ = [
     "boolean",
     "check_fields",
+    "check_overrides",
+    "RENAMED",
     "choice",
     "instance",
     "integer",
@@ -96,8 +99,44 @@ def integers(minimum: int) -> Checker:
 
 
 def iteration_counts(name: str, value: Any) -> tuple[int, ...]:
-    """Test-time iteration counts: :func:`~implicit_rec.domains.sweep.check_ks`."""
-    return check_ks(value, name)
+    """Test-time iteration counts: :func:`~implicit_rec.sweep_core.check_iterations`."""
+    return check_iterations(value, name)
+
+
+# Old setting names of the domain configs -> the glossary's names (an old name is an error that says so).
+RENAMED = {
+    "ks": "iterations",
+    "lr": "learning_rate",
+    "batch": "batch_size",
+    "train_iters": "train_max_iter",
+    "eval_iters": "eval_max_iter",
+    "lip_samples": "lipschitz_examples",
+    "lipschitz_samples": "lipschitz_examples",
+    "lip_perturbations": "lipschitz_perturbations",
+    "lip_eps": "lipschitz_scale",
+    "lip_scale": "lipschitz_scale",
+    "lipschitz_eps": "lipschitz_scale",
+}
+
+
+def check_overrides(where: str, cls: type, overrides: Mapping[str, Any]) -> None:
+    """TypeError naming every key of ``overrides`` that is not a field of the dataclass ``cls``, with the
+    glossary's new name for a renamed key (:data:`RENAMED`) or the closest field otherwise."""
+    valid = tuple(f.name for f in dataclasses.fields(cls))
+    renamed = [key for key in overrides if key not in valid and RENAMED.get(key) in valid]
+    if renamed:
+        raise TypeError(
+            f"{where}: "
+            + ", ".join(f"'{key}' was renamed: did you mean '{RENAMED[key]}'?" for key in renamed)
+            + f" Valid options are: {', '.join(valid)}."
+        )
+    unknown = [key for key in overrides if key not in valid]
+    if unknown:
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, n=1)
+            parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise TypeError(f"{where}: unknown setting(s) {', '.join(parts)}; valid settings are: {', '.join(valid)}.")
 
 
 def check_fields(config: Any, checks: Mapping[str, Checker]) -> None:

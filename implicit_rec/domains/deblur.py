@@ -11,21 +11,21 @@ all from z_0 = 0 (``z0="zero"``, mid-grey; the setting of the paper's bound
 Lip(z_k) <= L (1 - mu^k) / (1 - mu), which needs a constant start) or z_0 = y (``z0="blurred"``);
 - Wiener/Tikhonov: x_hat = (A^T A + lam I)^-1 A^T y with lam tuned on the validation split.
 
-Sweep: the trained implicit cell's Picard iterates z_k, k in ``ks``, give test PSNR(k) and the
+Sweep: the trained implicit cell's Picard iterates z_k, k in ``iterations``, give test PSNR(k) and the
 empirical Lipschitz constant of y -> z_k(y) (perturbations of y: white Gaussian noise and the same noise
 band-passed to the frequencies the blur attenuates to 2-30 %, where deblurring amplifies), in one pass each.
-``run(config)`` returns (metrics, arrays); ``write_outputs`` writes metrics.json, report.md, PNGs.
+``STUDY`` is the domain's :class:`~implicit_rec.domains.study.Study` (``python -m implicit_rec.domains
+deblur``): ``run(config)`` returns a :class:`~implicit_rec.domains.study.Result` (metrics and the example
+images), ``report`` the markdown, ``plots`` the PNGs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,18 +33,19 @@ import numpy as np
 import optax
 
 import solvers
-from implicit_rec.atomic import atomic_directory
 
-from . import images, prox, sweep
-from ._checks import check_fields, choice, integer, integers, iteration_counts, number, reject_unknown_kwargs
+from ..atomic import atomic_path
+from ..sweep_core import DEFAULT_ITERATIONS, plot_sweep, sweep_rows, sweep_table
+from . import images, prox
+from ._checks import check_fields, choice, integer, integers, iteration_counts, number
+from .study import Result, Study
 
-PRESETS = ("tiny", "default")
 Z0_MODES = ("zero", "blurred")
 
 
 @dataclasses.dataclass(frozen=True)
 class DeblurConfig:
-    """All settings of one study (see ``preset``)."""
+    """All settings of one study (presets in :data:`PRESETS`)."""
 
     size: int = 32  # crop side (pixels)
     scale: float = 0.5  # rescale the photographs before cropping
@@ -60,18 +61,18 @@ class DeblurConfig:
     eta0: float = 1.0
     lam0: float = 0.05
     steps: int = 300  # training steps per model
-    batch: int = 16
-    lr: float = 2e-3
+    batch_size: int = 16
+    learning_rate: float = 2e-3
     eval_every: int = 100  # validation PSNR (model selection) every this many steps
     train_max_iter: int = 25  # Anderson iterations (forward and adjoint) in training
     train_tol: float = 1e-3
     eval_max_iter: int = 100
     eval_tol: float = 1e-4
     depths: tuple = (1, 2, 4, 8, 16)
-    ks: tuple = sweep.DEFAULT_KS
-    lip_samples: int = 32  # test crops used for the Lipschitz estimate
-    lip_perturbations: int = 4
-    lip_scale: float = 1e-2  # per-pixel std of the perturbations of y
+    iterations: tuple = DEFAULT_ITERATIONS
+    lipschitz_examples: int = 32  # test crops used for the Lipschitz estimate
+    lipschitz_perturbations: int = 4
+    lipschitz_scale: float = 1e-2  # per-pixel std of the perturbations of y
     examples: int = 6
     z0: str = "zero"  # "zero" | "blurred": the start z_0 of every model
     seed: int = 0
@@ -104,51 +105,46 @@ _DEBLUR_CHECKS = {
     "eta0": number(0.0),
     "lam0": number(0.0),
     "steps": integer(1),
-    "batch": integer(1),
-    "lr": number(0.0),
+    "batch_size": integer(1),
+    "learning_rate": number(0.0),
     "eval_every": integer(1),
     "train_max_iter": integer(1),
     "train_tol": number(0.0),
     "eval_max_iter": integer(1),
     "eval_tol": number(0.0),
     "depths": integers(1),
-    "ks": iteration_counts,
-    "lip_samples": integer(1),
-    "lip_perturbations": integer(1),
-    "lip_scale": number(0.0),
+    "iterations": iteration_counts,
+    "lipschitz_examples": integer(1),
+    "lipschitz_perturbations": integer(1),
+    "lipschitz_scale": number(0.0),
     "examples": integer(1),
     "z0": choice(*Z0_MODES),
     "seed": integer(0),
 }
 
 
-def preset(name: str, **overrides) -> DeblurConfig:
-    """``"default"`` (about 10 minutes on 2 CPU cores) or ``"tiny"`` (seconds, for the tests)."""
-    if name == "default":
-        base = {}
-    elif name == "tiny":
-        base = dict(
-            size=16,
-            n_train=96,
-            n_val=16,
-            n_test=24,
-            channels=4,
-            cnn_layers=2,
-            steps=12,
-            batch=8,
-            eval_every=6,
-            train_max_iter=15,
-            eval_max_iter=30,
-            depths=(1, 2),
-            ks=(0, 1, 2, 4, 8),
-            lip_samples=6,
-            lip_perturbations=2,
-            examples=3,
-        )
-    else:
-        raise ValueError(f"preset={name!r} is not supported; choose one of {', '.join(map(repr, PRESETS))}.")
-    reject_unknown_kwargs("deblur.preset", overrides, tuple(f.name for f in dataclasses.fields(DeblurConfig)))
-    return DeblurConfig(**{**base, **overrides})
+PRESETS = {
+    # "default": about 10 minutes on 2 CPU cores; "tiny": seconds, for the tests
+    "tiny": DeblurConfig(
+        size=16,
+        n_train=96,
+        n_val=16,
+        n_test=24,
+        channels=4,
+        cnn_layers=2,
+        steps=12,
+        batch_size=8,
+        eval_every=6,
+        train_max_iter=15,
+        eval_max_iter=30,
+        depths=(1, 2),
+        iterations=(0, 1, 2, 4, 8),
+        lipschitz_examples=6,
+        lipschitz_perturbations=2,
+        examples=3,
+    ),
+    "default": DeblurConfig(),
+}
 
 
 # -- problem -----------------------------------------------------------------------------------
@@ -232,10 +228,12 @@ def init_unrolled(key, depth: int, cfg: DeblurConfig, dtype=jnp.float32):
     return jax.tree.map(lambda *a: jnp.stack(a), *layers)
 
 
-def trajectory(params, y, op, ks, z0: str = "zero"):
-    """Picard iterates z_k for k in ks, (len(ks), B, H, W)."""
-    traj = solvers.iterate(cell_fn(op), initial_state(y, z0), params, y, steps=max(ks), method="picard", tol=0.0)
-    return traj[np.asarray(ks)]
+def trajectory(params, y, op, iterations, z0: str = "zero"):
+    """Picard iterates z_k for k in ``iterations``, (len(iterations), B, H, W)."""
+    traj = solvers.iterate(
+        cell_fn(op), initial_state(y, z0), params, y, steps=max(iterations), method="picard", tol=0.0
+    )
+    return traj[np.asarray(iterations)]
 
 
 def perturbations(key, shape, op: prox.BlurOperator, scale: float, dtype=jnp.float32):
@@ -257,15 +255,14 @@ def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: C
 
     Returns (best params by validation PSNR, history dict).
     """
-    x_train = prob.x["train"]
-    sched = optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=0.1)
+    sched = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps, alpha=0.1)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
     state = opt.init(params)
 
     @jax.jit
-    def step(params, state, key):
+    def step(params, state, key, x_train):  # the data are arguments, not constants of the program
         k1, k2 = jax.random.split(key)
-        x = x_train[jax.random.randint(k1, (cfg.batch,), 0, x_train.shape[0])]
+        x = x_train[jax.random.randint(k1, (cfg.batch_size,), 0, x_train.shape[0])]
         y = blur_and_noise(prob.op, x, cfg.noise, k2)
 
         def loss_fn(p):
@@ -276,13 +273,13 @@ def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: C
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
-    val = jax.jit(lambda p: jnp.mean(psnr(apply(p, prob.y["val"]), prob.x["val"])))
+    val = jax.jit(lambda p, y, x: jnp.mean(psnr(apply(p, y), x)))
     best, best_psnr, hist = params, -np.inf, {"loss": [], "val_psnr": []}
     for i, k in enumerate(jax.random.split(key, cfg.steps)):
-        params, state, loss = step(params, state, k)
+        params, state, loss = step(params, state, k, prob.x["train"])
         hist["loss"].append(float(loss))
         if (i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps:
-            v = float(val(params))
+            v = float(val(params, prob.y["val"], prob.x["val"]))
             hist["val_psnr"].append((i + 1, v))
             if log:
                 log(f"  step {i + 1:5d}  loss {np.mean(hist['loss'][-cfg.eval_every :]):.2e}  val PSNR {v:.2f}")
@@ -301,8 +298,10 @@ def tune_wiener(prob: Problem, grid=None) -> tuple[float, float]:
 
 
 # -- the study ---------------------------------------------------------------------------------
-def run(cfg: DeblurConfig, log: Callable | None = None) -> tuple[dict, dict]:
-    """Train every model, evaluate on the test crops, sweep k. Returns (metrics, arrays for plots)."""
+def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Result:
+    """Train every model, evaluate on the test crops, sweep k: metrics and the example images.
+
+    ``cache_dir`` is unused (the crops come from scikit-image's bundled photographs)."""
     log = log or (lambda s: None)
     t_start = time.perf_counter()
     timing = {}
@@ -390,27 +389,30 @@ def run(cfg: DeblurConfig, log: Callable | None = None) -> tuple[dict, dict]:
 
     # sweep: PSNR, residual and Lipschitz at each k, from Picard iterates of the implicit cell
     t0 = time.perf_counter()
-    ks = tuple(cfg.ks)
+    ks = cfg.iterations
     traj = jax.jit(lambda p, y: trajectory(p, y, op, ks, z0))(p_imp, yt)  # (len(ks), N, H, W)
     psnr_k = np.asarray(jax.vmap(lambda z: jnp.mean(psnr(z, xt)))(traj))
     mse_k = np.asarray(jnp.mean((traj - xt) ** 2, axis=(1, 2, 3)))
     fz = jax.jit(jax.vmap(lambda z: cell_fn(op)(z, p_imp, yt)))(traj)
     flat = lambda a: a.reshape(len(ks), len(xt), -1)  # noqa: E731
     res = np.asarray(jnp.linalg.norm(flat(fz - traj), axis=-1) / (jnp.linalg.norm(flat(fz), axis=-1) + 1e-12))
-    n_lip = min(cfg.lip_samples, len(xt))
+    n_lip = min(cfg.lipschitz_examples, len(xt))
     y_lip = yt[:n_lip]
-    deltas = perturbations(k_lip, (cfg.lip_perturbations,) + y_lip.shape, op, cfg.lip_scale, y_lip.dtype)
-    lip_max, lip_mean = jax.jit(
-        lambda p, y, d: sweep.trajectory_lipschitz(lambda yy: trajectory(p, yy, op, ks, z0), y, d)
+    deltas = perturbations(k_lip, (cfg.lipschitz_perturbations,) + y_lip.shape, op, cfg.lipschitz_scale, y_lip.dtype)
+    lip = jax.jit(
+        lambda p, y, d: solvers.empirical_lipschitz(
+            lambda yy: trajectory(p, yy, op, ks, z0), y, d, readout_axis=0, stacked=True
+        )[:2]
     )(p_imp, y_lip, deltas)
-    rows = sweep.iteration_sweep(ks, lambda _: mse_k, lambda _: (lip_max, lip_mean))
-    for r, p_, rr in zip(rows, psnr_k, res):
-        r.update(
-            psnr=float(p_),
-            residual_mean=float(np.mean(rr)),
-            residual_max=float(np.max(rr)),
-            converged_fraction=float(np.mean(rr <= cfg.eval_tol)),
-        )
+    rows = sweep_rows(
+        ks,
+        {"error": mse_k, "psnr": psnr_k},
+        residual=res.mean(axis=1),
+        converged_fraction=(res <= cfg.eval_tol).mean(axis=1),
+        lipschitz_max=lip[0],
+        lipschitz_mean=lip[1],
+    )
+    residual_max = res.max(axis=1)
 
     def lip_of(g):  # one compiled program per model
         est = jax.jit(lambda y, d: solvers.empirical_lipschitz(g, y, d)[:2])(y_lip, deltas)
@@ -439,7 +441,7 @@ def run(cfg: DeblurConfig, log: Callable | None = None) -> tuple[dict, dict]:
             "source": "skimage.data (bundled with scikit-image)",
         },
         "models": models,
-        "sweep": rows,
+        "sweep": [{**r.to_dict(), "residual_max": float(m)} for r, m in zip(rows, residual_max)],
         "timing": timing,
     }
     n_ex = min(cfg.examples, len(xt))
@@ -451,12 +453,13 @@ def run(cfg: DeblurConfig, log: Callable | None = None) -> tuple[dict, dict]:
         "truth": np.asarray(xt[:n_ex]),
         "kernel": prob.kernel,
     }
-    return metrics, arrays
+    return Result(metrics, arrays)
 
 
 # -- outputs -----------------------------------------------------------------------------------
-def report(metrics: dict) -> str:
+def report(result: Result) -> str:
     """Markdown: the model comparison and the k-sweep."""
+    metrics = result.metrics
     m = metrics["models"]
 
     def lip(d):
@@ -491,14 +494,18 @@ def report(metrics: dict) -> str:
         f"Test-time iterations of the trained implicit cell (Picard iterates z_k from z_0 = "
         f"{'0' if metrics['config']['z0'] == 'zero' else 'y'}):",
         "",
-        "| k | test PSNR (dB) | Lipschitz max | Lipschitz mean | relative residual (mean) | converged |",
-        "|---:|---:|---:|---:|---:|---:|",
+        sweep_table(
+            [{**r, "converged_fraction": 100 * r["converged_fraction"]} for r in metrics["sweep"]],
+            {
+                "psnr": "test PSNR (dB)",
+                "lipschitz_max": "Lipschitz max",
+                "lipschitz_mean": "Lipschitz mean",
+                "residual": "relative residual (mean)",
+                "converged_fraction": "converged (%)",
+            },
+            formats={"psnr": ".2f", "lipschitz_max": ".3g", "lipschitz_mean": ".3g", "residual": ".2e"},
+        ),
     ]
-    for r in metrics["sweep"]:
-        lines.append(
-            f"| {r['k']} | {r['psnr']:.2f} | {r['lipschitz_max']:.3g} | {r['lipschitz_mean']:.3g} | "
-            f"{r['residual_mean']:.2e} | {100 * r['converged_fraction']:.0f}% |"
-        )
     t = metrics["timing"]
     lines += [
         "",
@@ -517,7 +524,7 @@ def plot_psnr(metrics: dict, path) -> None:
 
     m, rows = metrics["models"], metrics["sweep"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot([r["k"] for r in rows], [r["psnr"] for r in rows], marker="o", label="implicit (iterate k)")
+    ax.plot([r["iterations"] for r in rows], [r["psnr"] for r in rows], marker="o", label="implicit (iterate k)")
     ax.axhline(
         m["implicit"]["psnr"],
         color="tab:blue",
@@ -539,14 +546,15 @@ def plot_psnr(metrics: dict, path) -> None:
     ax.axhline(m["blurred"]["psnr"], color="gray", ls="-.", label="blurred input")
     ax.set_xscale("symlog", base=2, linthresh=1)
     ax.set_xlim(left=-0.3)
-    lo = min(m["blurred"]["psnr"], *(r["psnr"] for r in rows if r["k"] > 0)) - 1
+    lo = min(m["blurred"]["psnr"], *(r["psnr"] for r in rows if r["iterations"] > 0)) - 1
     ax.set_ylim(bottom=lo)
     ax.set_xlabel("iterations k (depth for unrolled)")
     ax.set_ylabel("test PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -568,31 +576,31 @@ def plot_examples(arrays: dict, path) -> None:
             if i == 0:
                 axes[i, j].set_title(c, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
-OUTPUT_FILES = ("metrics.json", "report.md", "psnr_vs_iterations.png", "lipschitz_vs_iterations.png", "examples.png")
+PLOTS = ("psnr_vs_iterations.png", "lipschitz_vs_iterations.png", "examples.png")
 
 
-def write_outputs(out, metrics: dict, arrays: dict) -> Path:
-    """Write OUTPUT_FILES into ``out`` atomically (a reader never sees a partial directory)."""
-    out = Path(out)
-    m = metrics["models"]
-    with atomic_directory(out) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "report.md").write_text(report(metrics))
-        plot_psnr(metrics, tmp / "psnr_vs_iterations.png")
-        base = {f"unrolled d={d}": (int(d), u["lipschitz_max"]) for d, u in m["unrolled"].items()}
-        base["Wiener"] = (max(r["k"] for r in metrics["sweep"]), m["wiener"]["lipschitz_max"])
-        sweep.plot_sweep(
-            metrics["sweep"],
-            tmp / "lipschitz_vs_iterations.png",
-            key="lipschitz_max",
-            ylabel="empirical Lipschitz (max) of y -> z_k",
-            baselines=base,
-            logy=True,
-            title="deblurring: Lipschitz vs iterations",
-        )
-        plot_examples(arrays, tmp / "examples.png")
-    return out
+def plots(result: Result, out) -> list[str]:
+    """:data:`PLOTS` in the directory ``out``: PSNR and Lipschitz constant against k, example crops."""
+    metrics, m = result.metrics, result.metrics["models"]
+    plot_psnr(metrics, f"{out}/{PLOTS[0]}")
+    base = {f"unrolled d={d}": (int(d), u["lipschitz_max"]) for d, u in m["unrolled"].items()}
+    base["Wiener"] = (max(r["iterations"] for r in metrics["sweep"]), m["wiener"]["lipschitz_max"])
+    plot_sweep(
+        {"implicit": metrics["sweep"]},
+        f"{out}/{PLOTS[1]}",
+        column="lipschitz_max",
+        ylabel="empirical Lipschitz (max) of y -> z_k",
+        baselines=base,
+        logy=True,
+        title="deblurring: Lipschitz vs iterations",
+    )
+    plot_examples(result.arrays, f"{out}/{PLOTS[2]}")
+    return list(PLOTS)
+
+
+STUDY = Study("deblur", DeblurConfig, PRESETS, run, report, plots)

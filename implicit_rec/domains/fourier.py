@@ -261,8 +261,3 @@ class ExplicitFNO(nnx.Module):
         for layer in self.layers:
             v = layer(v)
         return self.project(v), None
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of trainable scalars (a complex mode weight counts as two)."""
-    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))

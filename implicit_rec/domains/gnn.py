@@ -221,8 +221,3 @@ class ExplicitGNN(nnx.Module):
                 fb = (*feedback_features(self.enc.readout(h_v, x), x), *self.fb[t][...])
             h_w, h_v = _block(h_w, h_v, a_hat, e_w, e_v, *mats[...], fb=fb)
         return self.enc.readout(h_v, x), None
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of trainable scalars (nnx.Param leaves)."""
-    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))

@@ -30,9 +30,15 @@ AVAILABLE = TRAIN_IMAGES + TEST_IMAGES
 
 def load_gray(name: str, scale: float = 1.0) -> np.ndarray:
     """skimage.data.<name>() as float64 grayscale in [0, 1], (H, W), optionally rescaled (anti-aliased)."""
-    import skimage.data
-    from skimage.color import rgb2gray
-    from skimage.transform import rescale
+    try:
+        import skimage.data
+        from skimage.color import rgb2gray
+        from skimage.transform import rescale
+    except ImportError as err:
+        raise ImportError(
+            "the deblurring domain crops scikit-image's bundled photographs and needs the domains extra: "
+            "pip install 'implicit-rec[domains]'"
+        ) from err
 
     if name not in AVAILABLE:
         raise ValueError(f"image {name!r} is not one of the bundled images {', '.join(AVAILABLE)}.")

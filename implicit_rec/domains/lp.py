@@ -10,11 +10,13 @@ parameters with the best validation error, then on the test set report
     error(ŷ) = mean_b ||ŷ_b - y*_b|| / (||y*_b|| + 1)            (original units)
 
 and, for the implicit models, the error and empirical Lipschitz constant after
-k = 0, 1, 2, 4, ... solver iterations (``sweep``; Anderson as in evaluation by default,
+k = 0, 1, 2, 4, ... solver iterations (``iterations``; Anderson as in evaluation by default,
 so the last k reproduces the fixed point, or Picard). Model inputs are scaled:
 c / c_scale, and b, l, u, ŷ, y* / bound_std; the Lipschitz
 constants are measured in these units, perturbing A's nonzeros, b, c, l, u by
-``lip_eps`` relative noise (delta = eps |x| xi, xi ~ N(0, 1)).
+``lipschitz_scale`` relative noise (delta = eps |x| xi, xi ~ N(0, 1)).
+
+``STUDY`` is the domain's :class:`~implicit_rec.domains.study.Study` (``python -m implicit_rec.domains lp``).
 """
 
 from __future__ import annotations
@@ -31,18 +33,11 @@ from flax import nnx
 
 import solvers
 
-from . import gnn, lp_data, sweep
-from ._checks import (
-    boolean,
-    check_fields,
-    choice,
-    instance,
-    integer,
-    integers,
-    iteration_counts,
-    number,
-    reject_unknown_kwargs,
-)
+from ..params import count_params
+from ..sweep_core import DEFAULT_ITERATIONS, SweepRow, plot_sweep, sweep_rows, sweep_table
+from . import gnn, lp_data
+from ._checks import boolean, check_fields, choice, instance, integer, integers, iteration_counts, number
+from .study import Result, Study
 
 PAPER = {"dims": [4, 8, 16, 32], "explicit": [0.397, 0.273, 0.283, 0.318], "implicit": [0.218, 0.177, 0.152, 0.156]}
 PERTURBED = ("A", "b", "c", "l", "u")
@@ -65,13 +60,13 @@ class LPConfig:
     batch_size: int = 64
     learning_rate: float = 3e-3
     eval_every: int = 2
-    train_iters: int = 30  # Anderson iterations in training (IFT backward)
-    eval_iters: int = 60
-    ks: tuple = sweep.DEFAULT_KS
+    train_max_iter: int = 30  # Anderson iterations in training (IFT backward)
+    eval_max_iter: int = 60
+    iterations: tuple = DEFAULT_ITERATIONS
     sweep_method: str = "anderson"  # iterations of the sweep: the eval solver's method, or "picard"
-    lip_samples: int = 200  # test LPs for the Lipschitz estimate
-    lip_perturbations: int = 8
-    lip_eps: float = 1e-2
+    lipschitz_examples: int = 200  # test LPs for the Lipschitz estimate
+    lipschitz_perturbations: int = 8
+    lipschitz_scale: float = 1e-2
     spec: lp_data.LPSpec = lp_data.LPSpec()
     seed: int = 0
 
@@ -83,10 +78,10 @@ class LPConfig:
                 f"LPConfig.val_fraction={self.val_fraction} holds out {n_val} of n_train="
                 f"{self.n_train} LPs, leaving no training LPs; lower val_fraction or raise n_train."
             )
-        if self.lip_samples > self.n_test:
+        if self.lipschitz_examples > self.n_test:
             raise ValueError(
-                f"LPConfig.lip_samples={self.lip_samples} exceeds n_test={self.n_test}: the "
-                "Lipschitz estimate uses test LPs; lower lip_samples or raise n_test."
+                f"LPConfig.lipschitz_examples={self.lipschitz_examples} exceeds n_test={self.n_test}: the "
+                "Lipschitz estimate uses test LPs; lower lipschitz_examples or raise n_test."
             )
 
 
@@ -106,20 +101,20 @@ _LP_CHECKS = {
     "batch_size": integer(1),
     "learning_rate": number(0.0),
     "eval_every": integer(1),
-    "train_iters": integer(1),
-    "eval_iters": integer(1),
-    "ks": iteration_counts,
+    "train_max_iter": integer(1),
+    "eval_max_iter": integer(1),
+    "iterations": iteration_counts,
     "sweep_method": choice(*SWEEP_METHODS),
-    "lip_samples": integer(1),
-    "lip_perturbations": integer(1),
-    "lip_eps": number(0.0),
+    "lipschitz_examples": integer(1),
+    "lipschitz_perturbations": integer(1),
+    "lipschitz_scale": number(0.0),
     "spec": instance(lp_data.LPSpec),
     "seed": integer(0),
 }
 
 
 PRESETS = {
-    # tiny: n_val = n_test = (lip_perturbations + 1) * lip_samples, so one compiled forward serves all
+    # tiny: n_val = n_test = (lipschitz_perturbations + 1) * lipschitz_examples: one compiled forward serves all
     "tiny": LPConfig(
         n_train=24,
         n_test=8,
@@ -128,23 +123,15 @@ PRESETS = {
         epochs=2,
         batch_size=8,
         eval_every=2,
-        train_iters=8,
-        eval_iters=20,
-        ks=(0, 1, 2, 4),
-        lip_samples=4,
-        lip_perturbations=1,
+        train_max_iter=8,
+        eval_max_iter=20,
+        iterations=(0, 1, 2, 4),
+        lipschitz_examples=4,
+        lipschitz_perturbations=1,
         matched_explicit=False,
     ),
     "default": LPConfig(),
 }
-
-
-def preset(name: str, **overrides) -> LPConfig:
-    """The named preset with optional field overrides (one clear error for an unknown name)."""
-    if name not in PRESETS:
-        raise ValueError(f"preset={name!r} is not known; choose one of {sorted(PRESETS)}.")
-    reject_unknown_kwargs("lp.preset", overrides, tuple(f.name for f in dataclasses.fields(LPConfig)))
-    return dataclasses.replace(PRESETS[name], **overrides)
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -193,8 +180,8 @@ def build(kind: str, d: int, cfg: LPConfig, seed: int) -> nnx.Module:
             gamma_self=cfg.gamma_self,
             gamma_msg=cfg.gamma_msg,
             feedback=cfg.feedback,
-            train_solver=SolverConfig(max_iter=cfg.train_iters, tol=1e-4),
-            eval_solver=SolverConfig(max_iter=cfg.eval_iters, tol=1e-5),
+            train_solver=SolverConfig(max_iter=cfg.train_max_iter, tol=1e-4),
+            eval_solver=SolverConfig(max_iter=cfg.eval_max_iter, tol=1e-5),
         )
     if kind == "explicit":
         return gnn.ExplicitGNN(d, rngs=rngs, depth=cfg.depth, feedback=cfg.feedback)
@@ -205,7 +192,7 @@ def matched_width(target_params: int, cfg: LPConfig) -> int:
     """Largest explicit width whose parameter count does not exceed ``target_params`` (at least 1)."""
     best = 1
     for d in range(1, 257):
-        if gnn.count_params(build("explicit", d, cfg, 0)) > target_params:
+        if count_params(build("explicit", d, cfg, 0)) > target_params:
             break
         best = d
     return best
@@ -231,6 +218,14 @@ def predict(model: nnx.Module, x: dict, batch: int = 500, with_info: bool = Fals
     return y_hat, {"converged_fraction": float(jnp.mean(conv)), "mean_nstep": float(jnp.mean(nstep))}
 
 
+@nnx.jit
+def _train_step(model: nnx.Module, opt: nnx.Optimizer, xb: dict, yb: jax.Array, scale: float) -> jax.Array:
+    """One Adam step on the mean relative error of a batch."""
+    loss, grads = nnx.value_and_grad(lambda m: jnp.mean(relative_error(m(xb)[0], yb, scale)))(model)
+    opt.update(model, grads)
+    return loss
+
+
 def train(
     model: nnx.Module,
     x_tr: dict,
@@ -248,22 +243,13 @@ def train(
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(1, cfg.epochs * steps_per_epoch), 0.05)
     opt = nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
 
-    def loss_fn(mdl, xb, yb):
-        return jnp.mean(relative_error(mdl(xb)[0], yb, scale))
-
-    @nnx.jit
-    def step(mdl, opt, xb, yb):
-        loss, grads = nnx.value_and_grad(loss_fn)(mdl, xb, yb)
-        opt.update(mdl, grads)
-        return loss
-
     rng = np.random.default_rng(cfg.seed)
     best, best_state, history = np.inf, None, []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = rng.permutation(size)
         losses = [
-            float(step(model, opt, take(x_tr, order[i : i + bsz]), y_tr[order[i : i + bsz]]))
+            float(_train_step(model, opt, take(x_tr, order[i : i + bsz]), y_tr[order[i : i + bsz]], scale))
             for i in range(0, steps_per_epoch * bsz, bsz)
         ]
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
@@ -289,50 +275,58 @@ def perturbations(x: dict, count: int, eps: float, key: jax.Array) -> dict:
     return out
 
 
-def implicit_trajectory_fn(model: gnn.ImplicitGNN, ks, method: str = "anderson") -> Callable[[dict], jax.Array]:
-    """x -> ŷ after k solver iterations for every k in ks, shape (len(ks), B, n) (pure, jitted)."""
-    ks = sweep.check_ks(ks)
-    graphdef, state = nnx.split(model)
-    picks = jnp.asarray(ks)
-
-    @jax.jit
-    def traj(state, x):
-        mdl = nnx.merge(graphdef, state)
-        mdl.eval()
-        return mdl.trajectory(x, ks[-1], method=method)[picks]
-
-    return lambda x: traj(state, x)
+@nnx.jit(static_argnums=(2, 3))
+def _trajectory(model: gnn.ImplicitGNN, x: dict, iterations: tuple, method: str) -> jax.Array:
+    """ŷ after k solver iterations for every k in ``iterations``, shape (len(iterations), B, n)."""
+    return model.trajectory(x, iterations[-1], method=method)[jnp.asarray(iterations)]
 
 
-def sweep_implicit(model: gnn.ImplicitGNN, x_te: dict, y_te: jax.Array, cfg: LPConfig) -> list[dict]:
-    """Rows {k, error, lipschitz_max, lipschitz_mean} of ``sweep.iteration_sweep`` on the test set."""
-    scale = cfg.spec.bound_std
-    traj = implicit_trajectory_fn(model, cfg.ks, cfg.sweep_method)
-    x_lip = take(x_te, slice(0, cfg.lip_samples))
-    deltas = perturbations(x_lip, cfg.lip_perturbations, cfg.lip_eps, jax.random.PRNGKey(cfg.seed + 7))
-
-    def errors(ks):
-        out = traj(x_te)
-        return [float(jnp.mean(relative_error(out[i], y_te, scale))) for i in range(len(ks))]
-
-    return sweep.iteration_sweep(cfg.ks, errors, lambda ks: sweep.trajectory_lipschitz(traj, x_lip, deltas))
+@nnx.jit(static_argnums=(3, 4))
+def _trajectory_lipschitz(model: gnn.ImplicitGNN, x: dict, deltas: dict, iterations: tuple, method: str):
+    est = solvers.empirical_lipschitz(
+        lambda v: model.trajectory(v, iterations[-1], method=method)[jnp.asarray(iterations)],
+        x,
+        deltas,
+        readout_axis=0,
+        stacked=True,
+    )
+    return est.max, est.mean
 
 
-def explicit_lipschitz(model: nnx.Module, x_te: dict, cfg: LPConfig) -> solvers.LipschitzEstimate:
-    """``solvers.empirical_lipschitz`` of a (non-iterative) model's ŷ, same perturbations as the sweep."""
+@nnx.jit
+def _explicit_lipschitz(model: nnx.Module, x: dict, deltas: dict):
+    est = solvers.empirical_lipschitz(lambda v: model(v)[0], x, deltas, stacked=True)
+    return est.max, est.mean
+
+
+def lipschitz_inputs(x_te: dict, cfg: LPConfig) -> tuple[dict, dict]:
+    """The test LPs of the Lipschitz estimate and their perturbations (the same for every model)."""
+    x_lip = take(x_te, slice(0, cfg.lipschitz_examples))
+    return x_lip, perturbations(
+        x_lip, cfg.lipschitz_perturbations, cfg.lipschitz_scale, jax.random.PRNGKey(cfg.seed + 7)
+    )
+
+
+def sweep_implicit(model: gnn.ImplicitGNN, x_te: dict, y_te: jax.Array, cfg: LPConfig) -> list[SweepRow]:
+    """Rows (iterations, error, lipschitz_max, lipschitz_mean) on the test set, one trajectory pass each."""
     model.eval()
-    graphdef, state = nnx.split(model)
-    g = jax.jit(lambda x: nnx.merge(graphdef, state)(x)[0])
-    x_lip = take(x_te, slice(0, cfg.lip_samples))
-    deltas = perturbations(x_lip, cfg.lip_perturbations, cfg.lip_eps, jax.random.PRNGKey(cfg.seed + 7))
-    return solvers.empirical_lipschitz(g, x_lip, deltas)
+    out = _trajectory(model, x_te, cfg.iterations, cfg.sweep_method)
+    errors = jnp.mean(jax.vmap(lambda o: relative_error(o, y_te, cfg.spec.bound_std))(out), axis=1)
+    lmax, lmean = _trajectory_lipschitz(model, *lipschitz_inputs(x_te, cfg), cfg.iterations, cfg.sweep_method)
+    return sweep_rows(cfg.iterations, {"error": errors}, lipschitz_max=lmax, lipschitz_mean=lmean)
+
+
+def explicit_lipschitz(model: nnx.Module, x_te: dict, cfg: LPConfig) -> tuple[float, float]:
+    """(max, mean) ``solvers.empirical_lipschitz`` of a (non-iterative) model's ŷ, the sweep's perturbations."""
+    model.eval()
+    return tuple(float(v) for v in _explicit_lipschitz(model, *lipschitz_inputs(x_te, cfg)))
 
 
 def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: Callable) -> dict:
     """Train one model and evaluate it on the test set (the implicit one with its sweep)."""
     x_tr, y_tr, x_va, y_va, x_te, y_te = splits
     model = build("implicit" if kind == "implicit" else "explicit", width, cfg, cfg.seed)
-    params = gnn.count_params(model)
+    params = count_params(model)
     log(f"  {kind} width {width} ({params:,} params)")
     t0 = time.perf_counter()
     fit = train(model, x_tr, y_tr, x_va, y_va, cfg, log)
@@ -351,16 +345,16 @@ def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: 
     if kind == "implicit":
         entry.update(solver, sweep=sweep_implicit(model, x_te, y_te, cfg))
     else:
-        lip = explicit_lipschitz(model, x_te, cfg)
-        entry.update(depth=cfg.depth, lipschitz_max=float(lip.max), lipschitz_mean=float(lip.mean))
+        lmax, lmean = explicit_lipschitz(model, x_te, cfg)
+        entry.update(depth=cfg.depth, lipschitz_max=lmax, lipschitz_mean=lmean)
     entry["eval_seconds"] = time.perf_counter() - t0
     log(f"    test error {test_err:.4f}  ({t_train:.0f}s training)")
     return entry
 
 
 # -- the experiment ------------------------------------------------------------------------------
-def run(cfg: LPConfig, cache_dir: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate every model of ``cfg``; returns the metrics dict (JSON-ready)."""
+def run(cfg: LPConfig, *, cache_dir: str | None = None, log: Callable[[str], None] = print) -> Result:
+    """Train and evaluate every model of ``cfg``; the metrics are JSON-ready (sweep rows as dicts)."""
     t_start = time.perf_counter()
     spec, scale = cfg.spec, cfg.spec.bound_std
     train_raw, train_draws = lp_data.load_or_generate(cfg.n_train, 2 * cfg.seed, spec, cache_dir)
@@ -393,13 +387,13 @@ def run(cfg: LPConfig, cache_dir: str | None = None, log: Callable[[str], None] 
                 continue
             entry = _fit_and_evaluate(kind, width, (x_tr, y_tr, x_va, y_va, x_te, y_te), cfg, log)
             if kind == "implicit":
-                sweeps[str(d)] = entry.pop("sweep")
+                sweeps[str(d)] = [r.to_dict() for r in entry.pop("sweep")]
             else:
                 by_width[width] = entry
             models[kind][str(d)] = entry
     timing["total_s"] = time.perf_counter() - t_start
-    return {
-        "config": _jsonable(dataclasses.asdict(cfg)),
+    metrics = {
+        "config": dataclasses.asdict(cfg),
         "dataset": {
             "train": cfg.n_train - n_val,
             "val": n_val,
@@ -414,14 +408,7 @@ def run(cfg: LPConfig, cache_dir: str | None = None, log: Callable[[str], None] 
         "paper": PAPER,
         "timing": timing,
     }
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
+    return Result(metrics)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -450,8 +437,9 @@ def comparison_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(metrics: dict) -> str:
+def report(result: Result) -> str:
     """report.md: comparison table, per-k sweep tables, dataset and timing."""
+    metrics = result.metrics
     ds, cfg = metrics["dataset"], metrics["config"]
     lines = [
         "# Linear programs: implicit vs explicit GNN",
@@ -467,53 +455,50 @@ def report_markdown(metrics: dict) -> str:
         f"{metrics['baselines']['greedy_box']:.3f}.",
         "",
     ]
+    columns = {"error": "error", "lipschitz_max": "Lipschitz max", "lipschitz_mean": "Lipschitz mean"}
     for d, rows in metrics["sweep"].items():
         ex = metrics["models"]["explicit"][d]
         im = metrics["models"]["implicit"][d]
+        baseline = {"iterations": ex["depth"], "error": ex["test_error"]}
+        baseline.update(lipschitz_max=ex["lipschitz_max"], lipschitz_mean=ex["lipschitz_mean"])
         lines += [
             f"## Test-time iterations, d = {d}",
             "",
-            f"Evaluation solve (Anderson, at most {cfg['eval_iters']} iterations, tol 1e-5): "
+            f"Evaluation solve (Anderson, at most {cfg['eval_max_iter']} iterations, tol 1e-5): "
             f"{100 * im.get('converged_fraction', float('nan')):.0f}% of test LPs converged, "
             f"{im.get('mean_nstep', float('nan')):.1f} iterations on average. Sweep iterations: "
             f"{cfg['sweep_method']}.",
             "",
-            sweep.sweep_table(
-                rows,
-                baselines={
-                    f"explicit (depth {ex['depth']})": (
-                        ex["depth"],
-                        ex["test_error"],
-                        ex["lipschitz_max"],
-                        ex["lipschitz_mean"],
-                    )
-                },
-            ),
+            sweep_table(rows, columns, label="implicit", baselines={f"explicit (depth {ex['depth']})": baseline}),
             "",
         ]
     lines.append(f"Total time {metrics['timing']['total_s']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
-def write_plots(metrics: dict, out_dir) -> list[str]:
-    """lp_error_vs_iterations.png and lp_lipschitz_vs_iterations.png in out_dir; returns the names."""
+PLOTS = ("lp_error_vs_iterations.png", "lp_lipschitz_vs_iterations.png")
+
+
+def plots(result: Result, out_dir) -> list[str]:
+    """:data:`PLOTS` in out_dir: test error and Lipschitz constant against k; returns the names."""
+    metrics = result.metrics
     series = {f"implicit d={d}": rows for d, rows in metrics["sweep"].items()}
     ex = metrics["models"]["explicit"]
-    names = []
-    for key, fname, ylabel, bkey in (
-        ("error", "lp_error_vs_iterations.png", "test error", "test_error"),
-        ("lipschitz_max", "lp_lipschitz_vs_iterations.png", "empirical Lipschitz (max)", "lipschitz_max"),
+    for column, fname, ylabel, bkey in (
+        ("error", PLOTS[0], "test error", "test_error"),
+        ("lipschitz_max", PLOTS[1], "empirical Lipschitz (max)", "lipschitz_max"),
     ):
         baselines = {f"explicit d={d} (depth {e['depth']})": (e["depth"], e[bkey]) for d, e in ex.items()}
-        sweep.plot_sweep(
-            None,
+        plot_sweep(
+            series,
             f"{out_dir}/{fname}",
-            key=key,
+            column=column,
             ylabel=ylabel,
-            series=series,
             baselines=baselines,
-            logy=key != "error",
+            logy=column != "error",
             title="LP: implicit GNN vs test-time iterations",
         )
-        names.append(fname)
-    return names
+    return list(PLOTS)
+
+
+STUDY = Study("lp", LPConfig, PRESETS, run, report, plots)

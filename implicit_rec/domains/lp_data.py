@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ._checks import check_fields, check_int, integer, number
 
 FIELDS = ("A", "eq", "b", "c", "l", "u", "y", "obj")
@@ -67,7 +68,13 @@ def sample_lp(rng: np.random.Generator, spec: LPSpec) -> dict:
 
 def solve_lp(lp: dict):
     """``linprog`` (HiGHS) on one instance: returns (x, objective) or None unless status == 0."""
-    from scipy.optimize import linprog
+    try:
+        from scipy.optimize import linprog
+    except ImportError as err:
+        raise ImportError(
+            "the LP domain labels its LPs with scipy's HiGHS solver and needs the domains extra: "
+            "pip install 'implicit-rec[domains]'"
+        ) from err
 
     eq = lp["eq"]
     res = linprog(
@@ -114,8 +121,6 @@ def load_or_generate(
                 return {k: f[k] for k in FIELDS}, int(f["draws"])
     data, draws = generate(num, seed, spec)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, draws=np.asarray(draws), **data)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, draws=np.asarray(draws), **data)
     return data, draws

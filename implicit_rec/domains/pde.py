@@ -28,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ._checks import check_fields, check_float, check_int, integer, number
 
 
@@ -265,14 +264,7 @@ def make_dataset(config: PDEConfig, cache_dir: str | Path | None = None) -> dict
         data[f"u_{split}"] = u[start : start + size].astype(np.float32)
         start += size
     data["residual_max"] = float(info.residual.max())
-    if path is not None:  # write a temporary file, then rename: readers never see half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-        os.close(fd)
-        try:
+    if path is not None:  # readers never see half a file
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return {**data, "key": config.key()}

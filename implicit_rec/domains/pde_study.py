@@ -1,14 +1,15 @@
 """The PDE domain study: train an implicit FNO and explicit FNOs, sweep test-time iterations, report.
 
-``run_study(preset, seed)`` returns a JSON-ready dict; ``write_outputs`` writes metrics.json,
-report.md and the plots. Metric: relative L2 error ||u_hat - u|| / ||u|| per test sample,
-averaged. Model selection (best epoch) uses the validation split only.
+``STUDY`` is the domain's :class:`~implicit_rec.domains.study.Study` (``python -m implicit_rec.domains
+pde``): ``run(config)`` returns a :class:`~implicit_rec.domains.study.Result` (JSON-ready metrics and
+the arrays of the example panel), ``report`` the markdown, ``plots`` the PNGs. Metric: relative L2
+error ||u_hat - u|| / ||u|| per test sample, averaged. Model selection (best epoch) uses the
+validation split only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,105 +22,122 @@ from flax import nnx
 
 import solvers
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_path
 from ..layers import SolverConfig
-from . import pde, sweep
+from ..params import count_params
+from ..sweep_core import DEFAULT_ITERATIONS, SweepRow, plot_sweep, sweep_rows, sweep_table
+from ..tables import markdown_table
+from . import pde
 from ._checks import check_fields, choice, integer, iteration_counts, number, optional
-from .fourier import ExplicitFNO, ImplicitFNO, count_params
+from .fourier import ExplicitFNO, ImplicitFNO
+from .study import Result, Study
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """Model, training and sweep settings of one preset (the data settings are a :class:`pde.PDEConfig`).
+class PDEStudyConfig:
+    """Data, model, training and sweep settings of one PDE study (presets in :data:`PRESETS`).
 
+    Data (:meth:`data_config`, a :class:`pde.PDEConfig`): n grid size, sigma_a, f_scale, tau, alpha,
+    n_train / n_valid / n_test; seed seeds the data and the models.
     width / modes / hidden: FNO channels, kept Fourier modes per axis, readout MLP width;
     wide_width: channels of the wider explicit FNO; deep_depth: layers of the deeper one;
     gamma: contraction bound of the implicit block (None: unconstrained, selected on the
-    validation split over 0.9, see the README notes); train/eval_iters, train/eval_tol:
+    validation split over 0.9, see the README notes); train/eval_max_iter, train/eval_tol:
     Anderson settings; grad: "ift" or "phantom"; epochs, batch_size, learning_rate: Adam
-    with cosine decay and global-norm clipping 1; ks: sweep iteration counts;
-    lipschitz_samples / lipschitz_perturbations / lipschitz_eps: test samples B, perturbations
+    with cosine decay and global-norm clipping 1; iterations: sweep iteration counts;
+    lipschitz_examples / lipschitz_perturbations / lipschitz_scale: test samples B, perturbations
     P per sample and their RMS size (GRF-shaped perturbations of both input channels).
     """
 
+    n: int = 32
+    sigma_a: float = 0.6
+    f_scale: float = 200.0
+    tau: float = 3.0
+    alpha: float = 2.0
+    n_train: int = 1000
+    n_valid: int = 100
+    n_test: int = 200
+    seed: int = 0
     width: int = 16
     modes: int = 8
     hidden: int = 64
     wide_width: int = 32
     deep_depth: int = 4
     gamma: float | None = None
-    train_iters: int = 24
+    train_max_iter: int = 24
     train_tol: float = 1e-3
-    eval_iters: int = 64
+    eval_max_iter: int = 64
     eval_tol: float = 1e-5
     grad: str = "ift"
     epochs: int = 15
     batch_size: int = 32
     learning_rate: float = 3e-3
-    ks: tuple = sweep.DEFAULT_KS
-    lipschitz_samples: int = 32
+    iterations: tuple = DEFAULT_ITERATIONS
+    lipschitz_examples: int = 32
     lipschitz_perturbations: int = 4
-    lipschitz_eps: float = 0.05
+    lipschitz_scale: float = 0.05
 
     def __post_init__(self):
         check_fields(self, _STUDY_CHECKS)
+        self.data_config()  # the data checks (n even, ...)
+
+    def data_config(self) -> pde.PDEConfig:
+        """The data-set settings (their hash names the cache file)."""
+        names = [f.name for f in dataclasses.fields(pde.PDEConfig)]
+        return pde.PDEConfig(**{name: getattr(self, name) for name in names})
 
 
 GRADS = ("ift", "phantom")
 _STUDY_CHECKS = {
+    **{name: (lambda name_, value: value) for name in ("n", "sigma_a", "f_scale", "tau", "alpha")},
+    "n_train": integer(1),
+    "n_valid": integer(1),
+    "n_test": integer(1),
+    "seed": integer(0),
     "width": integer(1),
     "modes": integer(1),
     "hidden": integer(1),
     "wide_width": integer(1),
     "deep_depth": integer(1),
     "gamma": optional(number(0.0, high=1.0, high_inclusive=False)),
-    "train_iters": integer(1),
+    "train_max_iter": integer(1),
     "train_tol": number(0.0),
-    "eval_iters": integer(1),
+    "eval_max_iter": integer(1),
     "eval_tol": number(0.0),
     "grad": choice(*GRADS),
     "epochs": integer(1),
     "batch_size": integer(1),
     "learning_rate": number(0.0),
-    "ks": iteration_counts,
-    "lipschitz_samples": integer(1),
+    "iterations": iteration_counts,
+    "lipschitz_examples": integer(1),
     "lipschitz_perturbations": integer(1),
-    "lipschitz_eps": number(0.0),
+    "lipschitz_scale": number(0.0),
 }
 
 
 PRESETS = {
-    "tiny": (
-        pde.PDEConfig(n=16, n_train=48, n_valid=16, n_test=16),
-        StudyConfig(
-            width=6,
-            modes=4,
-            hidden=16,
-            wide_width=10,
-            deep_depth=2,
-            train_iters=12,
-            eval_iters=16,
-            epochs=3,
-            batch_size=16,
-            ks=(0, 1, 2, 4, 8, 16),
-            lipschitz_samples=4,
-            lipschitz_perturbations=2,
-        ),
+    "tiny": PDEStudyConfig(
+        n=16,
+        n_train=48,
+        n_valid=16,
+        n_test=16,
+        width=6,
+        modes=4,
+        hidden=16,
+        wide_width=10,
+        deep_depth=2,
+        train_max_iter=12,
+        eval_max_iter=16,
+        epochs=3,
+        batch_size=16,
+        iterations=(0, 1, 2, 4, 8, 16),
+        lipschitz_examples=4,
+        lipschitz_perturbations=2,
     ),
-    "default": (pde.PDEConfig(), StudyConfig()),
+    "default": PDEStudyConfig(),
     # ablation: the default with a contractive implicit block (unique fixed point guaranteed)
-    "contractive": (pde.PDEConfig(), StudyConfig(gamma=0.9)),
+    "contractive": PDEStudyConfig(gamma=0.9),
 }
-
-
-def preset(name: str, seed: int = 0) -> tuple[pde.PDEConfig, StudyConfig]:
-    """The (data, study) configs of a named preset with the data seed replaced by ``seed``."""
-    if name not in PRESETS:
-        raise ValueError(f"preset={name!r} is not known; choose one of {sorted(PRESETS)}.")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-    data_cfg, study_cfg = PRESETS[name]
-    return dataclasses.replace(data_cfg, seed=seed), study_cfg
 
 
 def relative_l2(pred: jax.Array, true: jax.Array) -> jax.Array:
@@ -128,11 +146,11 @@ def relative_l2(pred: jax.Array, true: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum((pred - true) ** 2, axis=axes) / jnp.sum(true**2, axis=axes))
 
 
-def build_models(data_cfg: pde.PDEConfig, cfg: StudyConfig, seed: int = 0) -> dict:
+def build_models(cfg: PDEStudyConfig) -> dict:
     """name -> (model, depth): the implicit FNO and the explicit FNOs (equal params, deeper, wider)."""
-    n, common = data_cfg.n, dict(c_in=2, modes=cfg.modes, hidden=cfg.hidden)
-    train = SolverConfig(max_iter=cfg.train_iters, tol=cfg.train_tol, grad=cfg.grad)
-    evals = SolverConfig(max_iter=cfg.eval_iters, tol=cfg.eval_tol)
+    n, seed, common = cfg.n, cfg.seed, dict(c_in=2, modes=cfg.modes, hidden=cfg.hidden)
+    train = SolverConfig(max_iter=cfg.train_max_iter, tol=cfg.train_tol, grad=cfg.grad)
+    evals = SolverConfig(max_iter=cfg.eval_max_iter, tol=cfg.eval_tol)
     return {
         "implicit FNO": (
             ImplicitFNO(
@@ -175,33 +193,34 @@ def evaluate(model: nnx.Module, x: np.ndarray, u: np.ndarray, chunk: int = 100) 
     return float(jnp.mean(jnp.concatenate(errs)))
 
 
-def fit(
-    model: nnx.Module, data: dict, cfg: StudyConfig, seed: int = 0, log: Callable[[str], None] | None = None
-) -> dict:
+@nnx.jit
+def _train_step(model: nnx.Module, opt: nnx.Optimizer, xb: jax.Array, ub: jax.Array):
+    """One Adam step on the mean relative L2 loss of a batch: (loss, mean solver steps)."""
+
+    def loss_fn(model):
+        pred, info = model(xb)
+        nstep = jnp.zeros(()) if info is None else info.mean_nstep
+        return jnp.mean(relative_l2(pred, ub)), nstep
+
+    (loss, nstep), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    opt.update(model, grads)
+    return loss, nstep
+
+
+def fit(model: nnx.Module, data: dict, cfg: PDEStudyConfig, log: Callable[[str], None] | None = None) -> dict:
     """Adam on the mean relative L2 loss; restores the epoch with the best validation error."""
     x, u = data["x_train"], data["u_train"]
     steps_per_epoch = max(1, len(x) // cfg.batch_size)
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.epochs * steps_per_epoch)
     opt = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), wrt=nnx.Param)
 
-    @nnx.jit
-    def step(model, opt, xb, ub):
-        def loss_fn(model):
-            pred, info = model(xb)
-            nstep = jnp.zeros(()) if info is None else info.mean_nstep
-            return jnp.mean(relative_l2(pred, ub)), nstep
-
-        (loss, nstep), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        opt.update(model, grads)
-        return loss, nstep
-
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(cfg.seed)
     best, best_state, history, start = np.inf, None, [], time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(x))
         out = [
-            step(model, opt, jnp.asarray(x[idx]), jnp.asarray(u[idx]))
+            _train_step(model, opt, jnp.asarray(x[idx]), jnp.asarray(u[idx]))
             for idx in (order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps_per_epoch))
         ]
         losses, nsteps = np.asarray(out, dtype=float).T
@@ -271,7 +290,8 @@ def _sweep_errors(model, xu, steps):
 
 @nnx.jit(static_argnums=(3,))
 def _sweep_lipschitz(model, x, deltas, steps):
-    return sweep.trajectory_lipschitz(lambda xx: _trajectory(model, xx, steps), x, deltas)
+    est = solvers.empirical_lipschitz(lambda xx: _trajectory(model, xx, steps), x, deltas, readout_axis=0, stacked=True)
+    return est.max, est.mean
 
 
 @nnx.jit
@@ -280,9 +300,10 @@ def _explicit_lipschitz(model, x, deltas):
     return est.max, est.mean
 
 
-def perturbations(data_cfg: pde.PDEConfig, cfg: StudyConfig, count: int) -> np.ndarray:
-    """P GRF-shaped perturbations of ``count`` inputs, (P, count, n, n, 2), RMS ``lipschitz_eps``
+def perturbations(cfg: PDEStudyConfig, count: int) -> np.ndarray:
+    """P GRF-shaped perturbations of ``count`` inputs, (P, count, n, n, 2), RMS ``lipschitz_scale``
     (drawn like the inputs: the phi channel has mean zero)."""
+    data_cfg = cfg.data_config()
     rng = np.random.default_rng(data_cfg.seed + 10_000)
     p = cfg.lipschitz_perturbations
     d = np.stack(
@@ -292,7 +313,7 @@ def perturbations(data_cfg: pde.PDEConfig, cfg: StudyConfig, count: int) -> np.n
         ],
         -1,
     )
-    return (cfg.lipschitz_eps * d).reshape(p, count, data_cfg.n, data_cfg.n, 2).astype(np.float32)
+    return (cfg.lipschitz_scale * d).reshape(p, count, data_cfg.n, data_cfg.n, 2).astype(np.float32)
 
 
 def reference_lipschitz(data_cfg: pde.PDEConfig, x: np.ndarray, deltas: np.ndarray) -> dict:
@@ -307,10 +328,10 @@ def reference_lipschitz(data_cfg: pde.PDEConfig, x: np.ndarray, deltas: np.ndarr
 
 
 def iteration_sweep(
-    model: ImplicitFNO, data: dict, data_cfg: pde.PDEConfig, cfg: StudyConfig, deltas: np.ndarray, chunk: int = 50
-) -> list[dict]:
-    """Sweep rows {k, error, lipschitz_max, lipschitz_mean, residual, converged_fraction} over cfg.ks."""
-    ks = sweep.check_ks(cfg.ks)
+    model: ImplicitFNO, data: dict, cfg: PDEStudyConfig, deltas: np.ndarray, chunk: int = 50
+) -> list[SweepRow]:
+    """Sweep rows (iterations, error, residual, converged_fraction, lipschitz_max, lipschitz_mean)."""
+    ks = cfg.iterations
     steps = ks[-1]
     model.eval()
     x, u = data["x_test"], data["u_test"]
@@ -318,31 +339,25 @@ def iteration_sweep(
         *[_sweep_errors(model, (jnp.asarray(x[s]), jnp.asarray(u[s])), steps) for s in _chunks(len(x), chunk)]
     )
     errs, res = np.concatenate(errs, axis=1), np.concatenate(res, axis=1)  # (steps+1, B)
-    xl = jnp.asarray(x[: cfg.lipschitz_samples])
+    xl = jnp.asarray(x[: cfg.lipschitz_examples])
     lmax, lmean = _sweep_lipschitz(model, xl, jnp.asarray(deltas), steps)
     idx = np.asarray(ks)
-    rows = sweep.iteration_sweep(
-        ks, lambda _: errs.mean(axis=1)[idx], lambda _: (np.asarray(lmax)[idx], np.asarray(lmean)[idx])
+    return sweep_rows(
+        ks,
+        {"error": errs.mean(axis=1)[idx]},
+        residual=res[idx].mean(axis=1),
+        converged_fraction=(res[idx] <= cfg.eval_tol).mean(axis=1),
+        lipschitz_max=np.asarray(lmax)[idx],
+        lipschitz_mean=np.asarray(lmean)[idx],
     )
-    for row, k in zip(rows, ks):
-        row["residual"] = float(np.mean(res[k]))
-        row["converged_fraction"] = float(np.mean(res[k] <= cfg.eval_tol))
-    return rows
 
 
 # -- the whole study --------------------------------------------------------------------------------
-def run_study(
-    preset_name: str = "default",
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict:
-    """Data, training of every model, sweep, Lipschitz estimates; returns the metrics dict.
-
-    The returned dict also holds, under the private key ``"_example"``, arrays for the
-    example panel (not written to metrics.json).
-    """
-    data_cfg, cfg = preset(preset_name, seed)
+def run(
+    cfg: PDEStudyConfig, *, cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None
+) -> Result:
+    """Data, training of every model, sweep, Lipschitz estimates: the metrics and the example panel."""
+    data_cfg = cfg.data_config()
     log = log or (lambda _: None)
     t0, cpu0 = time.perf_counter(), time.process_time()
     data = pde.make_dataset(data_cfg, cache_dir)
@@ -351,12 +366,12 @@ def run_study(
         f"data: {data_cfg.n_train}/{data_cfg.n_valid}/{data_cfg.n_test} samples on a {data_cfg.n}^2 grid "
         f"({t_data:.1f}s, solver residual <= {data['residual_max']:.1e})"
     )
-    deltas = perturbations(data_cfg, cfg, cfg.lipschitz_samples)
-    x_lip = data["x_test"][: cfg.lipschitz_samples]
-    models, results = build_models(data_cfg, cfg, seed), {}
+    deltas = perturbations(cfg, cfg.lipschitz_examples)
+    x_lip = data["x_test"][: cfg.lipschitz_examples]
+    models, results = build_models(cfg), {}
     for name, (model, depth) in models.items():
         log(f"{name}: {count_params(model):,} params")
-        train = fit(model, data, cfg, seed, log=log)
+        train = fit(model, data, cfg, log=log)
         lmax, lmean = (None, None)
         if depth is not None:
             lmax, lmean = (float(v) for v in _explicit_lipschitz(model, jnp.asarray(x_lip), jnp.asarray(deltas)))
@@ -374,21 +389,19 @@ def run_study(
         log(f"  test rel L2 {results[name]['test_rel_l2']:.4f}")
     implicit = models["implicit FNO"][0]
     t1 = time.perf_counter()
-    rows = iteration_sweep(implicit, data, data_cfg, cfg, deltas)
+    rows = iteration_sweep(implicit, data, cfg, deltas)
     reference = reference_lipschitz(data_cfg, x_lip, deltas)
     t_sweep = time.perf_counter() - t1
-    results["implicit FNO"]["depth"] = cfg.eval_iters
-    results["implicit FNO"]["lipschitz_max"] = rows[-1]["lipschitz_max"]
-    results["implicit FNO"]["lipschitz_mean"] = rows[-1]["lipschitz_mean"]
+    results["implicit FNO"]["depth"] = cfg.eval_max_iter
+    results["implicit FNO"]["lipschitz_max"] = rows[-1].lipschitz_max
+    results["implicit FNO"]["lipschitz_mean"] = rows[-1].lipschitz_mean
     example = {
         "x": data["x_test"][0],
         "u": data["u_test"][0],
         "pred": np.asarray(_predict(implicit, jnp.asarray(data["x_test"][:1])))[0],
     }
-    return {
-        "preset": preset_name,
-        "seed": seed,
-        "config": {"data": dataclasses.asdict(data_cfg), "study": dataclasses.asdict(cfg)},
+    metrics = {
+        "config": dataclasses.asdict(cfg),
         "dataset": {
             "grid": data_cfg.n,
             "n_train": data_cfg.n_train,
@@ -398,7 +411,7 @@ def run_study(
             "cache_key": data["key"],
         },
         "models": results,
-        "sweep": rows,
+        "sweep": [r.to_dict() for r in rows],
         "reference_solver": reference,
         "timing": {
             "data_seconds": t_data,
@@ -406,8 +419,8 @@ def run_study(
             "total_seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - cpu0,
         },
-        "_example": example,
     }
+    return Result(metrics, example)
 
 
 # -- outputs ----------------------------------------------------------------------------------------
@@ -419,41 +432,50 @@ def _baselines(result: dict, key: str) -> dict:
     }
 
 
-def report(result: dict) -> str:
+def report(result: Result) -> str:
     """Markdown: model table (params, test error, Lipschitz) and the sweep table."""
-    ref = result["reference_solver"]
+    m = result.metrics
+    ref = m["reference_solver"]
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    models = [
+        [name, f"{r['params']:,}", r["depth"], f"{r['test_rel_l2']:.4f}", f"{r['valid_rel_l2']:.4f}"]
+        + [fmt(r["lipschitz_max"]), fmt(r["lipschitz_mean"])]
+        for name, r in m["models"].items()
+    ]
+    models.append(
+        ["reference solver (true map)", "-", "-", 0, 0, fmt(ref["lipschitz_max"]), fmt(ref["lipschitz_mean"])]
+    )
+    header = [
+        "model",
+        "params",
+        "depth / iterations",
+        "test rel. L2",
+        "valid rel. L2",
+        "Lipschitz max",
+        "Lipschitz mean",
+    ]
+    t = m["timing"]
     lines = [
-        f"# Steady nonlinear PDE: implicit vs explicit FNO ({result['preset']} preset)",
+        "# Steady nonlinear PDE: implicit vs explicit FNO",
         "",
         "-div(a grad u) + u + u^3 = f on a periodic {0}x{0} grid; input (log a / sigma_a, f / f_scale); "
-        "test relative L2 error.".format(result["dataset"]["grid"]),
+        "test relative L2 error.".format(m["dataset"]["grid"]),
         "",
-        "| model | params | depth / iterations | test rel. L2 | valid rel. L2 | Lipschitz max | Lipschitz mean |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    for name, m in result["models"].items():
-        lines.append(
-            f"| {name} | {m['params']:,} | {m['depth']} | {m['test_rel_l2']:.4f} | "
-            f"{m['valid_rel_l2']:.4f} | {fmt(m['lipschitz_max'])} | {fmt(m['lipschitz_mean'])} |"
-        )
-    lines.append(
-        f"| reference solver (true map) | - | - | 0 | 0 | {fmt(ref['lipschitz_max'])} | {fmt(ref['lipschitz_mean'])} |"
-    )
-    lines += [
+        markdown_table(header, models),
         "",
         "## Implicit FNO against test-time iterations k",
         "",
-        "| k | test rel. L2 | Lipschitz max | Lipschitz mean | residual | converged |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["sweep"]:
-        lines.append(
-            f"| {r['k']} | {r['error']:.4f} | {fmt(r['lipschitz_max'])} | {fmt(r['lipschitz_mean'])} | "
-            f"{r['residual']:.2e} | {r['converged_fraction']:.2f} |"
-        )
-    t = result["timing"]
-    lines += [
+        sweep_table(
+            m["sweep"],
+            {
+                "error": "test rel. L2",
+                "lipschitz_max": "Lipschitz max",
+                "lipschitz_mean": "Lipschitz mean",
+                "residual": "residual",
+                "converged_fraction": "converged",
+            },
+            formats={"error": ".4f", "residual": ".2e", "converged_fraction": ".2f"},
+        ),
         "",
         f"Wall time {t['total_seconds']:.0f}s (data {t['data_seconds']:.0f}s, "
         f"sweep {t['sweep_seconds']:.0f}s); process CPU time {t['cpu_seconds']:.0f}s.",
@@ -470,7 +492,7 @@ def _plot_lipschitz(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key, style in (("lipschitz_max", "o-"), ("lipschitz_mean", "s--")):
         rows = result["sweep"]
-        ax.plot([r["k"] for r in rows], [r[key] for r in rows], style, label=f"implicit ({key[10:]})")
+        ax.plot([r["iterations"] for r in rows], [r[key] for r in rows], style, label=f"implicit ({key[10:]})")
     for i, (name, (depth, value)) in enumerate(_baselines(result, "lipschitz_max").items()):
         ax.scatter([depth], [value], marker="*^Dv"[i % 4], s=90, zorder=3, label=f"{name} (max)")
     ref = result["reference_solver"]["lipschitz_max"]
@@ -482,7 +504,8 @@ def _plot_lipschitz(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -506,30 +529,29 @@ def _plot_example(example: dict, path: Path) -> None:
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
 PLOTS = ("error_vs_iterations.png", "lipschitz_vs_iterations.png", "example.png")
 
 
-def write_outputs(result: dict, out: str | Path) -> Path:
-    """Write metrics.json, report.md and the PLOTS into ``out`` atomically; returns ``out``."""
-    out = Path(out)
-    metrics = {k: v for k, v in result.items() if not k.startswith("_")}
-    with atomic_directory(out) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "report.md").write_text(report(result))
-        sweep.plot_sweep(
-            result["sweep"],
-            tmp / PLOTS[0],
-            key="error",
-            ylabel="test relative L2 error",
-            baselines=_baselines(result, "test_rel_l2"),
-            logy=True,
-            label="implicit FNO",
-            title="PDE: error vs test-time iterations",
-        )
-        _plot_lipschitz(result, tmp / PLOTS[1])
-        _plot_example(result["_example"], tmp / PLOTS[2])
-    return out
+def plots(result: Result, out) -> list[str]:
+    """:data:`PLOTS` in the directory ``out``: error and Lipschitz constant against k, an example."""
+    metrics, out = result.metrics, Path(out)
+    plot_sweep(
+        {"implicit FNO": metrics["sweep"]},
+        out / PLOTS[0],
+        column="error",
+        ylabel="test relative L2 error",
+        baselines=_baselines(metrics, "test_rel_l2"),
+        logy=True,
+        title="PDE: error vs test-time iterations",
+    )
+    _plot_lipschitz(metrics, out / PLOTS[1])
+    _plot_example(result.arrays, out / PLOTS[2])
+    return list(PLOTS)
+
+
+STUDY = Study("pde", PDEStudyConfig, PRESETS, run, report, plots)
