@@ -120,12 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_config)
 
-    try:
-        from .decentralized import cli as dcli
-    except ImportError:  # the decentralized package is optional at import time
-        dcli = None
-    if dcli is not None and hasattr(dcli, "add_parser"):
-        dcli.add_parser(sub)
+    from .decentralized import cli as decentralized_cli
+    from .domains import cli as domain_cli
+
+    decentralized_cli.add_parser(sub)
+    domain_cli.add_parser(sub)
     return parser
 
 

@@ -134,11 +134,9 @@ def test_train_decentralized_good_flags_reach_the_worker(argv, monkeypatch):
 @pytest.fixture
 def stubbed(monkeypatch):
     from implicit_rec import pipeline
-    from implicit_rec.domains import deblur, lp, pde_study
+    from implicit_rec.domains.study import Study
 
-    for target in (lp, deblur):
-        monkeypatch.setattr(target, "run", _started)
-    monkeypatch.setattr(pde_study, "run_study", _started)
+    monkeypatch.setattr(Study, "run", _started)  # every domain: after its configuration is checked
     monkeypatch.setattr(pipeline, "fm_stage", _started)  # loopfm_transfer: after the data checks
     monkeypatch.setattr(dsgd_topologies, "vm_study", _started)
     monkeypatch.setattr(dsgd_topologies, "least_squares_study", _started)

@@ -34,6 +34,7 @@ from unittest import mock
 import pytest
 
 from implicit_rec import cli, config
+from implicit_rec.domains import cli as domain_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -211,6 +212,13 @@ def check_cli(args: list[str], where: str, config_files: dict[str, Path]) -> Non
             if exit_.code == 0 and _help_asked(args):
                 return
             pytest.fail(f"{where}: `implicit-rec {shlex.join(args)}` does not parse: {last_line(out)}")
+    if parsed.command == "domain":  # a domain study's own configuration (--preset, --set, --seed)
+        with captured() as out:
+            try:
+                domain_cli.configure(parsed)
+            except SystemExit:
+                pytest.fail(f"{where}: `implicit-rec {shlex.join(args)}`: {last_line(out)}")
+        return
     overrides = tuple(getattr(parsed, "overrides", None) or ())
     config_file = getattr(parsed, "config", None)
     if config_file is None and not overrides:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import directory, output_directory
 from .study import Result, Study
 
 STUDIES = {
@@ -80,24 +81,6 @@ def overrides(study: Study, preset: str, pairs: list[str]) -> dict:
     return out
 
 
-def output_directory(text: str) -> str:
-    """A directory replaced as a whole: absent, empty, or an earlier output (it holds metrics.json)."""
-    path = Path(text)
-    if not text:
-        raise argparse.ArgumentTypeError("expected a directory, got ''.")
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise argparse.ArgumentTypeError(f"{p} is a file, not a directory; pass a directory.")
-            break
-    if path.is_dir() and any(path.iterdir()) and not (path / "metrics.json").is_file():
-        raise argparse.ArgumentTypeError(
-            f"{path} exists and is not an earlier output (no metrics.json), but the results replace the "
-            "whole directory; pass a new directory."
-        )
-    return text
-
-
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -116,7 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=_seed, help="the config's seed (same as --set seed=S)")
     parser.add_argument("--out", type=output_directory, help="output directory (default runs/domain-NAME)")
-    parser.add_argument("--cache-dir", help="where generated data sets are cached (default OUT/../cache)")
+    parser.add_argument(
+        "--cache-dir", type=directory, help="where generated data sets are cached (default OUT/../cache)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress log, no report on the terminal")
     parser.set_defaults(func=run, parser=parser)
     return parser
