@@ -25,6 +25,7 @@ from implicit_rec import config
 from implicit_rec.atomic import write_text_atomic
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
+from implicit_rec.tables import markdown_table
 
 from .common import RESULTS, machine_info
 
@@ -65,9 +66,11 @@ def main(argv=None) -> None:
             "",
             f"Preprocessing: {rows / prep_s:,.0f} rows/s ({prep_s:.1f} s).",
             "",
-            "| VM (loopfm+kd) | train examples/s (median) | runs |",
-            "|---|---:|---|",
-            *[f"| {a} | {med[a]:,.0f} | {', '.join(f'{v:,.0f}' for v in speeds[a])} |" for a in speeds],
+            markdown_table(
+                ["VM (loopfm+kd)", "train examples/s (median)", "runs"],
+                [[a, f"{med[a]:,.0f}", ", ".join(f"{v:,.0f}" for v in speeds[a])] for a in speeds],
+                align="lrl",
+            ),
             "",
             f"implicit / explicit throughput: {report['implicit_over_explicit']:.2f}",
             "",

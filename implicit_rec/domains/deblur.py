@@ -36,6 +36,7 @@ import solvers
 
 from ..atomic import atomic_path
 from ..sweep_core import DEFAULT_ITERATIONS, plot_sweep, sweep_rows, sweep_table
+from ..tables import markdown_table
 from . import images, prox
 from ._checks import check_fields, choice, integer, integers, iteration_counts, number
 from .study import Result, Study
@@ -466,6 +467,7 @@ def report(result: Result) -> str:
         return f"{d['lipschitz_max']:.3g} / {d['lipschitz_mean']:.3g}" if "lipschitz_max" in d else "-"
 
     data = metrics["data"]
+    imp = m["implicit"]
     lines = [
         "# Deblurring: implicit vs explicit proximal-gradient CNN",
         "",
@@ -474,22 +476,38 @@ def report(result: Result) -> str:
         f"train/val/test {data['sizes']['train']}/{data['sizes']['val']}/{data['sizes']['test']}; "
         f"test images: {', '.join(data['test_images'])}.",
         "",
-        "| model | params | depth / iterations | test PSNR (dB) | Lipschitz max / mean |",
-        "|---|---:|---|---:|---:|",
-        f"| blurred input | 0 | - | {m['blurred']['psnr']:.2f} | - |",
-        f"| Wiener / Tikhonov (lam={m['wiener']['lam']:.1e}) | 0 | closed form | {m['wiener']['psnr']:.2f} | "
-        f"{lip(m['wiener'])} |",
-        f"| explicit (cell once) | {m['explicit']['params']:,} | 1 | {m['explicit']['psnr']:.2f} | "
-        f"{lip(m['explicit'])} |",
-    ]
-    for d, u in m["unrolled"].items():
-        lines.append(f"| unrolled untied | {u['params']:,} | {d} | {u['psnr']:.2f} | {lip(u)} |")
-    imp = m["implicit"]
-    lines += [
-        f"| **implicit** (Anderson, tol {imp['solver']['tol']:g}, <= {imp['solver']['max_iter']} its) | "
-        f"{imp['params']:,} | "
-        f"{imp['mean_nstep']:.1f} mean, {100 * imp['converged_fraction']:.0f}% converged | "
-        f"**{imp['psnr']:.2f}** | {lip(imp)} |",
+        markdown_table(
+            ["model", "params", "depth / iterations", "test PSNR (dB)", "Lipschitz max / mean"],
+            [
+                ["blurred input", 0, "-", f"{m['blurred']['psnr']:.2f}", "-"],
+                [
+                    f"Wiener / Tikhonov (lam={m['wiener']['lam']:.1e})",
+                    0,
+                    "closed form",
+                    f"{m['wiener']['psnr']:.2f}",
+                    lip(m["wiener"]),
+                ],
+                [
+                    "explicit (cell once)",
+                    f"{m['explicit']['params']:,}",
+                    1,
+                    f"{m['explicit']['psnr']:.2f}",
+                    lip(m["explicit"]),
+                ],
+                *[
+                    ["unrolled untied", f"{u['params']:,}", d, f"{u['psnr']:.2f}", lip(u)]
+                    for d, u in m["unrolled"].items()
+                ],
+                [
+                    f"**implicit** (Anderson, tol {imp['solver']['tol']:g}, <= {imp['solver']['max_iter']} its)",
+                    f"{imp['params']:,}",
+                    f"{imp['mean_nstep']:.1f} mean, {100 * imp['converged_fraction']:.0f}% converged",
+                    f"**{imp['psnr']:.2f}**",
+                    lip(imp),
+                ],
+            ],
+            align="lrlrr",
+        ),
         "",
         f"Test-time iterations of the trained implicit cell (Picard iterates z_k from z_0 = "
         f"{'0' if metrics['config']['z0'] == 'zero' else 'y'}):",

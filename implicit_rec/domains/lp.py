@@ -35,6 +35,7 @@ import solvers
 
 from ..params import count_params
 from ..sweep_core import DEFAULT_ITERATIONS, SweepRow, plot_sweep, sweep_rows, sweep_table
+from ..tables import markdown_table
 from . import gnn, lp_data
 from ._checks import boolean, check_fields, choice, instance, integer, integers, iteration_counts, number
 from .study import Result, Study
@@ -416,25 +417,24 @@ def comparison_table(metrics: dict) -> str:
     """Markdown: test error per embedding size, ours next to the paper's, with parameter counts."""
     mods = metrics["models"]
     matched = "explicit_matched" in mods
-    head = "| d | explicit (paper) | implicit (paper) | explicit (ours) | implicit (ours) |"
-    rule = "|---:|---:|---:|---:|---:|"
+    header = ["d", "explicit (paper)", "implicit (paper)", "explicit (ours)", "implicit (ours)"]
     if matched:
-        head += " explicit, matched params (ours) |"
-        rule += "---:|"
-    lines = [head, rule]
+        header.append("explicit, matched params (ours)")
+
+    def cell(e: dict) -> str:
+        return f"{e['test_error']:.3f} ({e['params']:,} p)"
+
+    rows = []
     for d in metrics["config"]["dims"]:
         key = str(d)
         paper = (dict(zip(PAPER["dims"], PAPER["explicit"])).get(d), dict(zip(PAPER["dims"], PAPER["implicit"])).get(d))
-        cell = lambda e: f"{e['test_error']:.3f} ({e['params']:,} p)"  # noqa: E731
-        row = (
-            f"| {d} | {'-' if paper[0] is None else paper[0]} | {'-' if paper[1] is None else paper[1]} | "
-            f"{cell(mods['explicit'][key])} | {cell(mods['implicit'][key])} |"
-        )
+        row = [d, "-" if paper[0] is None else paper[0], "-" if paper[1] is None else paper[1]]
+        row += [cell(mods["explicit"][key]), cell(mods["implicit"][key])]
         if matched:
             e = mods["explicit_matched"][key]
-            row += f" {e['test_error']:.3f} ({e['params']:,} p, width {e['width']}) |"
-        lines.append(row)
-    return "\n".join(lines)
+            row.append(f"{e['test_error']:.3f} ({e['params']:,} p, width {e['width']})")
+        rows.append(row)
+    return markdown_table(header, rows, align="r" * len(header))
 
 
 def report(result: Result) -> str:
