@@ -129,7 +129,9 @@ GLOSSARY = {
     "tol": "a solver's tolerance on the relative residual (`vm.train_tol`, `vm.eval_tol`)",
     "method": 'the fixed-point solver, "anderson" or "picard" (`vm.method`, `sweep.methods`)',
     "iterations": "the test-time iteration counts k of a sweep (`sweep.iterations`; sweep rows carry `iterations`)",
-    "steps": "optimizer steps (`dsgd.steps`, the domains' training steps)",
+    "steps": "a fixed number of steps, taken without a stopping test: optimizer steps (`dsgd.steps`, the "
+    "domains' training steps) and exact solver iterations (`solvers.iterate(steps=k)`, "
+    "`ImplicitLayer.trajectory(steps=k)`)",
     "epochs": "passes over the training rows, with early stopping (`fm.epochs`, `vm.epochs`)",
     "learning_rate": "an optimizer's step size (never `lr`)",
     "lipschitz_examples": "test examples of the empirical Lipschitz estimate (`sweep.lipschitz_examples`)",
