@@ -32,10 +32,14 @@ _cache = os.environ.get("IMPLICIT_REC_TEST_JAX_CACHE", str(Path.home() / ".cache
 if _cache != "off":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    # A size limit turns on JAX's file lock around every cache read and write (filelock, a test
+    # dependency): without it a process can read an entry another is still writing, and XLA aborts.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
     )
+    jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 def _set_x64(enabled: bool) -> bool:
