@@ -976,7 +976,7 @@ def _loader_defaults(name: str) -> str:
     """'interactions: `"user_id"`; ...': the loaders' own defaults of one option."""
     import inspect
 
-    from .data import LOADERS  # the data package does not import this module at import time
+    from ..data import LOADERS  # the data package does not import this module at import time
 
     parts = []
     for source in LoaderOptions.__dataclass_fields__[name].metadata["sources"]:
@@ -989,7 +989,7 @@ def _loader_defaults(name: str) -> str:
 def markdown_reference() -> str:
     """docs/configuration.md: precedence, the glossary, then every section's keys (default, type,
     range or choices, meaning), generated from the dataclasses above."""
-    from .tables import markdown_table
+    from ..tables import markdown_table
 
     out = [
         "# Configuration reference",
