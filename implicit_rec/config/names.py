@@ -1,0 +1,39 @@
+"""The names a configuration uses: the allowed values of the choice keys, the renamed keys, the glossary.
+
+Each choice list is defined once, here; the sections (``sections.py``), the CLIs and the models take
+them from ``implicit_rec.config``.
+"""
+
+from solvers._options import METHODS as SOLVER_METHODS
+
+ARCHS = ("mlp", "din", "implicit")  # VM architectures
+TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")  # how a VM uses the FM
+METHODS = SOLVER_METHODS  # fixed-point solvers
+OPTIMIZERS = ("sgd", "momentum", "adam")  # local update rule of every DSGD agent
+SHARDINGS = ("iid", "by-user")  # how DSGD agents split the training rows
+RELEASES = ("taobaoad", "kuaivideo", "amazonelectronics")  # BARS releases: a directory with train.csv, test.csv
+SOURCES = ("synthetic", *RELEASES, "interactions")  # data.source (loaders: implicit_rec.data.LOADERS)
+RELEASE_FILES = ("train.csv", "test.csv")
+
+# Keys that were renamed: old -> new. Reading an old key is an error that names the new one.
+RENAMED = {
+    "vm.implicit_method": "vm.method",
+    "vm.implicit_train_iters": "vm.train_max_iter",
+    "vm.implicit_eval_iters": "vm.eval_max_iter",
+}
+
+# The one name of each recurring setting (docs/configuration.md prints this table).
+GLOSSARY = {
+    "max_iter": "a fixed-point solver's iteration cap (`vm.train_max_iter`, `vm.eval_max_iter`; `SolverConfig`)",
+    "tol": "a solver's tolerance on the relative residual (`vm.train_tol`, `vm.eval_tol`)",
+    "method": 'the fixed-point solver, "anderson" or "picard" (`vm.method`, `sweep.methods`)',
+    "iterations": "the test-time iteration counts k of a sweep (`sweep.iterations`; sweep rows carry `iterations`)",
+    "steps": "a fixed number of steps, taken without a stopping test: optimizer steps (`dsgd.steps`, the "
+    "domains' training steps) and exact solver iterations (`solvers.iterate(steps=k)`, "
+    "`ImplicitLayer.trajectory(steps=k)`)",
+    "epochs": "passes over the training rows, with early stopping (`fm.epochs`, `vm.epochs`)",
+    "learning_rate": "an optimizer's step size (never `lr`)",
+    "lipschitz_examples": "test examples of the empirical Lipschitz estimate (`sweep.lipschitz_examples`)",
+    "lipschitz_perturbations": "random perturbations per example (`sweep.lipschitz_perturbations`)",
+    "lipschitz_scale": "perturbation norm relative to the input's norm (`sweep.lipschitz_scale`)",
+}
