@@ -54,22 +54,22 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import config as config_mod
-from . import metrics, report
-from . import sweep as sweep_mod
-from .atomic import write_json_atomic, write_text_atomic
-from .checkpoint import restore_state, save_state
-from .config import RunConfig, SweepConfig
-from .data import load_data
-from .data.events import EventTable
-from .loopfm import study
-from .loopfm.batches import table_batches, vm_batches
-from .loopfm.store import HistoricalStore
-from .loopfm.transfer import transfer_ratios
-from .models.foundation import FoundationModel
-from .models.training import predict
-from .models.vertical import VerticalModel
-from .params import count_params
+from .. import config as config_mod
+from .. import metrics, report
+from .. import sweep as sweep_mod
+from ..atomic import write_json_atomic, write_text_atomic
+from ..checkpoint import restore_state, save_state
+from ..config import RunConfig, SweepConfig
+from ..data import load_data
+from ..data.events import EventTable
+from ..loopfm import study
+from ..loopfm.batches import table_batches, vm_batches
+from ..loopfm.store import HistoricalStore
+from ..loopfm.transfer import transfer_ratios
+from ..models.foundation import FoundationModel
+from ..models.training import predict
+from ..models.vertical import VerticalModel
+from ..params import count_params
 
 
 class RunError(RuntimeError):
