@@ -36,37 +36,23 @@ refused, so a fixed command starts clean. A damaged ``run.json``, ``config.toml`
 is a :class:`RunError` saying which file and how to recover (remove the directory or ``--force``).
 """
 
+from ..loopfm import study
+from .checks import check_config, check_data, data_problem
+from .records import DataSummary, FMResult, Record, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
+from .rundir import RunDir, RunError, _oserror_text, read_json, record_file, versions
 from .stages import (
-    DataSummary,
-    FMResult,
     LoopFMModels,
-    Record,
-    RunDir,
-    RunError,
-    RunMetrics,
-    StoreInfo,
-    SweepResult,
-    Timing,
-    VMResult,
-    _oserror_text,
     assemble,
-    check_config,
-    check_data,
-    data_problem,
     data_stage,
     fm_stage,
     load_fm,
     load_vm,
     loopfm_stages,
-    read_json,
-    record_file,
     rerun_sweep,
     run,
     store_stage,
-    study,
     sweep_stage,
     transfer_ratio,
-    versions,
     vm_stage,
 )
 

@@ -1,63 +1,24 @@
-"""``implicit-rec run``: data -> FM -> historical store -> VMs -> baselines -> sweep -> report.
+"""The stage functions of ``implicit-rec run``: data -> FM -> store -> VMs -> baselines -> sweep -> metrics.
 
-The run is a sequence of stage functions, each returning a frozen dataclass (a :class:`Record`)
-whose ``to_dict`` is what the stage writes and what ``metrics.json`` holds::
-
-    data_stage    -> DataSummary   (the table; checked against the configuration by check_data)
-    fm_stage      -> FMResult      models/fm.json
-    store_stage   -> StoreInfo     store/ (the HistoricalStore)
-    vm_stage      -> VMResult      models/vm-*.json, models/baseline-*.json
-    sweep_stage   -> SweepResult   sweep.json
-    assemble      -> RunMetrics    metrics.json (``implicit_rec.report`` reads it)
-
-:meth:`RunDir.cached` does the bookkeeping of every stage once: load the stage's file if a
-finished stage left it, else compute, save (atomically) and mark the stage done in ``run.json``.
-
-Run directory (every file written atomically; a rerun of the same command resumes)::
-
-    config.toml        the effective configuration (a rerun must match it, or use --force)
-    run.json           package versions, command, status ("running" / "finished"), stage times
-    log.txt            everything printed
-    cache/             prepared dataset tables (data.cache_dir = "auto")
-    models/fm.*        FM parameters (.msgpack), result (.json), in-progress epoch checkpoint (.train.msgpack)
-    store/             the FM's logged embeddings (LoopFM features, KD targets)
-    models/vm-*.*      each VM and explicit baseline, the same three files
-    sweep.json         the test-time iteration sweep and the Lipschitz diagnostic
-    metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)
-    report.md, *.png   tables and plots (``implicit_rec.report``)
-
-A stage is skipped when its output exists; a training run continues after its last finished
-epoch. Resumed runs reach exactly the metrics of uninterrupted ones (same seeds, same data order).
-
-Before any training the data are checked against the configuration (:func:`check_data`: every
-window has events, validation and test have both labels, the VMs' KD rows are logged). A run
-directory this invocation created is removed again when the configuration or the data are
-refused, so a fixed command starts clean. A damaged ``run.json``, ``config.toml`` or result file
-is a :class:`RunError` saying which file and how to recover (remove the directory or ``--force``).
+Each stage returns its record (:mod:`.records`) through :meth:`RunDir.cached`; :func:`run` and
+:func:`rerun_sweep` run them all into a run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import platform
 import shutil
-import sys
 import time
-import types
-import typing
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from .. import config as config_mod
 from .. import metrics, report
 from .. import sweep as sweep_mod
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import write_json_atomic
 from ..checkpoint import restore_state, save_state
 from ..config import RunConfig, SweepConfig
 from ..data import load_data
@@ -70,311 +31,14 @@ from ..models.foundation import FoundationModel
 from ..models.training import predict
 from ..models.vertical import VerticalModel
 from ..params import count_params
-
-
-class RunError(RuntimeError):
-    """A problem the user can fix (bad path, finished run, changed config); printed as one line."""
-
-
-# -- typed stage results ----------------------------------------------------------------------
-
-
-class Record:
-    """Mixin of the frozen stage dataclasses: ``to_dict`` is the JSON form, ``from_dict`` its inverse.
-
-    Fields hold JSON values, other Records, tuples of them (lists in JSON) or ``X | None``;
-    ``from_dict(r.to_dict()) == r``. An unknown or missing key is a ValueError naming it.
-    """
-
-    def to_dict(self) -> dict:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        if not isinstance(d, dict):
-            raise ValueError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ValueError(f"{cls.__name__} has no key(s) {unknown}; known: {list(fields)}.")
-        required = (n for n, f in fields.items() if f.default is dataclasses.MISSING)
-        missing = [n for n in required if n not in d and fields[n].default_factory is dataclasses.MISSING]
-        if missing:
-            raise ValueError(f"{cls.__name__} lacks the key(s) {missing}.")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _typed(hints[k], v, f"{cls.__name__}.{k}") for k, v in d.items()})
-
-
-def _plain(v):
-    if isinstance(v, Record):
-        return v.to_dict()
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _typed(tp, v, where: str):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return None if v is None else _typed(next(a for a in args if a is not type(None)), v, where)
-    if isinstance(tp, type) and issubclass(tp, Record):
-        return tp.from_dict(v)
-    if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {type(v).__name__}.")
-        return tuple(_typed(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
-    return v
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSummary(Record):
-    """The dataset of a run (``metrics.json`` ``dataset``)."""
-
-    spec: str
-    name: str
-    events: int
-    test_events: int
-    duplicate_events: int | None  # exact duplicate events (kept); None when the loader does not count them
-
-
-@dataclasses.dataclass(frozen=True)
-class FMResult(Record):
-    """The FM on the test split (``models/fm.json``, ``metrics.json`` ``fm``)."""
-
-    auc: float
-    gauc: float
-    logloss: float
-    params: int
-    size: str
-    seconds: float  # training and testing
-    examples_per_second: float  # training steps after the first (compiling) one
-    history: tuple[dict, ...] = ()  # per-epoch records of ``training.fit``
-
-
-@dataclasses.dataclass(frozen=True)
-class StoreInfo(Record):
-    """The FM's historical store (``metrics.json`` ``store``)."""
-
-    events: int  # logged events
-    dim: int
-    kind: str  # "interaction" | "item"
-    dtype: str
-    bytes_on_disk: int
-
-
-@dataclasses.dataclass(frozen=True)
-class VMResult(Record):
-    """One trained VM or explicit baseline on the test split (``models/<stem>.json``, ``metrics.json`` ``vms``)."""
-
-    name: str  # "arch/transfer" (baselines: "arch-w1xw2/transfer")
-    arch: str
-    transfer: str
-    seed: int
-    auc: float
-    gauc: float
-    logloss: float
-    params: int
-    hidden: tuple[int, ...] | None  # MLP widths of an explicit VM; None for the implicit VM
-    epochs: int
-    seconds: float
-    examples_per_second: float
-    weights: str  # parameter file, relative to the run directory
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepResult(Record):
-    """The test-time iteration sweep (``sweep.json``); rows as documented in ``implicit_rec.report``."""
-
-    sweep: tuple[dict, ...]  # one row per implicit VM x method x k
-    lipschitz: tuple[dict, ...]
-    baselines: tuple[dict, ...]  # the explicit baselines on the sweep's axes
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing(Record):
-    stages_s: dict  # stage -> seconds of the invocation that ran it
-    examples_per_second: dict  # "name#sSEED" -> training examples per second
-    fm_examples_per_second: float
-    total_s: float  # this invocation
-
-
-@dataclasses.dataclass(frozen=True)
-class RunMetrics(Record):
-    """``metrics.json``: everything the report draws (schema ``implicit_rec.report.METRICS_SCHEMA``)."""
-
-    schema_version: int
-    dataset: DataSummary
-    config: dict  # the effective configuration, as config.toml
-    versions: dict
-    fm: FMResult
-    vms: tuple[VMResult, ...]
-    baselines: tuple[dict, ...]
-    transfer_ratio: dict  # arch -> transfer_ratios(...)
-    sweep: tuple[dict, ...]
-    lipschitz: tuple[dict, ...]
-    timing: Timing
-    store: StoreInfo | None = None
-
-
-R = TypeVar("R")
+from .checks import check_config, check_data
+from .records import DataSummary, FMResult, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
+from .rundir import RunDir, RunError, _oserror_text, record_file, versions
 
 
 def _row(r) -> dict:
     """A sweep row as a dict (the sweep functions return dicts or typed rows with ``to_dict``)."""
     return r.to_dict() if hasattr(r, "to_dict") else dict(r)
-
-
-# -- the run directory ------------------------------------------------------------------------
-
-
-class RunDir:
-    """A run directory: ``run.json``, ``log.txt``, the stage cache and the ``events`` hook.
-
-    ``events(name)`` is called after each stage is marked done (``"stage:NAME"``) and after each
-    model is saved (``"model:STEM"``); tests interrupt runs there. ``bar`` is a tqdm factory or None.
-    """
-
-    def __init__(
-        self, out: str | os.PathLike, *, quiet: bool = False, events: Callable[[str], None] | None = None
-    ) -> None:
-        self.out, self.quiet = Path(out), quiet
-        self.events = events or (lambda name: None)
-        self.created = False  # whether this invocation made the directory (removed if the run is refused)
-        self.bar = None
-        if not quiet:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm
-
-    def prepare(self, cfg: RunConfig, *, force: bool = False, command: list | None = None) -> None:
-        """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
-        a finished run or another configuration."""
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise RunError(f"--out {out} exists and is not a directory.")
-        if force and out.exists():
-            shutil.rmtree(out)
-        state = self.state()
-        if state.get("status") == "finished":
-            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
-        self.created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as err:
-            raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
-        saved = out / "config.toml"
-        if saved.is_file():
-            try:
-                before = config_mod.load_config(saved).to_dict()
-            except config_mod.ConfigError as err:
-                raise RunError(
-                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
-                    "with --force to start over."
-                ) from None
-            diff = _first_difference(before, cfg.to_dict())
-            if diff:
-                raise RunError(
-                    f"{out} holds an unfinished run with another configuration ({diff}); "
-                    "rerun with the same settings to resume, or use --force to start over."
-                )
-        else:
-            write_text_atomic(saved, config_mod.to_toml(cfg))
-        if not state:
-            state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
-            self.save_state(state)
-
-    def state(self) -> dict:
-        """run.json ({} before the first write); RunError if it is damaged."""
-        path = self.out / "run.json"
-        if not path.is_file():
-            return {}
-        state = read_json(path)
-        if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
-            raise RunError(
-                f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
-                f"damaged; remove {self.out} or rerun with --force to start over."
-            )
-        return state
-
-    def save_state(self, state: dict) -> None:
-        write_json_atomic(self.out / "run.json", state)
-
-    def mark_done(self, stage: str, seconds: float) -> None:
-        """Record the stage's time in run.json (this invocation's: a resumed stage is timed again)."""
-        state = self.state()
-        state["stages"][stage] = seconds
-        self.save_state(state)
-        self.events(f"stage:{stage}")
-
-    def log(self, line: str) -> None:
-        with open(self.out / "log.txt", "a") as fh:
-            fh.write(line + "\n")
-        if not self.quiet:
-            from tqdm.auto import tqdm
-
-            tqdm.write(line)
-
-    def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
-        """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
-        base = self.out / "models" / stem
-        return base.with_suffix(".msgpack"), base.with_suffix(".json"), base.with_suffix(".train.msgpack")
-
-    def cached(
-        self,
-        path: Path,
-        compute: Callable[[], R],
-        load: Callable[[Path], R],
-        save: Callable[[R, Path], None],
-        *,
-        stage: str | None = None,
-        event: str | None = None,
-        recompute: bool = False,
-    ) -> R:
-        """``load(path)`` if a finished stage left ``path``; else ``compute()``, ``save`` it to ``path``
-        (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``."""
-        if path.exists() and not recompute:
-            return load(path)
-        t0 = time.perf_counter()
-        value = compute()
-        save(value, path)
-        if stage is not None:
-            self.mark_done(stage, time.perf_counter() - t0)
-        if event is not None:
-            self.events(event)
-        return value
-
-
-def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:
-    """(load, save) of a :class:`Record` as a JSON file; a damaged file is a RunError saying how to recover."""
-
-    def load(path: Path) -> R:
-        try:
-            return cls.from_dict(read_json(path))
-        except (TypeError, ValueError) as err:
-            raise RunError(f"{path.name} in {path.parent}: {err}; {_RECOVER.format(run=_run_of(path))}") from None
-
-    def save(value: R, path: Path) -> None:
-        write_json_atomic(path, value.to_dict())
-
-    return load, save
-
-
-_RECOVER = "the run directory is damaged; remove {run} or rerun with --force to start over."
-
-
-def _run_of(path: Path) -> Path:
-    return path.parent.parent if path.parent.name == "models" else path.parent
-
-
-# -- stages -----------------------------------------------------------------------------------
 
 
 def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
@@ -404,13 +68,6 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     run.save_state(state)
     run.mark_done("data", seconds)
     return table, summary
-
-
-def check_data(table: EventTable, cfg: RunConfig) -> None:
-    """RunError naming the keys if the configuration's windows do not fit the data."""
-    problem = data_problem(table, cfg)
-    if problem:
-        raise RunError(f"{problem} ({_days_present(table)}).")
 
 
 def _evaluate(model, make_batch: Callable, table: EventTable) -> dict:
@@ -727,14 +384,6 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
     return {"metrics": result, "files": [run.out / "metrics.json", *written]}
 
 
-def check_config(cfg: RunConfig) -> None:
-    """RunError for a configuration :func:`config.check_run` refuses (also one built in Python)."""
-    try:
-        config_mod.check_run(cfg)
-    except config_mod.ConfigError as err:
-        raise RunError(str(err)) from None
-
-
 def run(
     out: str | os.PathLike,
     cfg: RunConfig,
@@ -768,46 +417,6 @@ def rerun_sweep(out, *, quiet: bool = False) -> dict:
     return _execute(RunDir(out, quiet=quiet), cfg, only_sweep=True)
 
 
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("implicit-rec", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "matplotlib"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diff = _first_difference(va, vb, f"{prefix}{key}.")
-            if diff:
-                return diff
-        elif va != vb:
-            return f"{prefix}{key}: {va!r} in the run directory, {vb!r} now"
-    return None
-
-
-def read_json(path: Path, *, expect: type = dict):
-    """The JSON value in ``path``; RunError naming the file, the position and how to recover."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        problem = f"is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
-    except UnicodeDecodeError as err:
-        problem = f"is not UTF-8 text (byte {err.start})"
-    else:
-        if isinstance(value, expect):
-            return value
-        problem = f"holds a JSON {type(value).__name__}, not an object"
-    raise RunError(f"{path.name} in {path.parent} {problem}: {_RECOVER.format(run=_run_of(path))}")
-
-
 def _restore(model, path: Path, out: Path) -> None:
     """restore_state, with a damaged or missing weights file as a RunError saying how to recover."""
     try:
@@ -817,84 +426,3 @@ def _restore(model, path: Path, out: Path) -> None:
             f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
             f"is damaged; remove {out} or rerun with --force to start over."
         ) from None
-
-
-def _oserror_text(err: Exception) -> str:
-    """'PATH: reason' for an OSError (whose str() is '[Errno 20] ...'), str(err) otherwise."""
-    if isinstance(err, OSError) and err.strerror and err.filename:
-        return f"{err.filename}: {err.strerror.lower()}."
-    return str(err)
-
-
-def _days_present(table) -> str:
-    day, split = np.asarray(table["day"]), np.asarray(table["split"])
-    train_days = np.unique(day[split == 0])
-    return (
-        f"the data has days {day.min()}-{day.max()}, training events on days {train_days.min()}-{train_days.max()}"
-        if len(train_days)
-        else "the data has no training events"
-    )
-
-
-def _both_labels(labels: np.ndarray) -> bool:
-    return 0 < float(np.sum(labels)) < len(labels)
-
-
-def data_problem(table: EventTable, cfg: RunConfig) -> str | None:
-    """Why the configuration's windows do not fit ``table`` (naming the keys), or None.
-
-    The FM needs training events in ``fm.days`` (at least 2: the last 10% is its validation, which
-    needs both labels to early-stop on AUC); the VMs need training events in ``vm.days``; the
-    validation and test splits need both labels (AUC); with a LoopFM or KD transfer some events
-    must be logged, and with KD every row a VM reads (its training window, validation, test).
-    """
-    day, label = np.asarray(table["day"]), np.asarray(table["label"])
-    fm = study.resolve(cfg, table.schema.max_len).fm
-    fm_rows = study.window_rows(table, "train", cfg.fm.days)
-    fm_train, fm_valid = study.fm_split(table, fm_rows)
-    if len(fm_train) == 0:
-        return f"fm.days={list(cfg.fm.days)} holds {len(fm_rows)} training events; the FM needs at least 2"
-    if not _both_labels(label[fm_valid]):
-        return (
-            f"fm.days={list(cfg.fm.days)}: the FM's validation part (the last 10% of its window, "
-            f"{len(fm_valid)} events) has only label {int(label[fm_valid][0])}; AUC needs both: widen fm.days"
-        )
-    if len(study.window_rows(table, "train", cfg.vm.days)) == 0:
-        return f"vm.days={list(cfg.vm.days)} holds no training events"
-    for split in ("valid", "test"):
-        rows = table.rows(split)
-        if not _both_labels(label[rows]):
-            what = "no events" if len(rows) == 0 else f"only label {int(label[rows][0])} in {len(rows)} events"
-            return (
-                f"the {'validation' if split == 'valid' else 'test'} split of data.dataset has {what}; "
-                "AUC (early stopping, results) needs both labels"
-            )
-    transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baselines else set())
-    logged = study.logged_rows(table, fm)
-    log_key = f"fm.log_from_day={'auto' if cfg.fm.log_from_day is None else cfg.fm.log_from_day}"
-    if not logged.any():
-        return f"{log_key}: the FM logs no events (the data has none on or after that day)"
-    if any(t.endswith("kd") for t in transfers):
-        for name, rows in (
-            ("vm.days", study.window_rows(table, "train", cfg.vm.days)),
-            ("the validation split", table.rows("valid")),
-            ("the test split", table.rows("test")),
-        ):
-            missing = rows[~logged[rows]]
-            if len(missing):
-                return (
-                    f"{log_key}: {len(missing)} events of {name} (days {day[missing].min()}-"
-                    f"{day[missing].max()}) are not logged by the FM, so the KD transfers have no target; "
-                    "lower fm.log_from_day or drop the KD transfers"
-                )
-    if cfg.fm.out_of_fold > 1:
-        user = np.asarray(table["user"])
-        fold = user[fm_rows] % cfg.fm.out_of_fold
-        for k in np.unique(user[study.out_of_fold_rows(table, fm)] % cfg.fm.out_of_fold):
-            if len(study.fm_split(table, fm_rows[fold != k])[0]) == 0:
-                return (
-                    f"fm.out_of_fold={cfg.fm.out_of_fold}: the FM of fold {k} would have no training "
-                    f"events (all {len(fm_rows)} in fm.days belong to fold {k}'s "
-                    f"{len(np.unique(user[fm_rows]))} user(s)); use more users or fm.out_of_fold=0"
-                )
-    return None
