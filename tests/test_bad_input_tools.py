@@ -133,11 +133,11 @@ def test_train_decentralized_good_flags_reach_the_worker(argv, monkeypatch):
 # -- experiment scripts ------------------------------------------------------------------------------
 @pytest.fixture
 def stubbed(monkeypatch):
-    from implicit_rec import pipeline
     from implicit_rec.domains.study import Study
+    from implicit_rec.pipeline import stages
 
     monkeypatch.setattr(Study, "run", _started)  # every domain: after its configuration is checked
-    monkeypatch.setattr(pipeline, "fm_stage", _started)  # loopfm_transfer: after the data checks
+    monkeypatch.setattr(stages, "fm_stage", _started)  # loopfm_transfer: after the data checks (loopfm_stages calls it)
     monkeypatch.setattr(dsgd_topologies, "vm_study", _started)
     monkeypatch.setattr(dsgd_topologies, "least_squares_study", _started)
 

@@ -1,0 +1,215 @@
+"""The run directory: ``run.json``, ``config.toml``, ``log.txt`` and the one stage cache (:meth:`RunDir.cached`).
+
+A problem the user can fix (a damaged file, a finished run, another configuration) is a
+:class:`RunError` naming the file and how to recover.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
+
+from .. import config as config_mod
+from ..atomic import write_json_atomic, write_text_atomic
+from ..config import RunConfig
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix (bad path, finished run, changed config); printed as one line."""
+
+
+R = TypeVar("R")
+
+
+class RunDir:
+    """A run directory: ``run.json``, ``log.txt``, the stage cache and the ``events`` hook.
+
+    ``events(name)`` is called after each stage is marked done (``"stage:NAME"``) and after each
+    model is saved (``"model:STEM"``); tests interrupt runs there. ``bar`` is a tqdm factory or None.
+    """
+
+    def __init__(
+        self, out: str | os.PathLike, *, quiet: bool = False, events: Callable[[str], None] | None = None
+    ) -> None:
+        self.out, self.quiet = Path(out), quiet
+        self.events = events or (lambda name: None)
+        self.created = False  # whether this invocation made the directory (removed if the run is refused)
+        self.bar = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm
+
+    def prepare(self, cfg: RunConfig, *, force: bool = False, command: list | None = None) -> None:
+        """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
+        a finished run or another configuration."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out {out} exists and is not a directory.")
+        if force and out.exists():
+            shutil.rmtree(out)
+        state = self.state()
+        if state.get("status") == "finished":
+            raise RunError(f"{out} holds a finished run; use --force to overwrite it or choose another --out.")
+        self.created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
+        saved = out / "config.toml"
+        if saved.is_file():
+            try:
+                before = config_mod.load_config(saved).to_dict()
+            except config_mod.ConfigError as err:
+                raise RunError(
+                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
+                    "with --force to start over."
+                ) from None
+            diff = _first_difference(before, cfg.to_dict())
+            if diff:
+                raise RunError(
+                    f"{out} holds an unfinished run with another configuration ({diff}); "
+                    "rerun with the same settings to resume, or use --force to start over."
+                )
+        else:
+            write_text_atomic(saved, config_mod.to_toml(cfg))
+        if not state:
+            state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
+            self.save_state(state)
+
+    def state(self) -> dict:
+        """run.json ({} before the first write); RunError if it is damaged."""
+        path = self.out / "run.json"
+        if not path.is_file():
+            return {}
+        state = read_json(path)
+        if not isinstance(state.get("status"), str) or not isinstance(state.get("stages"), dict):
+            raise RunError(
+                f"run.json in {self.out} lacks its 'status' or 'stages' entry: the run directory is "
+                f"damaged; remove {self.out} or rerun with --force to start over."
+            )
+        return state
+
+    def save_state(self, state: dict) -> None:
+        write_json_atomic(self.out / "run.json", state)
+
+    def mark_done(self, stage: str, seconds: float) -> None:
+        """Record the stage's time in run.json (this invocation's: a resumed stage is timed again)."""
+        state = self.state()
+        state["stages"][stage] = seconds
+        self.save_state(state)
+        self.events(f"stage:{stage}")
+
+    def log(self, line: str) -> None:
+        with open(self.out / "log.txt", "a") as fh:
+            fh.write(line + "\n")
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+
+    def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
+        """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
+        base = self.out / "models" / stem
+        return base.with_suffix(".msgpack"), base.with_suffix(".json"), base.with_suffix(".train.msgpack")
+
+    def cached(
+        self,
+        path: Path,
+        compute: Callable[[], R],
+        load: Callable[[Path], R],
+        save: Callable[[R, Path], None],
+        *,
+        stage: str | None = None,
+        event: str | None = None,
+        recompute: bool = False,
+    ) -> R:
+        """``load(path)`` if a finished stage left ``path``; else ``compute()``, ``save`` it to ``path``
+        (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``."""
+        if path.exists() and not recompute:
+            return load(path)
+        t0 = time.perf_counter()
+        value = compute()
+        save(value, path)
+        if stage is not None:
+            self.mark_done(stage, time.perf_counter() - t0)
+        if event is not None:
+            self.events(event)
+        return value
+
+
+def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:
+    """(load, save) of a :class:`Record` as a JSON file; a damaged file is a RunError saying how to recover."""
+
+    def load(path: Path) -> R:
+        try:
+            return cls.from_dict(read_json(path))
+        except (TypeError, ValueError) as err:
+            raise RunError(f"{path.name} in {path.parent}: {err}; {_RECOVER.format(run=_run_of(path))}") from None
+
+    def save(value: R, path: Path) -> None:
+        write_json_atomic(path, value.to_dict())
+
+    return load, save
+
+
+_RECOVER = "the run directory is damaged; remove {run} or rerun with --force to start over."
+
+
+def _run_of(path: Path) -> Path:
+    return path.parent.parent if path.parent.name == "models" else path.parent
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("implicit-rec", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diff = _first_difference(va, vb, f"{prefix}{key}.")
+            if diff:
+                return diff
+        elif va != vb:
+            return f"{prefix}{key}: {va!r} in the run directory, {vb!r} now"
+    return None
+
+
+def read_json(path: Path, *, expect: type = dict):
+    """The JSON value in ``path``; RunError naming the file, the position and how to recover."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        problem = f"is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
+    except UnicodeDecodeError as err:
+        problem = f"is not UTF-8 text (byte {err.start})"
+    else:
+        if isinstance(value, expect):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    raise RunError(f"{path.name} in {path.parent} {problem}: {_RECOVER.format(run=_run_of(path))}")
+
+
+def _oserror_text(err: Exception) -> str:
+    """'PATH: reason' for an OSError (whose str() is '[Errno 20] ...'), str(err) otherwise."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror.lower()}."
+    return str(err)

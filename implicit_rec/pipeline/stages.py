@@ -1,0 +1,428 @@
+"""The stage functions of ``implicit-rec run``: data -> FM -> store -> VMs -> baselines -> sweep -> metrics.
+
+Each stage returns its record (:mod:`.records`) through :meth:`RunDir.cached`; :func:`run` and
+:func:`rerun_sweep` run them all into a run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .. import config as config_mod
+from .. import metrics, report
+from .. import sweep as sweep_mod
+from ..atomic import write_json_atomic
+from ..checkpoint import restore_state, save_state
+from ..config import RunConfig, SweepConfig
+from ..data import load_data
+from ..data.events import EventTable
+from ..loopfm import study
+from ..loopfm.batches import table_batches, vm_batches
+from ..loopfm.store import HistoricalStore
+from ..loopfm.transfer import transfer_ratios
+from ..models.foundation import FoundationModel
+from ..models.training import predict
+from ..models.vertical import VerticalModel
+from ..params import count_params
+from .checks import check_config, check_data
+from .records import DataSummary, FMResult, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
+from .rundir import RunDir, RunError, _oserror_text, record_file, versions
+
+
+def _row(r) -> dict:
+    """A sweep row as a dict (the sweep functions return dicts or typed rows with ``to_dict``)."""
+    return r.to_dict() if hasattr(r, "to_dict") else dict(r)
+
+
+def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
+    """Load (or prepare and cache) the dataset; logs its size."""
+    d = cfg.data
+    t0 = time.perf_counter()
+    try:
+        table = load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
+    except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
+        raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
+    seconds = time.perf_counter() - t0
+    duplicates = table.info.get("duplicate_events")
+    summary = DataSummary(
+        spec=d.dataset,
+        name=table.name,
+        events=int(len(table["label"])),
+        test_events=int(len(table.rows("test"))),
+        duplicate_events=None if duplicates is None else int(duplicates),
+    )
+    run.log(
+        f"data: {table.name}, {summary.events:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
+        f"({summary.events / max(seconds, 1e-9):,.0f} rows/s)"
+        + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else "")
+    )
+    state = run.state()
+    state["data"] = {"name": table.name, "events": summary.events, "duplicate_events": duplicates}
+    run.save_state(state)
+    run.mark_done("data", seconds)
+    return table, summary
+
+
+def _evaluate(model, make_batch: Callable, table: EventTable) -> dict:
+    """AUC, gAUC and logloss of ``model`` on the test split."""
+    rows = table.rows("test")
+    probs = predict(model, make_batch, rows)
+    return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
+
+
+def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
+    """Train and test the FM of ``cfg`` (resolved, :func:`study.resolve`); its parameters go to models/fm.msgpack."""
+    fm = cfg.fm
+    weights, result_path, ckpt = run.model_paths("fm")
+
+    def compute() -> FMResult:
+        run.log(f"FM ({fm.size}) on days {fm.days[0]}-{fm.days[1] - 1}")
+        t0 = time.perf_counter()
+        model, hist = study.train_fm(table, fm, run.log, checkpoint=ckpt, progress_bar=run.bar)
+        res = _evaluate(model, table_batches(table), table)
+        run.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
+        save_state(model, weights)
+        return FMResult(
+            **res,
+            params=count_params(model),
+            size=fm.size,
+            seconds=time.perf_counter() - t0,
+            examples_per_second=hist["examples_per_second"],
+            history=tuple(hist["history"]),
+        )
+
+    result = run.cached(result_path, compute, *record_file(FMResult), stage="fm")
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def load_fm(run: RunDir, table: EventTable, cfg: RunConfig) -> FoundationModel:
+    """The trained FM of the run (eval mode)."""
+    model = study.make_fm(table, cfg.fm)
+    _restore(model, run.model_paths("fm")[0], run.out)
+    model.eval()
+    return model
+
+
+def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[HistoricalStore, StoreInfo]:
+    """The trained FM's historical store (store/), built once."""
+    path = run.out / "store"
+
+    def save(store: HistoricalStore, path: Path) -> None:
+        store.save(path)
+        run.log(
+            f"store: {len(store.rows):,} logged events, dim {store.dim}, "
+            f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB"
+        )
+
+    store = run.cached(
+        path,
+        lambda: study.build_store(load_fm(run, table, cfg), table, cfg.fm, run.log),
+        lambda p: HistoricalStore.load(p, table),
+        save,
+        stage="store",
+    )
+    info = StoreInfo(
+        events=int(len(store.rows)),
+        dim=int(store.dim),
+        kind=store.kind,
+        dtype=str(store.embeddings.dtype),
+        bytes_on_disk=int(HistoricalStore.size_on_disk(path)),
+    )
+    return store, info
+
+
+def vm_stage(
+    run: RunDir,
+    table: EventTable,
+    store: HistoricalStore,
+    cfg: RunConfig,
+    arch: str,
+    transfer: str,
+    seed: int,
+    hidden: tuple[int, ...] | None = None,
+    kind: str = "vm",
+) -> VMResult:
+    """Train and test one VM (``kind="baseline"``: an explicit baseline of widths ``hidden``)."""
+    tag = f"{arch}-{'x'.join(map(str, hidden))}" if hidden else arch
+    name = f"{tag}/{transfer}"
+    stem = f"{kind}-{tag}-{transfer.replace('+', '_')}-s{seed}"
+    weights, result_path, ckpt = run.model_paths(stem)
+
+    def compute() -> VMResult:
+        t0 = time.perf_counter()
+        model, hist, make = study.train_vm(
+            table, store, cfg.vm, arch, transfer, seed, hidden, checkpoint=ckpt, progress_bar=run.bar
+        )
+        res = _evaluate(model, make, table)
+        save_state(model, weights)
+        result = VMResult(
+            name=name,
+            arch=arch,
+            transfer=transfer,
+            seed=seed,
+            **res,
+            params=count_params(model),
+            hidden=tuple(hidden or cfg.vm.hidden) if arch != "implicit" else None,
+            epochs=hist["epochs_run"],
+            seconds=time.perf_counter() - t0,
+            examples_per_second=hist["examples_per_second"],
+            weights=str(weights.relative_to(run.out)),
+        )
+        run.log(
+            f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
+            f"logloss {res['logloss']:.4f} ({result.examples_per_second:,.0f} ex/s)"
+        )
+        return result
+
+    result = run.cached(result_path, compute, *record_file(VMResult), event=f"model:{stem}")
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def load_vm(
+    run: RunDir, table: EventTable, store: HistoricalStore, cfg: RunConfig, result: VMResult
+) -> tuple[VerticalModel, Callable]:
+    """The trained VM of ``result`` (eval mode) and its batch function."""
+    model = study.make_vm(table, store, cfg.vm, result.arch, result.transfer, result.seed, result.hidden)
+    _restore(model, run.out / result.weights, run.out)
+    model.eval()
+    return model, vm_batches(table, store, cfg.vm.history_len, result.transfer)
+
+
+def sweep_stage(
+    run: RunDir,
+    table: EventTable,
+    store: HistoricalStore,
+    cfg: RunConfig,
+    vms: tuple[VMResult, ...],
+    baselines: tuple[VMResult, ...],
+    *,
+    recompute: bool = False,
+) -> SweepResult:
+    """Every implicit VM at each k of ``sweep.iterations``, the explicit baselines as points (sweep.json)."""
+    sw: SweepConfig = cfg.sweep
+
+    def compute() -> SweepResult:
+        test_rows = table.rows("test")
+        labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
+        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
+        rows, lips, points = [], [], []
+        todo = [v for v in vms if v.arch == "implicit"]
+        bar = run.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if run.bar else None
+        t0 = time.perf_counter()
+        for v in todo:
+            model, make = load_vm(run, table, store, cfg, v)
+            x_lip = sweep_mod.vm_features(model, make, lip_rows)
+            tag = {"vm": v.name, "seed": v.seed}
+            for method in sw.methods:
+                for r in sweep_mod.implicit_sweep(
+                    model,
+                    make,
+                    test_rows,
+                    labels,
+                    users,
+                    sw.iterations,
+                    method,
+                    repeats=sw.timing_repeats,
+                    timed=v.transfer == sw.baseline_transfer,
+                ):
+                    rows.append({**tag, "transfer": v.transfer, "params": v.params, **_row(r)})
+                for r in sweep_mod.lipschitz_sweep(
+                    model,
+                    x_lip,
+                    sw.iterations,
+                    method,
+                    perturbations=sw.lipschitz_perturbations,
+                    scale=sw.lipschitz_scale,
+                    seed=v.seed,
+                ):
+                    lips.append({**tag, **_row(r)})
+                if bar:
+                    bar.update(1)
+        for b in baselines:
+            model, make = load_vm(run, table, store, cfg, b)
+            point = sweep_mod.explicit_point(model, make, test_rows, labels, users, repeats=sw.timing_repeats)
+            lip = _row(
+                sweep_mod.explicit_lipschitz(
+                    model,
+                    sweep_mod.vm_features(model, make, lip_rows),
+                    perturbations=sw.lipschitz_perturbations,
+                    scale=sw.lipschitz_scale,
+                    seed=b.seed,
+                )
+            )
+            points.append(
+                {
+                    "vm": b.name,
+                    "seed": b.seed,
+                    "transfer": b.transfer,
+                    "params": b.params,
+                    "hidden": list(b.hidden or ()),
+                    **_row(point),
+                    "lipschitz_max": lip["max"],
+                    "lipschitz_mean": lip["mean"],
+                }
+            )
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        return SweepResult(tuple(rows), tuple(lips), tuple(points), time.perf_counter() - t0)
+
+    return run.cached(run.out / "sweep.json", compute, *record_file(SweepResult), stage="sweep", recompute=recompute)
+
+
+def transfer_ratio(cfg: RunConfig, fm: FMResult, vms: tuple[VMResult, ...]) -> dict:
+    """arch -> :func:`transfer_ratios` of its transfer variants (per-seed AUC and logloss) against
+    its plain VM, for every arch trained with ``"none"`` and at least one other variant."""
+    ratios = {}
+    for arch in cfg.vm.archs:
+        variants = {
+            t: {m: [getattr(v, m) for v in vms if v.arch == arch and v.transfer == t] for m in ("auc", "logloss")}
+            for t in cfg.vm.transfers
+        }
+        variants = {t: d for t, d in variants.items() if d["auc"]}
+        if "none" in variants and len(variants) > 1:
+            ratios[arch] = transfer_ratios({"auc": fm.auc, "logloss": fm.logloss}, variants)
+    return ratios
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopFMModels:
+    """What the LoopFM stages leave: the table, the resolved configuration, and the stage results."""
+
+    table: EventTable
+    cfg: RunConfig  # resolved against the data (study.resolve)
+    data: DataSummary
+    fm: FMResult
+    store: HistoricalStore
+    store_info: StoreInfo
+    vms: tuple[VMResult, ...]
+
+
+def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
+    """Data (checked against ``cfg``), FM, store and every VM arch x transfer x seed of ``cfg``.
+
+    The directory this invocation created is removed again when the data are refused."""
+    try:
+        table, data = data_stage(run, cfg)
+        check_data(table, cfg)
+    except RunError:
+        if run.created:  # refused before any training: leave nothing half-written behind
+            shutil.rmtree(run.out, ignore_errors=True)
+        raise
+    resolved = study.resolve(cfg, table.schema.max_len)
+    fm = fm_stage(run, table, resolved)
+    store, store_info = store_stage(run, table, resolved)
+    vms = tuple(
+        vm_stage(run, table, store, resolved, a, t, s)
+        for a in cfg.vm.archs
+        for t in cfg.vm.transfers
+        for s in range(cfg.vm.seeds)
+    )
+    return LoopFMModels(table, resolved, data, fm, store, store_info, vms)
+
+
+def assemble(
+    run: RunDir,
+    cfg: RunConfig,
+    models: LoopFMModels,
+    swept: SweepResult,
+    baselines: tuple[VMResult, ...],
+    total_s: float,
+) -> RunMetrics:
+    """metrics.json of the run of ``cfg`` (as given, not resolved: it is the run's configuration)."""
+    state = run.state()
+    timing = Timing(
+        stages_s=state.get("stages", {}),
+        examples_per_second={f"{v.name}#s{v.seed}": v.examples_per_second for v in models.vms + baselines},
+        fm_examples_per_second=models.fm.examples_per_second,
+        total_s=total_s,
+    )
+    return RunMetrics(
+        schema_version=report.SCHEMA_VERSION,
+        dataset=models.data,
+        config=cfg.to_dict(),
+        versions=state.get("versions", versions()),
+        fm=models.fm,
+        vms=models.vms,
+        baselines=swept.baselines,
+        transfer_ratio=transfer_ratio(cfg, models.fm, models.vms),
+        sweep=swept.sweep,
+        lipschitz=swept.lipschitz,
+        timing=timing,
+        store=models.store_info,
+    )
+
+
+def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
+    t_start = time.perf_counter()
+    run.log(f"implicit-rec run -> {run.out}")
+    models = loopfm_stages(run, cfg)
+    t, store, resolved, sw = models.table, models.store, models.cfg, cfg.sweep
+    baselines = tuple(
+        vm_stage(
+            run, models.table, models.store, models.cfg, sw.baseline_arch, sw.baseline_transfer, 0, tuple(h), "baseline"
+        )
+        for h in sw.baselines
+    )
+    swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
+    result = assemble(run, cfg, models, swept, baselines, time.perf_counter() - t_start).to_dict()
+    write_json_atomic(run.out / "metrics.json", result)
+    written = report.write_report(result, run.out)
+    state = run.state()
+    state["status"] = "finished"
+    run.save_state(state)
+    return {"metrics": result, "files": [run.out / "metrics.json", *written]}
+
+
+def run(
+    out: str | os.PathLike,
+    cfg: RunConfig,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    command: list | None = None,
+    events: Callable[[str], None] | None = None,
+) -> dict:
+    """Run (or resume) the whole job into ``out``; returns ``{"metrics": dict, "files": [paths]}``."""
+    check_config(cfg)
+    rundir = RunDir(out, quiet=quiet, events=events)
+    rundir.prepare(cfg, force=force, command=command)
+    return _execute(rundir, cfg)
+
+
+def rerun_sweep(out, *, quiet: bool = False) -> dict:
+    """Redo the sweep of a run directory from its saved configuration and models, then the report."""
+    out = Path(out)
+    if not (out / "config.toml").is_file():
+        raise RunError(f"{out} is not a run directory (no config.toml); run `implicit-rec run --out {out}` first.")
+    try:
+        cfg = config_mod.load_config(out / "config.toml")
+    except config_mod.ConfigError as err:
+        raise RunError(
+            f"the run directory's config.toml is damaged ({err}); rerun `implicit-rec run --out {out} --force`."
+        ) from None
+    if not (out / "models" / "fm.json").is_file():
+        raise RunError(f"{out} has no trained FM yet; finish the run with `implicit-rec run` first.")
+    check_config(cfg)
+    return _execute(RunDir(out, quiet=quiet), cfg, only_sweep=True)
+
+
+def _restore(model, path: Path, out: Path) -> None:
+    """restore_state, with a damaged or missing weights file as a RunError saying how to recover."""
+    try:
+        restore_state(model, path)
+    except (OSError, ValueError) as err:
+        raise RunError(
+            f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
+            f"is damaged; remove {out} or rerun with --force to start over."
+        ) from None
