@@ -33,13 +33,28 @@ if _cache != "off":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     # A size limit turns on JAX's file lock around every cache read and write (filelock, a test
-    # dependency): without it a process can read an entry another is still writing, and XLA aborts.
+    # dependency); without it JAX writes entries in place, and a concurrent test run could read half a file.
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
     )
     jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program after each test module (``jax.clear_caches``).
+
+    The library compiles once: its jitted steps live at module level and keep their executables for
+    the life of the process, and every XLA:CPU executable holds memory mappings. In the one long
+    pytest process of ``make test-all`` the mappings passed the kernel's ``vm.max_map_count``
+    (65,530) and XLA aborted or segfaulted in ``test_loopfm.py`` while compiling or (de)serialising
+    a program (measured: up to 15,700 mappings within one module, about 1,400 after clearing). A test
+    module rarely reuses another's programs.
+    """
+    yield
+    jax.clear_caches()
 
 
 def _set_x64(enabled: bool) -> bool:
