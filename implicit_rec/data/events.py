@@ -11,7 +11,11 @@ One row per impression. Columns (all numpy arrays with N rows):
 - one (N,) int32 column per categorical feature (0 pad, 1 OOV, >= 2 known ids);
 - one (N,) float32 column per numeric feature;
 - one (N, max_len) int32 column per behaviour sequence, pre-padded with 0 (oldest first,
-  newest last), sharing the vocabulary named in its spec.
+  newest last), sharing the vocabulary named in its spec; ``schema.fm_sequences`` are more such
+  columns (behaviours on other surfaces) that only the foundation model reads.
+
+``info`` holds provenance; its numpy entries (e.g. a synthetic table's true click probability) are
+saved as ``info.<name>.npy`` beside the columns. They are not columns: no batch reads them.
 
 The schema and vocabulary sizes live in ``meta.json`` beside the arrays. Arrays are
 memory-mapped on load, so batches are read without loading the table into memory.
@@ -48,6 +52,9 @@ class Schema:
     sequences: name -> vocabulary it shares (a categorical column name), e.g.
       ``{"cate_his": "cate_id"}``.
     max_len: padded length of every sequence column.
+    fm_sequences: (column, vocabulary) of behaviour sequences from other surfaces that only the
+      foundation model reads (its information edge); same shape, padding and vocabulary sharing
+      as ``sequences``. Real-data loaders leave it empty.
     """
 
     categorical: tuple[str, ...]
@@ -55,14 +62,27 @@ class Schema:
     numeric: tuple[str, ...] = ()
     sequences: tuple[tuple[str, str], ...] = ()
     max_len: int = 50
+    fm_sequences: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         unknown_items = set(self.item) - set(self.categorical)
         if unknown_items:
             raise ValueError(f"item fields {sorted(unknown_items)} are not categorical columns.")
-        for seq, vocab in self.sequences:
-            if vocab not in self.categorical:
-                raise ValueError(f"sequence {seq!r} shares vocabulary {vocab!r}, which is not a categorical column.")
+        for field in ("sequences", "fm_sequences"):
+            for seq, vocab in getattr(self, field):
+                if vocab not in self.categorical:
+                    raise ValueError(
+                        f"{field} entry {seq!r} shares vocabulary {vocab!r}, which is not a categorical column."
+                    )
+        names = list(self.categorical) + list(self.numeric) + [s for s, _ in self.all_sequences]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"schema names {repeated} more than once; every column needs its own name.")
+
+    @property
+    def all_sequences(self) -> tuple[tuple[str, str], ...]:
+        """``sequences`` then ``fm_sequences``: every (N, max_len) column."""
+        return self.sequences + self.fm_sequences
 
     @property
     def sequence_vocab(self) -> dict[str, str]:
@@ -75,6 +95,7 @@ class Schema:
             "numeric": list(self.numeric),
             "sequences": [list(p) for p in self.sequences],
             "max_len": self.max_len,
+            "fm_sequences": [list(p) for p in self.fm_sequences],
         }
 
     @classmethod
@@ -85,6 +106,7 @@ class Schema:
             tuple(d["numeric"]),
             tuple(tuple(p) for p in d["sequences"]),
             int(d["max_len"]),
+            tuple(tuple(p) for p in d.get("fm_sequences", ())),  # absent in caches written before it existed
         )
 
 
@@ -104,7 +126,7 @@ class EventTable:
             list(BASE_COLUMNS)
             + list(self.schema.categorical)
             + list(self.schema.numeric)
-            + [s for s, _ in self.schema.sequences]
+            + [s for s, _ in self.schema.all_sequences]
         )
         missing = [c for c in needed if c not in self.columns]
         if missing:
@@ -113,7 +135,7 @@ class EventTable:
         for c in needed:
             if len(self.columns[c]) != n:
                 raise ValueError(f"column {c!r} has {len(self.columns[c])} rows, expected {n}.")
-        for s, _ in self.schema.sequences:
+        for s, _ in self.schema.all_sequences:
             if self.columns[s].ndim != 2 or self.columns[s].shape[1] != self.schema.max_len:
                 raise ValueError(
                     f"sequence column {s!r} must have shape (N, {self.schema.max_len}), got {self.columns[s].shape}."

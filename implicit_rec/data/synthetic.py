@@ -13,20 +13,37 @@ Generative process (a plausible model of user behaviour; every method sees the s
    end (so long histories exist on day 0). A behaviour picks a category with probability
    ~ softmax(theta_u(t) . e_c / tau + popularity), a brand of it ~ softmax(theta_u(t) . e_b / tau), and
    a type btag in {pv, cart, fav, buy}, with buying likelier for a high affinity.
-4. **Impressions** (the events) at a personal rate over 8 days. Half of the candidate ads are
+4. **Orders on another surface** (the marketplace): an independent Poisson process at
+   ``orders_per_day`` (0.8) times the user's own log-normal activity, from 120 days before the window
+   (the OU grid covers it), each picking a category and brand like a behaviour, from theta_u(t).
+   Only the foundation model reads them (``Schema.fm_sequences``): in production the FM sees the
+   behaviours of other surfaces, the compact model of one surface does not. This stream is the FM's
+   information edge.
+5. **Impressions** (the events) at a personal rate over 8 days. Half of the candidate ads are
    retargeted (a category among the user's last 20 behaviours), half drawn by popularity. The
-   click logit is
-       -2.6 + 1.5 * cos(theta_u(t), e_ad)                 (current interest)
-            + 1.2 * tanh(A_brand / 3) + 0.4 * tanh(A_cate / 10)   (long-range affinity)
-            - 0.8 * [bought this category in the last 3 days]    (satiation)
-            - 0.25 * z(price) * (purchasing power - 1)          (price sensitivity)
-            + pid effect + user bias b_u + q_a,
+   click logit is logit_base + history_terms . HISTORY_WEIGHTS:
+       logit_base = -3.4 + 1.5 * cos(theta_u(t), e_ad)          (current interest)
+                    - 0.25 * z(price) * (purchasing power - 1)   (price sensitivity)
+                    + pid effect + user bias b_u + q_a,
+       + 1.2 * tanh(A_brand / 3) + 0.4 * tanh(A_cate / 10)       (long-range affinity)
+       - 0.8 * [bought this category in the last 3 days]         (satiation)
+       + 2.3 * tanh(O_brand / 2)                                 (the marketplace orders)
    where A_brand / A_cate are exponentially decayed (30-day scale) counts of *all* the user's past
    behaviours on the candidate's brand / category — mostly older than the last 50 behaviours a
-   compact model reads. The label is Bernoulli(sigmoid(logit)); labels never influence features.
-5. **Features of an event**: profile and ad fields, the price (log1p), pid, the impression's btag
-   context, and the behaviour sequences cate_his / brand_his / btag_his: the user's last
-   ``max_len`` behaviours strictly before the impression, oldest first, pre-padded.
+   compact model reads — and O_brand the decayed (60-day scale) count of all past orders of the
+   candidate's brand (``history_terms``, shared with ``implicit_rec.ceiling``). The order weight is
+   tuned so that on ``default`` seed 0 the attainable AUC of the FM's window (100 behaviours, 100
+   orders) beats the VM's (25 behaviours, no orders) by about 0.04 (``implicit_rec.ceiling``); the
+   intercept keeps the test click rate near 0.16. The label is Bernoulli(sigmoid(logit)), drawn
+   after every feature: labels never influence features.
+6. **Features of an event**: profile and ad fields, the price (log1p), pid, the impression's btag
+   context, the behaviour sequences cate_his / brand_his / btag_his (the user's last ``max_len``
+   behaviours strictly before the impression, oldest first, pre-padded) and the order sequences
+   order_cate_his / order_brand_his (the last ``max_len`` orders strictly before it, likewise).
+7. **Oracle info arrays** (``table.info``, saved as ``info.<name>.npy``, never model inputs):
+   ``click_prob`` (N,) the true click probability, ``logit_base`` (N,), ``his_age`` / ``order_age``
+   (N, max_len) the age in days of each sequence entry (NaN at padding); ``info["btag_buy_id"]`` is
+   the encoded btag of a purchase.
 
 Days 0-6 are training (the last 10% of that time range is validation), day 7 is test. Vocabularies
 are fitted on the training split only (0 = padding, 1 = OOV). Presets: ``tiny`` (tests, seconds),
@@ -37,6 +54,8 @@ maps, to exercise streaming and caching; give it a ``cache_dir``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -46,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_directory
+from .events import INFO_ARRAYS as INFO_KEY
 from .events import OOV, PAD, SPLITS, EventTable, Schema, write_meta
 
 PROFILE = (
@@ -62,8 +82,16 @@ PROFILE = (
 ITEM = ("adgroup_id", "cate_id", "campaign_id", "customer", "brand")
 CONTEXT = ("pid", "btag")
 SEQUENCES = (("cate_his", "cate_id"), ("brand_his", "brand"), ("btag_his", "btag"))
-DAYS, PRIOR_DAYS, TEST_DAY = 8, 30, 7
+ORDER_SEQUENCES = (("order_cate_his", "cate_id"), ("order_brand_his", "brand"))  # Schema.fm_sequences
+DAYS, PRIOR_DAYS, ORDER_PRIOR_DAYS, TEST_DAY = 8, 30, 120, 7
 SECONDS = 86_400
+GENERATOR_VERSION = 2  # in cache directory names; bump when the generated data change
+BUY = 3  # raw btag id of a purchase
+INTERCEPT = -3.4
+HISTORY_TERMS = ("brand_affinity", "cate_affinity", "bought_cate_3d", "order_brand")
+HISTORY_WEIGHTS = np.array([1.2, 0.4, -0.8, 2.3])  # the click logit's weights of history_terms' columns
+INFO_ARRAYS = ("click_prob", "logit_base", "his_age", "order_age")  # oracle arrays, never model inputs
+WIDE_INFO = ("info.his_age", "info.order_age")  # (N, max_len) info arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +103,7 @@ class Preset:
     behaviours_per_day: float
     impressions_per_day: float
     max_len: int
+    orders_per_day: float = 0.8  # mean rate of marketplace orders (times the user's own activity)
 
 
 PRESETS = {
@@ -119,6 +148,10 @@ class _World:
         self.pid_effect = np.array([0.0, -0.3])
         self.price_mu, self.price_sd = self.ad_logprice.mean(), self.ad_logprice.std()
         self.cate_members = [np.flatnonzero(self.ad_cate == c) for c in range(p.categories)]
+        brands_of = [np.flatnonzero(self.brand_cate == c) for c in range(p.categories)]
+        self.cate_brands = np.full((p.categories, max(1, max(map(len, brands_of)))), -1, np.int64)
+        for c, members in enumerate(brands_of):
+            self.cate_brands[c, : len(members)] = members
 
 
 def _softmax_sample(rng, logits):
@@ -127,8 +160,77 @@ def _softmax_sample(rng, logits):
     return np.argmax(logits + g, axis=1)
 
 
-def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> dict:
-    """All impressions of one user (raw ids, 0-based) with their features and labels."""
+def _draw_items(rng: np.random.Generator, th: np.ndarray, w: _World) -> tuple[np.ndarray, np.ndarray]:
+    """(category, brand) per row of interests th (R, k): c ~ softmax(th.e_c/2 + pop), b|c ~ softmax(th.e_b/2)."""
+    cate = _softmax_sample(rng, th @ w.cate_vec.T / 2.0 + w.cate_pop)
+    members = w.cate_brands[cate]  # (R, M) brands of each row's category, -1 padded
+    logits = np.einsum("rk,rmk->rm", th, w.brand_vec[np.maximum(members, 0)]) / 2.0
+    brand = members[np.arange(len(th)), _softmax_sample(rng, np.where(members >= 0, logits, -np.inf))]
+    orphan = brand < 0  # a category without brands: any brand
+    brand[orphan] = rng.integers(0, len(w.brand_cate), int(orphan.sum()))
+    return cate, brand
+
+
+def history_terms(
+    cand_cate: np.ndarray,
+    cand_brand: np.ndarray,
+    his_cate: np.ndarray,
+    his_brand: np.ndarray,
+    his_buy: np.ndarray,
+    his_age: np.ndarray,
+    order_brand: np.ndarray,
+    order_age: np.ndarray,
+) -> np.ndarray:
+    """The history-dependent terms of the click logit, (n, len(HISTORY_TERMS)) float64.
+
+    Candidates (n,) against histories (n, L) (main stream: category, brand, is-a-purchase, age) and
+    (n, M) (orders: brand, age); an entry counts where its age (days before the impression, > 0) is
+    finite, and matches where its id equals the candidate's (callers make ids that must never match
+    differ, e.g. padding and OOV). Columns, weighted in the click logit by ``HISTORY_WEIGHTS``:
+
+        tanh(A_brand / 3), tanh(A_cate / 10), [bought the category in the last 3 days],
+        tanh(O_brand / 2),
+
+    A_x = sum over main-stream entries of x of exp(-age / 30), O_x = sum over orders of x of
+    exp(-age / 60). The generator passes the whole history (raw ids), ``implicit_rec.ceiling`` a
+    window of the table's encoded sequences: the functional forms live here only.
+    """
+    his_age = np.asarray(his_age, np.float64)
+    order_age = np.asarray(order_age, np.float64)
+    seen = np.isfinite(his_age)
+    decay = np.where(seen, np.exp(-np.where(seen, his_age, 0.0) / 30.0), 0.0)
+    same_cate = np.asarray(his_cate) == np.asarray(cand_cate)[:, None]
+    a_brand = np.sum(decay * (np.asarray(his_brand) == np.asarray(cand_brand)[:, None]), axis=1)
+    a_cate = np.sum(decay * same_cate, axis=1)
+    recent = seen & (np.where(seen, his_age, np.inf) < 3.0)
+    bought = np.any(recent & np.asarray(his_buy, bool) & same_cate, axis=1)
+    ordered = np.isfinite(order_age)
+    o_decay = np.where(ordered, np.exp(-np.where(ordered, order_age, 0.0) / 60.0), 0.0)
+    o_brand = np.sum(o_decay * (np.asarray(order_brand) == np.asarray(cand_brand)[:, None]), axis=1)
+    return np.stack([np.tanh(a_brand / 3.0), np.tanh(a_cate / 10.0), bought, np.tanh(o_brand / 2.0)], axis=1)
+
+
+def _ages(t_event: np.ndarray, t_hist: np.ndarray) -> np.ndarray:
+    """(n, H) float32 ages t_event - t_hist in days, NaN where the entry is not strictly earlier."""
+    age = (t_event[:, None] - t_hist[None, :]).astype(np.float32)
+    return np.where(age > 0, age, np.float32(np.nan))
+
+
+def _window(n_before: np.ndarray, length: int, n_total: int, values: np.ndarray, fill) -> np.ndarray:
+    """(n, length) of the last ``length`` values before each index in n_before, oldest first, pre-padded."""
+    idx = n_before[:, None] - length + np.arange(length)[None, :]
+    if n_total == 0:
+        return np.full((len(n_before), length), fill, values.dtype)
+    return np.where(idx >= 0, values[np.clip(idx, 0, n_total - 1)], fill)
+
+
+def _draw_labels(rng: np.random.Generator, prob: np.ndarray) -> np.ndarray:
+    """Bernoulli(prob) labels, drawn after every feature (so a label can never shape a feature)."""
+    return (rng.uniform(size=len(prob)) < prob).astype(np.float32)
+
+
+def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tuple[dict, dict]:
+    """All impressions of one user: (columns with raw ids, 0-based; info arrays) of its rows."""
     gender, age = rng.integers(0, 2), rng.integers(0, 7)
     profile = dict(
         userid=u,
@@ -144,37 +246,37 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
     theta = w.mixture[gender * 7 + age] + 0.8 * rng.normal(size=w.k)
     bias = rng.normal(scale=0.3)
     activity = np.exp(rng.normal(scale=0.5))
+    order_activity = np.exp(rng.normal(scale=0.5))
     # slowly drifting interest: OU process on a daily grid, linearly interpolated
-    grid = np.arange(-PRIOR_DAYS, DAYS + 1)
+    grid = np.arange(-ORDER_PRIOR_DAYS, DAYS + 1)
+    noise = 0.35 * rng.normal(size=(len(grid), w.k))
     drift = np.zeros((len(grid), w.k))
     for i in range(1, len(grid)):
-        drift[i] = 0.9 * drift[i - 1] + 0.35 * rng.normal(size=w.k)
+        drift[i] = 0.9 * drift[i - 1] + noise[i]
 
     def interest(t):
-        i = np.clip(np.floor(t).astype(int) + PRIOR_DAYS, 0, len(grid) - 2)
+        i = np.clip(np.floor(t).astype(int) + ORDER_PRIOR_DAYS, 0, len(grid) - 2)
         frac = (t - np.floor(t))[:, None]
         return theta + (1 - frac) * drift[i] + frac * drift[i + 1]
 
-    # behaviour log
+    # behaviour log (this surface)
     n_b = rng.poisson(p.behaviours_per_day * activity * (PRIOR_DAYS + DAYS))
     bt = np.sort(rng.uniform(-PRIOR_DAYS, DAYS, n_b))
     th_b = interest(bt)
-    cate = _softmax_sample(rng, th_b @ w.cate_vec.T / 2.0 + w.cate_pop)
-    brand = np.empty(n_b, np.int64)
-    for c in np.unique(cate):
-        rows = np.flatnonzero(cate == c)
-        members = np.flatnonzero(w.brand_cate == c)
-        if len(members) == 0:
-            members = np.array([rng.integers(0, len(w.brand_cate))])
-        brand[rows] = members[_softmax_sample(rng, th_b[rows] @ w.brand_vec[members].T / 2.0)]
+    cate, brand = _draw_items(rng, th_b, w)
     affinity = np.einsum("nk,nk->n", th_b, w.brand_vec[brand]) / np.sqrt(w.k)
     buy_p = 0.03 + 0.12 / (1 + np.exp(-affinity))
-    btag = np.where(rng.uniform(size=n_b) < buy_p, 3, rng.choice(3, size=n_b, p=[0.85, 0.08, 0.07]))
+    btag = np.where(rng.uniform(size=n_b) < buy_p, BUY, rng.choice(3, size=n_b, p=[0.85, 0.08, 0.07]))
+    # orders on another surface (the marketplace): only the FM sees them
+    n_o = rng.poisson(p.orders_per_day * order_activity * (ORDER_PRIOR_DAYS + DAYS))
+    ot = np.sort(rng.uniform(-ORDER_PRIOR_DAYS, DAYS, n_o))
+    order_cate, order_brand = _draw_items(rng, interest(ot), w)
 
     # impressions
     n_i = max(1, rng.poisson(p.impressions_per_day * activity * DAYS))
     it = np.sort(rng.uniform(0, DAYS, n_i))
     n_before = np.searchsorted(bt, it, side="left")  # behaviours strictly before each impression
+    o_before = np.searchsorted(ot, it, side="left")  # orders strictly before each impression
     ads = rng.choice(len(w.ad_pop), size=n_i, p=w.ad_pop)
     for j in np.flatnonzero(rng.uniform(size=n_i) < 0.5):  # retargeting
         recent = cate[max(0, n_before[j] - 20) : n_before[j]]
@@ -185,41 +287,25 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
     th_i = interest(it)
     ad_vec = w.ad_vec[ads]
     cos = np.einsum("nk,nk->n", th_i, ad_vec) / (np.linalg.norm(th_i, axis=1) * np.linalg.norm(ad_vec, axis=1))
-    a_brand = np.empty(n_i)
-    a_cate = np.empty(n_i)
-    bought = np.empty(n_i)
-    for j in range(n_i):
-        m = n_before[j]
-        decay = np.exp(-(it[j] - bt[:m]) / 30.0)
-        a_brand[j] = decay @ (brand[:m] == w.ad_brand[ads[j]])
-        a_cate[j] = decay @ (cate[:m] == w.ad_cate[ads[j]])
-        recent = bt[:m] > it[j] - 3.0
-        bought[j] = np.any(recent & (btag[:m] == 3) & (cate[:m] == w.ad_cate[ads[j]]))
     pid = rng.integers(0, 2, n_i)
+    ctx_btag = rng.choice(4, size=n_i, p=[0.85, 0.06, 0.05, 0.04])
     price_z = (w.ad_logprice[ads] - w.price_mu) / w.price_sd
-    logit = (
-        -2.6
+    base = (
+        INTERCEPT
         + 1.5 * cos
-        + 1.2 * np.tanh(a_brand / 3.0)
-        + 0.4 * np.tanh(a_cate / 10.0)
-        - 0.8 * bought
         - 0.25 * price_z * (profile["pvalue_level"] - 1)
         + w.pid_effect[pid]
         + bias
         + w.ad_quality[ads]
-    )
-    label = (rng.uniform(size=n_i) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    ).astype(np.float32)
+    his_age = _ages(it, bt)  # the whole history: every earlier behaviour and order
+    order_age = _ages(it, ot)
+    terms = history_terms(w.ad_cate[ads], w.ad_brand[ads], cate, brand, btag == BUY, his_age, order_brand, order_age)
+    logit = base.astype(np.float64) + terms @ HISTORY_WEIGHTS
+    prob = (1 / (1 + np.exp(-logit))).astype(np.float32)
+    label = _draw_labels(rng, prob)
 
     L = p.max_len
-    seq_idx = n_before[:, None] - L + np.arange(L)[None, :]
-    valid = seq_idx >= 0
-    seq_idx = np.clip(seq_idx, 0, max(n_b - 1, 0))
-
-    def history(values):
-        if n_b == 0:
-            return np.full((n_i, L), -1, np.int64)
-        return np.where(valid, values[seq_idx], -1)
-
     out = {name: np.full(n_i, value, np.int64) for name, value in profile.items()}
     out.update(
         adgroup_id=ads,
@@ -228,24 +314,39 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> di
         customer=w.ad_customer[ads],
         brand=w.ad_brand[ads],
         pid=pid,
-        btag=rng.choice(4, size=n_i, p=[0.85, 0.06, 0.05, 0.04]),
+        btag=ctx_btag,
         price=np.log1p(np.exp(w.ad_logprice[ads])).astype(np.float32),
         time=np.round(it * SECONDS).astype(np.int64),
         label=label,
-        cate_his=history(cate),
-        brand_his=history(brand),
-        btag_his=history(btag),
+        cate_his=_window(n_before, L, n_b, cate, -1),
+        brand_his=_window(n_before, L, n_b, brand, -1),
+        btag_his=_window(n_before, L, n_b, btag, -1),
+        order_cate_his=_window(o_before, L, n_o, order_cate, -1),
+        order_brand_his=_window(o_before, L, n_o, order_brand, -1),
     )
-    return out
+    rows = np.arange(n_i)[:, None]
+    info = {
+        "click_prob": prob,
+        "logit_base": base,
+        "his_age": _window(n_before, L, n_b, np.arange(n_b), -1),
+        "order_age": _window(o_before, L, n_o, np.arange(n_o), -1),
+    }
+    for key, ages in (("his_age", his_age), ("order_age", order_age)):
+        idx = info[key]
+        info[key] = np.where(idx >= 0, ages[rows, np.maximum(idx, 0)] if ages.shape[1] else np.nan, np.nan).astype(
+            np.float32
+        )
+    return out, info
 
 
-def _block_columns(parts: list[dict]) -> dict:
-    """Concatenate simulated users and add the user, day and split columns (raw ids)."""
-    cols = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+def _block_columns(parts: list[tuple[dict, dict]]) -> dict:
+    """Concatenate simulated users and add the user, day and split columns (raw ids); info arrays as ``info.<name>``."""
+    cols = {k: np.concatenate([part[k] for part, _ in parts]) for k in parts[0][0]}
+    cols.update({f"info.{k}": np.concatenate([info[k] for _, info in parts]) for k in INFO_ARRAYS})
     day = np.minimum(cols["time"] // SECONDS, DAYS - 1).astype(np.int16)
     split = np.where(day == TEST_DAY, SPLITS["test"], SPLITS["train"]).astype(np.int8)
     split[(split == SPLITS["train"]) & (cols["time"] >= 0.9 * TEST_DAY * SECONDS)] = SPLITS["valid"]
-    for seq, _ in SEQUENCES:
+    for seq, _ in SEQUENCES + ORDER_SEQUENCES:
         cols[seq] = cols[seq].astype(np.int32)  # raw ids are small; halves the streamed bytes
     cols.update(user=cols["userid"] + 2, day=day, split=split)
     return cols
@@ -254,13 +355,13 @@ def _block_columns(parts: list[dict]) -> dict:
 def _vocab_members(schema: Schema) -> dict[str, list[str]]:
     """vocabulary (categorical column) -> the columns encoded with it (itself and its sequences)."""
     members = {c: [c] for c in schema.categorical}
-    for seq, vocab in schema.sequences:
+    for seq, vocab in schema.all_sequences:
         members[vocab].append(seq)
     return members
 
 
 def synthetic_events(
-    preset: str = "default",
+    preset: str | Preset = "default",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     block_users: int = 5000,
@@ -274,11 +375,19 @@ def synthetic_events(
     Without ``cache_dir`` the table is built in a temporary directory and loaded into memory.
     Deterministic by ``seed``: user u always draws from the u-th child of SeedSequence(seed).
     ``progress_bar``: a tqdm-like factory ``progress_bar(total=, desc=)``, advanced once per user.
+    ``preset``: a name in ``PRESETS`` or a custom ``Preset`` (named ``custom``; its cache directory
+    carries a hash of the parameters). Cache directories carry ``GENERATOR_VERSION``, so a cache
+    written by an older generator is never reused.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    p = PRESETS[preset]
-    name = f"synthetic-{preset}-seed{seed}"
+    if isinstance(preset, Preset):
+        p = preset
+        digest = hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode()).hexdigest()[:12]
+        preset, key = "custom", f"custom-{digest}"
+    elif preset in PRESETS:
+        p, key = PRESETS[preset], preset
+    else:
+        raise ValueError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)} or pass a Preset.")
+    name = f"synthetic-{key}-seed{seed}-v{GENERATOR_VERSION}"
     if cache_dir is not None:
         path = Path(cache_dir) / name
         if (path / "meta.json").is_file():
@@ -287,8 +396,9 @@ def synthetic_events(
         return _generate(p, preset, seed, path, block_users, progress_bar)
     with tempfile.TemporaryDirectory() as tmp:
         table = _generate(p, preset, seed, Path(tmp) / name, block_users, progress_bar)
+        info = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.info.items()}
         return EventTable(
-            table.schema, {k: np.array(v) for k, v in table.columns.items()}, table.vocab_sizes, table.name, table.info
+            table.schema, {k: np.array(v) for k, v in table.columns.items()}, table.vocab_sizes, table.name, info
         )
 
 
@@ -296,7 +406,12 @@ def _generate(
     p: Preset, preset: str, seed: int, path: Path, block_users: int, progress_bar: Callable[..., Any] | None = None
 ) -> EventTable:
     schema = Schema(
-        categorical=PROFILE + ITEM + CONTEXT, item=ITEM, numeric=("price",), sequences=SEQUENCES, max_len=p.max_len
+        categorical=PROFILE + ITEM + CONTEXT,
+        item=ITEM,
+        numeric=("price",),
+        sequences=SEQUENCES,
+        max_len=p.max_len,
+        fm_sequences=ORDER_SEQUENCES,
     )
     members = _vocab_members(schema)
     rng = np.random.default_rng(seed)
@@ -336,7 +451,7 @@ def _generate(
             tables[vocab] = known
         encoded_with = {n: v for v, names in members.items() for n in names}
         for k, dtype in dtypes.items():
-            width = p.max_len if k in dict(SEQUENCES) else None
+            width = p.max_len if k in dict(SEQUENCES + ORDER_SEQUENCES) or k in WIDE_INFO else None
             shape = (rows, width) if width else (rows,)
             final_dtype = np.int32 if k in encoded_with else dtype
             dst = np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=final_dtype, shape=shape)
@@ -350,14 +465,23 @@ def _generate(
             del dst, src
         if bar is not None:
             bar.close()
+        buy_id = int(_encode(np.array([BUY]), tables["btag"])[0])
         write_meta(
             out,
             schema,
             sizes,
-            sorted(dtypes),
+            sorted(k for k in dtypes if not k.startswith("info.")),
             rows,
             f"synthetic-{preset}",
-            {"source": "synthetic", "preset": preset, "seed": seed, "preset_params": dataclasses.asdict(p)},
+            {
+                "source": "synthetic",
+                "preset": preset,
+                "seed": seed,
+                "preset_params": dataclasses.asdict(p),
+                "btag_buy_id": buy_id,
+                "history_weights": dict(zip(HISTORY_TERMS, HISTORY_WEIGHTS.tolist(), strict=True)),
+                INFO_KEY: list(INFO_ARRAYS),
+            },
         )
     return EventTable.load(path)
 

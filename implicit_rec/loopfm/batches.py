@@ -1,6 +1,6 @@
 """The one batch builder: event rows -> the dict of NumPy arrays every model (FM, VM, DSGD) reads.
 
-A batch holds the table's categorical, numeric and sequence columns of ``rows`` and ``label``
+A batch holds the table's categorical, numeric and sequence columns (``fm_sequences`` too) of ``rows`` and ``label``
 (float32); a VM with a LoopFM transfer also gets ``loopfm`` (B, L, dim) and ``loopfm_mask`` (B, L),
 the user's last L logged FM embeddings strictly before each event, and one with KD gets
 ``fm_logit`` (B,), the FM's logged logit of the event. Arrays stay on the host: jitted steps take
@@ -20,7 +20,7 @@ from .store import HistoricalStore
 def table_batches(table: EventTable) -> Callable[[np.ndarray], dict]:
     """rows -> {column: (B, ...) array} of the model inputs and ``label``."""
     schema = table.schema
-    names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.sequences]
+    names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.all_sequences]
 
     def make(rows):
         rows = np.asarray(rows)

@@ -1,0 +1,197 @@
+"""The attainable AUC of a synthetic table: what a model could reach at best, given what it reads.
+
+A synthetic table (``implicit_rec.data.synthetic``) carries the true click probability and the oracle
+terms of its click logit as info arrays (never model inputs): ``click_prob`` (N,), ``logit_base``
+(N,) (the part of the true logit that depends on no behaviour history), and ``his_age`` /
+``order_age`` (N, max_len), the age in days of each entry of the main and order sequences (NaN at
+padding). Three ceilings, all on the test split:
+
+1. **Bayes**: the metrics of ``click_prob`` itself; no model can beat it in expectation.
+2. **Window ceilings**: a model that reads only the last ``main_len`` main behaviours and the last
+   ``order_len`` orders cannot know the history terms over older entries. Given the true latent
+   terms, with history only over the window, the features are
+
+       x = [logit_base, history_terms(window)]          (see ``synthetic.history_terms``)
+
+   computed from the table's encoded sequences (ids >= 2 only: PAD = 0 and OOV = 1 never match)
+   and the age arrays. A logistic regression p = sigmoid(x . w + b) (Newton / IRLS, L2 of 1e-6 per
+   row) is fitted on the train split's labels and evaluated on the test split. With full windows
+   it recovers the generator's weights; with a short window it learns how much the window's partial
+   sums say about the whole-history terms.
+3. ``ceilings`` reports Bayes, the FM's window (``fm_len`` main behaviours and ``fm_len`` orders
+   when the table has ``fm_sequences``) and the VM's (``vm_len`` main behaviours, no orders).
+
+``share_of_lift(auc, ceiling) = (auc - 0.5) / (ceiling - 0.5)``: the part of the attainable lift
+over a random ranking that a model achieved. Real data has no ``click_prob``: no ceiling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data.events import SPLITS, EventTable
+from .data.synthetic import HISTORY_TERMS, ORDER_SEQUENCES, history_terms
+from .metrics import evaluate
+
+__all__ = ["WINDOW_FEATURES", "bayes", "window_terms", "fit_logistic", "window_ceiling", "ceilings", "share_of_lift"]
+
+WINDOW_FEATURES = ("logit_base",) + HISTORY_TERMS  # the columns of window_terms
+MAIN = ("cate_his", "brand_his", "btag_his")
+ORDERS = tuple(name for name, _ in ORDER_SEQUENCES)  # (order_cate_his, order_brand_his); the terms read brands
+PROCEDURE = (
+    "logistic regression on [logit_base, history terms over the window] (true latent terms, history only "
+    "over the window), fitted on the train split's labels, evaluated on the test split; bayes = click_prob"
+)
+
+
+def _check_rows(table: EventTable, rows) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or not (rows.dtype.kind in "iu" or rows.size == 0):
+        raise ValueError(f"rows must be a 1-D array of integer row indices; got {rows.dtype} of shape {rows.shape}.")
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(table)):
+        raise ValueError(
+            f"rows must lie in [0, {len(table)}) (the table's rows); found values in [{rows.min()}, {rows.max()}]."
+        )
+    return rows
+
+
+def _need_info(table: EventTable, names: tuple[str, ...]) -> None:
+    missing = [n for n in names if n not in table.info]
+    if missing:
+        raise ValueError(
+            f"table {table.name!r} has no info arrays {missing}: only synthetic tables carry the true click "
+            "probability and the oracle terms (regenerate an older synthetic cache)."
+        )
+
+
+def _check_len(table: EventTable, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer number of sequence entries; got {value!r}.")
+    if not 0 <= value <= table.schema.max_len:
+        raise ValueError(f"{name} must lie in [0, {table.schema.max_len}] (the table's max_len); got {value}.")
+    return int(value)
+
+
+def bayes(table: EventTable, rows) -> dict:
+    """``{"auc", "gauc", "logloss"}`` of the true click probability on ``rows`` (gAUC by user)."""
+    _need_info(table, ("click_prob",))
+    rows = _check_rows(table, rows)
+    labels = np.asarray(table["label"][rows])
+    return evaluate(labels, np.asarray(table.info["click_prob"][rows], np.float64), np.asarray(table["user"][rows]))
+
+
+def window_terms(table: EventTable, rows, main_len: int, order_len: int) -> np.ndarray:
+    """(n, len(WINDOW_FEATURES)) float64: [logit_base, history_terms over the window] of ``rows``.
+
+    The window is the last ``main_len`` entries of the main sequences and the last ``order_len``
+    of the order sequences (0 = none). Ids < 2 (padding, OOV) never match a candidate.
+    """
+    main_len = _check_len(table, "main_len", main_len)
+    order_len = _check_len(table, "order_len", order_len)
+    if order_len and not set(ORDERS) <= set(table.columns):
+        raise ValueError(f"order_len={order_len} but table {table.name!r} has no order sequences {list(ORDERS)}.")
+    _need_info(table, ("logit_base", "his_age", "order_age", "btag_buy_id"))
+    rows = _check_rows(table, rows)
+    L = table.schema.max_len
+
+    def ids(name, start, missing):  # encoded ids of the window; PAD / OOV replaced so they never match
+        block = np.asarray(table[name][rows, start:]) if start < L else np.zeros((len(rows), 0), np.int32)
+        return np.where(block >= 2, block, missing)
+
+    cand_cate, cand_brand = (np.where((c := np.asarray(table[n][rows])) >= 2, c, -2) for n in ("cate_id", "brand"))
+    m0, o0 = L - main_len, L - order_len
+    his_age = np.asarray(table.info["his_age"][rows, m0:], np.float64)
+    his_buy = np.asarray(table["btag_his"][rows, m0:]) == int(table.info["btag_buy_id"])
+    if order_len:
+        order_brand = ids(ORDERS[1], o0, -1)
+        order_age = np.asarray(table.info["order_age"][rows, o0:], np.float64)
+    else:
+        order_brand, order_age = np.full((len(rows), 0), -1), np.zeros((len(rows), 0))
+    terms = history_terms(
+        cand_cate,
+        cand_brand,
+        ids("cate_his", m0, -1),
+        ids("brand_his", m0, -1),
+        his_buy,
+        his_age,
+        order_brand,
+        order_age,
+    )
+    return np.column_stack([np.asarray(table.info["logit_base"][rows], np.float64), terms])
+
+
+def fit_logistic(features, labels, l2: float = 1e-6, max_iter: int = 50, tol: float = 1e-10) -> np.ndarray:
+    """Coefficients (F + 1,) of p = sigmoid(features @ w + b), intercept b last, by Newton / IRLS.
+
+    Minimises mean logloss + l2/2 * ||w||^2 (the intercept is not penalised); features (n, F),
+    labels (n,) in {0, 1}. Stops when the largest Newton step is below ``tol``.
+    """
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.float64)
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise ValueError(f"features must be (n, F) and labels (n,); got {x.shape} and {y.shape}.")
+    if not np.all((y == 0) | (y == 1)) or len(np.unique(y)) < 2:
+        raise ValueError("labels must be 0 or 1 and contain both classes.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or infinite values.")
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0; got {l2}.")
+    x = np.column_stack([x, np.ones(len(x))])
+    n, f = x.shape
+    penalty = np.full(f, l2)
+    penalty[-1] = 1e-12  # the intercept: free (a hair of ridge keeps the Hessian invertible)
+    w = np.zeros(f)
+    w[-1] = np.log(y.mean() / (1 - y.mean()))
+    for _ in range(max_iter):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) / n + penalty * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x / n + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < tol:
+            break
+    return w
+
+
+def _predict(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-(features @ coef[:-1] + coef[-1])))
+
+
+def window_ceiling(table: EventTable, main_len: int, order_len: int) -> dict:
+    """``{"auc", "gauc", "logloss"}`` on the test split of the logistic fit on window_terms (train split)."""
+    train = np.flatnonzero(np.asarray(table["split"]) == SPLITS["train"])
+    test = np.flatnonzero(np.asarray(table["split"]) == SPLITS["test"])
+    if not len(train) or not len(test):
+        raise ValueError(f"table {table.name!r} needs train and test rows for a window ceiling.")
+    coef = fit_logistic(window_terms(table, train, main_len, order_len), np.asarray(table["label"][train]))
+    probs = _predict(window_terms(table, test, main_len, order_len), coef)
+    return evaluate(np.asarray(table["label"][test]), probs, np.asarray(table["user"][test]))
+
+
+def ceilings(table: EventTable, fm_len: int, vm_len: int) -> dict | None:
+    """Bayes, FM-window and VM-window ceilings on the test split, or None without ``click_prob``.
+
+    FM window: ``fm_len`` main behaviours and ``fm_len`` orders (0 if the table has no
+    ``fm_sequences``); VM window: ``vm_len`` main behaviours, no orders.
+    """
+    if "click_prob" not in table.info:
+        return None
+    fm_len = _check_len(table, "fm_len", fm_len)
+    vm_len = _check_len(table, "vm_len", vm_len)
+    fm_orders = fm_len if table.schema.fm_sequences else 0
+    return {
+        "bayes": bayes(table, table.rows("test")),
+        "fm_window": window_ceiling(table, fm_len, fm_orders),
+        "vm_window": window_ceiling(table, vm_len, 0),
+        "procedure": PROCEDURE,
+        "fm_len": fm_len,
+        "vm_len": vm_len,
+    }
+
+
+def share_of_lift(auc: float, ceiling_auc: float) -> float:
+    """(auc - 0.5) / (ceiling_auc - 0.5): the share of the attainable AUC lift a model achieved."""
+    if not np.isfinite(ceiling_auc) or ceiling_auc <= 0.5:
+        raise ValueError(f"ceiling_auc must be a finite AUC above 0.5; got {ceiling_auc}.")
+    return float((auc - 0.5) / (ceiling_auc - 0.5))
