@@ -1,7 +1,7 @@
 """LoopFM transfer study: FM + every VM arch x transfer variant x seed, one study per FM size.
 
     python -m experiments.loopfm_transfer [--config run.toml] [--set section.key=value ...]
-        [--dataset synthetic] [--preset default] [--seeds 2] [--archs mlp,din,implicit]
+        [--dataset synthetic] [--preset default] [--seeds 5] [--archs mlp,din,implicit]
         [--fm-size small[,medium,...]] [--out runs/loopfm] [--force] [--quiet]
 
 The configuration is the one of ``implicit-rec run`` (``implicit_rec.config``): defaults, then the
@@ -9,7 +9,9 @@ TOML file, then each ``--set`` (e.g. ``--set fm.days=[0,4] --set vm.days=[4,7]``
 windows, ``--set fm.log_from_day=5``, ``--set vm.history_len=8``). The convenience flags are keys:
 ``--dataset`` = data.dataset, ``--preset`` = data.preset, ``--seeds`` = vm.seeds, ``--archs`` =
 vm.archs, ``--fm-size`` = fm.size (a comma list: one study per size). The study trains no explicit
-baselines (``sweep.baselines = []``).
+baselines (``sweep.baselines = []``) and 5 seeds per variant by default (``vm.seeds = 5``); every
+variant is compared with its base VM, LoopFM alone with KD alone, and the FM with the best VM as
+paired differences with 95% bootstrap intervals (``implicit_rec.pipeline.compare``).
 
 Each study runs the stages of ``implicit_rec.pipeline`` (data checks, FM, store, VMs) in OUT/SIZE/
 (resumable: a rerun reuses the trained models). Writes, atomically, OUT/metrics.json, OUT/report.md
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from implicit_rec import config, pipeline
+from implicit_rec import report as report_mod
 from implicit_rec.atomic import atomic_path, write_json_atomic, write_text_atomic
 from implicit_rec.loopfm.transfer import ratios_markdown
 from implicit_rec.models.foundation import FM_SIZES
@@ -35,7 +38,7 @@ from implicit_rec.tables import markdown_table
 from ._args import directory, integer, names
 
 # The study's own defaults, applied before --config / --set (as keys, so they show in config.toml).
-STUDY_DEFAULTS = ("sweep.baselines=[]",)
+STUDY_DEFAULTS = ("sweep.baselines=[]", "vm.seeds=5")
 
 
 def summarize(vms: list[dict]) -> dict:
@@ -58,23 +61,37 @@ def summarize(vms: list[dict]) -> dict:
 def report(run: dict) -> str:
     """The markdown of one FM size's study."""
     fm, summary = run["fm"], run["summary"]
+    ceiling = run.get("ceiling")
+    fm_ceiling, vm_ceiling = (
+        (ceiling["fm_window"]["auc"], ceiling["vm_window"]["auc"]) if ceiling and ceiling["available"] else (None, None)
+    )
+
+    def share(auc, top):
+        value = report_mod.share_of_lift(auc, top)
+        return "n/a" if value is None else f"{100 * value:.0f}%"
+
     rows = [
         (
             name,
             f"{s['params']:,}",
-            *(f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in ("auc", "gauc", "logloss")),
+            f"{s['auc']['mean']:.4f} ± {s['auc']['std']:.4f}",
+            share(s["auc"]["mean"], vm_ceiling),
+            *(f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in ("gauc", "logloss")),
         )
         for name, s in summary.items()
     ]
     lines = [
         f"# LoopFM transfer study: FM {fm['size']}",
         "",
-        f"FM ({fm['size']}, {fm['params']:,} params): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
+        *report_mod.ceiling_lines(ceiling),
+        f"FM ({fm['size']}, {fm['params']:,} params): AUC {fm['auc']:.4f} (share {share(fm['auc'], fm_ceiling)}), "
+        f"gAUC {fm['gauc']:.4f}, "
         f"logloss {fm['logloss']:.4f}; store: {run['store']['events']:,} logged events, "
         f"{run['store']['bytes_on_disk'] / 2**20:.1f} MiB",
         "",
-        markdown_table(("VM", "params", "AUC", "gAUC", "logloss"), rows),
+        markdown_table(("VM", "params", "AUC", "share", "gAUC", "logloss"), rows),
         "",
+        *report_mod.comparison_lines(run.get("comparisons", [])),
         "## Transfer ratios",
         "",
     ]
@@ -162,6 +179,8 @@ def study(out: Path, cfg: config.RunConfig, *, force: bool = False, quiet: bool 
         "vms": vms,
         "summary": summarize(vms),
         "transfer_ratio": pipeline.transfer_ratio(cfg, models.fm, models.vms),
+        "ceiling": models.ceiling.to_dict(),
+        "comparisons": list(pipeline.comparison_stage(run, models, ())),
     }
 
 

@@ -17,6 +17,14 @@
     timing          {stages_s: {stage: seconds}, examples_per_second: {vm#seed: ...},
                      fm_examples_per_second, total_s}
     store           {events, dim, kind, dtype, bytes_on_disk}    the FM's historical store (optional)
+    ceiling         {available, bayes: {auc, gauc, logloss}, fm_window: {...}, vm_window: {...},
+                     fm_len, vm_len, procedure, reason}          what the data allow (implicit_rec.ceiling)
+    comparisons     [{a, b, metric, diff, ci_low, ci_high, level, n_boot, seeds_a, seeds_b}]
+                    paired differences a - b with bootstrap intervals (implicit_rec.pipeline.compare)
+
+Every AUC table shows the *share of attainable lift* (AUC - 0.5) / (ceiling - 0.5), the ceiling
+being the window ceiling of the model's own history length (FM window for the FM, VM window for
+the VMs); real data have no ceiling and the report says so.
 
 The entries are the ``to_dict`` of ``implicit_rec.pipeline.RunMetrics`` and its stage records
 (``fm`` is an ``FMResult``, which also carries the FM's per-epoch ``history``); :data:`METRICS_SCHEMA`
@@ -33,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ceiling
 from .atomic import atomic_path, write_text_atomic
 from .loopfm.transfer import ratios_markdown
 from .tables import markdown_table
@@ -91,15 +100,94 @@ def _mean_std(rows: list[dict], key: str) -> str:
     return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v.mean():.4f}"
 
 
+def share_of_lift(auc: float, ceiling_auc: float | None) -> float | None:
+    """(AUC - 0.5) / (ceiling - 0.5): the share of the attainable lift above chance; None without a ceiling."""
+    if ceiling_auc is None or ceiling_auc <= 0.5:
+        return None
+    return ceiling.share_of_lift(auc, ceiling_auc)
+
+
+def _ceiling_auc(m: dict, window: str) -> float | None:
+    c = m.get("ceiling")
+    return c[window]["auc"] if c and c.get("available") else None
+
+
+def _share(auc: float, ceiling_auc: float | None) -> str:
+    share = share_of_lift(auc, ceiling_auc)
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def ceiling_lines(c: dict | None) -> list[str]:
+    """Markdown lines of a run's ``ceiling`` entry (a table of the Bayes and window ceilings)."""
+    if not c:
+        return ["No ceiling: this run was made before ceilings were computed.", ""]
+    if not c.get("available"):
+        return [f"No ceiling: {c.get('reason') or 'real data'} — shares of attainable lift are n/a.", ""]
+    rows = [
+        (
+            name,
+            length,
+            f"{c[key]['auc']:.4f}",
+            f"{c[key]['gauc']:.4f}",
+            f"{c[key]['logloss']:.4f}",
+        )
+        for name, key, length in (
+            ("Bayes (true click probability)", "bayes", "all"),
+            ("FM window", "fm_window", c["fm_len"]),
+            ("VM window", "vm_window", c["vm_len"]),
+        )
+    ]
+    return [
+        "## What the data allow (test split)",
+        "",
+        markdown_table(("ceiling", "history", "AUC", "gAUC", "logloss"), rows),
+        "",
+        f"Window ceilings: {c['procedure']}",
+        "",
+    ]
+
+
+def comparison_lines(comparisons: list[dict]) -> list[str]:
+    """Markdown lines of a run's ``comparisons``: a − b, its interval and whether it is resolved."""
+    rows = [
+        (
+            c["a"],
+            c["b"],
+            c["metric"],
+            f"{c['diff']:+.4f}",
+            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
+            "yes" if c["ci_low"] > 0 or c["ci_high"] < 0 else "not resolved",
+        )
+        for c in comparisons
+    ]
+    if not rows:
+        return []
+    level = comparisons[0]["level"]
+    return [
+        "## Comparisons",
+        "",
+        f"Paired differences a − b on the test split with {100 * level:.0f}% bootstrap intervals (test "
+        "users drawn with replacement, the same draw for both models, and seeds drawn with replacement "
+        "when there are several); 'not resolved' when the interval spans 0.",
+        "",
+        markdown_table(("a", "b", "metric", "a − b", "95% interval", "resolved"), rows),
+        "",
+    ]
+
+
 def markdown(m: dict) -> str:
     fm, cfg = m["fm"], m["config"]
+    fm_ceiling, vm_ceiling = _ceiling_auc(m, "fm_window"), _ceiling_auc(m, "vm_window")
     out = [
         f"# implicit-rec run: {m['dataset']['name']}",
         "",
         f"{m['dataset']['events']:,} events, {m['dataset']['test_events']:,} test events; "
-        f"{cfg['vm']['seeds']} seed(s) per VM (mean ± std over seeds).",
+        f"{cfg['vm']['seeds']} seed(s) per VM (mean ± std over seeds). Share = share of the attainable "
+        "AUC lift, (AUC − 0.5) / (window ceiling − 0.5).",
         "",
-        f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f}, gAUC {fm['gauc']:.4f}, "
+        *ceiling_lines(m.get("ceiling")),
+        f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f} "
+        f"(share {_share(fm['auc'], fm_ceiling)} of its window's lift), gAUC {fm['gauc']:.4f}, "
         f"logloss {fm['logloss']:.4f}",
         "",
         "## Vertical models",
@@ -113,12 +201,14 @@ def markdown(m: dict) -> str:
                 name,
                 f"{rows[0]['params']:,}",
                 _mean_std(rows, "auc"),
+                _share(float(np.mean([r["auc"] for r in rows])), vm_ceiling),
                 _mean_std(rows, "gauc"),
                 _mean_std(rows, "logloss"),
                 f"{np.mean([r['examples_per_second'] for r in rows]):,.0f}",
             )
         )
-    out += [markdown_table(("VM", "params", "AUC", "gAUC", "logloss", "train ex/s"), vm_rows)]
+    out += [markdown_table(("VM", "params", "AUC", "share", "gAUC", "logloss", "train ex/s"), vm_rows), ""]
+    out += comparison_lines(m.get("comparisons", []))
     out += ["", "## Transfer ratios (TR = gain / FM gain over the plain VM)", ""]
     for arch, tr in m["transfer_ratio"].items():
         out += [f"### {arch}", "", ratios_markdown(tr), ""]
@@ -129,6 +219,7 @@ def markdown(m: dict) -> str:
             r["method"],
             r["iterations"],
             f"{r['auc']:.4f}",
+            _share(r["auc"], vm_ceiling),
             f"{r['gauc']:.4f}",
             f"{r['logloss']:.4f}",
             f"{r['residual']:.2e}",
@@ -144,6 +235,7 @@ def markdown(m: dict) -> str:
             f"{b['params']:,}",
             b["depth"],
             f"{b['auc']:.4f}",
+            _share(b["auc"], vm_ceiling),
             f"{b['gauc']:.4f}",
             f"{b['logloss']:.4f}",
             f"{b['seconds']:.3f}",
@@ -165,15 +257,28 @@ def markdown(m: dict) -> str:
         f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).",
         "",
         markdown_table(
-            ("VM", "seed", "method", "k", "AUC", "gAUC", "logloss", "residual", "converged", "seconds", "MFLOPs"),
+            (
+                "VM",
+                "seed",
+                "method",
+                "k",
+                "AUC",
+                "share",
+                "gAUC",
+                "logloss",
+                "residual",
+                "converged",
+                "seconds",
+                "MFLOPs",
+            ),
             sweep_rows,
-            align="lrlrrrrrrrr",
+            align="lrlrrrrrrrrr",
         ),
         "",
         "Explicit baselines (same front end and transfer; depth = hidden layers):",
         "",
         markdown_table(
-            ("VM", "params", "depth", "AUC", "gAUC", "logloss", "seconds", "MFLOPs", "Lipschitz max", "mean"),
+            ("VM", "params", "depth", "AUC", "share", "gAUC", "logloss", "seconds", "MFLOPs", "Lipschitz max", "mean"),
             baseline_rows,
         ),
         "",

@@ -155,9 +155,16 @@ class FMConfig(_Section):
     days: tuple[int, ...] = _field((0, 4), "[start, end) days the FM trains on", min=0)
     log_from_day: int | None = _field(None, "first day the FM logs; 'auto' = end of fm.days", min=0)
     max_len: int | None = _field(None, "behaviour-sequence length of the FM; 'auto' = min(100, data's)", min=1)
-    embedding: str = _field("interaction", "logged representation", choices=("interaction", "item"))
+    embedding: str = _field(
+        "interaction",
+        "logged representation: the FM's top hidden layer (interaction), its item embedding, or its "
+        "candidate-free user representation (user)",
+        choices=("interaction", "item", "user"),
+    )
     store_dtype: str = _field("float16", "dtype of the logged embeddings", choices=("float16", "float32"))
-    out_of_fold: int = _field(0, "K >= 2: also log FM-window events out of fold (K FMs); 0 = off", min=0)
+    out_of_fold: int = _field(
+        2, "K >= 2: also log the FM-window events, each by an FM trained on the other K-1 user folds; 0 = off", min=0
+    )
     epochs: int = _field(3, "training epochs (early stopping on validation AUC)", min=1)
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(2e-3, "Adam learning rate", positive=True)

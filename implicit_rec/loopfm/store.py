@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_directory
 from ..data.events import EventTable, HistoryIndex
 
-KINDS = ("interaction", "item")
+KINDS = ("interaction", "item", "user")
 
 
 class HistoricalStore:
@@ -57,7 +57,7 @@ class HistoricalStore:
         dtype=np.float16,
         batch_size: int = 2048,
     ) -> HistoricalStore:
-        """Run ``fm_apply(rows) -> {"logit", "interaction", "item"}`` over ``rows`` and keep ``kind``."""
+        """Run ``fm_apply(rows) -> {"logit", "interaction", "item", "user"}`` over ``rows`` and keep ``kind``."""
         embs, logits = [], []
         for start in range(0, len(rows), batch_size):
             out = fm_apply(rows[start : start + batch_size])

@@ -206,6 +206,7 @@ def make_vm(
         transfer=transfer,
         max_len=vm.max_len,
         fm_dim=store.dim,
+        history_len=vm.history_len,
         kd_on_main=vm.kd_on_main,
         hidden=tuple(hidden or vm.hidden),
         d_state=vm.d_state,

@@ -27,8 +27,11 @@ class FeatureEmbedder(nnx.Module):
         for the last ``max_len`` positions; mask (B, L) bool.
     """
 
-    def __init__(self, schema: Schema, vocab_sizes: dict, dim: int, max_len: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, schema: Schema, vocab_sizes: dict, dim: int, max_len: int, *, rngs: nnx.Rngs, fm_streams: bool = False
+    ):
         self.schema = schema
+        self.fm_streams = fm_streams
         self.max_len = min(max_len, schema.max_len)
         self.dim = dim
         self.tables = nnx.Dict({c: nnx.Embed(int(vocab_sizes[c]), dim, rngs=rngs) for c in schema.categorical})
@@ -45,16 +48,71 @@ class FeatureEmbedder(nnx.Module):
         fields += [self.numeric[c](batch[c][:, None].astype(jnp.float32)) for c in self.schema.numeric]
         candidate = sum(self.tables[c](batch[c]) for c in self.query_fields)
         item = jnp.concatenate([self.tables[c](batch[c]) for c in self.schema.item], axis=-1)
+        seq, mask = self._stream(batch, self.schema.sequences) if self.schema.sequences else (None, None)
+        out = {"fields": jnp.stack(fields, axis=1), "candidate": candidate, "item": item}
+        if seq is not None:
+            out.update(sequence=seq, mask=mask)
+        if self.fm_streams and self.schema.fm_sequences:
+            out["fm_sequence"], out["fm_mask"] = self._stream(batch, self.schema.fm_sequences)
+        return out
+
+    def _stream(self, batch: dict, columns: tuple[tuple[str, str], ...]) -> tuple[jax.Array, jax.Array]:
+        """(B, L, e) per-position sum of the columns' embeddings, and the (B, L) mask of real entries."""
         seq, mask = None, None
-        for name, vocab in self.schema.sequences:
+        for name, vocab in columns:
             ids = batch[name][:, -self.max_len :]
             emb = self.tables[vocab](ids)
             seq = emb if seq is None else seq + emb
             mask = ids > 0 if mask is None else mask | (ids > 0)
-        out = {"fields": jnp.stack(fields, axis=1), "candidate": candidate, "item": item}
-        if seq is not None:
-            out.update(sequence=seq, mask=mask)
-        return out
+        return seq, mask
+
+    def match_pairs(self, fm_streams: bool = False) -> tuple[tuple[str, str], ...]:
+        """(sequence column, candidate column) pairs sharing a vocabulary of an item field."""
+        columns = self.schema.sequences + (self.schema.fm_sequences if fm_streams else ())
+        return tuple((seq, vocab) for seq, vocab in columns if vocab in self.schema.item)
+
+
+class DINAttention(nnx.Module):
+    """Target attention as in DIN (Zhou et al., 2018): unnormalised, so counts survive pooling.
+
+    For each history position l, an activation unit scores
+        a_l = MLP([k_l, q, k_l - q, k_l * q]),   k_l = h_l + p_l (a learned position embedding),
+    and gates it with w_l = sigmoid(a_l) in (0, 1) — no softmax over positions, which would keep only
+    the *mix* of matching behaviours and lose *how many* there are (the reason DIN does not normalise).
+    Returns the gated sum ``pooled`` = sum_l w_l h_l / L (B, d) — divided by the fixed L, not by the
+    count — and the soft count ``count`` = log1p(sum_l w_l) (B, 1).
+
+    query (B, d), values (B, L, d), mask (B, L) bool; L <= ``max_len``.
+    """
+
+    def __init__(self, dim: int, max_len: int, *, rngs: nnx.Rngs, hidden: int = 32):
+        self.position = nnx.Embed(max_len, dim, rngs=rngs)
+        self.unit = MLP((4 * dim, hidden, 1), rngs=rngs)
+
+    def __call__(self, query: jax.Array, values: jax.Array, mask: jax.Array) -> dict:
+        length = values.shape[1]
+        keys = values + self.position(jnp.arange(length))[None]
+        q = jnp.broadcast_to(query[:, None, :], keys.shape)
+        scores = self.unit(jnp.concatenate([keys, q, keys - q, keys * q], axis=-1))[..., 0]
+        weights = jax.nn.sigmoid(scores) * mask
+        pooled = jnp.einsum("bl,bld->bd", weights, values) / length
+        return {"pooled": pooled, "count": jnp.log1p(jnp.sum(weights, axis=1, keepdims=True))}
+
+
+def match_counts(batch: dict, pairs: tuple[tuple[str, str], ...], max_len: int) -> jax.Array:
+    """log1p(number of the last ``max_len`` history entries equal to the candidate's id), per pair.
+
+    ``pairs``: (sequence column, candidate column sharing its vocabulary); PAD (0) and OOV (1) never
+    match. (B, len(pairs)) float32 — exact "how often did this user act on this brand / category"
+    counts, the cross feature a recommendation engineer adds by hand.
+    """
+    if not pairs:
+        raise ValueError("match_counts needs at least one (sequence, candidate) pair.")
+    counts = []
+    for seq, cand in pairs:
+        ids, target = batch[seq][:, -max_len:], batch[cand][:, None]
+        counts.append(jnp.sum((ids == target) & (target > 1), axis=1))
+    return jnp.log1p(jnp.stack(counts, axis=1).astype(jnp.float32))
 
 
 def target_attention(query: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:

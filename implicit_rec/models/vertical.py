@@ -9,7 +9,7 @@ from flax import nnx
 from ..config import ARCHS, TRANSFERS
 from ..data.events import Schema
 from ..layers import ImplicitLayer, MLPCell, SolverConfig
-from .features import MLP, FeatureEmbedder, target_attention
+from .features import MLP, DINAttention, FeatureEmbedder, match_counts
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 
@@ -40,6 +40,7 @@ class VerticalModel(nnx.Module):
         max_len: int = 50,
         hidden: tuple[int, ...] = (64, 32),
         fm_dim: int = 64,
+        history_len: int = 20,
         d_state: int = 32,
         train_solver: SolverConfig | None = None,
         eval_solver: SolverConfig | None = None,
@@ -51,12 +52,18 @@ class VerticalModel(nnx.Module):
             raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
         self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
         self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
-        width = self.embed.num_fields * embed_dim + 2 * embed_dim
+        self.pairs = self.embed.match_pairs()
+        e = embed_dim
+        # fields, candidate c, pooled history p, p * c, soft count, exact match counts
+        width = self.embed.num_fields * e + 3 * e + 1 + len(self.pairs)
+        if arch != "mlp":
+            self.attention = DINAttention(e, self.embed.max_len, rngs=rngs)
         self.uses_loopfm = transfer.startswith("loopfm")
         self.uses_kd = transfer.endswith("kd")
         if self.uses_loopfm:
-            self.loopfm_proj = nnx.Linear(fm_dim, embed_dim, rngs=rngs)
-            width += 2 * embed_dim
+            self.loopfm_proj = nnx.Linear(fm_dim, e, rngs=rngs)
+            self.loopfm_attention = DINAttention(e, history_len, rngs=rngs)
+            width += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
         if arch == "implicit":
             self.core = ImplicitLayer(
                 MLPCell(d_state, width, rngs=rngs),
@@ -75,17 +82,26 @@ class VerticalModel(nnx.Module):
     def features(self, batch: dict) -> jax.Array:
         """The front-end vector (B, width) fed to the core."""
         e = self.embed(batch)
-        cand = e["candidate"]
+        cand, seq, mask = e["candidate"], e["sequence"], e["mask"]
         if self.arch == "mlp":
-            m = e["mask"][..., None]
-            pooled = jnp.sum(e["sequence"] * m, 1) / jnp.maximum(m.sum(1), 1)
+            pooled = jnp.sum(seq * mask[..., None], 1) / seq.shape[1]
+            count = jnp.log1p(jnp.sum(mask, axis=1, keepdims=True).astype(cand.dtype))
         else:
-            pooled = target_attention(cand, e["sequence"], e["sequence"], e["mask"])
-        parts = [e["fields"].reshape(cand.shape[0], -1), cand, pooled]
+            att = self.attention(cand, seq, mask)
+            pooled, count = att["pooled"], att["count"]
+        parts = [
+            e["fields"].reshape(cand.shape[0], -1),
+            cand,
+            pooled,
+            pooled * cand,
+            count,
+            match_counts(batch, self.pairs, self.embed.max_len).astype(cand.dtype),
+        ]
         if self.uses_loopfm:
-            hist = self.loopfm_proj(batch["loopfm"].astype(cand.dtype))
-            lf = target_attention(cand, hist, hist, batch["loopfm_mask"])
-            parts += [lf, lf * cand]
+            hist, hmask = self.loopfm_proj(batch["loopfm"].astype(cand.dtype)), batch["loopfm_mask"]
+            lf = self.loopfm_attention(cand, hist, hmask)
+            mean = jnp.sum(hist * hmask[..., None], 1) / jnp.maximum(hmask.sum(1, keepdims=True), 1)
+            parts += [lf["pooled"], lf["pooled"] * cand, mean, lf["count"]]
         return jnp.concatenate(parts, axis=-1)
 
     def __call__(self, batch: dict) -> dict:

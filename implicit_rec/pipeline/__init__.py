@@ -3,11 +3,13 @@
 The run is a sequence of stage functions, each returning a frozen dataclass (a :class:`Record`)
 whose ``to_dict`` is what the stage writes and what ``metrics.json`` holds::
 
-    data_stage    -> DataSummary   (the table; checked against the configuration by check_data)
-    fm_stage      -> FMResult      models/fm.json
-    store_stage   -> StoreInfo     store/ (the HistoricalStore)
-    vm_stage      -> VMResult      models/vm-*.json, models/baseline-*.json
-    sweep_stage   -> SweepResult   sweep.json
+    data_stage       -> DataSummary   (the table; checked against the configuration by check_data)
+    ceiling_stage    -> CeilingResult ceiling.json (the attainable AUC; none for real data)
+    fm_stage         -> FMResult      models/fm.json (+ fm.test.npy, its test predictions)
+    store_stage      -> StoreInfo     store/ (the HistoricalStore)
+    vm_stage         -> VMResult      models/vm-*.json, models/baseline-*.json (+ .test.npy)
+    sweep_stage      -> SweepResult   sweep.json
+    comparison_stage -> (rows)        paired differences with 95% bootstrap intervals (pipeline.compare)
     assemble      -> RunMetrics    metrics.json (``implicit_rec.report`` reads it)
 
 :meth:`RunDir.cached` does the bookkeeping of every stage once: load the stage's file if a
@@ -19,10 +21,13 @@ Run directory (every file written atomically; a rerun of the same command resume
     run.json           package versions, command, status ("running" / "finished"), stage times
     log.txt            everything printed
     cache/             prepared dataset tables (data.cache_dir = "auto")
-    models/fm.*        FM parameters (.msgpack), result (.json), in-progress epoch checkpoint (.train.msgpack)
+    ceiling.json       the attainable test AUC (Bayes and window ceilings; none for real data)
+    models/fm.*        FM parameters (.msgpack), result (.json), test predictions (.test.npy),
+                       in-progress epoch checkpoint (.train.msgpack)
     store/             the FM's logged embeddings (LoopFM features, KD targets)
-    models/vm-*.*      each VM and explicit baseline, the same three files
+    models/vm-*.*      each VM and explicit baseline, the same four files
     sweep.json         the test-time iteration sweep and the Lipschitz diagnostic
+    comparisons.json   paired differences between models with 95% bootstrap intervals
     metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)
     report.md, *.png   tables and plots (``implicit_rec.report``)
 
@@ -38,11 +43,13 @@ is a :class:`RunError` saying which file and how to recover (remove the director
 
 from ..loopfm import study
 from .checks import check_config, check_data, data_problem
-from .records import DataSummary, FMResult, Record, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
+from .records import CeilingResult, DataSummary, FMResult, Record, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
 from .rundir import RunDir, RunError, _oserror_text, read_json, record_file, versions
 from .stages import (
     LoopFMModels,
     assemble,
+    ceiling_stage,
+    comparison_stage,
     data_stage,
     fm_stage,
     load_fm,
@@ -59,6 +66,7 @@ from .stages import (
 __all__ = [
     # records
     "Record",
+    "CeilingResult",
     "DataSummary",
     "FMResult",
     "StoreInfo",
@@ -79,6 +87,8 @@ __all__ = [
     "data_problem",
     # stages
     "data_stage",
+    "ceiling_stage",
+    "comparison_stage",
     "fm_stage",
     "load_fm",
     "store_stage",

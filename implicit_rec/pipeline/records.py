@@ -91,6 +91,25 @@ class FMResult(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class CeilingResult(Record):
+    """What the data allow on the test split (``ceiling.json``, ``metrics.json`` ``ceiling``).
+
+    ``bayes``: AUC, gAUC and logloss of the true click probability (the synthetic data record it);
+    ``fm_window`` / ``vm_window``: the window-limited ceilings of a model reading the FM's / the VMs'
+    history lengths (``procedure``; :mod:`implicit_rec.ceiling`). Real data have none
+    (``available`` false, ``reason`` says why)."""
+
+    available: bool
+    bayes: dict | None = None  # {auc, gauc, logloss}
+    fm_window: dict | None = None
+    vm_window: dict | None = None
+    fm_len: int | None = None
+    vm_len: int | None = None
+    procedure: str = ""
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class StoreInfo(Record):
     """The FM's historical store (``metrics.json`` ``store``)."""
 
@@ -154,3 +173,5 @@ class RunMetrics(Record):
     lipschitz: tuple[dict, ...]
     timing: Timing
     store: StoreInfo | None = None
+    ceiling: CeilingResult | None = None  # None in runs written before ceilings existed
+    comparisons: tuple[dict, ...] = ()  # paired differences a - b with 95% intervals (pipeline.compare)

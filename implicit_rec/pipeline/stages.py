@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import ceiling as ceiling_mod
 from .. import config as config_mod
 from .. import metrics, report
 from .. import sweep as sweep_mod
-from ..atomic import write_json_atomic
+from ..atomic import atomic_path, write_json_atomic
 from ..checkpoint import restore_state, save_state
 from ..config import RunConfig, SweepConfig
 from ..data import load_data
@@ -31,9 +32,10 @@ from ..models.foundation import FoundationModel
 from ..models.training import predict
 from ..models.vertical import VerticalModel
 from ..params import count_params
+from . import compare
 from .checks import check_config, check_data
-from .records import DataSummary, FMResult, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
-from .rundir import RunDir, RunError, _oserror_text, record_file, versions
+from .records import CeilingResult, DataSummary, FMResult, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
+from .rundir import RunDir, RunError, _oserror_text, read_json, record_file, versions
 
 
 def _row(r) -> dict:
@@ -70,11 +72,38 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     return table, summary
 
 
-def _evaluate(model, make_batch: Callable, table: EventTable) -> dict:
-    """AUC, gAUC and logloss of ``model`` on the test split."""
+def _evaluate(model, make_batch: Callable, table: EventTable, predictions: Path) -> dict:
+    """AUC, gAUC and logloss of ``model`` on the test split; its test predictions go to ``predictions``
+    (float32 .npy, in ``table.rows("test")`` order: the paired comparisons read them)."""
     rows = table.rows("test")
     probs = predict(model, make_batch, rows)
+    with atomic_path(predictions, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(probs, np.float32), allow_pickle=False)
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
+
+
+def predictions_path(weights: Path) -> Path:
+    """The test-prediction file beside a model's parameter file (``models/STEM.test.npy``)."""
+    return weights.with_suffix(".test.npy")
+
+
+def ceiling_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> CeilingResult:
+    """The attainable test AUC (``ceiling.json``): Bayes and the FM / VM window ceilings of ``cfg``
+    (resolved); real data have none."""
+
+    def compute() -> CeilingResult:
+        found = ceiling_mod.ceilings(table, cfg.fm.max_len, cfg.vm.max_len)
+        if found is None:
+            run.log("ceiling: none (the data do not record a true click probability)")
+            return CeilingResult(available=False, reason="the data do not record a true click probability")
+        result = CeilingResult(available=True, **found)
+        run.log(
+            f"ceiling (test AUC): Bayes {result.bayes['auc']:.4f}, FM window ({result.fm_len}) "
+            f"{result.fm_window['auc']:.4f}, VM window ({result.vm_len}) {result.vm_window['auc']:.4f}"
+        )
+        return result
+
+    return run.cached(run.out / "ceiling.json", compute, *record_file(CeilingResult), stage="ceiling")
 
 
 def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
@@ -86,7 +115,7 @@ def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
         run.log(f"FM ({fm.size}) on days {fm.days[0]}-{fm.days[1] - 1}")
         t0 = time.perf_counter()
         model, hist = study.train_fm(table, fm, run.log, checkpoint=ckpt, progress_bar=run.bar)
-        res = _evaluate(model, table_batches(table), table)
+        res = _evaluate(model, table_batches(table), table, predictions_path(weights))
         run.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
         save_state(model, weights)
         return FMResult(
@@ -161,7 +190,7 @@ def vm_stage(
         model, hist, make = study.train_vm(
             table, store, cfg.vm, arch, transfer, seed, hidden, checkpoint=ckpt, progress_bar=run.bar
         )
-        res = _evaluate(model, make, table)
+        res = _evaluate(model, make, table, predictions_path(weights))
         save_state(model, weights)
         result = VMResult(
             name=name,
@@ -306,6 +335,7 @@ class LoopFMModels:
     store: HistoricalStore
     store_info: StoreInfo
     vms: tuple[VMResult, ...]
+    ceiling: CeilingResult
 
 
 def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
@@ -320,6 +350,7 @@ def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
             shutil.rmtree(run.out, ignore_errors=True)
         raise
     resolved = study.resolve(cfg, table.schema.max_len)
+    ceiling = ceiling_stage(run, table, resolved)
     fm = fm_stage(run, table, resolved)
     store, store_info = store_stage(run, table, resolved)
     vms = tuple(
@@ -328,7 +359,50 @@ def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
         for t in cfg.vm.transfers
         for s in range(cfg.vm.seeds)
     )
-    return LoopFMModels(table, resolved, data, fm, store, store_info, vms)
+    return LoopFMModels(table, resolved, data, fm, store, store_info, vms, ceiling)
+
+
+def _test_predictions(run: RunDir, models: LoopFMModels, result: VMResult | None) -> np.ndarray:
+    """(N,) test predictions of the FM (``result=None``) or of a VM, read from ``models/STEM.test.npy``;
+    recomputed from the saved parameters (and written) when a run from before they were saved lacks them."""
+    weights = run.model_paths("fm")[0] if result is None else run.out / result.weights
+    path = predictions_path(weights)
+    if not path.is_file():
+        if result is None:
+            model, make = load_fm(run, models.table, models.cfg), table_batches(models.table)
+        else:
+            model, make = load_vm(run, models.table, models.store, models.cfg, result)
+        _evaluate(model, make, models.table, path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: {_oserror_text(err)}; delete it and rerun: it is recomputed from the model.") from None
+
+
+def comparison_stage(run: RunDir, models: LoopFMModels, baselines: tuple[VMResult, ...]) -> tuple[dict, ...]:
+    """The paired comparisons of :func:`compare.comparison_pairs` with 95% bootstrap intervals
+    (``comparisons.json``; they depend on the trained models only, so a redone sweep keeps them)."""
+
+    def compute() -> tuple[dict, ...]:
+        pairs = compare.comparison_pairs(models.vms, baselines)
+        predictions = {}
+        for name in dict.fromkeys(n for pair in pairs for n in pair):
+            if name == "fm":
+                predictions[name] = _test_predictions(run, models, None)[None]
+            else:
+                results = [v for v in models.vms + baselines if v.name == name]
+                predictions[name] = np.stack([_test_predictions(run, models, v) for v in results])
+        table, rows = models.table, models.table.rows("test")
+        labels, users = np.asarray(table["label"][rows]), np.asarray(table["user"][rows])
+        return compare.compare(labels, users, predictions, pairs)
+
+    def load(path: Path) -> tuple[dict, ...]:
+        return tuple(read_json(path)["comparisons"])
+
+    def save(rows: tuple[dict, ...], path: Path) -> None:
+        write_json_atomic(path, {"comparisons": list(rows)})
+
+    return run.cached(run.out / "comparisons.json", compute, load, save, stage="comparisons")
 
 
 def assemble(
@@ -337,6 +411,7 @@ def assemble(
     models: LoopFMModels,
     swept: SweepResult,
     baselines: tuple[VMResult, ...],
+    comparisons: tuple[dict, ...],
     total_s: float,
 ) -> RunMetrics:
     """metrics.json of the run of ``cfg`` (as given, not resolved: it is the run's configuration)."""
@@ -360,6 +435,8 @@ def assemble(
         lipschitz=swept.lipschitz,
         timing=timing,
         store=models.store_info,
+        ceiling=models.ceiling,
+        comparisons=comparisons,
     )
 
 
@@ -375,7 +452,8 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
         for h in sw.baselines
     )
     swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
-    result = assemble(run, cfg, models, swept, baselines, time.perf_counter() - t_start).to_dict()
+    comparisons = comparison_stage(run, models, baselines)
+    result = assemble(run, cfg, models, swept, baselines, comparisons, time.perf_counter() - t_start).to_dict()
     write_json_atomic(run.out / "metrics.json", result)
     written = report.write_report(result, run.out)
     state = run.state()

@@ -1,0 +1,126 @@
+"""The run's paired comparisons (pipeline.compare) and the report's shares of attainable lift."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from implicit_rec import metrics, pipeline, report
+from implicit_rec.pipeline import compare
+
+
+def _vm(name: str, params: int, auc: float, seed: int = 0, hidden=(64, 32)) -> pipeline.VMResult:
+    arch, transfer = name.split("/")
+    return pipeline.VMResult(
+        name=name,
+        arch=arch.split("-")[0],
+        transfer=transfer,
+        seed=seed,
+        auc=auc,
+        gauc=auc,
+        logloss=0.4,
+        params=params,
+        hidden=None if arch == "implicit" else hidden,
+        epochs=1,
+        seconds=1.0,
+        examples_per_second=1.0,
+        weights=f"models/{name.replace('/', '-')}-s{seed}.msgpack",
+    )
+
+
+def test_pairs_cover_variants_loopfm_vs_kd_equal_params_and_fm_vs_best():
+    vms = [
+        _vm(f"{arch}/{t}", params, auc)
+        for arch, params in (("din", 1000), ("implicit", 500))
+        for t, auc in (("none", 0.60), ("kd", 0.61), ("loopfm", 0.62), ("loopfm+kd", 0.63))
+    ]
+    vms.append(_vm("din/loopfm+kd", 1000, 0.70, seed=1))  # a second seed lifts din/loopfm+kd's mean
+    baselines = [_vm("din-8/loopfm+kd", 480, 0.6, hidden=(8,)), _vm("din-64x64/loopfm+kd", 5000, 0.6)]
+    pairs = compare.comparison_pairs(vms, baselines)
+    for arch in ("din", "implicit"):
+        for t in ("kd", "loopfm", "loopfm+kd"):
+            assert (f"{arch}/{t}", f"{arch}/none") in pairs
+        assert (f"{arch}/loopfm", f"{arch}/kd") in pairs
+    # implicit vs the explicit model of its transfer with the nearest parameter count
+    assert ("implicit/loopfm+kd", "din-8/loopfm+kd") in pairs
+    assert ("implicit/none", "din/none") in pairs  # no baseline of that transfer: the arch's own VM
+    assert pairs[-1] == ("fm", "din/loopfm+kd")  # best by mean AUC over seeds
+    assert len(pairs) == len(set(pairs)) == 2 * 4 + 4 + 1
+
+
+def test_pairs_without_a_plain_vm_or_implicit_vm():
+    pairs = compare.comparison_pairs([_vm("din/kd", 10, 0.6), _vm("din/loopfm", 10, 0.61)])
+    assert pairs == [("din/loopfm", "din/kd"), ("fm", "din/loopfm")]
+    assert compare.comparison_pairs([]) == []
+
+
+def test_compare_rows_are_metric_differences_with_intervals():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(300), 10)
+    score = rng.normal(size=users.size)
+    labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
+    good = 1 / (1 + np.exp(-(score + 0.3 * rng.normal(size=(2, users.size)))))
+    bad = 1 / (1 + np.exp(-(score + 1.5 * rng.normal(size=(1, users.size)))))
+    rows = compare.compare(labels, users, {"good": good, "bad": bad}, [("good", "bad")], ("auc", "gauc"), n_boot=200)
+    assert [(r["a"], r["b"], r["metric"]) for r in rows] == [("good", "bad", "auc"), ("good", "bad", "gauc")]
+    auc = lambda p: metrics.auc(labels, p)  # noqa: E731
+    assert rows[0]["diff"] == pytest.approx(np.mean([auc(g) for g in good]) - auc(bad[0]))
+    for r in rows:
+        assert r["ci_low"] <= r["diff"] <= r["ci_high"] and r["ci_low"] > 0  # a clear gap is resolved
+        assert (r["seeds_a"], r["seeds_b"], r["level"]) == (2, 1, 0.95)
+    with pytest.raises(ValueError, match=r"no test predictions for \['fm'\]"):
+        compare.compare(labels, users, {"good": good}, [("fm", "good")])
+
+
+def test_share_of_lift():
+    assert report.share_of_lift(0.65, 0.8) == pytest.approx(0.5)
+    assert report.share_of_lift(0.8, 0.8) == pytest.approx(1.0)
+    assert report.share_of_lift(0.5, 0.8) == 0.0
+    assert report.share_of_lift(0.7, None) is None and report.share_of_lift(0.7, 0.5) is None
+
+
+def _metrics(ceiling, comparisons=()):
+    from test_stages import metrics_record
+
+    return dataclasses.replace(metrics_record(), ceiling=ceiling, comparisons=tuple(comparisons)).to_dict()
+
+
+CEILING = pipeline.CeilingResult(
+    available=True,
+    bayes={"auc": 0.8, "gauc": 0.78, "logloss": 0.35},
+    fm_window={"auc": 0.76, "gauc": 0.74, "logloss": 0.37},
+    vm_window={"auc": 0.7, "gauc": 0.69, "logloss": 0.39},
+    fm_len=100,
+    vm_len=25,
+    procedure="a logistic regression on the true terms",
+)
+
+
+def test_report_shows_ceilings_shares_and_intervals():
+    row = {
+        "a": "din/kd",
+        "b": "din/none",
+        "metric": "auc",
+        "diff": 0.02,
+        "ci_low": -0.001,
+        "ci_high": 0.04,
+        "level": 0.95,
+        "n_boot": 1000,
+        "seeds_a": 1,
+        "seeds_b": 1,
+    }
+    m = _metrics(CEILING, [row, {**row, "ci_low": 0.01}])
+    assert pipeline.RunMetrics.from_dict(m).ceiling == CEILING
+    text = report.markdown(m)
+    assert "| Bayes (true click probability) | all | 0.8000 |" in text
+    assert "| VM window | 25 | 0.7000 |" in text
+    # din/none AUC 0.60 with VM-window ceiling 0.70: half the lift; FM 0.70 of the FM window's 0.76
+    assert "| din/none | 99 | 0.6000 | 50% |" in text and "(share 77% of its window's lift)" in text
+    assert "| din/kd | din/none | auc | +0.0200 | [-0.0010, +0.0400] | not resolved |" in text
+    assert "| din/kd | din/none | auc | +0.0200 | [+0.0100, +0.0400] | yes |" in text
+
+
+def test_report_of_real_data_says_there_is_no_ceiling():
+    text = report.markdown(_metrics(pipeline.CeilingResult(available=False, reason="real data")))
+    assert "No ceiling: real data" in text and "| din/none | 99 | 0.6000 | n/a |" in text
+    assert "No ceiling" in report.markdown(_metrics(None))  # a run from before ceilings
