@@ -10,7 +10,7 @@ FAST   := -m "not slow"
 PYTHON_NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
                              $(shell command -v python3.13 2>/dev/null))
 
-.PHONY: test test-all test-floors test-newest lint format ci demo bench domains clean
+.PHONY: test test-all test-floors test-newest lint format ci demo bench bench-demo domains clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,10 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.layers
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.decentralized
+
+# `make demo` from a fresh clone of HEAD, timed (about 10 minutes; results/demo.{json,md}).
+bench-demo: $(BSTAMP)
+	$(BIN)/python -m benchmarks.demo
 
 clean:
 	rm -rf $(VENV) .venv-floors .venv-newest *.egg-info .pytest_cache

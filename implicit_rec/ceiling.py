@@ -37,7 +37,7 @@ __all__ = ["WINDOW_FEATURES", "bayes", "window_terms", "fit_logistic", "window_c
 
 WINDOW_FEATURES = ("logit_base",) + HISTORY_TERMS  # the columns of window_terms
 MAIN = ("cate_his", "brand_his", "btag_his")
-ORDERS = tuple(name for name, _ in ORDER_SEQUENCES)  # (order_cate_his, order_brand_his); the terms read brands
+ORDERS = tuple(name for name, _ in ORDER_SEQUENCES)  # (order_cate_his, order_brand_his)
 PROCEDURE = (
     "logistic regression on [logit_base, history terms over the window] (true latent terms, history only "
     "over the window), fitted on the train split's labels, evaluated on the test split; bayes = click_prob"
@@ -104,10 +104,11 @@ def window_terms(table: EventTable, rows, main_len: int, order_len: int) -> np.n
     his_age = np.asarray(table.info["his_age"][rows, m0:], np.float64)
     his_buy = np.asarray(table["btag_his"][rows, m0:]) == int(table.info["btag_buy_id"])
     if order_len:
-        order_brand = ids(ORDERS[1], o0, -1)
+        order_cate, order_brand = ids(ORDERS[0], o0, -1), ids(ORDERS[1], o0, -1)
         order_age = np.asarray(table.info["order_age"][rows, o0:], np.float64)
     else:
-        order_brand, order_age = np.full((len(rows), 0), -1), np.zeros((len(rows), 0))
+        order_cate = order_brand = np.full((len(rows), 0), -1)
+        order_age = np.zeros((len(rows), 0))
     terms = history_terms(
         cand_cate,
         cand_brand,
@@ -115,6 +116,7 @@ def window_terms(table: EventTable, rows, main_len: int, order_len: int) -> np.n
         ids("brand_his", m0, -1),
         his_buy,
         his_age,
+        order_cate,
         order_brand,
         order_age,
     )

@@ -165,7 +165,9 @@ class FMConfig(_Section):
     out_of_fold: int = _field(
         2, "K >= 2: also log the FM-window events, each by an FM trained on the other K-1 user folds; 0 = off", min=0
     )
-    epochs: int = _field(3, "training epochs (early stopping on validation AUC)", min=1)
+    epochs: int = _field(
+        1, "training epochs (early stopping on validation AUC); CTR models overfit after one pass", min=1
+    )
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(2e-3, "Adam learning rate", positive=True)
     patience: int = _field(2, "epochs without validation improvement before stopping", min=1)
@@ -222,7 +224,7 @@ class SweepConfig(_Section):
     )
     baseline_transfer: str = _field("loopfm+kd", "transfer variant of the explicit baselines", choices=TRANSFERS)
     baselines: tuple[tuple[int, ...], ...] = _field(
-        ((32,), (32, 32), (32, 32, 32, 32), (128, 128)), "hidden widths of each explicit baseline", min=1
+        ((32, 32), (32, 32, 32, 32)), "hidden widths of each explicit baseline", min=1
     )
     lipschitz_examples: int = _field(256, "test examples for the Lipschitz estimate", min=1)
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)

@@ -85,6 +85,13 @@ class Schema:
         return self.sequences + self.fm_sequences
 
     @property
+    def query_fields(self) -> tuple[str, ...]:
+        """The item fields whose vocabulary a behaviour sequence shares (all item fields if none does):
+        the candidate's identity in the history's space (the query of target attention)."""
+        shared = {vocab for _, vocab in self.sequences + self.fm_sequences}
+        return tuple(c for c in self.item if c in shared) or tuple(self.item)
+
+    @property
     def sequence_vocab(self) -> dict[str, str]:
         return dict(self.sequences)
 

@@ -2,7 +2,9 @@
 
 A batch holds the table's categorical, numeric and sequence columns (``fm_sequences`` too) of ``rows`` and ``label``
 (float32); a VM with a LoopFM transfer also gets ``loopfm`` (B, L, dim) and ``loopfm_mask`` (B, L),
-the user's last L logged FM embeddings strictly before each event, and one with KD gets
+the user's last L logged FM embeddings strictly before each event, and ``loopfm_<field>`` (B, L) the
+ids of each of those logged requests' candidate (``schema.query_fields``: what the FM's embedding was
+about; features of past requests, never their labels), and one with KD gets
 ``fm_logit`` (B,), the FM's logged logit of the event. Arrays stay on the host: jitted steps take
 them as arguments (one transfer, no recompilation).
 """
@@ -43,7 +45,12 @@ def vm_batches(
         rows = np.asarray(rows)
         batch = base(rows)
         if transfer.startswith("loopfm"):
-            batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, history_len))
+            prev = store.predecessors(rows, history_len)
+            batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, history_len, prev))
+            for c in table.schema.query_fields:  # what each logged request was about (its ad's ids)
+                batch[f"loopfm_{c}"] = np.where(prev >= 0, np.asarray(table[c])[np.maximum(prev, 0)], 0).astype(
+                    np.int32
+                )
         if transfer.endswith("kd"):
             batch["fm_logit"] = np.asarray(store.fm_logit(rows))
         return batch

@@ -65,14 +65,19 @@ class HistoricalStore:
             logits.append(np.asarray(out["logit"], np.float32))
         return cls(table, rows, np.concatenate(embs), np.concatenate(logits), kind)
 
-    def history(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    def history(self, rows: np.ndarray, length: int, prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(len(rows), length, d) float32 embeddings of each event's last ``length`` logged predecessors
-        (oldest first, zero-padded) and the (len(rows), length) bool mask."""
-        prev = self.index.lookup(rows, length)
+        (oldest first, zero-padded) and the (len(rows), length) bool mask. ``prev``: those
+        predecessors' table rows, when the caller already looked them up (:meth:`predecessors`)."""
+        prev = self.predecessors(rows, length) if prev is None else prev
         mask = prev >= 0
         slots = self.slot[np.where(mask, prev, 0)]
         emb = np.where(mask[..., None], self.embeddings[np.clip(slots, 0, None)].astype(np.float32), 0.0)
         return emb, mask
+
+    def predecessors(self, rows: np.ndarray, length: int) -> np.ndarray:
+        """(len(rows), length) table rows of each event's last ``length`` logged predecessors, -1 padded."""
+        return self.index.lookup(rows, length)
 
     def fm_logit(self, rows: np.ndarray) -> np.ndarray:
         """The logged FM logit of each of ``rows`` (all must be logged events)."""

@@ -36,8 +36,7 @@ class FeatureEmbedder(nnx.Module):
         self.dim = dim
         self.tables = nnx.Dict({c: nnx.Embed(int(vocab_sizes[c]), dim, rngs=rngs) for c in schema.categorical})
         self.numeric = nnx.Dict({c: nnx.Linear(1, dim, rngs=rngs) for c in schema.numeric})
-        shared = set(schema.sequence_vocab.values())
-        self.query_fields = tuple(c for c in schema.item if c in shared) or tuple(schema.item)
+        self.query_fields = schema.query_fields
 
     @property
     def num_fields(self) -> int:
@@ -76,7 +75,8 @@ class DINAttention(nnx.Module):
     """Target attention as in DIN (Zhou et al., 2018): unnormalised, so counts survive pooling.
 
     For each history position l, an activation unit scores
-        a_l = MLP([k_l, q, k_l - q, k_l * q]),   k_l = h_l + p_l (a learned position embedding),
+        a_l = MLP([k_l, q, k_l - q, k_l * q]),   k_l = h_l + p_l (a learned position embedding;
+                                                  ``keys`` (B, L, d) replace h_l here when given),
     and gates it with w_l = sigmoid(a_l) in (0, 1) — no softmax over positions, which would keep only
     the *mix* of matching behaviours and lose *how many* there are (the reason DIN does not normalise).
     Returns the gated sum ``pooled`` = sum_l w_l h_l / L (B, d) — divided by the fixed L, not by the
@@ -89,9 +89,9 @@ class DINAttention(nnx.Module):
         self.position = nnx.Embed(max_len, dim, rngs=rngs)
         self.unit = MLP((4 * dim, hidden, 1), rngs=rngs)
 
-    def __call__(self, query: jax.Array, values: jax.Array, mask: jax.Array) -> dict:
+    def __call__(self, query: jax.Array, values: jax.Array, mask: jax.Array, keys: jax.Array | None = None) -> dict:
         length = values.shape[1]
-        keys = values + self.position(jnp.arange(length))[None]
+        keys = (values if keys is None else keys) + self.position(jnp.arange(length))[None]
         q = jnp.broadcast_to(query[:, None, :], keys.shape)
         scores = self.unit(jnp.concatenate([keys, q, keys - q, keys * q], axis=-1))[..., 0]
         weights = jax.nn.sigmoid(scores) * mask

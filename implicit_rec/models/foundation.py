@@ -63,7 +63,8 @@ class FoundationModel(nnx.Module):
         # the user representation: candidate-free, from the whole history (and other surfaces)
         user_in = s.model_dim + (s.embed_dim if self.reads_fm_streams else 0)
         self.user_proj = nnx.Linear(user_in, s.hidden[-1], rngs=rngs)
-        width += s.hidden[-1]
+        self.user_query = nnx.Linear(s.embed_dim, s.hidden[-1], rngs=rngs)
+        width += 2 * s.hidden[-1]  # user, user * (candidate, projected)
         self.mlp = MLP((width,) + s.hidden, rngs=rngs)
         self.out = nnx.Linear(s.hidden[-1], 1, rngs=rngs)
         self.item_proj = nnx.Linear(len(schema.item) * s.embed_dim, s.hidden[-1], rngs=rngs)
@@ -88,7 +89,7 @@ class FoundationModel(nnx.Module):
             fm_mask = e["fm_mask"][..., None]
             user_parts.append(jnp.sum(e["fm_sequence"] * fm_mask, 1) / jnp.maximum(fm_mask.sum(1), 1))
         user = jnp.tanh(self.user_proj(jnp.concatenate(user_parts, -1)))
-        x = jnp.concatenate([*parts, user], -1)
+        x = jnp.concatenate([*parts, user, user * self.user_query(e["candidate"])], -1)
         hidden = nnx.relu(self.mlp(x))
         return {
             "logit": self.out(hidden)[:, 0],

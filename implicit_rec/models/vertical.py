@@ -17,11 +17,14 @@ __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 class VerticalModel(nnx.Module):
     """One batch format for every VM.
 
-    Front end: embeddings of every field, the behaviour sequence (last ``max_len`` events) pooled by
-    mean (``arch="mlp"``) or by target attention with the candidate as query (``"din"``,
-    ``"implicit"``), and — for LoopFM transfer — the user's history of logged FM embeddings
-    ``batch["loopfm"]`` (B, L, d_fm) with ``batch["loopfm_mask"]`` (B, L), projected to the VM's
-    width and pooled by target attention with the candidate as query.
+    Front end (shared by every arch, so comparisons are at equal inputs): embeddings of every field;
+    the candidate c; the behaviour sequence (last ``max_len`` events) pooled by mean (``arch="mlp"``)
+    or by DIN attention (``"din"``, ``"implicit"``: ``features.DINAttention``, unnormalised, with a
+    soft count) into p, and p * c; exact match counts of the candidate's ids in the history
+    (``features.match_counts``). For LoopFM transfer, the user's history of logged FM embeddings
+    ``batch["loopfm"]`` (B, L, d_fm) with ``batch["loopfm_mask"]`` (B, L) is projected to the VM's
+    width and pooled by DIN attention, keyed also by the ids of each logged request's ad
+    (``batch["loopfm_<field>"]``), giving l, l * c, its mean and its soft count.
     Core: an MLP (explicit VMs) or an ``ImplicitLayer`` with an ``MLPCell`` (``arch="implicit"``),
     whose train and eval iteration settings are separate.
     Output dict: ``logit`` (B,), ``aux_logit`` (B,) for KD (an auxiliary head unless
@@ -99,7 +102,10 @@ class VerticalModel(nnx.Module):
         ]
         if self.uses_loopfm:
             hist, hmask = self.loopfm_proj(batch["loopfm"].astype(cand.dtype)), batch["loopfm_mask"]
-            lf = self.loopfm_attention(cand, hist, hmask)
+            # keys: the FM's embedding of each logged request plus that request's ad (its item ids),
+            # so the candidate finds the earlier requests about the same brand / category
+            about = sum(self.embed.tables[c](batch[f"loopfm_{c}"]) for c in self.embed.query_fields)
+            lf = self.loopfm_attention(cand, hist, hmask, keys=hist + about)
             mean = jnp.sum(hist * hmask[..., None], 1) / jnp.maximum(hmask.sum(1, keepdims=True), 1)
             parts += [lf["pooled"], lf["pooled"] * cand, mean, lf["count"]]
         return jnp.concatenate(parts, axis=-1)
