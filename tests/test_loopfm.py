@@ -245,7 +245,8 @@ def test_experiment_script_refuses_bad_keys_and_leaky_windows(capsys):
 
     for argv, message in (
         (["--set", "vm.histroy_len=8"], "did you mean 'vm.history_len'"),
-        (["--set", "fm.days=[0,5]"], "overlaps vm.days"),
+        (["--set", "fm.days=[0,5]", "--set", "fm.out_of_fold=0"], "overlaps vm.days"),
+        (["--set", "fm.log_from_day=2"], "fm.log_from_day=2 is inside fm.days"),
         (["--seeds", "0"], "argument --seeds"),
         (["--fm-size", "tiny"], "not known"),
     ):
