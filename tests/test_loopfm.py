@@ -308,6 +308,29 @@ def test_experiment_script_refuses_bad_keys_and_leaky_windows(capsys):
         assert exc.value.code == 2 and message in capsys.readouterr().err, argv
 
 
+def test_experiment_script_defaults_and_flags_are_keys(tmp_path):
+    """The study's own defaults (5 seeds, no explicit baselines) sit under the run defaults; flags and
+    --set override them, a config file too."""
+    from experiments import loopfm_transfer
+
+    args, cfg = loopfm_transfer.parse([])
+    assert (cfg.vm.seeds, cfg.sweep.baselines) == (5, ())
+    assert cfg.fm.out_of_fold == 2 and config.DEFAULT.vm.seeds != 5  # the run's default is not the study's
+    assert cfg.replace(vm=config.DEFAULT.vm, sweep=config.DEFAULT.sweep) == config.DEFAULT
+    assert args.fm_size == [cfg.fm.size] and str(args.out) == "runs/loopfm"
+    _, cfg = loopfm_transfer.parse(["--seeds", "2", "--archs", "mlp,din", "--fm-size", "small,medium"])
+    assert (cfg.vm.seeds, cfg.vm.archs) == (2, ("mlp", "din"))
+    _, cfg = loopfm_transfer.parse(["--set", "vm.seeds=3", "--set", "fm.out_of_fold=0"])
+    assert (cfg.vm.seeds, cfg.fm.out_of_fold) == (3, 0)
+    path = tmp_path / "c.toml"
+    path.write_text("[vm]\nseeds = 4\n")
+    _, cfg = loopfm_transfer.parse(["--config", str(path)])
+    assert (cfg.vm.seeds, cfg.sweep.baselines) == (4, ())  # the file's key wins, the other study default stays
+    assert loopfm_transfer.parse(["--config", str(path), "--set", "vm.seeds=1"])[1].vm.seeds == 1
+    path.write_text("[sweep]\nbaselines = [[16]]\n")
+    assert loopfm_transfer.parse(["--config", str(path)])[1].sweep.baselines == ((16,),)
+
+
 def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):
     from implicit_rec.data import batches
 
