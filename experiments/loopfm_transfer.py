@@ -9,7 +9,8 @@ TOML file, then each ``--set`` (e.g. ``--set fm.days=[0,4] --set vm.days=[4,7]``
 windows, ``--set fm.log_from_day=5``, ``--set vm.history_len=8``). The convenience flags are keys:
 ``--dataset`` = data.dataset, ``--preset`` = data.preset, ``--seeds`` = vm.seeds, ``--archs`` =
 vm.archs, ``--fm-size`` = fm.size (a comma list: one study per size). The study trains no explicit
-baselines (``sweep.baselines = []``) and 5 seeds per variant by default (``vm.seeds = 5``); every
+baselines (``sweep.baselines = []``) and 5 seeds per variant by default (``vm.seeds = 5``) — study
+defaults that come after the run's defaults and before the TOML file and ``--set``; every
 variant is compared with its base VM, LoopFM alone with KD alone, and the FM with the best VM as
 paired differences with 95% bootstrap intervals (``implicit_rec.pipeline.compare``).
 
@@ -24,6 +25,7 @@ import argparse
 import dataclasses
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,21 @@ from ._args import directory, integer, names
 
 # The study's own defaults, applied before --config / --set (as keys, so they show in config.toml).
 STUDY_DEFAULTS = ("sweep.baselines=[]", "vm.seeds=5")
+
+
+def _file_keys(path) -> set[str]:
+    """The 'section.key's a TOML configuration file sets; empty if it cannot be read (the loader says why)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return set()
+    return {f"{section}.{key}" for section, body in raw.items() if isinstance(body, dict) for key in body}
+
+
+def study_defaults(config_file) -> list[str]:
+    """``STUDY_DEFAULTS`` less the keys ``config_file`` sets: defaults < study defaults < --config < --set."""
+    given = _file_keys(config_file) if config_file else set()
+    return [item for item in STUDY_DEFAULTS if item.split("=", 1)[0] not in given]
 
 
 def summarize(vms: list[dict]) -> dict:
@@ -149,7 +166,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, config.RunConfig]:
     parser.add_argument("--force", action="store_true", help="start the studies' run directories over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
-    args.overrides = [*STUDY_DEFAULTS, *args.overrides]
+    args.overrides = [*study_defaults(args.config), *args.overrides]
     fm_sizes, args.fm_size = args.fm_size, args.fm_size[0] if args.fm_size else None
     flags = {"dataset": "data.dataset", "preset": "data.preset", "seeds": "vm.seeds", "archs": "vm.archs"}
     try:

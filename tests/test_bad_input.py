@@ -61,16 +61,35 @@ def write_csv(path, rows, header="user_id,item_id,timestamp,label"):
 
 # -- configuration and arguments: refused before the run directory exists -----------------------
 
+NO_OOF = ("--set", "fm.out_of_fold=0")
 CONFIG_CASES = {
     # leakage guard (item 6)
+    # (out-of-fold logging, on by default, makes an overlap sound: the overlap cases turn it off)
     "fm-vm-overlap-and-in-sample-log": (
-        ["--set", "fm.days=[0,6]", "--set", "vm.days=[4,7]", "--set", "fm.log_from_day=2"],
-        ["fm.log_from_day=2", "fm.days=[0, 6]", "vm.days=[4, 7]", "days 4-5"],
+        ["--set", "fm.days=[0,6]", "--set", "vm.days=[4,7]", "--set", "fm.log_from_day=2", *NO_OOF],
+        ["fm.log_from_day=2", "fm.days=[0, 6]", "vm.days=[4, 7]", "days 4-5", "use fm.out_of_fold"],
     ),
-    "fm-vm-overlap": (["--set", "fm.days=[0,6]"], ["fm.days=[0, 6]", "overlaps vm.days=[4, 7]", "fm.out_of_fold"]),
-    "vm-before-fm": (["--set", "fm.days=[2,6]", "--set", "vm.days=[0,3]"], ["overlaps vm.days=[0, 3]", "day 2"]),
+    "in-sample-log-with-out-of-fold": (
+        ["--set", "fm.days=[0,6]", "--set", "vm.days=[4,7]", "--set", "fm.log_from_day=2"],
+        ["fm.log_from_day=2 is inside fm.days=[0, 6]", "set fm.log_from_day >= 6"],
+    ),
+    "fm-vm-overlap": (
+        ["--set", "fm.days=[0,6]", *NO_OOF],
+        ["fm.days=[0, 6]", "overlaps vm.days=[4, 7]", "fm.out_of_fold"],
+    ),
+    "vm-before-fm": (
+        ["--set", "fm.days=[2,6]", "--set", "vm.days=[0,3]", *NO_OOF],
+        ["overlaps vm.days=[0, 3]", "day 2"],
+    ),
+    "vm-before-fm-out-of-fold": (
+        ["--set", "fm.days=[2,6]", "--set", "vm.days=[0,3]"],
+        ["vm.days=[0, 3] (days 0-2) starts before the FM logs (day 2", "KD", "start vm.days at 2"],
+    ),
     "log-from-inside-fm-window": (["--set", "fm.log_from_day=3"], ["fm.log_from_day=3", "inside fm.days=[0, 4]"]),
-    "kd-rows-not-logged": (["--set", "fm.log_from_day=5"], ["vm.days=[4, 7]", "day 4", "KD", "fm.log_from_day"]),
+    "kd-rows-not-logged": (
+        ["--set", "fm.log_from_day=5", *NO_OOF],
+        ["vm.days=[4, 7]", "day 4", "KD", "fm.log_from_day"],
+    ),
     # non-finite and out-of-range numbers (item 8, 10)
     "nan-learning-rate": (["--set", "fm.learning_rate=nan"], ["fm.learning_rate must be a finite number"]),
     "inf-learning-rate": (["--set", "vm.learning_rate=inf"], ["vm.learning_rate must be a finite number"]),
@@ -133,7 +152,7 @@ def test_config_errors_leave_no_run_directory(tmp_path, capsys, args, needles):
         ('[vm]\nseeds = "2"\n', ["line 2", "vm.seeds must be an integer"]),
         ("[vm\nseeds = 2\n", ["not valid TOML", "line 1"]),
         ("seeds = 2\n", ["unknown section [seeds]", "did you mean 'sweep'"]),
-        ("[fm]\ndays = [0, 6]\n", ["fm.days=[0, 6]", "overlaps vm.days"]),
+        ("[fm]\ndays = [0, 6]\nout_of_fold = 0\n", ["fm.days=[0, 6]", "overlaps vm.days"]),
         ("# caf\xe9\n[vm]\nseeds = 2\n".encode("latin-1"), ["line 1, column 6", "byte 0xe9", "UTF-8"]),
         ("[vm]\nseeds = 2\n".encode("utf-16"), ["line 1, column 1", "UTF-16", "UTF-8"]),
     ],
@@ -172,7 +191,7 @@ def test_leakage_guard_accepts_sound_windows(overrides):
 
 
 def test_leakage_guard_also_checks_a_config_built_in_python(tmp_path):
-    cfg = config.DEFAULT.replace(fm=config.FMConfig(days=(0, 6)))
+    cfg = config.DEFAULT.replace(fm=config.FMConfig(days=(0, 6), out_of_fold=0))
     with pytest.raises(pipeline.RunError, match=r"fm.days=\[0, 6\] \(days 0-5\) overlaps vm.days"):
         pipeline.run(tmp_path / "run", cfg, quiet=True)
     assert not (tmp_path / "run").exists()
@@ -388,12 +407,17 @@ def _late_second_user():
         (log_rows, ["fm.days=[30,40]", "vm.days=[40,50]"], ["fm.days=[30, 40] holds 0 training events"]),
         (
             log_rows,
-            ["fm.log_from_day=100", 'vm.transfers=["none","loopfm"]', 'sweep.baseline_transfer="loopfm"'],
+            [
+                "fm.log_from_day=100",
+                "fm.out_of_fold=0",
+                'vm.transfers=["none","loopfm"]',
+                'sweep.baseline_transfer="loopfm"',
+            ],
             ["fm.log_from_day=100", "logs no events"],
         ),
         (
             log_rows,
-            ["fm.log_from_day=100", 'vm.transfers=["none"]', 'sweep.baseline_transfer="none"'],
+            ["fm.log_from_day=100", "fm.out_of_fold=0", 'vm.transfers=["none"]', 'sweep.baseline_transfer="none"'],
             ["fm.log_from_day=100", "logs no events"],
         ),
         (_late_second_user, ["fm.out_of_fold=2"], ["fm.out_of_fold=2", "fold 0", "no training events"]),

@@ -173,7 +173,7 @@ EXPERIMENT_ERRORS = [
     (loopfm_transfer, ["--set", "fm.log_from_day=-5"], "fm.log_from_day must be >= 0"),
     (loopfm_transfer, ["--out", "FILE"], "argument --out"),
     (loopfm_transfer, ["--dataset", "nonsense", "--out", "NEW"], "unknown source 'nonsense'"),
-    (loopfm_transfer, ["--set", "fm.days=[0, 6]", "--set", "vm.days=[4, 7]"], "overlaps vm.days"),
+    (loopfm_transfer, ["--set", "fm.days=[0, 6]", "--set", "vm.days=[4, 7]", "--set", "fm.out_of_fold=0"], "overlaps"),
     (loopfm_transfer, ["--set", "fm.log_from_day=2"], "fm.log_from_day=2 is inside fm.days"),
     (solver_demo, ["--bogus"], "unrecognized arguments: --bogus"),
 ]

@@ -10,10 +10,11 @@ from implicit_rec import config
 from implicit_rec.data.events import SPLITS, EventTable, HistoryIndex
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm import study
-from implicit_rec.loopfm.batches import vm_batches
+from implicit_rec.loopfm.batches import table_batches, vm_batches
 from implicit_rec.loopfm.store import HistoricalStore
 from implicit_rec.models.vertical import ARCHS, TRANSFERS, vm_loss
 
+REAL_TRAIN_FM = study.train_fm
 FAST = config.load_config(
     None,
     ("fm.max_len=64", "fm.epochs=1", "vm.epochs=1", "vm.history_len=8", "vm.train_max_iter=4", "vm.eval_max_iter=8"),
@@ -122,9 +123,11 @@ def test_history_index_is_point_in_time():
 
 
 @pytest.mark.slow
-def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm_and_store, tmp_path):
-    _, store = fm_and_store
-    assert np.all(tiny["day"][store.rows] >= FAST.fm.days[1])
+def test_store_logs_what_logged_rows_says_and_reads_strictly_earlier(tiny, fast, fm_and_store, tmp_path):
+    fm, store = fm_and_store
+    assert fast.fm.out_of_fold == 2  # the default: the FM window is logged too, out of fold
+    np.testing.assert_array_equal(store.slot >= 0, study.logged_rows(tiny, fast.fm))
+    assert np.all(store.slot >= 0)  # every tiny event is in the FM window or on/after fm.log_from_day
     assert store.embeddings.dtype == np.float16
     rows = study.window_rows(tiny, "train", FAST.vm.days)
     prev = store.index.lookup(rows, FAST.vm.history_len)
@@ -136,8 +139,14 @@ def test_store_logs_only_after_the_fm_window_and_reads_strictly_earlier(tiny, fm
     emb, mask = store.history(rows[:10], FAST.vm.history_len)
     assert emb.shape == (10, FAST.vm.history_len, store.dim) and emb.dtype == np.float32
     np.testing.assert_array_equal(emb[~mask], 0.0)
+    # without out-of-fold logging the FM logs only from fm.log_from_day (after its own window)
+    in_sample_free = study.build_store(fm, tiny, dataclasses.replace(fast.fm, out_of_fold=0))
+    assert np.all(tiny["day"][in_sample_free.rows] >= FAST.fm.days[1])
+    np.testing.assert_array_equal(in_sample_free.slot >= 0, np.asarray(tiny["day"]) >= FAST.fm.days[1])
     with pytest.raises(KeyError):
-        store.fm_logit(np.flatnonzero(tiny["day"] < FAST.fm.days[1])[:3])
+        in_sample_free.fm_logit(np.flatnonzero(tiny["day"] < FAST.fm.days[1])[:3])
+    later = np.flatnonzero(np.asarray(tiny["day"]) >= FAST.fm.days[1])  # logged by the same FM either way
+    np.testing.assert_array_equal(in_sample_free.fm_logit(later), store.fm_logit(later))
     path = store.save(tmp_path / "store")
     again = HistoricalStore.load(path, tiny)
     np.testing.assert_array_equal(again.history(rows[:10], 4)[0], store.history(rows[:10], 4)[0])
@@ -195,23 +204,67 @@ def test_every_vm_variant_trains_a_few_steps(tiny, fast, fm_and_store, arch):
 
 
 @pytest.mark.slow
-def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny, fast):
-    """With K folds, an FM-window event is embedded by an FM trained on the other folds only."""
-    cfg = dataclasses.replace(fast.fm, out_of_fold=2, max_len=32, batch_size=512)
+def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny, fast, monkeypatch):
+    """Default (K = 2 folds): an FM-window event is embedded by an FM trained on the other folds only,
+    and every VM event of the first VM day reads a full logged history from the FM window."""
+    assert config.DEFAULT.fm.out_of_fold == 2 and fast.fm.out_of_fold == 2
+    cfg = dataclasses.replace(fast.fm, max_len=32, batch_size=512)
+    trained = []  # (model, the users of its training rows), for every FM build_store trains
+
+    def recording_train_fm(table, fm, log=print, rows=None, **options):
+        model, history = REAL_TRAIN_FM(table, fm, log=log, rows=rows, **options)
+        rows = study.window_rows(table, "train", fm.days) if rows is None else rows
+        trained.append((model, set(np.asarray(table["user"])[rows].tolist())))
+        return model, history
+
+    monkeypatch.setattr(study, "train_fm", recording_train_fm)
     fm, _ = study.train_fm(tiny, cfg, log=lambda s: None)
     store = study.build_store(fm, tiny, cfg, log=lambda s: None)
+    assert len(trained) == 1 + cfg.out_of_fold and trained[0][0] is fm
     day, user = np.asarray(tiny["day"]), np.asarray(tiny["user"])
     window = np.flatnonzero(day < cfg.days[1])
     assert np.all(store.slot[window] >= 0)  # the FM window is logged too
+
+    # provenance: the FM whose outputs a window event's logged logit is was not trained on its user
+    convert = table_batches(tiny)
+    logits = np.stack([np.asarray(study._fm_outputs(m, convert(window))["logit"]) for m, _ in trained])
+    distance = np.abs(logits - store.fm_logit(window)[None])
+    source = np.argmin(distance, axis=0)
+    assert np.all(distance[source, np.arange(len(window))] < 1e-3 * (1 + np.abs(store.fm_logit(window))))
+    assert not np.any(source == 0)  # never the main FM: it trained on every user of the window
+    for k, (_, users) in enumerate(trained):
+        assert not users & set(user[window[source == k]].tolist()), f"FM {k} logged events of its own users"
+
+    # the first VM day: every training event reads a full history, min(L, its user's earlier events)
+    # logged entries, and all of it from the FM window but the entries of that same day
+    length = fast.vm.history_len
+    rows = study.window_rows(tiny, "train", fast.vm.days)
+    rows = rows[day[rows] == fast.vm.days[0]]
+    times = np.asarray(tiny["time"])
+    earlier = np.array([np.sum((user == user[r]) & (times < times[r])) for r in rows])
+    same_day = np.array([np.sum((user == user[r]) & (times < times[r]) & (day >= cfg.days[1])) for r in rows])
+    assert len(rows) and np.all(earlier > same_day)  # every tiny user of that day has FM-window events
+    _, mask = store.history(rows, length)
+    np.testing.assert_array_equal(mask.sum(1), np.minimum(earlier, length))
+    prev = store.index.lookup(rows, length)
+    from_window = (prev >= 0) & (day[np.clip(prev, 0, None)] < cfg.days[1])
+    np.testing.assert_array_equal(from_window.sum(1), np.minimum(earlier, length) - np.minimum(same_day, length))
+    assert np.mean(from_window.any(1)) > 0.5
+    _, no_oof_mask = study.build_store(fm, tiny, dataclasses.replace(cfg, out_of_fold=0)).history(rows, length)
+    assert no_oof_mask.sum() < mask.sum()  # without out-of-fold logging the first VM day sees far less
+
+    # flipping every fold-0 label of the FM window changes no fold-0 embedding
     fold0 = window[user[window] % 2 == 0]
     columns = dict(tiny.columns)
     label = np.array(tiny["label"])
-    label[fold0] = 1.0 - label[fold0]  # flip every fold-0 label in the FM window
+    label[fold0] = 1.0 - label[fold0]
     columns["label"] = label
     flipped = dataclasses.replace(tiny, columns=columns)
-    fm2, _ = study.train_fm(flipped, cfg, log=lambda s: None)
+    fm2, _ = REAL_TRAIN_FM(flipped, cfg, log=lambda s: None)
     store2 = study.build_store(fm2, flipped, cfg, log=lambda s: None)
     np.testing.assert_array_equal(store.embeddings[store.slot[fold0]], store2.embeddings[store2.slot[fold0]])
+    fold1 = window[user[window] % 2 == 1]  # ... while fold 1's, embedded by the FM trained on fold 0, change
+    assert not np.array_equal(store.embeddings[store.slot[fold1]], store2.embeddings[store2.slot[fold1]])
 
 
 @pytest.mark.slow
@@ -245,13 +298,37 @@ def test_experiment_script_refuses_bad_keys_and_leaky_windows(capsys):
 
     for argv, message in (
         (["--set", "vm.histroy_len=8"], "did you mean 'vm.history_len'"),
-        (["--set", "fm.days=[0,5]"], "overlaps vm.days"),
+        (["--set", "fm.days=[0,5]", "--set", "fm.out_of_fold=0"], "overlaps vm.days"),
+        (["--set", "fm.log_from_day=2"], "fm.log_from_day=2 is inside fm.days"),
         (["--seeds", "0"], "argument --seeds"),
         (["--fm-size", "tiny"], "not known"),
     ):
         with pytest.raises(SystemExit) as exc:
             loopfm_transfer.parse(argv)
         assert exc.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_experiment_script_defaults_and_flags_are_keys(tmp_path):
+    """The study's own defaults (5 seeds, no explicit baselines) sit under the run defaults; flags and
+    --set override them, a config file too."""
+    from experiments import loopfm_transfer
+
+    args, cfg = loopfm_transfer.parse([])
+    assert (cfg.vm.seeds, cfg.sweep.baselines) == (5, ())
+    assert cfg.fm.out_of_fold == 2 and config.DEFAULT.vm.seeds != 5  # the run's default is not the study's
+    assert cfg.replace(vm=config.DEFAULT.vm, sweep=config.DEFAULT.sweep) == config.DEFAULT
+    assert args.fm_size == [cfg.fm.size] and str(args.out) == "runs/loopfm"
+    _, cfg = loopfm_transfer.parse(["--seeds", "2", "--archs", "mlp,din", "--fm-size", "small,medium"])
+    assert (cfg.vm.seeds, cfg.vm.archs) == (2, ("mlp", "din"))
+    _, cfg = loopfm_transfer.parse(["--set", "vm.seeds=3", "--set", "fm.out_of_fold=0"])
+    assert (cfg.vm.seeds, cfg.fm.out_of_fold) == (3, 0)
+    path = tmp_path / "c.toml"
+    path.write_text("[vm]\nseeds = 4\n")
+    _, cfg = loopfm_transfer.parse(["--config", str(path)])
+    assert (cfg.vm.seeds, cfg.sweep.baselines) == (4, ())  # the file's key wins, the other study default stays
+    assert loopfm_transfer.parse(["--config", str(path), "--set", "vm.seeds=1"])[1].vm.seeds == 1
+    path.write_text("[sweep]\nbaselines = [[16]]\n")
+    assert loopfm_transfer.parse(["--config", str(path)])[1].sweep.baselines == ((16,),)
 
 
 def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):
