@@ -162,8 +162,11 @@ def test_no_vm_reads_the_order_streams(tiny, orders_changed, arch):
     extra = {
         "loopfm": rng.normal(size=(len(batch["label"]), history_len, fm_dim)).astype(np.float32),
         "loopfm_mask": rng.random((len(batch["label"]), history_len)) < 0.7,
+        "loopfm_logit": rng.normal(size=(len(batch["label"]), history_len)).astype(np.float32),
         "fm_logit": rng.normal(size=len(batch["label"])).astype(np.float32),
     }
+    for c in tiny.schema.query_fields:  # the ids of the logged requests' ads: some equal the candidate's
+        extra[f"loopfm_{c}"] = np.where(rng.random((len(batch["label"]), history_len)) < 0.5, batch[c][:, None], 0)
     for transfer in TRANSFERS:
         vm = VerticalModel(
             tiny.schema,

@@ -17,8 +17,9 @@ Generative process (a plausible model of user behaviour; every method sees the s
    ``orders_per_day`` (0.8) times the user's own log-normal activity, from 120 days before the window
    (the OU grid covers it), each picking a category and brand like a behaviour, from
    theta_u(t) + o_u: o_u ~ N(0, ORDER_SHIFT^2 I) is a personal purchase-interest offset that the
-   user's ad browsing does not show (what one buys is not only what one browses). Only the foundation model reads them (``Schema.fm_sequences``): in production the FM sees the
-   behaviours of other surfaces, the compact model of one surface does not. This stream is the FM's
+   user's ad browsing does not show (what one buys is not only what one browses). Only the
+   foundation model reads them (``Schema.fm_sequences``): in production the FM sees the behaviours
+   of other surfaces, the compact model of one surface does not. This stream is the FM's
    information edge.
 5. **Impressions** (the events) at a personal rate over 8 days. Half of the candidate ads are
    retargeted (a category among the user's last 20 behaviours), half drawn by popularity. The
@@ -35,8 +36,8 @@ Generative process (a plausible model of user behaviour; every method sees the s
    the candidate's brand / category (``history_terms``, shared with ``implicit_rec.ceiling``). The
    order weights and ORDER_SHIFT are set so that on ``default`` seed 0 the attainable AUC of the FM's
    window (100 behaviours, 100 orders) beats the VM's (25 behaviours, no orders) by about 0.05
-   (``implicit_rec.ceiling``); the intercept keeps the test click rate near 0.155. The label is Bernoulli(sigmoid(logit)), drawn
-   after every feature: labels never influence features.
+   (``implicit_rec.ceiling``); the intercept keeps the test click rate near 0.155. The label is
+   Bernoulli(sigmoid(logit)), drawn after every feature: labels never influence features.
 6. **Features of an event**: profile and ad fields, the price (log1p), pid, the impression's btag
    context, the behaviour sequences cate_his / brand_his / btag_his (the user's last ``max_len``
    behaviours strictly before the impression, oldest first, pre-padded) and the order sequences

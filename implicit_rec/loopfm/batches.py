@@ -2,7 +2,8 @@
 
 A batch holds the table's categorical, numeric and sequence columns (``fm_sequences`` too) of ``rows`` and ``label``
 (float32); a VM with a LoopFM transfer also gets ``loopfm`` (B, L, dim) and ``loopfm_mask`` (B, L),
-the user's last L logged FM embeddings strictly before each event, and ``loopfm_<field>`` (B, L) the
+the user's last L logged FM embeddings strictly before each event, ``loopfm_logit`` (B, L) the FM
+logits logged with them, and ``loopfm_<field>`` (B, L) the
 ids of each of those logged requests' candidate (``schema.query_fields``: what the FM's embedding was
 about; features of past requests, never their labels), and one with KD gets
 ``fm_logit`` (B,), the FM's logged logit of the event. Arrays stay on the host: jitted steps take
@@ -47,6 +48,7 @@ def vm_batches(
         if transfer.startswith("loopfm"):
             prev = store.predecessors(rows, history_len)
             batch["loopfm"], batch["loopfm_mask"] = (np.asarray(a) for a in store.history(rows, history_len, prev))
+            batch["loopfm_logit"] = store.logits_at(prev)
             for c in table.schema.query_fields:  # what each logged request was about (its ad's ids)
                 batch[f"loopfm_{c}"] = np.where(prev >= 0, np.asarray(table[c])[np.maximum(prev, 0)], 0).astype(
                     np.int32

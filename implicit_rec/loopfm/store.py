@@ -75,6 +75,12 @@ class HistoricalStore:
         emb = np.where(mask[..., None], self.embeddings[np.clip(slots, 0, None)].astype(np.float32), 0.0)
         return emb, mask
 
+    def logits_at(self, prev: np.ndarray) -> np.ndarray:
+        """The logged FM logits of table rows ``prev`` (any shape; -1 = padding gives 0)."""
+        prev = np.asarray(prev)
+        slots = self.slot[np.maximum(prev, 0)]
+        return np.where(prev >= 0, self.logits[np.maximum(slots, 0)], 0.0).astype(np.float32)
+
     def predecessors(self, rows: np.ndarray, length: int) -> np.ndarray:
         """(len(rows), length) table rows of each event's last ``length`` logged predecessors, -1 padded."""
         return self.index.lookup(rows, length)

@@ -67,6 +67,7 @@ class VerticalModel(nnx.Module):
             self.loopfm_proj = nnx.Linear(fm_dim, e, rngs=rngs)
             self.loopfm_attention = DINAttention(e, history_len, rngs=rngs)
             width += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
+            width += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
         if arch == "implicit":
             self.core = ImplicitLayer(
                 MLPCell(d_state, width, rngs=rngs),
@@ -108,6 +109,7 @@ class VerticalModel(nnx.Module):
             lf = self.loopfm_attention(cand, hist, hmask, keys=hist + about)
             mean = jnp.sum(hist * hmask[..., None], 1) / jnp.maximum(hmask.sum(1, keepdims=True), 1)
             parts += [lf["pooled"], lf["pooled"] * cand, mean, lf["count"]]
+            parts += _same_ad_pooling(batch, hist, hmask, self.embed.query_fields)
         return jnp.concatenate(parts, axis=-1)
 
     def __call__(self, batch: dict) -> dict:
@@ -120,6 +122,28 @@ class VerticalModel(nnx.Module):
         logit = self.head(h)[:, 0]
         aux = self.aux_head(h)[:, 0] if self.aux_head is not None else logit
         return {"logit": logit, "aux_logit": aux, "info": info}
+
+
+def _same_ad_pooling(batch: dict, hist: jax.Array, mask: jax.Array, fields: tuple[str, ...]) -> list[jax.Array]:
+    """Exact-match pooling of the logged history, per candidate field c (category, brand, ...).
+
+    Over the logged requests whose ad had the candidate's id in c (``loopfm_<c>`` == ``c``; PAD/OOV
+    never match): the mean projected FM embedding (B, e), the mean logged FM logit (B, 1) — what
+    the FM thought of this user and an ad like the candidate — and log(1 + their number) (B, 1).
+    """
+    out = []
+    for c in fields:
+        same = (batch[f"loopfm_{c}"] == batch[c][:, None]) & (batch[c][:, None] > 1) & mask
+        weight = same.astype(hist.dtype)
+        n = jnp.sum(weight, axis=1, keepdims=True)
+        denom = jnp.maximum(n, 1.0)
+        logit = batch["loopfm_logit"].astype(hist.dtype)
+        out += [
+            jnp.einsum("bl,bld->bd", weight, hist) / denom,
+            jnp.sum(weight * logit, axis=1, keepdims=True) / denom,
+            jnp.log1p(n),
+        ]
+    return out
 
 
 def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
