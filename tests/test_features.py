@@ -182,3 +182,28 @@ def test_no_vm_reads_the_order_streams(tiny, orders_changed, arch):
         a, b = _forward(vm, {**batch, **extra}), _forward(vm, {**changed, **extra})
         for key in ("logit", "aux_logit"):
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=f"{arch} {transfer} {key}")
+
+
+def test_same_ad_pooling_matches_a_reference():
+    """Per candidate field: the mean of the logged entries whose ad shares the candidate's id, the
+    mean of their logged logits, log(1 + how many); PAD / OOV candidates and masked entries never match."""
+    from implicit_rec.models.vertical import _same_ad_pooling
+
+    rng = np.random.default_rng(0)
+    b, length, d = 6, 5, 3
+    cand = np.array([2, 3, 1, 0, 4, 2])  # rows 2 and 3: OOV / PAD candidates
+    past = rng.choice([0, 1, 2, 3, 4], size=(b, length))
+    past[2, 0], past[3, 1] = 1, 0  # equal to the OOV / PAD candidate: must not match
+    mask = rng.random((b, length)) < 0.8
+    hist = rng.normal(size=(b, length, d)).astype(np.float32)
+    logit = rng.normal(size=(b, length)).astype(np.float32)
+    batch = {"brand": jnp.asarray(cand), "loopfm_brand": jnp.asarray(past), "loopfm_logit": jnp.asarray(logit)}
+    pooled, mean_logit, count = _same_ad_pooling(batch, jnp.asarray(hist), jnp.asarray(mask), ("brand",))
+    for i in range(b):
+        same = [j for j in range(length) if mask[i, j] and cand[i] > 1 and past[i, j] == cand[i]]
+        n = len(same)
+        want = hist[i, same].mean(0) if n else np.zeros(d)
+        np.testing.assert_allclose(np.asarray(pooled[i]), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(mean_logit[i, 0]), logit[i, same].mean() if n else 0.0, rtol=1e-5, atol=1e-6)
+        assert float(count[i, 0]) == pytest.approx(np.log1p(n))
+    assert float(count[2, 0]) == float(count[3, 0]) == 0.0
