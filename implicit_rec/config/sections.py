@@ -218,7 +218,7 @@ class SweepConfig(_Section):
     _name = "sweep"
 
     iterations: tuple[int, ...] = _field((0, 1, 2, 4, 8, 16, 32), "iteration counts k", min=0)
-    methods: tuple[str, ...] = _field(("picard", "anderson"), "solvers swept", choices=METHODS)
+    methods: tuple[str, ...] = _field(("anderson",), "solvers swept (add picard to compare)", choices=METHODS)
     baseline_arch: str = _field(
         "din", "front end of the explicit baselines (same as the implicit VM's)", choices=("mlp", "din")
     )
