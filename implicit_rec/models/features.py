@@ -24,7 +24,9 @@ class FeatureEmbedder(nnx.Module):
         (the query of target attention, in the sequence space);
       item (B, I * e): the candidate's item fields, concatenated (item-only representation);
       sequence (B, L, e): per position, the sum of the sequence columns' embeddings,
-        for the last ``max_len`` positions; mask (B, L) bool.
+        for the last ``max_len`` positions; mask (B, L) bool;
+      fm_sequence (B, L, e), fm_mask (B, L): the same for ``schema.fm_sequences`` (other surfaces'
+        behaviours), only with ``fm_streams=True`` (the foundation model; no VM reads them).
     """
 
     def __init__(
