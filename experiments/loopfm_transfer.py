@@ -83,16 +83,12 @@ def report(run: dict) -> str:
         (ceiling["fm_window"]["auc"], ceiling["vm_window"]["auc"]) if ceiling and ceiling["available"] else (None, None)
     )
 
-    def share(auc, top):
-        value = report_mod.share_of_lift(auc, top)
-        return "n/a" if value is None else f"{100 * value:.0f}%"
-
     rows = [
         (
             name,
             f"{s['params']:,}",
             f"{s['auc']['mean']:.4f} ± {s['auc']['std']:.4f}",
-            share(s["auc"]["mean"], vm_ceiling),
+            report_mod.share_text(s["auc"]["mean"], vm_ceiling),
             *(f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in ("gauc", "logloss")),
         )
         for name, s in summary.items()
@@ -101,7 +97,8 @@ def report(run: dict) -> str:
         f"# LoopFM transfer study: FM {fm['size']}",
         "",
         *report_mod.ceiling_lines(ceiling),
-        f"FM ({fm['size']}, {fm['params']:,} params): AUC {fm['auc']:.4f} (share {share(fm['auc'], fm_ceiling)}), "
+        f"FM ({fm['size']}, {fm['params']:,} params): AUC {fm['auc']:.4f} "
+        f"(share {report_mod.share_text(fm['auc'], fm_ceiling)}), "
         f"gAUC {fm['gauc']:.4f}, "
         f"logloss {fm['logloss']:.4f}; store: {run['store']['events']:,} logged events, "
         f"{run['store']['bytes_on_disk'] / 2**20:.1f} MiB",

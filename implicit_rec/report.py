@@ -112,7 +112,8 @@ def _ceiling_auc(m: dict, window: str) -> float | None:
     return c[window]["auc"] if c and c.get("available") else None
 
 
-def _share(auc: float, ceiling_auc: float | None) -> str:
+def share_text(auc: float, ceiling_auc: float | None) -> str:
+    """The share of attainable lift as '83%', or 'n/a' without a ceiling."""
     share = share_of_lift(auc, ceiling_auc)
     return "n/a" if share is None else f"{100 * share:.0f}%"
 
@@ -187,7 +188,7 @@ def markdown(m: dict) -> str:
         "",
         *ceiling_lines(m.get("ceiling")),
         f"**FM** ({fm['size']}, {fm['params']:,} parameters): AUC {fm['auc']:.4f} "
-        f"(share {_share(fm['auc'], fm_ceiling)} of its window's lift), gAUC {fm['gauc']:.4f}, "
+        f"(share {share_text(fm['auc'], fm_ceiling)} of its window's lift), gAUC {fm['gauc']:.4f}, "
         f"logloss {fm['logloss']:.4f}",
         "",
         "## Vertical models",
@@ -201,7 +202,7 @@ def markdown(m: dict) -> str:
                 name,
                 f"{rows[0]['params']:,}",
                 _mean_std(rows, "auc"),
-                _share(float(np.mean([r["auc"] for r in rows])), vm_ceiling),
+                share_text(float(np.mean([r["auc"] for r in rows])), vm_ceiling),
                 _mean_std(rows, "gauc"),
                 _mean_std(rows, "logloss"),
                 f"{np.mean([r['examples_per_second'] for r in rows]):,.0f}",
@@ -219,7 +220,7 @@ def markdown(m: dict) -> str:
             r["method"],
             r["iterations"],
             f"{r['auc']:.4f}",
-            _share(r["auc"], vm_ceiling),
+            share_text(r["auc"], vm_ceiling),
             f"{r['gauc']:.4f}",
             f"{r['logloss']:.4f}",
             f"{r['residual']:.2e}",
@@ -235,7 +236,7 @@ def markdown(m: dict) -> str:
             f"{b['params']:,}",
             b["depth"],
             f"{b['auc']:.4f}",
-            _share(b["auc"], vm_ceiling),
+            share_text(b["auc"], vm_ceiling),
             f"{b['gauc']:.4f}",
             f"{b['logloss']:.4f}",
             f"{b['seconds']:.3f}",
