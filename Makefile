@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed-test
 CSTAMP := $(VENV)/.installed-core
 BSTAMP := $(VENV)/.installed-bench
 FAST   := -m "not slow"
+# The fast lane runs in parallel processes (pytest-xdist), one test file per worker at a time, so
+# module fixtures are built once; most of its time is XLA compilation, which is single-threaded.
+WORKERS ?= 2
+XDIST  := -n $(WORKERS) --dist loadfile
 
 # Second interpreter for the newest-JAX lane (JAX >= 0.11 needs Python >= 3.12).
 PYTHON_NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
@@ -46,7 +50,7 @@ $(BSTAMP): pyproject.toml $(STAMP)
 
 # Fast lane: everything but the tests marked slow (target: under 3 minutes on 2 cores).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(FAST)
+	$(BIN)/python -m pytest -q $(FAST) $(XDIST)
 
 # Everything: subprocess and multi-process runs, FM trainings, tiny pipelines, the domains.
 test-all: $(STAMP)
@@ -63,7 +67,7 @@ test-all: $(STAMP)
 
 test-floors: .venv-floors/.installed
 	.venv-floors/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|optax|numpy) '
-	.venv-floors/bin/python -m pytest -q $(FAST)
+	.venv-floors/bin/python -m pytest -q $(FAST) $(XDIST)
 
 # The fast lane on a second interpreter with the newest releases of every dependency.
 .venv-newest/.installed: pyproject.toml
@@ -76,7 +80,7 @@ test-floors: .venv-floors/.installed
 
 test-newest: .venv-newest/.installed
 	.venv-newest/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|optax|numpy) '
-	.venv-newest/bin/python -m pytest -q $(FAST)
+	.venv-newest/bin/python -m pytest -q $(FAST) $(XDIST)
 
 # What CI runs (.ci/run): the lint, the whole suite, then the fast lane on the floors and on the newest JAX.
 ci: lint test-all test-floors test-newest

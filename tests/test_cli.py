@@ -18,6 +18,7 @@ SMALL = (
     'vm.transfers=["none", "loopfm+kd"]',
     "vm.eval_max_iter=4",
     "sweep.iterations=[0, 1, 4, 8]",
+    'sweep.methods=["picard", "anderson"]',
     "sweep.baselines=[[16]]",
     "sweep.lipschitz_examples=32",
     "sweep.lipschitz_perturbations=2",
