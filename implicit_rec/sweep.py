@@ -31,6 +31,7 @@ from flax import nnx
 import solvers
 
 from . import metrics
+from .models.training import pad_rows
 from .models.vertical import VerticalModel
 from .sweep_core import SweepRow, check_iterations, sweep_rows
 
@@ -90,10 +91,20 @@ def compiled_flops(fn: Callable, *args) -> float:
 _FEATURES = nnx.jit(lambda m, b: m.features(b))  # one function object: compiled once per model structure
 
 
+def _chunks(rows: np.ndarray, chunk: int):
+    """``(padded, n)`` per chunk of ``rows``: every chunk has ``min(chunk, len(rows))`` entries (the
+    last padded by repeating its last entry, :func:`~implicit_rec.models.training.pad_rows`), so the
+    jitted passes below compile once per model structure; ``n`` real entries come first."""
+    size = min(chunk, len(rows))
+    for i in range(0, len(rows), max(size, 1)):
+        part = rows[i : i + size]
+        yield pad_rows(part, size), len(part)
+
+
 def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Front-end vectors x (N, width) of ``rows``."""
     model.eval()
-    parts = [np.asarray(_FEATURES(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
+    parts = [np.asarray(_FEATURES(model, make_batch(part)))[:n] for part, n in _chunks(rows, chunk)]
     return np.concatenate(parts)
 
 
@@ -153,18 +164,16 @@ def implicit_sweep(
     )
 
     logits, resid = [], []
-    for i in range(0, len(x), chunk):
-        lg, rs = traj(jnp.asarray(x[i : i + chunk]))
-        logits.append(np.asarray(lg))
-        resid.append(np.asarray(rs))
+    for part, n in _chunks(np.arange(len(x)), chunk):
+        lg, rs = traj(jnp.asarray(x[part]))
+        logits.append(np.asarray(lg)[:, :n])
+        resid.append(np.asarray(rs)[:, :n])
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
 
     # cost: front end once, then the solve + head at each k
     sample = make_batch(rows[: min(len(rows), chunk)])
     front_s = (
-        _median_seconds(
-            lambda: [_FEATURES(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
-        )
+        _median_seconds(lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats)
         if timed
         else float("nan")
     )
@@ -224,12 +233,12 @@ def explicit_point(
     """An explicit VM on the sweep's axes: depth (hidden layers), metrics, seconds, flops."""
     model.eval()
     probs = np.concatenate(
-        [np.asarray(_explicit_probs(model, make_batch(rows[i : i + chunk]))) for i in range(0, len(rows), chunk)]
+        [np.asarray(_explicit_probs(model, make_batch(part)))[:n] for part, n in _chunks(rows, chunk)]
     )
     sample = make_batch(rows[:chunk])
     flops = _flops(model, lambda m, b: m(b)["logit"], "forward", sample) / len(rows[:chunk])
     seconds = _median_seconds(
-        lambda: [_explicit_probs(model, make_batch(rows[i : i + chunk])) for i in range(0, len(rows), chunk)], repeats
+        lambda: [_explicit_probs(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats
     )
     return ExplicitPoint(len(model.core.layers), metrics.evaluate(labels, probs, users), seconds, flops)
 

@@ -4,14 +4,15 @@ import dataclasses
 import json
 import typing
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from implicit_rec import config, pipeline, report
+from implicit_rec import config, metrics, pipeline, report
 from implicit_rec.models import training
+from implicit_rec.models.vertical import bce_with_logits
 
 DATA = pipeline.DataSummary(
     spec="synthetic", name="synthetic-tiny", events=1000, test_events=100, duplicate_events=None
@@ -190,7 +191,7 @@ class Scorer(nnx.Module):
 def bce(model, batch):
     TRACES["loss"] += 1
     out = model(batch)
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(out["logit"], batch["y"])), out
+    return bce_with_logits(out["logit"], batch["y"], batch["weight"]), out
 
 
 X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
@@ -203,10 +204,13 @@ def batch_of(rows):
 
 def test_predict_compiles_once_for_models_of_one_structure():
     TRACES.update(call=0)
-    rows = np.arange(64)
-    a = training.predict(Scorer(0), batch_of, rows, batch_size=32)
-    b = training.predict(Scorer(1), batch_of, rows, batch_size=32)
-    assert TRACES["call"] == 1  # one trace: the second model and the second chunk reuse it
+    rows, other = np.arange(50), np.arange(7)  # partial last chunks of 18 and 7 rows
+    models = Scorer(0), Scorer(1)
+    a, b = (training.predict(m, batch_of, rows, batch_size=32) for m in models)
+    c = training.predict(models[0], batch_of, other, batch_size=32)
+    assert TRACES["call"] == 1  # one trace: other models, chunks and row counts reuse it
+    for m, got, r in ((models[0], a, rows), (models[1], b, rows), (models[0], c, other)):
+        np.testing.assert_allclose(got, jax.nn.sigmoid(m.linear(X[r])[:, 0]), rtol=1e-6)  # padding dropped
     assert not np.allclose(a, b)  # ... with each model's own parameters
 
 
@@ -218,10 +222,10 @@ def test_fit_compiles_its_step_once_across_calls():
             Scorer(seed),
             bce,
             batch_of,
-            rows[:48],
-            rows[48:],
-            Y[48:],
-            np.zeros(16, int),
+            rows[:45],  # 16 + 16 + 13: the last batch is padded to 16 rows
+            rows[45:],  # 19 validation rows, one padded chunk
+            Y[45:],
+            np.zeros(19, int),
             training.TrainConfig(epochs=2, batch_size=16),
         )
         for seed in (0, 1)
@@ -229,6 +233,31 @@ def test_fit_compiles_its_step_once_across_calls():
     assert TRACES["loss"] == 1  # the training step, traced in the first fit only
     assert TRACES["call"] == 2  # + the (eval-mode) validation forward pass
     assert results[0]["history"][0]["train_loss"] != results[1]["history"][0]["train_loss"]
+
+
+def test_padding_of_the_last_batch_changes_no_update():
+    """fit (last batch padded, weight 0) reaches the parameters of plain Adam steps on the unpadded batches."""
+    train, config = np.arange(45), training.TrainConfig(epochs=2, batch_size=16, patience=5, seed=3)
+    model = Scorer(0)
+    reference = nnx.clone(model)
+    training.fit(model, bce, batch_of, train, np.arange(45, 64), Y[45:], np.zeros(19, int), config)
+
+    opt = nnx.Optimizer(reference, optax.adam(config.learning_rate), wrt=nnx.Param)
+    rng = np.random.default_rng(config.seed)
+    history = []
+    for _ in range(config.epochs):
+        order = rng.permutation(train)
+        for start in range(0, len(order), config.batch_size):
+            batch = {**batch_of(order[start : start + config.batch_size]), "weight": None}
+            grads = nnx.grad(lambda m, batch=batch: bce(m, batch)[0])(reference)
+            opt.update(reference, grads)
+        history.append(nnx.clone(reference))
+    best = max(
+        history,
+        key=lambda m: metrics.evaluate(Y[45:], np.asarray(jax.nn.sigmoid(m.linear(X[45:])[:, 0])), np.zeros(19))["auc"],
+    )
+    np.testing.assert_allclose(model.linear.kernel[...], best.linear.kernel[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.linear.bias[...], best.linear.bias[...], rtol=1e-5, atol=1e-6)
 
 
 # -- a whole tiny run ---------------------------------------------------------------------------

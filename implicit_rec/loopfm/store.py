@@ -17,6 +17,7 @@ import numpy as np
 
 from ..atomic import atomic_directory
 from ..data.events import EventTable, HistoryIndex
+from ..models.training import pad_rows
 
 KINDS = ("interaction", "item", "user")
 
@@ -57,12 +58,16 @@ class HistoricalStore:
         dtype=np.float16,
         batch_size: int = 2048,
     ) -> HistoricalStore:
-        """Run ``fm_apply(rows) -> {"logit", "interaction", "item", "user"}`` over ``rows`` and keep ``kind``."""
+        """Run ``fm_apply(rows) -> {"logit", "interaction", "item", "user"}`` over ``rows`` and keep ``kind``.
+
+        ``fm_apply`` always gets ``batch_size`` rows (the last chunk padded by repeating its last row,
+        the padding's outputs dropped), so a jitted ``fm_apply`` compiles once."""
         embs, logits = [], []
         for start in range(0, len(rows), batch_size):
-            out = fm_apply(rows[start : start + batch_size])
-            embs.append(np.asarray(out[kind], dtype))
-            logits.append(np.asarray(out["logit"], np.float32))
+            chunk = rows[start : start + batch_size]
+            out = fm_apply(pad_rows(chunk, batch_size))
+            embs.append(np.asarray(out[kind][: len(chunk)], dtype))
+            logits.append(np.asarray(out["logit"][: len(chunk)], np.float32))
         return cls(table, rows, np.concatenate(embs), np.concatenate(logits), kind)
 
     def history(self, rows: np.ndarray, length: int, prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -99,9 +99,9 @@ def make_fm(table: EventTable, fm: FMConfig) -> FoundationModel:
 
 
 def fm_loss(model: FoundationModel, batch: dict):
-    """(binary cross-entropy of the FM's logit, outputs)."""
+    """(binary cross-entropy of the FM's logit, weighted by ``batch["weight"]`` when present; outputs)."""
     out = model(batch)
-    return bce_with_logits(out["logit"], batch["label"]), out
+    return bce_with_logits(out["logit"], batch["label"], batch.get("weight")), out
 
 
 @dataclasses.dataclass(frozen=True)

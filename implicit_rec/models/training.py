@@ -34,10 +34,27 @@ class TrainConfig:
     seed: int = 0
 
 
+def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` (n,) with n <= size, padded to (size,) by repeating its last entry: every chunk of a
+    pass then has one shape, so a jitted function compiles once (drop the padding's outputs)."""
+    n = len(rows)
+    if n > size:
+        raise ValueError(f"pad_rows: {n} rows do not fit in a batch of {size}.")
+    return np.pad(rows, (0, size - n), mode="edge") if 0 < n < size else rows
+
+
 def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
+    """Chunks of ``size`` rows (shuffled when ``rng`` is given), the last padded (:func:`pad_rows`);
+    yields ``(rows, n_real)``."""
     rows = rng.permutation(rows) if rng is not None else rows
     for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+        chunk = rows[start : start + size]
+        yield pad_rows(chunk, size), len(chunk)
+
+
+def padding_weight(n_real: int, size: int) -> np.ndarray:
+    """(size,) float32: 1 for the ``n_real`` real rows of a padded batch, 0 for the padding."""
+    return (np.arange(size) < n_real).astype(np.float32)
 
 
 def predict(
@@ -45,10 +62,11 @@ def predict(
 ) -> np.ndarray:
     """sigmoid of ``model(batch)[output]`` for every row (the model is put in eval mode).
 
-    The forward pass is compiled once per model structure, batch shape and ``output`` (models of the
-    same structure share it)."""
+    The forward pass is compiled once per model structure and ``output`` (models of the same
+    structure share it): the last chunk is padded to ``batch_size`` rows and the padding dropped."""
     model.eval()
-    preds = [np.asarray(_probabilities(model, make_batch(chunk), output)) for chunk in _batches(rows, batch_size, None)]
+    chunks = _batches(rows, batch_size, None)
+    preds = [np.asarray(_probabilities(model, make_batch(chunk), output))[:n] for chunk, n in chunks]
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
 
 
@@ -75,7 +93,7 @@ def _train_step(model: nnx.Module, opt: nnx.Optimizer, batch: dict, loss_fn: Cal
     ``loss_fn`` is static: the step compiles once per loss function, model structure and batch shape."""
     (loss, aux), grads = nnx.value_and_grad(loss_fn, argnums=_WRT, has_aux=True)(model, batch)
     opt.update(model, nnx.filter_state(grads, nnx.Param))
-    return loss, _solver_totals(aux, grads)
+    return loss, _solver_totals(aux, grads, batch["weight"])
 
 
 def fit(
@@ -97,6 +115,12 @@ def fit(
     hashable callable that compares equal when it computes the same loss (e.g. a frozen
     dataclass), so a second ``fit`` of a model of the same structure reuses the compiled step;
     a new lambda per call compiles again.
+
+    Every batch has ``config.batch_size`` rows, so the step compiles once: the last, partial batch
+    of an epoch is padded by repeating its last row, and every batch carries ``batch["weight"]``
+    (B,), 1 for real rows and 0 for the padding. ``loss_fn`` must be the ``weight``-weighted mean
+    over the batch (as :func:`~implicit_rec.models.vertical.bce_with_logits` with ``weight=``);
+    the padding then changes neither the loss nor its gradient.
 
     After each epoch the validation AUC is computed; training stops after ``patience`` epochs
     without improvement and the parameters of the best epoch are restored. Returns the history,
@@ -143,15 +167,15 @@ def fit(
             else None
         )
         losses, totals = [], 0.0
-        for i, rows in enumerate(_batches(train_rows, config.batch_size, rng)):
-            batch = make_batch(rows)
+        for i, (rows, n_real) in enumerate(_batches(train_rows, config.batch_size, rng)):
+            batch = {**make_batch(rows), "weight": padding_weight(n_real, len(rows))}
             t0 = time.perf_counter()
             loss, batch_totals = _train_step(model, opt, batch, loss_fn)
             loss = float(loss)
             totals = totals + np.asarray(batch_totals, np.float64)
             if i > 0 or epoch > 0:  # the first step compiles
                 seconds += time.perf_counter() - t0
-                examples += len(rows)
+                examples += n_real
             losses.append(loss)
             if bar is not None:
                 bar.update(1)
@@ -221,12 +245,19 @@ _TOTALS = (
 )
 
 
-def _solver_totals(aux, grads) -> jax.Array:
-    """Batch sums (len(_TOTALS),) of the forward solves (every LayerInfo in ``aux``) and of the
-    adjoint solves (the gradients of the AdjointProbe variables, see ``layers.adjoint_report``)."""
+def _solver_totals(aux, grads, weight: jax.Array) -> jax.Array:
+    """Batch sums (len(_TOTALS),) of the forward solves (every LayerInfo in ``aux``; per-sample
+    reports of shape (B,) count real rows only, by ``weight``) and of the adjoint solves (the
+    gradients of the AdjointProbe variables, see ``layers.adjoint_report``; these include the
+    padding rows of an epoch's last batch, whose zero cotangent is solved at once)."""
     infos = [x for x in jax.tree.leaves(aux, is_leaf=lambda x: isinstance(x, LayerInfo)) if isinstance(x, LayerInfo)]
-    forward = [sum(jnp.sum(getattr(i, name), dtype=jnp.float32) for i in infos) for name in ("converged", "nstep")]
-    samples = sum(i.converged.size for i in infos)
+
+    def per_sample(v):
+        v = jnp.asarray(v, jnp.float32)
+        return v * weight if v.shape == weight.shape else v
+
+    forward = [sum(jnp.sum(per_sample(getattr(i, name))) for i in infos) for name in ("converged", "nstep")]
+    samples = sum(jnp.sum(per_sample(jnp.ones(i.converged.shape))) for i in infos)
     probes = jax.tree.leaves(nnx.filter_state(grads, AdjointProbe))
     adj = dict(zip(solvers.AdjointInfo._fields, sum(probes) if probes else jnp.zeros(5)))
     return jnp.stack(

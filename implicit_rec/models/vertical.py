@@ -146,15 +146,21 @@ def _same_ad_pooling(batch: dict, hist: jax.Array, mask: jax.Array, fields: tupl
     return out
 
 
-def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy of sigmoid(logits) against (soft) targets in [0, 1]."""
-    return jnp.mean(jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+def bce_with_logits(logits: jax.Array, targets: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    """Binary cross-entropy of sigmoid(logits) (B,) against (soft) targets in [0, 1] (B,): the mean,
+    or the ``weight``-weighted mean sum(w l) / sum(w) (``training.fit`` weights padding rows 0)."""
+    losses = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    if weight is None:
+        return jnp.mean(losses)
+    return jnp.sum(weight * losses) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def vm_loss(model: VerticalModel, batch: dict, kd_weight: float = 1.0) -> tuple[jax.Array, dict]:
-    """BCE on the label, plus kd_weight * BCE(sigmoid(FM logit), sigmoid(aux logit)) for KD variants."""
+    """BCE on the label, plus kd_weight * BCE(sigmoid(FM logit), sigmoid(aux logit)) for KD variants;
+    weighted by ``batch["weight"]`` when present."""
     out = model(batch)
-    loss = bce_with_logits(out["logit"], batch["label"])
+    w = batch.get("weight")
+    loss = bce_with_logits(out["logit"], batch["label"], w)
     if model.uses_kd:
-        loss = loss + kd_weight * bce_with_logits(out["aux_logit"], jax.nn.sigmoid(batch["fm_logit"]))
+        loss = loss + kd_weight * bce_with_logits(out["aux_logit"], jax.nn.sigmoid(batch["fm_logit"]), w)
     return loss, out
