@@ -2,17 +2,18 @@
 
 An implicit VM is the map x -> z_k -> logit, x what its core reads (``VerticalModel.core_input``:
 the front-end vector (B, width), or for ``"implicit-seq"`` a dict of it with the sequences it attends
-to and their mask) and z_k the k-th solver iterate (B, d_state). For each k in ``iterations`` (one :meth:`ImplicitLayer.trajectory`
-pass gives every k) we report on the test rows: AUC, gAUC, logloss, the mean relative residual
-||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <= the evaluation tolerance, the wall
-time to score the test set with exactly k iterations (median of repeats, front end included),
-and FLOPs per example (front end + k evaluations of the cell; Anderson's O(m^2 d) mixing is not
-counted in FLOPs, it shows in the seconds).
+to and their mask) and z_k the k-th solver iterate (B, d_state). For each k in ``iterations``
+(one :meth:`ImplicitLayer.trajectory` pass gives every k) we report on the test rows: AUC, gAUC,
+logloss, the mean relative residual ||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <=
+the evaluation tolerance, the wall time to score the test set with exactly k iterations (median of
+repeats, front end included), and FLOPs per example (front end + k evaluations of the cell;
+Anderson's O(m^2 d) mixing is not counted in FLOPs, it shows in the seconds).
 
 The empirical Lipschitz constant (the Implicit Models paper's diagnostic) of x -> z_k is
 max / mean over test examples and random directions of ||z_k(x + d) - z_k(x)|| / ||d||, with
 ||d|| = scale * ||x|| per example (``solvers.empirical_lipschitz`` on the whole trajectory, one
-call); only x's floating-point leaves are perturbed (a sequence mask stays as it is). Explicit VMs are points: x -> last hidden layer.
+call); only x's floating-point leaves are perturbed (a sequence mask stays as it is). Explicit VMs
+are points: x -> last hidden layer.
 
 Rows are typed (:class:`~implicit_rec.sweep_core.SweepRow`, :class:`LipschitzRow`,
 :class:`ExplicitPoint`); their ``to_dict()`` is the ``metrics.json`` schema.

@@ -50,7 +50,11 @@ def test_pairs_cover_variants_loopfm_vs_kd_equal_params_and_fm_vs_best():
 
 
 def test_the_sequence_reading_implicit_vm_is_compared_like_the_implicit_vm():
-    vms = [_vm(f"{arch}/{t}", params, 0.6) for arch, params in (("din", 1000), ("implicit-seq", 900)) for t in ("none", "kd")]
+    vms = [
+        _vm(f"{arch}/{t}", params, 0.6)
+        for arch, params in (("din", 1000), ("implicit-seq", 900))
+        for t in ("none", "kd")
+    ]
     pairs = compare.comparison_pairs(vms, [_vm("din-8/kd", 880, 0.6, hidden=(8,))])
     assert ("implicit-seq/kd", "implicit-seq/none") in pairs
     assert ("implicit-seq/kd", "din-8/kd") in pairs  # the explicit model of its transfer nearest in parameters

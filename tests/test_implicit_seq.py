@@ -62,6 +62,15 @@ def _vm(tiny, transfer="loopfm+kd", seed=0, **solvers) -> VerticalModel:
 _core_input = nnx.jit(lambda m, b: m.core_input(b))
 _forward = nnx.jit(lambda m, b: m(b)["logit"])
 _solve = nnx.jit(lambda m, inp: m.core(inp)[0])
+_embed = nnx.jit(lambda m, b: m.embed(b))
+_features = nnx.jit(lambda m, b: m.features(b))
+
+
+@nnx.jit
+def _step(vm, inp, z):
+    """One application of the cell to the state z (B, d_state) at the input inp."""
+    f, _, args = vm.core.functional(inp)
+    return f(z, *args)
 
 
 @nnx.jit(static_argnums=2)
@@ -80,15 +89,14 @@ def batch(tiny):
 def test_core_input_is_the_two_segmented_sequences_with_the_front_end_as_context(tiny, batch):
     vm = _vm(tiny)
     assert vm.is_implicit and isinstance(vm.core.cell, SequenceCell)
-    inp = vm.core_input(batch)
-    e = vm.embed(batch)
+    inp, e = _core_input(vm, batch), _embed(vm, batch)
     length = e["sequence"].shape[1]
     assert inp["sequence"].shape == (8, length + HISTORY, 8) and inp["mask"].dtype == jnp.bool_
     seg = vm.segments[...]
     np.testing.assert_allclose(inp["sequence"][:, :length], e["sequence"] + seg[0], rtol=1e-6)
     np.testing.assert_allclose(inp["sequence"][:, length:], vm.loopfm_proj(batch["loopfm"]) + seg[1], rtol=1e-6)
     np.testing.assert_array_equal(inp["mask"], np.concatenate([e["mask"], batch["loopfm_mask"]], axis=1))
-    np.testing.assert_array_equal(inp["context"], vm.features(batch))
+    np.testing.assert_allclose(inp["context"], _features(vm, batch), rtol=1e-6, atol=1e-7)
     assert float(jnp.abs(seg[0] - seg[1]).max()) > 0  # the two segments are told apart
 
 
@@ -131,10 +139,9 @@ def test_implicit_gradients_match_a_long_unrolled_solve(tiny, batch):
 def test_it_reads_the_sequences_at_every_iteration_and_only_their_real_positions(tiny, batch):
     vm = _vm(tiny)
     vm.eval()
-    inp = vm.core_input(batch)
+    inp = _core_input(vm, batch)
     mask = np.asarray(inp["mask"])
-    length = vm.embed(batch)["sequence"].shape[1]
-    f, _, (params, ctx) = vm.core.functional(inp)
+    length = _embed(vm, batch)["sequence"].shape[1]
     z = jax.random.normal(jax.random.key(1), (8, D_STATE)) * 0.5
 
     def with_change(where):
@@ -149,9 +156,8 @@ def test_it_reads_the_sequences_at_every_iteration_and_only_their_real_positions
     pos_fm = length + int(np.flatnonzero(mask[b_fm, length:])[0])
     for b, pos, changes in ((b_in, pos_in, True), (b_fm, pos_fm, True), (b_out, pos_out, False)):
         changed = with_change((b, pos))
-        ctx2 = vm.core.functional(changed)[2][1]
-        step, step2 = f(z, params, ctx), f(z, params, ctx2)  # one iteration from the same state
-        zs, zs2 = vm.core(inp)[0], vm.core(changed)[0]
+        step, step2 = _step(vm, inp, z), _step(vm, changed, z)  # one iteration from the same state
+        zs, zs2 = _solve(vm, inp), _solve(vm, changed)
         if changes:
             assert float(jnp.abs(step2[b] - step[b]).max()) > 1e-4, (b, pos)
             assert float(jnp.abs(zs2[b] - zs[b]).max()) > 1e-4, (b, pos)
@@ -168,9 +174,9 @@ def test_it_reads_the_sequences_at_every_iteration_and_only_their_real_positions
     ids[row, ids.shape[1] - MAX_LEN + col] = 2 + (ids[row, ids.shape[1] - MAX_LEN + col] - 1) % 5
     fm = np.array(batch["loopfm"])
     fm[b_fm, pos_fm - length] += 1.0
-    base = vm(batch)["logit"]
+    base = _forward(vm, batch)
     for changed in ({**batch, seq_col: ids}, {**batch, "loopfm": fm}):
-        assert float(jnp.abs(vm(changed)["logit"] - base).max()) > 1e-4
+        assert float(jnp.abs(_forward(vm, changed) - base).max()) > 1e-4
 
 
 def test_without_loopfm_it_reads_the_behaviour_sequence_only(tiny, batch):
@@ -178,11 +184,10 @@ def test_without_loopfm_it_reads_the_behaviour_sequence_only(tiny, batch):
     params = nnx.to_pure_dict(nnx.state(vm, nnx.Param))
     assert not any("loopfm" in k for k in params) and vm.segments[...].shape == (1, 8)
     plain = {k: v for k, v in batch.items() if not k.startswith("loopfm") and k != "fm_logit"}
-    inp = vm.core_input(plain)
-    e = vm.embed(plain)
+    inp, e = _core_input(vm, plain), _embed(vm, plain)
     assert inp["sequence"].shape == e["sequence"].shape
     np.testing.assert_array_equal(inp["mask"], e["mask"])
-    assert np.isfinite(np.asarray(vm(plain)["logit"])).all()
+    assert np.isfinite(np.asarray(_forward(vm, plain))).all()
 
 
 def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
@@ -190,7 +195,7 @@ def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
     make = _make_batch(tiny)
     rows = tiny.rows("test")[:40]
     x = sweep_mod.vm_features(vm, make, rows, chunk=16)  # 16 + 16 + 8 (padded) rows
-    whole = vm.core_input(make(rows))
+    whole = _core_input(vm, make(rows))
     assert set(x) == {"sequence", "mask", "context"}
     for k in x:
         np.testing.assert_allclose(x[k], whole[k], rtol=1e-5, atol=1e-6)
@@ -200,7 +205,9 @@ def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
     assert all(np.isfinite(r.get("auc")) and r.get("flops") > 0 for r in out)
     assert out[2].get("flops") > out[1].get("flops") > out[0].get("flops")
     # the row at k = 2 is the model with two solver iterations
-    probs = jax.nn.sigmoid(vm.head(vm.core(whole, solver=vm.core.eval_solver.replace(max_iter=2))[0])[:, 0])
+    solver, vm.core.eval_solver = vm.core.eval_solver, vm.core.eval_solver.replace(max_iter=2)
+    probs = jax.nn.sigmoid(_forward(vm, make(rows)))
+    vm.core.eval_solver = solver
     assert out[2].get("auc") == pytest.approx(metrics.evaluate(labels, np.asarray(probs), users)["auc"], abs=1e-6)
     lips = sweep_mod.lipschitz_sweep(vm, sweep_mod._take(x, slice(0, 8)), (0, 1, 2), "anderson", perturbations=2)
     assert [r.iterations for r in lips] == [0, 1, 2]

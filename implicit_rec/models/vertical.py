@@ -74,7 +74,9 @@ class VerticalModel(nnx.Module):
             width += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
             width += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
         if arch == "implicit-seq":  # one learned (e,) segment embedding per stream the cell reads
-            self.segments = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (1 + self.uses_loopfm, e), jnp.float32))
+            self.segments = nnx.Param(
+                nnx.initializers.normal(0.02)(rngs.params(), (1 + self.uses_loopfm, e), jnp.float32)
+            )
         if self.is_implicit:
             if arch == "implicit":
                 cell = MLPCell(d_state, width, rngs=rngs)
