@@ -213,3 +213,8 @@ def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
     assert [r.iterations for r in lips] == [0, 1, 2]
     assert lips[0].max == 0.0  # z_0 = 0 whatever the input
     assert all(np.isfinite(r.max) and r.max >= r.mean > 0 for r in lips[1:])
+
+
+def test_an_odd_state_size_is_named(tiny):
+    with pytest.raises(ValueError, match=r"d_state=7 \(vm.d_state\) must be a multiple of 2"):
+        VerticalModel(tiny.schema, tiny.vocab_sizes, rngs=nnx.Rngs(0), arch="implicit-seq", d_state=7)

@@ -13,6 +13,8 @@ from .features import MLP, DINAttention, FeatureEmbedder, match_counts
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 
+SEQUENCE_HEADS = 2  # attention heads of the implicit-seq cell (d_state must be a multiple)
+
 
 class VerticalModel(nnx.Module):
     """One batch format for every VM.
@@ -58,6 +60,11 @@ class VerticalModel(nnx.Module):
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
         if transfer not in TRANSFERS:
             raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
+        if arch == "implicit-seq" and d_state % SEQUENCE_HEADS:
+            raise ValueError(
+                f"d_state={d_state} (vm.d_state) must be a multiple of {SEQUENCE_HEADS} for arch='implicit-seq' "
+                f"(its attention has {SEQUENCE_HEADS} heads)."
+            )
         self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
         self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
         self.pairs = self.embed.match_pairs()
@@ -81,7 +88,7 @@ class VerticalModel(nnx.Module):
             if arch == "implicit":
                 cell = MLPCell(d_state, width, rngs=rngs)
             else:
-                cell = SequenceCell(d_state, e, d_context=width, rngs=rngs)
+                cell = SequenceCell(d_state, e, d_context=width, num_heads=SEQUENCE_HEADS, rngs=rngs)
             self.core = ImplicitLayer(
                 cell,
                 d_state,
