@@ -1,17 +1,19 @@
 """Test-time iteration sweep of vertical models: quality, residual, cost and Lipschitz vs iterations.
 
-An implicit VM is the map x -> z_k -> logit, x the front-end vector (B, width) and z_k the k-th
-solver iterate (B, d_state). For each k in ``iterations`` (one :meth:`ImplicitLayer.trajectory`
-pass gives every k) we report on the test rows: AUC, gAUC, logloss, the mean relative residual
-||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <= the evaluation tolerance, the wall
-time to score the test set with exactly k iterations (median of repeats, front end included),
-and FLOPs per example (front end + k evaluations of the cell; Anderson's O(m^2 d) mixing is not
-counted in FLOPs, it shows in the seconds).
+An implicit VM is the map x -> z_k -> logit, x what its core reads (``VerticalModel.core_input``:
+the front-end vector (B, width), or for ``"implicit-seq"`` a dict of it with the sequences it attends
+to and their mask) and z_k the k-th solver iterate (B, d_state). For each k in ``iterations``
+(one :meth:`ImplicitLayer.trajectory` pass gives every k) we report on the test rows: AUC, gAUC,
+logloss, the mean relative residual ||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <=
+the evaluation tolerance, the wall time to score the test set with exactly k iterations (median of
+repeats, front end included), and FLOPs per example (front end + k evaluations of the cell;
+Anderson's O(m^2 d) mixing is not counted in FLOPs, it shows in the seconds).
 
 The empirical Lipschitz constant (the Implicit Models paper's diagnostic) of x -> z_k is
 max / mean over test examples and random directions of ||z_k(x + d) - z_k(x)|| / ||d||, with
 ||d|| = scale * ||x|| per example (``solvers.empirical_lipschitz`` on the whole trajectory, one
-call). Explicit VMs are points: x -> last hidden layer.
+call); only x's floating-point leaves are perturbed (a sequence mask stays as it is). Explicit VMs
+are points: x -> last hidden layer.
 
 Rows are typed (:class:`~implicit_rec.sweep_core.SweepRow`, :class:`LipschitzRow`,
 :class:`ExplicitPoint`); their ``to_dict()`` is the ``metrics.json`` schema.
@@ -88,7 +90,7 @@ def compiled_flops(fn: Callable, *args) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
-_FEATURES = nnx.jit(lambda m, b: m.features(b))  # one function object: compiled once per model structure
+_FEATURES = nnx.jit(lambda m, b: m.core_input(b))  # one function object: compiled once per model structure
 
 
 def _chunks(rows: np.ndarray, chunk: int):
@@ -101,11 +103,25 @@ def _chunks(rows: np.ndarray, chunk: int):
         yield pad_rows(part, size), len(part)
 
 
-def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Front-end vectors x (N, width) of ``rows``."""
+def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096):
+    """What the core reads for ``rows`` (``VerticalModel.core_input``): x (N, width), or a pytree
+    (a dict) of arrays with leading axis N."""
     model.eval()
-    parts = [np.asarray(_FEATURES(model, make_batch(part)))[:n] for part, n in _chunks(rows, chunk)]
-    return np.concatenate(parts)
+    parts = [
+        jax.tree.map(lambda a, n=n: np.asarray(a)[:n], _FEATURES(model, make_batch(part)))
+        for part, n in _chunks(rows, chunk)
+    ]
+    return jax.tree.map(lambda *a: np.concatenate(a), *parts)
+
+
+def _num_rows(x) -> int:
+    """N of a pytree of arrays with leading axis N."""
+    return len(jax.tree.leaves(x)[0])
+
+
+def _take(x, index):
+    """``x[index]`` on every leaf of a pytree, as JAX arrays."""
+    return jax.tree.map(lambda a: jnp.asarray(a[index]), x)
 
 
 def _median_seconds(fn: Callable, repeats: int) -> float:
@@ -150,7 +166,7 @@ def implicit_sweep(
 
     ``timed=False`` skips the wall-time measurement (one compilation per k) and reports NaN seconds.
     """
-    if model.arch != "implicit":
+    if not model.is_implicit:
         raise ValueError(f"implicit_sweep needs an implicit VM, got arch={model.arch!r}.")
     model.eval()
     iterations = check_iterations(iterations)
@@ -164,8 +180,8 @@ def implicit_sweep(
     )
 
     logits, resid = [], []
-    for part, n in _chunks(np.arange(len(x)), chunk):
-        lg, rs = traj(jnp.asarray(x[part]))
+    for part, n in _chunks(np.arange(_num_rows(x)), chunk):
+        lg, rs = traj(_take(x, part))
         logits.append(np.asarray(lg)[:, :n])
         resid.append(np.asarray(rs)[:, :n])
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
@@ -177,13 +193,14 @@ def implicit_sweep(
         if timed
         else float("nan")
     )
-    front_flops = _flops(model, lambda m, b: m.features(b), "features", sample) / len(rows[:chunk])
-    xc = jnp.asarray(x[:chunk])
-    prep_flops = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", xc) / xc.shape[0]
-    cell_flops = _flops(model, lambda m, x: _cell(m.core.functional(x)), "cell", xc) / xc.shape[0] - prep_flops
+    front_flops = _flops(model, lambda m, b: m.core_input(b), "features", sample) / len(rows[:chunk])
+    xc = _take(x, slice(0, chunk))
+    size = _num_rows(xc)
+    prep_flops = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", xc) / size
+    cell_flops = _flops(model, lambda m, x: _cell(m.core.functional(x)), "cell", xc) / size - prep_flops
     front_flops += prep_flops
     head_flops = 2.0 * model.core.d_state
-    xs = jnp.asarray(x)
+    xs = jax.tree.map(jnp.asarray, x)
     evals, seconds = [], []
     for k in iterations:
         probs = 1.0 / (1.0 + np.exp(-logits[k].astype(np.float64)))
@@ -245,7 +262,7 @@ def explicit_point(
 
 def lipschitz_sweep(
     model: VerticalModel,
-    x: np.ndarray,
+    x,
     iterations: tuple[int, ...],
     method: str,
     *,
@@ -253,22 +270,31 @@ def lipschitz_sweep(
     scale: float = 1e-2,
     seed: int = 0,
 ) -> list[LipschitzRow]:
-    """One row per k: max and mean of ||z_k(x + d) - z_k(x)|| / ||d|| (x: (n, width) front-end vectors)."""
+    """One row per k: max and mean of ||z_k(x + d) - z_k(x)|| / ||d|| (x: what the core reads for n
+    examples, :func:`vm_features`). d perturbs x's floating-point leaves, with ||d|| = scale * their
+    norm; the other leaves (a sequence mask) stay fixed."""
     model.eval()
     iterations = check_iterations(iterations)
-    x = jnp.asarray(x)
-    deltas = solvers.random_directions(jax.random.key(seed), x, perturbations, scale)
+    leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, x))
+    floating = tuple(bool(jnp.issubdtype(a.dtype, jnp.inexact)) for a in leaves)
+    moving = [a for a, f in zip(leaves, floating) if f]
+    fixed = [a for a, f in zip(leaves, floating) if not f]
+    deltas = solvers.random_directions(jax.random.key(seed), moving, perturbations, scale)
     steps = max(iterations)
-    ratios = _pure(
-        model,
-        lambda m, x, d: (
-            solvers.empirical_lipschitz(
-                lambda v: m.core.trajectory(v, steps=steps, method=method), x, d, readout_axis=0, stacked=True
-            ).ratios
-        ),
-        ("lipschitz", steps, method),
-    )
-    r = np.asarray(ratios(x, deltas))  # (P, K + 1, n)
+
+    def ratios_of(m, moving, fixed, d):
+        def g(v):  # the core's trajectory at the floating leaves v (stacked copies: the fixed ones tiled)
+            copies = v[0].shape[0] // moving[0].shape[0]
+            tiled = iter([jnp.concatenate([a] * copies) for a in fixed])
+            given = iter(v)
+            return m.core.trajectory(
+                treedef.unflatten([next(given) if f else next(tiled) for f in floating]), steps=steps, method=method
+            )
+
+        return solvers.empirical_lipschitz(g, moving, d, readout_axis=0, stacked=True).ratios
+
+    ratios = _pure(model, ratios_of, ("lipschitz", steps, method, treedef, floating))
+    r = np.asarray(ratios(moving, fixed, deltas))  # (P, K + 1, n)
     return [LipschitzRow(float(r[:, k].max()), float(r[:, k].mean()), method, int(k)) for k in iterations]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from implicit_rec import metrics, pipeline, report
+from implicit_rec.config import ARCHS
 from implicit_rec.pipeline import compare
 
 
@@ -13,14 +14,14 @@ def _vm(name: str, params: int, auc: float, seed: int = 0, hidden=(64, 32)) -> p
     arch, transfer = name.split("/")
     return pipeline.VMResult(
         name=name,
-        arch=arch.split("-")[0],
+        arch=arch if arch in ARCHS else arch.split("-")[0],  # "din-8": an explicit baseline
         transfer=transfer,
         seed=seed,
         auc=auc,
         gauc=auc,
         logloss=0.4,
         params=params,
-        hidden=None if arch == "implicit" else hidden,
+        hidden=None if arch.startswith("implicit") else hidden,
         epochs=1,
         seconds=1.0,
         examples_per_second=1.0,
@@ -46,6 +47,19 @@ def test_pairs_cover_variants_loopfm_vs_kd_equal_params_and_fm_vs_best():
     assert ("implicit/none", "din/none") in pairs  # no baseline of that transfer: the arch's own VM
     assert pairs[-1] == ("fm", "din/loopfm+kd")  # best by mean AUC over seeds
     assert len(pairs) == len(set(pairs)) == 2 * 4 + 4 + 1
+
+
+def test_the_sequence_reading_implicit_vm_is_compared_like_the_implicit_vm():
+    vms = [
+        _vm(f"{arch}/{t}", params, 0.6)
+        for arch, params in (("din", 1000), ("implicit-seq", 900))
+        for t in ("none", "kd")
+    ]
+    pairs = compare.comparison_pairs(vms, [_vm("din-8/kd", 880, 0.6, hidden=(8,))])
+    assert ("implicit-seq/kd", "implicit-seq/none") in pairs
+    assert ("implicit-seq/kd", "din-8/kd") in pairs  # the explicit model of its transfer nearest in parameters
+    assert ("implicit-seq/none", "din/none") in pairs
+    assert not any(a.startswith("din") and b.startswith("implicit") for a, b in pairs)  # never the explicit side
 
 
 def test_pairs_without_a_plain_vm_or_implicit_vm():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from implicit_rec.config import IMPLICIT_ARCHS
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm.batches import table_batches
 from implicit_rec.models.features import DINAttention, match_counts, target_attention
@@ -154,7 +155,7 @@ def test_the_fm_reads_the_order_streams(tiny, orders_changed):
     np.testing.assert_array_equal(np.asarray(a["item"]), np.asarray(b["item"]))  # the item embedding does not
 
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a == "implicit" else a for a in ARCHS])
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in IMPLICIT_ARCHS else a for a in ARCHS])
 def test_no_vm_reads_the_order_streams(tiny, orders_changed, arch):
     batch, changed = orders_changed
     fm_dim, history_len = 16, 5

@@ -33,6 +33,7 @@ from .loading import (
 from .names import (
     ARCHS,
     GLOSSARY,
+    IMPLICIT_ARCHS,
     METHODS,
     OPTIMIZERS,
     RELEASE_FILES,
@@ -60,6 +61,7 @@ __all__ = [
     "ARCHS",
     "DEFAULT",
     "GLOSSARY",
+    "IMPLICIT_ARCHS",
     "METHODS",
     "OPTIMIZERS",
     "REGENERATE",

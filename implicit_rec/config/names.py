@@ -6,7 +6,8 @@ them from ``implicit_rec.config``.
 
 from solvers._options import METHODS as SOLVER_METHODS
 
-ARCHS = ("mlp", "din", "implicit")  # VM architectures
+ARCHS = ("mlp", "din", "implicit", "implicit-seq")  # VM architectures
+IMPLICIT_ARCHS = ("implicit", "implicit-seq")  # the VM archs whose core is an ImplicitLayer
 TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")  # how a VM uses the FM
 METHODS = SOLVER_METHODS  # fixed-point solvers
 OPTIMIZERS = ("sgd", "momentum", "adam")  # local update rule of every DSGD agent

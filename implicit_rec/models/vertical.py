@@ -6,12 +6,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..config import ARCHS, TRANSFERS
+from ..config import ARCHS, IMPLICIT_ARCHS, TRANSFERS
 from ..data.events import Schema
-from ..layers import ImplicitLayer, MLPCell, SolverConfig
+from ..layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig
 from .features import MLP, DINAttention, FeatureEmbedder, match_counts
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
+
+SEQUENCE_HEADS = 2  # attention heads of the implicit-seq cell (d_state must be a multiple)
 
 
 class VerticalModel(nnx.Module):
@@ -25,8 +27,13 @@ class VerticalModel(nnx.Module):
     ``batch["loopfm"]`` (B, L, d_fm) with ``batch["loopfm_mask"]`` (B, L) is projected to the VM's
     width and pooled by DIN attention, keyed also by the ids of each logged request's ad
     (``batch["loopfm_<field>"]``), giving l, l * c, its mean and its soft count.
-    Core: an MLP (explicit VMs) or an ``ImplicitLayer`` with an ``MLPCell`` (``arch="implicit"``),
-    whose train and eval iteration settings are separate.
+    Core: an MLP (explicit VMs) or an ``ImplicitLayer`` (``is_implicit``), whose train and eval
+    iteration settings are separate. ``arch="implicit"``: an ``MLPCell`` on the front-end vector x.
+    ``arch="implicit-seq"``: a ``SequenceCell`` that injects x as its context and attends, at every
+    iteration, to the behaviour sequence (B, L, e) — followed, for the LoopFM transfers, by the
+    projected logged FM history (B, L2, e) — each position plus a learned segment embedding
+    (behaviour / LoopFM), keys and values computed once per forward pass. ``core_input(batch)``
+    is what the core reads (x, or that dict).
     Output dict: ``logit`` (B,), ``aux_logit`` (B,) for KD (an auxiliary head unless
     ``kd_on_main``), ``info`` (the implicit layer's LayerInfo, or None).
     """
@@ -53,6 +60,11 @@ class VerticalModel(nnx.Module):
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
         if transfer not in TRANSFERS:
             raise ValueError(f"transfer={transfer!r} is not supported; choose one of {', '.join(TRANSFERS)}.")
+        if arch == "implicit-seq" and d_state % SEQUENCE_HEADS:
+            raise ValueError(
+                f"d_state={d_state} (vm.d_state) must be a multiple of {SEQUENCE_HEADS} for arch='implicit-seq' "
+                f"(its attention has {SEQUENCE_HEADS} heads)."
+            )
         self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
         self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
         self.pairs = self.embed.match_pairs()
@@ -68,9 +80,17 @@ class VerticalModel(nnx.Module):
             self.loopfm_attention = DINAttention(e, history_len, rngs=rngs)
             width += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
             width += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
-        if arch == "implicit":
+        if arch == "implicit-seq":  # one learned (e,) segment embedding per stream the cell reads
+            self.segments = nnx.Param(
+                nnx.initializers.normal(0.02)(rngs.params(), (1 + self.uses_loopfm, e), jnp.float32)
+            )
+        if self.is_implicit:
+            if arch == "implicit":
+                cell = MLPCell(d_state, width, rngs=rngs)
+            else:
+                cell = SequenceCell(d_state, e, d_context=width, num_heads=SEQUENCE_HEADS, rngs=rngs)
             self.core = ImplicitLayer(
-                MLPCell(d_state, width, rngs=rngs),
+                cell,
                 d_state,
                 rngs=rngs,
                 train_solver=train_solver or SolverConfig(max_iter=20),
@@ -83,8 +103,32 @@ class VerticalModel(nnx.Module):
         self.head = nnx.Linear(last, 1, rngs=rngs)
         self.aux_head = nnx.Linear(last, 1, rngs=rngs) if self.uses_kd and not kd_on_main else None
 
+    @property
+    def is_implicit(self) -> bool:
+        """Whether the core is an ``ImplicitLayer`` (arch in ``IMPLICIT_ARCHS``)."""
+        return self.arch in IMPLICIT_ARCHS
+
     def features(self, batch: dict) -> jax.Array:
-        """The front-end vector (B, width) fed to the core."""
+        """The front-end vector x (B, width)."""
+        return self._front_end(batch)[0]
+
+    def core_input(self, batch: dict) -> jax.Array | dict:
+        """What the core reads: x (B, width), or for ``"implicit-seq"`` the ``SequenceCell`` input
+        ``{"sequence": (B, L + L2, e), "mask": (B, L + L2) bool, "context": x}`` (L2 = 0 without LoopFM)."""
+        x, streams = self._front_end(batch)
+        if self.arch != "implicit-seq":
+            return x
+        segments = self.segments[...]
+        seqs = [s + segments[i] for i, (s, _) in enumerate(streams)]
+        return {
+            "sequence": jnp.concatenate(seqs, axis=1),
+            "mask": jnp.concatenate([m.astype(bool) for _, m in streams], axis=1),
+            "context": x,
+        }
+
+    def _front_end(self, batch: dict) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
+        """x (B, width) and the streams [(behaviour sequence (B, L, e), mask (B, L))], plus the
+        projected LoopFM history (B, L2, e) and its mask for the LoopFM transfers."""
         e = self.embed(batch)
         cand, seq, mask = e["candidate"], e["sequence"], e["mask"]
         if self.arch == "mlp":
@@ -93,6 +137,7 @@ class VerticalModel(nnx.Module):
         else:
             att = self.attention(cand, seq, mask)
             pooled, count = att["pooled"], att["count"]
+        streams = [(seq, mask)]
         parts = [
             e["fields"].reshape(cand.shape[0], -1),
             cand,
@@ -110,12 +155,13 @@ class VerticalModel(nnx.Module):
             mean = jnp.sum(hist * hmask[..., None], 1) / jnp.maximum(hmask.sum(1, keepdims=True), 1)
             parts += [lf["pooled"], lf["pooled"] * cand, mean, lf["count"]]
             parts += _same_ad_pooling(batch, hist, hmask, self.embed.query_fields)
-        return jnp.concatenate(parts, axis=-1)
+            streams.append((hist, hmask))
+        return jnp.concatenate(parts, axis=-1), streams
 
     def __call__(self, batch: dict) -> dict:
-        x = self.features(batch)
+        x = self.core_input(batch)
         info = None
-        if self.arch == "implicit":
+        if self.is_implicit:
             h, info = self.core(x)
         else:
             h = nnx.relu(self.core(x))

@@ -40,10 +40,10 @@ def comparison_pairs(vms: Sequence, baselines: Sequence = ()) -> list[tuple[str,
             pairs += [(n, base) for n in variants]
         if f"{arch}/loopfm" in by_name and f"{arch}/kd" in by_name:
             pairs.append((f"{arch}/loopfm", f"{arch}/kd"))
-    explicit = [v for v in list(vms) + list(baselines) if v.arch != "implicit"]
+    explicit = [v for v in list(vms) + list(baselines) if not v.is_implicit]
     for name in names:
         first = by_name[name][0]
-        if first.arch != "implicit":
+        if not first.is_implicit:
             continue
         same = [v for v in explicit if v.transfer == first.transfer]
         if same:

@@ -13,6 +13,8 @@ import typing
 
 import numpy as np
 
+from ..config import IMPLICIT_ARCHS
+
 
 class Record:
     """Mixin of the frozen stage dataclasses: ``to_dict`` is the JSON form, ``from_dict`` its inverse.
@@ -132,11 +134,16 @@ class VMResult(Record):
     gauc: float
     logloss: float
     params: int
-    hidden: tuple[int, ...] | None  # MLP widths of an explicit VM; None for the implicit VM
+    hidden: tuple[int, ...] | None  # MLP widths of an explicit VM; None for an implicit VM
     epochs: int
     seconds: float
     examples_per_second: float
     weights: str  # parameter file, relative to the run directory
+
+    @property
+    def is_implicit(self) -> bool:
+        """Whether the VM's core is an ImplicitLayer (``arch`` in ``IMPLICIT_ARCHS``)."""
+        return self.arch in IMPLICIT_ARCHS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,7 +199,7 @@ def vm_stage(
             seed=seed,
             **res,
             params=count_params(model),
-            hidden=tuple(hidden or cfg.vm.hidden) if arch != "implicit" else None,
+            hidden=None if model.is_implicit else tuple(hidden or cfg.vm.hidden),
             epochs=hist["epochs_run"],
             seconds=time.perf_counter() - t0,
             examples_per_second=hist["examples_per_second"],
@@ -244,7 +244,7 @@ def sweep_stage(
         labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
         lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
         rows, lips, points = [], [], []
-        todo = [v for v in vms if v.arch == "implicit"]
+        todo = [v for v in vms if v.is_implicit]
         bar = run.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if run.bar else None
         t0 = time.perf_counter()
         for v in todo:
