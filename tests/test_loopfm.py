@@ -83,8 +83,8 @@ def test_synthetic_is_deterministic_and_well_formed(tiny):
         np.testing.assert_array_equal(tiny[name], again[name])
     assert len(other) != len(tiny) or not np.array_equal(other["label"], tiny["label"])
     assert set(np.unique(tiny["split"])) == {0, 1, 2}
-    assert np.all(tiny["day"][tiny["split"] == SPLITS["test"]] >= 7)  # days 7-8 are the test split
-    assert set(np.unique(tiny["day"][tiny["split"] == SPLITS["test"]])) == {7, 8}
+    assert np.all(tiny["day"][tiny["split"] == SPLITS["test"]] >= 7)  # days 7-9 are the test split
+    assert set(np.unique(tiny["day"][tiny["split"] == SPLITS["test"]])) == {7, 8, 9}
     assert 0.03 < float(tiny["label"].mean()) < 0.4
     for seq, vocab in tiny.schema.sequences:
         assert tiny[seq].shape == (len(tiny), tiny.schema.max_len)

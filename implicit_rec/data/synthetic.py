@@ -1,4 +1,4 @@
-"""The embedded default dataset: synthetic ad impressions with the TaobaoAd_x1 schema over 9 days.
+"""The embedded default dataset: synthetic ad impressions with the TaobaoAd_x1 schema over 10 days.
 
 Generative process (a plausible model of user behaviour; every method sees the same data):
 
@@ -21,7 +21,7 @@ Generative process (a plausible model of user behaviour; every method sees the s
    foundation model reads them (``Schema.fm_sequences``): in production the FM sees the behaviours
    of other surfaces, the compact model of one surface does not. This stream is the FM's
    information edge.
-5. **Impressions** (the events) at a personal rate over 9 days. Half of the candidate ads are
+5. **Impressions** (the events) at a personal rate over 10 days. Half of the candidate ads are
    retargeted (a category among the user's last 20 behaviours), half drawn by popularity. The
    click logit is logit_base + history_terms . HISTORY_WEIGHTS:
        logit_base = -3.7 + 1.5 * cos(theta_u(t), e_ad)          (current interest)
@@ -47,8 +47,8 @@ Generative process (a plausible model of user behaviour; every method sees the s
    (N, max_len) the age in days of each sequence entry (NaN at padding); ``info["btag_buy_id"]`` is
    the encoded btag of a purchase.
 
-Days 0-6 are training (the last 10% of that time range is validation), days 7-8 are test (two days:
-a test set large enough for tight paired intervals). Vocabularies are fitted on the training split
+Days 0-6 are training (the last 10% of that time range is validation), days 7-9 are test (three
+days: a test set large enough for paired AUC intervals of half-width about 0.004 or less). Vocabularies are fitted on the training split
 only (0 = padding, 1 = OOV). Presets: ``tiny`` (tests, seconds),
 ``default`` (the main job), ``large`` (tens of millions of rows, written block by block to memory
 maps, to exercise streaming and caching; give it a ``cache_dir``).
@@ -86,9 +86,9 @@ ITEM = ("adgroup_id", "cate_id", "campaign_id", "customer", "brand")
 CONTEXT = ("pid", "btag")
 SEQUENCES = (("cate_his", "cate_id"), ("brand_his", "brand"), ("btag_his", "btag"))
 ORDER_SEQUENCES = (("order_cate_his", "cate_id"), ("order_brand_his", "brand"))  # Schema.fm_sequences
-DAYS, PRIOR_DAYS, ORDER_PRIOR_DAYS, TEST_DAY = 9, 30, 120, 7  # days TEST_DAY.. are the test split
+DAYS, PRIOR_DAYS, ORDER_PRIOR_DAYS, TEST_DAY = 10, 30, 120, 7  # days TEST_DAY.. are the test split
 SECONDS = 86_400
-GENERATOR_VERSION = 4  # in cache directory names; bump when the generated data change
+GENERATOR_VERSION = 5  # in cache directory names; bump when the generated data change
 BUY = 3  # raw btag id of a purchase
 INTERCEPT = -3.7
 HISTORY_TERMS = ("brand_affinity", "cate_affinity", "bought_cate_3d", "order_brand", "order_cate")

@@ -6,7 +6,7 @@ They take the ``[fm]`` / ``[vm]`` sections of a run configuration resolved again
 Time discipline (defaults for the 8-day synthetic data): the FM trains on days 0-3 (its own
 validation is the last 10% of that window) and then "goes live": it logs a representation for
 every event from day 4 on. VMs train on days 4-6 (validation: the ``valid`` split at the end of
-training time), everything is tested on days 7-8. A VM's LoopFM feature for an event at time t is the
+training time), everything is tested on days 7-9. A VM's LoopFM feature for an event at time t is the
 same user's last L logged FM embeddings from events strictly before t; its KD target is the FM's
 logged logit for that event (the FM never saw the VM window's labels). No label of the VM window
 or the test day reaches any VM input.
