@@ -11,7 +11,7 @@ from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm.batches import table_batches
 from implicit_rec.models.features import DINAttention, match_counts, target_attention
 from implicit_rec.models.foundation import FoundationModel
-from implicit_rec.models.vertical import ARCHS, TRANSFERS, VerticalModel
+from implicit_rec.models.vertical import ARCHS, VerticalModel
 
 DIM, L = 4, 6
 
@@ -168,7 +168,7 @@ def test_no_vm_reads_the_order_streams(tiny, orders_changed, arch):
     }
     for c in tiny.schema.query_fields:  # the ids of the logged requests' ads: some equal the candidate's
         extra[f"loopfm_{c}"] = np.where(rng.random((len(batch["label"]), history_len)) < 0.5, batch[c][:, None], 0)
-    for transfer in TRANSFERS:
+    for transfer in ("none", "loopfm+kd"):  # loopfm+kd reads every input the kd and loopfm variants read
         vm = VerticalModel(
             tiny.schema,
             tiny.vocab_sizes,

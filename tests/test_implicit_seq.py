@@ -117,6 +117,7 @@ def _grads(vm, batch):
     return nnx.grad(lambda m: vm_loss(m, batch)[0])(vm)
 
 
+@pytest.mark.slow  # compiles a 100-step unrolled gradient (about 10 s cold)
 def test_implicit_gradients_match_a_long_unrolled_solve(tiny, batch):
     vm = _vm(tiny)
 
@@ -190,6 +191,7 @@ def test_without_loopfm_it_reads_the_behaviour_sequence_only(tiny, batch):
     assert np.isfinite(np.asarray(_forward(vm, plain))).all()
 
 
+@pytest.mark.slow  # compiles the sweep and the Lipschitz trajectory (about 13 s cold)
 def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
     vm = _vm(tiny, eval_solver=SolverConfig(method="anderson", max_iter=30, tol=1e-4))
     make = _make_batch(tiny)

@@ -48,8 +48,9 @@ Generative process (a plausible model of user behaviour; every method sees the s
    the encoded btag of a purchase.
 
 Days 0-6 are training (the last 10% of that time range is validation), days 7-9 are test (three
-days: a test set large enough for paired AUC intervals of half-width about 0.004 or less). Vocabularies are fitted on the training split
-only (0 = padding, 1 = OOV). Presets: ``tiny`` (tests, seconds),
+days: a test set large enough for paired AUC intervals of half-width about 0.004 or less).
+Vocabularies are fitted on the training split only (0 = padding, 1 = OOV). Presets: ``tiny``
+(tests, seconds),
 ``default`` (the main job), ``large`` (tens of millions of rows, written block by block to memory
 maps, to exercise streaming and caching; give it a ``cache_dir``).
 """
