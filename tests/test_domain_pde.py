@@ -110,6 +110,7 @@ def test_spectral_conv_equals_direct_circular_convolution():
 
 
 @pytest.mark.x64
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_models_are_equivariant_to_grid_shifts():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 2))
     shift = lambda v: jnp.roll(v, (3, -5), axis=(1, 2))  # noqa: E731

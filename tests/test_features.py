@@ -144,6 +144,7 @@ def _forward(model, batch):
     return model(batch)
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_the_fm_reads_the_order_streams(tiny, orders_changed):
     batch, changed = orders_changed
     fm = FoundationModel(tiny.schema, tiny.vocab_sizes, rngs=nnx.Rngs(0), size="small", max_len=32)

@@ -86,6 +86,7 @@ def batch(tiny):
     return _make_batch(tiny)(tiny.rows("train")[:8])
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_core_input_is_the_two_segmented_sequences_with_the_front_end_as_context(tiny, batch):
     vm = _vm(tiny)
     assert vm.is_implicit and isinstance(vm.core.cell, SequenceCell)
@@ -180,6 +181,7 @@ def test_it_reads_the_sequences_at_every_iteration_and_only_their_real_positions
         assert float(jnp.abs(_forward(vm, changed) - base).max()) > 1e-4
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_without_loopfm_it_reads_the_behaviour_sequence_only(tiny, batch):
     vm = _vm(tiny, transfer="none")
     params = nnx.to_pure_dict(nnx.state(vm, nnx.Param))

@@ -51,6 +51,7 @@ def test_resolve_fills_what_the_data_decides_and_nothing_else():
         study.logged_rows(synthetic_events("tiny", seed=0), cfg.fm)
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_make_vm_reads_the_solver_settings_of_the_vm_section(tiny, fast):
     vm = dataclasses.replace(fast.vm, method="picard", train_max_iter=3, train_tol=1e-3, eval_max_iter=7, eval_tol=1e-6)
 
