@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 CSTAMP := $(VENV)/.installed-core
 BSTAMP := $(VENV)/.installed-bench
 FAST   := -m "not slow"
-# The fast lane runs in parallel processes (pytest-xdist), one test file per worker at a time, so
+# The test lanes run in parallel processes (pytest-xdist), one test file per worker at a time, so
 # module fixtures are built once; most of its time is XLA compilation, which is single-threaded.
 WORKERS ?= 2
 XDIST  := -n $(WORKERS) --dist loadfile
@@ -54,7 +54,7 @@ test: $(STAMP)
 
 # Everything: subprocess and multi-process runs, FM trainings, tiny pipelines, the domains.
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # The fast lane on the dependency floors declared in pyproject.toml, installed exactly.
 .venv-floors/.installed: pyproject.toml .ci/floors.py
