@@ -25,6 +25,7 @@ from ..data.events import EventTable
 from ..loopfm import study
 from ..loopfm.batches import vm_batches
 from ..loopfm.store import HistoricalStore
+from ..models.training import pad_rows
 from ..models.vertical import vm_loss
 
 
@@ -101,7 +102,7 @@ class VMProblem:
         probs = []
         for s in range(0, len(rows), chunk):
             part = rows[s : s + chunk]
-            padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
+            padded = pad_rows(part, chunk)
             probs.append(np.asarray(self.forward(xd, jax.device_put(self.make_batch(padded), dev)))[: len(part)])
         return metrics.auc(np.asarray(self.table["label"][rows]), np.concatenate(probs))
 
