@@ -33,7 +33,7 @@ from flax import nnx
 import solvers
 
 from . import metrics
-from .models.training import pad_rows
+from .models.training import padded_chunks
 from .models.vertical import VerticalModel
 from .sweep_core import SweepRow, check_iterations, sweep_rows
 
@@ -94,13 +94,9 @@ _FEATURES = nnx.jit(lambda m, b: m.core_input(b))  # one function object: compil
 
 
 def _chunks(rows: np.ndarray, chunk: int):
-    """``(padded, n)`` per chunk of ``rows``: every chunk has ``min(chunk, len(rows))`` entries (the
-    last padded by repeating its last entry, :func:`~implicit_rec.models.training.pad_rows`), so the
-    jitted passes below compile once per model structure; ``n`` real entries come first."""
-    size = min(chunk, len(rows))
-    for i in range(0, len(rows), max(size, 1)):
-        part = rows[i : i + size]
-        yield pad_rows(part, size), len(part)
+    """``(padded, n)`` per chunk of ``min(chunk, len(rows))`` entries (``training.padded_chunks``), so
+    the jitted passes below compile once per model structure; ``n`` real entries come first."""
+    return padded_chunks(rows, max(min(chunk, len(rows)), 1))
 
 
 def vm_features(model: VerticalModel, make_batch: Callable, rows: np.ndarray, chunk: int = 4096):

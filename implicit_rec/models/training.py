@@ -43,13 +43,16 @@ def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
     return np.pad(rows, (0, size - n), mode="edge") if 0 < n < size else rows
 
 
-def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
-    """Chunks of ``size`` rows (shuffled when ``rng`` is given), the last padded (:func:`pad_rows`);
-    yields ``(rows, n_real)``."""
-    rows = rng.permutation(rows) if rng is not None else rows
+def padded_chunks(rows: np.ndarray, size: int):
+    """Chunks of ``size`` rows, the last padded (:func:`pad_rows`); yields ``(rows, n_real)``."""
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
         yield pad_rows(chunk, size), len(chunk)
+
+
+def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
+    """:func:`padded_chunks` of ``rows``, shuffled first when ``rng`` is given."""
+    return padded_chunks(rng.permutation(rows) if rng is not None else rows, size)
 
 
 def padding_weight(n_real: int, size: int) -> np.ndarray:
