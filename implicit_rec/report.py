@@ -7,7 +7,9 @@
     versions        package versions
     fm              {auc, gauc, logloss, params, size, seconds, examples_per_second}
     vms             [{name, arch, transfer, seed, auc, gauc, logloss, params, epochs, seconds,
-                      examples_per_second, hidden, weights}]
+                      examples_per_second, hidden, weights, history}]   history: per-epoch records; an
+                                                      implicit VM's add eval_converged_fraction,
+                                                      eval_mean_nstep, spectral_radius_mean / _max
     baselines       [{vm, seed, transfer, params, hidden, depth, auc, gauc, logloss, seconds, flops,
                       lipschitz_max, lipschitz_mean}]             explicit VMs on the sweep's axes
     transfer_ratio  {arch: {"auc" | "neg_logloss": implicit_rec.loopfm.transfer.transfer_ratios(...)}}

@@ -13,7 +13,7 @@ from typing import Any
 from dsgd.topology import TOPOLOGIES
 
 from .fields import _AUTO, ConfigError, _field, _plain, _Section, _table, _typed_fields
-from .names import ARCHS, METHODS, OPTIMIZERS, RELEASES, SHARDINGS, SOURCES, TRANSFERS
+from .names import ARCHS, METHODS, OPTIMIZERS, PARAMETERIZATIONS, RELEASES, SHARDINGS, SOURCES, TRANSFERS, Z0_MODES
 
 
 def _check_window(cfg, name: str) -> None:
@@ -203,10 +203,50 @@ class VMConfig(_Section):
     train_tol: float = _field(1e-4, "solver tolerance (relative residual) while training", min=0)
     eval_max_iter: int = _field(30, "solver iteration cap of the implicit VM when testing", min=1)
     eval_tol: float = _field(1e-5, "solver tolerance (relative residual) when testing", min=0)
+    # -- the implicit VMs' cell and the training for test-time compute --------------------------
+    parameterization: str = _field(
+        "spectral",
+        "state map of the implicit cells: spectral (||W|| = gamma, hard cap), weight or none (unconstrained: "
+        "pair with jacobian_weight and watch the per-epoch convergence monitor)",
+        choices=PARAMETERIZATIONS,
+    )
+    gamma: float = _field(0.9, "spectral cap ||W||_2 of parameterization = spectral", positive=True, below=1)
+    train_grad: str = _field(
+        "ift", "gradient of the implicit VMs: ift (implicit), phantom or unroll", choices=("ift", "phantom", "unroll")
+    )
+    train_iterations: tuple[int, ...] | None = _field(
+        None,
+        "random-k training: [lo, hi], each step runs exactly k ~ U{lo..hi} iterations (train_grad phantom or "
+        "unroll); 'auto' = off (solve to train_tol within train_max_iter)",
+        min=1,
+    )
+    z0: str = _field(
+        "zeros", "initial state of the implicit VMs (learned: tanh(A c) of the injection)", choices=Z0_MODES
+    )
+    z0_noise: float = _field(0.0, "path independence: training starts at z0 + z0_noise * U(-1, 1); 0 = off", min=0)
+    correction_states: int = _field(
+        0, "states along the training solve scored by the fixed-point-correction loss", min=0
+    )
+    correction_weight: float = _field(1.0, "weight of the fixed-point-correction loss (correction_states > 0)", min=0)
+    jacobian_weight: float = _field(0.0, "weight of the Jacobian penalty ||df/dz||_F^2 / d at z*; 0 = off", min=0)
+    warmup_steps: int = _field(0, "warm-up curriculum: the first steps train warmup_iters unrolled iterations", min=0)
+    warmup_iters: int = _field(6, "unrolled iterations of the warm-up steps", min=1)
 
     def _check(self) -> None:
         _check_window(self, "vm")
         _check_lists(self, "archs", "transfers")
+        if self.train_iterations is not None:
+            lo_hi = list(self.train_iterations)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ConfigError(
+                    f"vm.train_iterations must be [lo, hi] with 1 <= lo <= hi, got {lo_hi}.", "vm.train_iterations"
+                )
+            if self.train_grad == "ift":
+                raise ConfigError(
+                    "vm.train_iterations (random-k training) runs exactly k iterations, not a solve: set "
+                    "vm.train_grad = 'phantom' or 'unroll'.",
+                    "vm.train_grad",
+                )
         if not self.hidden:
             raise ConfigError("vm.hidden must list at least one hidden width, e.g. [64, 32].", "vm.hidden")
 

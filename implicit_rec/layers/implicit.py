@@ -89,6 +89,18 @@ class ImplicitLayer(nnx.Module):
       warmup_steps, warmup_iters: the first ``warmup_steps`` training calls use
         ``warmup_iters`` unrolled iterations (grad="unroll") instead of the
         implicit solve (0 = off), as DEQ practitioners warm up.
+      train_iterations: ``(lo, hi)`` turns on random-k training: every training call runs
+        exactly k ~ Uniform{lo, ..., hi} iterations of the train solver's method from z0 (k drawn
+        per call from the ``iterations`` stream of ``rngs``; samples that reach ``tol`` freeze, as
+        in the solver) and differentiates z_k by the train solver's ``grad``: ``"unroll"``
+        (backpropagation through the iterations; the pass always runs ``hi`` steps and reads
+        z_k) or ``"phantom"`` (``phantom_steps`` damped differentiable applications of the
+        cell from the stopped z_k). A model trained so sees every budget in the range and is
+        read out at whatever k it is given (the Implicit Models paper's test-time compute);
+        ``None`` (default) solves to ``tol`` within ``max_iter``.
+      z0_noise: path independence (0 = off): in training, z0 + z0_noise * u with u ~ U(-1, 1)
+        per sample and call (``start`` stream of ``rngs``), so the model learns a fixed point
+        reached from any start rather than a path from one start.
 
     Calling ``layer(x)`` returns ``(z_star, LayerInfo)``. ``LayerInfo`` reports the forward
     solve; the implicit backward pass (the adjoint solve of ``grad="ift"``, and which samples
@@ -111,6 +123,8 @@ class ImplicitLayer(nnx.Module):
         correction_states: int = 0,
         warmup_steps: int = 0,
         warmup_iters: int = 6,
+        train_iterations: tuple[int, int] | None = None,
+        z0_noise: float = 0.0,
     ):
         if z0 not in Z0_MODES:
             raise ValueError(f"z0={z0!r} is not supported; choose 'zeros' or 'learned'.")
@@ -133,6 +147,15 @@ class ImplicitLayer(nnx.Module):
         for name, value in [("train_solver", train_solver), ("eval_solver", eval_solver)]:
             if value is not None and not isinstance(value, SolverConfig):
                 raise TypeError(f"{name} must be a SolverConfig, got {type(value).__name__}.")
+        train_iterations = _check_range(train_iterations)
+        if train_iterations is not None and (train_solver or SolverConfig()).grad not in RANDOM_K_GRADS:
+            raise ValueError(
+                f"train_iterations={train_iterations} (random-k training) differentiates z_k by unrolling or "
+                f"the phantom gradient; set train_solver.grad to 'unroll' or 'phantom' (got "
+                f"{(train_solver or SolverConfig()).grad!r})."
+            )
+        if isinstance(z0_noise, bool) or not isinstance(z0_noise, (int, float)) or not z0_noise >= 0:
+            raise ValueError(f"z0_noise must be a number >= 0, got {z0_noise!r}.")
         self.cell = cell
         self.d_state = d_state
         self.train_solver = train_solver or SolverConfig()
@@ -145,6 +168,8 @@ class ImplicitLayer(nnx.Module):
         self.correction_states = correction_states
         self.warmup_steps = warmup_steps
         self.warmup_iters = warmup_iters
+        self.train_iterations = train_iterations
+        self.z0_noise = float(z0_noise)
         self.steps = StepCounter(jnp.zeros((), jnp.int32))
         self.adjoint_probe = AdjointProbe(jnp.zeros((len(ADJOINT_FIELDS),), jnp.float32))
         self.rngs = rngs
@@ -179,6 +204,8 @@ class ImplicitLayer(nnx.Module):
         f, params = self._functional_cell()
         z0 = self._initial_state(ctx)
         training = not self.deterministic
+        if training and self.z0_noise > 0:
+            z0 = z0 + self.z0_noise * jax.random.uniform(self.rngs.start(), z0.shape, z0.dtype, -1.0, 1.0)
         # per-sample probe: each sample's report is summed into the layer's (5,) probe gradient
         totals = self.adjoint_probe[...]
         probe = solvers.AdjointInfo(*(jnp.broadcast_to(totals[i], z0.shape[:1]) for i in range(len(ADJOINT_FIELDS))))
@@ -194,6 +221,10 @@ class ImplicitLayer(nnx.Module):
                 )
 
             z, sinfo = jax.lax.cond(self.steps[...] < self.warmup_steps, unrolled, implicit, params, ctx, z0)
+        elif training and self.train_iterations is not None:
+            lo, hi = self.train_iterations
+            k = jax.random.randint(self.rngs.iterations(), (), lo, hi + 1)
+            z, sinfo = _random_k(f, z0, params, ctx, k, hi, config)
         else:
             z, sinfo = implicit(params, ctx, z0)
         if training:
@@ -307,6 +338,53 @@ class ImplicitLayer(nnx.Module):
             for _, m in nnx.iter_graph(self.cell):
                 if isinstance(m, nnx.Module) and id(m) in modes:
                     m.deterministic = modes[id(m)]
+
+
+RANDOM_K_GRADS = ("unroll", "phantom")
+
+
+def _check_range(value) -> tuple[int, int] | None:
+    """``train_iterations`` as ``(lo, hi)`` with 1 <= lo <= hi, or None."""
+    if value is None:
+        return None
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 1 <= value[0] <= value[1]
+    )
+    if not ok:
+        raise ValueError(f"train_iterations must be (lo, hi) integers with 1 <= lo <= hi, got {value!r}.")
+    return int(value[0]), int(value[1])
+
+
+def _random_k(f, z0, params, ctx, k, hi: int, config: SolverConfig):
+    """z_k (B, d) after exactly k (traced, <= hi) iterations of ``config.method`` from z0, and its
+    ``solvers.SolverInfo``-like report; differentiable by ``config.grad`` ("unroll" / "phantom")."""
+    options = dict(
+        method=config.method,
+        tol=config.tol,
+        stop=config.stop,
+        damping=config.damping,
+        memory=config.memory,
+        ridge=config.ridge,
+    )
+    if config.grad == "unroll":
+        z = solvers.iterate(f, z0, params, ctx, steps=hi, **options)[k]
+    else:
+        stop = jax.lax.stop_gradient
+        z = stop(solvers.iterate(f, stop(z0), stop(params), stop(ctx), steps=hi, **options)[k])
+        for _ in range(config.phantom_steps):
+            z = z + config.damping * (f(z, params, ctx) - z)
+    residual = solvers.residual(jax.lax.stop_gradient(z), jax.lax.stop_gradient(f(z, params, ctx)), config.stop)
+    nstep = jnp.broadcast_to(k, residual.shape)
+    return z, _RandomKInfo(residual, nstep, residual <= config.tol)
+
+
+class _RandomKInfo(NamedTuple):
+    residual: jax.Array
+    nstep: jax.Array
+    converged: jax.Array
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

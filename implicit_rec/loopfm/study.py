@@ -24,7 +24,7 @@ from ..config import FMConfig, RunConfig, VMConfig
 from ..data.events import SPLITS, EventTable
 from ..layers import SolverConfig
 from ..models.foundation import FoundationModel
-from ..models.training import TrainConfig, fit
+from ..models.training import ConvergenceMonitor, TrainConfig, fit
 from ..models.vertical import VerticalModel, bce_with_logits, vm_loss
 from .batches import table_batches, vm_batches
 from .store import HistoricalStore
@@ -106,12 +106,19 @@ def fm_loss(model: FoundationModel, batch: dict):
 
 @dataclasses.dataclass(frozen=True)
 class VMLoss:
-    """``vm_loss`` with a fixed KD weight; hashable, so ``fit`` compiles its step once per weight."""
+    """``vm_loss`` with fixed weights; hashable, so ``fit`` compiles its step once per weight set."""
 
     kd_weight: float
+    jacobian_weight: float = 0.0
+    correction_weight: float = 0.0
+
+    @classmethod
+    def of(cls, vm: VMConfig) -> VMLoss:
+        """The loss of the ``[vm]`` section (KD, Jacobian penalty, fixed-point correction weights)."""
+        return cls(vm.kd_weight, vm.jacobian_weight, vm.correction_weight if vm.correction_states else 0.0)
 
     def __call__(self, model: VerticalModel, batch: dict):
-        return vm_loss(model, batch, self.kd_weight)
+        return vm_loss(model, batch, self.kd_weight, self.jacobian_weight, self.correction_weight)
 
 
 def train_fm(
@@ -210,9 +217,28 @@ def make_vm(
         kd_on_main=vm.kd_on_main,
         hidden=tuple(hidden or vm.hidden),
         d_state=vm.d_state,
-        train_solver=SolverConfig(method=vm.method, max_iter=vm.train_max_iter, tol=vm.train_tol),
+        train_solver=SolverConfig(method=vm.method, max_iter=vm.train_max_iter, tol=vm.train_tol, grad=vm.train_grad),
         eval_solver=SolverConfig(method=vm.method, max_iter=vm.eval_max_iter, tol=vm.eval_tol),
+        parameterization=vm.parameterization,
+        gamma=vm.gamma,
+        layer_options=layer_options(vm),
     )
+
+
+def layer_options(vm: VMConfig) -> dict:
+    """``ImplicitLayer`` keyword arguments of the ``[vm]`` section: the training for test-time compute."""
+    return {
+        "z0": vm.z0,
+        "z0_noise": vm.z0_noise,
+        "train_iterations": tuple(vm.train_iterations) if vm.train_iterations is not None else None,
+        "jacobian_penalty": vm.jacobian_weight > 0,
+        "correction_states": vm.correction_states,
+        "warmup_steps": vm.warmup_steps,
+        "warmup_iters": vm.warmup_iters,
+    }
+
+
+MONITOR_ROWS = 512  # validation rows of the per-epoch convergence monitor of an implicit VM
 
 
 def train_vm(
@@ -227,14 +253,19 @@ def train_vm(
 ) -> tuple[VerticalModel, dict, Callable]:
     """Train one VM of ``vm`` on ``vm.days``; returns (model, fit history, batch function).
 
-    ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``) go to :func:`fit`."""
+    ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``, ``monitor``) go to :func:`fit`; an
+    implicit VM's history records its convergence per epoch (:class:`ConvergenceMonitor` on
+    ``MONITOR_ROWS`` validation rows) unless ``monitor`` is given."""
     model = make_vm(table, store, vm, arch, transfer, seed, hidden)
     make = vm_batches(table, store, vm.history_len, transfer)
     train_rows = window_rows(table, "train", vm.days)
     valid_rows = table.rows("valid")
+    if model.is_implicit and "monitor" not in fit_options:
+        sample = np.sort(np.random.default_rng(0).permutation(valid_rows)[:MONITOR_ROWS])
+        fit_options["monitor"] = ConvergenceMonitor(make(sample))
     hist = fit(
         model,
-        VMLoss(vm.kd_weight),
+        VMLoss.of(vm),
         make,
         train_rows,
         valid_rows,

@@ -111,6 +111,7 @@ def fit(
     progress: Callable[[dict], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress_bar: Callable[..., Any] | None = None,
+    monitor: Callable[[nnx.Module], dict] | None = None,
 ) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
@@ -134,6 +135,9 @@ def fit(
     ``train_mean_nstep`` of the forward solves, and, for ``grad="ift"``, the adjoint solves of
     the backward passes: ``adjoint_converged_fraction``, ``adjoint_fallback_fraction``,
     ``adjoint_mean_residual``, ``adjoint_mean_nstep`` (means over the epoch's samples).
+
+    ``monitor(model) -> dict`` (model in eval mode): extra per-epoch entries of the record, e.g.
+    :func:`convergence_monitor`'s fixed-point health at the evaluation settings.
 
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
     parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
@@ -193,6 +197,7 @@ def fit(
             "train_loss": float(np.mean(losses)),
             **_solver_log(totals),
             **{f"valid_{k}": v for k, v in valid.items()},
+            **(monitor(model) if monitor is not None else {}),
         }
         history.append(record)
         if progress is not None:
@@ -234,6 +239,33 @@ def fit(
 
 
 _KEEP = nnx.Not(nnx.RngState)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ConvergenceMonitor:
+    """Per-epoch fixed-point health of a model's implicit core on a fixed sample of rows, at the
+    evaluation solver settings: ``eval_converged_fraction``, ``eval_mean_nstep`` and the spectral
+    radius of d cell / dz at z* (``spectral_radius_mean`` / ``_max`` over the sample; < 1 means
+    locally contractive). The model must have ``core_input(batch)`` and an ``ImplicitLayer`` ``core``.
+    """
+
+    batch: dict
+
+    def __call__(self, model: nnx.Module) -> dict:
+        model.eval()
+        out = _convergence(model, self.batch)
+        return {name: float(v) for name, v in zip(_CONVERGENCE, out)}
+
+
+_CONVERGENCE = ("eval_converged_fraction", "eval_mean_nstep", "spectral_radius_mean", "spectral_radius_max")
+
+
+@nnx.jit
+def _convergence(model: nnx.Module, batch: dict) -> tuple[jax.Array, ...]:
+    x = model.core_input(batch)
+    z, info = model.core(x)
+    rho = model.core.spectral_radius(x, z)
+    return info.converged_fraction, info.mean_nstep, jnp.mean(rho), jnp.max(rho)
 
 
 _TOTALS = (

@@ -8,7 +8,7 @@ from flax import nnx
 
 from ..config import ARCHS, IMPLICIT_ARCHS, TRANSFERS
 from ..data.events import Schema
-from ..layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig
+from ..layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
 from .features import MLP, DINAttention, FeatureEmbedder, match_counts
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
@@ -34,6 +34,11 @@ class VerticalModel(nnx.Module):
     projected logged FM history (B, L2, e) — each position plus a learned segment embedding
     (behaviour / LoopFM), keys and values computed once per forward pass. ``core_input(batch)``
     is what the core reads (x, or that dict).
+    The implicit cores take the state map's ``parameterization`` and ``gamma`` (``layers.StateLinear``:
+    "spectral" caps ||W||_2 = gamma; "weight" / "none" leave the cell unconstrained, to pair with the
+    Jacobian penalty) and ``layer_options``, keyword arguments of ``ImplicitLayer`` (``z0``,
+    ``z0_noise``, ``train_iterations``, ``jacobian_penalty``, ``correction_states``, ``warmup_steps``,
+    ...: the training for test-time compute).
     Output dict: ``logit`` (B,), ``aux_logit`` (B,) for KD (an auxiliary head unless
     ``kd_on_main``), ``info`` (the implicit layer's LayerInfo, or None).
     """
@@ -55,6 +60,9 @@ class VerticalModel(nnx.Module):
         train_solver: SolverConfig | None = None,
         eval_solver: SolverConfig | None = None,
         kd_on_main: bool = False,
+        parameterization: str = "spectral",
+        gamma: float = 0.9,
+        layer_options: dict | None = None,
     ):
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
@@ -85,16 +93,18 @@ class VerticalModel(nnx.Module):
                 nnx.initializers.normal(0.02)(rngs.params(), (1 + self.uses_loopfm, e), jnp.float32)
             )
         if self.is_implicit:
+            well_posed = {"parameterization": parameterization, "gamma": gamma}
             if arch == "implicit":
-                cell = MLPCell(d_state, width, rngs=rngs)
+                cell = MLPCell(d_state, width, rngs=rngs, **well_posed)
             else:
-                cell = SequenceCell(d_state, e, d_context=width, num_heads=SEQUENCE_HEADS, rngs=rngs)
+                cell = SequenceCell(d_state, e, d_context=width, num_heads=SEQUENCE_HEADS, rngs=rngs, **well_posed)
             self.core = ImplicitLayer(
                 cell,
                 d_state,
                 rngs=rngs,
                 train_solver=train_solver or SolverConfig(max_iter=20),
                 eval_solver=eval_solver,
+                **(layer_options or {}),
             )
             last = d_state
         else:
@@ -201,12 +211,33 @@ def bce_with_logits(logits: jax.Array, targets: jax.Array, weight: jax.Array | N
     return jnp.sum(weight * losses) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def vm_loss(model: VerticalModel, batch: dict, kd_weight: float = 1.0) -> tuple[jax.Array, dict]:
+def vm_loss(
+    model: VerticalModel,
+    batch: dict,
+    kd_weight: float = 1.0,
+    jacobian_weight: float = 0.0,
+    correction_weight: float = 0.0,
+) -> tuple[jax.Array, dict]:
     """BCE on the label, plus kd_weight * BCE(sigmoid(FM logit), sigmoid(aux logit)) for KD variants;
-    weighted by ``batch["weight"]`` when present."""
+    weighted by ``batch["weight"]`` when present.
+
+    For an implicit VM in training, two regularisers of its ``LayerInfo`` when the layer computes
+    them: ``jacobian_weight * info.jacobian_penalty`` (the Hutchinson estimate of ||df/dz||_F^2 / d
+    at z*) and ``correction_weight * sum_k w_k BCE(head(z_k), label)`` over the correction states
+    (the fixed-point-correction loss: the states along the solver path must already score well).
+    """
     out = model(batch)
     w = batch.get("weight")
     loss = bce_with_logits(out["logit"], batch["label"], w)
     if model.uses_kd:
         loss = loss + kd_weight * bce_with_logits(out["aux_logit"], jax.nn.sigmoid(batch["fm_logit"]), w)
+    info = out["info"]
+    if info is not None and info.jacobian_penalty is not None and jacobian_weight:
+        loss = loss + jacobian_weight * info.jacobian_penalty
+    if info is not None and info.correction_states is not None and correction_weight:
+
+        def path_loss(z):
+            return bce_with_logits(model.head(z)[:, 0], batch["label"], w)
+
+        loss = loss + correction_weight * fixed_point_correction_loss(info, path_loss)
     return loss, out

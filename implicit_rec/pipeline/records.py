@@ -139,6 +139,8 @@ class VMResult(Record):
     seconds: float
     examples_per_second: float
     weights: str  # parameter file, relative to the run directory
+    # per-epoch records of ``training.fit`` (an implicit VM's include its convergence monitor)
+    history: tuple[dict, ...] = ()
 
     @property
     def is_implicit(self) -> bool:

@@ -204,7 +204,14 @@ def vm_stage(
             seconds=time.perf_counter() - t0,
             examples_per_second=hist["examples_per_second"],
             weights=str(weights.relative_to(run.out)),
+            history=tuple(hist["history"]),
         )
+        for r in hist["history"] if model.is_implicit else ():
+            run.log(
+                f"  {name} seed {seed} epoch {r['epoch']}: valid AUC {r['valid_auc']:.4f}, converged "
+                f"{r['eval_converged_fraction']:.1%} in {r['eval_mean_nstep']:.1f} iterations, spectral radius "
+                f"{r['spectral_radius_mean']:.2f} (max {r['spectral_radius_max']:.2f})"
+            )
         run.log(
             f"{kind} {name:>22} seed {seed}: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
             f"logloss {res['logloss']:.4f} ({result.examples_per_second:,.0f} ex/s)"
