@@ -187,6 +187,7 @@ class DSGD:
             mesh=self.mesh,
             in_specs=(spec, spec, spec, P(), spec),
             out_specs=(spec, spec, spec, P(), spec),
+            check_vma=False,  # see _step
         )
         x, xhat, opt, step, loss = f(state.x, state.xhat, state.opt_state, state.step, batches)
         return DSGDState(x, xhat, opt, step), loss
@@ -216,6 +217,10 @@ class DSGD:
             mesh=self.mesh,
             in_specs=(spec, spec, spec, P(), spec),
             out_specs=(spec, spec, spec, P(), spec),
+            # no varying-axis type check: a loss may run lax.while_loop / custom_vjp solvers (the
+            # implicit VMs' fixed points), whose closed-over parameters the check re-marks as
+            # varying and then rejects; the agents' values are per-device either way
+            check_vma=False,
         )
         x, xhat, opt, step, loss = f(state.x, state.xhat, state.opt_state, state.step, batch)
         return DSGDState(x, xhat, opt, step), loss

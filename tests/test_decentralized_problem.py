@@ -50,3 +50,32 @@ def test_vm_batches_are_host_arrays_of_the_rows(table):
     assert batch["label"].dtype == np.float32
     with pytest.raises(ValueError, match="store="):
         vm_batches(table, None, 20, "loopfm")
+
+
+@pytest.mark.slow  # compiles two implicit VMs inside the DSGD step (about 20 s cold)
+@pytest.mark.parametrize("arch", ["implicit", "implicit-seq"])
+def test_implicit_vms_train_in_the_dsgd_step_with_fresh_draws_per_step(table, arch):
+    """The implicit VMs' state (power iteration, step counter, random streams) stays inside each loss
+    call; random-k and random starts draw from (seed, agent, step) carried by the batch."""
+    import jax
+    import optax
+
+    from dsgd import DSGD, agent_mesh, make_topology, put_agents
+    from implicit_rec.config import from_dict
+    from implicit_rec.decentralized.problem import training_batch, vm_problem
+
+    vm = {"train_iterations": [1, 6], "train_grad": "unroll", "z0_noise": 0.3, "warmup_steps": 2}
+    cfg = from_dict({"vm": vm, "dsgd": {"arch": arch, "agents": 1, "batch_size": 16}})
+    prob = vm_problem(table, cfg)
+    rows = prob.train_rows[:16]
+    batches = [training_batch(prob.make_batch(rows), 0, 0, step) for step in range(3)]
+    losses = [float(jax.jit(prob.loss)(prob.x0, b)) for b in batches]
+    assert len(set(losses)) == 3  # same rows and parameters: the draws (and warm-up) differ by step
+    assert float(jax.jit(prob.loss)(prob.x0, batches[1])) == losses[1]  # and are reproducible
+    mesh = agent_mesh(1)
+    engine = DSGD(make_topology("ceca-2p", 1), prob.loss, optimizer=optax.adam(1e-2), mesh=mesh)
+    state = engine.init(prob.x0)
+    for b in batches:
+        state, loss = engine.step(state, put_agents(mesh, {0: b}, 1))
+        assert np.isfinite(np.asarray(loss)).all()
+    assert not np.allclose(np.asarray(state.x)[0], prob.x0)

@@ -1,5 +1,11 @@
 """The vertical model (VM) as a decentralized problem: flat parameters, per-agent shards, batches.
 
+The model's other state is not gossiped: each loss call starts from the initial state (a
+spectral cap re-estimates sigma(W) with ``POWER_ITERATIONS`` power iterations per call, from
+the initial vector), draws its random numbers (random-k, random starts, the Jacobian noise)
+from ``(seed, agent, step)`` and sets the warm-up step counter to the agent's step, both
+carried by the batch (:func:`training_batch`).
+
 Parameters are one flat float32 vector x (D,) (``jax.flatten_util.ravel_pytree`` of the VM's
 ``nnx.Param`` state) so a gossip message is one buffer. Agent i trains on its shard S_i of the VM
 training window: ``iid`` (a random partition of the rows) or ``by-user`` (users split into n
@@ -22,11 +28,12 @@ from dsgd import check_count
 from .. import metrics
 from ..config import SHARDINGS, RunConfig
 from ..data.events import EventTable
+from ..layers.implicit import StepCounter
+from ..layers.weights import StateLinear
 from ..loopfm import study
 from ..loopfm.batches import vm_batches
 from ..loopfm.store import HistoricalStore
 from ..models.training import pad_rows
-from ..models.vertical import vm_loss
 
 
 def shard_rows(table: EventTable, rows: np.ndarray, n: int, how: str, seed: int) -> list[np.ndarray]:
@@ -59,8 +66,10 @@ class AgentSampler:
         self.shard, self.batch_size = shard, batch_size
         self.rng = np.random.default_rng([seed, 1000 + agent])
         self.order, self.pos = self.rng.permutation(shard), 0
+        self.draws = 0  # batches drawn so far
 
     def next(self) -> np.ndarray:
+        self.draws += 1
         out = []
         need = self.batch_size
         while need:
@@ -81,7 +90,7 @@ class VMProblem:
     arch: str
     transfer: str
     x0: np.ndarray  # (D,) float32
-    loss: Callable  # (x (D,), batch) -> scalar, train mode
+    loss: Callable  # (x (D,), training_batch(...)) -> scalar, train mode
     forward: Callable  # jitted (x, batch) -> probabilities, eval mode
     make_batch: Callable  # rows -> dict of numpy arrays
     train_rows: np.ndarray
@@ -130,20 +139,29 @@ def vm_problem(table: EventTable, run: RunConfig, store: HistoricalStore | None 
     vm_cfg = study.resolve(run, table.schema.max_len).vm
     train_rows = study.window_rows(table, "train", tuple(vm_cfg.days))
     model = study.make_vm(table, store if store is not None else _NoStore(), vm_cfg, d.arch, d.transfer, d.seed)
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, StateLinear):  # sigma(W) re-estimated from the initial vector every call
+            module.power_iterations = POWER_ITERATIONS
     model.train()
     graph_train, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
     graph_eval, _, _ = nnx.split(model, nnx.Param, ...)
     flat, unravel = ravel_pytree(params)
-    kd_weight = run.vm.kd_weight
+    vm_loss_fn = study.VMLoss.of(vm_cfg)
 
     def loss(x, batch):
-        m = nnx.merge(graph_train, unravel(x), rest)
-        return vm_loss(m, batch, kd_weight)[0]
+        batch = dict(batch)
+        seed, agent, step = batch.pop(STEP_KEY)
+        m = nnx.merge(graph_train, unravel(x), rest, copy=True)  # the state updates stay in this call
+        nnx.reseed(m, default=jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), agent), step))
+        for _, module in nnx.iter_graph(m):
+            if isinstance(module, StepCounter):  # the warm-up counts the agent's steps
+                module[...] = step.astype(module[...].dtype)
+        return vm_loss_fn(m, batch)[0]
 
     @jax.jit
     def forward(x, batch):
-        m = nnx.merge(graph_eval, unravel(x), rest)
+        m = nnx.merge(graph_eval, unravel(x), rest, copy=True)
         return jax.nn.sigmoid(m(batch)["logit"])
 
     make_batch = vm_batches(table, store, run.vm.history_len, d.transfer)
@@ -163,6 +181,15 @@ def vm_problem(table: EventTable, run: RunConfig, store: HistoricalStore | None 
         valid,
         table.rows("test"),
     )
+
+
+POWER_ITERATIONS = 10  # per call, from the initial singular vector (the estimate is not gossiped)
+STEP_KEY = "step_key"  # (seed, agent, step) uint32 of a training batch: its random draws and step count
+
+
+def training_batch(batch: dict, seed: int, agent: int, step: int) -> dict:
+    """``batch`` with its ``STEP_KEY``: what ``VMProblem.loss`` needs besides the rows."""
+    return {**batch, STEP_KEY: np.asarray([seed, agent, step], np.uint32)}
 
 
 class _NoStore:

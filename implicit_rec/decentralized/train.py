@@ -27,7 +27,7 @@ from ..atomic import atomic_path, write_json_atomic
 from ..config import ConfigError, RunConfig, from_dict
 from ..data import load_data
 from ..loopfm.store import HistoricalStore
-from .problem import AgentSampler, fit_store, needs_store, shard_rows, vm_problem
+from .problem import AgentSampler, fit_store, needs_store, shard_rows, training_batch, vm_problem
 
 
 def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
@@ -101,7 +101,11 @@ def run_decentralized(
     samplers = {i: AgentSampler(shards[i], cfg.batch_size, cfg.seed, i) for i in mine}
 
     def draw() -> dict:  # this process's agents' next batches (host arrays)
-        return {i: prob.make_batch(samplers[i].next()) for i in mine}
+        out = {}
+        for i in mine:
+            rows = samplers[i].next()
+            out[i] = training_batch(prob.make_batch(rows), cfg.seed, i, samplers[i].draws - 1)
+        return out
 
     def put(local: dict):
         return put_agents(mesh, local, cfg.agents)
