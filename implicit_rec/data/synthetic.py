@@ -52,7 +52,13 @@ days: a test set large enough for paired AUC intervals of half-width about 0.004
 Vocabularies are fitted on the training split only (0 = padding, 1 = OOV). Presets: ``tiny``
 (tests, seconds),
 ``default`` (the main job), ``large`` (tens of millions of rows, written block by block to memory
-maps, to exercise streaming and caching; give it a ``cache_dir``).
+maps, to exercise streaming and caching; give it a ``cache_dir``), ``multihop`` (default size, a
+click that takes several steps to resolve; docs/multihop.md): a threshold cascade over a random
+category graph (``category_graph``, drawn from its own RNG stream, so the other presets are
+unchanged), seeded by the categories of the last 20 behaviours (S_h = S_{h-1} | {c : >= T
+in-neighbours of c in S_{h-1}}, ``cascade_hops``), adds ``cascade_weight * cascade_gamma^hop`` of
+the candidate's category to the logit; its oracle arrays ``cascade_hop`` (N,) and
+``category_graph`` (V, V) (encoded ids) feed ``implicit_rec.ceiling.hop_ceilings``.
 """
 
 from __future__ import annotations
