@@ -97,7 +97,8 @@ def ceiling_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> CeilingResu
             run.log("ceiling: none (the data do not record a true click probability)")
             return CeilingResult(available=False, reason="the data do not record a true click probability")
         result = CeilingResult(available=True, **found)
-        hops = "".join(f", {h} hops {auc:.4f}" for h, auc in (result.hops or {}).items())
+        hops = ", ".join(f"{h}: {auc:.4f}" for h, auc in (result.hops or {}).items())
+        hops = f", cascade hops {hops}" if hops else ""
         run.log(
             f"ceiling (test AUC): Bayes {result.bayes['auc']:.4f}, FM window ({result.fm_len}) "
             f"{result.fm_window['auc']:.4f}, VM window ({result.vm_len}) {result.vm_window['auc']:.4f}{hops}"
