@@ -20,6 +20,14 @@ padding). Three ceilings, all on the test split:
    sums say about the whole-history terms.
 3. ``ceilings`` reports Bayes, the FM's window (``fm_len`` main behaviours and ``fm_len`` orders
    when the table has ``fm_sequences``) and the VM's (``vm_len`` main behaviours, no orders).
+4. **Hop ceilings** (tables with a cascade, the ``multihop`` preset; docs/multihop.md): a model that
+   resolves only h steps of the category cascade. The cascade is recomputed with
+   ``synthetic.cascade_hops`` from the table's own encoded sequences (the last ``seed_len`` of
+   ``cate_his``) and stored ``category_graph``; the features are
+
+       x_h = [logit_base, history_terms(whole window), gamma^hop * [0 <= hop <= h]]
+
+   with the same logistic fit. ``ceilings`` adds ``hops``: {"1": AUC, "2": ..., "4": ..., "8": ...}.
 
 ``share_of_lift(auc, ceiling) = (auc - 0.5) / (ceiling - 0.5)``: the part of the attainable lift
 over a random ranking that a model achieved. Real data has no ``click_prob``: no ceiling.
@@ -30,10 +38,21 @@ from __future__ import annotations
 import numpy as np
 
 from .data.events import SPLITS, EventTable
-from .data.synthetic import HISTORY_TERMS, ORDER_SEQUENCES, history_terms
+from .data.synthetic import HISTORY_TERMS, ORDER_SEQUENCES, cascade_hops, history_terms
 from .metrics import evaluate
 
-__all__ = ["WINDOW_FEATURES", "bayes", "window_terms", "fit_logistic", "window_ceiling", "ceilings", "share_of_lift"]
+__all__ = [
+    "WINDOW_FEATURES",
+    "HOPS",
+    "bayes",
+    "window_terms",
+    "fit_logistic",
+    "window_ceiling",
+    "cascade_hop",
+    "hop_ceilings",
+    "ceilings",
+    "share_of_lift",
+]
 
 WINDOW_FEATURES = ("logit_base",) + HISTORY_TERMS  # the columns of window_terms
 MAIN = ("cate_his", "brand_his", "btag_his")
@@ -41,6 +60,11 @@ ORDERS = tuple(name for name, _ in ORDER_SEQUENCES)  # (order_cate_his, order_br
 PROCEDURE = (
     "logistic regression on [logit_base, history terms over the window] (true latent terms, history only "
     "over the window), fitted on the train split's labels, evaluated on the test split; bayes = click_prob"
+)
+HOPS = (1, 2, 4, 8)  # the cascade depths of ``ceilings``' hop ceilings
+HOP_PROCEDURE = (
+    "; hops: the same fit on [logit_base, history terms over the whole window, gamma^hop * [hop <= h]], the "
+    "category cascade recomputed from cate_his and category_graph and truncated after h steps"
 )
 
 
@@ -171,18 +195,72 @@ def window_ceiling(table: EventTable, main_len: int, order_len: int) -> dict:
     return evaluate(np.asarray(table["label"][test]), probs, np.asarray(table["user"][test]))
 
 
+def cascade_hop(table: EventTable, rows, max_hops: int | None = None) -> np.ndarray:
+    """(n,) int16 first-activation hop of each row's candidate category (-1 = not by ``max_hops``).
+
+    Recomputed with ``synthetic.cascade_hops`` from the last ``seed_len`` entries of ``cate_his``
+    (ids < 2 are no seed) over the stored ``category_graph`` with the table's threshold: equal to
+    the generator's ``cascade_hop`` (truncated at ``max_hops``) when every category is in the vocabulary.
+    """
+    _need_info(table, ("category_graph", "cascade"))
+    rows = _check_rows(table, rows)
+    meta = table.info["cascade"]
+    start = table.schema.max_len - int(meta["seed_len"])
+    seeds = np.asarray(table["cate_his"][rows, start:]).astype(np.int64)
+    graph = np.asarray(table.info["category_graph"], bool)
+    hops = cascade_hops(np.where(seeds >= 2, seeds, -1), graph, int(meta["threshold"]), max_hops)
+    cand = np.asarray(table["cate_id"][rows]).astype(np.int64)
+    return np.where(cand >= 2, hops[np.arange(len(rows)), cand], -1).astype(np.int16)
+
+
+def hop_ceilings(table: EventTable, hops=HOPS) -> dict:
+    """{str(h): {"auc", "gauc", "logloss"}} on the test split of a model resolving h cascade steps.
+
+    Logistic fit (train split) on [window_terms over the whole window, gamma^hop * [0 <= hop <= h]],
+    the hop of :func:`cascade_hop` truncated at h. ``hops``: positive integers.
+    """
+    hops = tuple(hops) if isinstance(hops, (list, tuple)) else hops
+    if (
+        not isinstance(hops, tuple)
+        or not hops
+        or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hops)
+    ):
+        raise ValueError(f"hops must be a non-empty list of positive integers (cascade steps); got {hops!r}.")
+    _need_info(table, ("category_graph", "cascade"))
+    split = np.asarray(table["split"])
+    train, test = np.flatnonzero(split == SPLITS["train"]), np.flatnonzero(split == SPLITS["test"])
+    if not len(train) or not len(test):
+        raise ValueError(f"table {table.name!r} needs train and test rows for a hop ceiling.")
+    L, orders = table.schema.max_len, table.schema.max_len if table.schema.fm_sequences else 0
+    gamma = float(table.info["cascade"]["gamma"])
+    out = {}
+    x_train, x_test = window_terms(table, train, L, orders), window_terms(table, test, L, orders)
+    hop_train, hop_test = cascade_hop(table, train, max(hops)), cascade_hop(table, test, max(hops))
+    y_train = np.asarray(table["label"][train])
+
+    def term(hop, h):
+        return np.where((hop >= 0) & (hop <= h), gamma ** np.maximum(hop, 0), 0.0)
+
+    for h in sorted(set(int(h) for h in hops)):
+        coef = fit_logistic(np.column_stack([x_train, term(hop_train, h)]), y_train)
+        probs = _predict(np.column_stack([x_test, term(hop_test, h)]), coef)
+        out[str(h)] = evaluate(np.asarray(table["label"][test]), probs, np.asarray(table["user"][test]))
+    return out
+
+
 def ceilings(table: EventTable, fm_len: int, vm_len: int) -> dict | None:
     """Bayes, FM-window and VM-window ceilings on the test split, or None without ``click_prob``.
 
     FM window: ``fm_len`` main behaviours and ``fm_len`` orders (0 if the table has no
-    ``fm_sequences``); VM window: ``vm_len`` main behaviours, no orders.
+    ``fm_sequences``); VM window: ``vm_len`` main behaviours, no orders. A table with a category
+    cascade (``category_graph``) adds ``hops``: {str(h): test AUC of hop_ceilings} for h in ``HOPS``.
     """
     if "click_prob" not in table.info:
         return None
     fm_len = _check_len(table, "fm_len", fm_len)
     vm_len = _check_len(table, "vm_len", vm_len)
     fm_orders = fm_len if table.schema.fm_sequences else 0
-    return {
+    found = {
         "bayes": bayes(table, table.rows("test")),
         "fm_window": window_ceiling(table, fm_len, fm_orders),
         "vm_window": window_ceiling(table, vm_len, 0),
@@ -190,6 +268,10 @@ def ceilings(table: EventTable, fm_len: int, vm_len: int) -> dict | None:
         "fm_len": fm_len,
         "vm_len": vm_len,
     }
+    if "category_graph" in table.info:
+        found["hops"] = {h: c["auc"] for h, c in hop_ceilings(table).items()}
+        found["procedure"] = PROCEDURE + HOP_PROCEDURE
+    return found
 
 
 def share_of_lift(auc: float, ceiling_auc: float) -> float:

@@ -55,7 +55,9 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
         help="synthetic | taobaoad:DIR | kuaivideo:DIR | amazonelectronics:DIR | interactions:FILE "
         "(= --set data.dataset=...: data.source and data.path)",
     )
-    parser.add_argument("--preset", help="tiny | default | large: size of the synthetic data (= data.preset)")
+    parser.add_argument(
+        "--preset", help="tiny | default | large | multihop: the synthetic data (= data.preset; docs/multihop.md)"
+    )
     parser.add_argument("--seeds", type=int, help="seeds per VM variant (= vm.seeds)")
 
 

@@ -110,7 +110,10 @@ class DataConfig(_Section):
         "holding train.csv and test.csv; synthetic: '' (none)",
     )
     preset: str = _field(
-        "default", "size of the synthetic data (ignored for files)", choices=("tiny", "default", "large")
+        "default",
+        "synthetic data: tiny, default, large (sizes) or multihop (default size, a click that takes "
+        "several steps to resolve; docs/multihop.md); ignored for files",
+        choices=("tiny", "default", "large", "multihop"),
     )
     seed: int = _field(0, "seed of the synthetic data (ignored for files)", min=0)
     cache_dir: str = _field(_AUTO, "where prepared tables are cached; 'auto' = RUN/cache")

@@ -52,7 +52,13 @@ days: a test set large enough for paired AUC intervals of half-width about 0.004
 Vocabularies are fitted on the training split only (0 = padding, 1 = OOV). Presets: ``tiny``
 (tests, seconds),
 ``default`` (the main job), ``large`` (tens of millions of rows, written block by block to memory
-maps, to exercise streaming and caching; give it a ``cache_dir``).
+maps, to exercise streaming and caching; give it a ``cache_dir``), ``multihop`` (default size, a
+click that takes several steps to resolve; docs/multihop.md): a threshold cascade over a random
+category graph (``category_graph``, drawn from its own RNG stream, so the other presets are
+unchanged), seeded by the categories of the last 20 behaviours (S_h = S_{h-1} | {c : >= T
+in-neighbours of c in S_{h-1}}, ``cascade_hops``), adds ``cascade_weight * cascade_gamma^hop`` of
+the candidate's category to the logit; its oracle arrays ``cascade_hop`` (N,) and
+``category_graph`` (V, V) (encoded ids) feed ``implicit_rec.ceiling.hop_ceilings``.
 """
 
 from __future__ import annotations
@@ -96,6 +102,9 @@ HISTORY_TERMS = ("brand_affinity", "cate_affinity", "bought_cate_3d", "order_bra
 HISTORY_WEIGHTS = np.array([1.2, 0.4, -0.8, 1.0, 1.5])  # the click logit's weights of history_terms' columns
 ORDER_SHIFT = 1.0  # scale of a user's purchase-interest offset (what the orders show and browsing does not)
 INFO_ARRAYS = ("click_prob", "logit_base", "his_age", "order_age")  # oracle arrays, never model inputs
+CASCADE_INFO = ("cascade_hop", "category_graph")  # oracle arrays of a preset with cascade_weight > 0
+CASCADE_SEED_LEN = 20  # the cascade's seed set: the categories of the last 20 behaviours (<= the VMs' window)
+CASCADE_STREAM = 0xCA5CADE  # SeedSequence([seed, CASCADE_STREAM]) draws the category graph: no other draw moves
 WIDE_INFO = ("info.his_age", "info.order_age")  # (N, max_len) info arrays
 
 
@@ -109,6 +118,14 @@ class Preset:
     impressions_per_day: float
     max_len: int
     orders_per_day: float = 0.8  # mean rate of marketplace orders (times the user's own activity)
+    retarget_share: float = 0.5  # share of impressions whose candidate is retargeted (a recent category)
+    intercept: float = INTERCEPT  # the click logit's constant
+    history_scale: float = 1.0  # multiplies HISTORY_WEIGHTS in the click logit
+    cascade_weight: float = 0.0  # w of the cascade term w * gamma^hop (0: no cascade, no graph)
+    cascade_gamma: float = 0.8  # decay gamma of the cascade term per hop
+    cascade_threshold: int = 2  # T: a category activates when >= T of its in-neighbours are active
+    cascade_in_degree: int = 3  # in-neighbours of each category in the graph
+    cascade_span: int = 0  # > 0: in-neighbours lie within this many places before a category on a random ring
 
 
 PRESETS = {
@@ -117,6 +134,23 @@ PRESETS = {
     ),
     "default": Preset(
         users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0, impressions_per_day=4.0, max_len=100
+    ),
+    "multihop": Preset(
+        users=3000,
+        categories=28,
+        brands=300,
+        ads=1000,
+        behaviours_per_day=8.0,
+        impressions_per_day=4.0,
+        max_len=100,
+        retarget_share=0.0,
+        intercept=-4.75,
+        history_scale=0.5,
+        cascade_weight=3.5,
+        cascade_gamma=0.95,
+        cascade_threshold=3,
+        cascade_in_degree=4,
+        cascade_span=7,
     ),
     "large": Preset(
         users=400_000,
@@ -157,6 +191,7 @@ class _World:
         self.cate_brands = np.full((p.categories, max(1, max(map(len, brands_of)))), -1, np.int64)
         for c, members in enumerate(brands_of):
             self.cate_brands[c, : len(members)] = members
+        self.graph: np.ndarray | None = None  # the cascade's category graph (category_graph), if any
 
 
 def _softmax_sample(rng, logits):
@@ -218,6 +253,66 @@ def history_terms(
         [np.tanh(a_brand / 3.0), np.tanh(a_cate / 10.0), bought, np.tanh(o_brand / 2.0), np.tanh(o_cate / 4.0)],
         axis=1,
     )
+
+
+def category_graph(p: Preset, seed: int) -> np.ndarray:
+    """(C, C) bool adjacency of the cascade's category graph, ``graph[i, j]``: i is an in-neighbour of j.
+
+    Each category gets ``cascade_in_degree`` distinct in-neighbours: uniformly among the others, or
+    (``cascade_span`` > 0) among the ``cascade_span`` categories before it on a random ring, so that
+    activation spreads as a front, about one place per hop. Drawn from SeedSequence([seed,
+    CASCADE_STREAM]), a stream no other draw of the generator uses.
+    """
+    c, d, span = p.categories, p.cascade_in_degree, p.cascade_span
+    most = span if span > 0 else c - 1
+    if not 1 <= d <= most:
+        raise ValueError(f"cascade_in_degree must lie in [1, {most}] (cascade_span, or categories - 1); got {d}.")
+    if not 1 <= p.cascade_threshold <= d:
+        raise ValueError(f"cascade_threshold must lie in [1, cascade_in_degree={d}]; got {p.cascade_threshold}.")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, CASCADE_STREAM]))
+    ring = rng.permutation(c)
+    graph = np.zeros((c, c), bool)
+    for place, node in enumerate(ring):
+        if span > 0:
+            pool = ring[(place - 1 - np.arange(span)) % c]
+        else:
+            pool = np.delete(np.arange(c), node)
+        graph[rng.choice(pool, size=d, replace=False), node] = True
+    return graph
+
+
+def cascade_hops(seeds: np.ndarray, graph: np.ndarray, threshold: int, max_hops: int | None = None) -> np.ndarray:
+    """(n, V) int16 first-activation hop of every node under a threshold cascade; -1 = not active by ``max_hops``.
+
+    seeds (n, L) node ids (< 0 = none), graph (V, V) bool with ``graph[i, j]``: i is an in-neighbour of j.
+    S_0 = the row's seed ids; S_h = S_{h-1} | {j : |in(j) & S_{h-1}| >= threshold}; hop(j) = the
+    first h with j in S_h. ``max_hops`` None runs to convergence (at most V - 1 hops).
+    """
+    seeds, graph = np.asarray(seeds), np.asarray(graph)
+    if graph.ndim != 2 or graph.shape[0] != graph.shape[1] or graph.dtype != bool:
+        raise ValueError(f"graph must be a square bool adjacency matrix; got {graph.dtype} of shape {graph.shape}.")
+    if seeds.ndim != 2 or seeds.dtype.kind not in "iu":
+        raise ValueError(
+            f"seeds must be an (n, L) integer array of node ids; got {seeds.dtype} of shape {seeds.shape}."
+        )
+    v = graph.shape[0]
+    if seeds.size and seeds.max() >= v:
+        raise ValueError(f"seeds must be node ids below {v} (the graph's size); found {seeds.max()}.")
+    for name, value in (("threshold", threshold), ("max_hops", max_hops)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    active = np.zeros((len(seeds), v), bool)
+    row, col = np.nonzero(seeds >= 0)
+    active[row, seeds[row, col]] = True
+    hops = np.where(active, 0, -1).astype(np.int16)
+    weights = graph.astype(np.float32)
+    for h in range(1, (v if max_hops is None else max_hops) + 1):
+        new = ~active & (active.astype(np.float32) @ weights >= threshold)
+        if not new.any():
+            break
+        hops[new] = h
+        active |= new
+    return hops
 
 
 def _ages(t_event: np.ndarray, t_hist: np.ndarray) -> np.ndarray:
@@ -290,7 +385,7 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tu
     n_before = np.searchsorted(bt, it, side="left")  # behaviours strictly before each impression
     o_before = np.searchsorted(ot, it, side="left")  # orders strictly before each impression
     ads = rng.choice(len(w.ad_pop), size=n_i, p=w.ad_pop)
-    for j in np.flatnonzero(rng.uniform(size=n_i) < 0.5):  # retargeting
+    for j in np.flatnonzero(rng.uniform(size=n_i) < p.retarget_share):  # retargeting
         recent = cate[max(0, n_before[j] - 20) : n_before[j]]
         if len(recent):
             members = w.cate_members[rng.choice(recent)]
@@ -303,7 +398,7 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tu
     ctx_btag = rng.choice(4, size=n_i, p=[0.85, 0.06, 0.05, 0.04])
     price_z = (w.ad_logprice[ads] - w.price_mu) / w.price_sd
     base = (
-        INTERCEPT
+        p.intercept
         + 1.5 * cos
         - 0.25 * price_z * (profile["pvalue_level"] - 1)
         + w.pid_effect[pid]
@@ -315,7 +410,11 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tu
     terms = history_terms(
         w.ad_cate[ads], w.ad_brand[ads], cate, brand, btag == BUY, his_age, order_cate, order_brand, order_age
     )
-    logit = base.astype(np.float64) + terms @ HISTORY_WEIGHTS
+    logit = base.astype(np.float64) + terms @ (p.history_scale * HISTORY_WEIGHTS)
+    if w.graph is not None:  # the cascade over the category graph, seeded by the last CASCADE_SEED_LEN behaviours
+        hop = cascade_hops(_window(n_before, CASCADE_SEED_LEN, n_b, cate, -1), w.graph, p.cascade_threshold)
+        hop = hop[np.arange(n_i), w.ad_cate[ads]]
+        logit += p.cascade_weight * np.where(hop >= 0, p.cascade_gamma ** np.maximum(hop, 0), 0.0)
     prob = (1 / (1 + np.exp(-logit))).astype(np.float32)
     label = _draw_labels(rng, prob)
 
@@ -345,6 +444,8 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tu
         "his_age": _window(n_before, L, n_b, np.arange(n_b), -1),
         "order_age": _window(o_before, L, n_o, np.arange(n_o), -1),
     }
+    if w.graph is not None:
+        info["cascade_hop"] = hop
     for key, ages in (("his_age", his_age), ("order_age", order_age)):
         idx = info[key]
         info[key] = np.where(idx >= 0, ages[rows, np.maximum(idx, 0)] if ages.shape[1] else np.nan, np.nan).astype(
@@ -356,7 +457,7 @@ def _simulate_user(u: int, p: Preset, w: _World, rng: np.random.Generator) -> tu
 def _block_columns(parts: list[tuple[dict, dict]]) -> dict:
     """Concatenate simulated users and add the user, day and split columns (raw ids); info arrays as ``info.<name>``."""
     cols = {k: np.concatenate([part[k] for part, _ in parts]) for k in parts[0][0]}
-    cols.update({f"info.{k}": np.concatenate([info[k] for _, info in parts]) for k in INFO_ARRAYS})
+    cols.update({f"info.{k}": np.concatenate([info[k] for _, info in parts]) for k in parts[0][1]})
     day = np.minimum(cols["time"] // SECONDS, DAYS - 1).astype(np.int16)
     split = np.where(day >= TEST_DAY, SPLITS["test"], SPLITS["train"]).astype(np.int8)
     split[(split == SPLITS["train"]) & (cols["time"] >= 0.9 * TEST_DAY * SECONDS)] = SPLITS["valid"]
@@ -430,6 +531,7 @@ def _generate(
     members = _vocab_members(schema)
     rng = np.random.default_rng(seed)
     world = _World(p, rng)
+    world.graph = category_graph(p, seed) if p.cascade_weight else None
     user_seeds = np.random.SeedSequence(seed).spawn(p.users)
     with atomic_directory(path) as out, tempfile.TemporaryDirectory(dir=path.parent) as raw_dir:
         raw = Path(raw_dir)
@@ -480,6 +582,23 @@ def _generate(
         if bar is not None:
             bar.close()
         buy_id = int(_encode(np.array([BUY]), tables["btag"])[0])
+        extra: dict[str, Any] = {INFO_KEY: list(INFO_ARRAYS)}
+        if world.graph is not None:  # the graph over encoded category ids (rows / columns of PAD, OOV: empty)
+            code = _encode(np.arange(p.categories), tables["cate_id"])
+            graph = np.zeros((sizes["cate_id"],) * 2, bool)
+            src, dst = np.nonzero(world.graph)
+            known = (code[src] >= 2) & (code[dst] >= 2)
+            graph[code[src[known]], code[dst[known]]] = True
+            np.save(out / "info.category_graph.npy", graph, allow_pickle=False)
+            extra = {
+                INFO_KEY: list(INFO_ARRAYS + CASCADE_INFO),
+                "cascade": {
+                    "threshold": p.cascade_threshold,
+                    "gamma": p.cascade_gamma,
+                    "weight": p.cascade_weight,
+                    "seed_len": CASCADE_SEED_LEN,
+                },
+            }
         write_meta(
             out,
             schema,
@@ -493,8 +612,8 @@ def _generate(
                 "seed": seed,
                 "preset_params": dataclasses.asdict(p),
                 "btag_buy_id": buy_id,
-                "history_weights": dict(zip(HISTORY_TERMS, HISTORY_WEIGHTS.tolist(), strict=True)),
-                INFO_KEY: list(INFO_ARRAYS),
+                "history_weights": dict(zip(HISTORY_TERMS, (p.history_scale * HISTORY_WEIGHTS).tolist(), strict=True)),
+                **extra,
             },
         )
     return EventTable.load(path)

@@ -98,8 +98,9 @@ class CeilingResult(Record):
 
     ``bayes``: AUC, gAUC and logloss of the true click probability (the synthetic data record it);
     ``fm_window`` / ``vm_window``: the window-limited ceilings of a model reading the FM's / the VMs'
-    history lengths (``procedure``; :mod:`implicit_rec.ceiling`). Real data have none
-    (``available`` false, ``reason`` says why)."""
+    history lengths (``procedure``; :mod:`implicit_rec.ceiling`); ``hops``: {str(h): AUC} of a model
+    resolving h steps of the category cascade (``multihop`` data; None for other data). Real data have
+    none (``available`` false, ``reason`` says why)."""
 
     available: bool
     bayes: dict | None = None  # {auc, gauc, logloss}
@@ -109,6 +110,7 @@ class CeilingResult(Record):
     vm_len: int | None = None
     procedure: str = ""
     reason: str = ""
+    hops: dict | None = None  # {"1": auc, "2": auc, "4": auc, "8": auc}: the hop ceilings (implicit_rec.ceiling)
 
 
 @dataclasses.dataclass(frozen=True)

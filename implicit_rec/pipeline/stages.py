@@ -89,7 +89,7 @@ def predictions_path(weights: Path) -> Path:
 
 def ceiling_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> CeilingResult:
     """The attainable test AUC (``ceiling.json``): Bayes and the FM / VM window ceilings of ``cfg``
-    (resolved); real data have none."""
+    (resolved), and the hop ceilings of data with a category cascade; real data have none."""
 
     def compute() -> CeilingResult:
         found = ceiling_mod.ceilings(table, cfg.fm.max_len, cfg.vm.max_len)
@@ -97,9 +97,11 @@ def ceiling_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> CeilingResu
             run.log("ceiling: none (the data do not record a true click probability)")
             return CeilingResult(available=False, reason="the data do not record a true click probability")
         result = CeilingResult(available=True, **found)
+        hops = ", ".join(f"{h}: {auc:.4f}" for h, auc in (result.hops or {}).items())
+        hops = f", cascade hops {hops}" if hops else ""
         run.log(
             f"ceiling (test AUC): Bayes {result.bayes['auc']:.4f}, FM window ({result.fm_len}) "
-            f"{result.fm_window['auc']:.4f}, VM window ({result.vm_len}) {result.vm_window['auc']:.4f}"
+            f"{result.fm_window['auc']:.4f}, VM window ({result.vm_len}) {result.vm_window['auc']:.4f}{hops}"
         )
         return result
 
