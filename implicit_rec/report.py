@@ -354,17 +354,19 @@ def _style(vm: str, method: str, names: list[str]):
 
 def plot_auc_vs_flops(ax, m: dict, names: list[str]) -> None:
     """Test AUC against FLOPs per example on ``ax``: each implicit VM (and method) a curve over k
-    (labelled with k) in a band of its 95% interval (means over seeds), each explicit baseline a
+    (the first of each VM labelled with k) in a band of its 95% interval (means over seeds), each explicit baseline a
     labelled point with its interval as an error bar."""
     auc, low, high = _curves(m, "auc"), _curves(m, "auc_ci_low"), _curves(m, "auc_ci_high")
+    labelled = set()  # k is written beside the first curve of each VM only
     for (vm, method), (k, flops) in _curves(m, "flops").items():
         style = _style(vm, method, names)
         ax.plot(flops, auc[vm, method][1], label=f"{vm} ({method})", **style)
         band = low[vm, method][1], high[vm, method][1]
         if np.isfinite(band).all():
             ax.fill_between(flops, *band, color=style["color"], alpha=0.15, linewidth=0)
-        for x, y, it in zip(flops, auc[vm, method][1], k):
+        for x, y, it in zip(flops, auc[vm, method][1], k) if vm not in labelled else ():
             ax.annotate(f"k={it}", (x, y), fontsize=5, xytext=(2, -7), textcoords="offset points")
+        labelled.add(vm)
     for b in m["baselines"]:
         lo, hi = b.get("auc_ci_low", np.nan), b.get("auc_ci_high", np.nan)
         err = [[b["auc"] - lo], [hi - b["auc"]]] if np.isfinite([lo, hi]).all() else None
