@@ -10,11 +10,13 @@
                       examples_per_second, hidden, weights, history}]   history: per-epoch records; an
                                                       implicit VM's add eval_converged_fraction,
                                                       eval_mean_nstep, spectral_radius_mean / _max
-    baselines       [{vm, seed, transfer, params, hidden, depth, auc, gauc, logloss, seconds, flops,
-                      lipschitz_max, lipschitz_mean}]             explicit VMs on the sweep's axes
+    baselines       [{vm, seed, transfer, params, hidden, depth, auc, auc_ci_low, auc_ci_high, gauc,
+                      logloss, seconds, flops, lipschitz_max, lipschitz_mean}]
+                                                                 explicit VMs on the sweep's axes
     transfer_ratio  {arch: {"auc" | "neg_logloss": implicit_rec.loopfm.transfer.transfer_ratios(...)}}
-    sweep           [{vm, seed, transfer, params, method, iterations, auc, gauc, logloss, residual,
-                      converged_fraction, seconds, flops}]       one row per implicit VM x method x k
+    sweep           [{vm, seed, transfer, params, method, iterations, auc, auc_ci_low, auc_ci_high,
+                      gauc, logloss, residual, converged_fraction, seconds, flops}]
+                                                                 one row per implicit VM x method x k
     lipschitz       [{vm, seed, method, iterations, max, mean}]
     timing          {stages_s: {stage: seconds}, examples_per_second: {vm#seed: ...},
                      fm_examples_per_second, total_s}
@@ -32,8 +34,9 @@ The entries are the ``to_dict`` of ``implicit_rec.pipeline.RunMetrics`` and its 
 (``fm`` is an ``FMResult``, which also carries the FM's per-epoch ``history``); :data:`METRICS_SCHEMA`
 lists the keys the report reads, and ``tests/test_stages.py`` checks them against those records.
 
-``seconds`` in the sweep: median wall time to score the whole test set at k iterations;
-``flops``: per example (see :mod:`implicit_rec.sweep`).
+``seconds`` in the sweep: median wall time to score the whole test set at k iterations (every row);
+``flops``: per example; ``auc_ci_low`` / ``auc_ci_high``: the AUC's 95% bootstrap interval over test
+users (see :mod:`implicit_rec.sweep`). Version 2 added the intervals.
 """
 
 from __future__ import annotations
@@ -48,19 +51,33 @@ from .atomic import atomic_path, write_text_atomic
 from .loopfm.transfer import ratios_markdown
 from .tables import markdown_table
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: auc_ci_low / auc_ci_high in the sweep and baselines rows
 METRICS_SCHEMA = {
     "dataset": {"spec", "name", "events", "test_events"},
     "config": {"data", "fm", "vm", "sweep"},
     "fm": {"auc", "gauc", "logloss", "params"},
     "vms": {"name", "arch", "transfer", "auc", "gauc", "logloss", "params", "seed", "examples_per_second"},
-    "baselines": {"vm", "depth", "params", "auc", "gauc", "logloss", "flops", "seconds", "lipschitz_max"},
+    "baselines": {
+        "vm",
+        "depth",
+        "params",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "gauc",
+        "logloss",
+        "flops",
+        "seconds",
+        "lipschitz_max",
+    },
     "transfer_ratio": set(),
     "sweep": {
         "vm",
         "method",
         "iterations",
         "auc",
+        "auc_ci_low",
+        "auc_ci_high",
         "gauc",
         "logloss",
         "residual",
@@ -95,6 +112,12 @@ def validate_metrics(m: dict) -> None:
 
 def _f(x, fmt=".4f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _interval(row: dict) -> str:
+    """``[low, high]`` of a row's AUC interval; n/a when the row has none."""
+    lo, hi = row.get("auc_ci_low"), row.get("auc_ci_high")
+    return "n/a" if lo is None or hi is None or not math.isfinite(lo) else f"[{lo:.4f}, {hi:.4f}]"
 
 
 def _mean_std(rows: list[dict], key: str) -> str:
@@ -222,6 +245,7 @@ def markdown(m: dict) -> str:
             r["method"],
             r["iterations"],
             f"{r['auc']:.4f}",
+            _interval(r),
             share_text(r["auc"], vm_ceiling),
             f"{r['gauc']:.4f}",
             f"{r['logloss']:.4f}",
@@ -238,6 +262,7 @@ def markdown(m: dict) -> str:
             f"{b['params']:,}",
             b["depth"],
             f"{b['auc']:.4f}",
+            _interval(b),
             share_text(b["auc"], vm_ceiling),
             f"{b['gauc']:.4f}",
             f"{b['logloss']:.4f}",
@@ -255,9 +280,9 @@ def markdown(m: dict) -> str:
     out += [
         "## Test-time iteration sweep",
         "",
-        "Implicit VMs at k solver iterations (metrics on the test split; residual = mean relative "
-        "residual; seconds = median wall time to score the test set, measured for the VMs with "
-        f"transfer {cfg['sweep']['baseline_transfer']!r}; FLOPs per example).",
+        "Implicit VMs at k solver iterations (metrics on the test split; AUC 95% = bootstrap interval "
+        "over test users; residual = mean relative residual; seconds = median wall time to score the "
+        "test set, front end included; FLOPs per example).",
         "",
         markdown_table(
             (
@@ -266,6 +291,7 @@ def markdown(m: dict) -> str:
                 "method",
                 "k",
                 "AUC",
+                "AUC 95%",
                 "share",
                 "gAUC",
                 "logloss",
@@ -275,13 +301,26 @@ def markdown(m: dict) -> str:
                 "MFLOPs",
             ),
             sweep_rows,
-            align="lrlrrrrrrrrr",
+            align="lrlrrrrrrrrrr",
         ),
         "",
         "Explicit baselines (same front end and transfer; depth = hidden layers):",
         "",
         markdown_table(
-            ("VM", "params", "depth", "AUC", "share", "gAUC", "logloss", "seconds", "MFLOPs", "Lipschitz max", "mean"),
+            (
+                "VM",
+                "params",
+                "depth",
+                "AUC",
+                "AUC 95%",
+                "share",
+                "gAUC",
+                "logloss",
+                "seconds",
+                "MFLOPs",
+                "Lipschitz max",
+                "mean",
+            ),
             baseline_rows,
         ),
         "",
@@ -298,10 +337,13 @@ def markdown(m: dict) -> str:
 
 
 def _curves(m: dict, key: str, source: str = "sweep"):
-    """(vm, method) -> (k array, mean over seeds of key)."""
+    """(vm, method) -> (k array, mean over seeds of key); NaN where a row lacks it."""
     groups: dict = {}
     for r in m[source]:
-        groups.setdefault((r["vm"], r["method"]), {}).setdefault(r["iterations"], []).append(r[key])
+        value = r.get(key)
+        groups.setdefault((r["vm"], r["method"]), {}).setdefault(r["iterations"], []).append(
+            np.nan if value is None else value
+        )
     return {g: (np.array(sorted(d)), np.array([np.mean(d[k]) for k in sorted(d)])) for g, d in groups.items()}
 
 
@@ -310,6 +352,33 @@ def _style(vm: str, method: str, names: list[str]):
 
     color = plt.get_cmap("tab10")(names.index(vm) % 10)
     return {"color": color, "linestyle": "-" if method == "anderson" else "--", "marker": "o", "markersize": 3}
+
+
+def plot_auc_vs_flops(ax, m: dict, names: list[str]) -> None:
+    """Test AUC against FLOPs per example on ``ax``: each implicit VM (and method) a curve over k
+    (the first of each VM labelled with k) in a band of its 95% interval (means over seeds), each explicit baseline a
+    labelled point with its interval as an error bar."""
+    auc, low, high = _curves(m, "auc"), _curves(m, "auc_ci_low"), _curves(m, "auc_ci_high")
+    labelled = set()  # k is written beside the first curve of each VM only
+    for (vm, method), (k, flops) in _curves(m, "flops").items():
+        style = _style(vm, method, names)
+        ax.plot(flops, auc[vm, method][1], label=f"{vm} ({method})", **style)
+        band = low[vm, method][1], high[vm, method][1]
+        if np.isfinite(band).all():
+            ax.fill_between(flops, *band, color=style["color"], alpha=0.15, linewidth=0)
+        for x, y, it in zip(flops, auc[vm, method][1], k) if vm not in labelled else ():
+            ax.annotate(f"k={it}", (x, y), fontsize=5, xytext=(2, -7), textcoords="offset points")
+        labelled.add(vm)
+    for b in m["baselines"]:
+        lo, hi = b.get("auc_ci_low", np.nan), b.get("auc_ci_high", np.nan)
+        err = [[b["auc"] - lo], [hi - b["auc"]]] if np.isfinite([lo, hi]).all() else None
+        ax.errorbar(b["flops"], b["auc"], yerr=err, fmt="s", color="black", capsize=3, markersize=4, zorder=3)
+        ax.annotate(b["vm"], (b["flops"], b["auc"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per example (implicit: k iterations; band and bars: 95% interval)")
+    ax.set_ylabel("test AUC")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def plot_all(m: dict, out: Path) -> list[Path]:
@@ -363,15 +432,7 @@ def plot_all(m: dict, out: Path) -> list[Path]:
         save(fig, name)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (vm, method), (_, v) in _curves(m, "flops").items():
-        auc = _curves(m, "auc")[(vm, method)][1]
-        ax.plot(v, auc, label=f"{vm} ({method})", **_style(vm, method, names))
-    baseline_points(ax, "auc", x="flops")
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per example")
-    ax.set_ylabel("test AUC")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    plot_auc_vs_flops(ax, m, names)
     save(fig, "auc_vs_compute.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -32,7 +32,7 @@ import numpy as np
 
 from implicit_rec import metrics
 
-__all__ = ["METRICS", "MIN_BOOT", "Comparison", "paired_bootstrap", "weighted_auc"]
+__all__ = ["METRICS", "MIN_BOOT", "Comparison", "bootstrap_intervals", "paired_bootstrap", "weighted_auc"]
 
 METRICS = ("auc", "gauc", "logloss")
 MIN_BOOT = 100  # fewer replicates put a handful of draws in each tail of the interval: noise, refused
@@ -279,6 +279,50 @@ def _validate(labels, users, metric, n_boot, level) -> _Data:
     return _Data(y, g, n_users, n, npu)
 
 
+def _user_draws(ss: np.random.SeedSequence, d: _Data, n_boot: int):
+    """Chunks ``(slice, k, k32)`` of ``n_boot`` user draws with replacement: ``k`` (B, U) float64
+    multiplicities of each user, ``k32`` its transpose with a zero row appended (U + 1, B) float32."""
+    rng, u = np.random.default_rng(ss), d.n_users
+    chunk = int(np.clip(_CHUNK_ELEMENTS // max(len(d.y), u), 1, 64))
+    for start in range(0, n_boot, chunk):
+        bc = min(chunk, n_boot - start)
+        draws = rng.integers(0, u, size=(bc, u)) + (np.arange(bc) * u)[:, None]
+        k = np.bincount(draws.ravel(), minlength=bc * u).reshape(bc, u).astype(np.float64)
+        k32 = np.zeros((u + 1, bc), np.float32)
+        k32[:u] = k.T
+        yield slice(start, start + bc), k, k32
+
+
+def _check_finite(reps: np.ndarray, metric: str, n_boot: int) -> None:
+    if not np.all(np.isfinite(reps)):
+        bad = int(np.sum(~np.all(np.isfinite(reps.reshape(-1, n_boot)), axis=0)))
+        raise ValueError(
+            f"{metric} is undefined in {bad} of {n_boot} bootstrap replicates (a user draw without both classes): "
+            "the test set has too few users; use more test users."
+        )
+
+
+def bootstrap_intervals(
+    labels, users, preds, *, metric: str = "auc", n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> np.ndarray:
+    """(M, 2) percentile intervals ``[low, high]`` of ``metric`` of each row of ``preds`` (M, N) (or (N,)).
+
+    The cluster bootstrap of :func:`paired_bootstrap` for one model at a time: ``n_boot`` draws of
+    the test users with replacement (the same draws for every row, and the draws
+    :func:`paired_bootstrap` makes with the same ``seed``), each row's metric on every draw, and the
+    ``(1 − level)/2`` and ``(1 + level)/2`` quantiles per row. Deterministic in ``seed``. Inputs as
+    in :func:`paired_bootstrap` (the rows are separate models or settings here, not seeds).
+    """
+    d = _validate(labels, users, metric, n_boot, level)
+    p = _as_preds(preds, len(d.y), "preds", metric)
+    model = _Model(metric, d, p)
+    reps = np.empty((p.shape[0], n_boot))
+    for sl, k, k32 in _user_draws(np.random.SeedSequence(seed).spawn(3)[0], d, n_boot):
+        reps[:, sl] = model.replicates(k, k32)
+    _check_finite(reps, metric, n_boot)
+    return np.quantile(reps, [(1 - level) / 2, (1 + level) / 2], axis=1).T
+
+
 def paired_bootstrap(
     labels,
     users,
@@ -314,7 +358,6 @@ def paired_bootstrap(
     diff = _point(metric, d, pa) - _point(metric, d, pb)
 
     users_ss, seeds_a_ss, seeds_b_ss = np.random.SeedSequence(seed).spawn(3)
-    rng_users = np.random.default_rng(users_ss)
     ma, mb = _Model(metric, d, pa), _Model(metric, d, pb)
 
     def seed_weights(ss, n_seeds: int) -> np.ndarray:
@@ -324,24 +367,11 @@ def paired_bootstrap(
         return np.random.default_rng(ss).multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot) / n_seeds
 
     wa, wb = seed_weights(seeds_a_ss, ma.n_seeds), seed_weights(seeds_b_ss, mb.n_seeds)
-    u = d.n_users
-    chunk = int(np.clip(_CHUNK_ELEMENTS // max(len(d.y), u), 1, 64))
     reps = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        bc = min(chunk, n_boot - start)
-        draws = rng_users.integers(0, u, size=(bc, u)) + (np.arange(bc) * u)[:, None]
-        k = np.bincount(draws.ravel(), minlength=bc * u).reshape(bc, u).astype(np.float64)
-        k32 = np.zeros((u + 1, bc), np.float32)
-        k32[:u] = k.T
-        sl = slice(start, start + bc)
+    for sl, k, k32 in _user_draws(users_ss, d, n_boot):
         rep_a, rep_b = ma.replicates(k, k32), mb.replicates(k, k32)
         reps[sl] = np.einsum("sb,bs->b", rep_a, wa[sl]) - np.einsum("sb,bs->b", rep_b, wb[sl])
-    if not np.all(np.isfinite(reps)):
-        bad = int(np.sum(~np.isfinite(reps)))
-        raise ValueError(
-            f"{metric} is undefined in {bad} of {n_boot} bootstrap replicates (a user draw without both classes): "
-            "the test set has too few users; use more test users."
-        )
+    _check_finite(reps, metric, n_boot)
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return Comparison(
         a=str(a),

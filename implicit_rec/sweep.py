@@ -3,11 +3,15 @@
 An implicit VM is the map x -> z_k -> logit, x what its core reads (``VerticalModel.core_input``:
 the front-end vector (B, width), or for ``"implicit-seq"`` a dict of it with the sequences it attends
 to and their mask) and z_k the k-th solver iterate (B, d_state). For each k in ``iterations``
-(one :meth:`ImplicitLayer.trajectory` pass gives every k) we report on the test rows: AUC, gAUC,
-logloss, the mean relative residual ||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <=
-the evaluation tolerance, the wall time to score the test set with exactly k iterations (median of
-repeats, front end included), and FLOPs per example (front end + k evaluations of the cell;
-Anderson's O(m^2 d) mixing is not counted in FLOPs, it shows in the seconds).
+(one :meth:`ImplicitLayer.trajectory` pass gives every k) we report on the test rows: AUC with a
+95% bootstrap interval over test users (``auc_ci_low``, ``auc_ci_high``:
+:func:`implicit_rec.stats.bootstrap_intervals`, 500 draws, seed 0), gAUC, logloss, the mean
+relative residual ||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <= the evaluation
+tolerance, the wall time to score the test set with exactly k iterations (median of repeats, front
+end included; :func:`score_at`, whose k is a traced argument: one compilation per model structure
+and method times every k), and FLOPs per example (front end + k evaluations of the cell;
+Anderson's O(m^2 d) mixing is not counted in FLOPs, it shows in the seconds). Explicit points carry
+the same interval.
 
 The empirical Lipschitz constant (the Implicit Models paper's diagnostic) of x -> z_k is
 max / mean over test examples and random directions of ||z_k(x + d) - z_k(x)|| / ||d||, with
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +37,13 @@ from flax import nnx
 
 import solvers
 
-from . import metrics
+from . import metrics, stats
 from .models.training import padded_chunks
 from .models.vertical import VerticalModel
 from .sweep_core import SweepRow, check_iterations, sweep_rows
+
+CI_LEVEL = 0.95  # the sweep's AUC intervals: the level of the run's comparisons (pipeline.compare)
+CI_BOOT = 500  # user draws per interval (about 0.1 s per row on 41k test events)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +128,10 @@ def _take(x, index):
     return jax.tree.map(lambda a: jnp.asarray(a[index]), x)
 
 
-def _median_seconds(fn: Callable, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile
+def _median_seconds(fn: Callable, repeats: int, warm: bool = True) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, after one untimed call (compilation) if ``warm``."""
+    if warm:
+        jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -145,6 +155,69 @@ def _pure(model: VerticalModel, fn: Callable, key: tuple) -> Callable:
     return lambda *args: jitted(state, *args)
 
 
+class ImplicitSweep(NamedTuple):
+    """What :func:`implicit_sweep` returns: one row per k and the test probabilities (N,) float32
+    at each k of ``keep`` that is in ``iterations``."""
+
+    rows: list[SweepRow]
+    predictions: dict[int, np.ndarray]
+
+
+def score_at(model: VerticalModel, x, steps: int, method: str) -> jax.Array:
+    """The logits (N,) of what the core reads, ``x``, after exactly ``steps`` solver iterations.
+
+    Equal to ``model.core.trajectory(x, steps, readout=head, method=method)[steps]``
+    (``solvers.iterate_to`` with the layer's solver settings in force); ``steps`` is a traced
+    argument, so one compiled function per (model structure, method) serves every k.
+    """
+    return _scorer(model, method)(x, jnp.asarray(steps, jnp.int32))
+
+
+def _scorer(model: VerticalModel, method: str) -> Callable:
+    """``(x, steps) -> logits`` of :func:`score_at`, jitted once per (model structure, method)."""
+    return _pure(model, lambda m, x, steps: _logit_at(m, x, steps, method), ("score", method))
+
+
+def _logit_at(m: VerticalModel, x, steps: jax.Array, method: str) -> jax.Array:
+    f, z0, args = m.core.functional(x)
+    c = m.core.solver
+    return solvers.iterate_to(
+        f,
+        z0,
+        *args,
+        steps=steps,
+        method=method,
+        readout=lambda z: m.head(z)[:, 0],
+        tol=c.tol,
+        stop=c.stop,
+        damping=c.damping,
+        memory=c.memory,
+        ridge=c.ridge,
+    )
+
+
+def auc_intervals(labels, users, probs: np.ndarray, *, n_boot: int = CI_BOOT, level: float = CI_LEVEL) -> np.ndarray:
+    """(M, 2) bootstrap intervals of the test AUC of each row of ``probs`` (M, N)
+    (:func:`implicit_rec.stats.bootstrap_intervals`, seed 0); NaN where a user draw has one class
+    only (a tiny test set)."""
+    try:
+        return stats.bootstrap_intervals(labels, users, probs, n_boot=n_boot, level=level, seed=0)
+    except ValueError as err:
+        if "undefined" not in str(err):
+            raise
+        return np.full((len(probs), 2), np.nan)
+
+
+def _with_interval(evaluation: Mapping[str, float], interval) -> dict:
+    """The metrics with ``auc_ci_low`` / ``auc_ci_high`` right after ``auc``."""
+    out = {}
+    for name, value in evaluation.items():
+        out[name] = value
+        if name == "auc":
+            out["auc_ci_low"], out["auc_ci_high"] = float(interval[0]), float(interval[1])
+    return out
+
+
 def implicit_sweep(
     model: VerticalModel,
     make_batch: Callable,
@@ -156,11 +229,15 @@ def implicit_sweep(
     *,
     repeats: int = 3,
     chunk: int = 4096,
-    timed: bool = True,
-) -> list[SweepRow]:
-    """One row per k: auc, gauc, logloss, residual, converged_fraction, seconds, flops.
+    keep: tuple[int, ...] = (),
+    n_boot: int = CI_BOOT,
+    level: float = CI_LEVEL,
+) -> ImplicitSweep:
+    """One row per k: auc with its bootstrap interval (auc_ci_low, auc_ci_high), gauc, logloss,
+    residual, converged_fraction, seconds, flops; and the test probabilities at each k of ``keep``.
 
-    ``timed=False`` skips the wall-time measurement (one compilation per k) and reports NaN seconds.
+    ``seconds`` at k: the median of ``repeats`` timed passes of the front end plus
+    :func:`score_at` with k iterations on the whole test set (one compilation for every k).
     """
     if not model.is_implicit:
         raise ValueError(f"implicit_sweep needs an implicit VM, got arch={model.arch!r}.")
@@ -184,11 +261,7 @@ def implicit_sweep(
 
     # cost: front end once, then the solve + head at each k
     sample = make_batch(rows[: min(len(rows), chunk)])
-    front_s = (
-        _median_seconds(lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats)
-        if timed
-        else float("nan")
-    )
+    front_s = _median_seconds(lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats)
     front_flops = _flops(model, lambda m, b: m.core_input(b), "features", sample) / len(rows[:chunk])
     xc = _take(x, slice(0, chunk))
     size = _num_rows(xc)
@@ -197,21 +270,16 @@ def implicit_sweep(
     front_flops += prep_flops
     head_flops = 2.0 * model.core.d_state
     xs = jax.tree.map(jnp.asarray, x)
-    evals, seconds = [], []
-    for k in iterations:
-        probs = 1.0 / (1.0 + np.exp(-logits[k].astype(np.float64)))
-        evals.append(metrics.evaluate(labels, probs, users))
-        if timed:
-            score = _pure(
-                model,
-                lambda m, x, k=k: m.core.trajectory(x, steps=k, readout=lambda z: m.head(z)[:, 0], method=method)[-1],
-                ("score", k, method),
-            )
-            seconds.append(front_s + _median_seconds(lambda score=score: score(xs), repeats))
-        else:
-            seconds.append(float("nan"))
     ks = np.asarray(iterations)
-    return sweep_rows(
+    probs = 1.0 / (1.0 + np.exp(-logits[ks].astype(np.float64)))  # (len(iterations), N)
+    intervals = auc_intervals(labels, users, probs, n_boot=n_boot, level=level)
+    evals = [_with_interval(metrics.evaluate(labels, p, users), ci) for p, ci in zip(probs, intervals)]
+    score = _scorer(model, method)
+    seconds = [
+        front_s + _median_seconds(lambda k=k: score(xs, jnp.int32(k)), repeats, warm=i == 0)
+        for i, k in enumerate(iterations)
+    ]
+    rows_out = sweep_rows(
         iterations,
         {name: [e[name] for e in evals] for name in evals[0]},
         method=method,
@@ -220,6 +288,8 @@ def implicit_sweep(
         seconds=seconds,
         flops=front_flops + ks * cell_flops + head_flops,
     )
+    kept = {k: probs[i].astype(np.float32) for i, k in enumerate(iterations) if k in set(keep)}
+    return ImplicitSweep(rows_out, kept)
 
 
 def _cell(functional):
@@ -253,7 +323,8 @@ def explicit_point(
     seconds = _median_seconds(
         lambda: [_explicit_probs(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats
     )
-    return ExplicitPoint(len(model.core.layers), metrics.evaluate(labels, probs, users), seconds, flops)
+    evaluation = _with_interval(metrics.evaluate(labels, probs, users), auc_intervals(labels, users, probs[None])[0])
+    return ExplicitPoint(len(model.core.layers), evaluation, seconds, flops)
 
 
 def lipschitz_sweep(

@@ -5,6 +5,7 @@ Public API:
   check_options(**options)                            validate fixed_point options early
   adjoint_probe(B) -> AdjointInfo                     zeros whose gradient reports the ift adjoint solve
   iterate(f, z0, *args, steps, ...)                   readout of every iterate in one pass
+  iterate_to(f, z0, *args, steps, ...)                readout of z_steps, steps a traced integer
   residual(z, fz, stop)                               the per-row residual of the stop rule
   spectral_radius, jacobian_frobenius, empirical_lipschitz, random_directions   diagnostics
 """
@@ -18,11 +19,12 @@ from .diagnostics import (
     spectral_radius,
 )
 from .fixed_point import AdjointInfo, SolverInfo, adjoint_probe, check_options, fixed_point
-from .iterate import iterate
+from .iterate import iterate, iterate_to
 
 __all__ = [
     "fixed_point",
     "iterate",
+    "iterate_to",
     "residual",
     "SolverInfo",
     "AdjointInfo",

@@ -46,7 +46,84 @@ def test_pairs_cover_variants_loopfm_vs_kd_equal_params_and_fm_vs_best():
     assert ("implicit/loopfm+kd", "din-8/loopfm+kd") in pairs
     assert ("implicit/none", "din/none") in pairs  # no baseline of that transfer: the arch's own VM
     assert pairs[-1] == ("fm", "din/loopfm+kd")  # best by mean AUC over seeds
-    assert len(pairs) == len(set(pairs)) == 2 * 4 + 4 + 1
+    # the best implicit VM (implicit/loopfm+kd, 0.63) against every baseline and the explicit VM of its transfer
+    assert [p for p in pairs if p[0] == "implicit/loopfm+kd" and p[1].startswith("din")] == [
+        ("implicit/loopfm+kd", "din-8/loopfm+kd"),
+        ("implicit/loopfm+kd", "din-64x64/loopfm+kd"),
+        ("implicit/loopfm+kd", "din/loopfm+kd"),
+    ]
+    assert len(pairs) == len(set(pairs)) == 2 * 4 + 4 + 2 + 1  # the nearest-parameter pair is not repeated
+    assert not any("@k" in a for a, _ in pairs)  # no sweep iterations given: no NAME@kK pairs
+
+
+def test_pairs_of_iterations_and_of_the_best_implicit_vm():
+    vms = [
+        _vm("din/none", 1000, 0.60),
+        _vm("din/kd", 1000, 0.64),
+        _vm("implicit/none", 500, 0.61),
+        _vm("implicit/none", 500, 0.63, seed=1),  # mean 0.62: the best implicit VM
+        _vm("implicit/kd", 500, 0.615),
+    ]
+    baselines = [_vm("din-8/kd", 480, 0.6, hidden=(8,)), _vm("din-d4@params/none", 520, 0.6, hidden=(16,) * 4)]
+    pairs = compare.comparison_pairs(vms, baselines, iterations=(0, 1, 2, 4, 8, 16, 32))
+    assert ("implicit/none@k16", "implicit/none@k2") in pairs and ("implicit/kd@k16", "implicit/kd@k2") in pairs
+    assert not any(a.startswith("din") and "@k" in a for a, _ in pairs)  # explicit VMs have no iterations
+    assert ("implicit/none", "din-8/kd") in pairs and ("implicit/none", "din-d4@params/none") in pairs
+    assert ("implicit/none", "din/none") in pairs and ("implicit/none", "din/kd") not in pairs  # same transfer only
+    assert ("implicit/kd", "din-d4@params/none") not in pairs  # only the best implicit VM meets every baseline
+    assert pairs[-1] == ("fm", "din/kd") and len(pairs) == len(set(pairs))
+    without_2 = compare.comparison_pairs(vms, baselines, iterations=(0, 4, 16))
+    assert not any("@k" in a for a, _ in without_2)  # k = 2 not swept: no iteration pair
+    assert compare.split_iterations("implicit/none@k16") == ("implicit/none", 16)
+    assert compare.split_iterations("din-d4@params/none") == ("din-d4@params/none", None)
+    assert compare.split_iterations(compare.at_iterations("a/b", 2)) == ("a/b", 2)
+
+
+def test_the_comparison_stage_reads_the_sweeps_predictions_at_k(tmp_path):
+    from types import SimpleNamespace
+
+    from implicit_rec import config
+    from implicit_rec.pipeline.stages import predictions_path
+
+    run = pipeline.RunDir(tmp_path / "run", quiet=True)
+    run.prepare(config.DEFAULT)
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(200), 5)
+    score = rng.normal(size=users.size)
+    labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
+    vms = (_vm("din/none", 100, 0.6), _vm("implicit/none", 50, 0.6))
+
+    def save(path, noise):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, (1 / (1 + np.exp(-(score + noise * rng.normal(size=score.size))))).astype(np.float32))
+
+    save(predictions_path(run.model_paths("fm")[0]), 0.5)
+    for v in vms:
+        save(predictions_path(run.out / v.weights), 1.0)
+    implicit = run.out / vms[1].weights
+    save(predictions_path(implicit, 16), 0.2)  # many iterations: close to the truth
+
+    class Table:  # what the stage reads of the event table
+        def rows(self, split):
+            return np.arange(users.size)
+
+        def __getitem__(self, column):
+            return {"label": labels, "user": users}[column]
+
+    models = SimpleNamespace(vms=vms, table=Table())
+    with pytest.raises(pipeline.RunError, match=r"k2.test.npy is missing.*implicit-rec sweep --run"):
+        pipeline.comparison_stage(run, models, (), (0, 2, 16))
+    save(predictions_path(implicit, 2), 3.0)  # two iterations: far off
+    rows = pipeline.comparison_stage(run, models, (), (0, 2, 16))
+    at_k = [r for r in rows if r["a"] == "implicit/none@k16"]
+    assert [(r["b"], r["metric"]) for r in at_k] == [("implicit/none@k2", "auc"), ("implicit/none@k2", "gauc")]
+    k16, k2 = (np.load(predictions_path(implicit, k)) for k in (16, 2))
+    assert at_k[0]["diff"] == pytest.approx(metrics.auc(labels, k16) - metrics.auc(labels, k2))
+    assert at_k[0]["ci_low"] > 0
+    assert pipeline.comparison_stage(run, models, (), (0, 2, 16)) == rows  # cached
+    save(predictions_path(implicit, 2), 0.1)
+    redone = pipeline.comparison_stage(run, models, (), (0, 2, 16), recompute=True)  # a redone sweep
+    assert next(r for r in redone if r["a"] == "implicit/none@k16")["diff"] < 0
 
 
 def test_the_sequence_reading_implicit_vm_is_compared_like_the_implicit_vm():

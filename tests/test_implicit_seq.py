@@ -204,7 +204,7 @@ def test_sweep_and_lipschitz_run_on_the_dict_input(tiny):
     for k in x:
         np.testing.assert_allclose(x[k], whole[k], rtol=1e-5, atol=1e-6)
     labels, users = np.asarray(tiny["label"][rows]), np.asarray(tiny["user"][rows])
-    out = sweep_mod.implicit_sweep(vm, make, rows, labels, users, (0, 1, 2), "anderson", chunk=16, timed=False)
+    out = sweep_mod.implicit_sweep(vm, make, rows, labels, users, (0, 1, 2), "anderson", chunk=16).rows
     assert [r.iterations for r in out] == [0, 1, 2]
     assert all(np.isfinite(r.get("auc")) and r.get("flops") > 0 for r in out)
     assert out[2].get("flops") > out[1].get("flops") > out[0].get("flops")

@@ -87,3 +87,33 @@ def test_iterate_gradient_matches_finite_differences():
             e = jnp.zeros((3, 3)).at[i, j].set(eps)
             fd[i, j] = (value(w + e) - value(w - e)) / (2 * eps)
     np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["picard", "anderson"])
+def test_iterate_to_a_traced_step_count_equals_iterate_with_one_compilation(problem, method):
+    w, x = problem
+    z0 = jnp.zeros((4, 6), x.dtype)
+    traces = []
+
+    def g(z, w, x):
+        return {"h": f(z["h"], w, x)}
+
+    def final(w, x, k):
+        traces.append(1)
+        return solvers.iterate_to(g, {"h": z0}, w, x, steps=k, method=method, tol=1e-3, readout=lambda z: z["h"][:, 0])
+
+    jitted = jax.jit(final)
+    traj = solvers.iterate(g, {"h": z0}, w, x, steps=9, method=method, tol=1e-3)
+    for k in (0, 1, 2, 5, 9):
+        np.testing.assert_allclose(jitted(w, x, jnp.int32(k)), traj["h"][k, :, 0], rtol=1e-6, atol=1e-7)
+    assert len(traces) == 1  # every k ran through one compiled function
+    # a Python integer works without jit too, and bad step counts are refused
+    np.testing.assert_allclose(
+        solvers.iterate_to(f, z0, w, x, steps=3, method=method, tol=1e-3), traj["h"][3], atol=1e-6
+    )
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        solvers.iterate_to(f, z0, w, x, steps=-1)
+    with pytest.raises(TypeError, match="steps must be an integer scalar"):
+        solvers.iterate_to(f, z0, w, x, steps=jnp.ones(2, jnp.int32))
+    with pytest.raises(TypeError, match="unknown keyword argument.*'max_iter'"):
+        solvers.iterate_to(f, z0, w, x, steps=1, max_iter=3)

@@ -53,6 +53,8 @@ SWEEP_ROW = {
     "method": "picard",
     "iterations": 2,
     "auc": 0.6,
+    "auc_ci_low": 0.58,
+    "auc_ci_high": 0.62,
     "gauc": 0.55,
     "logloss": 0.5,
     "residual": 0.1,
@@ -68,6 +70,8 @@ BASELINE = {
     "hidden": [16],
     "depth": 1,
     "auc": 0.6,
+    "auc_ci_low": 0.59,
+    "auc_ci_high": 0.61,
     "gauc": 0.55,
     "logloss": 0.5,
     "seconds": 0.01,
@@ -140,11 +144,16 @@ def test_metrics_schema_is_the_records_fields():
     broken = {**m, "vms": [{k: v for k, v in m["vms"][0].items() if k != "auc"}]}
     with pytest.raises(ValueError, match=r"vms\[0\] lacks \['auc'\]"):
         report.validate_metrics(broken)
+    without_interval = {**m, "sweep": [{k: v for k, v in SWEEP_ROW.items() if k != "auc_ci_high"}]}
+    with pytest.raises(ValueError, match=r"sweep\[0\] lacks \['auc_ci_high'\]"):
+        report.validate_metrics(without_interval)
 
 
 def test_report_reads_the_record_metrics(tmp_path):
     text = report.markdown(metrics_record().to_dict())
-    assert "| din/kd | 99 | 0.6200 |" in text and "| implicit/none | 0 | picard | 2 | 0.6000 |" in text
+    assert "| din/kd | 99 | 0.6200 |" in text
+    assert "| implicit/none | 0 | picard | 2 | 0.6000 | [0.5800, 0.6200] |" in text
+    assert "| din-16/none | 80 | 1 | 0.6000 | [0.5900, 0.6100] |" in text
     assert "### din" in text  # transfer ratios of the arch with a plain VM
 
 
@@ -260,6 +269,38 @@ def test_padding_of_the_last_batch_changes_no_update():
     np.testing.assert_allclose(model.linear.bias[...], best.linear.bias[...], rtol=1e-5, atol=1e-6)
 
 
+def test_auc_vs_flops_draws_curves_with_bands_and_labelled_points(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {**SWEEP_ROW, "vm": vm, "seed": seed, "iterations": k, "auc": auc + 0.01 * k, "flops": 1e4 * (k + 1)}
+        | {"auc_ci_low": auc + 0.01 * k - 0.02, "auc_ci_high": auc + 0.01 * k + 0.02}
+        for vm, auc in (("implicit/none", 0.6), ("implicit/kd", 0.62))
+        for seed in (0, 1)
+        for k in (0, 2, 4)
+    ]
+    m = dataclasses.replace(metrics_record(), sweep=tuple(rows)).to_dict()
+    fig, ax = plt.subplots()
+    report.plot_auc_vs_flops(ax, m, ["implicit/none", "implicit/kd"])
+    curves = [line for line in ax.get_lines() if line.get_label().startswith("implicit")]
+    assert [c.get_label() for c in curves] == ["implicit/none (picard)", "implicit/kd (picard)"]
+    np.testing.assert_allclose(curves[0].get_xdata(), [1e4, 3e4, 5e4])  # one point per k
+    np.testing.assert_allclose(curves[1].get_ydata(), [0.62, 0.64, 0.66])
+    bands = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    assert len(bands) == 2
+    np.testing.assert_allclose(bands[0].get_paths()[0].vertices[:, 1].min(), 0.58)  # the interval's low end
+    labels = [t.get_text() for t in ax.texts]
+    assert "din-16/none" in labels and "k=4" in labels
+    assert len(ax.containers) == 1 and ax.containers[0].has_yerr  # the baseline with its interval
+    plt.close(fig)
+    written = report.write_report(m, tmp_path)
+    assert (tmp_path / "auc_vs_compute.png") in written
+    assert (tmp_path / "auc_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # -- a whole tiny run ---------------------------------------------------------------------------
 
 
@@ -273,7 +314,7 @@ def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path):
             "vm.epochs=1",
             'vm.archs=["implicit"]',
             'vm.transfers=["none", "loopfm"]',
-            "sweep.iterations=[0, 2]",
+            "sweep.iterations=[0, 2, 16]",
             'sweep.methods=["picard"]',
             "sweep.baselines=[[8]]",
             'sweep.baseline_transfer="none"',
@@ -292,6 +333,12 @@ def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path):
         json.loads((out / "models" / "fm.json").read_text())
     ) == pipeline.FMResult.from_dict(m["fm"])
     assert m["store"]["bytes_on_disk"] > 0 and m["store"]["events"] > 0
+    assert all(np.isfinite(r["seconds"]) and r["auc_ci_low"] <= r["auc"] <= r["auc_ci_high"] for r in m["sweep"])
+    at_k = [c for c in m["comparisons"] if c["a"].endswith("@k16")]
+    assert {(c["a"], c["b"]) for c in at_k} == {
+        (f"implicit/{t}@k16", f"implicit/{t}@k2") for t in ("none", "loopfm")
+    }  # read from the sweep's predictions at k = 16 and 2
+    assert len(list((out / "models").glob("vm-implicit-*.k16.test.npy"))) == 2
     state = json.loads((out / "run.json").read_text())
     state["status"] = "running"  # reopen it: every stage is loaded, none computed again
     (out / "run.json").write_text(json.dumps(state))

@@ -242,3 +242,21 @@ def test_bad_calls():
         stats.weighted_auc([0, 1], [0.1, 0.2], [1, -1])
     with pytest.raises(ValueError, match="scores contains NaN"):
         stats.weighted_auc([0, 1], [0.1, np.nan], [1, 1])
+
+
+def test_bootstrap_intervals_bracket_the_metric_are_deterministic_and_share_paired_draws():
+    rng = np.random.default_rng(7)
+    y, g, a, b = population(rng, 200, 8)
+    preds = np.stack([a, b])
+    ci = stats.bootstrap_intervals(y, g, preds, n_boot=200)
+    assert ci.shape == (2, 2)
+    for row, (lo, hi) in zip(preds, ci):
+        assert lo < metrics.auc(y, row) < hi and hi - lo < 0.2
+    np.testing.assert_array_equal(ci, stats.bootstrap_intervals(y, g, preds, n_boot=200))  # fixed seed
+    assert not np.array_equal(ci, stats.bootstrap_intervals(y, g, preds, n_boot=200, seed=1))
+    # a constant score has AUC 1/2 on every draw: the paired difference's interval is this one shifted
+    flat = stats.paired_bootstrap(y, g, a, np.zeros_like(a), n_boot=200)
+    np.testing.assert_allclose([flat.ci_low, flat.ci_high], ci[0] - 0.5, atol=1e-12)
+    np.testing.assert_allclose(stats.bootstrap_intervals(y, g, a, n_boot=200), ci[:1])  # (N,) is one row
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 100"):
+        stats.bootstrap_intervals(y, g, preds, n_boot=10)

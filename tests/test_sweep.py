@@ -110,3 +110,67 @@ def test_recommendation_lipschitz_and_explicit_rows_keep_their_keys():
     assert LipschitzRow(2.0, 1.0).to_dict() == {"max": 2.0, "mean": 1.0}
     point = ExplicitPoint(2, {"auc": 0.7, "gauc": 0.6, "logloss": 0.5}, 0.1, 100.0)
     assert list(point.to_dict()) == ["depth", "auc", "gauc", "logloss", "seconds", "flops"]
+
+
+# -- the recommendation sweep on a tiny implicit VM ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_vm():
+    from flax import nnx
+
+    from implicit_rec.data.synthetic import synthetic_events
+    from implicit_rec.layers import SolverConfig
+    from implicit_rec.loopfm.batches import table_batches
+    from implicit_rec.models.vertical import VerticalModel
+
+    table = synthetic_events("tiny", seed=0)
+    solver = SolverConfig(method="anderson", max_iter=30, tol=1e-3)
+    vm = VerticalModel(
+        table.schema, table.vocab_sizes, rngs=nnx.Rngs(0), arch="implicit", max_len=8, d_state=8, eval_solver=solver
+    )
+    vm.eval()
+    rows = table.rows("test")[:600]
+    return vm, table_batches(table), rows, np.asarray(table["label"][rows]), np.asarray(table["user"][rows])
+
+
+@pytest.mark.parametrize("method", ["anderson", "picard"])
+def test_the_timed_score_at_k_equals_the_trajectory_at_k_with_one_compilation(tiny_vm, method):
+    from implicit_rec import sweep as sweep_mod
+
+    vm, make, rows, _, _ = tiny_vm
+    x = sweep_mod._take(sweep_mod.vm_features(vm, make, rows[:64]), slice(None))
+    traj = vm.core.trajectory(x, steps=6, readout=lambda z: vm.head(z)[:, 0], method=method)
+    before = sweep_mod._scorer(vm, method)
+    for k in (0, 1, 3, 6):
+        np.testing.assert_allclose(sweep_mod.score_at(vm, x, k, method), traj[k], rtol=1e-5, atol=1e-6)
+    assert sweep_mod._scorer(vm, method) is not before  # a new closure over the state ...
+    assert len([key for key in sweep_mod._JITTED if key[1] == ("score", method)]) == 1  # ... of one jitted function
+    jitted = next(f for key, f in sweep_mod._JITTED.items() if key[1] == ("score", method))
+    assert jitted._cache_size() == 1  # every k ran through one compilation
+    assert not np.allclose(traj[1], traj[6])  # the k's differ: the check has teeth
+
+
+@pytest.mark.slow  # compiles the trajectory, the scorer and the FLOP counts (about 10 s cold)
+def test_implicit_sweep_times_every_k_and_brackets_the_auc(tiny_vm):
+    from implicit_rec import metrics
+    from implicit_rec import sweep as sweep_mod
+
+    vm, make, rows, labels, users = tiny_vm
+    out = sweep_mod.implicit_sweep(
+        vm, make, rows, labels, users, (0, 2, 4), "anderson", repeats=1, keep=(2, 3), n_boot=200
+    )
+    assert [r.iterations for r in out.rows] == [0, 2, 4] and set(out.predictions) == {2}
+    for r in out.rows:
+        d = r.to_dict()
+        assert list(d)[2:5] == ["auc", "auc_ci_low", "auc_ci_high"]
+        assert np.isfinite(d["seconds"]) and d["seconds"] > 0
+        if r.iterations:
+            assert d["auc_ci_low"] < d["auc"] < d["auc_ci_high"]
+    p2 = out.predictions[2]
+    assert p2.dtype == np.float32 and p2.shape == (len(rows),)
+    assert metrics.auc(labels, p2) == pytest.approx(out.rows[1].get("auc"), abs=1e-6)
+    again = sweep_mod.implicit_sweep(vm, make, rows, labels, users, (0, 2, 4), "anderson", repeats=1, n_boot=200)
+    assert [(r.get("auc_ci_low"), r.get("auc_ci_high")) for r in again.rows] == [
+        (r.get("auc_ci_low"), r.get("auc_ci_high")) for r in out.rows
+    ]  # deterministic

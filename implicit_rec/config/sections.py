@@ -272,9 +272,7 @@ class SweepConfig(_Section):
     lipschitz_examples: int = _field(256, "test examples for the Lipschitz estimate", min=1)
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)
     lipschitz_scale: float = _field(1e-2, "perturbation norm relative to the input's norm", positive=True)
-    timing_repeats: int = _field(
-        3, "timed passes per k (median reported); timed: the implicit VMs with sweep.baseline_transfer", min=1
-    )
+    timing_repeats: int = _field(3, "timed passes per k (median reported) of every swept VM", min=1)
 
     def _check(self) -> None:
         _check_lists(self, "methods")

@@ -8,8 +8,9 @@ whose ``to_dict`` is what the stage writes and what ``metrics.json`` holds::
     fm_stage         -> FMResult      models/fm.json (+ fm.test.npy, its test predictions)
     store_stage      -> StoreInfo     store/ (the HistoricalStore)
     vm_stage         -> VMResult      models/vm-*.json, models/baseline-*.json (+ .test.npy)
-    sweep_stage      -> SweepResult   sweep.json
-    comparison_stage -> (rows)        paired differences with 95% bootstrap intervals (pipeline.compare)
+    sweep_stage      -> SweepResult   sweep.json (+ models/vm-*.kK.test.npy, implicit VMs at K iterations)
+    comparison_stage -> (rows)        paired differences with 95% bootstrap intervals (pipeline.compare;
+                                      after the sweep, whose predictions at k = 16 and 2 it compares)
     assemble      -> RunMetrics    metrics.json (``implicit_rec.report`` reads it)
 
 :meth:`RunDir.cached` does the bookkeeping of every stage once: load the stage's file if a
@@ -25,7 +26,8 @@ Run directory (every file written atomically; a rerun of the same command resume
     models/fm.*        FM parameters (.msgpack), result (.json), test predictions (.test.npy),
                        in-progress epoch checkpoint (.train.msgpack)
     store/             the FM's logged embeddings (LoopFM features, KD targets)
-    models/vm-*.*      each VM and explicit baseline, the same four files
+    models/vm-*.*      each VM and explicit baseline, the same four files; an implicit VM also has
+                       .k16.test.npy / .k2.test.npy, its test predictions at k iterations (the sweep)
     sweep.json         the test-time iteration sweep and the Lipschitz diagnostic
     comparisons.json   paired differences between models with 95% bootstrap intervals
     metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)

@@ -10,7 +10,16 @@ replacement when it has several). Which pairs a run compares (:func:`comparison_
   distillation;
 - every implicit VM against the explicit VM of the same transfer whose parameter count is closest
   (the arch's own VM or an explicit baseline) — implicit vs explicit at (nearly) equal parameters;
+- every implicit VM at k = 16 solver iterations against itself at k = 2 (``NAME@k16`` −
+  ``NAME@k2``, when both are in ``sweep.iterations``): what test-time iterations buy. Its
+  predictions are the sweep's (``models/STEM.k16.test.npy``, written by the sweep stage, with the
+  VM's evaluation method if the sweep runs it, else the sweep's first method), paired over test
+  users and seeds like the others;
+- the best implicit VM (by mean test AUC, at its evaluation setting) against every explicit
+  baseline and every explicit VM of its transfer;
 - the FM against the best VM (by mean test AUC).
+
+A name ``NAME@kK`` is VM ``NAME`` at K iterations (:func:`at_iterations`, :func:`split_iterations`).
 """
 
 from __future__ import annotations
@@ -25,10 +34,24 @@ from ..stats import paired_bootstrap
 N_BOOT = 1000  # bootstrap replicates per comparison
 LEVEL = 0.95
 METRICS = ("auc", "gauc")  # the metrics every pair is compared on
+ITERATION_PAIR = (16, 2)  # NAME@k16 - NAME@k2; the sweep saves its test predictions at these k
 
 
-def comparison_pairs(vms: Sequence, baselines: Sequence = ()) -> list[tuple[str, str]]:
-    """(a, b) model names to compare, from the VM and baseline results (``VMResult``s); "fm" is the FM."""
+def at_iterations(name: str, k: int) -> str:
+    """``"NAME@kK"``: VM ``name`` read out after ``k`` solver iterations."""
+    return f"{name}@k{int(k)}"
+
+
+def split_iterations(name: str) -> tuple[str, int | None]:
+    """``("NAME", K)`` of ``"NAME@kK"``; ``(name, None)`` for a plain model name."""
+    base, sep, k = name.rpartition("@k")
+    return (base, int(k)) if sep and k.isdigit() else (name, None)
+
+
+def comparison_pairs(vms: Sequence, baselines: Sequence = (), iterations: Sequence[int] = ()) -> list[tuple[str, str]]:
+    """(a, b) model names to compare, from the VM and baseline results (``VMResult``s; anything
+    with ``name``, ``arch``, ``transfer``, ``params``, ``auc`` and ``is_implicit``) and the sweep's
+    ``iterations``; "fm" is the FM, "NAME@kK" a VM at K iterations. No pair twice."""
     names = list(dict.fromkeys(v.name for v in vms))
     by_name = {n: [v for v in vms if v.name == n] for n in names}
     pairs: list[tuple[str, str]] = []
@@ -49,10 +72,22 @@ def comparison_pairs(vms: Sequence, baselines: Sequence = ()) -> list[tuple[str,
         if same:
             closest = min(same, key=lambda v: abs(math.log(v.params / first.params)))
             pairs.append((name, closest.name))
+    implicit = [n for n in names if by_name[n][0].is_implicit]
+    if set(ITERATION_PAIR) <= set(iterations):
+        pairs += [tuple(at_iterations(n, k) for k in ITERATION_PAIR) for n in implicit]
+
+    def mean_auc(n):
+        return np.mean([v.auc for v in by_name[n]])
+
+    if implicit:
+        best = max(implicit, key=mean_auc)
+        transfer = by_name[best][0].transfer
+        others = [b.name for b in baselines if not b.is_implicit]
+        others += [n for n in names if not by_name[n][0].is_implicit and by_name[n][0].transfer == transfer]
+        pairs += [(best, n) for n in others]
     if names:
-        best = max(names, key=lambda n: np.mean([v.auc for v in by_name[n]]))
-        pairs.append(("fm", best))
-    return pairs
+        pairs.append(("fm", max(names, key=mean_auc)))
+    return list(dict.fromkeys(pairs))
 
 
 def compare(

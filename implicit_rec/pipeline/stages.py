@@ -77,14 +77,19 @@ def _evaluate(model, make_batch: Callable, table: EventTable, predictions: Path)
     (float32 .npy, in ``table.rows("test")`` order: the paired comparisons read them)."""
     rows = table.rows("test")
     probs = predict(model, make_batch, rows)
-    with atomic_path(predictions, suffix=".npy") as tmp:
-        np.save(tmp, np.asarray(probs, np.float32), allow_pickle=False)
+    _save_predictions(probs, predictions)
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
 
 
-def predictions_path(weights: Path) -> Path:
-    """The test-prediction file beside a model's parameter file (``models/STEM.test.npy``)."""
-    return weights.with_suffix(".test.npy")
+def predictions_path(weights: Path, iterations: int | None = None) -> Path:
+    """The test-prediction file beside a model's parameter file (``models/STEM.test.npy``); with
+    ``iterations`` k, the sweep's predictions of an implicit VM at k iterations (``models/STEM.kK.test.npy``)."""
+    return weights.with_suffix(".test.npy" if iterations is None else f".k{int(iterations)}.test.npy")
+
+
+def _save_predictions(probs: np.ndarray, path: Path) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(probs, np.float32), allow_pickle=False)
 
 
 def ceiling_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> CeilingResult:
@@ -245,7 +250,11 @@ def sweep_stage(
     *,
     recompute: bool = False,
 ) -> SweepResult:
-    """Every implicit VM at each k of ``sweep.iterations``, the explicit baselines as points (sweep.json)."""
+    """Every implicit VM at each k of ``sweep.iterations``, the explicit baselines as points (sweep.json).
+
+    Also writes each implicit VM's test predictions at the k of ``compare.ITERATION_PAIR`` that are
+    swept (:func:`predictions_path`; with its evaluation method if swept, else the first method):
+    the ``NAME@kK`` comparisons read them."""
     sw: SweepConfig = cfg.sweep
 
     def compute() -> SweepResult:
@@ -260,8 +269,9 @@ def sweep_stage(
             model, make = load_vm(run, table, store, cfg, v)
             x_lip = sweep_mod.vm_features(model, make, lip_rows)
             tag = {"vm": v.name, "seed": v.seed}
+            saved = model.core.eval_solver.method if model.core.eval_solver.method in sw.methods else sw.methods[0]
             for method in sw.methods:
-                for r in sweep_mod.implicit_sweep(
+                out = sweep_mod.implicit_sweep(
                     model,
                     make,
                     test_rows,
@@ -270,8 +280,12 @@ def sweep_stage(
                     sw.iterations,
                     method,
                     repeats=sw.timing_repeats,
-                    timed=v.transfer == sw.baseline_transfer,
-                ):
+                    keep=compare.ITERATION_PAIR if method == saved else (),
+                    level=compare.LEVEL,
+                )
+                for k, probs in out.predictions.items():
+                    _save_predictions(probs, predictions_path(run.out / v.weights, k))
+                for r in out.rows:
                     rows.append({**tag, "transfer": v.transfer, "params": v.params, **_row(r)})
                 for r in sweep_mod.lipschitz_sweep(
                     model,
@@ -371,11 +385,18 @@ def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
     return LoopFMModels(table, resolved, data, fm, store, store_info, vms, ceiling)
 
 
-def _test_predictions(run: RunDir, models: LoopFMModels, result: VMResult | None) -> np.ndarray:
+def _test_predictions(
+    run: RunDir, models: LoopFMModels, result: VMResult | None, iterations: int | None = None
+) -> np.ndarray:
     """(N,) test predictions of the FM (``result=None``) or of a VM, read from ``models/STEM.test.npy``;
-    recomputed from the saved parameters (and written) when a run from before they were saved lacks them."""
+    recomputed from the saved parameters (and written) when a run from before they were saved lacks them.
+    With ``iterations`` k: the sweep's predictions of the implicit VM at k (``models/STEM.kK.test.npy``)."""
     weights = run.model_paths("fm")[0] if result is None else run.out / result.weights
-    path = predictions_path(weights)
+    path = predictions_path(weights, iterations)
+    if iterations is not None and not path.is_file():
+        raise RunError(
+            f"{path} is missing (the sweep writes it); redo the sweep with `implicit-rec sweep --run {run.out}`."
+        )
     if not path.is_file():
         if result is None:
             model, make = load_fm(run, models.table, models.cfg), table_batches(models.table)
@@ -388,19 +409,28 @@ def _test_predictions(run: RunDir, models: LoopFMModels, result: VMResult | None
         raise RunError(f"{path}: {_oserror_text(err)}; delete it and rerun: it is recomputed from the model.") from None
 
 
-def comparison_stage(run: RunDir, models: LoopFMModels, baselines: tuple[VMResult, ...]) -> tuple[dict, ...]:
+def comparison_stage(
+    run: RunDir,
+    models: LoopFMModels,
+    baselines: tuple[VMResult, ...],
+    iterations: tuple[int, ...] = (),
+    *,
+    recompute: bool = False,
+) -> tuple[dict, ...]:
     """The paired comparisons of :func:`compare.comparison_pairs` with 95% bootstrap intervals
-    (``comparisons.json``; they depend on the trained models only, so a redone sweep keeps them)."""
+    (``comparisons.json``). Run after the sweep: the ``NAME@kK`` pairs read the sweep's predictions
+    at the swept ``iterations``, so a redone sweep (``recompute``) redoes them."""
 
     def compute() -> tuple[dict, ...]:
-        pairs = compare.comparison_pairs(models.vms, baselines)
+        pairs = compare.comparison_pairs(models.vms, baselines, iterations)
         predictions = {}
         for name in dict.fromkeys(n for pair in pairs for n in pair):
             if name == "fm":
                 predictions[name] = _test_predictions(run, models, None)[None]
             else:
-                results = [v for v in models.vms + baselines if v.name == name]
-                predictions[name] = np.stack([_test_predictions(run, models, v) for v in results])
+                base, k = compare.split_iterations(name)
+                results = [v for v in models.vms + baselines if v.name == base]
+                predictions[name] = np.stack([_test_predictions(run, models, v, k) for v in results])
         table, rows = models.table, models.table.rows("test")
         labels, users = np.asarray(table["label"][rows]), np.asarray(table["user"][rows])
         return compare.compare(labels, users, predictions, pairs)
@@ -411,7 +441,7 @@ def comparison_stage(run: RunDir, models: LoopFMModels, baselines: tuple[VMResul
     def save(rows: tuple[dict, ...], path: Path) -> None:
         write_json_atomic(path, {"comparisons": list(rows)})
 
-    return run.cached(run.out / "comparisons.json", compute, load, save, stage="comparisons")
+    return run.cached(run.out / "comparisons.json", compute, load, save, stage="comparisons", recompute=recompute)
 
 
 def assemble(
@@ -461,7 +491,7 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
         for h in sw.baselines
     )
     swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
-    comparisons = comparison_stage(run, models, baselines)
+    comparisons = comparison_stage(run, models, baselines, sw.iterations, recompute=only_sweep)
     result = assemble(run, cfg, models, swept, baselines, comparisons, time.perf_counter() - t_start).to_dict()
     write_json_atomic(run.out / "metrics.json", result)
     written = report.write_report(result, run.out)
