@@ -195,9 +195,14 @@ def make_vm(
     transfer: str,
     seed: int,
     hidden: tuple[int, ...] | None = None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
 ) -> VerticalModel:
     """The VM ``arch`` / ``transfer`` of the (resolved) ``[vm]`` section; ``hidden`` overrides
-    ``vm.hidden`` (explicit baselines). Only ``store.dim`` is read."""
+    ``vm.hidden`` (explicit baselines), ``depth`` / ``width`` set the transformer's layers (default:
+    ``VerticalModel``'s). Only ``store.dim`` is read."""
+    stack = {k: v for k, v in (("depth", depth), ("width", width)) if v is not None}
     return VerticalModel(
         table.schema,
         table.vocab_sizes,
@@ -212,6 +217,7 @@ def make_vm(
         d_state=vm.d_state,
         train_solver=SolverConfig(method=vm.method, max_iter=vm.train_max_iter, tol=vm.train_tol),
         eval_solver=SolverConfig(method=vm.method, max_iter=vm.eval_max_iter, tol=vm.eval_tol),
+        **stack,
     )
 
 
@@ -223,12 +229,15 @@ def train_vm(
     transfer: str,
     seed: int,
     hidden: tuple[int, ...] | None = None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
     **fit_options,
 ) -> tuple[VerticalModel, dict, Callable]:
-    """Train one VM of ``vm`` on ``vm.days``; returns (model, fit history, batch function).
-
-    ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``) go to :func:`fit`."""
-    model = make_vm(table, store, vm, arch, transfer, seed, hidden)
+    """Train one VM of ``vm`` on ``vm.days`` (``hidden``, ``depth``, ``width``: :func:`make_vm`); returns
+    (model, fit history, batch function). ``fit_options`` (``checkpoint``, ``progress_bar``,
+    ``progress``) go to :func:`fit`."""
+    model = make_vm(table, store, vm, arch, transfer, seed, hidden, depth=depth, width=width)
     make = vm_batches(table, store, vm.history_len, transfer)
     train_rows = window_rows(table, "train", vm.days)
     valid_rows = table.rows("valid")
