@@ -8,8 +8,9 @@
     fm              {auc, gauc, logloss, params, size, seconds, examples_per_second}
     vms             [{name, arch, transfer, seed, auc, gauc, logloss, params, epochs, seconds,
                       examples_per_second, hidden, weights}]
-    baselines       [{vm, seed, transfer, params, hidden, depth, auc, gauc, logloss, seconds, flops,
-                      lipschitz_max, lipschitz_mean}]             explicit VMs on the sweep's axes
+    baselines       [{vm, seed, transfer, params, hidden, arch, width, match, target, depth, auc, gauc,
+                      logloss, seconds, flops, lipschitz_max, lipschitz_mean}]   explicit VMs on the sweep's
+                    axes (width chosen to match the sweep.match_arch VM's params or FLOPs: target)
     transfer_ratio  {arch: {"auc" | "neg_logloss": implicit_rec.loopfm.transfer.transfer_ratios(...)}}
     sweep           [{vm, seed, transfer, params, method, iterations, auc, gauc, logloss, residual,
                       converged_fraction, seconds, flops}]       one row per implicit VM x method x k
