@@ -286,3 +286,26 @@ def test_tiny_run_trains_the_matched_baselines_per_seed(tmp_path):
         for f in (out / "models").glob("baseline-transformer-d2-flops-loopfm-s1.json")
     )
     assert result.name == "transformer-d2@flops/loopfm" and result.hidden is None and result.depth == 2
+
+
+def test_baseline_result_round_trips_and_old_results_still_load():
+    old = {
+        "name": "din/none",
+        "arch": "din",
+        "transfer": "none",
+        "seed": 0,
+        "auc": 0.6,
+        "gauc": 0.55,
+        "logloss": 0.5,
+        "params": 99,
+        "hidden": [8],
+        "epochs": 1,
+        "seconds": 1.0,
+        "examples_per_second": 5.0,
+        "weights": "models/vm-din-none-s0.msgpack",
+    }
+    assert pipeline.VMResult.from_dict(old).depth is None
+    new = {**old, "name": "transformer-d2@flops/none", "arch": "transformer", "hidden": None, "depth": 2}
+    new.update(width=6, match="flops", flops=1e5, target=1.1e5)
+    r = pipeline.VMResult.from_dict(json.loads(json.dumps(new)))
+    assert r.to_dict() == new and not r.is_implicit
