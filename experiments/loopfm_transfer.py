@@ -9,7 +9,7 @@ TOML file, then each ``--set`` (e.g. ``--set fm.days=[0,4] --set vm.days=[4,7]``
 windows, ``--set fm.log_from_day=5``, ``--set vm.history_len=8``). The convenience flags are keys:
 ``--dataset`` = data.dataset, ``--preset`` = data.preset, ``--seeds`` = vm.seeds, ``--archs`` =
 vm.archs, ``--fm-size`` = fm.size (a comma list: one study per size). The study trains no explicit
-baselines (``sweep.baselines = []``) and 5 seeds per variant by default (``vm.seeds = 5``) — study
+baselines (``sweep.baseline_archs = []``) and 5 seeds per variant by default (``vm.seeds = 5``) — study
 defaults that come after the run's defaults and before the TOML file and ``--set``; every
 variant is compared with its base VM, LoopFM alone with KD alone, and the FM with the best VM as
 paired differences with 95% bootstrap intervals (``implicit_rec.pipeline.compare``).
@@ -40,7 +40,7 @@ from implicit_rec.tables import markdown_table
 from ._args import directory, integer, names
 
 # The study's own defaults, applied before --config / --set (as keys, so they show in config.toml).
-STUDY_DEFAULTS = ("sweep.baselines=[]", "vm.seeds=5")
+STUDY_DEFAULTS = ("sweep.baseline_archs=[]", "vm.seeds=5")
 
 
 def _file_keys(path) -> set[str]:

@@ -10,9 +10,10 @@
                       examples_per_second, hidden, weights, history}]   history: per-epoch records; an
                                                       implicit VM's add eval_converged_fraction,
                                                       eval_mean_nstep, spectral_radius_mean / _max
-    baselines       [{vm, seed, transfer, params, hidden, depth, auc, auc_ci_low, auc_ci_high, gauc,
-                      logloss, seconds, flops, lipschitz_max, lipschitz_mean}]
-                                                                 explicit VMs on the sweep's axes
+    baselines       [{vm, seed, transfer, params, hidden, arch, width, match, target, depth, auc, auc_ci_low,
+                      auc_ci_high, gauc, logloss, seconds, flops, lipschitz_max, lipschitz_mean}]
+                    explicit VMs on the sweep's axes (width chosen to match the sweep.match_arch VM's
+                    params or FLOPs: target)
     transfer_ratio  {arch: {"auc" | "neg_logloss": implicit_rec.loopfm.transfer.transfer_ratios(...)}}
     sweep           [{vm, seed, transfer, params, method, iterations, auc, auc_ci_low, auc_ci_high,
                       gauc, logloss, residual, converged_fraction, seconds, flops}]

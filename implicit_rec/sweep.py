@@ -260,15 +260,8 @@ def implicit_sweep(
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
 
     # cost: front end once, then the solve + head at each k
-    sample = make_batch(rows[: min(len(rows), chunk)])
     front_s = _median_seconds(lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats)
-    front_flops = _flops(model, lambda m, b: m.core_input(b), "features", sample) / len(rows[:chunk])
-    xc = _take(x, slice(0, chunk))
-    size = _num_rows(xc)
-    prep_flops = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", xc) / size
-    cell_flops = _flops(model, lambda m, x: _cell(m.core.functional(x)), "cell", xc) / size - prep_flops
-    front_flops += prep_flops
-    head_flops = 2.0 * model.core.d_state
+    front_flops, cell_flops, head_flops = implicit_flops(model, make_batch(rows[: min(len(rows), chunk)]))
     xs = jax.tree.map(jnp.asarray, x)
     ks = np.asarray(iterations)
     probs = 1.0 / (1.0 + np.exp(-logits[ks].astype(np.float64)))  # (len(iterations), N)
@@ -292,6 +285,24 @@ def implicit_sweep(
     return ImplicitSweep(rows_out, kept)
 
 
+def implicit_flops(model: VerticalModel, sample: dict) -> tuple[float, float, float]:
+    """FLOPs per example of an implicit VM on the batch ``sample``: (front end with the cell's
+    ``prepare``, one cell application, head); k iterations cost ``front + k * cell + head``."""
+    model.eval()
+    x = _FEATURES(model, sample)
+    size = _num_rows(x)
+    front = _flops(model, lambda m, b: m.core_input(b), "features", sample) / size
+    prep = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", x) / size
+    cell = _flops(model, lambda m, x: _cell(m.core.functional(x)), "cell", x) / size - prep
+    return front + prep, cell, 2.0 * model.core.d_state
+
+
+def forward_flops(model: VerticalModel, sample: dict, size: int) -> float:
+    """FLOPs per example of a whole forward pass (front end, core, heads) on the batch ``sample`` of
+    ``size`` rows; ``model`` may be abstract (``nnx.eval_shape``): only its shapes are read."""
+    return _flops(model, lambda m, b: m(b)["logit"], "forward", sample) / size
+
+
 def _cell(functional):
     """One application of the cell at the initial state."""
     f, z0, args = functional
@@ -313,13 +324,12 @@ def explicit_point(
     repeats: int = 3,
     chunk: int = 4096,
 ) -> ExplicitPoint:
-    """An explicit VM on the sweep's axes: depth (hidden layers), metrics, seconds, flops."""
+    """An explicit VM on the sweep's axes: depth (hidden or encoder layers), metrics, seconds, flops."""
     model.eval()
     probs = np.concatenate(
         [np.asarray(_explicit_probs(model, make_batch(part)))[:n] for part, n in _chunks(rows, chunk)]
     )
-    sample = make_batch(rows[:chunk])
-    flops = _flops(model, lambda m, b: m(b)["logit"], "forward", sample) / len(rows[:chunk])
+    flops = forward_flops(model, make_batch(rows[:chunk]), len(rows[:chunk]))
     seconds = _median_seconds(
         lambda: [_explicit_probs(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats
     )
@@ -342,41 +352,50 @@ def lipschitz_sweep(
     norm; the other leaves (a sequence mask) stay fixed."""
     model.eval()
     iterations = check_iterations(iterations)
-    leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, x))
-    floating = tuple(bool(jnp.issubdtype(a.dtype, jnp.inexact)) for a in leaves)
-    moving = [a for a, f in zip(leaves, floating) if f]
-    fixed = [a for a, f in zip(leaves, floating) if not f]
+    moving, fixed, structure = _split_floating(x)
     deltas = solvers.random_directions(jax.random.key(seed), moving, perturbations, scale)
     steps = max(iterations)
 
     def ratios_of(m, moving, fixed, d):
-        def g(v):  # the core's trajectory at the floating leaves v (stacked copies: the fixed ones tiled)
-            copies = v[0].shape[0] // moving[0].shape[0]
-            tiled = iter([jnp.concatenate([a] * copies) for a in fixed])
-            given = iter(v)
-            return m.core.trajectory(
-                treedef.unflatten([next(given) if f else next(tiled) for f in floating]), steps=steps, method=method
-            )
-
+        g = lambda v: m.core.trajectory(_join(structure, v, fixed), steps=steps, method=method)  # noqa: E731
         return solvers.empirical_lipschitz(g, moving, d, readout_axis=0, stacked=True).ratios
 
-    ratios = _pure(model, ratios_of, ("lipschitz", steps, method, treedef, floating))
+    ratios = _pure(model, ratios_of, ("lipschitz", steps, method, *structure))
     r = np.asarray(ratios(moving, fixed, deltas))  # (P, K + 1, n)
     return [LipschitzRow(float(r[:, k].max()), float(r[:, k].mean()), method, int(k)) for k in iterations]
 
 
+def _split_floating(x) -> tuple[list, list, tuple]:
+    """(x's floating-point leaves, its other leaves (a sequence mask), its structure) of a pytree x."""
+    leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, x))
+    floating = tuple(bool(jnp.issubdtype(a.dtype, jnp.inexact)) for a in leaves)
+    moving = [a for a, f in zip(leaves, floating) if f]
+    fixed = [a for a, f in zip(leaves, floating) if not f]
+    return moving, fixed, (treedef, floating)
+
+
+def _join(structure: tuple, v: list, fixed: list):
+    """The pytree of :func:`_split_floating` with floating leaves v, whose rows may be stacked copies
+    of the n rows (``empirical_lipschitz(stacked=True)``): the fixed leaves are tiled to match."""
+    treedef, floating = structure
+    copies = v[0].shape[0] // fixed[0].shape[0] if fixed else 1
+    tiled = iter([jnp.concatenate([a] * copies) for a in fixed])
+    given = iter(v)
+    return treedef.unflatten([next(given) if f else next(tiled) for f in floating])
+
+
 def explicit_lipschitz(
-    model: VerticalModel, x: np.ndarray, *, perturbations: int = 8, scale: float = 1e-2, seed: int = 0
+    model: VerticalModel, x, *, perturbations: int = 8, scale: float = 1e-2, seed: int = 0
 ) -> LipschitzRow:
-    """max / mean Lipschitz ratio of x -> last hidden layer of an explicit VM."""
+    """max / mean Lipschitz ratio of x -> last hidden layer of an explicit VM (``VerticalModel.hidden``;
+    x as :func:`vm_features` gives it: only its floating-point leaves are perturbed)."""
     model.eval()
-    x = jnp.asarray(x)
-    deltas = solvers.random_directions(jax.random.key(seed), x, perturbations, scale)
-    r = np.asarray(
-        _pure(
-            model,
-            lambda m, x, d: solvers.empirical_lipschitz(lambda v: nnx.relu(m.core(v)), x, d, stacked=True).ratios,
-            ("lipschitz",),
-        )(x, deltas)
-    )
+    moving, fixed, structure = _split_floating(x)
+    deltas = solvers.random_directions(jax.random.key(seed), moving, perturbations, scale)
+
+    def ratios_of(m, moving, fixed, d):
+        g = lambda v: m.hidden(_join(structure, v, fixed))  # noqa: E731
+        return solvers.empirical_lipschitz(g, moving, d, stacked=True).ratios
+
+    r = np.asarray(_pure(model, ratios_of, ("lipschitz", *structure))(moving, fixed, deltas))
     return LipschitzRow(float(r.max()), float(r.mean()))

@@ -112,7 +112,11 @@ CONFIG_CASES = {
     "empty-hidden": (["--set", "vm.hidden=[]"], ["vm.hidden must list at least one hidden width"]),
     "repeated-arch": (["--set", 'vm.archs=["din","din"]'], ["vm.archs lists 'din' more than once"]),
     "repeated-transfer": (["--set", 'vm.transfers=["kd","none","kd"]'], ["vm.transfers lists 'kd'"]),
-    "empty-baseline": (["--set", "sweep.baselines=[[32], []]"], ["sweep.baselines[1] is empty"]),
+    "empty-baseline-depths": (["--set", "sweep.baseline_depths=[]"], ["sweep.baseline_depths must not be empty"]),
+    "old-baselines-key": (
+        ["--set", "sweep.baselines=[[32]]"],
+        ["'sweep.baselines' was replaced by", "baseline_depths"],
+    ),
     # wrong types
     "string-for-int": (["--set", 'vm.seeds="2"'], ["vm.seeds must be an integer"]),
     "bool-for-int": (["--set", "vm.seeds=true"], ["vm.seeds must be an integer"]),

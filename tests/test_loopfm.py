@@ -282,7 +282,7 @@ def test_experiment_script_runs_the_pipeline_stages_and_writes_report_metrics_an
     loopfm_transfer.main(argv)
     payload = json.loads((out / "metrics.json").read_text())
     run = payload["runs"]["small"]
-    assert payload["config"]["vm"]["archs"] == ["mlp"] and payload["config"]["sweep"]["baselines"] == []
+    assert payload["config"]["vm"]["archs"] == ["mlp"] and payload["config"]["sweep"]["baseline_archs"] == []
     assert {v["transfer"] for v in run["vms"]} == set(TRANSFERS)
     for v in run["vms"]:  # each row is the pipeline's VMResult of that model
         assert json.loads((out / "small" / v["weights"]).with_suffix(".json").read_text()) == v
@@ -316,7 +316,7 @@ def test_experiment_script_defaults_and_flags_are_keys(tmp_path):
     from experiments import loopfm_transfer
 
     args, cfg = loopfm_transfer.parse([])
-    assert (cfg.vm.seeds, cfg.sweep.baselines) == (5, ())
+    assert (cfg.vm.seeds, cfg.sweep.baseline_archs) == (5, ())
     assert cfg.fm.out_of_fold == 2 and config.DEFAULT.vm.seeds != 5  # the run's default is not the study's
     assert cfg.replace(vm=config.DEFAULT.vm, sweep=config.DEFAULT.sweep) == config.DEFAULT
     assert args.fm_size == [cfg.fm.size] and str(args.out) == "runs/loopfm"
@@ -327,10 +327,10 @@ def test_experiment_script_defaults_and_flags_are_keys(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[vm]\nseeds = 4\n")
     _, cfg = loopfm_transfer.parse(["--config", str(path)])
-    assert (cfg.vm.seeds, cfg.sweep.baselines) == (4, ())  # the file's key wins, the other study default stays
+    assert (cfg.vm.seeds, cfg.sweep.baseline_archs) == (4, ())  # the file's key wins, the other study default stays
     assert loopfm_transfer.parse(["--config", str(path), "--set", "vm.seeds=1"])[1].vm.seeds == 1
-    path.write_text("[sweep]\nbaselines = [[16]]\n")
-    assert loopfm_transfer.parse(["--config", str(path)])[1].sweep.baselines == ((16,),)
+    path.write_text('[sweep]\nbaseline_archs = ["din"]\n')
+    assert loopfm_transfer.parse(["--config", str(path)])[1].sweep.baseline_archs == ("din",)
 
 
 def test_batches_stream_every_row_once_deterministically(tmp_path, tiny):

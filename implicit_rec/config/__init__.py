@@ -32,6 +32,8 @@ from .loading import (
 )
 from .names import (
     ARCHS,
+    BASELINE_MATCHES,
+    EXPLICIT_ARCHS,
     GLOSSARY,
     IMPLICIT_ARCHS,
     METHODS,
@@ -39,6 +41,8 @@ from .names import (
     RELEASE_FILES,
     RELEASES,
     RENAMED,
+    REPLACED,
+    SEQUENCE_ARCHS,
     SHARDINGS,
     SOURCES,
     TRANSFERS,
@@ -59,7 +63,9 @@ from .toml import to_toml
 
 __all__ = [
     "ARCHS",
+    "BASELINE_MATCHES",
     "DEFAULT",
+    "EXPLICIT_ARCHS",
     "GLOSSARY",
     "IMPLICIT_ARCHS",
     "METHODS",
@@ -68,7 +74,9 @@ __all__ = [
     "RELEASES",
     "RELEASE_FILES",
     "RENAMED",
+    "REPLACED",
     "SECTIONS",
+    "SEQUENCE_ARCHS",
     "SHARDINGS",
     "SOURCES",
     "TRANSFERS",

@@ -55,7 +55,7 @@ def leakage_problems(cfg: RunConfig) -> list[str]:
             "or set fm.out_of_fold=K >= 2 to log the overlap out of fold"
         )
     kd = [t for t in vm.transfers if t.endswith("kd")]
-    if cfg.sweep.baselines and cfg.sweep.baseline_transfer.endswith("kd"):
+    if cfg.sweep.baseline_archs and cfg.sweep.baseline_transfer.endswith("kd"):
         kd.append(f"sweep.baseline_transfer={cfg.sweep.baseline_transfer!r}")
     first_logged = f0 if oof else log_from
     if kd and v0 < first_logged and not problems:  # (fixing an overlap or in-sample logging moves this)

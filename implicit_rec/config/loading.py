@@ -26,7 +26,7 @@ from typing import Any
 
 from .fields import _AUTO, ConfigError, _closest, _is_section, _typed_fields
 from .leakage import check_run
-from .names import RELEASE_FILES, RENAMED, SOURCES
+from .names import RELEASE_FILES, RENAMED, REPLACED, SOURCES
 from .sections import SECTIONS, DataConfig, RunConfig
 
 
@@ -92,6 +92,8 @@ def _build(cls, body, name: str, places: dict, origin: str):
             raise ConfigError(
                 f"{_place(places, origin, full)}{full!r} was renamed; did you mean {RENAMED[full]!r}?", full
             )
+        if full in REPLACED:
+            raise ConfigError(f"{_place(places, origin, full)}{full!r} was replaced by {REPLACED[full]}.", full)
         if key not in by_name:
             raise ConfigError(
                 f"{_place(places, origin, full)}unknown key {full!r}{_closest(key, by_name, name + '.')}", full

@@ -6,8 +6,11 @@ them from ``implicit_rec.config``.
 
 from solvers._options import METHODS as SOLVER_METHODS
 
-ARCHS = ("mlp", "din", "implicit", "implicit-seq")  # VM architectures
+ARCHS = ("mlp", "din", "implicit", "implicit-seq", "transformer")  # VM architectures
 IMPLICIT_ARCHS = ("implicit", "implicit-seq")  # the VM archs whose core is an ImplicitLayer
+EXPLICIT_ARCHS = tuple(a for a in ARCHS if a not in IMPLICIT_ARCHS)  # explicit cores (the baselines' archs)
+SEQUENCE_ARCHS = ("implicit-seq", "transformer")  # the archs whose core reads the sequences (core_input's dict)
+BASELINE_MATCHES = ("params", "flops")  # what an explicit baseline's width matches (sweep.baseline_match)
 TRANSFERS = ("none", "kd", "loopfm", "loopfm+kd")  # how a VM uses the FM
 METHODS = SOLVER_METHODS  # fixed-point solvers
 PARAMETERIZATIONS = ("spectral", "weight", "none")  # state map of an implicit cell (layers.StateLinear)
@@ -23,6 +26,14 @@ RENAMED = {
     "vm.implicit_method": "vm.method",
     "vm.implicit_train_iters": "vm.train_max_iter",
     "vm.implicit_eval_iters": "vm.eval_max_iter",
+}
+
+# Keys that were removed for other keys of another meaning: old -> what to use instead. Reading an
+# old key is an error that says so.
+REPLACED = {
+    "sweep.baselines": "sweep.baseline_archs, sweep.baseline_depths and sweep.baseline_match (the widths "
+    "are now chosen to match the implicit VM's parameters or FLOPs)",
+    "sweep.baseline_arch": "sweep.baseline_archs (a list)",
 }
 
 # The one name of each recurring setting (docs/configuration.md prints this table).

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Mapping
 
 from .fields import _is_section, _plain, _typed_fields
-from .names import GLOSSARY, RENAMED
+from .names import GLOSSARY, RENAMED, REPLACED
 from .sections import SECTIONS, LoaderOptions, RunConfig
 from .toml import _toml_value
 
@@ -119,6 +119,15 @@ def markdown_reference() -> str:
             "Reading an old name is an error that names the new one.",
             "",
             markdown_table(["old", "new"], [(f"`{k}`", f"`{v}`") for k, v in RENAMED.items()], align="ll"),
+            "",
+        ]
+    if REPLACED:
+        out += [
+            "## Replaced keys",
+            "",
+            "Keys removed for others of another meaning; reading one is an error that names them.",
+            "",
+            markdown_table(["old", "use instead"], [(f"`{k}`", _cell(v)) for k, v in REPLACED.items()], align="ll"),
             "",
         ]
 

@@ -13,7 +13,20 @@ from typing import Any
 from dsgd.topology import TOPOLOGIES
 
 from .fields import _AUTO, ConfigError, _field, _plain, _Section, _table, _typed_fields
-from .names import ARCHS, METHODS, OPTIMIZERS, PARAMETERIZATIONS, RELEASES, SHARDINGS, SOURCES, TRANSFERS, Z0_MODES
+from .names import (
+    ARCHS,
+    BASELINE_MATCHES,
+    EXPLICIT_ARCHS,
+    IMPLICIT_ARCHS,
+    METHODS,
+    OPTIMIZERS,
+    PARAMETERIZATIONS,
+    RELEASES,
+    SHARDINGS,
+    SOURCES,
+    TRANSFERS,
+    Z0_MODES,
+)
 
 
 def _check_window(cfg, name: str) -> None:
@@ -262,12 +275,23 @@ class SweepConfig(_Section):
 
     iterations: tuple[int, ...] = _field((0, 1, 2, 4, 8, 16, 32), "iteration counts k", min=0)
     methods: tuple[str, ...] = _field(("anderson",), "solvers swept (add picard to compare)", choices=METHODS)
-    baseline_arch: str = _field(
-        "din", "front end of the explicit baselines (same as the implicit VM's)", choices=("mlp", "din")
+    baseline_archs: tuple[str, ...] = _field(
+        ("din", "transformer"),
+        "explicit baselines: din (DIN front end + an MLP of depth hidden layers) and transformer (depth "
+        "encoder layers over what implicit-seq reads); [] = none",
+        choices=EXPLICIT_ARCHS,
     )
-    baseline_transfer: str = _field("loopfm+kd", "transfer variant of the explicit baselines", choices=TRANSFERS)
-    baselines: tuple[tuple[int, ...], ...] = _field(
-        ((32, 32), (32, 32, 32, 32)), "hidden widths of each explicit baseline", min=1
+    baseline_depths: tuple[int, ...] = _field((1, 2, 4, 8), "depths D of the explicit baselines (layers)", min=1)
+    baseline_match: tuple[str, ...] = _field(
+        BASELINE_MATCHES,
+        "what each baseline's width matches: the match_arch VM's parameters or its FLOPs per example at "
+        "match_iterations",
+        choices=BASELINE_MATCHES,
+    )
+    match_arch: str = _field("implicit-seq", "implicit VM whose cost the baselines match", choices=IMPLICIT_ARCHS)
+    match_iterations: int = _field(8, "k at which the match_arch VM's FLOPs per example are matched", min=1)
+    baseline_transfer: str = _field(
+        "loopfm+kd", "transfer variant of the explicit baselines (and of the VM they match)", choices=TRANSFERS
     )
     lipschitz_examples: int = _field(256, "test examples for the Lipschitz estimate", min=1)
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)
@@ -282,13 +306,8 @@ class SweepConfig(_Section):
                 f"sweep.iterations must be increasing without repeats, got {list(self.iterations)}.",
                 "sweep.iterations",
             )
-        empty = [i for i, widths in enumerate(self.baselines) if not widths]
-        if empty:
-            raise ConfigError(
-                f"sweep.baselines[{empty[0]}] is empty; give each baseline its hidden widths, "
-                "e.g. [32, 32] (or remove it).",
-                "sweep.baselines",
-            )
+        if self.baseline_archs:  # [] = no baselines
+            _check_lists(self, "baseline_archs", "baseline_depths", "baseline_match")
 
 
 @dataclasses.dataclass(frozen=True)

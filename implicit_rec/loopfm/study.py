@@ -202,9 +202,14 @@ def make_vm(
     transfer: str,
     seed: int,
     hidden: tuple[int, ...] | None = None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
 ) -> VerticalModel:
     """The VM ``arch`` / ``transfer`` of the (resolved) ``[vm]`` section; ``hidden`` overrides
-    ``vm.hidden`` (explicit baselines). Only ``store.dim`` is read."""
+    ``vm.hidden`` (explicit baselines), ``depth`` / ``width`` set the transformer's layers (default:
+    ``VerticalModel``'s). Only ``store.dim`` is read."""
+    stack = {k: v for k, v in (("depth", depth), ("width", width)) if v is not None}
     return VerticalModel(
         table.schema,
         table.vocab_sizes,
@@ -222,6 +227,7 @@ def make_vm(
         parameterization=vm.parameterization,
         gamma=vm.gamma,
         layer_options=layer_options(vm),
+        **stack,
     )
 
 
@@ -249,14 +255,18 @@ def train_vm(
     transfer: str,
     seed: int,
     hidden: tuple[int, ...] | None = None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
     **fit_options,
 ) -> tuple[VerticalModel, dict, Callable]:
-    """Train one VM of ``vm`` on ``vm.days``; returns (model, fit history, batch function).
+    """Train one VM of ``vm`` on ``vm.days`` (``hidden``, ``depth``, ``width``: :func:`make_vm`); returns
+    (model, fit history, batch function).
 
     ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``, ``monitor``) go to :func:`fit`; an
     implicit VM's history records its convergence per epoch (:class:`ConvergenceMonitor` on
     ``MONITOR_ROWS`` validation rows) unless ``monitor`` is given."""
-    model = make_vm(table, store, vm, arch, transfer, seed, hidden)
+    model = make_vm(table, store, vm, arch, transfer, seed, hidden, depth=depth, width=width)
     make = vm_batches(table, store, vm.history_len, transfer)
     train_rows = window_rows(table, "train", vm.days)
     valid_rows = table.rows("valid")

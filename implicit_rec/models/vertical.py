@@ -6,14 +6,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..config import ARCHS, IMPLICIT_ARCHS, TRANSFERS
+from ..config import ARCHS, IMPLICIT_ARCHS, SEQUENCE_ARCHS, TRANSFERS
 from ..data.events import Schema
 from ..layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
 from .features import MLP, DINAttention, FeatureEmbedder, match_counts
+from .stacks import TransformerStack
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 
-SEQUENCE_HEADS = 2  # attention heads of the implicit-seq cell (d_state must be a multiple)
+SEQUENCE_HEADS = 2  # attention heads of the implicit-seq cell and the transformer (d_state, width: multiples)
 
 
 class VerticalModel(nnx.Module):
@@ -33,7 +34,10 @@ class VerticalModel(nnx.Module):
     iteration, to the behaviour sequence (B, L, e) — followed, for the LoopFM transfers, by the
     projected logged FM history (B, L2, e) — each position plus a learned segment embedding
     (behaviour / LoopFM), keys and values computed once per forward pass. ``core_input(batch)``
-    is what the core reads (x, or that dict).
+    is what the core reads (x, or that dict). ``arch="transformer"``: the explicit counterpart of
+    ``"implicit-seq"``, reading the same dict: ``depth`` pre-LayerNorm encoder layers of ``width``
+    over [a context token from x] + the sequences (``stacks.TransformerStack``), read out at the
+    context token.
     The implicit cores take the state map's ``parameterization`` and ``gamma`` (``layers.StateLinear``:
     "spectral" caps ||W||_2 = gamma; "weight" / "none" leave the cell unconstrained, to pair with the
     Jacobian penalty) and ``layer_options``, keyword arguments of ``ImplicitLayer`` (``z0``,
@@ -63,6 +67,8 @@ class VerticalModel(nnx.Module):
         parameterization: str = "spectral",
         gamma: float = 0.9,
         layer_options: dict | None = None,
+        depth: int = 2,
+        width: int = 32,
     ):
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
@@ -73,12 +79,17 @@ class VerticalModel(nnx.Module):
                 f"d_state={d_state} (vm.d_state) must be a multiple of {SEQUENCE_HEADS} for arch='implicit-seq' "
                 f"(its attention has {SEQUENCE_HEADS} heads)."
             )
+        if arch == "transformer" and (width % SEQUENCE_HEADS or depth < 1):
+            raise ValueError(
+                f"arch='transformer' needs depth >= 1 and a width that is a multiple of {SEQUENCE_HEADS} "
+                f"(its attention heads), got depth={depth}, width={width}."
+            )
         self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
         self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
         self.pairs = self.embed.match_pairs()
         e = embed_dim
-        # fields, candidate c, pooled history p, p * c, soft count, exact match counts
-        width = self.embed.num_fields * e + 3 * e + 1 + len(self.pairs)
+        # d_x, the width of x: fields, candidate c, pooled history p, p * c, soft count, exact match counts
+        d_x = self.embed.num_fields * e + 3 * e + 1 + len(self.pairs)
         if arch != "mlp":
             self.attention = DINAttention(e, self.embed.max_len, rngs=rngs)
         self.uses_loopfm = transfer.startswith("loopfm")
@@ -86,18 +97,18 @@ class VerticalModel(nnx.Module):
         if self.uses_loopfm:
             self.loopfm_proj = nnx.Linear(fm_dim, e, rngs=rngs)
             self.loopfm_attention = DINAttention(e, history_len, rngs=rngs)
-            width += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
-            width += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
-        if arch == "implicit-seq":  # one learned (e,) segment embedding per stream the cell reads
+            d_x += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
+            d_x += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
+        if arch in SEQUENCE_ARCHS:  # one learned (e,) segment embedding per stream the cell reads
             self.segments = nnx.Param(
                 nnx.initializers.normal(0.02)(rngs.params(), (1 + self.uses_loopfm, e), jnp.float32)
             )
         if self.is_implicit:
             well_posed = {"parameterization": parameterization, "gamma": gamma}
             if arch == "implicit":
-                cell = MLPCell(d_state, width, rngs=rngs, **well_posed)
+                cell = MLPCell(d_state, d_x, rngs=rngs, **well_posed)
             else:
-                cell = SequenceCell(d_state, e, d_context=width, num_heads=SEQUENCE_HEADS, rngs=rngs, **well_posed)
+                cell = SequenceCell(d_state, e, d_context=d_x, num_heads=SEQUENCE_HEADS, rngs=rngs, **well_posed)
             self.core = ImplicitLayer(
                 cell,
                 d_state,
@@ -107,8 +118,11 @@ class VerticalModel(nnx.Module):
                 **(layer_options or {}),
             )
             last = d_state
+        elif arch == "transformer":
+            self.core = TransformerStack(d_x, e, width, depth, num_heads=SEQUENCE_HEADS, rngs=rngs)
+            last = width
         else:
-            self.core = MLP((width,) + tuple(hidden), rngs=rngs)
+            self.core = MLP((d_x,) + tuple(hidden), rngs=rngs)
             last = hidden[-1]
         self.head = nnx.Linear(last, 1, rngs=rngs)
         self.aux_head = nnx.Linear(last, 1, rngs=rngs) if self.uses_kd and not kd_on_main else None
@@ -123,10 +137,10 @@ class VerticalModel(nnx.Module):
         return self._front_end(batch)[0]
 
     def core_input(self, batch: dict) -> jax.Array | dict:
-        """What the core reads: x (B, width), or for ``"implicit-seq"`` the ``SequenceCell`` input
+        """What the core reads: x (B, width), or for ``"implicit-seq"`` and ``"transformer"`` the dict
         ``{"sequence": (B, L + L2, e), "mask": (B, L + L2) bool, "context": x}`` (L2 = 0 without LoopFM)."""
         x, streams = self._front_end(batch)
-        if self.arch != "implicit-seq":
+        if self.arch not in SEQUENCE_ARCHS:
             return x
         segments = self.segments[...]
         seqs = [s + segments[i] for i, (s, _) in enumerate(streams)]
@@ -168,13 +182,17 @@ class VerticalModel(nnx.Module):
             streams.append((hist, hmask))
         return jnp.concatenate(parts, axis=-1), streams
 
+    def hidden(self, x: jax.Array | dict) -> jax.Array:
+        """An explicit VM's last hidden layer (B, last) from what its core reads (:meth:`core_input`)."""
+        return self.core(x) if self.arch == "transformer" else nnx.relu(self.core(x))
+
     def __call__(self, batch: dict) -> dict:
         x = self.core_input(batch)
         info = None
         if self.is_implicit:
             h, info = self.core(x)
         else:
-            h = nnx.relu(self.core(x))
+            h = self.hidden(x)
         logit = self.head(h)[:, 0]
         aux = self.aux_head(h)[:, 0] if self.aux_head is not None else logit
         return {"logit": logit, "aux_logit": aux, "info": info}

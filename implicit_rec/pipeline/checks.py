@@ -70,7 +70,7 @@ def data_problem(table: EventTable, cfg: RunConfig) -> str | None:
                 f"the {'validation' if split == 'valid' else 'test'} split of data.dataset has {what}; "
                 "AUC (early stopping, results) needs both labels"
             )
-    transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baselines else set())
+    transfers = set(cfg.vm.transfers) | ({cfg.sweep.baseline_transfer} if cfg.sweep.baseline_archs else set())
     logged = study.logged_rows(table, fm)
     log_key = f"fm.log_from_day={'auto' if cfg.fm.log_from_day is None else cfg.fm.log_from_day}"
     if not logged.any():

@@ -128,7 +128,7 @@ class StoreInfo(Record):
 class VMResult(Record):
     """One trained VM or explicit baseline on the test split (``models/<stem>.json``, ``metrics.json`` ``vms``)."""
 
-    name: str  # "arch/transfer" (baselines: "arch-w1xw2/transfer")
+    name: str  # "arch/transfer" (baselines: "arch-dDEPTH@MATCH/transfer", e.g. "din-d4@params/loopfm+kd")
     arch: str
     transfer: str
     seed: int
@@ -136,11 +136,17 @@ class VMResult(Record):
     gauc: float
     logloss: float
     params: int
-    hidden: tuple[int, ...] | None  # MLP widths of an explicit VM; None for an implicit VM
+    hidden: tuple[int, ...] | None  # MLP widths of an MLP / DIN VM; None for implicit and transformer VMs
     epochs: int
     seconds: float
     examples_per_second: float
     weights: str  # parameter file, relative to the run directory
+    # explicit baselines (loopfm.baselines.BaselineSpec); None for the VMs of vm.archs
+    depth: int | None = None  # layers: MLP hidden layers or transformer encoder layers
+    width: int | None = None  # the chosen width of every layer
+    match: str | None = None  # what the width matches: "params" | "flops" (of sweep.match_arch)
+    flops: float | None = None  # FLOPs per example of the forward pass
+    target: float | None = None  # the matched implicit VM's parameters or FLOPs per example
     # per-epoch records of ``training.fit`` (an implicit VM's include its convergence monitor)
     history: tuple[dict, ...] = ()
 

@@ -25,6 +25,7 @@ from ..config import RunConfig, SweepConfig
 from ..data import load_data
 from ..data.events import EventTable
 from ..loopfm import study
+from ..loopfm.baselines import BaselineSpec, plan_baselines
 from ..loopfm.batches import table_batches, vm_batches
 from ..loopfm.store import HistoricalStore
 from ..loopfm.transfer import transfer_ratios
@@ -183,19 +184,20 @@ def vm_stage(
     arch: str,
     transfer: str,
     seed: int,
-    hidden: tuple[int, ...] | None = None,
-    kind: str = "vm",
+    baseline: BaselineSpec | None = None,
 ) -> VMResult:
-    """Train and test one VM (``kind="baseline"``: an explicit baseline of widths ``hidden``)."""
-    tag = f"{arch}-{'x'.join(map(str, hidden))}" if hidden else arch
+    """Train and test one VM (of ``arch``), or the explicit ``baseline`` (of ``baseline.arch``)."""
+    kind, tag = ("baseline", baseline.tag) if baseline else ("vm", arch)
     name = f"{tag}/{transfer}"
-    stem = f"{kind}-{tag}-{transfer.replace('+', '_')}-s{seed}"
+    stem = f"{kind}-{tag.replace('@', '-')}-{transfer.replace('+', '_')}-s{seed}"
     weights, result_path, ckpt = run.model_paths(stem)
+    hidden = baseline.hidden if baseline else None
+    shape = {"depth": baseline.depth, "width": baseline.width} if baseline else {}
 
     def compute() -> VMResult:
         t0 = time.perf_counter()
         model, hist, make = study.train_vm(
-            table, store, cfg.vm, arch, transfer, seed, hidden, checkpoint=ckpt, progress_bar=run.bar
+            table, store, cfg.vm, arch, transfer, seed, hidden, **shape, checkpoint=ckpt, progress_bar=run.bar
         )
         res = _evaluate(model, make, table, predictions_path(weights))
         save_state(model, weights)
@@ -206,12 +208,17 @@ def vm_stage(
             seed=seed,
             **res,
             params=count_params(model),
-            hidden=None if model.is_implicit else tuple(hidden or cfg.vm.hidden),
+            hidden=None if model.is_implicit or arch == "transformer" else tuple(hidden or cfg.vm.hidden),
             epochs=hist["epochs_run"],
             seconds=time.perf_counter() - t0,
             examples_per_second=hist["examples_per_second"],
             weights=str(weights.relative_to(run.out)),
             history=tuple(hist["history"]),
+            **(
+                {**shape, "match": baseline.match, "flops": baseline.flops, "target": baseline.target}
+                if baseline
+                else {}
+            ),
         )
         for r in hist["history"] if model.is_implicit else ():
             run.log(
@@ -234,10 +241,42 @@ def load_vm(
     run: RunDir, table: EventTable, store: HistoricalStore, cfg: RunConfig, result: VMResult
 ) -> tuple[VerticalModel, Callable]:
     """The trained VM of ``result`` (eval mode) and its batch function."""
-    model = study.make_vm(table, store, cfg.vm, result.arch, result.transfer, result.seed, result.hidden)
+    model = study.make_vm(
+        table,
+        store,
+        cfg.vm,
+        result.arch,
+        result.transfer,
+        result.seed,
+        result.hidden,
+        depth=result.depth,
+        width=result.width,
+    )
     _restore(model, run.out / result.weights, run.out)
     model.eval()
     return model, vm_batches(table, store, cfg.vm.history_len, result.transfer)
+
+
+def baseline_plan(run: RunDir, models: LoopFMModels) -> tuple[BaselineSpec, ...]:
+    """The explicit baselines of ``sweep`` with their widths matched (``baselines.json``, planned once:
+    :func:`~implicit_rec.loopfm.baselines.plan_baselines`)."""
+
+    def compute() -> tuple[BaselineSpec, ...]:
+        try:
+            return plan_baselines(models.table, models.store, models.cfg.vm, models.cfg.sweep, run.log)
+        except ValueError as err:
+            raise RunError(str(err)) from None
+
+    def load(path: Path) -> tuple[BaselineSpec, ...]:
+        try:
+            return tuple(BaselineSpec(**d) for d in read_json(path)["baselines"])
+        except (KeyError, TypeError) as err:
+            raise RunError(f"{path} is damaged ({err}); delete it and rerun: it is planned again.") from None
+
+    def save(specs: tuple[BaselineSpec, ...], path: Path) -> None:
+        write_json_atomic(path, {"baselines": [b.to_dict() for b in specs]})
+
+    return run.cached(run.out / "baselines.json", compute, load, save, stage="baseline-plan")
 
 
 def sweep_stage(
@@ -318,6 +357,7 @@ def sweep_stage(
                     "transfer": b.transfer,
                     "params": b.params,
                     "hidden": list(b.hidden or ()),
+                    **{k: getattr(b, k) for k in ("arch", "width", "match", "target")},
                     **_row(point),
                     "lipschitz_max": lip["max"],
                     "lipschitz_mean": lip["mean"],
@@ -485,10 +525,9 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
     models = loopfm_stages(run, cfg)
     t, store, resolved, sw = models.table, models.store, models.cfg, cfg.sweep
     baselines = tuple(
-        vm_stage(
-            run, models.table, models.store, models.cfg, sw.baseline_arch, sw.baseline_transfer, 0, tuple(h), "baseline"
-        )
-        for h in sw.baselines
+        vm_stage(run, t, store, resolved, spec.arch, sw.baseline_transfer, seed, spec)
+        for spec in baseline_plan(run, models)
+        for seed in range(cfg.vm.seeds)
     )
     swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
     comparisons = comparison_stage(run, models, baselines, sw.iterations, recompute=only_sweep)
