@@ -306,6 +306,6 @@ def test_baseline_result_round_trips_and_old_results_still_load():
     }
     assert pipeline.VMResult.from_dict(old).depth is None
     new = {**old, "name": "transformer-d2@flops/none", "arch": "transformer", "hidden": None, "depth": 2}
-    new.update(width=6, match="flops", flops=1e5, target=1.1e5)
+    new.update(width=6, match="flops", flops=1e5, target=1.1e5, history=[{"epoch": 1, "valid_auc": 0.6}])
     r = pipeline.VMResult.from_dict(json.loads(json.dumps(new)))
     assert r.to_dict() == new and not r.is_implicit
