@@ -220,7 +220,7 @@ def test_launcher_hands_workers_the_effective_configuration(tmp_path, monkeypatc
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--set", "dsgd.arch=transformer"], "dsgd.arch='transformer' is not valid"),
+        (["--set", "dsgd.arch=resnet"], "dsgd.arch='resnet' is not valid"),
         (["--set", "vm.lerning_rate=0.1"], "vm.learning_rate"),
         (["--set", "dsgd.lr=0.1"], "dsgd.learning_rate"),
         (["--config", "/nonexistent.toml"], "does not exist"),
