@@ -180,20 +180,8 @@ def _scorer(model: VerticalModel, method: str) -> Callable:
 
 def _logit_at(m: VerticalModel, x, steps: jax.Array, method: str) -> jax.Array:
     f, z0, args = m.core.functional(x)
-    c = m.core.solver
-    return solvers.iterate_to(
-        f,
-        z0,
-        *args,
-        steps=steps,
-        method=method,
-        readout=lambda z: m.head(z)[:, 0],
-        tol=c.tol,
-        stop=c.stop,
-        damping=c.damping,
-        memory=c.memory,
-        ridge=c.ridge,
-    )
+    options = {**m.core.solver.iteration_options(), "method": method}
+    return solvers.iterate_to(f, z0, *args, steps=steps, readout=lambda z: m.head(z)[:, 0], **options)
 
 
 def auc_intervals(labels, users, probs: np.ndarray, *, n_boot: int = CI_BOOT, level: float = CI_LEVEL) -> np.ndarray:

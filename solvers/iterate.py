@@ -65,16 +65,7 @@ def iterate(
         max_iter_name="steps",
         allow_zero_tol=True,
     )
-    if readout is None:
-        readout = lambda z: z  # noqa: E731
-    elif not callable(readout):
-        raise TypeError(f"readout must be callable, got {type(readout).__name__}.")
-    rav = BatchedRavel.from_tree(z0, check_batch_axis(batch_axis))
-    check_output_like_input(f, z0, args)
-
-    def flat_f(zmat):
-        return rav.ravel(f(rav.unravel(zmat), *args))
-
+    readout, rav, flat_f = _prepare(f, z0, args, readout, batch_axis)
     first = readout(z0)
     if cfg.max_iter == 0:
         return jax.tree.map(lambda a: jnp.asarray(a)[None], first)
@@ -128,6 +119,15 @@ def iterate_to(
         ridge=ridge,
         allow_zero_tol=True,
     )
+    readout, rav, flat_f = _prepare(f, z0, args, readout, batch_axis)
+    s = lax.while_loop(
+        lambda s: s.k < steps, lambda s: _loop.step(flat_f, cfg, s), _loop.init(flat_f, rav.ravel(z0), cfg)
+    )
+    return readout(rav.unravel(s.z))
+
+
+def _prepare(f: Callable, z0, args: tuple, readout: Callable | None, batch_axis: int | None):
+    """The checked readout (identity by default), the state's ravel and f on the raveled state."""
     if readout is None:
         readout = lambda z: z  # noqa: E731
     elif not callable(readout):
@@ -138,7 +138,4 @@ def iterate_to(
     def flat_f(zmat):
         return rav.ravel(f(rav.unravel(zmat), *args))
 
-    s = lax.while_loop(
-        lambda s: s.k < steps, lambda s: _loop.step(flat_f, cfg, s), _loop.init(flat_f, rav.ravel(z0), cfg)
-    )
-    return readout(rav.unravel(s.z))
+    return readout, rav, flat_f

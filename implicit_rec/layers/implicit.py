@@ -258,12 +258,7 @@ class ImplicitLayer(nnx.Module):
             jax.lax.stop_gradient(params),
             jax.lax.stop_gradient(ctx),
             steps=steps,
-            method=config.method,
-            tol=config.tol,
-            stop=config.stop,
-            damping=config.damping,
-            memory=config.memory,
-            ridge=config.ridge,
+            **config.iteration_options(),
         )
         picks = jnp.linspace(steps / n, steps, n).round().astype(jnp.int32)
         states = jax.vmap(lambda zk: f(zk, params, ctx))(jax.lax.stop_gradient(traj[picks]))
@@ -297,13 +292,8 @@ class ImplicitLayer(nnx.Module):
             params,
             ctx,
             steps=steps,
-            method=method or config.method,
             readout=read,
-            tol=config.tol,
-            stop=config.stop,
-            damping=config.damping,
-            memory=config.memory,
-            ridge=config.ridge,
+            **{**config.iteration_options(), "method": method or config.method},
         )
 
     def functional(self, x: Any) -> tuple[Callable, jax.Array, tuple]:
@@ -361,14 +351,7 @@ def _check_range(value) -> tuple[int, int] | None:
 def _random_k(f, z0, params, ctx, k, hi: int, config: SolverConfig):
     """z_k (B, d) after exactly k (traced, <= hi) iterations of ``config.method`` from z0, and its
     ``solvers.SolverInfo``-like report; differentiable by ``config.grad`` ("unroll" / "phantom")."""
-    options = dict(
-        method=config.method,
-        tol=config.tol,
-        stop=config.stop,
-        damping=config.damping,
-        memory=config.memory,
-        ridge=config.ridge,
-    )
+    options = config.iteration_options()
     if config.grad == "unroll":
         z = solvers.iterate(f, z0, params, ctx, steps=hi, **options)[k]
     else:

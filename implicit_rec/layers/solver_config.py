@@ -39,6 +39,10 @@ class SolverConfig:
     def as_kwargs(self) -> dict:
         return dataclasses.asdict(self)
 
+    def iteration_options(self) -> dict:
+        """The options of the iteration itself, as ``solvers.iterate`` takes them (no gradient settings)."""
+        return {name: getattr(self, name) for name in ("method", "tol", "stop", "damping", "memory", "ridge")}
+
     def replace(self, **changes) -> SolverConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
