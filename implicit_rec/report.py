@@ -164,7 +164,8 @@ def ceiling_lines(c: dict | None) -> list[str]:
             ("VM window", "vm_window", c["vm_len"]),
         )
     ]
-    return [
+    hops = c.get("hops") or {}
+    lines = [
         "## What the data allow (test split)",
         "",
         markdown_table(("ceiling", "history", "AUC", "gAUC", "logloss"), rows),
@@ -172,6 +173,16 @@ def ceiling_lines(c: dict | None) -> list[str]:
         f"Window ceilings: {c['procedure']}",
         "",
     ]
+    if hops:
+        h = sorted(hops, key=int)
+        lines += [
+            "Depth ceilings (`ceiling.hops`): the oracle that resolves h steps of the data's cascade "
+            "(docs/multihop.md):",
+            "",
+            markdown_table(("h", *h), [("AUC", *(f"{hops[x]:.4f}" for x in h))]),
+            "",
+        ]
+    return lines
 
 
 def comparison_lines(comparisons: list[dict]) -> list[str]:
@@ -418,7 +429,15 @@ def plot_all(m: dict, out: Path) -> list[Path]:
             ax.plot(k, v, label=f"{vm} ({method})", **_style(vm, method, names))
         if key == "auc":
             baseline_points(ax, "auc")
-            later = [r["auc"] for r in m["sweep"] if r["iterations"] > 0] + [b["auc"] for b in m["baselines"]]
+            hops = ((m.get("ceiling") or {}).get("hops")) or {}
+            if hops:  # the oracle that resolves h steps of the data's cascade, drawn at k = h
+                h = sorted(hops, key=int)
+                ax.plot([int(x) for x in h], [hops[x] for x in h], "k:", marker="^", label="h-step oracle (k = h)")
+            later = (
+                [r["auc"] for r in m["sweep"] if r["iterations"] > 0]
+                + [b["auc"] for b in m["baselines"]]
+                + list(hops.values())
+            )
             if later:  # k = 0 (the initial state, often a constant score) may fall below the axis
                 ax.set_ylim(bottom=min(later) - 0.01, top=max(later) + 0.005)
                 low = [r["auc"] for r in m["sweep"] if r["auc"] < min(later) - 0.01]

@@ -215,3 +215,16 @@ def test_report_of_real_data_says_there_is_no_ceiling():
     text = report.markdown(_metrics(pipeline.CeilingResult(available=False, reason="real data")))
     assert "No ceiling: real data" in text and "| din/none | 99 | 0.6000 | n/a |" in text
     assert "No ceiling" in report.markdown(_metrics(None))  # a run from before ceilings
+
+
+def test_report_shows_the_depth_ceilings_and_draws_the_h_step_oracle(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    hops = {"1": 0.71, "2": 0.73, "4": 0.76, "8": 0.79}
+    m = _metrics(dataclasses.replace(CEILING, hops=hops))
+    text = report.markdown(m)
+    assert "Depth ceilings" in text and "| AUC | 0.7100 | 0.7300 | 0.7600 | 0.7900 |" in text
+    assert "Depth ceilings" not in report.markdown(_metrics(CEILING))
+    report.write_report(m, tmp_path)
+    assert (tmp_path / "auc_vs_iterations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
