@@ -283,9 +283,9 @@ class SweepConfig(_Section):
     )
     baseline_depths: tuple[int, ...] = _field((1, 2, 4, 8), "depths D of the explicit baselines (layers)", min=1)
     baseline_match: tuple[str, ...] = _field(
-        BASELINE_MATCHES,
-        "what each baseline's width matches: the match_arch VM's parameters or its FLOPs per example at "
-        "match_iterations",
+        ("params",),
+        "what each baseline's width matches: the match_arch VM's parameters (params) and/or its FLOPs per "
+        "example at match_iterations (flops; experiments/configs/test_time_compute.toml runs both)",
         choices=BASELINE_MATCHES,
     )
     match_arch: str = _field("implicit-seq", "implicit VM whose cost the baselines match", choices=IMPLICIT_ARCHS)
