@@ -369,7 +369,7 @@ def _style(vm: str, method: str, names: list[str]):
 def plot_auc_vs_flops(ax, m: dict, names: list[str]) -> None:
     """Test AUC against FLOPs per example on ``ax``: each implicit VM (and method) a curve over k
     (the first of each VM labelled with k) in a band of its 95% interval (means over seeds), each explicit baseline a
-    labelled point with its interval as an error bar."""
+    labelled point (means over its seeds) with its interval as an error bar; the axis spans k >= 1."""
     auc, low, high = _curves(m, "auc"), _curves(m, "auc_ci_low"), _curves(m, "auc_ci_high")
     labelled = set()  # k is written beside the first curve of each VM only
     for (vm, method), (k, flops) in _curves(m, "flops").items():
@@ -381,11 +381,26 @@ def plot_auc_vs_flops(ax, m: dict, names: list[str]) -> None:
         for x, y, it in zip(flops, auc[vm, method][1], k) if vm not in labelled else ():
             ax.annotate(f"k={it}", (x, y), fontsize=5, xytext=(2, -7), textcoords="offset points")
         labelled.add(vm)
+    swept = [r["auc"] for r in m["sweep"] if r["iterations"] > 0]
+    floor = min(swept) - 0.02 if swept else -np.inf
+    by: dict = {}
     for b in m["baselines"]:
-        lo, hi = b.get("auc_ci_low", np.nan), b.get("auc_ci_high", np.nan)
-        err = [[b["auc"] - lo], [hi - b["auc"]]] if np.isfinite([lo, hi]).all() else None
-        ax.errorbar(b["flops"], b["auc"], yerr=err, fmt="s", color="black", capsize=3, markersize=4, zorder=3)
-        ax.annotate(b["vm"], (b["flops"], b["auc"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        by.setdefault(b["vm"], []).append(b)
+    shown, gone = list(swept), []
+    for name, rows in by.items():  # one point per baseline: means over its seeds
+        x, y = (float(np.mean([r[key] for r in rows])) for key in ("flops", "auc"))
+        lo, hi = (float(np.mean([r.get(key, np.nan) for r in rows])) for key in ("auc_ci_low", "auc_ci_high"))
+        if y < floor:  # a failed training would squash the axis: named in the title instead
+            gone.append(name.split("/")[0])
+            continue
+        shown.append(y)
+        err = [[y - lo], [hi - y]] if np.isfinite([lo, hi]).all() else None
+        ax.errorbar(x, y, yerr=err, fmt="s", color="black", capsize=3, markersize=4, zorder=3)
+        ax.annotate(name.split("/")[0], (x, y), fontsize=5, xytext=(4, 3), textcoords="offset points")
+    if shown:  # k = 0 (often a constant score) stays below the axis
+        ax.set_ylim(bottom=min(shown) - 0.01, top=max(shown) + 0.005)
+    if gone:
+        ax.set_title(f"off the axis (mean AUC below {floor:.3f}): {', '.join(gone)}", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per example (implicit: k iterations; band and bars: 95% interval)")
     ax.set_ylabel("test AUC")
@@ -415,10 +430,16 @@ def plot_all(m: dict, out: Path) -> list[Path]:
         ax.set_xlim(left=-0.1)
         ax.set_xlabel("test-time iterations k (explicit: depth)")
 
-    def baseline_points(ax, key, x="depth"):
+    def baseline_points(ax, key, x="depth", keep=lambda y: True):
+        """One point per baseline (mean over its seeds), labelled; those ``keep`` rejects are left out."""
+        by: dict = {}
         for b in m["baselines"]:
-            ax.scatter(b[x], b[key], marker="s", color="black", zorder=3)
-            ax.annotate(b["vm"].split("/")[0], (b[x], b[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            by.setdefault(b["vm"], []).append(b)
+        for name, rows in by.items():
+            bx, by_ = rows[0][x], float(np.mean([r[key] for r in rows]))
+            if keep(by_):
+                ax.scatter(bx, by_, marker="s", color="black", zorder=3)
+                ax.annotate(name.split("/")[0], (bx, by_), fontsize=5, xytext=(3, 3), textcoords="offset points")
 
     for key, name, ylabel, log in (
         ("auc", "auc_vs_iterations.png", "test AUC", False),
@@ -428,21 +449,24 @@ def plot_all(m: dict, out: Path) -> list[Path]:
         for (vm, method), (k, v) in _curves(m, key).items():
             ax.plot(k, v, label=f"{vm} ({method})", **_style(vm, method, names))
         if key == "auc":
-            baseline_points(ax, "auc")
             hops = ((m.get("ceiling") or {}).get("hops")) or {}
             if hops:  # the oracle that resolves h steps of the data's cascade, drawn at k = h
                 h = sorted(hops, key=int)
                 ax.plot([int(x) for x in h], [hops[x] for x in h], "k:", marker="^", label="h-step oracle (k = h)")
-            later = (
-                [r["auc"] for r in m["sweep"] if r["iterations"] > 0]
-                + [b["auc"] for b in m["baselines"]]
-                + list(hops.values())
-            )
-            if later:  # k = 0 (the initial state, often a constant score) may fall below the axis
-                ax.set_ylim(bottom=min(later) - 0.01, top=max(later) + 0.005)
-                low = [r["auc"] for r in m["sweep"] if r["auc"] < min(later) - 0.01]
-                if low:
-                    ax.set_title(f"off the axis: k = 0 (AUC {min(low):.3f}-{max(low):.3f})", fontsize=8)
+            swept = [r["auc"] for r in m["sweep"] if r["iterations"] > 0]
+            # the axis spans the swept k >= 1, the oracle and the baselines near them; k = 0 (often a
+            # constant score) and a baseline far below (a failed training) are named, not drawn
+            floor = min(swept) - 0.02 if swept else -np.inf
+            baseline_points(ax, "auc", keep=lambda y, floor=floor: y >= floor)
+            shown = swept + list(hops.values()) + [b["auc"] for b in m["baselines"] if b["auc"] >= floor]
+            if shown:
+                ax.set_ylim(bottom=min(shown) - 0.01, top=max(shown) + 0.005)
+                low = [r["auc"] for r in m["sweep"] if r["auc"] < min(shown) - 0.01]
+                gone = sorted({b["vm"].split("/")[0] for b in m["baselines"] if b["auc"] < floor})
+                notes = [f"k = 0 (AUC {min(low):.3f}-{max(low):.3f})"] if low else []
+                notes += [f"{name} (mean AUC below {floor:.3f})" for name in gone]
+                if notes:
+                    ax.set_title("off the axis: " + "; ".join(notes), fontsize=8)
         if log:
             ax.set_yscale("log")
         iteration_axis(ax)
