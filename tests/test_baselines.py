@@ -284,9 +284,9 @@ def test_tiny_run_trains_the_matched_baselines_per_seed(tmp_path):
     assert all(v["params"] == params_target for v in m["vms"])
     result = next(
         pipeline.VMResult.from_dict(json.loads(f.read_text()))
-        for f in (out / "models").glob("baseline-transformer-d2-flops-loopfm-s1.json")
+        for f in (out / "models").glob("baseline-transformer-d1-flops-loopfm-s1.json")
     )
-    assert result.name == "transformer-d2@flops/loopfm" and result.hidden is None and result.depth == 2
+    assert result.name == "transformer-d1@flops/loopfm" and result.hidden is None and result.depth == 1
 
 
 def test_baseline_result_round_trips_and_old_results_still_load():
