@@ -127,6 +127,7 @@ def _vm_config(**changes):
     return config.load_config(None, ("vm.max_len=8", "vm.history_len=4", "vm.d_state=8", *changes)).vm
 
 
+@pytest.mark.slow  # builds and runs a VM per transfer (about 20 s cold)
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_transformer_vm_reads_what_implicit_seq_reads(tiny, store, transfer):
     """Every transfer: the transformer VM's core reads core_input's dict (the LoopFM stream only with
@@ -147,6 +148,7 @@ def test_transformer_vm_reads_what_implicit_seq_reads(tiny, store, transfer):
     assert costs.params("transformer", 3, 6) == count_params(model)
 
 
+@pytest.mark.slow  # counts the parameters of many abstract VMs (about 14 s cold)
 def test_params_match_is_within_the_grid_resolution(tiny, store):
     """Each params-matched baseline's count is the nearest on the grid: the target lies within half
     the gap to its grid neighbours; the recorded count is the built model's."""
