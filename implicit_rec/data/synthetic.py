@@ -128,21 +128,17 @@ class Preset:
     cascade_span: int = 0  # > 0: in-neighbours lie within this many places before a category on a random ring
 
 
+_DEFAULT = Preset(
+    users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0, impressions_per_day=4.0, max_len=100
+)
 PRESETS = {
     "tiny": Preset(
         users=150, categories=20, brands=80, ads=300, behaviours_per_day=6.0, impressions_per_day=4.0, max_len=64
     ),
-    "default": Preset(
-        users=3000, categories=50, brands=300, ads=1000, behaviours_per_day=8.0, impressions_per_day=4.0, max_len=100
-    ),
-    "multihop": Preset(
-        users=3000,
+    "default": _DEFAULT,
+    "multihop": dataclasses.replace(  # the default's size and rates, with the cascade (docs/multihop.md)
+        _DEFAULT,
         categories=28,
-        brands=300,
-        ads=1000,
-        behaviours_per_day=8.0,
-        impressions_per_day=4.0,
-        max_len=100,
         retarget_share=0.0,
         intercept=-4.75,
         history_scale=0.5,
