@@ -166,7 +166,7 @@ class ImplicitSweep(NamedTuple):
 def score_at(model: VerticalModel, x, steps: int, method: str) -> jax.Array:
     """The logits (N,) of what the core reads, ``x``, after exactly ``steps`` solver iterations.
 
-    Equal to ``model.core.trajectory(x, steps, readout=head, method=method)[steps]``
+    Equal to ``model.core.trajectory(x, steps, readout=state_logit, method=method)[steps]``
     (``solvers.iterate_to`` with the layer's solver settings in force); ``steps`` is a traced
     argument, so one compiled function per (model structure, method) serves every k.
     """
@@ -181,7 +181,7 @@ def _scorer(model: VerticalModel, method: str) -> Callable:
 def _logit_at(m: VerticalModel, x, steps: jax.Array, method: str) -> jax.Array:
     f, z0, args = m.core.functional(x)
     options = {**m.core.solver.iteration_options(), "method": method}
-    return solvers.iterate_to(f, z0, *args, steps=steps, readout=lambda z: m.head(z)[:, 0], **options)
+    return solvers.iterate_to(f, z0, *args, steps=steps, readout=lambda z: m.state_logit(z, x), **options)
 
 
 def auc_intervals(labels, users, probs: np.ndarray, *, n_boot: int = CI_BOOT, level: float = CI_LEVEL) -> np.ndarray:
@@ -236,7 +236,7 @@ def implicit_sweep(
     tol = model.core.eval_solver.tol
     traj = _pure(
         model,
-        lambda m, x: m.core.trajectory(x, steps=K, readout=lambda z: m.head(z)[:, 0], method=method, residual=True),
+        lambda m, x: m.core.trajectory(x, steps=K, readout=lambda z: m.state_logit(z, x), method=method, residual=True),
         ("traj", K, method),
     )
 
@@ -275,14 +275,15 @@ def implicit_sweep(
 
 def implicit_flops(model: VerticalModel, sample: dict) -> tuple[float, float, float]:
     """FLOPs per example of an implicit VM on the batch ``sample``: (front end with the cell's
-    ``prepare``, one cell application, head); k iterations cost ``front + k * cell + head``."""
+    ``prepare``, one cell application, readout and head); k iterations cost ``front + k * cell + head``."""
     model.eval()
     x = _FEATURES(model, sample)
     size = _num_rows(x)
     front = _flops(model, lambda m, b: m.core_input(b), "features", sample) / size
     prep = _flops(model, lambda m, x: m.core.functional(x)[1:], "prepare", x) / size
     cell = _flops(model, lambda m, x: _cell(m.core.functional(x)), "cell", x) / size - prep
-    return front + prep, cell, 2.0 * model.core.d_state
+    head = _flops(model, lambda m, x: m.state_logit(_cell(m.core.functional(x)), x), "head", x) / size - prep - cell
+    return front + prep, cell, head
 
 
 def forward_flops(model: VerticalModel, sample: dict, size: int) -> float:

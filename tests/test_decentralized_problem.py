@@ -53,7 +53,7 @@ def test_vm_batches_are_host_arrays_of_the_rows(table):
 
 
 @pytest.mark.slow  # compiles two implicit VMs inside the DSGD step (about 20 s cold)
-@pytest.mark.parametrize("arch", ["implicit", "implicit-seq"])
+@pytest.mark.parametrize("arch", ["implicit", "implicit-seq", "implicit-graph"])
 def test_implicit_vms_train_in_the_dsgd_step_with_fresh_draws_per_step(table, arch):
     """The implicit VMs' state (power iteration, step counter, random streams) stays inside each loss
     call; random-k and random starts draw from (seed, agent, step) carried by the batch."""

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import implicit_vm, loopfm_batches, vm_gradients_ift_and_unrolled
 
 from implicit_rec import metrics
 from implicit_rec import sweep as sweep_mod
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.layers import SequenceCell, SolverConfig
-from implicit_rec.loopfm.batches import table_batches
-from implicit_rec.models.vertical import VerticalModel, vm_loss
+from implicit_rec.models.vertical import VerticalModel
 
 FM_DIM, HISTORY, MAX_LEN, D_STATE = 6, 4, 8, 8
 
@@ -22,40 +22,11 @@ def tiny():
 
 
 def _make_batch(tiny):
-    """rows -> a VM batch with a LoopFM history and an FM logit that are fixed functions of the row."""
-    base = table_batches(tiny)
-
-    def make(rows):
-        rows = np.asarray(rows)
-        batch = base(rows)
-        r = np.sin(rows[:, None, None] * 0.37 + np.arange(HISTORY * FM_DIM).reshape(1, HISTORY, FM_DIM))
-        batch["loopfm"] = r.astype(np.float32)
-        batch["loopfm_mask"] = (rows[:, None] + np.arange(HISTORY)) % 3 != 0
-        batch["loopfm_logit"] = np.cos(rows[:, None] + np.arange(HISTORY)).astype(np.float32)
-        for c in tiny.schema.query_fields:
-            batch[f"loopfm_{c}"] = np.where(batch["loopfm_mask"], batch[c][:, None], 0).astype(np.int32)
-        batch["fm_logit"] = np.tanh(rows * 0.1).astype(np.float32)
-        return batch
-
-    return make
+    return loopfm_batches(tiny, HISTORY, FM_DIM)
 
 
 def _vm(tiny, transfer="loopfm+kd", seed=0, **solvers) -> VerticalModel:
-    vm = VerticalModel(
-        tiny.schema,
-        tiny.vocab_sizes,
-        rngs=nnx.Rngs(seed),
-        arch="implicit-seq",
-        transfer=transfer,
-        max_len=MAX_LEN,
-        fm_dim=FM_DIM,
-        history_len=HISTORY,
-        d_state=D_STATE,
-        **solvers,
-    )
-    # the inner MLP's output layer starts at zero; give it weight so every path of the cell is exercised
-    cell = vm.core.cell
-    cell.mlp_out.kernel[...] = 0.1 * jax.random.normal(jax.random.key(seed), cell.mlp_out.kernel[...].shape)
+    vm = implicit_vm(tiny, "implicit-seq", transfer, seed, d_state=D_STATE, **solvers)
     return vm
 
 
@@ -113,25 +84,9 @@ def test_the_output_is_the_limit_of_plain_picard_iteration(tiny, batch):
     np.testing.assert_allclose(_forward(vm, batch), vm.head(ref)[:, 0], atol=1e-5)
 
 
-@nnx.jit
-def _grads(vm, batch):
-    return nnx.grad(lambda m: vm_loss(m, batch)[0])(vm)
-
-
 @pytest.mark.slow  # compiles a 100-step unrolled gradient (about 10 s cold)
 def test_implicit_gradients_match_a_long_unrolled_solve(tiny, batch):
-    vm = _vm(tiny)
-
-    def grads(solver):
-        vm.core.train_solver = solver
-        return nnx.to_pure_dict(_grads(vm, batch))
-
-    g_ift = grads(SolverConfig(method="anderson", max_iter=60, tol=1e-6))
-    g_unroll = grads(SolverConfig(method="picard", max_iter=100, tol=1e-7, grad="unroll"))
-    leaves_ift, leaves_unroll = jax.tree.leaves(g_ift), jax.tree.leaves(g_unroll)
-    assert len(leaves_ift) == len(leaves_unroll)
-    for a, b in zip(leaves_ift, leaves_unroll):
-        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5)
+    g_ift = vm_gradients_ift_and_unrolled(_vm(tiny), batch)
     cell = g_ift["core"]["cell"]
     for name in ("key", "value", "query", "context", "mlp_in", "mlp_out"):  # every path carries gradient
         assert float(jnp.abs(cell[name]["kernel"]).max()) > 0, name

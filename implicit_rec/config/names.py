@@ -6,8 +6,8 @@ them from ``implicit_rec.config``.
 
 from solvers._options import METHODS as SOLVER_METHODS
 
-ARCHS = ("mlp", "din", "implicit", "implicit-seq", "transformer")  # VM architectures
-IMPLICIT_ARCHS = ("implicit", "implicit-seq")  # the VM archs whose core is an ImplicitLayer
+ARCHS = ("mlp", "din", "implicit", "implicit-seq", "implicit-graph", "transformer")  # VM architectures
+IMPLICIT_ARCHS = ("implicit", "implicit-seq", "implicit-graph")  # the VM archs whose core is an ImplicitLayer
 EXPLICIT_ARCHS = tuple(a for a in ARCHS if a not in IMPLICIT_ARCHS)  # explicit cores (the baselines' archs)
 SEQUENCE_ARCHS = ("implicit-seq", "transformer")  # the archs whose core reads the sequences (core_input's dict)
 BASELINE_MATCHES = ("params", "flops")  # what an explicit baseline's width matches (sweep.baseline_match)

@@ -207,7 +207,11 @@ class VMConfig(_Section):
     max_len: int = _field(25, "behaviour-sequence length of the VMs", min=1)
     history_len: int = _field(20, "L: logged FM embeddings per LoopFM feature", min=1)
     hidden: tuple[int, ...] = _field((64, 32), "hidden widths of the explicit VMs' MLP", min=1)
-    d_state: int = _field(32, "state size of the implicit VM", min=1)
+    d_state: int = _field(32, "state size of the implicit VMs implicit and implicit-seq", min=1)
+    node_dim: int = _field(8, "implicit-graph: state size per node (one node per id of graph_field)", min=1)
+    graph_field: str = _field(
+        "cate_id", "implicit-graph: the candidate field (shared by a behaviour sequence) whose ids are the nodes"
+    )
     epochs: int = _field(5, "training epochs (early stopping on validation AUC)", min=1)
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(3e-3, "Adam learning rate", positive=True)

@@ -1,6 +1,6 @@
 """Implicit layers in Flax NNX: weight-tied cells solved to a fixed point by ``solvers``."""
 
-from .cells import MLPCell, SequenceCell
+from .cells import GraphCell, MLPCell, SequenceCell
 from .implicit import AdjointProbe, ImplicitLayer, LayerInfo, adjoint_report, fixed_point_correction_loss
 from .solver_config import SolverConfig
 from .weights import PARAMETERIZATIONS, PowerIterationState, StateLinear
@@ -11,6 +11,7 @@ __all__ = [
     "adjoint_report",
     "LayerInfo",
     "MLPCell",
+    "GraphCell",
     "SequenceCell",
     "SolverConfig",
     "StateLinear",

@@ -222,6 +222,8 @@ def make_vm(
         kd_on_main=vm.kd_on_main,
         hidden=tuple(hidden or vm.hidden),
         d_state=vm.d_state,
+        node_dim=vm.node_dim,
+        graph_field=vm.graph_field,
         train_solver=SolverConfig(method=vm.method, max_iter=vm.train_max_iter, tol=vm.train_tol, grad=vm.train_grad),
         eval_solver=SolverConfig(method=vm.method, max_iter=vm.eval_max_iter, tol=vm.eval_tol),
         parameterization=vm.parameterization,

@@ -128,6 +128,38 @@ def target_attention(query: jax.Array, keys: jax.Array, values: jax.Array, mask:
     return jnp.einsum("bl,bld->bd", weights, values)
 
 
+class NodeCounts(nnx.Module):
+    """Per-node features of id sequences, for a graph over one vocabulary of V ids.
+
+    For each stream s of ids (B, L_s) with its mask and each of ``channels`` channels p:
+    n_{b,v,(s,p)} = sum_l w_{s,l,p} [ids_{b,l} = v] over the real positions, with learned position
+    profiles w (initialised: channel 0 all ones, a plain count; channel 1 a ramp rising to the
+    newest position; the others small random), so the model can weight recent behaviours more or
+    ignore old ones. A scatter-add per row: memory O(B V), not O(B L V).
+
+    ``lengths``: L_s of each stream. Returns (B, V, len(lengths) * channels).
+    """
+
+    def __init__(self, num_nodes: int, lengths: tuple[int, ...], *, rngs: nnx.Rngs, channels: int = 4):
+        if channels < 2:
+            raise ValueError(f"NodeCounts needs channels >= 2 (a count and a recency ramp), got {channels}.")
+        self.num_nodes, self.lengths = num_nodes, tuple(lengths)
+        profiles = []
+        for length in self.lengths:
+            ramp = (jnp.arange(length, dtype=jnp.float32) + 1) / length
+            rest = nnx.initializers.normal(0.1)(rngs.params(), (length, channels - 2))
+            profiles.append(nnx.Param(jnp.concatenate([jnp.ones((length, 1)), ramp[:, None], rest], axis=1)))
+        self.profiles = nnx.List(profiles)
+
+    def __call__(self, streams: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+        out = []
+        for (ids, mask), profile in zip(streams, self.profiles, strict=True):
+            weights = profile[...][None, -ids.shape[1] :] * mask[..., None]  # (B, L, P)
+            scatter = jax.vmap(lambda i, w: jnp.zeros((self.num_nodes, w.shape[-1]), w.dtype).at[i].add(w))
+            out.append(scatter(ids.astype(jnp.int32), weights))
+        return jnp.concatenate(out, axis=-1)
+
+
 class MLP(nnx.Module):
     """Dense layers with an activation between them (none after the last)."""
 

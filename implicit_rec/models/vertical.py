@@ -8,13 +8,15 @@ from flax import nnx
 
 from ..config import ARCHS, IMPLICIT_ARCHS, SEQUENCE_ARCHS, TRANSFERS
 from ..data.events import Schema
-from ..layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
-from .features import MLP, DINAttention, FeatureEmbedder, match_counts
+from ..layers import GraphCell, ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
+from .features import MLP, DINAttention, FeatureEmbedder, NodeCounts, match_counts
 from .stacks import TransformerStack
 
 __all__ = ["ARCHS", "TRANSFERS", "VerticalModel", "bce_with_logits", "vm_loss"]
 
 SEQUENCE_HEADS = 2  # attention heads of the implicit-seq cell and the transformer (d_state, width: multiples)
+GRAPH_MAX_NODES = 4096  # implicit-graph keeps one state per id of its field: a cap on that vocabulary
+GRAPH_CHANNELS = 4  # position profiles per stream of implicit-graph's node counts (features.NodeCounts)
 
 
 class VerticalModel(nnx.Module):
@@ -37,7 +39,12 @@ class VerticalModel(nnx.Module):
     is what the core reads (x, or that dict). ``arch="transformer"``: the explicit counterpart of
     ``"implicit-seq"``, reading the same dict: ``depth`` pre-LayerNorm encoder layers of ``width``
     over [a context token from x] + the sequences (``stacks.TransformerStack``), read out at the
-    context token.
+    context token. ``arch="implicit-graph"``: a ``GraphCell`` with one state of ``node_dim`` per id of
+    ``graph_field`` (default the category: V = its vocabulary), messages along a learned V x V graph
+    at every iteration; each node's input is its counts in the behaviour sequence and (LoopFM) in the
+    logged requests' ads, weighted by learned position profiles (``features.NodeCounts``), and x
+    as context; the readout is an MLP (``hidden``) on [the candidate's node state, x] — a DIN
+    whose features include the state the graph propagation reached for the candidate's id.
     The implicit cores take the state map's ``parameterization`` and ``gamma`` (``layers.StateLinear``:
     "spectral" caps ||W||_2 = gamma; "weight" / "none" leave the cell unconstrained, to pair with the
     Jacobian penalty) and ``layer_options``, keyword arguments of ``ImplicitLayer`` (``z0``,
@@ -69,6 +76,8 @@ class VerticalModel(nnx.Module):
         layer_options: dict | None = None,
         depth: int = 2,
         width: int = 32,
+        node_dim: int = 8,
+        graph_field: str = "cate_id",
     ):
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not supported; choose one of {', '.join(ARCHS)}.")
@@ -84,7 +93,10 @@ class VerticalModel(nnx.Module):
                 f"arch='transformer' needs depth >= 1 and a width that is a multiple of {SEQUENCE_HEADS} "
                 f"(its attention heads), got depth={depth}, width={width}."
             )
+        if arch == "implicit-graph":
+            _check_graph_field(schema, vocab_sizes, graph_field)
         self.arch, self.transfer, self.kd_on_main = arch, transfer, kd_on_main
+        self.graph_field = graph_field
         self.embed = FeatureEmbedder(schema, vocab_sizes, embed_dim, max_len, rngs=rngs)
         self.pairs = self.embed.match_pairs()
         e = embed_dim
@@ -107,6 +119,17 @@ class VerticalModel(nnx.Module):
             well_posed = {"parameterization": parameterization, "gamma": gamma}
             if arch == "implicit":
                 cell = MLPCell(d_state, d_x, rngs=rngs, **well_posed)
+            elif arch == "implicit-graph":
+                lengths = (self.embed.max_len,) * len(self._graph_sequences()) + (history_len,) * self.uses_loopfm
+                self.node_counts = NodeCounts(vocab_sizes[graph_field], lengths, rngs=rngs, channels=GRAPH_CHANNELS)
+                cell = GraphCell(
+                    vocab_sizes[graph_field],
+                    node_dim,
+                    GRAPH_CHANNELS * len(lengths),
+                    rngs=rngs,
+                    **well_posed,
+                )
+                d_state = cell.d_state
             else:
                 cell = SequenceCell(d_state, e, d_context=d_x, num_heads=SEQUENCE_HEADS, rngs=rngs, **well_posed)
             self.core = ImplicitLayer(
@@ -118,6 +141,9 @@ class VerticalModel(nnx.Module):
                 **(layer_options or {}),
             )
             last = d_state
+            if arch == "implicit-graph":
+                self.readout_mlp = MLP((node_dim + d_x,) + tuple(hidden), rngs=rngs)
+                last = hidden[-1] + node_dim
         elif arch == "transformer":
             self.core = TransformerStack(d_x, e, width, depth, num_heads=SEQUENCE_HEADS, rngs=rngs)
             last = width
@@ -137,9 +163,13 @@ class VerticalModel(nnx.Module):
         return self._front_end(batch)[0]
 
     def core_input(self, batch: dict) -> jax.Array | dict:
-        """What the core reads: x (B, width), or for ``"implicit-seq"`` and ``"transformer"`` the dict
-        ``{"sequence": (B, L + L2, e), "mask": (B, L + L2) bool, "context": x}`` (L2 = 0 without LoopFM)."""
+        """What the core reads: x (B, width); for ``"implicit-seq"`` and ``"transformer"`` the dict
+        ``{"sequence": (B, L + L2, e), "mask": (B, L + L2) bool, "context": x}`` (L2 = 0 without LoopFM);
+        for ``"implicit-graph"`` ``{"nodes": (B, V, c), "context": x, "query": (B,) the candidate's id}``."""
         x, streams = self._front_end(batch)
+        if self.arch == "implicit-graph":
+            nodes = self.node_counts(self._graph_streams(batch))
+            return {"nodes": nodes, "context": x, "query": batch[self.graph_field]}
         if self.arch not in SEQUENCE_ARCHS:
             return x
         segments = self.segments[...]
@@ -149,6 +179,21 @@ class VerticalModel(nnx.Module):
             "mask": jnp.concatenate([m.astype(bool) for _, m in streams], axis=1),
             "context": x,
         }
+
+    def _graph_sequences(self) -> tuple[str, ...]:
+        """The behaviour-sequence columns in ``graph_field``'s vocabulary."""
+        return tuple(col for col, vocab in self.embed.schema.sequences if vocab == self.graph_field)
+
+    def _graph_streams(self, batch: dict) -> list[tuple[jax.Array, jax.Array]]:
+        """(ids, mask) of every stream of ``graph_field`` ids: the behaviour sequences (last
+        ``max_len``), then for LoopFM the logged requests' ads."""
+        out = []
+        for col in self._graph_sequences():
+            ids = batch[col][:, -self.embed.max_len :]
+            out.append((ids, ids > 0))
+        if self.uses_loopfm:
+            out.append((batch[f"loopfm_{self.graph_field}"], batch["loopfm_mask"]))
+        return out
 
     def _front_end(self, batch: dict) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
         """x (B, width) and the streams [(behaviour sequence (B, L, e), mask (B, L))], plus the
@@ -186,16 +231,43 @@ class VerticalModel(nnx.Module):
         """An explicit VM's last hidden layer (B, last) from what its core reads (:meth:`core_input`)."""
         return self.core(x) if self.arch == "transformer" else nnx.relu(self.core(x))
 
+    def readout(self, z: jax.Array, x: jax.Array | dict) -> jax.Array:
+        """An implicit VM's last hidden layer (B, last) from its state z and core input x: z itself,
+        or for ``"implicit-graph"`` relu(MLP([the candidate's node state, x["context"]]))."""
+        if self.arch != "implicit-graph":
+            return z
+        node = self.core.cell.read(z, x)
+        return jnp.concatenate([nnx.relu(self.readout_mlp(jnp.concatenate([node, x["context"]], axis=-1))), node], -1)
+
+    def state_logit(self, z: jax.Array, x: jax.Array | dict) -> jax.Array:
+        """The main logit (B,) of an implicit VM at state z (any iterate z_k) for core input x."""
+        return self.head(self.readout(z, x))[:, 0]
+
     def __call__(self, batch: dict) -> dict:
         x = self.core_input(batch)
         info = None
         if self.is_implicit:
-            h, info = self.core(x)
+            z, info = self.core(x)
+            h = self.readout(z, x)
         else:
             h = self.hidden(x)
         logit = self.head(h)[:, 0]
         aux = self.aux_head(h)[:, 0] if self.aux_head is not None else logit
-        return {"logit": logit, "aux_logit": aux, "info": info}
+        return {"logit": logit, "aux_logit": aux, "info": info, "core_input": x}
+
+
+def _check_graph_field(schema: Schema, vocab_sizes: dict, field: str) -> None:
+    """implicit-graph's field: a candidate field that a behaviour sequence shares, of <= GRAPH_MAX_NODES ids."""
+    if field not in schema.query_fields or not any(vocab == field for _, vocab in schema.sequences):
+        raise ValueError(
+            f"graph_field={field!r} (vm.graph_field) must be a candidate field that a behaviour sequence "
+            f"shares; this data has {', '.join(schema.query_fields) or 'none'}."
+        )
+    if vocab_sizes[field] > GRAPH_MAX_NODES:
+        raise ValueError(
+            f"graph_field={field!r} (vm.graph_field) has {vocab_sizes[field]} ids; arch='implicit-graph' keeps "
+            f"one state per id and allows at most {GRAPH_MAX_NODES}: choose a coarser field."
+        )
 
 
 def _same_ad_pooling(batch: dict, hist: jax.Array, mask: jax.Array, fields: tuple[str, ...]) -> list[jax.Array]:
@@ -245,6 +317,7 @@ def vm_loss(
     (the fixed-point-correction loss: the states along the solver path must already score well).
     """
     out = model(batch)
+    x = out["core_input"]
     w = batch.get("weight")
     loss = bce_with_logits(out["logit"], batch["label"], w)
     if model.uses_kd:
@@ -255,7 +328,7 @@ def vm_loss(
     if info is not None and info.correction_states is not None and correction_weight:
 
         def path_loss(z):
-            return bce_with_logits(model.head(z)[:, 0], batch["label"], w)
+            return bce_with_logits(model.state_logit(z, x), batch["label"], w)
 
         loss = loss + correction_weight * fixed_point_correction_loss(info, path_loss)
     return loss, out
