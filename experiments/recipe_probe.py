@@ -47,8 +47,7 @@ RECIPES = {  # name -> [vm] overrides ("arch" picks the VM)
     "g99-rk16": {**RANDOM_K, "gamma": 0.99},
     "g99-rk16-d64": {**RANDOM_K, "gamma": 0.99, "d_state": 64},
     "weight-rk16": {**RANDOM_K, "parameterization": "weight"},
-    "graph-rk16": {**RANDOM_K, "arch": "implicit-graph"},
-    "graph-rk16-none": {**RANDOM_K, "arch": "implicit-graph", "parameterization": "none"},
+    "graph-rk16": {**RANDOM_K, "arch": "implicit-graph", "node_dim": 16},  # the study's implicit-graph
 }
 
 
