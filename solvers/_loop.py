@@ -28,9 +28,14 @@ MAX_ALPHA_L1 = 1e4
 
 
 class History(NamedTuple):
-    """Anderson ring buffers: the last m values of f(z) and of g = f(z) - z, and their Gram."""
+    """Anderson ring buffers over the last m iterates z_i, written at slot k % m (never rolled).
 
-    fz: jax.Array  # (B, m, D)
+    ``mix`` holds the terms that the next iterate mixes, (1 - damping) z_i + damping f(z_i)
+    (= f(z_i) undamped), so mixing is one batched contraction for any damping; ``g`` holds the
+    residuals G_i = f(z_i) - z_i and ``gram`` their Gram matrix, updated by one row and column a step.
+    """
+
+    mix: jax.Array  # (B, m, D)
     g: jax.Array  # (B, m, D)
     gram: jax.Array  # (B, m, m), gram[b, i, j] = <g[b, i], g[b, j]>
 
@@ -132,19 +137,25 @@ def _anderson_candidate(s: State, g: jax.Array, cfg: IterationConfig):
     A row whose weights are non-finite or larger than MAX_ALPHA_L1 in l1 norm
     takes a = e_newest instead, which is exactly the damped Picard step (decided
     without gradient, so the rejected weights never enter the backward pass).
+
+    Cost per step beyond Picard: two writes of one (B, D) slot, one pass over the residual
+    buffer for the new Gram row <G_i, g> (O(m D) per sample; the other entries are kept), an
+    (m, m) solve per sample and one pass over the mixing buffer.
     """
     h = s.history
     m = cfg.memory
     slot = s.k % m
-    fz_buf = lax.dynamic_update_index_in_dim(h.fz, s.fz, slot, axis=1)
+    mixed = s.fz if cfg.damping == 1.0 else s.fz - (1.0 - cfg.damping) * g
+    mix_buf = lax.dynamic_update_index_in_dim(h.mix, mixed, slot, axis=1)
     g_buf = lax.dynamic_update_index_in_dim(h.g, g, slot, axis=1)
     row = jnp.einsum("bmd,bd->bm", g_buf, g)
+    idx = jnp.arange(m)
+    newest = idx == slot
     gram = lax.dynamic_update_index_in_dim(h.gram, row, slot, axis=1)
     gram = lax.dynamic_update_index_in_dim(gram, row, slot, axis=2)
 
-    idx = jnp.arange(m)
     valid = idx < jnp.minimum(s.k + 1, m)  # slots are filled in order before they wrap
-    picard = jnp.broadcast_to((idx == slot).astype(gram.dtype), row.shape)
+    picard = jnp.broadcast_to(newest.astype(gram.dtype), row.shape)
     # Jacobi-scaled system: S = D^-1/2 (G G^T) D^-1/2 + ridge I with D = diag(G G^T), then
     # w = D^-1/2 S^-1 D^-1/2 1. Equivalent to a ridge of ridge * ||G_i||^2 on each weight:
     # scale-free, and well conditioned in float32 even when old residuals dwarf new ones.
@@ -165,10 +176,8 @@ def _anderson_candidate(s: State, g: jax.Array, cfg: IterationConfig):
     ok = jnp.all(jnp.isfinite(alpha), axis=-1) & (jnp.sum(jnp.abs(alpha), axis=-1) <= MAX_ALPHA_L1)
     alpha = jnp.where(ok[:, None], alpha, picard)
 
-    z_new = jnp.einsum("bm,bmd->bd", alpha, fz_buf)
-    if cfg.damping != 1.0:
-        z_new = z_new - (1.0 - cfg.damping) * jnp.einsum("bm,bmd->bd", alpha, g_buf)
-    return z_new, History(fz_buf, g_buf, gram)
+    z_new = jnp.einsum("bm,bmd->bd", alpha, mix_buf)
+    return z_new, History(mix_buf, g_buf, gram)
 
 
 def _scaled_system(gram: jax.Array, valid: jax.Array, ridge: float):
