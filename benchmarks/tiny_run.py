@@ -121,6 +121,10 @@ def markdown(r: dict, note: str = "") -> str:
             (f"stage {k}, wall s", f"{cold['stages_s'].get(k, 0):.1f}", f"{warm['stages_s'].get(k, 0):.1f}")
             for k in stages
         ),
+        (
+            "outside the timed stages (VM and baseline trainings, start-up, report), wall s",
+            *(f"{x['wall_s'] - sum(x['stages_s'].values()):.1f}" for x in (cold, warm)),
+        ),
     ]
     m = r["machine"]
     env = (
