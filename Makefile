@@ -105,6 +105,7 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.layers
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.decentralized
+	$(BIN)/python -m benchmarks.tiny_run
 
 # `make demo` from a fresh clone of HEAD, timed (about 10 minutes; results/demo.{json,md}).
 bench-demo: $(BSTAMP)

@@ -7,6 +7,12 @@
     implicit-rec config [--config FILE] [--set ...]   print the effective configuration as TOML
     implicit-rec config --markdown        print the configuration reference (docs/configuration.md)
     implicit-rec train-decentralized ...  train a VM across agents (DSGD; see its --help)
+    implicit-rec domain NAME ...          a domain study of the Implicit Models paper (see its --help)
+
+Every command but ``config`` and ``report`` turns on JAX's persistent compilation cache first
+(``implicit_rec.compile_cache``: ``$IMPLICIT_REC_JAX_CACHE``, else ``~/.cache/implicit-rec/jax``);
+``--no-compile-cache`` (before or after the command's name) turns it off for the invocation and,
+through ``IMPLICIT_REC_JAX_CACHE=off`` in the environment, for the processes it starts.
 
 Errors a user can fix -- a bad argument (argparse's too), configuration key, data file or run
 directory, or an operating-system error such as a missing or unreadable path -- print one line
@@ -17,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import config as config_mod
@@ -28,6 +36,13 @@ EPILOG = """configuration: defaults < --config FILE < --set section.key=value < 
 
 # The flags of `run` and `config` that set one configuration key (applied after --set).
 FLAGS = {"dataset": "data.dataset", "preset": "data.preset", "seeds": "vm.seeds"}
+
+# The commands that compile nothing (the others turn the persistent compilation cache on first).
+NO_COMPILATION = frozenset({"config", "report"})
+NO_CACHE_HELP = (
+    "compile everything afresh: no persistent compilation cache for this command (and the processes "
+    "it starts); the cache is in $IMPLICIT_REC_JAX_CACHE, else ~/.cache/implicit-rec/jax (docs/run.md)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--no-compile-cache", action="store_true", help=NO_CACHE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -127,7 +143,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     decentralized_cli.add_parser(sub)
     domain_cli.add_parser(sub)
+    for command in sub.choices.values():  # also after the command's name (SUPPRESS: keeps a global one)
+        command.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS, help=NO_CACHE_HELP)
     return parser
+
+
+def compile_cache(args) -> str | None:
+    """Turn JAX's persistent compilation cache on for a command that compiles (off with --no-compile-cache).
+
+    The flag sets ``IMPLICIT_REC_JAX_CACHE=off`` in this process's environment, so the worker processes
+    of ``train-decentralized`` inherit it. A cache that cannot be used is a warning on stderr, not an
+    error. Returns the directory in use, or None.
+    """
+    from . import compile_cache as cache_mod
+
+    if args.command in NO_COMPILATION:
+        return None
+    if args.no_compile_cache:
+        os.environ[cache_mod.ENV] = "off"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", cache_mod.CompileCacheWarning)
+        path = cache_mod.enable()
+    for w in caught:
+        if issubclass(w.category, cache_mod.CompileCacheWarning):
+            print(f"implicit-rec: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return path
 
 
 def effective_config(args) -> config_mod.RunConfig:
@@ -229,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return int(exit_.code) if isinstance(exit_.code, int) else 2
     try:
+        compile_cache(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("implicit-rec: interrupted; rerun the same command to resume.", file=sys.stderr)

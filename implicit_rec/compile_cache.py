@@ -1,0 +1,97 @@
+"""JAX's persistent compilation cache, on by default for the ``implicit-rec`` commands.
+
+Most of a small run's time is XLA compilation; with the cache, a second run (or a resumed one)
+loads the compiled programs from disk. The directory, first match wins:
+
+1. ``JAX_COMPILATION_CACHE_DIR`` (or ``jax_compilation_cache_dir`` already set in this process):
+   JAX's own setting is left exactly as the user made it, with JAX's own size and time settings;
+2. ``$IMPLICIT_REC_JAX_CACHE`` -- a directory, or ``off`` to compile everything afresh
+   (``off`` also switches off a cache set by 1., through ``jax_enable_compilation_cache``);
+3. ``$XDG_CACHE_HOME/implicit-rec/jax``, else ``~/.cache/implicit-rec/jax``.
+
+In 2. and 3. programs that took at least :data:`MIN_COMPILE_TIME_S` to compile are kept, up to
+:data:`MAX_SIZE_BYTES` (least recently used entries are evicted; the
+``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and ``JAX_COMPILATION_CACHE_MAX_SIZE`` variables
+override both). The size limit makes JAX take a file lock (the ``filelock`` package) around every
+read and write, so concurrent processes -- the workers of ``train-decentralized --processes P`` --
+never read a half-written entry. A cache that cannot be used (an unwritable directory, ``filelock``
+not installed) is not an error: :func:`enable` warns (:class:`CompileCacheWarning`, naming the
+directory and the variable) and the command runs without it. JAX treats the cache as trusted code, so
+the directory is created private to the user (mode 0700).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+ENV = "IMPLICIT_REC_JAX_CACHE"
+MIN_COMPILE_TIME_S = 0.2
+MAX_SIZE_BYTES = 2 * 2**30
+
+
+class CompileCacheWarning(UserWarning):
+    """The persistent compilation cache could not be used; the command compiles afresh."""
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The implicit-rec cache directory (rules 2 and 3 above); None when ``$IMPLICIT_REC_JAX_CACHE`` is ``off``."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV, "").strip()
+    if value.lower() == "off":
+        return None
+    if value:
+        return Path(value).expanduser().absolute()
+    xdg = environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path(environ.get("HOME") or Path.home()) / ".cache"
+    return base / "implicit-rec" / "jax"
+
+
+def enable(environ: Mapping[str, str] | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache; call it before the first compilation.
+
+    Returns the directory in use (the user's ``JAX_COMPILATION_CACHE_DIR`` when set), or None when
+    the cache is off (``IMPLICIT_REC_JAX_CACHE=off``) or unusable (then a :class:`CompileCacheWarning`).
+    """
+    import jax
+
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV, "").strip().lower() == "off":
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    user = environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir
+    if user:
+        return str(user)
+    path = cache_dir(environ)
+    source = f"${ENV}" if environ.get(ENV, "").strip() else f"the default (set ${ENV} to move it)"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        warnings.warn(
+            f"compilation cache off: cannot write to {path}, {source} ({err.strerror or err}); "
+            f"set {ENV} to a writable directory, or to off.",
+            CompileCacheWarning,
+            stacklevel=2,
+        )
+        return None
+    try:
+        import filelock  # noqa: F401  (JAX locks the size-limited cache with it)
+    except ImportError:
+        warnings.warn(
+            f"compilation cache off: the size-limited cache in {path} needs the filelock package "
+            f"(pip install filelock); set {ENV}=off to silence this.",
+            CompileCacheWarning,
+            stacklevel=2,
+        )
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
+        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+    return str(path)

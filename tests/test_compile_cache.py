@@ -1,0 +1,219 @@
+"""implicit_rec.compile_cache and ``--no-compile-cache``: where the persistent compilation cache
+lives, what turns it off, that an unusable one is a warning, and that a second process reads it.
+
+Every test uses tmp directories; the JAX settings it changes in this process are restored after it
+(no compilation happens in between, so the test suite's own cache is never switched).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import pytest
+
+from implicit_rec import cli, compile_cache
+from implicit_rec.compile_cache import ENV, CompileCacheWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+JAX_VARS = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "JAX_COMPILATION_CACHE_MAX_SIZE")
+KEYS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_compilation_cache_max_size",
+    "jax_enable_compilation_cache",
+)
+
+
+@pytest.fixture
+def jax_cache_config(monkeypatch):
+    """No cache directory set in JAX or the environment (as for a user); the settings restored after."""
+    saved = {key: getattr(jax.config, key) for key in KEYS}
+    for var in (*JAX_VARS, ENV):
+        monkeypatch.delenv(var, raising=False)
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    for key, value in saved.items():
+        jax.config.update(key, value)
+
+
+# ---- the directory -------------------------------------------------------------------------------
+
+
+def test_cache_dir_resolution(tmp_path):
+    home = str(tmp_path / "home")
+    assert compile_cache.cache_dir({"HOME": home}) == Path(home) / ".cache" / "implicit-rec" / "jax"
+    xdg = {"HOME": home, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert compile_cache.cache_dir(xdg) == tmp_path / "xdg" / "implicit-rec" / "jax"
+    # the XDG spec ignores a relative XDG_CACHE_HOME; an empty one is unset
+    for value in ("relative/xdg", ""):
+        assert (
+            compile_cache.cache_dir({"HOME": home, "XDG_CACHE_HOME": value})
+            == Path(home) / ".cache" / "implicit-rec" / "jax"
+        )
+    # $IMPLICIT_REC_JAX_CACHE wins over XDG; ~ is expanded, a relative path made absolute
+    assert compile_cache.cache_dir({**xdg, ENV: str(tmp_path / "mine")}) == tmp_path / "mine"
+    assert compile_cache.cache_dir({**xdg, ENV: "~/c"}) == Path("~/c").expanduser()
+    assert compile_cache.cache_dir({**xdg, ENV: "rel"}) == Path.cwd() / "rel"
+    for off in ("off", "OFF", " off "):
+        assert compile_cache.cache_dir({**xdg, ENV: off}) is None
+
+
+def test_enable_sets_the_size_limited_cache(tmp_path, jax_cache_config):
+    path = tmp_path / "a" / "jax"
+    assert compile_cache.enable({ENV: str(path)}) == str(path)
+    assert path.is_dir() and (path.stat().st_mode & 0o777) == 0o700
+    assert jax.config.jax_compilation_cache_dir == str(path)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == compile_cache.MIN_COMPILE_TIME_S
+    assert jax.config.jax_compilation_cache_max_size == compile_cache.MAX_SIZE_BYTES > 0  # > 0: JAX locks it
+    assert jax.config.jax_enable_compilation_cache
+
+
+def test_enable_keeps_the_users_jax_settings(tmp_path, jax_cache_config):
+    # JAX read these variables at import; enable leaves what they set alone
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 7.0)
+    jax.config.update("jax_compilation_cache_max_size", 123)
+    env = {
+        ENV: str(tmp_path / "ours"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "7",
+        "JAX_COMPILATION_CACHE_MAX_SIZE": "123",
+    }
+    assert compile_cache.enable(env) == str(tmp_path / "ours")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 7.0
+    assert jax.config.jax_compilation_cache_max_size == 123
+
+
+def test_a_users_jax_compilation_cache_dir_wins(tmp_path, jax_cache_config):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    jax.config.update("jax_compilation_cache_max_size", 123)
+    assert compile_cache.enable({ENV: str(ours), "JAX_COMPILATION_CACHE_DIR": str(theirs)}) == str(theirs)
+    assert jax.config.jax_compilation_cache_dir is None  # JAX's own setting, not rewritten
+    assert jax.config.jax_compilation_cache_max_size == 123 and not ours.exists()
+    # set in this process (jax.config.update) before the command starts: kept as well
+    jax.config.update("jax_compilation_cache_dir", str(theirs))
+    assert compile_cache.enable({ENV: str(ours)}) == str(theirs)
+    assert jax.config.jax_compilation_cache_dir == str(theirs) and not ours.exists()
+
+
+def test_off_disables_even_a_users_jax_cache(tmp_path, jax_cache_config):
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "theirs"))
+    assert compile_cache.enable({ENV: "off", "HOME": str(tmp_path)}) is None
+    assert not jax.config.jax_enable_compilation_cache
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_unwritable_directory_warns_and_runs_without(tmp_path, jax_cache_config):
+    (tmp_path / "file").write_text("not a directory")
+    path = tmp_path / "file" / "jax"  # mkdir fails, also as root
+    with pytest.warns(CompileCacheWarning) as caught:
+        assert compile_cache.enable({ENV: str(path)}) is None
+    message = str(caught[0].message)
+    assert str(path) in message and ENV in message and "off" in message
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_missing_filelock_warns_and_runs_without(tmp_path, jax_cache_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "filelock", None)  # import filelock -> ImportError
+    with pytest.warns(CompileCacheWarning, match="filelock") as caught:
+        assert compile_cache.enable({ENV: str(tmp_path / "c")}) is None
+    assert str(tmp_path / "c") in str(caught[0].message)
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--no-compile-cache", "run"], ["run", "--no-compile-cache"], ["sweep", "--run", "r", "--no-compile-cache"]],
+)
+def test_no_compile_cache_flag(argv, tmp_path, jax_cache_config, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path / "c"))
+    args = cli.build_parser().parse_args(argv)
+    assert cli.compile_cache(args) is None
+    assert os.environ[ENV] == "off"  # inherited by the processes the command starts
+    assert not jax.config.jax_enable_compilation_cache and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv", [["run"], ["train-decentralized"], ["domain", "lp"], ["sweep", "--run", "r"]])
+def test_compiling_commands_turn_the_cache_on(argv, tmp_path, jax_cache_config, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path / "c"))
+    assert cli.compile_cache(cli.build_parser().parse_args(argv)) == str(tmp_path / "c")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+
+
+@pytest.mark.parametrize("argv", [["config"], ["report", "--run", "r"], ["config", "--no-compile-cache"]])
+def test_commands_that_compile_nothing_leave_it_alone(argv, tmp_path, jax_cache_config, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path / "c"))
+    assert cli.compile_cache(cli.build_parser().parse_args(argv)) is None
+    assert os.environ[ENV] == str(tmp_path / "c") and not (tmp_path / "c").exists()
+
+
+def test_main_sets_up_the_cache_first_and_warns_in_one_line(tmp_path, jax_cache_config, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(ENV, str(tmp_path / "file" / "jax"))
+    # a configuration error stops `run` before any work; the cache was set up (and warned about) before it
+    code = cli.main(["run", "--out", str(tmp_path / "out"), "--set", "vm.epoch=1", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[0].startswith("implicit-rec: warning: compilation cache off: cannot write to ")
+    assert str(tmp_path / "file" / "jax") in err[0] and ENV in err[0]
+    assert err[1].startswith("implicit-rec: error: ") and "vm.epoch" in err[1]
+    monkeypatch.setenv(ENV, str(tmp_path / "c"))
+    assert cli.main(["--no-compile-cache", "run", "--out", str(tmp_path / "out"), "--set", "vm.epoch=1"]) == 2
+    assert os.environ[ENV] == "off" and not (tmp_path / "c").exists()
+
+
+# ---- a second process reads the first one's programs ---------------------------------------------
+
+PROBE = textwrap.dedent(
+    """
+    import json
+    import jax
+    import jax.numpy as jnp
+    from implicit_rec import compile_cache
+
+    events = []
+    jax.monitoring.register_event_listener(lambda event, **kw: events.append(event))
+    path = compile_cache.enable()
+
+
+    @jax.jit
+    def f(x):
+        return jnp.tanh(x @ x.T + 1.0).sum(axis=0)
+
+
+    f(jnp.arange(64.0).reshape(8, 8)).block_until_ready()
+    print(json.dumps({
+        "path": path,
+        "hits": events.count("/jax/compilation_cache/cache_hits"),
+        "misses": events.count("/jax/compilation_cache/cache_misses"),
+    }))
+    """
+)
+
+
+def probe(cache: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in JAX_VARS}
+    # every program is written, however fast it compiled (enable keeps a user's setting of it)
+    env.update({ENV: cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PLATFORMS": "cpu"})
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_second_process_reads_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    first = probe(str(cache))
+    assert first["path"] == str(cache) and first["hits"] == 0 and first["misses"] >= 1
+    entries = sorted(p.name for p in cache.glob("*-cache"))
+    assert len(entries) == first["misses"]  # one file per compiled program
+    second = probe(str(cache))
+    assert second == {"path": str(cache), "hits": first["misses"], "misses": 0}
+    assert sorted(p.name for p in cache.glob("*-cache")) == entries  # nothing new written
+    off = probe("off")
+    assert off == {"path": None, "hits": 0, "misses": 0}
