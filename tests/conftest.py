@@ -29,7 +29,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 _cache = os.environ.get("IMPLICIT_REC_TEST_JAX_CACHE", str(Path.home() / ".cache" / "implicit-rec" / "jax-tests"))
-if _cache != "off":
+if _cache == "off":
+    os.environ.setdefault("IMPLICIT_REC_JAX_CACHE", "off")  # the CLI's own default cache stays off too
+else:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     # A size limit turns on JAX's file lock around every cache read and write (filelock, a test
