@@ -1,6 +1,6 @@
 """One-seed probe of training recipes for the implicit VMs: test AUC at each k per recipe.
 
-    python -m experiments.recipe_probe [--preset multihop] [--seed 0] [--epochs 3] [--out runs/probe]
+    python -m experiments.recipe_probe [--preset multihop] [--seed 0] [--data-seed 0] [--epochs 3] [--out runs/probe]
         [--only NAME,NAME]
 
 Each recipe is a set of ``[vm]`` overrides (``RECIPES`` below; ``arch`` picks the VM, default
@@ -55,8 +55,8 @@ class _NoStore:
     dim = 1  # transfer "none": the VM reads no FM embedding
 
 
-def probe(preset: str, seed: int, epochs: int, recipes: dict, cache_dir: str) -> list[dict]:
-    table = load_dataset("synthetic", preset=preset, seed=0, cache_dir=cache_dir)
+def probe(preset: str, seed: int, epochs: int, recipes: dict, cache_dir: str, data_seed: int = 0) -> list[dict]:
+    table = load_dataset("synthetic", preset=preset, seed=data_seed, cache_dir=cache_dir)
     test = table.rows("test")
     labels, users = np.asarray(table["label"][test]), np.asarray(table["user"][test])
     out = []
@@ -93,7 +93,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="multihop", help="synthetic preset (default multihop)")
-    parser.add_argument("--seed", type=integer(0), default=0)
+    parser.add_argument("--seed", type=integer(0), default=0, help="model seed")
+    parser.add_argument("--data-seed", type=integer(0), default=0, help="seed of the synthetic data (default 0)")
     parser.add_argument("--epochs", type=integer(1), default=3)
     parser.add_argument("--only", type=names(tuple(RECIPES)), default=None, help="comma list of recipes to run")
     parser.add_argument("--out", type=directory, default="runs/probe")
@@ -101,8 +102,9 @@ def main(argv=None) -> None:
     recipes = {n: RECIPES[n] for n in args.only} if args.only else RECIPES
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = probe(args.preset, args.seed, args.epochs, recipes, str(out / "cache"))
-    write_json_atomic(out / "probe.json", {"preset": args.preset, "seed": args.seed, "recipes": rows})
+    rows = probe(args.preset, args.seed, args.epochs, recipes, str(out / "cache"), args.data_seed)
+    meta = {"preset": args.preset, "seed": args.seed, "data_seed": args.data_seed}
+    write_json_atomic(out / "probe.json", {**meta, "recipes": rows})
     write_text_atomic(out / "probe.md", markdown(rows))
 
 
