@@ -42,9 +42,10 @@ class VerticalModel(nnx.Module):
     context token. ``arch="implicit-graph"``: a ``GraphCell`` with one state of ``node_dim`` per id of
     ``graph_field`` (default the category: V = its vocabulary), messages along a learned V x V graph
     at every iteration; each node's input is its counts in the behaviour sequence and (LoopFM) in the
-    logged requests' ads, weighted by learned position profiles (``features.NodeCounts``), and x
-    as context; the readout is an MLP (``hidden``) on [the candidate's node state, x] — a DIN
-    whose features include the state the graph propagation reached for the candidate's id.
+    logged requests' ads, weighted by learned position profiles (``features.NodeCounts``); the
+    nodes do not see x (injecting it into every node hid the cascade in the probes). The readout is
+    [relu(MLP([the candidate's node state, x])), that node state] (``hidden`` widths): a DIN whose
+    features include the state the graph propagation reached for the candidate's id.
     The implicit cores take the state map's ``parameterization`` and ``gamma`` (``layers.StateLinear``:
     "spectral" caps ||W||_2 = gamma; "weight" / "none" leave the cell unconstrained, to pair with the
     Jacobian penalty) and ``layer_options``, keyword arguments of ``ImplicitLayer`` (``z0``,
