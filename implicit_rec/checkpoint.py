@@ -9,7 +9,9 @@ exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from flax import nnx, serialization
 from .atomic import write_bytes_atomic
 
 _KEEP = nnx.Not(nnx.RngState)
+M = TypeVar("M", bound=nnx.Module)
 
 
 def save_state(module: nnx.Module, path: str | os.PathLike) -> Path:
@@ -61,6 +64,26 @@ def restore_state(module: nnx.Module, path: str | os.PathLike) -> nnx.Module:
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(module, state)
     return module
+
+
+def load_module(build: Callable[[], M], path: str | os.PathLike) -> M:
+    """The module ``build()`` with the state saved in ``path``, built without running its initialisers.
+
+    ``build`` is traced abstractly (``nnx.eval_shape``): no parameter is drawn, so nothing is compiled
+    for the initialisers that the checkpoint overwrites (eager initialisation compiles one program
+    per parameter shape). The file holds no random-number state: the module's RNG streams are fresh
+    (key 0, counts 0), as after ``restore_state`` on a newly built module they continue from its
+    construction. Errors as :func:`restore_state`.
+    """
+    module = nnx.eval_shape(build)
+    nnx.update(module, jax.tree.map(_fresh_rng, nnx.state(module, nnx.RngState)))
+    return restore_state(module, path)
+
+
+def _fresh_rng(leaf: jax.ShapeDtypeStruct) -> jax.Array:
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return jax.random.split(jax.random.key(0), leaf.shape) if leaf.shape else jax.random.key(0)
+    return np.zeros(leaf.shape, leaf.dtype)
 
 
 def conform(expected: dict, loaded: dict, where: str = "checkpoint") -> dict:

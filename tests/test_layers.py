@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from helpers import assert_trees_close
 
-from implicit_rec.checkpoint import restore_state, save_state
+from implicit_rec.checkpoint import load_module, restore_state, save_state
 from implicit_rec.layers import ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
 
 D_IN, D_STATE = 4, 16
@@ -191,6 +191,35 @@ def test_save_restore_round_trip(tmp_path, trained_model):
     # ... and the predictions (float32 eager evaluations of the two modules may differ by an ulp)
     np.testing.assert_allclose(np.asarray(fresh(x_test)[0]), np.asarray(model(x_test)[0]), rtol=1e-5, atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary behind
+
+
+def test_load_module_builds_abstractly_and_restores_every_value(tmp_path, trained_model):
+    """load_module draws no parameter (its initialisers are traced, not compiled or run), restores
+    the saved state bit for bit, and gives concrete RNG streams (the module can train on)."""
+    model, (x_test, y_test) = trained_model
+    path = save_state(model, tmp_path / "model.msgpack")
+    traced = []
+
+    def build():
+        module = Regressor(seed=5, train_solver=SolverConfig(max_iter=20, tol=1e-4))
+        traced.append(isinstance(module.head.kernel[...], jax.core.Tracer))
+        return module
+
+    loaded = load_module(build, path)
+    assert traced == [True]  # built once, under abstract tracing: no parameter was drawn
+    assert_trees_close(
+        nnx.to_pure_dict(nnx.state(loaded, nnx.Not(nnx.RngState))),
+        nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState))),
+        rtol=0,
+        atol=0,
+    )
+    for leaf in jax.tree.leaves(nnx.state(loaded)):
+        assert isinstance(leaf, jax.Array | np.ndarray), type(leaf)
+    loaded.eval()
+    model.layer.eval_solver = loaded.layer.eval_solver = SolverConfig(max_iter=30)
+    np.testing.assert_allclose(np.asarray(loaded(x_test)[0]), np.asarray(model(x_test)[0]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="z0_proj"):
+        load_module(lambda: Regressor(seed=0, z0="learned"), path)
 
 
 def test_restore_rejects_mismatched_or_missing_checkpoints(tmp_path):

@@ -7,6 +7,7 @@ Each stage returns its record (:mod:`.records`) through :meth:`RunDir.cached`; :
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -20,7 +21,7 @@ from .. import config as config_mod
 from .. import metrics, report
 from .. import sweep as sweep_mod
 from ..atomic import atomic_path, write_json_atomic
-from ..checkpoint import restore_state, save_state
+from ..checkpoint import load_module, save_state
 from ..config import RunConfig, SweepConfig
 from ..data import load_data
 from ..data.events import EventTable
@@ -142,8 +143,7 @@ def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
 
 def load_fm(run: RunDir, table: EventTable, cfg: RunConfig) -> FoundationModel:
     """The trained FM of the run (eval mode)."""
-    model = study.make_fm(table, cfg.fm)
-    _restore(model, run.model_paths("fm")[0], run.out)
+    model = _restore(lambda: study.make_fm(table, cfg.fm), run.model_paths("fm")[0], run.out)
     model.eval()
     return model
 
@@ -241,7 +241,8 @@ def load_vm(
     run: RunDir, table: EventTable, store: HistoricalStore, cfg: RunConfig, result: VMResult
 ) -> tuple[VerticalModel, Callable]:
     """The trained VM of ``result`` (eval mode) and its batch function."""
-    model = study.make_vm(
+    build = functools.partial(
+        study.make_vm,
         table,
         store,
         cfg.vm,
@@ -252,7 +253,7 @@ def load_vm(
         depth=result.depth,
         width=result.width,
     )
-    _restore(model, run.out / result.weights, run.out)
+    model = _restore(build, run.out / result.weights, run.out)
     model.eval()
     return model, vm_batches(table, store, cfg.vm.history_len, result.transfer)
 
@@ -573,10 +574,10 @@ def rerun_sweep(out, *, quiet: bool = False) -> dict:
     return _execute(RunDir(out, quiet=quiet), cfg, only_sweep=True)
 
 
-def _restore(model, path: Path, out: Path) -> None:
-    """restore_state, with a damaged or missing weights file as a RunError saying how to recover."""
+def _restore(build: Callable, path: Path, out: Path):
+    """``load_module(build, path)``, with a damaged or missing weights file as a RunError saying how to recover."""
     try:
-        restore_state(model, path)
+        return load_module(build, path)
     except (OSError, ValueError) as err:
         raise RunError(
             f"cannot restore {path.name} in {path.parent} ({_oserror_text(err)}): the run directory "
