@@ -38,7 +38,7 @@ from flax import nnx
 import solvers
 
 from . import metrics, stats
-from .models.training import padded_chunks
+from .models.training import padded_chunks, predict
 from .models.vertical import VerticalModel
 from .sweep_core import SweepRow, check_iterations, sweep_rows
 
@@ -76,6 +76,8 @@ class ExplicitPoint:
         return {"depth": self.depth, **self.metrics, "seconds": self.seconds, "flops": self.flops}
 
 
+PREDICT_BATCH = 2048  # training.predict's default batch: explicit_point reuses validation's compiled pass
+
 _FLOPS: dict = {}
 
 
@@ -84,15 +86,24 @@ def _flops(model: VerticalModel, fn: Callable, key: str, *args) -> float:
     graphdef, state = nnx.split(model)
     shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
     if (graphdef, key, shapes) not in _FLOPS:
-        _FLOPS[graphdef, key, shapes] = compiled_flops(
+        _FLOPS[graphdef, key, shapes] = xla_flops(
             lambda state, *a: fn(nnx.merge(graphdef, state, copy=True), *a), state, *args
         )
     return _FLOPS[graphdef, key, shapes]
 
 
-def compiled_flops(fn: Callable, *args) -> float:
-    """XLA's FLOP count of ``jax.jit(fn)(*args)`` (loops counted once; use on loop-free code)."""
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+def xla_flops(fn: Callable, *args) -> float:
+    """XLA's FLOP count of ``jax.jit(fn)(*args)`` (loops counted once; use on loop-free code).
+
+    Read from the lowered program (HLO cost analysis before optimisation): counting needs no
+    compilation, which took seconds per model. The compiled program's count is the fallback where a
+    backend analyses only compiled programs; both count the same dots and elementwise operations."""
+    lowered = jax.jit(fn).lower(*args)
+    flops = _cost_flops(lowered.cost_analysis())
+    return flops if np.isfinite(flops) else _cost_flops(lowered.compile().cost_analysis())
+
+
+def _cost_flops(cost) -> float:
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
     return float((cost or {}).get("flops", float("nan")))
@@ -298,11 +309,6 @@ def _cell(functional):
     return f(z0, *args)
 
 
-@nnx.jit
-def _explicit_probs(model: VerticalModel, batch) -> jax.Array:
-    return jax.nn.sigmoid(model(batch)["logit"])
-
-
 def explicit_point(
     model: VerticalModel,
     make_batch: Callable,
@@ -311,17 +317,17 @@ def explicit_point(
     users: np.ndarray,
     *,
     repeats: int = 3,
-    chunk: int = 4096,
+    chunk: int = PREDICT_BATCH,
 ) -> ExplicitPoint:
-    """An explicit VM on the sweep's axes: depth (hidden or encoder layers), metrics, seconds, flops."""
+    """An explicit VM on the sweep's axes: depth (hidden or encoder layers), metrics, seconds, flops.
+
+    The probabilities and the timed passes are :func:`~implicit_rec.models.training.predict` in
+    chunks of ``chunk`` rows: at its default, the forward pass that validated the model while it
+    trained, already compiled in this process (or in the persistent cache)."""
     model.eval()
-    probs = np.concatenate(
-        [np.asarray(_explicit_probs(model, make_batch(part)))[:n] for part, n in _chunks(rows, chunk)]
-    )
+    probs = predict(model, make_batch, rows, batch_size=chunk)
     flops = forward_flops(model, make_batch(rows[:chunk]), len(rows[:chunk]))
-    seconds = _median_seconds(
-        lambda: [_explicit_probs(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats
-    )
+    seconds = _median_seconds(lambda: predict(model, make_batch, rows, batch_size=chunk), repeats)
     evaluation = _with_interval(metrics.evaluate(labels, probs, users), auc_intervals(labels, users, probs[None])[0])
     return ExplicitPoint(len(model.core.layers), evaluation, seconds, flops)
 

@@ -6,13 +6,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from implicit_rec.sweep import ExplicitPoint, LipschitzRow, compiled_flops
+from implicit_rec.sweep import ExplicitPoint, LipschitzRow, xla_flops
 from implicit_rec.sweep_core import SweepRow, check_iterations, plot_sweep, sweep_rows, sweep_table
 
 
-def test_compiled_flops_count_a_matrix_product():
+def test_xla_flops_count_a_matrix_product():
     a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
-    assert compiled_flops(lambda a, b: a @ b, a, b) == 2 * 8 * 16 * 4
+    assert xla_flops(lambda a, b: a @ b, a, b) == 2 * 8 * 16 * 4
+
+
+def test_xla_flops_of_the_lowered_program_match_the_compiled_count():
+    """Counted before compilation, the FLOPs equal XLA's count on the compiled program."""
+    import jax
+
+    def net(w1, w2, x):
+        return jnp.sum(jnp.tanh(jnp.maximum(x @ w1, 0.0) @ w2) * 2.0 + x[:, :4])
+
+    args = (jnp.ones((16, 32)), jnp.ones((32, 4)), jnp.ones((8, 16)))
+    cost = jax.jit(net).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    assert xla_flops(net, *args) == pytest.approx(cost["flops"])
 
 
 def test_rows_round_trip_through_json_with_the_recommendation_keys():
