@@ -45,6 +45,24 @@ def _check_lists(cfg, *fields: str, unique: bool = True) -> None:
             raise ConfigError(f"{key} lists {', '.join(map(repr, repeated))} more than once.", key)
 
 
+_DEVICES_DOC = (
+    "data-parallel training on this many JAX devices (a mesh: the batch_size rows split evenly over them); "
+    "1 = one device, 0 = every device JAX sees (every process's under jax.distributed). One key per model "
+    "section, as the FM and the VMs differ in size; see docs/scaling.md"
+)
+
+
+def _check_devices(cfg) -> None:
+    """A data-parallel batch splits evenly over the devices (0 = all: checked when the mesh is built)."""
+    if cfg.devices > 1 and cfg.batch_size % cfg.devices:
+        key = f"{cfg._name}.batch_size"
+        raise ConfigError(
+            f"{key}={cfg.batch_size} is not divisible by {cfg._name}.devices={cfg.devices}: every device "
+            "takes batch_size / devices rows.",
+            key,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class LoaderOptions(_Section):
     """Options of the dataset loader; unset ('auto') = the loader's own default for data.source.
@@ -187,9 +205,11 @@ class FMConfig(_Section):
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(2e-3, "Adam learning rate", positive=True)
     patience: int = _field(2, "epochs without validation improvement before stopping", min=1)
+    devices: int = _field(1, _DEVICES_DOC, min=0)
 
     def _check(self) -> None:
         _check_window(self, "fm")
+        _check_devices(self)
         if self.out_of_fold == 1:
             raise ConfigError("fm.out_of_fold=1 is not a fold count: use 0 (off) or K >= 2 folds.", "fm.out_of_fold")
 
@@ -216,6 +236,7 @@ class VMConfig(_Section):
     batch_size: int = _field(256, "training batch size", min=1)
     learning_rate: float = _field(3e-3, "Adam learning rate", positive=True)
     patience: int = _field(1, "epochs without validation improvement before stopping", min=1)
+    devices: int = _field(1, _DEVICES_DOC, min=0)
     kd_weight: float = _field(1.0, "weight of the distillation loss", min=0)
     kd_on_main: bool = _field(False, "distill into the main head instead of an auxiliary head")
     method: str = _field("anderson", "fixed-point solver of the implicit VM", choices=METHODS)
@@ -254,6 +275,7 @@ class VMConfig(_Section):
 
     def _check(self) -> None:
         _check_window(self, "vm")
+        _check_devices(self)
         _check_lists(self, "archs", "transfers")
         if self.train_iterations is not None:
             lo_hi = list(self.train_iterations)

@@ -246,13 +246,7 @@ def worker(args, cfg: RunConfig) -> int:
         except RuntimeError:  # backend already initialized: agent_mesh reports missing devices
             pass
     if args.coordinator is not None and args.processes > 1:
-        port = args.coordinator.rpartition(":")[2]
-        jax.distributed.initialize(
-            coordinator_address=args.coordinator,
-            num_processes=args.processes,
-            process_id=args.process_id,
-            coordinator_bind_address=args.coordinator_bind or f"127.0.0.1:{port}",
-        )
+        initialize_distributed(args.coordinator, args.processes, args.process_id, args.coordinator_bind)
     from .train import run_decentralized
 
     try:
@@ -268,6 +262,21 @@ def worker(args, cfg: RunConfig) -> int:
         if args.coordinator is not None and args.processes > 1:
             jax.distributed.shutdown()
     return 0
+
+
+def initialize_distributed(coordinator: str, processes: int, process_id: int, bind: str | None = None) -> None:
+    """Join a job of ``processes`` processes through ``jax.distributed.initialize`` (process 0 runs the
+    coordinator, bound to ``bind``, default 127.0.0.1 and the port of ``coordinator``); CPU
+    collectives: gloo. Call before anything starts JAX's backend."""
+    import jax
+
+    port = coordinator.rpartition(":")[2]
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=processes,
+        process_id=process_id,
+        coordinator_bind_address=bind or f"127.0.0.1:{port}",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -321,13 +330,20 @@ def launch(args, cfg: RunConfig) -> int:
     coordinator = f"127.0.0.1:{free_port()}"
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "")
-    procs = [subprocess.Popen(worker_argv(args, config_path, coordinator, i), env=env) for i in range(args.processes)]
-    rc = 0
+    return run_workers([worker_argv(args, config_path, coordinator, i) for i in range(args.processes)], env)
+
+
+def run_workers(argvs: list[list[str]], env: dict | None = None, timeout: float | None = None) -> int:
+    """Run one process per command line and wait for all; when one fails (or ``timeout`` seconds
+    pass) the others are terminated. Returns the first non-zero exit status (-1: timed out), else 0."""
+    procs = [subprocess.Popen(argv, env=env) for argv in argvs]
+    rc, deadline = 0, None if timeout is None else time.monotonic() + timeout
     try:
         while any(p.poll() is None for p in procs):
             failed = [p for p in procs if p.poll() not in (None, 0)]
-            if failed:
-                rc = failed[0].returncode
+            late = deadline is not None and time.monotonic() > deadline
+            if failed or late:
+                rc = failed[0].returncode if failed else -1
                 for p in procs:
                     if p.poll() is None:
                         p.terminate()

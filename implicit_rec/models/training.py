@@ -22,6 +22,7 @@ import solvers
 from .. import metrics
 from ..checkpoint import CheckpointError, conform, load_tree, save_tree
 from ..layers import AdjointProbe, LayerInfo
+from . import parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainConfig:
     patience: int = 2  # epochs without validation improvement before stopping
     kd_weight: float = 1.0
     seed: int = 0
+    devices: int = 1  # data-parallel over this many devices (parallel.data_mesh; 0 = all); 1 = one device
 
 
 def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
@@ -61,15 +63,29 @@ def padding_weight(n_real: int, size: int) -> np.ndarray:
 
 
 def predict(
-    model: nnx.Module, make_batch: Callable, rows: np.ndarray, batch_size: int = 2048, output: str = "logit"
+    model: nnx.Module,
+    make_batch: Callable,
+    rows: np.ndarray,
+    batch_size: int = 2048,
+    output: str = "logit",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> np.ndarray:
     """sigmoid of ``model(batch)[output]`` for every row (the model is put in eval mode).
 
     The forward pass is compiled once per model structure and ``output`` (models of the same
-    structure share it): the last chunk is padded to ``batch_size`` rows and the padding dropped."""
+    structure share it): the last chunk is padded to ``batch_size`` rows and the padding dropped.
+    ``mesh`` (:func:`.parallel.data_mesh`): each chunk is split over its devices (``batch_size``
+    rounded up to a multiple of their count), a replicated copy of the model runs on every device."""
     model.eval()
-    chunks = _batches(rows, batch_size, None)
-    preds = [np.asarray(_probabilities(model, make_batch(chunk), output))[:n] for chunk, n in chunks]
+    if mesh is None:
+        chunks = _batches(rows, batch_size, None)
+        preds = [np.asarray(_probabilities(model, make_batch(chunk), output))[:n] for chunk, n in chunks]
+    else:
+        copy, size = parallel.on_mesh(model, mesh), -(-batch_size // mesh.size) * mesh.size
+        preds = [
+            parallel.to_host(_probabilities(copy, parallel.shard_batch(make_batch, chunk, mesh), output))[:n]
+            for chunk, n in _batches(rows, size, None)
+        ]
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
 
 
@@ -112,6 +128,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     progress_bar: Callable[..., Any] | None = None,
     monitor: Callable[[nnx.Module], dict] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
@@ -143,7 +160,19 @@ def fit(
     parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
     and reaches exactly the result of an uninterrupted run. ``progress_bar``: a tqdm-like factory
     ``progress_bar(total=, desc=, leave=)`` whose bars get ``update``, ``set_postfix`` and ``close``.
+
+    Data parallel (:mod:`.parallel`): ``mesh`` (or ``config.devices != 1``, which builds
+    ``parallel.data_mesh(config.devices)``) replicates the model and optimizer on the mesh's N
+    devices and splits every batch of ``config.batch_size`` rows (a multiple of N) over them; the
+    validation pass runs on the mesh too. The step is the same weighted mean over the global batch,
+    so the result is one device's up to float rounding. Under ``jax.distributed`` every process calls
+    ``fit`` with the same arguments and builds only its own rows of each batch; the model is left
+    on one local device of each process (all hold the same values). Without a mesh nothing changes.
     """
+    if mesh is None and config.devices != 1:
+        mesh = parallel.data_mesh(config.devices)
+    if mesh is not None:
+        parallel.check_batch(config.batch_size, mesh, "batch_size (fm.batch_size / vm.batch_size)")
     opt = nnx.Optimizer(model, _adam(config.learning_rate), wrt=nnx.Param)
     rng = np.random.default_rng(config.seed)
     best_auc, best_state, stale, history = -np.inf, None, 0, []
@@ -163,6 +192,9 @@ def fit(
                 "train this model again from its first epoch."
             ) from None
         rng.bit_generator.state = meta["rng"]
+    if mesh is not None:
+        parallel.replicate(model, mesh)
+        parallel.replicate(opt, mesh)
     n_batches = -(-len(train_rows) // config.batch_size)
     for epoch in range(len(history), config.epochs):
         if stale >= config.patience:
@@ -175,7 +207,11 @@ def fit(
         )
         losses, totals = [], 0.0
         for i, (rows, n_real) in enumerate(_batches(train_rows, config.batch_size, rng)):
-            batch = {**make_batch(rows), "weight": padding_weight(n_real, len(rows))}
+            weight = padding_weight(n_real, len(rows))
+            if mesh is None:
+                batch = {**make_batch(rows), "weight": weight}
+            else:
+                batch = parallel.shard_batch(make_batch, rows, mesh, weight)
             t0 = time.perf_counter()
             loss, batch_totals = _train_step(model, opt, batch, loss_fn)
             loss = float(loss)
@@ -190,7 +226,7 @@ def fit(
                     bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         if bar is not None:
             bar.close()
-        probs = predict(model, make_batch, valid_rows)
+        probs = predict(model, make_batch, valid_rows, mesh=mesh)
         valid = metrics.evaluate(valid_labels, probs, valid_users)
         record = {
             "epoch": epoch + 1,
@@ -229,6 +265,8 @@ def fit(
             )
     if best_state is not None:
         nnx.update(model, best_state)
+    if mesh is not None:
+        parallel.unreplicate(model)
     model.eval()
     return {
         "history": history,
