@@ -31,31 +31,9 @@ import numpy as np
 from ..atomic import atomic_directory
 from . import synthetic as syn
 
-HEADER = (
-    "clk",
-    "btag_his",
-    "cate_his",
-    "brand_his",
-    "userid",
-    "cms_segid",
-    "cms_group_id",
-    "final_gender_code",
-    "age_level",
-    "pvalue_level",
-    "shopping_level",
-    "occupation",
-    "new_user_class_level",
-    "adgroup_id",
-    "cate_id",
-    "campaign_id",
-    "customer",
-    "brand",
-    "price",
-    "pid",
-    "btag",
-)
 SEQUENCES = ("btag_his", "cate_his", "brand_his")
-# the catalogue of --rows exports: the default's population rates with a larger catalogue and 40
+HEADER = ("clk", *SEQUENCES, *syn.PROFILE, *syn.ITEM, "price", *syn.CONTEXT)  # the release's column order
+# the preset of --rows exports: the default's behaviour rate, a larger catalogue and 40
 # impressions per user-day (fewer users per row keeps the generator at ~30 us of CPU per row)
 SCALED = syn.Preset(
     users=1, categories=100, brands=1000, ads=20_000, behaviours_per_day=8.0, impressions_per_day=40.0, max_len=50
@@ -64,7 +42,7 @@ META = "export.json"
 
 
 def preset_for_rows(rows: int, base: syn.Preset = SCALED) -> syn.Preset:
-    """``base`` with enough users for about ``rows`` impressions (the count is random: +- ~1%)."""
+    """``base`` with enough users for about ``rows`` impressions (the count is random: within a few percent)."""
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}.")
     per_user = base.impressions_per_day * syn.DAYS * math.exp(0.5**2 / 2)  # E[activity] = exp(sigma^2 / 2)
