@@ -34,9 +34,11 @@ final ``.npy`` (raw while the vocabularies are still being counted, encoded once
 for releases without a timestamp the training rows are the first rows of train.csv — the raw ones
 then encoded in place, memory-mapped block by block). The table's columns are read-only memory maps
 of ``.npy`` files in a temporary directory that is removed at once (the maps keep the data readable
-on POSIX systems until the table is dropped; ``EventTable.save`` copies them). Peak memory is about
-30 bytes per row (labels, times, split, day, user ids) plus a few batches, whatever the history
-length; a release whose file is not in time order (KuaiVideo) is sorted in memory.
+on POSIX systems until the table is dropped; ``EventTable.save`` copies them). Peak memory grows by
+about 90 bytes per row, whatever the history length (labels, times, split, day and user ids, and
+the sorts that compute them; measured: 381 MiB at 313k TaobaoAd rows, 621 MiB at 3 million, whose
+histories take 1.8 GB on disk), plus a few batches; a release whose file is not in time order
+(KuaiVideo) is sorted in memory.
 """
 
 from __future__ import annotations
