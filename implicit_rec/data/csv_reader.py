@@ -152,14 +152,18 @@ def _chunk(path, rows, lines, columns, index) -> Chunk:
     return Chunk({c: fields[i] for c, i in zip(columns, index)}, Where(str(path), np.asarray(lines, np.int64)))
 
 
-def count_data_rows(path, block: int = 1 << 24) -> int:
-    """Lines after the header (an upper bound on the data rows; exact without quoted newlines)."""
-    lines, last = 0, b"\n"
+def scan_csv(path, block: int = 1 << 24) -> tuple[int, bool]:
+    """(lines after the header, whether the file has a double quote), in one binary pass.
+
+    Without quotes the line count is the exact number of data rows (no quoted newlines).
+    """
+    lines, last, quoted = 0, b"\n", False
     with open(path, "rb") as f:
         while chunk := f.read(block):
             lines += chunk.count(b"\n")
+            quoted = quoted or b'"' in chunk
             last = chunk[-1:]
-    return max(lines + (last != b"\n") - 1, 0)
+    return max(lines + (last != b"\n") - 1, 0), quoted
 
 
 def file_signature(path) -> list | None:

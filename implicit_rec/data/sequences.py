@@ -4,6 +4,10 @@ Sequences are ``^``-joined non-negative integers; the empty string is the empty 
 token ("3^^5", a leading or trailing ``^``) or a token that is not a non-negative integer ("3^x^5",
 "-1") is a :class:`~.errors.DataError`. A sequence keeps its **last** ``max_len`` tokens and is
 pre-padded with ``PAD_TOKEN``, so the newest token is in the last column.
+
+:func:`tokens_from_buffer` is the fast core: it parses the cells of a byte buffer (e.g. a pyarrow
+string column's data) with whole-array operations and returns None for anything irregular, so that
+callers can fall back to :func:`split_sequences`, whose errors name the bad cell.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     if n == 0:
         return out
     values = ["" if v is None else v for v in values]
+    text = "".join(values)
+    if text.isascii():
+        lens = np.fromiter(map(len, values), np.int64, n)
+        ends = np.cumsum(lens)
+        fast = tokens_from_buffer(np.frombuffer(text.encode("ascii"), np.uint8), ends - lens, ends, max_len)
+        if fast is not None:
+            return fast.astype(np.int64)
     joined = SEP.join(values)
     if not joined.isascii():
         row = next(i for i, v in enumerate(values) if not v.isascii())
@@ -88,6 +99,74 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     kept = col >= 0
     out.ravel()[tok_row[kept] * max_len + col[kept]] = tokens[kept]
     return out
+
+
+def tokens_from_buffer(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int, separators: np.ndarray | None = None
+) -> np.ndarray | None:
+    """(n, max_len) int32 raw tokens (int64 if one needs it) of the cells ``data[starts[i]:ends[i]]``.
+
+    data: uint8 bytes; the cells must be consecutive (``starts[i + 1] == ends[i]``), as in a pyarrow
+    string column. Same result as :func:`split_sequences` (last ``max_len`` tokens, pre-padded with
+    ``PAD_TOKEN``); None where that would raise (a byte that is neither a digit nor ``^``, an empty
+    token) or a token has more than 8 digits. Each token is read as one little-endian 64-bit word
+    and converted by SWAR: ((w - '0'*8) << 8 (8 - len)), then pairs, quads and octets of digits are
+    combined with three multiply-shift-mask steps (32-bit words and two steps when every token has
+    at most 4 digits). ``separators``: the number of ``^`` in each cell, if known (e.g. from
+    ``pyarrow.compute.count_substring``).
+    """
+    n = len(starts)
+    if n == 0:
+        return np.full((0, max_len), PAD_TOKEN, np.int32)
+    lo = int(starts[0])
+    b = data[lo : int(ends[-1])]
+    sep = np.flatnonzero(b == ord(SEP))
+    if np.count_nonzero((b - np.uint8(ord("0"))) > 9) != len(sep):
+        return None
+    cs, ce = np.asarray(starts, np.int64) - lo, np.asarray(ends, np.int64) - lo
+    full = ce > cs
+    if separators is None:
+        separators = np.searchsorted(sep, ce) - np.searchsorted(sep, cs)
+    count = separators + full  # tokens per cell
+    total = np.cumsum(count)
+    n_tok = int(total[-1])
+    if n_tok == 0:
+        return np.full((n, max_len), PAD_TOKEN, np.int32)
+    first = np.zeros(n_tok, bool)
+    first[(total - count)[full]] = True
+    start = np.empty(n_tok, np.int64)
+    start[first] = cs[full]
+    start[~first] = sep + 1
+    length = np.empty(n_tok, np.int64)
+    length[:-1] = start[1:] - 1
+    length[(total - 1)[full]] = ce[full]
+    length -= start
+    if length.min() < 1 or length.max() > 8:
+        return None
+    word = _digits(b, start, length)
+    dest = np.arange(n_tok, dtype=np.int64) + np.repeat(np.arange(1, n + 1, dtype=np.int64) * max_len - total, count)
+    if count.max() > max_len:  # keep the last max_len of each cell
+        keep = dest >= np.repeat(np.arange(n, dtype=np.int64) * max_len, count)
+        dest, word = dest[keep], word[keep]
+    out = np.full((n, max_len), PAD_TOKEN, np.int64 if word.max(initial=0) > np.iinfo(np.int32).max else np.int32)
+    out.ravel()[dest] = word
+    return out
+
+
+def _digits(b: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Values of the digit runs ``b[start:start + length]`` (1 <= length <= 8) by SWAR on machine words."""
+    short = length.max() <= 4
+    u, width = (np.uint32, 4) if short else (np.uint64, 8)
+    padded = np.zeros(len(b) + width, np.uint8)
+    padded[: len(b)] = b
+    word = np.ndarray((len(b),), dtype=f"<u{width}", buffer=padded, strides=(1,))[start]
+    word -= u(int("30" * width, 16))  # no borrow reaches the token's bytes: they are digits, the low bytes
+    word <<= u(8 * width) - (length.astype(u) << u(3))  # the last digit in the top byte, zeros below
+    word = (word * u(10) + (word >> u(8))) & u(int("00FF" * (width // 2), 16))
+    word = (word * u(100) + (word >> u(16))) & u(int("0000FFFF" * (width // 4), 16))
+    if not short:
+        word = (word * u(10000) + (word >> u(32))) & u(0xFFFFFFFF)
+    return word
 
 
 def _token_error(values, where, column, row, token, why="is not a non-negative integer id"):

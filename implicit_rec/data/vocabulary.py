@@ -54,6 +54,11 @@ class TokenCounter:
     def add_sequences(self, raw: np.ndarray) -> None:
         """Count the tokens of an (n, max_len) raw sequence block, ignoring padding."""
         raw = np.asarray(raw)
+        if raw.size and raw.dtype.kind == "i" and raw.min() >= PAD_TOKEN and raw.max() < self.DENSE:
+            counts = np.bincount((raw - PAD_TOKEN).ravel(), minlength=len(self._dense) + 1)[1:]  # padding at 0
+            counts[: len(self._dense)] += self._dense
+            self._dense = counts
+            return
         self.add(raw[raw != PAD_TOKEN])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +134,23 @@ class Vocab:
         pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
         return np.where(self.keys[pos] == values, pos + 2, OOV).astype(np.int32)
 
+    @functools.cached_property
+    def _sequence_table(self) -> np.ndarray | None:
+        """[OOV, PAD, index of raw 0, 1, ..., OOV]: raw token t (>= -1) encodes as entry t + 2; None
+        unless every key is a non-negative integer below LUT_LIMIT."""
+        table = self._table
+        if table is None or len(self.keys) == 0 or self.keys[0] < 0 or self.keys[-1] >= LUT_LIMIT:
+            return None
+        return np.concatenate([[OOV, PAD], table, [OOV]]).astype(np.int32)
+
     def encode_sequences(self, raw: np.ndarray) -> np.ndarray:
         """(n, max_len) int32 from raw tokens: padding -> 0, known -> >= 2, unknown -> OOV."""
         raw = np.asarray(raw)
+        table = self._sequence_table
+        if table is not None and raw.dtype.kind == "i":  # one lookup: raw + 2, clipped into the table
+            index = raw + 2  # PAD_TOKEN = -1 -> 1; ids below it -> <= 0, past the table -> the end: OOV
+            np.clip(index, 0, len(table) - 1, out=index)
+            return table[index]
         return np.where(raw == PAD_TOKEN, PAD, self.encode(raw)).astype(np.int32)
 
 
