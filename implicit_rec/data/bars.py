@@ -57,8 +57,8 @@ import numpy as np
 from .cells import MISSING, order_keys, parse_floats, parse_ints, parse_labels, parse_times
 from .csv_reader import check_columns, read_csv_chunks, read_header, scan_csv
 from .errors import DataError
-from .events import EventTable, Schema
-from .sequences import SEP, split_sequences, tokens_from_buffer
+from .events import OOV, PAD, EventTable, Schema
+from .sequences import PAD_TOKEN, pad_runs, split_sequences, token_runs
 from .vocabulary import TokenCounter, Vocab, fit_vocab
 
 MinCount = int | Mapping[str, int]
@@ -142,7 +142,8 @@ AMAZONELECTRONICS = Release(
 )
 VISUAL_FILE = "item_visual_emb_dim64.h5"
 BLOCK = 65_536  # rows per block when stored columns are counted and encoded (bounds temporaries)
-ARROW_BLOCK_BYTES = 8 << 20  # bytes of CSV per batch of pyarrow's streaming reader
+ARROW_BLOCK_BYTES = 4 << 20  # bytes of CSV per batch of pyarrow's streaming reader
+DENSE_ID_LIMIT = 1 << 24  # user ids below this are made dense by a lookup table (else np.unique in memory)
 CONVERT_THREADS = 2  # batches converted at once (NumPy releases the GIL in its loops)
 
 
@@ -267,13 +268,8 @@ def build_release(
 def _build(rel, files, work, counts, max_len, valid_fraction, n_train_days, chunk_rows):
     raw = _read(rel, files, max_len, chunk_rows, work, valid_fraction, counts)
     n = raw.rows
-    file_idx = np.repeat(np.arange(len(files), dtype=np.int8), raw.file_rows)
-    time, time_note = order_keys(raw.time) if rel.time else (np.arange(n, dtype=np.int64), None)
-    split = np.where(file_idx == 0, 0, 2).astype(np.int8)
-    split[tail_by_time(time, np.flatnonzero(split == 0), valid_fraction)] = 1
-    day = assign_days(time, split, n_train_days)
-    train = split == 0
-    if not train.any():
+    rows = (_TimeOrder if rel.time else _RowOrder)(raw, valid_fraction, n_train_days)
+    if rows.counts["train"] == 0:
         raise DataError(
             files[0],
             None,
@@ -282,25 +278,29 @@ def _build(rel, files, work, counts, max_len, valid_fraction, n_train_days, chun
             "(too many rows share the last timestamps?); lower "
             "valid_fraction.",
         )
-    n_fit = int(train.sum())
-    if raw.counted_rows != n_fit or not train[:n_fit].all():  # counted while reading only if train is a prefix
+    if raw.counted_rows != rows.counts["train"]:  # counted while reading: the train prefix (row order)
         if raw.vocabs is not None:  # pragma: no cover - the prefix is known exactly before reading
             raise AssertionError("histories were encoded with vocabularies of other training rows")
-        raw.count(rel, train)
+        raw.count(rel, rows.train())
     vocabs = raw.vocabs or {c: fit_vocab(raw.counters[c], counts[c]) for c in rel.categorical}
     out = _NpyColumns(work / "table")
-    out.write("user", dense_ids(raw.store.read(rel.user)))
-    out.write("time", time)
-    out.write("day", day)
-    out.write("split", split)
-    out.write("label", raw.label)
-    missing = {}
+    with out.writer("user", np.int64, (n,)) as w:
+        for block in _dense_id_blocks(raw.store, rel.user):
+            w.write(block)
+    for name, dtype in (("time", np.int64), ("day", np.int16), ("split", np.int8)):
+        with out.writer(name, dtype, (n,)) as w:
+            for a in range(0, n, BLOCK):
+                w.write(rows.block(name, a, min(a + BLOCK, n)))
+    _copy_column(out, raw.store, "label", np.float32, n)
+    missing, oov = {}, {}
     for c in rel.categorical:
-        missing[c] = 0
+        missing[c] = oov[c] = 0
         with out.writer(c, np.int32, (n,)) as w:
             for block in raw.store.blocks(c):
                 missing[c] += int(np.count_nonzero(block == MISSING))
-                w.write(vocabs[c].encode(block))
+                encoded = vocabs[c].encode(block)
+                oov[c] += int(np.count_nonzero(encoded[rows.test(w.rows, w.rows + len(block))] == OOV))
+                w.write(encoded)
     missing = {c: m for c, m in missing.items() if m}
     for c in rel.numeric:
         with out.writer(c, np.float32, (n,)) as w:
@@ -315,14 +315,14 @@ def _build(rel, files, work, counts, max_len, valid_fraction, n_train_days, chun
                 w.write(vocabs[v].encode_sequences(block))
     raw.store.close()
     columns = out.open()
-    order = np.lexsort((time, file_idx))
-    if (order != np.arange(n)).any():  # a file not in time order: sorted in memory
-        columns = {k: np.asarray(v)[order] for k, v in columns.items()}
+    if rows.order is not None:  # a file not in time order: sorted in memory
+        columns = {k: np.asarray(v)[rows.order] for k, v in columns.items()}
+    n_test = rows.counts["test"]
     info = {
         "source": rel.name,
         "files": [str(f) for f in files],
-        "rows": split_counts(columns["split"]),
-        "time": f"{time_note} from column {rel.time!r}" if rel.time else "row order (train.csv, then test.csv)",
+        "rows": rows.counts,
+        "time": f"{rows.time_note} from column {rel.time!r}" if rel.time else "row order (train.csv, then test.csv)",
         "vocab": VOCAB_NOTE,
         "min_count": counts,
         "max_len": max_len,
@@ -331,13 +331,91 @@ def _build(rel, files, work, counts, max_len, valid_fraction, n_train_days, chun
         "numeric_transforms": {c: "log1p" for c in rel.numeric},
         "missing_cells": missing,
         "unused_columns": list(rel.unused),
-        "test_oov_rate": oov_rates(columns, rel.categorical),
+        "test_oov_rate": {c: round(oov[c] / n_test, 6) for c in rel.categorical} if n_test else {},
     }
     schema = Schema(
         categorical=rel.categorical, item=rel.item, numeric=rel.numeric, sequences=rel.sequences, max_len=max_len
     )
     sizes = {c: vocabs[c].size for c in rel.categorical}
     return EventTable(schema, columns, sizes, rel.name, info), vocabs
+
+
+class _RowOrder:
+    """time, split and day of a release without a timestamp, in closed form block by block.
+
+    time = row order; train.csv's rows are train, then the last ``valid_fraction`` of them (rounded)
+    validation (what :func:`tail_by_time` gives for distinct times); day = row * n_train_days //
+    (train.csv rows) (what :func:`time_windows` gives); test.csv's rows are test, day n_train_days.
+    """
+
+    order = None
+    time_note = None
+
+    def __init__(self, raw, valid_fraction: float, n_train_days: int):
+        self.n0, self.n, self.days = raw.file_rows[0], raw.rows, n_train_days
+        self.n_fit = self.n0 - int(round(valid_fraction * self.n0))
+        self.counts = {"train": self.n_fit, "valid": self.n0 - self.n_fit, "test": self.n - self.n0}
+
+    def train(self) -> np.ndarray:
+        return np.arange(self.n) < self.n_fit
+
+    def test(self, a: int, z: int) -> slice:
+        return slice(max(self.n0 - a, 0), z - a)
+
+    def block(self, name: str, a: int, z: int) -> np.ndarray:
+        rows = np.arange(a, z, dtype=np.int64)
+        if name == "time":
+            return rows
+        if name == "split":
+            return (rows >= self.n_fit).astype(np.int8) + (rows >= self.n0)
+        return np.where(rows < self.n0, rows * self.days // max(self.n0, 1), self.days).astype(np.int16)
+
+
+class _TimeOrder:
+    """time, split and day of a release with a timestamp column, in memory (see the module docstring)."""
+
+    def __init__(self, raw, valid_fraction: float, n_train_days: int):
+        n = raw.rows
+        file_idx = np.repeat(np.arange(len(raw.file_rows), dtype=np.int8), raw.file_rows)
+        self.time, self.time_note = order_keys(raw.time)
+        split = np.where(file_idx == 0, 0, 2).astype(np.int8)
+        split[tail_by_time(self.time, np.flatnonzero(split == 0), valid_fraction)] = 1
+        self.split, self.day = split, assign_days(self.time, split, n_train_days)
+        self.counts = split_counts(split)
+        order = np.lexsort((self.time, file_idx))
+        self.order = order if (order != np.arange(n)).any() else None
+
+    def train(self) -> np.ndarray:
+        return self.split == 0
+
+    def test(self, a: int, z: int) -> np.ndarray:
+        return self.split[a:z] == 2
+
+    def block(self, name: str, a: int, z: int) -> np.ndarray:
+        return getattr(self, name)[a:z]
+
+
+def _dense_id_blocks(store, name: str) -> Iterator[np.ndarray]:
+    """:func:`dense_ids` of a stored column, block by block (a lookup table when the ids are small)."""
+    lo, hi = 0, -1
+    for block in store.blocks(name):
+        if len(block):
+            lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
+    if lo < 0 or hi >= DENSE_ID_LIMIT:
+        yield dense_ids(store.read(name))
+        return
+    present = np.zeros(hi + 1, bool)
+    for block in store.blocks(name):
+        present[block] = True
+    table = np.cumsum(present, dtype=np.int64) + 1  # the k-th distinct id (k from 1) -> k + 1
+    for block in store.blocks(name):
+        yield table[block]
+
+
+def _copy_column(out, store, name: str, dtype, n: int) -> None:
+    with out.writer(name, dtype, (n,)) as w:
+        for block in store.blocks(name):
+            w.write(block)
 
 
 class _Fallback(Exception):
@@ -431,14 +509,14 @@ class _BlockWriter:
 
 
 class _Raw:
-    """What :func:`_read` returns: labels and times in memory, every other column in a :class:`_RawStore`.
+    """What :func:`_read` returns: times in memory (if the release has them), the other columns in a :class:`_RawStore`.
 
     ``counters``: one TokenCounter per vocabulary, filled while reading with the first
     ``counted_rows`` rows (the training rows, when they are a known prefix of train.csv).
     """
 
-    def __init__(self, store, label, time, file_rows, counters, counted_rows, sequences, vocabs):
-        self.store, self.label, self.time, self.file_rows = store, label, time, file_rows
+    def __init__(self, store, time, file_rows, counters, counted_rows, sequences, vocabs):
+        self.store, self.time, self.file_rows = store, time, file_rows
         self.counters, self.counted_rows = counters, counted_rows
         self.sequences, self.vocabs = sequences, vocabs  # {name: _SeqFile} unless stored raw; early vocabs
 
@@ -520,12 +598,12 @@ def _read_with(rel: Release, files, directory: Path, chunks, plan: dict, max_len
     counters = {c: TokenCounter() for c in rel.categorical}
     shared = dict(rel.sequences)
     n_fit, min_count, vocabs = plan["n_fit"], plan["min_count"], None
-    labels, times, file_rows = [], [], [0] * len(files)
+    times, file_rows = [], [0] * len(files)
     start = 0
     try:
         for fi, chunk in chunks:
             n = len(chunk["label"])
-            labels.append(chunk["label"])
+            store.append("label", chunk["label"])
             if rel.time:
                 times.append(chunk["time"])
             fit = 0 if n_fit is None or fi > 0 else max(0, min(n, n_fit - start))
@@ -533,24 +611,27 @@ def _read_with(rel: Release, files, directory: Path, chunks, plan: dict, max_len
                 store.append(c, v)
                 if fit:
                     counters[c].add(v[:fit])
+            runs = {s: v if isinstance(v, tuple) else _runs_of(v) for s, v in chunk["seq"].items()}
             for c, v in chunk["num"].items():
                 store.append(c, v)
-            for s, v in chunk["seq"].items():
+            for s, (values, ends) in runs.items():
                 if fit:
-                    counters[shared[s]].add_sequences(v[:fit])
+                    counters[shared[s]].add(values[: ends[fit]])
             if vocabs is None and min_count is not None and start + n >= n_fit and not wide:
                 vocabs = {c: fit_vocab(counters[c], min_count[c]) for c in rel.categorical}
-            for s, v in chunk["seq"].items():
+            for s, (values, ends) in runs.items():
                 if wide:
-                    store.append(s, v)
+                    store.append(s, pad_runs(values, ends, max_len, PAD_TOKEN))
                     continue
-                if v.dtype != np.int32:
+                if values.dtype != np.int32:
                     raise _Wide(s)
                 raw = n if vocabs is None else max(0, min(n, n_fit - start)) if fi == 0 else 0
                 if raw:
-                    sequences[s].append(v[:raw], encoded=False)
+                    block = pad_runs(values[: ends[raw]], ends[: raw + 1], max_len, PAD_TOKEN)
+                    sequences[s].append(block, encoded=False)
                 if raw < n:
-                    sequences[s].append(vocabs[shared[s]].encode_sequences(v[raw:]), encoded=True)
+                    encoded = vocabs[shared[s]].encode_sequences(values[ends[raw] :])
+                    sequences[s].append(pad_runs(encoded, ends[raw:] - ends[raw], max_len, PAD), encoded=True)
             file_rows[fi] += n
             start += n
     except BaseException:
@@ -561,16 +642,13 @@ def _read_with(rel: Release, files, directory: Path, chunks, plan: dict, max_len
     if vocabs is not None and file_rows[0] != plan["lines"]:  # pragma: no cover - lines are rows without quotes
         raise _Fallback("train.csv has a different number of rows than lines")
     counted = 0 if n_fit is None else min(n_fit, file_rows[0])
-    return _Raw(
-        store,
-        np.concatenate(labels),
-        np.concatenate(times) if rel.time else None,
-        file_rows,
-        counters,
-        counted,
-        sequences,
-        vocabs,
-    )
+    return _Raw(store, np.concatenate(times) if rel.time else None, file_rows, counters, counted, sequences, vocabs)
+
+
+def _runs_of(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, ends) of padded (n, max_len) raw tokens: the tokens flat, and row i's at values[ends[i]:ends[i + 1]]."""
+    real = tokens != PAD_TOKEN
+    return tokens[real], np.concatenate([[0], np.cumsum(real.sum(axis=1))])
 
 
 class _Wide(_Fallback):
@@ -595,7 +673,7 @@ class _SeqFile:
     def append(self, block: np.ndarray, *, encoded: bool) -> None:
         if not encoded and self.raw_rows < self.rows:  # pragma: no cover - guarded by _read_with
             raise AssertionError("raw history blocks must precede encoded ones")
-        self.f.write(np.ascontiguousarray(block, np.int32).tobytes())
+        self.f.write(np.ascontiguousarray(block, np.int32))
         self.rows += len(block)
         self.raw_rows += 0 if encoded else len(block)
 
@@ -659,7 +737,7 @@ def _arrow_chunks(arrow_csv, rel: Release, files, max_len: int):
 
     types = {rel.label: pa.float64(), **{c: pa.int64() for c in rel.categorical}}
     types.update({c: pa.float64() for c in rel.numeric})
-    types.update({s: pa.string() for s, _ in rel.sequences})
+    types.update({s: pa.binary() for s, _ in rel.sequences})  # bytes: no UTF-8 validation
     if rel.time:
         types[rel.time] = pa.int64()
     with concurrent.futures.ThreadPoolExecutor(CONVERT_THREADS) as pool:
@@ -669,7 +747,9 @@ def _arrow_chunks(arrow_csv, rel: Release, files, max_len: int):
             try:
                 reader = arrow_csv.open_csv(
                     path,
-                    read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=1, block_size=ARROW_BLOCK_BYTES),
+                    read_options=arrow_csv.ReadOptions(
+                        column_names=header, skip_rows=1, block_size=ARROW_BLOCK_BYTES, use_threads=False
+                    ),  # one parser thread: the conversions run in CONVERT_THREADS others
                     parse_options=arrow_csv.ParseOptions(ignore_empty_lines=False),
                     convert_options=arrow_csv.ConvertOptions(
                         include_columns=list(rel.columns),
@@ -730,14 +810,13 @@ def _from_arrow(rel: Release, batch, max_len: int) -> dict:
     for s, _ in rel.sequences:
         arr = column(s)
         offsets_buf, data_buf = arr.buffers()[1:3]
-        wide = pa.types.is_large_string(arr.type)
+        wide = pa.types.is_large_binary(arr.type)
         offsets = np.frombuffer(offsets_buf, np.int64 if wide else np.int32)[arr.offset : arr.offset + len(arr) + 1]
         data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        separators = pc.count_substring(arr, SEP).to_numpy(zero_copy_only=False)
-        tokens = tokens_from_buffer(data, offsets[:-1], offsets[1:], max_len, separators)
-        if tokens is None:
+        runs = token_runs(data, offsets, max_len)
+        if runs is None:
             raise _Fallback(s)
-        parsed["seq"][s] = tokens
+        parsed["seq"][s] = runs
     return parsed
 
 

@@ -101,72 +101,113 @@ def split_sequences(values: Sequence[str], max_len: int, where: Where, column: s
     return out
 
 
-def tokens_from_buffer(
-    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int, separators: np.ndarray | None = None
-) -> np.ndarray | None:
-    """(n, max_len) int32 raw tokens (int64 if one needs it) of the cells ``data[starts[i]:ends[i]]``.
+def tokens_from_buffer(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray | None:
+    """(n, max_len) int32 raw tokens of the cells ``data[starts[i]:ends[i]]``, or None.
 
     data: uint8 bytes; the cells must be consecutive (``starts[i + 1] == ends[i]``), as in a pyarrow
     string column. Same result as :func:`split_sequences` (last ``max_len`` tokens, pre-padded with
-    ``PAD_TOKEN``); None where that would raise (a byte that is neither a digit nor ``^``, an empty
-    token) or a token has more than 8 digits. Each token is read as one little-endian 64-bit word
-    and converted by SWAR: ((w - '0'*8) << 8 (8 - len)), then pairs, quads and octets of digits are
-    combined with three multiply-shift-mask steps (32-bit words and two steps when every token has
-    at most 4 digits). ``separators``: the number of ``^`` in each cell, if known (e.g. from
-    ``pyarrow.compute.count_substring``).
+    ``PAD_TOKEN``); None where that would raise, or a token has more than 8 digits (see
+    :func:`token_runs`).
     """
-    n = len(starts)
-    if n == 0:
-        return np.full((0, max_len), PAD_TOKEN, np.int32)
-    lo = int(starts[0])
-    b = data[lo : int(ends[-1])]
-    sep = np.flatnonzero(b == ord(SEP))
-    if np.count_nonzero((b - np.uint8(ord("0"))) > 9) != len(sep):
-        return None
-    cs, ce = np.asarray(starts, np.int64) - lo, np.asarray(ends, np.int64) - lo
+    offsets = np.concatenate([np.asarray(starts[:1] if len(starts) else [0], np.int64), np.asarray(ends, np.int64)])
+    runs = token_runs(data, offsets, max_len)
+    return None if runs is None else pad_runs(*runs, max_len, PAD_TOKEN)
+
+
+RUN_BYTES = 1 << 18  # bytes of cells parsed at once by token_runs (keeps its temporaries in cache)
+
+
+def token_runs(data: np.ndarray, offsets: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, ends): the kept tokens of consecutive cells, flat, and where each cell's tokens are.
+
+    data: uint8 bytes; cell i is ``data[offsets[i]:offsets[i + 1]]`` (a pyarrow string or binary
+    column's buffers). values: int32, cell by cell, each cell's last ``max_len`` tokens in order;
+    ends: (n + 1,) int64 from 0, cell i's tokens are ``values[ends[i]:ends[i + 1]]``. None where
+    :func:`split_sequences` would raise (a byte that is neither a digit nor ``^``, an empty token)
+    or a token has more than 8 digits.
+    Every token ends at a terminator (a ``^`` or its cell's end); a token of L digits is read as one
+    little-endian word starting at its first digit, shifted so that the digits fill its top L bytes,
+    and converted by SWAR: three mask-multiply-shift steps combine digit pairs, quads and octets
+    (32-bit words and two steps when every token has at most 4 digits).
+    """
+    offsets = np.asarray(offsets, np.int64)
+    n = len(offsets) - 1
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    cuts = [0, n]
+    if hi - lo > RUN_BYTES:  # groups of about RUN_BYTES bytes (whole cells)
+        cuts = np.unique(np.concatenate([[0], np.searchsorted(offsets, np.arange(lo, hi, RUN_BYTES)[1:]), [n]]))
+    values, counts = [], []
+    for a, z in zip(cuts[:-1], cuts[1:]):
+        runs = _token_runs(data, offsets[a : z + 1], max_len)
+        if runs is None:
+            return None
+        values.append(runs[0])
+        counts.append(runs[1])
+    counts = counts[0] if len(counts) == 1 else np.concatenate(counts)
+    ends = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=ends[1:])
+    return (values[0] if len(values) == 1 else np.concatenate(values)), ends
+
+
+def _token_runs(data: np.ndarray, offsets: np.ndarray, max_len: int):
+    lo = int(offsets[0])
+    b = data[lo : int(offsets[-1])]
+    m = len(b)
+    cs, ce = offsets[:-1] - lo, offsets[1:] - lo
+    term = np.zeros(m + 1, bool)  # token terminators: the separators, then the cells' ends
+    np.equal(b, ord(SEP), out=term[:m])
+    if np.count_nonzero((b - np.uint8(ord("0"))) > 9) != np.count_nonzero(term):
+        return None  # a byte that is neither a digit nor a separator
     full = ce > cs
-    if separators is None:
-        separators = np.searchsorted(sep, ce) - np.searchsorted(sep, cs)
-    count = separators + full  # tokens per cell
-    total = np.cumsum(count)
-    n_tok = int(total[-1])
+    if np.any(b[cs[full]] == ord(SEP)):
+        return None  # a leading separator (merged below with the previous cell's end)
+    term[ce[full]] = True
+    end = np.flatnonzero(term)
+    total = np.searchsorted(end, ce, "right")  # tokens in cells 0..i
+    count = total.copy()
+    count[1:] -= total[:-1]
+    n_tok = len(end)
     if n_tok == 0:
-        return np.full((n, max_len), PAD_TOKEN, np.int32)
-    first = np.zeros(n_tok, bool)
-    first[(total - count)[full]] = True
-    start = np.empty(n_tok, np.int64)
-    start[first] = cs[full]
-    start[~first] = sep + 1
-    length = np.empty(n_tok, np.int64)
-    length[:-1] = start[1:] - 1
-    length[(total - 1)[full]] = ce[full]
-    length -= start
+        return np.zeros(0, np.int32), count
+    length = np.empty_like(end)  # end[i] - end[i - 1] - 1, but a cell's first token starts right at its start
+    length[0] = end[0]
+    np.subtract(end[1:], end[:-1], out=length[1:])
+    length[1:] -= 1
+    length[(total - count)[full][1:]] += 1
     if length.min() < 1 or length.max() > 8:
-        return None
-    word = _digits(b, start, length)
-    dest = np.arange(n_tok, dtype=np.int64) + np.repeat(np.arange(1, n + 1, dtype=np.int64) * max_len - total, count)
+        return None  # an empty token (a stray separator), or too many digits
+    width = 4 if length.max() <= 4 else 8
+    start = end - length
+    padded = np.zeros(m + width, np.uint8)
+    padded[:m] = b
+    word = np.take(np.ndarray((m,), f"<u{width}", padded, strides=(1,)), start)
+    length -= width
+    np.negative(length, out=length)
+    length <<= 3
+    word <<= length.astype(word.dtype)  # the digits in the top bytes, the last one in the top byte
+    word &= int("0F" * width, 16)  # digits '0'..'9' -> 0..9, shifted-in zero bytes stay zero
+    word *= 10 << 8 | 1
+    word >>= 8
+    word &= int("00FF" * (width // 2), 16)
+    word *= 100 << 16 | 1
+    word >>= 16
+    if width == 8:
+        word &= 0x0000FFFF0000FFFF
+        word *= 10000 << 32 | 1
+        word >>= 32
+    values = word.astype(np.int32)
     if count.max() > max_len:  # keep the last max_len of each cell
-        keep = dest >= np.repeat(np.arange(n, dtype=np.int64) * max_len, count)
-        dest, word = dest[keep], word[keep]
-    out = np.full((n, max_len), PAD_TOKEN, np.int64 if word.max(initial=0) > np.iinfo(np.int32).max else np.int32)
-    out.ravel()[dest] = word
+        values = values[np.arange(n_tok) >= np.repeat(total - np.minimum(count, max_len), count)]
+        np.minimum(count, max_len, out=count)
+    return values, count
+
+
+def pad_runs(values: np.ndarray, ends: np.ndarray, max_len: int, fill: int) -> np.ndarray:
+    """(n, max_len): row i is ``fill``, then its <= max_len ``values[ends[i]:ends[i + 1]]`` (see :func:`token_runs`)."""
+    counts = np.diff(ends)
+    out = np.full((len(counts), max_len), fill, values.dtype)
+    out[np.arange(max_len) >= (max_len - counts)[:, None]] = values
     return out
-
-
-def _digits(b: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Values of the digit runs ``b[start:start + length]`` (1 <= length <= 8) by SWAR on machine words."""
-    short = length.max() <= 4
-    u, width = (np.uint32, 4) if short else (np.uint64, 8)
-    padded = np.zeros(len(b) + width, np.uint8)
-    padded[: len(b)] = b
-    word = np.ndarray((len(b),), dtype=f"<u{width}", buffer=padded, strides=(1,))[start]
-    word -= u(int("30" * width, 16))  # no borrow reaches the token's bytes: they are digits, the low bytes
-    word <<= u(8 * width) - (length.astype(u) << u(3))  # the last digit in the top byte, zeros below
-    word = (word * u(10) + (word >> u(8))) & u(int("00FF" * (width // 2), 16))
-    word = (word * u(100) + (word >> u(16))) & u(int("0000FFFF" * (width // 4), 16))
-    if not short:
-        word = (word * u(10000) + (word >> u(32))) & u(0xFFFFFFFF)
-    return word
 
 
 def _token_error(values, where, column, row, token, why="is not a non-negative integer id"):
