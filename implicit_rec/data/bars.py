@@ -47,6 +47,8 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import mmap
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -422,47 +424,95 @@ class _Fallback(Exception):
     """The fast reader met something irregular: read again with the exact (csv-module) reader."""
 
 
-class _RawStore:
-    """Raw columns appended chunk by chunk to flat files in ``directory``; read back in blocks."""
+class _MappedFile:
+    """A file written through memory maps of the bytes being appended, its space reserved ahead.
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    Writing through a map costs the kernel far less than ``write()`` on some file systems (ext4:
+    about a fifth of the system time); the reservation (``posix_fallocate`` where there is one,
+    else a sparse ``ftruncate``) doubles when outgrown, and :meth:`close` cuts the file to its bytes.
+    """
+
+    def __init__(self, path: Path, reserve: int = 0):
+        self.path, self.pos, self.size = path, 0, 0
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._reserve(reserve)
+
+    def _reserve(self, size: int) -> None:
+        if size <= self.size:
+            return
+        size = max(size, 2 * self.size)
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+        except (AttributeError, OSError):  # no fallocate here (e.g. macOS) or on this file system
+            os.ftruncate(self.fd, size)
+        self.size = size
+
+    def write(self, values) -> None:
+        data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+        if not len(data):
+            return
+        end = self.pos + len(data)
+        self._reserve(end)
+        start = self.pos - self.pos % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(self.fd, end - start, offset=start) as m:
+            target = np.frombuffer(m, np.uint8, len(data), self.pos - start)
+            target[:] = data
+            del target  # no view may outlive the map
+        self.pos = end
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, self.pos)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _map_rows(path: Path, dtype, shape: tuple, offset: int, start: int, stop: int, mode: str = "r") -> np.ndarray:
+    """Rows start..stop of a file of (rows, *shape) ``dtype`` values from byte ``offset``, memory-mapped."""
+    per_row = np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
+    return np.memmap(path, dtype, mode, offset=offset + start * per_row, shape=(stop - start, *shape))
+
+
+class _RawStore:
+    """Raw columns appended chunk by chunk to flat files in ``directory``; read back in blocks.
+
+    ``capacity``: the expected number of rows (the space reserved for each column).
+    """
+
+    def __init__(self, directory: Path, capacity: int = 0):
+        self.directory, self.capacity = directory, capacity
         directory.mkdir(parents=True, exist_ok=True)
         self.files, self.dtypes, self.shapes, self.rows = {}, {}, {}, {}
 
     def append(self, name: str, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values)
+        values = np.asarray(values)
         if name not in self.files:
-            self.files[name] = open(self.directory / name, "wb")
             self.dtypes[name], self.shapes[name], self.rows[name] = values.dtype, values.shape[1:], 0
+            self.files[name] = _MappedFile(self.directory / name, self.capacity * values[:1].nbytes)
         elif values.dtype != self.dtypes[name]:
             wide = np.promote_types(values.dtype, self.dtypes[name])
             if wide != self.dtypes[name]:  # e.g. int32 tokens, then one chunk needs int64: rewrite
                 self._widen(name, wide)
             values = values.astype(wide)
-        self.files[name].write(values.tobytes())
+        self.files[name].write(values)
         self.rows[name] += len(values)
 
     def _widen(self, name: str, dtype) -> None:
         self.files[name].close()
         old = np.fromfile(self.directory / name, self.dtypes[name])
-        old.astype(dtype).tofile(self.directory / name)
-        self.files[name] = open(self.directory / name, "ab")
+        self.files[name] = _MappedFile(self.directory / name, self.capacity * old[:1].astype(dtype).nbytes)
+        self.files[name].write(old.astype(dtype))
         self.dtypes[name] = np.dtype(dtype)
 
     def blocks(self, name: str, rows: int = BLOCK) -> Iterator[np.ndarray]:
-        """The column in blocks of ``rows`` rows (read from disk; never the whole column at once)."""
-        self.files[name].flush()
-        dtype, shape = self.dtypes[name], self.shapes[name]
-        per_row = int(np.prod(shape, dtype=np.int64))
-        with open(self.directory / name, "rb") as f:
-            for start in range(0, self.rows[name], rows):
-                m = min(rows, self.rows[name] - start)
-                yield np.fromfile(f, dtype, m * per_row).reshape((m, *shape))
+        """The column in blocks of ``rows`` rows (memory-mapped, read-only; never the whole column at once)."""
+        for start in range(0, self.rows[name], rows):
+            stop = min(start + rows, self.rows[name])
+            yield np.asarray(_map_rows(self.directory / name, self.dtypes[name], self.shapes[name], 0, start, stop))
 
     def read(self, name: str) -> np.ndarray:
-        self.files[name].flush()
-        return np.fromfile(self.directory / name, self.dtypes[name]).reshape((-1, *self.shapes[name]))
+        n = self.rows[name] * int(np.prod(self.shapes[name], dtype=np.int64))
+        return np.fromfile(self.directory / name, self.dtypes[name], n).reshape((-1, *self.shapes[name]))
 
     def close(self) -> None:
         for f in self.files.values():
@@ -477,20 +527,20 @@ class _NpyColumns:
         directory.mkdir(parents=True, exist_ok=True)
         self.paths: dict[str, Path] = {}
 
-    def write(self, name: str, values: np.ndarray) -> None:
-        np.save(self.directory / f"{name}.npy", values, allow_pickle=False)
-        self.paths[name] = self.directory / f"{name}.npy"
-
     @contextlib.contextmanager
     def writer(self, name: str, dtype, shape: tuple):
-        with open(self.directory / f"{name}.npy", "wb") as f:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_2_0(f, header)
+        path = self.directory / f"{name}.npy"
+        header = _npy_header(dtype, shape)
+        f = _MappedFile(path, len(header) + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64)))
+        try:
+            f.write(np.frombuffer(header, np.uint8))
             writer = _BlockWriter(f, np.dtype(dtype))
             yield writer
+        finally:
+            f.close()
         if writer.rows != shape[0]:
             raise AssertionError(f"{name}: wrote {writer.rows} rows, expected {shape[0]}")  # pragma: no cover
-        self.paths[name] = self.directory / f"{name}.npy"
+        self.paths[name] = path
 
     def add(self, name: str, path: Path) -> None:
         self.paths[name] = path
@@ -500,11 +550,11 @@ class _NpyColumns:
 
 
 class _BlockWriter:
-    def __init__(self, f, dtype):
+    def __init__(self, f: _MappedFile, dtype):
         self.f, self.dtype, self.rows = f, dtype, 0
 
     def write(self, block: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(block, self.dtype).tobytes())
+        self.f.write(np.ascontiguousarray(block, self.dtype))
         self.rows += len(block)
 
 
@@ -540,9 +590,7 @@ class _Raw:
         seq = self.sequences[name]
         seq.close()
         for a in range(0, seq.rows, BLOCK):
-            m = min(BLOCK, seq.rows - a)
-            offset = HEADER_BYTES + a * seq.max_len * 4
-            yield np.array(np.memmap(seq.path, np.int32, "r", offset=offset, shape=(m, seq.max_len)))
+            yield np.asarray(_map_rows(seq.path, np.int32, (seq.max_len,), HEADER_BYTES, a, min(a + BLOCK, seq.rows)))
 
     def _count_column(self, name, counter, train, add):
         start = 0
@@ -591,7 +639,7 @@ def _read(
 
 def _read_with(rel: Release, files, directory: Path, chunks, plan: dict, max_len: int, wide: bool) -> _Raw:
     """Consume ``chunks`` into a _Raw; int64 tokens raise _Wide unless ``wide`` (then they are stored raw)."""
-    store = _RawStore(directory)
+    store = _RawStore(directory, plan["capacity"])
     sequences = (
         {} if wide else {s: _SeqFile(directory / f"{s}.npy", plan["capacity"], max_len) for s, _ in rel.sequences}
     )
@@ -667,8 +715,8 @@ class _SeqFile:
 
     def __init__(self, path: Path, capacity: int, max_len: int):
         self.path, self.max_len, self.rows, self.raw_rows = path, max_len, 0, 0
-        self.f = open(path, "wb")
-        self.f.write(_npy_header(np.int32, (capacity, max_len)))
+        self.f = _MappedFile(path, HEADER_BYTES + capacity * max_len * 4)
+        self.f.write(np.frombuffer(_npy_header(np.int32, (capacity, max_len)), np.uint8))
 
     def append(self, block: np.ndarray, *, encoded: bool) -> None:
         if not encoded and self.raw_rows < self.rows:  # pragma: no cover - guarded by _read_with
@@ -685,12 +733,10 @@ class _SeqFile:
         self.f.close()
         with open(self.path, "r+b") as f:
             f.write(_npy_header(np.int32, (self.rows, self.max_len)))
-            f.truncate(HEADER_BYTES + self.rows * self.max_len * 4)
         for a in range(0, self.raw_rows, BLOCK):
-            m = min(BLOCK, self.raw_rows - a)
-            offset = HEADER_BYTES + a * self.max_len * 4
-            block = np.memmap(self.path, np.int32, "r+", offset=offset, shape=(m, self.max_len))
-            block[:] = vocab.encode_sequences(block)
+            z = min(a + BLOCK, self.raw_rows)
+            block = _map_rows(self.path, np.int32, (self.max_len,), HEADER_BYTES, a, z, "r+")
+            vocab.encode_sequences(block, out=block)
             del block  # unmapped: its pages leave this process (the kernel writes them back)
         return self.path
 
@@ -746,7 +792,7 @@ def _arrow_chunks(arrow_csv, rel: Release, files, max_len: int):
             header = read_header(path, rel.columns)
             try:
                 reader = arrow_csv.open_csv(
-                    path,
+                    pa.memory_map(str(path)),  # read in place: no copies through read()
                     read_options=arrow_csv.ReadOptions(
                         column_names=header, skip_rows=1, block_size=ARROW_BLOCK_BYTES, use_threads=False
                     ),  # one parser thread: the conversions run in CONVERT_THREADS others

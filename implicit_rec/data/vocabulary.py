@@ -42,6 +42,11 @@ class TokenCounter:
     def add(self, values: np.ndarray) -> None:
         """Count every entry of ``values`` (any shape)."""
         values = np.asarray(values).ravel()
+        if values.dtype.kind in "iu" and len(values) and values.min() >= 0 and values.max() < self.DENSE:
+            counts = np.bincount(values, minlength=len(self._dense))  # all small: no masks
+            counts[: len(self._dense)] += self._dense
+            self._dense = counts
+            return
         if values.dtype.kind in "iu":
             dense = (values >= 0) & (values < self.DENSE)
             counts = np.bincount(values[dense], minlength=len(self._dense))
@@ -143,15 +148,22 @@ class Vocab:
             return None
         return np.concatenate([[OOV, PAD], table, [OOV]]).astype(np.int32)
 
-    def encode_sequences(self, raw: np.ndarray) -> np.ndarray:
-        """(n, max_len) int32 from raw tokens: padding -> 0, known -> >= 2, unknown -> OOV."""
+    def encode_sequences(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(n, max_len) int32 from raw tokens: padding -> 0, known -> >= 2, unknown -> OOV.
+
+        out: an int32 array of raw's shape to write into (may be ``raw`` itself).
+        """
         raw = np.asarray(raw)
         table = self._sequence_table
         if table is not None and raw.dtype.kind == "i":  # one lookup: raw + 2, clipped into the table
             index = raw + 2  # PAD_TOKEN = -1 -> 1; ids below it -> <= 0, past the table -> the end: OOV
             np.clip(index, 0, len(table) - 1, out=index)
-            return table[index]
-        return np.where(raw == PAD_TOKEN, PAD, self.encode(raw)).astype(np.int32)
+            return np.take(table, index, out=out)
+        encoded = np.where(raw == PAD_TOKEN, PAD, self.encode(raw)).astype(np.int32)
+        if out is None:
+            return encoded
+        out[...] = encoded
+        return out
 
 
 def fit_vocab(counter: TokenCounter, min_count: int = 1) -> Vocab:
