@@ -792,7 +792,7 @@ def _arrow_chunks(arrow_csv, rel: Release, files, max_len: int):
             header = read_header(path, rel.columns)
             try:
                 reader = arrow_csv.open_csv(
-                    pa.memory_map(str(path)),  # read in place: no copies through read()
+                    path,  # not a memory map: its pages would stay in the process's RSS
                     read_options=arrow_csv.ReadOptions(
                         column_names=header, skip_rows=1, block_size=ARROW_BLOCK_BYTES, use_threads=False
                     ),  # one parser thread: the conversions run in CONVERT_THREADS others
