@@ -10,8 +10,9 @@ Writes the release with ``implicit_rec.data.bars_export`` (cached in ``DIR``, de
 of the release and a raw ``pyarrow.csv.read_csv`` of its train.csv and test.csv (every column parsed,
 histories as strings). Records wall and CPU seconds of the call (user + system; imports excluded), rows/s and peak
 RSS, the ratio loader / pyarrow, and the loader's peak RSS on a release a tenth the size (bounded
-memory: it must not grow with the rows). Target of issue 15: >= 250,000 rows/s, measured in rows per
-CPU second (the build machine is shared; the load averages are recorded). Writes
+memory: it must not grow with the rows). Target of issue 15: >= 250,000 rows/s, judged per wall second
+when the machine is quiet (1-minute load average below ``QUIET_LOAD`` before and after), else per CPU
+second (the build machine is shared; the load averages are recorded and the note says which). Writes
 ``benchmarks/results/bars_loader.{json,md}``; ``--strict`` exits with status 1 on a FAIL.
 """
 
@@ -34,6 +35,7 @@ from implicit_rec.tables import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ROWS_PER_S = 250_000
+QUIET_LOAD = 2.5  # below this 1-minute load average the target is judged per wall second, else per CPU second
 CHILD = {  # the measured call of each child; its imports come before the clock starts
     "loader": ("from implicit_rec.data import load_taobaoad", "len(load_taobaoad(DIR))"),
     "pyarrow": ("import pyarrow.csv as c", "sum(c.read_csv(f'{DIR}/{n}.csv').num_rows for n in ('train', 'test'))"),
@@ -91,6 +93,9 @@ def measure(rows: int, directory: Path, seed: int, repeats: int) -> dict:
     n = runs["loader"][0]["rows"]
     loader, arrow = med["loader"], med["pyarrow"]
     rate_cpu, rate_wall = n / loader["cpu_s"], n / loader["wall_s"]
+    load_after = os.getloadavg()
+    quiet = max(load_before[0], load_after[0]) < QUIET_LOAD
+    rate, basis = (rate_wall, "wall") if quiet else (rate_cpu, "CPU")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -108,10 +113,13 @@ def measure(rows: int, directory: Path, seed: int, repeats: int) -> dict:
         "small_release": {"rows": small_run["rows"], "loader": small_run},
         "targets": [
             {
-                "name": "TaobaoAd_x1 loader throughput, rows per CPU second",
-                "value": rate_cpu,
+                "name": f"TaobaoAd_x1 loader throughput, rows per {basis} second",
+                "value": rate,
                 "target": f">= {TARGET_ROWS_PER_S} rows/s",
-                "pass": rate_cpu >= TARGET_ROWS_PER_S,
+                "pass": rate >= TARGET_ROWS_PER_S,
+                "note": f"judged per {basis} second: 1-minute load average {load_before[0]:.2f} before, "
+                f"{load_after[0]:.2f} after ({'below' if quiet else 'not below'} {QUIET_LOAD}); "
+                f"{rate_wall:,.0f} rows per wall second, {rate_cpu:,.0f} rows per CPU second",
             },
             {
                 "name": "TaobaoAd_x1 loader peak RSS, MiB",
@@ -127,7 +135,7 @@ def measure(rows: int, directory: Path, seed: int, repeats: int) -> dict:
             "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(),
             "load_before": [round(x, 2) for x in load_before],
-            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "load_after": [round(x, 2) for x in load_after],
         },
     }
 
@@ -144,6 +152,7 @@ def markdown(r: dict, note: str = "") -> str:
             f"{r['loader_over_pyarrow']['cpu']:.2f}",
             "",
             "",
+            "",
         ),
         (f"`load_taobaoad`, {small['rows']:,} rows", *_cells(small["loader"], small["rows"])),
     ]
@@ -157,16 +166,17 @@ def markdown(r: dict, note: str = "") -> str:
     return (
         f"# TaobaoAd_x1 loader on {n:,} synthetic rows ({size:,.0f} MiB of CSV; commit {r['commit'][:8]})\n\n"
         f"{env}.{' ' + note if note else ''}\n\n"
-        f"**{'PASS' if t['pass'] else 'FAIL'}**: {t['value']:,.0f} rows per CPU second (target {t['target']}); "
-        f"{r['loader_rows_per_wall_s']:,.0f} rows per wall second. Peak RSS {r['targets'][1]['note']}. "
+        f"**{'PASS' if t['pass'] else 'FAIL'}** ({t['name']}, target {t['target']}): {t['note']}. "
+        f"Peak RSS {r['targets'][1]['note']}. "
         f"Medians of {len(r['runs']['loader'])} alternated runs, each in its own process.\n\n"
-        + markdown_table(("", "wall s", "CPU s", "rows / CPU s", "peak RSS MiB"), rows)
+        + markdown_table(("", "wall s", "CPU s", "rows / wall s", "rows / CPU s", "peak RSS MiB"), rows)
         + "\n"
     )
 
 
 def _cells(m: dict, n: int) -> tuple:
-    return f"{m['wall_s']:.1f}", f"{m['cpu_s']:.1f}", f"{n / m['cpu_s']:,.0f}", f"{m['peak_rss_mib']:.0f}"
+    rates = f"{n / m['wall_s']:,.0f}", f"{n / m['cpu_s']:,.0f}"
+    return f"{m['wall_s']:.1f}", f"{m['cpu_s']:.1f}", *rates, f"{m['peak_rss_mib']:.0f}"
 
 
 def main(argv=None) -> None:

@@ -13,11 +13,13 @@ import pytest
 from implicit_rec.data import (
     DataError,
     EventTable,
+    bars,
     load_amazonelectronics,
     load_dataset,
     load_interactions,
     load_kuaivideo,
     load_taobaoad,
+    sequences,
 )
 from implicit_rec.data.cells import MISSING
 from implicit_rec.data.errors import Where
@@ -132,6 +134,80 @@ def test_split_sequences_truncates_to_last_and_prepads():
     w = Where.rows("mem", 4)
     out = split_sequences(("1^2^3^4^5", "7", "", "123456789012^0"), 3, w, "s")
     assert out.tolist() == [[3, 4, 5], [-1, -1, 7], [-1, -1, -1], [-1, 123456789012, 0]]
+
+
+def _cells_buffer(cells):
+    """(uint8 buffer, (n + 1,) offsets) of consecutive cells, after 3 bytes that belong to no cell."""
+    data = np.frombuffer(("999" + "".join(cells)).encode(), np.uint8)
+    return data, 3 + np.concatenate([[0], np.cumsum([len(c) for c in cells])])
+
+
+@pytest.mark.parametrize("run_bytes", [1 << 18, 5])  # one group, or a group every few cells
+def test_token_runs_agree_with_split_sequences(monkeypatch, run_bytes):
+    monkeypatch.setattr(sequences, "RUN_BYTES", run_bytes)
+    cells = ["1^2^3^4^5", "7", "", "", "12345678^0^99999", "42", "", "3^3"]
+    values, ends = sequences.token_runs(*_cells_buffer(cells), 3)
+    assert ends.tolist() == [0, 3, 4, 4, 4, 7, 8, 8, 10] and values.dtype == np.int32
+    assert values.tolist() == [3, 4, 5, 7, 12345678, 0, 99999, 42, 3, 3]  # the last 3 of each cell
+    expected = split_sequences(cells, 3, Where.rows("mem", len(cells)), "s")
+    np.testing.assert_array_equal(sequences.pad_runs(values, ends, 3, PAD_TOKEN), expected)
+    assert sequences.token_runs(*_cells_buffer(["", ""]), 3)[1].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", ["1^^2", "^1", "1^", "1^x", "-1", "123456789", " 1"])
+def test_token_runs_none_where_the_exact_parser_must_speak(bad):
+    assert sequences.token_runs(*_cells_buffer(["5^6", bad, "7"]), 4) is None
+    if bad != "123456789":  # more than 8 digits: only the exact parser reads it
+        with pytest.raises(DataError, match="row 2, column 's'"):
+            split_sequences(["5^6", bad, "7"], 4, Where.rows("mem", 3), "s")
+
+
+def test_encode_sequences_in_place_and_counter_of_small_ids():
+    v = fit_vocab_from(np.array([3, 1, 3, 5]), min_count=1)
+    raw = np.array([[PAD_TOKEN, 3, 4], [1, 5, 1 << 30]], np.int32)
+    expected = v.encode_sequences(raw)
+    assert expected.tolist() == [[0, 3, 1], [2, 4, 1]]
+    assert v.encode_sequences(raw, out=raw) is raw and raw.tolist() == expected.tolist()
+    c = TokenCounter()
+    c.add(np.array([4, 2, 4], np.int32))  # all small and >= 0: one bincount
+    c.add(np.array([4, -7]))
+    assert [k.tolist() for k in c.result()] == [[-7, 2, 4], [1, 1, 3]]
+
+
+def test_mapped_file_grows_past_its_reservation_and_is_cut_to_its_bytes(tmp_path):
+    f = bars._MappedFile(tmp_path / "x", reserve=10)
+    chunks = [np.arange(k, dtype=np.int64) for k in (1, 3000, 0, 70_000)]  # 8 B, then past 10 B and 64 KiB
+    for c in chunks:
+        f.write(c)
+    f.close()
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "x", np.int64), np.concatenate(chunks))
+
+
+@pytest.mark.parametrize("rows, valid_fraction", [(1000, 0.1), (7, 0.25), (5, 0.0), (3, 0.1)])
+def test_row_order_closed_forms_are_the_time_sorts(rows, valid_fraction):
+    """Without a timestamp (time = row order) split and day follow tail_by_time / time_windows."""
+    raw = types.SimpleNamespace(file_rows=[rows, 4], rows=rows + 4)
+    order = bars._RowOrder(raw, valid_fraction, 7)
+    time = np.arange(rows + 4)
+    split = np.where(time < rows, 0, 2)
+    split[bars.tail_by_time(time, np.flatnonzero(split == 0), valid_fraction)] = 1
+    np.testing.assert_array_equal(order.block("split", 0, rows + 4), split)
+    np.testing.assert_array_equal(order.block("day", 2, rows + 4), bars.assign_days(time, split, 7)[2:])
+    assert order.counts == bars.split_counts(split) and order.train().tolist() == (split == 0).tolist()
+    assert time[2:][order.test(2, rows + 4)].tolist() == list(range(rows, rows + 4))  # the test file's rows
+
+
+def test_dense_user_ids_by_table_or_unique(tmp_path, monkeypatch):
+    store = bars._RawStore(tmp_path, capacity=4)
+    ids = np.array([7, 3, 7, 1 << 20, 3, 0])
+    store.append("u", ids[:4])
+    store.append("u", ids[4:])
+    monkeypatch.setattr(bars, "BLOCK", 4)
+    by_table = np.concatenate(list(bars._dense_id_blocks(store, "u")))
+    monkeypatch.setattr(bars, "DENSE_ID_LIMIT", 8)  # 2^20 is past it: np.unique
+    by_unique = np.concatenate(list(bars._dense_id_blocks(store, "u")))
+    store.close()
+    assert by_table.tolist() == by_unique.tolist() == bars.dense_ids(ids).tolist() == [4, 3, 4, 5, 3, 2]
 
 
 # -- TaobaoAd -----------------------------------------------------------------------------------

@@ -152,17 +152,18 @@ def _chunk(path, rows, lines, columns, index) -> Chunk:
     return Chunk({c: fields[i] for c, i in zip(columns, index)}, Where(str(path), np.asarray(lines, np.int64)))
 
 
-def scan_csv(path, block: int = 1 << 24) -> tuple[int, bool]:
+def scan_csv(path, block: int = 1 << 20) -> tuple[int, bool]:
     """(lines after the header, whether the file has a double quote), in one binary pass.
 
     Without quotes the line count is the exact number of data rows (no quoted newlines).
     """
     lines, last, quoted = 0, b"\n", False
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            lines += chunk.count(b"\n")
-            quoted = quoted or b'"' in chunk
-            last = chunk[-1:]
+    buf = bytearray(block)  # one buffer, refilled: no fresh pages per block
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buf):
+            lines += buf.count(b"\n", 0, size)
+            quoted = quoted or buf.find(b'"', 0, size) >= 0
+            last = buf[size - 1 : size]
     return max(lines + (last != b"\n") - 1, 0), quoted
 
 
