@@ -197,6 +197,19 @@ def test_row_order_closed_forms_are_the_time_sorts(rows, valid_fraction):
     assert time[2:][order.test(2, rows + 4)].tolist() == list(range(rows, rows + 4))  # the test file's rows
 
 
+def test_raw_store_keeps_int64_as_int32_until_a_value_needs_int64(tmp_path):
+    store = bars._RawStore(tmp_path, capacity=2)
+    chunks = [np.array([5, -3]), np.array([], np.int64), np.array([MISSING, 1 << 40]), np.array([7])]
+    store.append("c", chunks[0])
+    assert store.dtypes["c"] == np.int32  # half the bytes on disk
+    for c in chunks[1:]:
+        store.append("c", c)
+    assert store.dtypes["c"] == np.int64  # rewritten when MISSING arrived
+    for got in (np.concatenate(list(store.blocks("c", rows=3))), store.read("c")):
+        assert got.dtype == np.int64 and got.tolist() == np.concatenate(chunks).tolist()
+    store.close()
+
+
 def test_dense_user_ids_by_table_or_unique(tmp_path, monkeypatch):
     store = bars._RawStore(tmp_path, capacity=4)
     ids = np.array([7, 3, 7, 1 << 20, 3, 0])

@@ -305,9 +305,7 @@ def _build(rel, files, work, counts, max_len, valid_fraction, n_train_days, chun
                 w.write(encoded)
     missing = {c: m for c, m in missing.items() if m}
     for c in rel.numeric:
-        with out.writer(c, np.float32, (n,)) as w:
-            for block in raw.store.blocks(c):
-                w.write(np.log1p(block).astype(np.float32))
+        _copy_column(out, raw.store, c, np.float32, n)
     for s, v in rel.sequences:
         if s in raw.sequences:
             out.add(s, raw.sequences[s].finish(vocabs[v]))
@@ -476,16 +474,22 @@ def _map_rows(path: Path, dtype, shape: tuple, offset: int, start: int, stop: in
 class _RawStore:
     """Raw columns appended chunk by chunk to flat files in ``directory``; read back in blocks.
 
-    ``capacity``: the expected number of rows (the space reserved for each column).
+    ``capacity``: the expected number of rows (the space reserved for each column). An int64 column
+    is stored as int32 while its values fit (half the bytes to write), and read back as int64.
     """
 
     def __init__(self, directory: Path, capacity: int = 0):
         self.directory, self.capacity = directory, capacity
         directory.mkdir(parents=True, exist_ok=True)
-        self.files, self.dtypes, self.shapes, self.rows = {}, {}, {}, {}
+        self.files, self.dtypes, self.shapes, self.rows, self.declared = {}, {}, {}, {}, {}
 
     def append(self, name: str, values: np.ndarray) -> None:
         values = np.asarray(values)
+        self.declared.setdefault(name, values.dtype)
+        if values.ndim == 1 and values.dtype == np.int64 and self.dtypes.get(name, np.dtype(np.int32)) == np.int32:
+            small = np.iinfo(np.int32)
+            if not len(values) or (values.min() >= small.min and values.max() <= small.max):
+                values = values.astype(np.int32)
         if name not in self.files:
             self.dtypes[name], self.shapes[name], self.rows[name] = values.dtype, values.shape[1:], 0
             self.files[name] = _MappedFile(self.directory / name, self.capacity * values[:1].nbytes)
@@ -508,11 +512,13 @@ class _RawStore:
         """The column in blocks of ``rows`` rows (memory-mapped, read-only; never the whole column at once)."""
         for start in range(0, self.rows[name], rows):
             stop = min(start + rows, self.rows[name])
-            yield np.asarray(_map_rows(self.directory / name, self.dtypes[name], self.shapes[name], 0, start, stop))
+            block = _map_rows(self.directory / name, self.dtypes[name], self.shapes[name], 0, start, stop)
+            yield np.asarray(block).astype(self.declared[name], copy=False)
 
     def read(self, name: str) -> np.ndarray:
         n = self.rows[name] * int(np.prod(self.shapes[name], dtype=np.int64))
-        return np.fromfile(self.directory / name, self.dtypes[name], n).reshape((-1, *self.shapes[name]))
+        values = np.fromfile(self.directory / name, self.dtypes[name], n).reshape((-1, *self.shapes[name]))
+        return values.astype(self.declared[name], copy=False)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -661,7 +667,7 @@ def _read_with(rel: Release, files, directory: Path, chunks, plan: dict, max_len
                     counters[c].add(v[:fit])
             runs = {s: v if isinstance(v, tuple) else _runs_of(v) for s, v in chunk["seq"].items()}
             for c, v in chunk["num"].items():
-                store.append(c, v)
+                store.append(c, np.log1p(v).astype(np.float32))  # the final column
             for s, (values, ends) in runs.items():
                 if fit:
                     counters[shared[s]].add(values[: ends[fit]])
