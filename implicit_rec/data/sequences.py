@@ -5,9 +5,10 @@ token ("3^^5", a leading or trailing ``^``) or a token that is not a non-negativ
 "-1") is a :class:`~.errors.DataError`. A sequence keeps its **last** ``max_len`` tokens and is
 pre-padded with ``PAD_TOKEN``, so the newest token is in the last column.
 
-:func:`tokens_from_buffer` is the fast core: it parses the cells of a byte buffer (e.g. a pyarrow
-string column's data) with whole-array operations and returns None for anything irregular, so that
-callers can fall back to :func:`split_sequences`, whose errors name the bad cell.
+:func:`token_runs` is the fast core: it parses the cells of a byte buffer (e.g. a pyarrow
+binary column's data) with whole-array operations into flat tokens and cell offsets (padded by
+:func:`pad_runs`; :func:`tokens_from_buffer` does both) and returns None for anything irregular, so
+that callers can fall back to :func:`split_sequences`, whose errors name the bad cell.
 """
 
 from __future__ import annotations
