@@ -38,8 +38,8 @@ block by block). Without a timestamp, time, split and day have closed forms (row
 written block by block, like the dense user ids (a lookup table); nothing is sorted. The table's
 columns are read-only memory maps of ``.npy`` files in a temporary directory that is removed at once
 (the maps keep the data readable on POSIX systems until the table is dropped; ``EventTable.save``
-copies them). Peak memory hardly grows with the rows: measured 279 MiB at 313k TaobaoAd rows and
-328 MiB at 3 million (about 17 bytes a row more, and a few batches), whose histories take 1.8 GB on
+copies them). Peak memory hardly grows with the rows: measured 271 MiB at 313k TaobaoAd rows and
+326 MiB at 3 million (about 20 bytes a row more, and a few batches), whose histories take 1.8 GB on
 disk. A release whose file is not in time order (KuaiVideo) is sorted in memory.
 """
 
