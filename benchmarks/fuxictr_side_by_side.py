@@ -365,6 +365,20 @@ def run_worker(model: str, seed: int, tmp: Path, args) -> dict:
     return r
 
 
+def later_valid_over_train(runs: list[dict]) -> float:
+    """Median over the seeds of validation / training seconds in the epochs after the first (no
+    compilation on either side; the first epoch's when a fit ran one)."""
+    ratios = []
+    for r in runs:
+        valid, train = (
+            (r["valid_seconds"][1:], r["train_seconds"][1:])
+            if r["epochs"] > 1
+            else (r["valid_seconds"], r["train_seconds"])
+        )
+        ratios.append(sum(valid) / sum(train))
+    return float(statistics.median(ratios))
+
+
 def summarize(model: str, runs: list[dict], labels: np.ndarray, users: np.ndarray) -> dict:
     """Medians over the seeds of one model's whole fits."""
     from implicit_rec import metrics
@@ -390,6 +404,7 @@ def summarize(model: str, runs: list[dict], labels: np.ndarray, users: np.ndarra
         "train_s_per_epoch": med(lambda r: statistics.mean(r["train_seconds"])),
         "valid_s_per_epoch": med(lambda r: statistics.mean(r["valid_seconds"])),
         "valid_over_train": med(lambda r: sum(r["valid_seconds"]) / sum(r["train_seconds"])),
+        "later_valid_over_train": later_valid_over_train(runs),
         "test_predict_s": med(lambda r: r["test_predict_s"]),
         "test_auc": float(np.mean([metrics.auc(labels, r["probs"]) for r in runs])),
         "test_gauc": float(np.mean([metrics.gauc(labels, r["probs"], users) for r in runs])),
@@ -412,17 +427,23 @@ def targets(s: dict, skipped: str | None) -> list[dict]:
     )
     if fx is None:
         first["note"] = f"FuxiCTR's DIN skipped: {skipped}"
+    valid = [
+        target(
+            f"{arch} validation seconds / training seconds per epoch (whole fit, median over seeds)",
+            s[arch]["valid_over_train"],
+            TARGETS["valid_over_train"],
+            "<=",
+        )
+        for arch in ("din", "implicit")
+    ]
+    for arch, entry in zip(("din", "implicit"), valid):
+        entry["note"] = (
+            "fit compiles the validation programs on a background thread during the first epoch (that time "
+            f"is in the training seconds); epochs after the first alone: {s[arch]['later_valid_over_train']:.2f}"
+        )
     return [
         first,
-        *(
-            target(
-                f"{arch} validation seconds / training seconds per epoch (whole fit, median over seeds)",
-                s[arch]["valid_over_train"],
-                TARGETS["valid_over_train"],
-                "<=",
-            )
-            for arch in ("din", "implicit")
-        ),
+        *valid,
         target(
             "implicit VM whole-fit examples/s over the DIN's (compilation and validation included, median over seeds)",
             imp["whole_fit_examples_per_s"] / din["whole_fit_examples_per_s"],
@@ -451,6 +472,7 @@ def markdown(r: dict) -> str:
                 f"{m['train_s_per_epoch']:.2f}",
                 f"{m['valid_s_per_epoch']:.2f}",
                 f"{m['valid_over_train']:.1%}",
+                f"{m['later_valid_over_train']:.1%}",
                 f"{m['test_auc']:.4f}",
             ]
         )
@@ -468,10 +490,11 @@ def markdown(r: dict) -> str:
             "training s / epoch",
             "validation s / epoch",
             "validation / training",
+            "the same, epochs after the first",
             "test AUC",
         ],
         rows,
-        align="lrlrrrrrrrrrr",
+        align="lrlrrrrrrrrrrr",
     )
     checks = markdown_table(
         ["target", "value", "bound", "verdict"],
