@@ -511,7 +511,8 @@ def markdown(r: dict) -> str:
     )
     m = r["machine"]
     return (
-        f"# FuxiCTR's DIN vs the project's DIN and implicit VMs: whole fits on the same rows\n\n"
+        f"# FuxiCTR's DIN vs the project's DIN and implicit VMs: whole fits on the same rows "
+        f"(commit {r.get('commit', 'unknown')[:8]})\n\n"
         f"Synthetic {r['preset']}, VM window: {r['rows']['train']:,} training, {r['rows']['valid']:,} validation, "
         f"{r['rows']['test']:,} test rows; batch {r['vm']['batch_size']}, learning rate {r['vm']['learning_rate']}, "
         f"up to {r['vm']['epochs']} epochs (patience {r['vm']['patience']}), embedding dimension {EMBED_DIM}, "
@@ -571,8 +572,13 @@ def main(argv=None) -> None:
         import torch
 
         versions = {"torch": torch.__version__, "fuxictr": fuxictr.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     result = {
         "command": f"python -m benchmarks.{NAME} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit,
         "preset": args.preset,
         "seeds": args.seeds,
         "rows": {k: len(v) for k, v in rows.items()},
