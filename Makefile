@@ -106,6 +106,11 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.decentralized
 	$(BIN)/python -m benchmarks.tiny_run
+	$(BIN)/python -m benchmarks.tiny_run --preset default
+	$(BIN)/python -m benchmarks.bars_loader
+	$(BIN)/python -m benchmarks.fuxictr_side_by_side
+	$(BIN)/python -m benchmarks.fast_lane
+	$(BIN)/python -m benchmarks.summary
 
 # `make demo` from a fresh clone of HEAD, timed (about 10 minutes; results/demo.{json,md}).
 bench-demo: $(BSTAMP)

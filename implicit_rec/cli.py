@@ -197,6 +197,7 @@ def cmd_run(args) -> int:
     from . import pipeline
 
     cfg = effective_config(args)
+    _cpu_devices(max(cfg.fm.devices, cfg.vm.devices))
     if not args.quiet:
         print(
             f"implicit-rec run -> {args.out}\n--- effective configuration ---\n"
@@ -207,6 +208,20 @@ def cmd_run(args) -> int:
     result = pipeline.run(args.out, cfg, force=args.force, quiet=args.quiet, command=sys.argv)
     _summary(result, time.perf_counter() - t0)
     return 0
+
+
+def _cpu_devices(count: int) -> None:
+    """Make ``count`` CPU devices for fm.devices / vm.devices > 1 (as train-decentralized does for its
+    agents), unless the user chose a count (JAX_NUM_CPU_DEVICES, XLA_FLAGS) or JAX already started; on
+    a GPU or TPU machine the extra CPU devices are unused."""
+    if count <= 1 or "JAX_NUM_CPU_DEVICES" in os.environ or "device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", count)  # before the backend starts
+    except RuntimeError:  # JAX already started (an in-process call): the mesh names the missing devices
+        pass
 
 
 def cmd_sweep(args) -> int:

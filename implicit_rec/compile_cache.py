@@ -9,7 +9,10 @@ loads the compiled programs from disk. The directory, first match wins:
    (``off`` also switches off a cache set by 1., through ``jax_enable_compilation_cache``);
 3. ``$XDG_CACHE_HOME/implicit-rec/jax``, else ``~/.cache/implicit-rec/jax``.
 
-In 2. and 3. programs that took at least :data:`MIN_COMPILE_TIME_S` to compile are kept, up to
+In 2. and 3. every program is kept (:data:`MIN_COMPILE_TIME_S` = 0: a run compiles hundreds of
+small programs -- an initialiser per parameter shape, eager array operations -- each in 0.05-0.2 s,
+and reads them back about 10x faster; measured: 120 such programs, 22 s of CPU compiled, 2.5 s
+read from the cache), up to
 :data:`MAX_SIZE_BYTES` (least recently used entries are evicted; the
 ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and ``JAX_COMPILATION_CACHE_MAX_SIZE`` variables
 override both). The size limit makes JAX take a file lock (the ``filelock`` package) around every
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ENV = "IMPLICIT_REC_JAX_CACHE"
-MIN_COMPILE_TIME_S = 0.2
+MIN_COMPILE_TIME_S = 0.0
 MAX_SIZE_BYTES = 2 * 2**30
 
 

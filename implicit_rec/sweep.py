@@ -38,7 +38,7 @@ from flax import nnx
 import solvers
 
 from . import metrics, stats
-from .models.training import padded_chunks, predict
+from .models.training import PREDICT_BATCH, padded_chunks, predict
 from .models.vertical import VerticalModel
 from .sweep_core import SweepRow, check_iterations, sweep_rows
 
@@ -75,8 +75,6 @@ class ExplicitPoint:
     def to_dict(self) -> dict:
         return {"depth": self.depth, **self.metrics, "seconds": self.seconds, "flops": self.flops}
 
-
-PREDICT_BATCH = 2048  # training.predict's default batch: explicit_point reuses validation's compiled pass
 
 _FLOPS: dict = {}
 

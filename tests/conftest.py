@@ -33,7 +33,7 @@ if _cache == "off":
     os.environ.setdefault("IMPLICIT_REC_JAX_CACHE", "off")  # the CLI's own default cache stays off too
 else:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # as the CLI: small programs too
     # A size limit turns on JAX's file lock around every cache read and write (filelock, a test
     # dependency); without it JAX writes entries in place, and a concurrent test run could read half a file.
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))

@@ -87,19 +87,43 @@ def test_stack_checks_width_and_depth():
 # -- the width chooser ---------------------------------------------------------------------------
 
 
+COSTS = {
+    "quadratic": lambda w: 3.0 * w * w + 7.0 * w - 100.0,
+    "cubic": lambda w: 0.01 * w**3 + w,  # not quadratic: the interpolation misses, bisection finishes
+    "steps": lambda w: 10.0 * (w // 7) + 1e-3 * w,  # jumps between nearly flat runs
+}
+
+
+@pytest.mark.parametrize("name", sorted(COSTS))
 @pytest.mark.parametrize("target", [-5.0, 0.0, 17.0, 400.0, 401.0, 5e3, 1e9])
-def test_closest_width_is_the_brute_force_argmin(target):
+def test_closest_width_is_the_brute_force_argmin(name, target):
     grid = tuple(range(4, 41, 2))
     calls = []
 
     def cost(w):
         calls.append(w)
-        return 3.0 * w * w + 7.0 * w - 100.0
+        return COSTS[name](w)
 
     best = min(grid, key=lambda w: (abs(cost(w) - target), w))
     calls.clear()
     assert baselines.closest_width(cost, target, grid) == best
-    assert len(calls) <= 2 * int(np.ceil(np.log2(len(grid)))) + 3  # a bisection, not a scan
+    assert len(set(calls)) <= 2 * int(np.ceil(np.log2(len(grid)))) + 3  # a bisection, not a scan
+
+
+@pytest.mark.parametrize("target", [1234.5, 5e4, 3e5, 7.7e5])
+def test_closest_width_of_a_quadratic_cost_takes_five_probes(target):
+    """Parameter counts are quadratic in the width: the interpolation finds the width in 5 models."""
+    grid = tuple(range(4, 513))
+    calls = set()
+
+    def cost(w):
+        calls.add(w)
+        return 2.0 * w * w + 50.0 * w + 300.0
+
+    best = min(grid, key=lambda w: (abs(cost(w) - target), w))
+    calls.clear()
+    assert baselines.closest_width(cost, target, grid) == best
+    assert len(calls) <= 5, sorted(calls)
 
 
 def test_width_grid():

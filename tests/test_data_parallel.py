@@ -257,3 +257,20 @@ def _main(argv=None) -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+@pytest.mark.parametrize(("count", "env", "expected"), [(3, {}, 3), (1, {}, 1), (3, {"JAX_NUM_CPU_DEVICES": "2"}, 2)])
+def test_run_makes_the_cpu_devices_its_config_asks_for(count, env, expected):
+    """`implicit-rec run` with fm/vm.devices = N > 1 makes N CPU devices before JAX starts, unless the
+    user set a count (which wins)."""
+    code = f"from implicit_rec import cli; cli._cpu_devices({count}); import jax; print(jax.device_count())"
+    base = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == str(expected)

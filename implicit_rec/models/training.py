@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from .. import metrics
 from ..checkpoint import CheckpointError, conform, load_tree, save_tree
 from ..layers import AdjointProbe, LayerInfo
 from . import parallel
+from .prefetch import prefetch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +64,14 @@ def padding_weight(n_real: int, size: int) -> np.ndarray:
     return (np.arange(size) < n_real).astype(np.float32)
 
 
+PREDICT_BATCH = 2048  # rows per chunk of predict (and of fit's validation)
+
+
 def predict(
     model: nnx.Module,
     make_batch: Callable,
     rows: np.ndarray,
-    batch_size: int = 2048,
+    batch_size: int = PREDICT_BATCH,
     output: str = "logit",
     mesh: jax.sharding.Mesh | None = None,
 ) -> np.ndarray:
@@ -74,19 +79,19 @@ def predict(
 
     The forward pass is compiled once per model structure and ``output`` (models of the same
     structure share it): the last chunk is padded to ``batch_size`` rows and the padding dropped.
+    Chunks are built on a background thread (:func:`~implicit_rec.models.prefetch.prefetch`) and
+    dispatched without waiting for the previous result.
     ``mesh`` (:func:`.parallel.data_mesh`): each chunk is split over its devices (``batch_size``
     rounded up to a multiple of their count), a replicated copy of the model runs on every device."""
     model.eval()
     if mesh is None:
-        chunks = _batches(rows, batch_size, None)
-        preds = [np.asarray(_probabilities(model, make_batch(chunk), output))[:n] for chunk, n in chunks]
+        chunks = prefetch((make_batch(chunk), n) for chunk, n in _batches(rows, batch_size, None))
+        preds = [(_probabilities(model, batch, output), n) for batch, n in chunks]
     else:
         copy, size = parallel.on_mesh(model, mesh), -(-batch_size // mesh.size) * mesh.size
-        preds = [
-            parallel.to_host(_probabilities(copy, parallel.shard_batch(make_batch, chunk, mesh), output))[:n]
-            for chunk, n in _batches(rows, size, None)
-        ]
-    return np.concatenate(preds) if preds else np.zeros(0, np.float32)
+        chunks = prefetch((parallel.shard_batch(make_batch, chunk, mesh), n) for chunk, n in _batches(rows, size, None))
+        preds = [(_probabilities(copy, batch, output), n) for batch, n in chunks]
+    return np.concatenate([parallel.to_host(p)[:n] for p, n in preds]) if preds else np.zeros(0, np.float32)
 
 
 @nnx.jit(static_argnames="output")
@@ -145,7 +150,16 @@ def fit(
 
     After each epoch the validation AUC is computed; training stops after ``patience`` epochs
     without improvement and the parameters of the best epoch are restored. Returns the history,
-    with ``examples_per_second`` (training steps only, after the first compiled step).
+    with ``examples_per_second`` (the training loops after the first, compiling step) and, per epoch
+    of this call, ``train_seconds`` and ``valid_seconds`` (wall; compilation included).
+
+    The input pipeline keeps the device busy: batches are built on a background thread
+    (:func:`~implicit_rec.models.prefetch.prefetch`), steps are dispatched without waiting for the
+    previous loss (read once per epoch), the step's graph traversal is cached per epoch
+    (``nnx.cached_partial``), and, without a mesh, the validation programs (predict's forward pass
+    and a :class:`ConvergenceMonitor`) are compiled on another thread while the first epoch trains,
+    on a clone of the model in eval mode. Validation runs at the model's evaluation settings (for an
+    implicit VM its ``eval_solver``): early stopping then selects the model as it is tested.
 
     Solver health is logged per epoch when the model has implicit layers (``LayerInfo`` in the
     loss's aux, ``AdjointProbe`` variables in the model): ``train_converged_fraction`` and
@@ -196,36 +210,50 @@ def fit(
         parallel.replicate(model, mesh)
         parallel.replicate(opt, mesh)
     n_batches = -(-len(train_rows) // config.batch_size)
+    more = len(history) < config.epochs and stale < config.patience
+    ahead = _compile_ahead(model, make_batch, valid_rows, monitor) if more and mesh is None else None
+    train_seconds, valid_seconds = [], []
     for epoch in range(len(history), config.epochs):
         if stale >= config.patience:
             break
+        t_epoch = time.perf_counter()
         model.train()
         bar = (
             progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
             if progress_bar is not None
             else None
         )
-        losses, totals = [], 0.0
-        for i, (rows, n_real) in enumerate(_batches(train_rows, config.batch_size, rng)):
-            weight = padding_weight(n_real, len(rows))
-            if mesh is None:
-                batch = {**make_batch(rows), "weight": weight}
-            else:
-                batch = parallel.shard_batch(make_batch, rows, mesh, weight)
-            t0 = time.perf_counter()
-            loss, batch_totals = _train_step(model, opt, batch, loss_fn)
-            loss = float(loss)
-            totals = totals + np.asarray(batch_totals, np.float64)
-            if i > 0 or epoch > 0:  # the first step compiles
-                seconds += time.perf_counter() - t0
-                examples += n_real
+        step = nnx.cached_partial(_train_step, model, opt)
+        batches = prefetch(
+            (n_real, _train_batch(make_batch, rows, padding_weight(n_real, len(rows)), mesh))
+            for rows, n_real in _batches(train_rows, config.batch_size, rng)
+        )
+        losses, totals, t0, timed = [], [], time.perf_counter(), 0
+        for i, (n_real, batch) in enumerate(batches):
+            loss, batch_totals = step(batch, loss_fn)
             losses.append(loss)
+            totals.append(batch_totals)
+            if i == 0 and epoch == 0:  # the first step compiles
+                jax.block_until_ready(loss)
+                t0 = time.perf_counter()
+            else:
+                timed += n_real
             if bar is not None:
                 bar.update(1)
                 if i % 20 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                    bar.set_postfix(loss=f"{np.mean(np.asarray(jax.device_get(losses), np.float64)):.4f}")
+        losses = np.asarray(jax.device_get(losses), np.float64)  # waits for the last step
+        totals = np.sum(np.asarray(jax.device_get(totals), np.float64), axis=0) if totals else 0.0
+        if timed:
+            seconds += time.perf_counter() - t0
+            examples += timed
         if bar is not None:
             bar.close()
+        t_valid = time.perf_counter()
+        train_seconds.append(t_valid - t_epoch)
+        if ahead is not None:
+            ahead.join()
+            ahead = None
         probs = predict(model, make_batch, valid_rows, mesh=mesh)
         valid = metrics.evaluate(valid_labels, probs, valid_users)
         record = {
@@ -235,6 +263,7 @@ def fit(
             **{f"valid_{k}": v for k, v in valid.items()},
             **(monitor(model) if monitor is not None else {}),
         }
+        valid_seconds.append(time.perf_counter() - t_valid)
         history.append(record)
         if progress is not None:
             progress(record)
@@ -273,7 +302,44 @@ def fit(
         "best_valid_auc": float(best_auc),
         "epochs_run": len(history),
         "examples_per_second": examples / seconds if seconds > 0 else float("nan"),
+        "train_seconds": train_seconds,
+        "valid_seconds": valid_seconds,
     }
+
+
+def _train_batch(make_batch: Callable, rows: np.ndarray, weight: np.ndarray, mesh: jax.sharding.Mesh | None) -> dict:
+    """The training batch of ``rows`` with its padding ``weight``, split over ``mesh`` when given."""
+    if mesh is None:
+        return {**make_batch(rows), "weight": weight}
+    return parallel.shard_batch(make_batch, rows, mesh, weight)
+
+
+def _compile_ahead(
+    model: nnx.Module, make_batch: Callable, rows: np.ndarray, monitor: Callable | None
+) -> threading.Thread | None:
+    """Compile fit's validation programs on a background thread, on a clone of ``model`` in eval mode:
+    predict's forward pass (a chunk of ``PREDICT_BATCH`` rows) and a :class:`ConvergenceMonitor`'s
+    program (other monitors are not called here). XLA compiles a program on one core, so this
+    overlaps the first epoch's training, whose step compiles on the other. An error is dropped here:
+    the same call in ``fit`` raises it. Returns the thread (join it before validating), or None
+    without validation rows."""
+    if len(rows) == 0:
+        return None
+    clone = nnx.clone(model)
+    batch = make_batch(pad_rows(np.asarray(rows[:PREDICT_BATCH]), PREDICT_BATCH))
+
+    def compile_validation() -> None:
+        try:
+            clone.eval()
+            jax.block_until_ready(_probabilities(clone, batch, "logit"))
+            if isinstance(monitor, ConvergenceMonitor):
+                monitor(clone)
+        except Exception:  # raised again, in the caller's thread, by the validation it prepares
+            pass
+
+    thread = threading.Thread(target=compile_validation, name="compile-validation", daemon=True)
+    thread.start()
+    return thread
 
 
 _KEEP = nnx.Not(nnx.RngState)
