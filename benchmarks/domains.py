@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,20 +33,10 @@ from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
 from .common import RESULTS, machine_info
+from .tiny_run import JAX_CACHE_VARS, _children_cpu  # the same cold-cache subprocess measure
 
 DOMAINS = ("lp", "deblur", "pde")
 TARGET_WALL_S = 15 * 60.0
-# JAX settings a user may have exported: the benchmark uses only its own, empty cache.
-JAX_CACHE_VARS = (
-    "JAX_COMPILATION_CACHE_DIR",
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-    "JAX_COMPILATION_CACHE_MAX_SIZE",
-)
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def headline(name: str, metrics: dict) -> dict:

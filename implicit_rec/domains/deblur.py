@@ -125,7 +125,7 @@ _DEBLUR_CHECKS = {
 
 
 PRESETS = {
-    # "default": about 10 minutes on 2 CPU cores; "tiny": seconds, for the tests
+    # "default": about 10 minutes on 2 CPU cores (benchmarks/results/domains.md); "tiny": seconds, for the tests
     "tiny": DeblurConfig(
         size=16,
         n_train=96,
@@ -328,7 +328,7 @@ def _apply_eval(params, y, *, kind: str, op: prox.BlurOperator, cfg: DeblurConfi
 
 @functools.partial(jax.jit, static_argnames=("op", "ks", "z0"))
 def _sweep_trajectory(params, y, x, *, op: prox.BlurOperator, ks: tuple, z0: str):
-    """Picard iterates at every k in ``ks``: (PSNR (K,), MSE (K,), relative residual (K, N), iterates)."""
+    """Of the Picard iterates z_k, k in ``ks``: mean PSNR (K,), MSE (K,) and relative residual (K, N)."""
     traj = trajectory(params, y, op, ks, z0)  # (K, N, H, W)
     psnr_k = jax.vmap(lambda z: jnp.mean(psnr(z, x)))(traj)
     mse_k = jnp.mean((traj - x) ** 2, axis=(1, 2, 3))
