@@ -4,7 +4,9 @@ what is expected, raised before any data is generated or any model is trained (i
 import argparse
 import dataclasses
 import inspect
+import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -267,3 +269,25 @@ def test_cli_registers_on_another_command_line():
     assert args.func is cli.run and args.name == "pde"
     study, cfg = cli.configure(args)
     assert study is pde_study.STUDY and (cfg.epochs, cfg.seed, cfg.n) == (1, 3, 16)
+
+
+def test_cli_turns_the_compile_cache_on_and_off_like_implicit_rec(tmp_path, monkeypatch, capsys):
+    """``python -m implicit_rec.domains`` enables the persistent compilation cache as ``implicit-rec`` does
+    (the directory of ``$IMPLICIT_REC_JAX_CACHE``); ``--no-compile-cache`` turns it off for the process
+    and, through the environment, for the processes it starts."""
+    previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
+    for var in ("JAX_COMPILATION_CACHE_DIR", "IMPLICIT_REC_JAX_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("IMPLICIT_REC_JAX_CACHE", str(tmp_path / "jax"))
+        with pytest.raises(SystemExit):  # a usage error after the cache is set up: nothing is computed
+            cli.main(["lp", "--set", "epochs=0", "--out", str(tmp_path / "a"), "--quiet"])
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax") and (tmp_path / "jax").is_dir()
+        with pytest.raises(SystemExit):
+            cli.main(["lp", "--set", "epochs=0", "--out", str(tmp_path / "b"), "--quiet", "--no-compile-cache"])
+        assert os.environ["IMPLICIT_REC_JAX_CACHE"] == "off" and not jax.config.jax_enable_compilation_cache
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous[0])
+        jax.config.update("jax_enable_compilation_cache", previous[1])
+    capsys.readouterr()

@@ -227,3 +227,28 @@ def test_tiny_study_behaviour(tiny_run):
     assert rows[0]["residual"] == pytest.approx(1.0, rel=1e-5) and rows[0]["converged_fraction"] == 0.0
     assert rows[-1]["psnr"] > rows[0]["psnr"] + 5.0
     assert rows[-1]["residual"] < rows[1]["residual"]
+
+
+def test_training_compiles_one_step_per_model_kind():
+    """Steps, validation passes and a second training with an equal (not the same) operator reuse one
+    compiled train step and one validation program: the data are arguments, the operator a value-hashed
+    static argument."""
+    cfg = deblur.STUDY.configure("tiny", steps=4, eval_every=2, train_max_iter=3)
+    prob = deblur.make_problem(cfg)
+    params = prox.init_step(jax.random.PRNGKey(0), cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
+    jax.clear_caches()
+    _, hist = deblur.train("implicit", params, prob, cfg, jax.random.PRNGKey(1))
+    again = deblur.Problem(_op_copy(prob.op), prob.kernel, prob.splits, prob.x, prob.y)
+    deblur.train("implicit", params, again, cfg, jax.random.PRNGKey(2))
+    assert len(hist["loss"]) == 4 and [s for s, _ in hist["val_psnr"]] == [2, 4]
+    assert deblur._train_step._cache_size() == 1
+    assert deblur._mean_psnr._cache_size() == 1
+    with pytest.raises(ValueError, match="kind"):
+        deblur.apply_model("cnn", params, prob.y["val"], prob.op, cfg, True)
+
+
+def _op_copy(op):
+    other = prox.BlurOperator(np.array(op.khat), tuple(op.shape))
+    assert other is not op and other == op and hash(other) == hash(op)
+    assert other != prox.BlurOperator(2 * np.array(op.khat), tuple(op.shape))
+    return other

@@ -1,6 +1,7 @@
 """Linear-program domain: HiGHS labels, the implicit GNN's fixed point and gradients, the sweep, the script."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -214,3 +215,34 @@ def test_bad_preset_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         domain_lp.main(["--preset", "huge"])
     assert "--preset" in capsys.readouterr().err
+
+
+def test_training_and_chunked_prediction_compile_once(lps):
+    """Three epochs (validation after each) compile the train step once, and validation and a test pass
+    whose last chunk is short share one compiled forward: the short chunk is padded, without changing
+    the real rows."""
+    cfg = lp.STUDY.configure("tiny", epochs=3, eval_every=1, batch_size=4, train_max_iter=4, eval_max_iter=6)
+    x, y = _inputs(lps, 12, jnp.float32)
+    model = lp.build("implicit", 2, cfg, 0)
+    jax.clear_caches()
+    lp.train(model, lp.take(x, slice(0, 8)), y[:8], lp.take(x, slice(8, 12)), y[8:], cfg)
+    x_te = lp.take(x, slice(0, 6))
+    y_hat, info = lp.predict(model, x_te, batch=4, with_info=True)  # chunks of 4 and 2 (padded to 4)
+    assert lp._train_step.jitted_fn._cache_size() == 1
+    assert lp._forward.jitted_fn._cache_size() == 1
+    whole, info_whole = lp.predict(model, x_te, batch=6, with_info=True)
+    assert y_hat.shape == (6, 50)
+    np.testing.assert_allclose(y_hat, whole, rtol=1e-5, atol=1e-6)
+    assert info == pytest.approx(info_whole)
+
+
+def test_matched_width_is_built_abstractly(caplog):
+    """The matched width search draws and compiles nothing, and picks the widest explicit GNN within the budget."""
+    cfg = lp.PRESETS["tiny"]
+    budget = count_params(lp.build("implicit", 8, cfg, 0))
+    jax.clear_caches()
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+        width = lp.matched_width(budget, cfg)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling")] == []
+    assert count_params(lp.build("explicit", width, cfg, 0)) <= budget
+    assert count_params(lp.build("explicit", width + 1, cfg, 0)) > budget

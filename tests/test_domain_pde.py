@@ -327,3 +327,21 @@ def test_bad_preset_and_seed_give_clear_errors(capsys):
     with pytest.raises(SystemExit):
         domain_pde.main(["--preset", "tiny", "--seed", "-1", "--out", "unused"])
     assert "--seed" in capsys.readouterr().err
+
+
+def test_training_and_chunked_evaluation_compile_once():
+    """Two epochs compile the train step once; validation and a test set whose last chunk is short share
+    one compiled forward (the short chunk is padded, without changing the real samples)."""
+    cfg = pde_study.STUDY.configure("tiny", epochs=2, batch_size=4, train_max_iter=3, eval_max_iter=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(14, cfg.n, cfg.n, 2)).astype(np.float32)
+    u = rng.normal(size=(14, cfg.n, cfg.n)).astype(np.float32)
+    data = {"x_train": x[:8], "u_train": u[:8], "x_valid": x[8:12], "u_valid": u[8:12]}
+    model = pde_study.build_models(cfg)["implicit FNO"][0]
+    jax.clear_caches()
+    fit = pde_study.fit(model, data, cfg)
+    pred = pde_study.predict(model, x[:6], chunk=4)  # chunks of 4 and 2 (padded to 4)
+    assert len(fit["history"]) == 2
+    assert pde_study._train_step.jitted_fn._cache_size() == 1
+    assert pde_study._predict.jitted_fn._cache_size() == 1
+    np.testing.assert_allclose(pred, pde_study.predict(model, x[:6], chunk=6), rtol=1e-5, atol=1e-6)

@@ -1,14 +1,15 @@
 """One command line for every domain study.
 
     python -m implicit_rec.domains NAME [--preset P] [--set KEY=VALUE ...] [--seed S] [--out DIR]
-        [--cache-dir DIR] [--quiet]
+        [--cache-dir DIR] [--quiet] [--no-compile-cache]
 
 NAME is one of :data:`STUDIES` (lp, deblur, pde). ``--set`` overrides a field of the study's config
 (repeatable; ``spec.m=20`` sets a field of a nested config; tuples as ``iterations=0,1,2,4``,
 booleans as true / false, ``none`` for None). Writes DIR/metrics.json, DIR/report.md and the
 study's plots (DIR replaced atomically; default runs/domain-NAME); generated data are cached in
-``--cache-dir`` (default DIR/../cache). :func:`add_parser` registers the same command on another
-CLI (``implicit-rec domain NAME ...``).
+``--cache-dir`` (default DIR/../cache). JAX's persistent compilation cache is on, as for
+``implicit-rec`` (off with ``--no-compile-cache`` or ``IMPLICIT_REC_JAX_CACHE=off``).
+:func:`add_parser` registers the same command on another CLI (``implicit-rec domain NAME ...``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m implicit_rec.domains`` (and ``experiments/domain_*.py``): turns JAX's persistent
+    compilation cache on first, as ``implicit-rec`` does (``--no-compile-cache``, or
+    ``IMPLICIT_REC_JAX_CACHE=off``, turns it off)."""
     parser = argparse.ArgumentParser(prog="python -m implicit_rec.domains", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program afresh (no persistent JAX compilation cache; as IMPLICIT_REC_JAX_CACHE=off)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.command = "domain"
+    from ..cli import compile_cache
+
+    compile_cache(args)
     return args.func(args)

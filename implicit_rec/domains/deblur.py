@@ -125,7 +125,7 @@ _DEBLUR_CHECKS = {
 
 
 PRESETS = {
-    # "default": about 10 minutes on 2 CPU cores; "tiny": seconds, for the tests
+    # "default": about 10 minutes on 2 CPU cores (benchmarks/results/domains.md); "tiny": seconds, for the tests
     "tiny": DeblurConfig(
         size=16,
         n_train=96,
@@ -251,36 +251,60 @@ def perturbations(key, shape, op: prox.BlurOperator, scale: float, dtype=jnp.flo
 
 
 # -- training ----------------------------------------------------------------------------------
-def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: Callable | None = None):
-    """Adam (cosine decay, clip 1.0) on the MSE of apply(params, y) vs x, fresh noise every step.
+MODEL_KINDS = ("implicit", "explicit", "unrolled")
+
+
+def apply_model(kind: str, params, y, op: prox.BlurOperator, cfg: DeblurConfig, train: bool):
+    """x_hat (B, H, W) of model ``kind`` (:data:`MODEL_KINDS`); the implicit one with the training or
+    evaluation solver settings."""
+    if kind == "implicit":
+        return implicit_apply(params, y, op, solver_options(cfg, train), cfg.z0)[0]
+    if kind == "explicit":
+        return explicit_apply(params, y, op, cfg.z0)
+    if kind == "unrolled":
+        return unrolled_apply(params, y, op, cfg.z0)
+    raise ValueError(f"kind={kind!r} is not known; choose one of {', '.join(MODEL_KINDS)}.")
+
+
+def optimizer(cfg: DeblurConfig) -> optax.GradientTransformation:
+    """Adam with cosine decay (to 0.1 of ``learning_rate`` over ``steps``) after global-norm clipping at 1."""
+    sched = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps, alpha=0.1)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "op", "cfg"))
+def _train_step(params, state, key, x_train, *, kind: str, op: prox.BlurOperator, cfg: DeblurConfig):
+    """One Adam step on the MSE of a batch of ``batch_size`` training crops with fresh noise: (params, state, loss).
+
+    The data are arguments, not constants of the program; one compilation per (kind, operator, config).
+    """
+    k1, k2 = jax.random.split(key)
+    x = x_train[jax.random.randint(k1, (cfg.batch_size,), 0, x_train.shape[0])]
+    y = blur_and_noise(op, x, cfg.noise, k2)
+    loss, grads = jax.value_and_grad(lambda p: jnp.mean((apply_model(kind, p, y, op, cfg, True) - x) ** 2))(params)
+    updates, state = optimizer(cfg).update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "op", "cfg", "train"))
+def _mean_psnr(params, y, x, *, kind: str, op: prox.BlurOperator, cfg: DeblurConfig, train: bool):
+    return jnp.mean(psnr(apply_model(kind, params, y, op, cfg, train), x))
+
+
+def train(kind: str, params, prob: Problem, cfg: DeblurConfig, key, log: Callable | None = None):
+    """Adam (cosine decay, clip 1.0) on the MSE of model ``kind`` vs x, fresh noise every step; the
+    validation PSNR uses the training solver settings.
 
     Returns (best params by validation PSNR, history dict).
     """
-    sched = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps, alpha=0.1)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key, x_train):  # the data are arguments, not constants of the program
-        k1, k2 = jax.random.split(key)
-        x = x_train[jax.random.randint(k1, (cfg.batch_size,), 0, x_train.shape[0])]
-        y = blur_and_noise(prob.op, x, cfg.noise, k2)
-
-        def loss_fn(p):
-            out = apply(p, y)
-            return jnp.mean((out - x) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    val = jax.jit(lambda p, y, x: jnp.mean(psnr(apply(p, y), x)))
+    state = optimizer(cfg).init(params)
+    static = dict(kind=kind, op=prob.op, cfg=cfg)
     best, best_psnr, hist = params, -np.inf, {"loss": [], "val_psnr": []}
     for i, k in enumerate(jax.random.split(key, cfg.steps)):
-        params, state, loss = step(params, state, k, prob.x["train"])
+        params, state, loss = _train_step(params, state, k, prob.x["train"], **static)
         hist["loss"].append(float(loss))
         if (i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps:
-            v = float(val(params, prob.y["val"], prob.x["val"]))
+            v = float(_mean_psnr(params, prob.y["val"], prob.x["val"], train=True, **static))
             hist["val_psnr"].append((i + 1, v))
             if log:
                 log(f"  step {i + 1:5d}  loss {np.mean(hist['loss'][-cfg.eval_every :]):.2e}  val PSNR {v:.2f}")
@@ -288,6 +312,51 @@ def train(apply: Callable, params, prob: Problem, cfg: DeblurConfig, key, log: C
                 best, best_psnr = params, v
     hist["best_val_psnr"] = best_psnr
     return best, hist
+
+
+# -- evaluation (one compiled program per model kind and operator) -----------------------------
+@functools.partial(jax.jit, static_argnames=("op", "cfg"))
+def _implicit_eval(params, y, *, op: prox.BlurOperator, cfg: DeblurConfig):
+    """(z*, SolverInfo) with the evaluation solver settings."""
+    return implicit_apply(params, y, op, solver_options(cfg, False), cfg.z0)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "op", "cfg"))
+def _apply_eval(params, y, *, kind: str, op: prox.BlurOperator, cfg: DeblurConfig):
+    return apply_model(kind, params, y, op, cfg, False)
+
+
+@functools.partial(jax.jit, static_argnames=("op", "ks", "z0"))
+def _sweep_trajectory(params, y, x, *, op: prox.BlurOperator, ks: tuple, z0: str):
+    """Of the Picard iterates z_k, k in ``ks``: mean PSNR (K,), MSE (K,) and relative residual (K, N)."""
+    traj = trajectory(params, y, op, ks, z0)  # (K, N, H, W)
+    psnr_k = jax.vmap(lambda z: jnp.mean(psnr(z, x)))(traj)
+    mse_k = jnp.mean((traj - x) ** 2, axis=(1, 2, 3))
+    fz = jax.vmap(lambda z: cell_fn(op)(z, params, y))(traj)
+    flat = lambda a: a.reshape(len(ks), y.shape[0], -1)  # noqa: E731
+    res = jnp.linalg.norm(flat(fz - traj), axis=-1) / (jnp.linalg.norm(flat(fz), axis=-1) + 1e-12)
+    return psnr_k, mse_k, res
+
+
+@functools.partial(jax.jit, static_argnames=("op", "ks", "z0"))
+def _sweep_lipschitz(params, y, deltas, *, op: prox.BlurOperator, ks: tuple, z0: str):
+    est = solvers.empirical_lipschitz(
+        lambda yy: trajectory(params, yy, op, ks, z0), y, deltas, readout_axis=0, stacked=True
+    )
+    return est.max, est.mean
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "op", "cfg"))
+def _model_lipschitz(params, y, deltas, *, kind: str, op: prox.BlurOperator, cfg: DeblurConfig):
+    """(max, mean) empirical Lipschitz constant of y -> x_hat for a trained model (evaluation settings)."""
+    est = solvers.empirical_lipschitz(lambda yy: apply_model(kind, params, yy, op, cfg, False), y, deltas)
+    return est.max, est.mean
+
+
+@functools.partial(jax.jit, static_argnames=("op", "lam"))
+def _wiener_lipschitz(y, deltas, *, op: prox.BlurOperator, lam: float):
+    est = solvers.empirical_lipschitz(lambda yy: op.tikhonov(yy, lam), y, deltas)
+    return est.max, est.mean
 
 
 def tune_wiener(prob: Problem, grid=None) -> tuple[float, float]:
@@ -322,14 +391,12 @@ def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Re
 
     # implicit
     t0 = time.perf_counter()
-    train_opts, eval_opts = solver_options(cfg, True), solver_options(cfg, False)
     p_imp = prox.init_step(k_imp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
     log(f"implicit ({prox.num_params(p_imp)} params)")
-    p_imp, hist_imp = train(
-        lambda p, y: implicit_apply(p, y, op, train_opts, z0)[0], p_imp, prob, cfg, jax.random.fold_in(k_train, 0), log
-    )
+    p_imp, hist_imp = train("implicit", p_imp, prob, cfg, jax.random.fold_in(k_train, 0), log)
     timing["train_implicit_s"] = time.perf_counter() - t0
-    z_imp, info = jax.jit(lambda p, y: implicit_apply(p, y, op, eval_opts, z0))(p_imp, yt)
+    z_imp, info = _implicit_eval(p_imp, yt, op=op, cfg=cfg)
+    eval_opts = solver_options(cfg, False)
     eta, lam_imp = prox.step_sizes(p_imp)
     models["implicit"] = {
         "params": prox.num_params(p_imp),
@@ -348,10 +415,8 @@ def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Re
     t0 = time.perf_counter()
     p_exp = prox.init_step(k_exp, cfg.channels, cfg.cnn_layers, cfg.eta0, cfg.lam0)
     log(f"explicit ({prox.num_params(p_exp)} params)")
-    p_exp, hist_exp = train(
-        lambda p, y: explicit_apply(p, y, op, z0), p_exp, prob, cfg, jax.random.fold_in(k_train, 1), log
-    )
-    z_exp = explicit_apply(p_exp, yt, op, z0)
+    p_exp, hist_exp = train("explicit", p_exp, prob, cfg, jax.random.fold_in(k_train, 1), log)
+    z_exp = _apply_eval(p_exp, yt, kind="explicit", op=op, cfg=cfg)
     models["explicit"] = {
         "params": prox.num_params(p_exp),
         "psnr": float(jnp.mean(psnr(z_exp, xt))),
@@ -375,13 +440,11 @@ def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Re
         t0 = time.perf_counter()
         p = init_unrolled(jax.random.fold_in(k_unr, d), d, cfg)
         log(f"unrolled depth {d} ({prox.num_params(p)} params)")
-        p, hist = train(
-            lambda p, y: unrolled_apply(p, y, op, z0), p, prob, cfg, jax.random.fold_in(k_train, 10 + d), log
-        )
+        p, hist = train("unrolled", p, prob, cfg, jax.random.fold_in(k_train, 10 + d), log)
         p_unr[d] = p
         unrolled[str(d)] = {
             "params": prox.num_params(p),
-            "psnr": float(jnp.mean(psnr(unrolled_apply(p, yt, op, z0), xt))),
+            "psnr": float(jnp.mean(psnr(_apply_eval(p, yt, kind="unrolled", op=op, cfg=cfg), xt))),
             "val_psnr": hist["best_val_psnr"],
             "train_seconds": time.perf_counter() - t0,
         }
@@ -391,20 +454,11 @@ def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Re
     # sweep: PSNR, residual and Lipschitz at each k, from Picard iterates of the implicit cell
     t0 = time.perf_counter()
     ks = cfg.iterations
-    traj = jax.jit(lambda p, y: trajectory(p, y, op, ks, z0))(p_imp, yt)  # (len(ks), N, H, W)
-    psnr_k = np.asarray(jax.vmap(lambda z: jnp.mean(psnr(z, xt)))(traj))
-    mse_k = np.asarray(jnp.mean((traj - xt) ** 2, axis=(1, 2, 3)))
-    fz = jax.jit(jax.vmap(lambda z: cell_fn(op)(z, p_imp, yt)))(traj)
-    flat = lambda a: a.reshape(len(ks), len(xt), -1)  # noqa: E731
-    res = np.asarray(jnp.linalg.norm(flat(fz - traj), axis=-1) / (jnp.linalg.norm(flat(fz), axis=-1) + 1e-12))
+    psnr_k, mse_k, res = (np.asarray(a) for a in _sweep_trajectory(p_imp, yt, xt, op=op, ks=ks, z0=z0))
     n_lip = min(cfg.lipschitz_examples, len(xt))
     y_lip = yt[:n_lip]
     deltas = perturbations(k_lip, (cfg.lipschitz_perturbations,) + y_lip.shape, op, cfg.lipschitz_scale, y_lip.dtype)
-    lip = jax.jit(
-        lambda p, y, d: solvers.empirical_lipschitz(
-            lambda yy: trajectory(p, yy, op, ks, z0), y, d, readout_axis=0, stacked=True
-        )[:2]
-    )(p_imp, y_lip, deltas)
+    lip = _sweep_lipschitz(p_imp, y_lip, deltas, op=op, ks=ks, z0=z0)
     rows = sweep_rows(
         ks,
         {"error": mse_k, "psnr": psnr_k},
@@ -415,16 +469,17 @@ def run(cfg: DeblurConfig, *, cache_dir=None, log: Callable | None = None) -> Re
     )
     residual_max = res.max(axis=1)
 
-    def lip_of(g):  # one compiled program per model
-        est = jax.jit(lambda y, d: solvers.empirical_lipschitz(g, y, d)[:2])(y_lip, deltas)
+    def lip_of(est):
         return {"lipschitz_max": float(est[0]), "lipschitz_mean": float(est[1])}
 
-    models["implicit"].update(lip_of(lambda y: implicit_apply(p_imp, y, op, eval_opts, z0)[0]))
-    models["explicit"].update(lip_of(lambda y: explicit_apply(p_exp, y, op, z0)))
-    models["wiener"].update(lip_of(lambda y: op.tikhonov(y, lam)))
+    models["implicit"].update(lip_of(_model_lipschitz(p_imp, y_lip, deltas, kind="implicit", op=op, cfg=cfg)))
+    models["explicit"].update(lip_of(_model_lipschitz(p_exp, y_lip, deltas, kind="explicit", op=op, cfg=cfg)))
+    models["wiener"].update(lip_of(_wiener_lipschitz(y_lip, deltas, op=op, lam=lam)))
     for d, p in p_unr.items():
         same = {k: models["explicit"][k] for k in ("lipschitz_max", "lipschitz_mean")}
-        models["unrolled"][str(d)].update(same if d == 1 else lip_of(lambda y, p=p: unrolled_apply(p, y, op, z0)))
+        if d != 1:
+            same = lip_of(_model_lipschitz(p, y_lip, deltas, kind="unrolled", op=op, cfg=cfg))
+        models["unrolled"][str(d)].update(same)
     timing["sweep_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
 

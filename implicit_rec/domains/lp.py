@@ -190,10 +190,13 @@ def build(kind: str, d: int, cfg: LPConfig, seed: int) -> nnx.Module:
 
 
 def matched_width(target_params: int, cfg: LPConfig) -> int:
-    """Largest explicit width whose parameter count does not exceed ``target_params`` (at least 1)."""
+    """Largest explicit width whose parameter count does not exceed ``target_params`` (at least 1).
+
+    The candidates are built abstractly (``nnx.eval_shape``): nothing is drawn or compiled.
+    """
     best = 1
     for d in range(1, 257):
-        if count_params(build("explicit", d, cfg, 0)) > target_params:
+        if count_params(nnx.eval_shape(lambda d=d: build("explicit", d, cfg, 0))) > target_params:
             break
         best = d
     return best
@@ -204,18 +207,35 @@ def _forward(model: nnx.Module, x: dict):
     return model(x)
 
 
+def eval_batch(cfg: LPConfig) -> int:
+    """The chunk size of :func:`predict` in a study: the validation set in one chunk (at most 500), so
+    validation and test share one compiled forward per model."""
+    return min(500, max(1, int(round(cfg.val_fraction * cfg.n_train))))
+
+
+def _padded(x: dict, start: int, batch: int) -> dict:
+    """Rows start..start+batch of x; a short last chunk is padded with copies of its first row, so
+    every chunk has one shape (one compiled program). Rows are solved independently (the solver
+    freezes each converged row), so the padding does not change the real rows."""
+    idx = np.arange(start, start + batch)
+    return take(x, np.where(idx < x["A"].shape[0], idx, start))
+
+
 def predict(model: nnx.Module, x: dict, batch: int = 500, with_info: bool = False):
-    """ŷ (B, n) in evaluation mode, in chunks of ``batch``; with_info: also the implicit model's
-    solver summary {"converged_fraction", "mean_nstep"} (None for an explicit model)."""
+    """ŷ (B, n) in evaluation mode, in chunks of ``batch`` rows (the last one padded to ``batch``);
+    with_info: also the implicit model's solver summary {"converged_fraction", "mean_nstep"} (None for
+    an explicit model)."""
     model.eval()
-    outs = [_forward(model, take(x, slice(s, s + batch))) for s in range(0, x["A"].shape[0], batch)]
-    y_hat = jnp.concatenate([o[0] for o in outs])
+    total = x["A"].shape[0]
+    batch = min(batch, total)
+    outs = [_forward(model, _padded(x, s, batch)) for s in range(0, total, batch)]
+    y_hat = jnp.concatenate([o[0] for o in outs])[:total]
     if not with_info:
         return y_hat
     if outs[0][1] is None:
         return y_hat, None
-    conv = jnp.concatenate([o[1].converged for o in outs]).astype(float)
-    nstep = jnp.concatenate([o[1].nstep for o in outs]).astype(float)
+    conv = jnp.concatenate([o[1].converged for o in outs])[:total].astype(float)
+    nstep = jnp.concatenate([o[1].nstep for o in outs])[:total].astype(float)
     return y_hat, {"converged_fraction": float(jnp.mean(conv)), "mean_nstep": float(jnp.mean(nstep))}
 
 
@@ -254,7 +274,7 @@ def train(
             for i in range(0, steps_per_epoch * bsz, bsz)
         ]
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            val = float(jnp.mean(relative_error(predict(model, x_va), y_va, scale)))
+            val = float(jnp.mean(relative_error(predict(model, x_va, eval_batch(cfg)), y_va, scale)))
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_error": val})
             log(f"    epoch {epoch:3d}  train {np.mean(losses):.4f}  val {val:.4f}")
             if val < best:
@@ -332,7 +352,7 @@ def _fit_and_evaluate(kind: str, width: int, splits: tuple, cfg: LPConfig, log: 
     t0 = time.perf_counter()
     fit = train(model, x_tr, y_tr, x_va, y_va, cfg, log)
     t_train = time.perf_counter() - t0
-    y_hat, solver = predict(model, x_te, with_info=True)
+    y_hat, solver = predict(model, x_te, eval_batch(cfg), with_info=True)
     test_err = float(jnp.mean(relative_error(y_hat, y_te, cfg.spec.bound_std)))
     entry = {
         "width": width,

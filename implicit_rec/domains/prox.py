@@ -69,10 +69,24 @@ def make_kernel(kind: str, size: int, param: float) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class BlurOperator:
-    """Circular convolution A on (..., H, W) images; ``khat`` = F(kernel centred at pixel (0, 0)), (H, W//2+1)."""
+    """Circular convolution A on (..., H, W) images; ``khat`` = F(kernel centred at pixel (0, 0)), (H, W//2+1).
+
+    Hashable by value (shape and the bytes of ``khat``), so it can be a static argument of a jitted
+    function: equal operators share one compiled program.
+    """
 
     khat: np.ndarray
     shape: tuple
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, BlurOperator)
+            and tuple(self.shape) == tuple(other.shape)
+            and np.array_equal(self.khat, other.khat)
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.shape), np.asarray(self.khat).tobytes()))
 
     @classmethod
     def from_kernel(cls, kernel: np.ndarray, shape: tuple) -> BlurOperator:
