@@ -109,6 +109,7 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.tiny_run --preset default
 	$(BIN)/python -m benchmarks.bars_loader
 	$(BIN)/python -m benchmarks.fuxictr_side_by_side
+	$(BIN)/python -m benchmarks.domains
 	$(BIN)/python -m benchmarks.fast_lane
 	$(BIN)/python -m benchmarks.summary
 
