@@ -93,6 +93,7 @@ def enable(environ: Mapping[str, str] | None = None) -> str | None:
         )
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_enable_compilation_cache", True)  # an earlier `off` in this process is undone
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:

@@ -64,6 +64,8 @@ def test_cache_dir_resolution(tmp_path):
 
 def test_enable_sets_the_size_limited_cache(tmp_path, jax_cache_config):
     path = tmp_path / "a" / "jax"
+    assert compile_cache.enable({ENV: "off"}) is None and not jax.config.jax_enable_compilation_cache
+    # an earlier `off` in the same process (an in-process command, a test) does not stick
     assert compile_cache.enable({ENV: str(path)}) == str(path)
     assert path.is_dir() and (path.stat().st_mode & 0o777) == 0o700
     assert jax.config.jax_compilation_cache_dir == str(path)
