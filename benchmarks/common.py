@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -16,6 +17,20 @@ from pathlib import Path
 import jax
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# JAX cache settings a user may have exported: a benchmark that times compilation uses only its own cache.
+JAX_CACHE_VARS = (
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "JAX_COMPILATION_CACHE_MAX_SIZE",
+)
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far (``RUSAGE_CHILDREN``)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_times(thunks: dict[str, Callable], repeats: int) -> dict[str, float]:

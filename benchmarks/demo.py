@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -28,14 +27,9 @@ from pathlib import Path
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, machine_info
+from .common import RESULTS, children_cpu, machine_info
 
 TARGET_S = 600.0
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def measure(source: Path, workdir: Path) -> dict:
@@ -45,9 +39,9 @@ def measure(source: Path, workdir: Path) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True, text=True
     ).stdout.strip()
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     done = subprocess.run(["make", "demo"], cwd=clone, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if done.returncode != 0:
         raise SystemExit(f"make demo failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     run = clone / "runs" / "demo"

@@ -32,8 +32,7 @@ from pathlib import Path
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, machine_info
-from .tiny_run import JAX_CACHE_VARS, _children_cpu  # the same cold-cache subprocess measure
+from .common import JAX_CACHE_VARS, RESULTS, children_cpu, machine_info
 
 DOMAINS = ("lp", "deblur", "pde")
 TARGET_WALL_S = 15 * 60.0
@@ -63,11 +62,11 @@ def run_domain(name: str, tmp: Path) -> dict:
     cmd = [sys.executable, "-m", f"experiments.domain_{name}", "--quiet", "--out", str(out)]
     cmd += ["--cache-dir", str(tmp / f"data-{name}")]
     load_before = os.getloadavg()
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({code}):\n{log.read_text()[-3000:]}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -25,23 +24,18 @@ import time
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, machine_info
+from .common import RESULTS, children_cpu, machine_info
 
 TARGET_WALL_S = 180.0
 COMMAND = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-n", "2", "--dist", "loadfile"]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure() -> dict:
     load_before = os.getloadavg()
     env = {**os.environ, "IMPLICIT_REC_TEST_JAX_CACHE": "off"}
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     proc = subprocess.run(COMMAND, capture_output=True, text=True, env=env)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail)}
     ok = proc.returncode == 0

@@ -55,8 +55,6 @@ MODELS = ("fuxictr-din", "din", "implicit")
 DATASET_ID = "implicit_rec_vm_rows"
 THREADS = 2
 TARGET_FIELDS = ("cate_id", "brand", "btag")  # FuxiCTR's DIN target: these fields' embeddings, concatenated
-# JAX settings a user may have exported: every fit compiles from scratch.
-JAX_CACHE_VARS = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 TARGETS = {"din_over_fuxictr": 3.0, "valid_over_train": 0.2, "implicit_over_din": 0.8}
 
 
@@ -347,6 +345,8 @@ def worker(args) -> None:
 
 
 def run_worker(model: str, seed: int, tmp: Path, args) -> dict:
+    from .common import JAX_CACHE_VARS  # imported here, as below: this module's workers import no JAX first
+
     out = tmp / f"{model}-s{seed}.json"
     env = {k: v for k, v in os.environ.items() if k not in JAX_CACHE_VARS}
     env["IMPLICIT_REC_JAX_CACHE"] = "off"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import RESULTS, machine_info
+from .common import JAX_CACHE_VARS, RESULTS, children_cpu, machine_info
 
 # preset -> phase -> (measure, limit in seconds): a phase without an entry is measured, not judged.
 TARGETS = {
@@ -42,17 +41,6 @@ TARGETS = {
 }
 PHASES = ("cold", "warm")
 _MEASURE_TEXT = {"cpu_s": "s CPU", "wall_s": "s wall"}
-# JAX settings a user may have exported: the benchmark uses only its own, empty cache.
-JAX_CACHE_VARS = (
-    "JAX_COMPILATION_CACHE_DIR",
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-    "JAX_COMPILATION_CACHE_MAX_SIZE",
-)
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _dir_size(path: Path) -> tuple[int, int]:
@@ -65,11 +53,11 @@ def run_once(preset: str, out: Path, cache: Path, log: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in JAX_CACHE_VARS}
     env["IMPLICIT_REC_JAX_CACHE"] = str(cache)
     cmd = [sys.executable, "-m", "implicit_rec.cli", "run", "--preset", preset, "--quiet", "--out", str(out)]
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
