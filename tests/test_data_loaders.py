@@ -174,9 +174,9 @@ def test_encode_sequences_in_place_and_counter_of_small_ids():
     assert [k.tolist() for k in c.result()] == [[-7, 2, 4], [1, 1, 3]]
 
 
-def test_mapped_file_grows_past_its_reservation_and_is_cut_to_its_bytes(tmp_path):
-    f = bars._MappedFile(tmp_path / "x", reserve=10)
-    chunks = [np.arange(k, dtype=np.int64) for k in (1, 3000, 0, 70_000)]  # 8 B, then past 10 B and 64 KiB
+def test_append_file_holds_exactly_the_bytes_written(tmp_path):
+    f = bars._AppendFile(tmp_path / "x")
+    chunks = [np.arange(k, dtype=np.int64) for k in (1, 3000, 0, 70_000)]  # 8 B, an empty write, past 64 KiB
     for c in chunks:
         f.write(c)
     f.close()
@@ -198,7 +198,7 @@ def test_row_order_closed_forms_are_the_time_sorts(rows, valid_fraction):
 
 
 def test_raw_store_keeps_int64_as_int32_until_a_value_needs_int64(tmp_path):
-    store = bars._RawStore(tmp_path, capacity=2)
+    store = bars._RawStore(tmp_path)
     chunks = [np.array([5, -3]), np.array([], np.int64), np.array([MISSING, 1 << 40]), np.array([7])]
     store.append("c", chunks[0])
     assert store.dtypes["c"] == np.int32  # half the bytes on disk
@@ -211,7 +211,7 @@ def test_raw_store_keeps_int64_as_int32_until_a_value_needs_int64(tmp_path):
 
 
 def test_dense_user_ids_by_table_or_unique(tmp_path, monkeypatch):
-    store = bars._RawStore(tmp_path, capacity=4)
+    store = bars._RawStore(tmp_path)
     ids = np.array([7, 3, 7, 1 << 20, 3, 0])
     store.append("u", ids[:4])
     store.append("u", ids[4:])
