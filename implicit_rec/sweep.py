@@ -7,9 +7,9 @@ to and their mask) and z_k the k-th solver iterate (B, d_state). For each k in `
 95% bootstrap interval over test users (``auc_ci_low``, ``auc_ci_high``:
 :func:`implicit_rec.stats.bootstrap_intervals`, 500 draws, seed 0), gAUC, logloss, the mean
 relative residual ||f(z_k) - z_k|| / ||f(z_k)||, the fraction with residual <= the evaluation
-tolerance, the wall time to score the test set with exactly k iterations (median of repeats, front
-end included; :func:`score_at`, whose k is a traced argument: one compilation per model structure
-and method times every k), and FLOPs per example (front end + k evaluations of the cell;
+tolerance, the wall time to score the first ``timing_rows`` test rows with exactly k iterations
+(median of repeats, front end included; :func:`score_at`, whose k is a traced argument: one
+compilation per model structure and method times every k), and FLOPs per example (front end + k evaluations of the cell;
 Anderson's O(m^2 d) mixing is not counted in FLOPs, it shows in the seconds). Explicit points carry
 the same interval.
 
@@ -225,6 +225,7 @@ def implicit_sweep(
     method: str,
     *,
     repeats: int = 3,
+    timing_rows: int = 0,
     chunk: int = 4096,
     keep: tuple[int, ...] = (),
     n_boot: int = CI_BOOT,
@@ -234,7 +235,8 @@ def implicit_sweep(
     residual, converged_fraction, seconds, flops; and the test probabilities at each k of ``keep``.
 
     ``seconds`` at k: the median of ``repeats`` timed passes of the front end plus
-    :func:`score_at` with k iterations on the whole test set (one compilation for every k).
+    :func:`score_at` with k iterations (one compilation for every k) on the first ``timing_rows``
+    rows (0: all of them; see :func:`timed_rows`).
     """
     if not model.is_implicit:
         raise ValueError(f"implicit_sweep needs an implicit VM, got arch={model.arch!r}.")
@@ -257,9 +259,12 @@ def implicit_sweep(
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
 
     # cost: front end once, then the solve + head at each k
-    front_s = _median_seconds(lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(rows, chunk)], repeats)
+    timed = timed_rows(rows, timing_rows)
+    front_s = _median_seconds(
+        lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(timed, chunk)], repeats
+    )
     front_flops, cell_flops, head_flops = implicit_flops(model, make_batch(rows[: min(len(rows), chunk)]))
-    xs = jax.tree.map(jnp.asarray, x)
+    xs = jax.tree.map(jnp.asarray, _take(x, np.arange(len(timed))))
     ks = np.asarray(iterations)
     probs = 1.0 / (1.0 + np.exp(-logits[ks].astype(np.float64)))  # (len(iterations), N)
     intervals = auc_intervals(labels, users, probs, n_boot=n_boot, level=level)
@@ -280,6 +285,17 @@ def implicit_sweep(
     )
     kept = {k: probs[i].astype(np.float32) for i, k in enumerate(iterations) if k in set(keep)}
     return ImplicitSweep(rows_out, kept)
+
+
+def timed_rows(rows: np.ndarray, timing_rows: int) -> np.ndarray:
+    """The rows whose scoring is timed: the first ``timing_rows`` (0: all).
+
+    A timed pass runs exactly k iterations on every row (no early stop), so its time depends on the
+    number of rows, not on which rows; a few thousand give a stable median at a fraction of the
+    cost of scoring the whole test set ``repeats`` times at every k."""
+    if timing_rows < 0:
+        raise ValueError(f"timing_rows must be >= 0 (0 = all rows), got {timing_rows}.")
+    return rows[:timing_rows] if timing_rows else rows
 
 
 def implicit_flops(model: VerticalModel, sample: dict) -> tuple[float, float, float]:
@@ -315,18 +331,21 @@ def explicit_point(
     users: np.ndarray,
     *,
     repeats: int = 3,
+    timing_rows: int = 0,
     chunk: int = PREDICT_BATCH,
 ) -> ExplicitPoint:
     """An explicit VM on the sweep's axes: depth (hidden or encoder layers), metrics, seconds, flops.
 
     The probabilities and the timed passes are :func:`~implicit_rec.models.training.predict` in
     chunks of ``chunk`` rows: at its default, the forward pass that validated the model while it
-    trained, already compiled in this process (or in the persistent cache)."""
+    trained, already compiled in this process (or in the persistent cache). ``seconds``: the median
+    of ``repeats`` timed passes over the first ``timing_rows`` rows (0: all; :func:`timed_rows`)."""
     model.eval()
     probs = predict(model, make_batch, rows, batch_size=chunk)
     flops = forward_flops(model, make_batch(rows[:chunk]), len(rows[:chunk]))
     # the pass above compiled (or loaded) the program: the timed passes need no warm-up call
-    seconds = _median_seconds(lambda: predict(model, make_batch, rows, batch_size=chunk), repeats, warm=False)
+    timed = timed_rows(rows, timing_rows)
+    seconds = _median_seconds(lambda: predict(model, make_batch, timed, batch_size=chunk), repeats, warm=False)
     evaluation = _with_interval(metrics.evaluate(labels, probs, users), auc_intervals(labels, users, probs[None])[0])
     return ExplicitPoint(len(model.core.layers), evaluation, seconds, flops)
 

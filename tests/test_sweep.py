@@ -185,7 +185,27 @@ def test_implicit_sweep_times_every_k_and_brackets_the_auc(tiny_vm):
     p2 = out.predictions[2]
     assert p2.dtype == np.float32 and p2.shape == (len(rows),)
     assert metrics.auc(labels, p2) == pytest.approx(out.rows[1].get("auc"), abs=1e-6)
-    again = sweep_mod.implicit_sweep(vm, make, rows, labels, users, (0, 2, 4), "anderson", repeats=1, n_boot=200)
-    assert [(r.get("auc_ci_low"), r.get("auc_ci_high")) for r in again.rows] == [
-        (r.get("auc_ci_low"), r.get("auc_ci_high")) for r in out.rows
-    ]  # deterministic
+    scored = []  # rows of every timed score_at pass
+    scorer = sweep_mod._scorer
+
+    def spy(model, method):
+        score = scorer(model, method)
+        return lambda x, k: scored.append(sweep_mod._num_rows(x)) or score(x, k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "_scorer", spy)
+        again = sweep_mod.implicit_sweep(
+            vm, make, rows, labels, users, (0, 2, 4), "anderson", repeats=1, timing_rows=16, n_boot=200
+        )
+    assert set(scored) == {16} and len(rows) > 16  # only the first 16 rows were timed ...
+    assert [r.metrics for r in again.rows] == [r.metrics for r in out.rows]  # ... every row was scored; deterministic
+
+
+def test_timed_rows_are_the_first_rows_and_zero_means_all():
+    from implicit_rec.sweep import timed_rows
+
+    rows = np.arange(100, 110)
+    assert timed_rows(rows, 3).tolist() == [100, 101, 102]
+    assert timed_rows(rows, 0).tolist() == rows.tolist() == timed_rows(rows, 50).tolist()
+    with pytest.raises(ValueError, match="timing_rows must be >= 0"):
+        timed_rows(rows, -1)

@@ -323,6 +323,11 @@ class SweepConfig(_Section):
     lipschitz_perturbations: int = _field(8, "random perturbations per example", min=1)
     lipschitz_scale: float = _field(1e-2, "perturbation norm relative to the input's norm", positive=True)
     timing_repeats: int = _field(3, "timed passes per k (median reported) of every swept VM", min=1)
+    timing_rows: int = _field(
+        8192,
+        "test rows scored by each timed pass (the first ones; seconds = the time to score them); 0 = every test row",
+        min=0,
+    )
 
     def _check(self) -> None:
         _check_lists(self, "methods")

@@ -320,6 +320,7 @@ def sweep_stage(
                     sw.iterations,
                     method,
                     repeats=sw.timing_repeats,
+                    timing_rows=sw.timing_rows,
                     keep=compare.ITERATION_PAIR if method == saved else (),
                     level=compare.LEVEL,
                 )
@@ -341,7 +342,9 @@ def sweep_stage(
                     bar.update(1)
         for b in baselines:
             model, make = load_vm(run, table, store, cfg, b)
-            point = sweep_mod.explicit_point(model, make, test_rows, labels, users, repeats=sw.timing_repeats)
+            point = sweep_mod.explicit_point(
+                model, make, test_rows, labels, users, repeats=sw.timing_repeats, timing_rows=sw.timing_rows
+            )
             lip = _row(
                 sweep_mod.explicit_lipschitz(
                     model,
