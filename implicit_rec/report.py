@@ -521,7 +521,10 @@ def plot_all(m: dict, out: Path) -> list[Path]:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(archs)) + width * (len(variants) - 1) / 2, archs)
     ax.set_ylabel("transfer ratio (AUC)")
-    ax.legend(fontsize=8)
+    if variants:
+        ax.legend(fontsize=8)
+    else:  # e.g. vm.transfers = ["none"]: nothing to compare with the plain VM
+        ax.text(0.5, 0.5, "no transfer variant besides none", ha="center", va="center", transform=ax.transAxes)
     save(fig, "transfer_ratio.png")
     return paths
 

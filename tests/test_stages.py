@@ -301,6 +301,16 @@ def test_auc_vs_flops_draws_curves_with_bands_and_labelled_points(tmp_path):
     assert (tmp_path / "auc_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_of_a_run_without_transfer_variants_draws_an_empty_ratio_plot_without_warnings(tmp_path):
+    import warnings
+
+    m = dataclasses.replace(metrics_record(), transfer_ratio={}).to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend without labelled artists
+        written = report.write_report(m, tmp_path)
+    assert (tmp_path / "transfer_ratio.png") in written
+
+
 # -- a whole tiny run ---------------------------------------------------------------------------
 
 
