@@ -35,8 +35,8 @@ The entries are the ``to_dict`` of ``implicit_rec.pipeline.RunMetrics`` and its 
 (``fm`` is an ``FMResult``, which also carries the FM's per-epoch ``history``); :data:`METRICS_SCHEMA`
 lists the keys the report reads, and ``tests/test_stages.py`` checks them against those records.
 
-``seconds`` in the sweep: median wall time to score the first ``sweep.timing_rows`` test rows at k
-iterations (every row);
+``seconds`` in the sweep (every sweep row has it): median wall time to score the first
+``sweep.timing_rows`` test rows at k iterations;
 ``flops``: per example; ``auc_ci_low`` / ``auc_ci_high``: the AUC's 95% bootstrap interval over test
 users (see :mod:`implicit_rec.sweep`). Version 2 added the intervals.
 """
