@@ -3,6 +3,7 @@
 Fixture files are written with tmp_path in exactly the BARS formats (shared/notes/datasets.md).
 """
 
+import collections
 import os
 import sys
 import types
@@ -24,7 +25,7 @@ from implicit_rec.data import (
 from implicit_rec.data.cells import MISSING
 from implicit_rec.data.errors import Where
 from implicit_rec.data.sequences import PAD_TOKEN, split_sequences
-from implicit_rec.data.vocabulary import TokenCounter, fit_vocab, fit_vocab_from
+from implicit_rec.data.vocabulary import TokenCounter, fit_vocab, fit_vocab_from, index_dtype, narrowest_int
 
 TAOBAO_HEADER = (
     "clk,btag_his,cate_his,brand_his,userid,cms_segid,cms_group_id,final_gender_code,"
@@ -174,6 +175,93 @@ def test_encode_sequences_in_place_and_counter_of_small_ids():
     assert [k.tolist() for k in c.result()] == [[-7, 2, 4], [1, 1, 3]]
 
 
+def test_narrowest_types_of_values_and_vocabularies():
+    assert [index_dtype(n) for n in (1, 128, 129, 32768, 32769)] == [np.int8, np.int8, np.int16, np.int16, np.int32]
+    assert narrowest_int(-1, 127) == np.int8 and narrowest_int(-129, 0) == np.int16
+    assert narrowest_int(0, 1 << 31) == np.int64
+
+
+def test_encode_sequences_of_narrow_raw_into_a_narrow_out():
+    v = fit_vocab_from(np.arange(120), min_count=1)  # 122 indices: int8
+    raw = np.array([[PAD_TOKEN, 0, 127], [119, 126, 5]], np.int8)  # 127 + 2 would overflow int8
+    out = np.empty_like(raw)
+    assert v.encode_sequences(raw, out=out) is out
+    assert out.tolist() == [[0, 2, 1], [121, 1, 7]] == v.encode_sequences(raw.astype(np.int32)).tolist()
+
+
+# blocks of raw tokens (padded with PAD_TOKEN), then blocks of tokens encoded before they are written
+SEQ_CASES = {
+    "int8 in place": ([range(0, 40), range(40, 90)], [range(0, 100)]),
+    "raw widens mid-file, index narrower": ([range(0, 40), [70_000, 3], range(200, 210)], [range(0, 300)]),
+    "index wider than raw at the first encoded block": ([range(0, 120), range(0, 20)], [range(0, 127)]),
+    "index wider than raw at finish": ([range(0, 120), range(0, 126)], []),
+    "raw wider from the start": ([[1 << 20, 5, 6], range(40_000, 40_100)], [range(0, 9)]),
+}
+
+
+@pytest.mark.parametrize("case", SEQ_CASES)
+def test_history_file_stores_the_narrowest_index_type_and_encodes_like_int32(tmp_path, monkeypatch, case):
+    monkeypatch.setattr(bars, "BLOCK", 7)  # many blocks: rows move down across block borders
+    raw_tokens, encoded_tokens = SEQ_CASES[case]
+    rng = np.random.default_rng(0)
+    L = 4
+
+    def rows(tokens):
+        block = rng.choice(np.asarray(list(tokens), np.int32), size=(len(tokens) // 3 + 2, L))
+        block[rng.random(block.shape) < 0.3] = PAD_TOKEN
+        return block
+
+    raw_blocks = [rows(t) for t in raw_tokens]
+    known = np.unique(np.concatenate([b[b != PAD_TOKEN] for b in raw_blocks]))
+    v = fit_vocab_from(known[known < 130], np.arange(127), min_count=1)  # >= 129 indices: int16
+    if case.startswith("int8") or "narrower" in case or "from the start" in case:
+        v = fit_vocab_from(known[: len(known) // 2], min_count=1)  # <= 128 indices: int8
+    encoded_blocks = [v.encode_sequences(rows(t)) for t in encoded_tokens]
+    f = bars._SeqFile(tmp_path / "h.npy", L)
+    for b in raw_blocks:
+        f.append_raw(b)
+    for b in encoded_blocks:
+        f.append_encoded(b, v.index_dtype)
+    got = np.load(f.finish(v), allow_pickle=False)
+    expected = np.concatenate([v.encode_sequences(b) for b in raw_blocks] + encoded_blocks)
+    assert got.dtype == v.index_dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    assert (tmp_path / "h.npy").stat().st_size == bars.HEADER_BYTES + expected.size * got.itemsize
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_taobaoad_histories_with_a_wide_raw_id_mid_file_match_the_int32_encoding(tmp_path, monkeypatch, arrow):
+    """Raw brand ids widen int8 -> int32 in the middle of the training rows; the brand vocabulary
+    (min_count 2) drops the wide id, so the stored histories are int8 and moved down in place."""
+    monkeypatch.setattr(bars, "BLOCK", 5)
+    monkeypatch.setattr(bars, "ARROW_BLOCK_BYTES", 1 << 10)  # several pyarrow batches
+    if not arrow:
+        for name in ("pyarrow", "pyarrow.csv", "pyarrow.compute"):
+            monkeypatch.setitem(sys.modules, name, None)
+    rng = np.random.default_rng(1)
+
+    def history(i):
+        tokens = rng.integers(100, 110, size=rng.integers(0, 8))
+        return "^".join(str(t) for t in ([*tokens, 1 << 20] if i == 33 else tokens))
+
+    train = [taobao_row(userid=1 + i % 5, brand=100 + i % 10, brand_his=history(i)) for i in range(60)]
+    test = [taobao_row(userid=1 + i % 5, brand_his=history(i)) for i in range(12)]
+    t = load_taobaoad(write_taobao(tmp_path, train, test), min_count=2, max_len=5, chunk_rows=7)
+    assert (bars._arrow_csv() is not None) == arrow
+    n_fit = 60 - round(0.1 * 60)
+    counts = collections.Counter(r["brand"] for r in train[:n_fit])
+    for r in train[:n_fit]:
+        counts.update(int(x) for x in str(r["brand_his"]).split("^")[-5:] if x)
+    keys = sorted(k for k, c in counts.items() if c >= 2)
+    assert 1 << 20 not in keys and t.vocab_sizes["brand"] == len(keys) + 2
+    expected = np.zeros((72, 5), np.int32)
+    for i, r in enumerate(train + test):
+        tokens = [int(x) for x in str(r["brand_his"]).split("^")[-5:] if x]
+        expected[i, 5 - len(tokens) :] = [keys.index(x) + 2 if x in keys else 1 for x in tokens] if tokens else []
+    assert t["brand_his"].dtype == np.int8 and t["brand"].dtype == np.int8
+    np.testing.assert_array_equal(t["brand_his"], expected)
+
+
 def test_append_file_holds_exactly_the_bytes_written(tmp_path):
     f = bars._AppendFile(tmp_path / "x")
     chunks = [np.arange(k, dtype=np.int64) for k in (1, 3000, 0, 70_000)]  # 8 B, an empty write, past 64 KiB
@@ -197,14 +285,14 @@ def test_row_order_closed_forms_are_the_time_sorts(rows, valid_fraction):
     assert time[2:][order.test(2, rows + 4)].tolist() == list(range(rows, rows + 4))  # the test file's rows
 
 
-def test_raw_store_keeps_int64_as_int32_until_a_value_needs_int64(tmp_path):
+def test_raw_store_keeps_int64_in_the_narrowest_type_until_a_value_needs_wider(tmp_path):
     store = bars._RawStore(tmp_path)
-    chunks = [np.array([5, -3]), np.array([], np.int64), np.array([MISSING, 1 << 40]), np.array([7])]
+    chunks = [np.array([5, -3]), np.array([], np.int64), np.array([300]), np.array([MISSING, 1 << 40]), np.array([7])]
     store.append("c", chunks[0])
-    assert store.dtypes["c"] == np.int32  # half the bytes on disk
-    for c in chunks[1:]:
+    assert store.dtypes["c"] == np.int8  # an eighth of the bytes on disk
+    for c, dtype in zip(chunks[1:], (np.int8, np.int16, np.int64, np.int64)):
         store.append("c", c)
-    assert store.dtypes["c"] == np.int64  # rewritten when MISSING arrived
+        assert store.dtypes["c"] == dtype  # rewritten wider when 300, then MISSING arrived
     for got in (np.concatenate(list(store.blocks("c", rows=3))), store.read("c")):
         assert got.dtype == np.int64 and got.tolist() == np.concatenate(chunks).tolist()
     store.close()
@@ -245,7 +333,9 @@ def test_taobaoad_schema_and_vocab_fitted_on_train_only(tmp_path):
     assert t["user"].tolist() == [2] * 9 + [3, 4]  # grouping key: every user distinct, never OOV
     assert t["userid"][9] == 1 and t["userid"][10] == 1  # the feature is OOV outside train
     assert t["price"].dtype == np.float32 and np.allclose(t["price"], np.log1p(1.5))
-    assert t["label"].dtype == np.float32 and t["cate_his"].dtype == np.int32
+    assert t["label"].dtype == np.float32
+    assert t["cate_his"].dtype == t["cate_id"].dtype == np.int8  # the narrowest type for 4 indices
+    assert t.take(np.arange(3))["cate_his"].dtype == np.int32  # batches widen it
     assert t.info["numeric_transforms"] == {"price": "log1p"}
 
 

@@ -8,11 +8,16 @@ One row per impression. Columns (all numpy arrays with N rows):
 - ``day`` (N,) int16: the time window an event falls in (used for FM / VM / test windows);
 - ``split`` (N,) int8: 0 train, 1 validation, 2 test;
 - ``label`` (N,) float32 in {0, 1};
-- one (N,) int32 column per categorical feature (0 pad, 1 OOV, >= 2 known ids);
+- one (N,) integer column per categorical feature (0 pad, 1 OOV, >= 2 known ids);
 - one (N,) float32 column per numeric feature;
-- one (N, max_len) int32 column per behaviour sequence, pre-padded with 0 (oldest first,
+- one (N, max_len) integer column per behaviour sequence, pre-padded with 0 (oldest first,
   newest last), sharing the vocabulary named in its spec; ``schema.fm_sequences`` are more such
   columns (behaviours on other surfaces) that only the foundation model reads.
+
+The categorical and sequence columns are signed integers: int32 from the synthetic generator, the
+narrowest type holding the vocabulary (int8, int16 or int32) from the BARS loaders, which keeps a
+26-million-row TaobaoAd table's histories at a third to a half of their int32 bytes. Batches
+(:meth:`EventTable.take`, :func:`batches`) give them as int32 whatever the stored type.
 
 ``info`` holds provenance; its numpy entries (e.g. a synthetic table's true click probability) are
 saved as ``info.<name>.npy`` beside the columns. They are not columns: no batch reads them.
@@ -161,10 +166,16 @@ class EventTable:
         """Row indices of a split ('train', 'valid', 'test'), in time order within users."""
         return np.flatnonzero(np.asarray(self.columns["split"]) == SPLITS[split])
 
+    @property
+    def index_columns(self) -> frozenset[str]:
+        """The categorical and sequence columns (integer indices; int32 in batches)."""
+        return frozenset(self.schema.categorical) | {s for s, _ in self.schema.all_sequences}
+
     def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """A batch: every column at the given rows (reads only those rows of memory maps)."""
-        index = np.asarray(index)
-        return {name: np.asarray(col[index]) for name, col in self.columns.items()}
+        """A batch: every column at the given rows (reads only those rows of memory maps); the
+        :attr:`index_columns` as int32 whatever their stored type."""
+        index, ints = np.asarray(index), self.index_columns
+        return {name: np.asarray(col[index], np.int32 if name in ints else None) for name, col in self.columns.items()}
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:

@@ -104,6 +104,11 @@ class Vocab:
     def size(self) -> int:
         return len(self.keys) + 2
 
+    @property
+    def index_dtype(self) -> np.dtype:
+        """The narrowest signed integer type holding every index (what the BARS loaders store)."""
+        return index_dtype(self.size)
+
     @functools.cached_property
     def _table(self) -> np.ndarray | None:
         """Direct lookup table raw id -> index for the non-negative integer keys below LUT_LIMIT."""
@@ -148,22 +153,47 @@ class Vocab:
             return None
         return np.concatenate([[OOV, PAD], table, [OOV]]).astype(np.int32)
 
-    def encode_sequences(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(n, max_len) int32 from raw tokens: padding -> 0, known -> >= 2, unknown -> OOV.
+    @functools.cached_property
+    def _tables_by_dtype(self) -> dict:
+        return {}
 
-        out: an int32 array of raw's shape to write into (may be ``raw`` itself).
+    def _table_as(self, dtype) -> np.ndarray:
+        """The sequence lookup table in ``dtype`` (cast once per dtype)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._tables_by_dtype:
+            self._tables_by_dtype[dtype] = self._sequence_table.astype(dtype, copy=False)
+        return self._tables_by_dtype[dtype]
+
+    def encode_sequences(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(n, max_len) indices from raw tokens: padding -> 0, known -> >= 2, unknown -> OOV.
+
+        out: an integer array of raw's shape to write into (may be ``raw`` itself), wide enough
+        for the indices (see :attr:`index_dtype`); int32 when None.
         """
         raw = np.asarray(raw)
         table = self._sequence_table
         if table is not None and raw.dtype.kind == "i":  # one lookup: raw + 2, clipped into the table
-            index = raw + 2  # PAD_TOKEN = -1 -> 1; ids below it -> <= 0, past the table -> the end: OOV
-            np.clip(index, 0, len(table) - 1, out=index)
-            return np.take(table, index, out=out)
+            index = np.add(raw, 2, dtype=np.result_type(raw.dtype, np.int32))  # PAD_TOKEN = -1 -> 1
+            np.clip(index, 0, len(table) - 1, out=index)  # ids below PAD -> <= 0, past the table -> OOV
+            return np.take(table if out is None else self._table_as(out.dtype), index, out=out)
         encoded = np.where(raw == PAD_TOKEN, PAD, self.encode(raw)).astype(np.int32)
         if out is None:
             return encoded
         out[...] = encoded
         return out
+
+
+def narrowest_int(lo: int, hi: int) -> np.dtype:
+    """The narrowest signed integer type of int8, int16, int32 and int64 holding every value in lo .. hi."""
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"no integer type holds {lo} .. {hi}.")
+
+
+def index_dtype(size: int) -> np.dtype:
+    """The narrowest signed integer type (int8, int16, int32) holding the indices 0 .. size - 1."""
+    return narrowest_int(0, max(size - 1, 0))
 
 
 def fit_vocab(counter: TokenCounter, min_count: int = 1) -> Vocab:
