@@ -9,6 +9,7 @@ import pytest
 from implicit_rec.data import synthetic
 from implicit_rec.data.events import EventTable, Schema, batches
 from implicit_rec.data.synthetic import INFO_ARRAYS, ORDER_SEQUENCES, synthetic_events
+from implicit_rec.data.vocabulary import index_dtype
 from implicit_rec.loopfm.batches import table_batches
 
 
@@ -22,10 +23,13 @@ def test_orders_are_fm_sequences_with_their_own_vocabulary_rules(tiny):
     assert not set(dict(ORDER_SEQUENCES)) & set(dict(tiny.schema.sequences))  # not in the main stream
     for seq, vocab in tiny.schema.fm_sequences:
         col = np.asarray(tiny[seq])
-        assert col.shape == (len(tiny), tiny.schema.max_len) and col.dtype == np.int32
+        assert col.shape == (len(tiny), tiny.schema.max_len) and col.dtype == index_dtype(tiny.vocab_sizes[vocab])
         assert int(col.max()) < tiny.vocab_sizes[vocab]
         assert np.all(np.diff((col > 0).astype(int), axis=1) >= 0)  # pre-padded
     assert (np.asarray(tiny["order_brand_his"]) > 0).mean() > 0.5  # most users have many orders
+    batch = table_batches(tiny)(np.arange(5))
+    assert all(batch[c].dtype == np.int32 for c in tiny.index_columns)  # stored narrow, batched as int32
+    assert tiny["cate_his"].dtype.itemsize < 4
 
 
 def test_info_arrays_are_not_columns_and_have_their_shapes(tiny):

@@ -14,9 +14,9 @@ One row per impression. Columns (all numpy arrays with N rows):
   newest last), sharing the vocabulary named in its spec; ``schema.fm_sequences`` are more such
   columns (behaviours on other surfaces) that only the foundation model reads.
 
-The categorical and sequence columns are signed integers: int32 from the synthetic generator, the
-narrowest type holding the vocabulary (int8, int16 or int32) from the BARS loaders, which keeps a
-26-million-row TaobaoAd table's histories at a third to a half of their int32 bytes. Batches
+The categorical and sequence columns are signed integers; the synthetic generator and the BARS
+loaders store the narrowest type holding the vocabulary's indices (int8, int16 or int32), which
+keeps a table's histories at a quarter to a half of their int32 bytes. Batches
 (:meth:`EventTable.take`, :func:`batches`) give them as int32 whatever the stored type.
 
 ``info`` holds provenance; its numpy entries (e.g. a synthetic table's true click probability) are

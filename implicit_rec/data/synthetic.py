@@ -49,7 +49,9 @@ Generative process (a plausible model of user behaviour; every method sees the s
 
 Days 0-6 are training (the last 10% of that time range is validation), days 7-9 are test (three
 days: a test set large enough for paired AUC intervals of half-width about 0.004 or less).
-Vocabularies are fitted on the training split only (0 = padding, 1 = OOV). Presets: ``tiny``
+Vocabularies are fitted on the training split only (0 = padding, 1 = OOV); the encoded columns are
+stored in the narrowest signed type holding their vocabulary (``vocabulary.index_dtype``; batches
+widen them to int32). Presets: ``tiny``
 (tests, seconds),
 ``default`` (the main job), ``large`` (tens of millions of rows, written block by block to memory
 maps, to exercise streaming and caching; give it a ``cache_dir``), ``multihop`` (default size, a
@@ -77,6 +79,7 @@ import numpy as np
 from ..atomic import atomic_directory
 from .events import INFO_ARRAYS as INFO_KEY
 from .events import OOV, PAD, SPLITS, EventTable, Schema, write_meta
+from .vocabulary import index_dtype
 
 PROFILE = (
     "userid",
@@ -565,7 +568,7 @@ def _generate(
         for k, dtype in dtypes.items():
             width = p.max_len if k in dict(SEQUENCES + ORDER_SEQUENCES) or k in WIDE_INFO else None
             shape = (rows, width) if width else (rows,)
-            final_dtype = np.int32 if k in encoded_with else dtype
+            final_dtype = index_dtype(sizes[encoded_with[k]]) if k in encoded_with else dtype
             dst = np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=final_dtype, shape=shape)
             src = np.memmap(raw / k, dtype=dtype, mode="r", shape=shape)
             for s0 in range(0, rows, 1_000_000):
