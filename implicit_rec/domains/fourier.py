@@ -27,7 +27,7 @@ from flax import nnx
 
 from solvers._options import check_int
 
-from ..layers import ImplicitLayer, SolverConfig
+from ..layers import ImplicitLayer, SolverConfig, initializers
 
 ACTIVATIONS = {"gelu": (jax.nn.gelu, 1.13), "tanh": (jnp.tanh, 1.0)}  # (function, Lipschitz bound)
 
@@ -106,7 +106,7 @@ class Pointwise(nnx.Module):
     """Per-grid-point linear map (B, n, n, c_in) -> (B, n, n, c_out) (a 1x1 convolution)."""
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs, bias: bool = True):
-        self.linear = nnx.Linear(c_in, c_out, use_bias=bias, rngs=rngs)
+        self.linear = initializers.linear(c_in, c_out, use_bias=bias, rngs=rngs)
 
     def __call__(self, v: jax.Array) -> jax.Array:
         return self.linear(v)

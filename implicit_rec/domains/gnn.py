@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from implicit_rec.layers import ImplicitLayer, SolverConfig, StateLinear
+from implicit_rec.layers import ImplicitLayer, SolverConfig, StateLinear, initializers
 from solvers._options import check_int
 
 INPUT_KEYS = ("A", "b", "eq", "c", "l", "u")
@@ -73,10 +73,10 @@ class Encoders(nnx.Module):
     """Node features -> injections e_W (B, m, d), e_V (B, n, d), and the box readout."""
 
     def __init__(self, d: int, *, rngs: nnx.Rngs):
-        self.con = nnx.Linear(2, d, rngs=rngs)
-        self.var = nnx.Linear(3, d, rngs=rngs)
-        self.read_hidden = nnx.Linear(d, d, rngs=rngs)
-        self.read_out = nnx.Linear(d, 1, rngs=rngs)
+        self.con = initializers.linear(2, d, rngs=rngs)
+        self.var = initializers.linear(3, d, rngs=rngs)
+        self.read_hidden = initializers.linear(d, d, rngs=rngs)
+        self.read_out = initializers.linear(d, 1, rngs=rngs)
 
     def inject(self, x: dict) -> tuple[jax.Array, jax.Array]:
         e_w = self.con(jnp.stack([x["b"], x["eq"]], axis=-1))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from . import initializers
 from .weights import StateLinear
 
 NORMS = (None, "layer")
@@ -62,8 +63,8 @@ class MLPCell(nnx.Module):
         self.activation = activation
         self.residual = residual
         self.w = StateLinear(d_state, d_state, rngs=rngs, parameterization=parameterization, gamma=gamma)
-        self.inject = nnx.Linear(d_input, d_state, rngs=rngs)
-        self.norm = nnx.LayerNorm(d_state, rngs=rngs) if norm == "layer" else None
+        self.inject = initializers.linear(d_input, d_state, rngs=rngs)
+        self.norm = initializers.layer_norm(d_state, rngs=rngs) if norm == "layer" else None
 
     def prepare(self, x: jax.Array) -> dict:
         return {"w": self.w.prepare(), "injection": self.inject(x)}
@@ -109,13 +110,13 @@ class SequenceCell(nnx.Module):
             raise ValueError(f"d_state={d_state} must be divisible by num_heads={num_heads}.")
         self.d_state, self.num_heads = d_state, num_heads
         self.w = StateLinear(d_state, d_state, rngs=rngs, parameterization=parameterization, gamma=gamma)
-        self.query = nnx.Linear(d_state, d_state, use_bias=False, rngs=rngs)
-        self.key = nnx.Linear(d_item, d_state, use_bias=False, rngs=rngs)
-        self.value = nnx.Linear(d_item, d_state, use_bias=False, rngs=rngs)
-        self.out = nnx.Linear(d_state, d_state, rngs=rngs)
-        self.context = nnx.Linear(d_context, d_state, rngs=rngs) if d_context else None
-        self.mlp_in = nnx.Linear(d_state, mlp_ratio * d_state, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp_ratio * d_state, d_state, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
+        self.query = initializers.linear(d_state, d_state, use_bias=False, rngs=rngs)
+        self.key = initializers.linear(d_item, d_state, use_bias=False, rngs=rngs)
+        self.value = initializers.linear(d_item, d_state, use_bias=False, rngs=rngs)
+        self.out = initializers.linear(d_state, d_state, rngs=rngs)
+        self.context = initializers.linear(d_context, d_state, rngs=rngs) if d_context else None
+        self.mlp_in = initializers.linear(d_state, mlp_ratio * d_state, rngs=rngs)
+        self.mlp_out = initializers.linear(mlp_ratio * d_state, d_state, rngs=rngs, kernel_init=initializers.zeros)
 
     def _heads(self, t: jax.Array) -> jax.Array:
         return t.reshape(t.shape[:-1] + (self.num_heads, self.d_state // self.num_heads))
@@ -192,12 +193,12 @@ class GraphCell(nnx.Module):
         self.d_state = num_nodes * d_node
         self.adjacency = nnx.Param(nnx.initializers.normal(1.0 / num_nodes)(rngs.params(), (num_nodes, num_nodes)))
         self.w = StateLinear(d_node, d_node, rngs=rngs, parameterization=parameterization, gamma=gamma)
-        self.message = nnx.Linear(d_node, d_node, use_bias=False, rngs=rngs)
-        self.inject = nnx.Linear(d_input, d_node, rngs=rngs)
+        self.message = initializers.linear(d_node, d_node, use_bias=False, rngs=rngs)
+        self.inject = initializers.linear(d_input, d_node, rngs=rngs)
         self.node_bias = nnx.Param(nnx.initializers.normal(0.1)(rngs.params(), (num_nodes, d_node)))
-        self.context = nnx.Linear(d_context, d_node, use_bias=False, rngs=rngs) if d_context else None
-        self.mlp_in = nnx.Linear(d_node, mlp_ratio * d_node, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp_ratio * d_node, d_node, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
+        self.context = initializers.linear(d_context, d_node, use_bias=False, rngs=rngs) if d_context else None
+        self.mlp_in = initializers.linear(d_node, mlp_ratio * d_node, rngs=rngs)
+        self.mlp_out = initializers.linear(mlp_ratio * d_node, d_node, rngs=rngs, kernel_init=initializers.zeros)
 
     def prepare(self, x: dict) -> dict:
         unknown = set(x) - {"nodes", "context", "query"}

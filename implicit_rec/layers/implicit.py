@@ -12,6 +12,7 @@ from flax import nnx
 
 import solvers
 
+from . import initializers
 from .solver_config import SolverConfig
 
 Z0_MODES = ("zeros", "learned")
@@ -161,7 +162,7 @@ class ImplicitLayer(nnx.Module):
         self.train_solver = train_solver or SolverConfig()
         self.eval_solver = eval_solver or self.train_solver
         self.z0_mode = z0
-        self.z0_proj = nnx.Linear(d_state, d_state, rngs=rngs) if z0 == "learned" else None
+        self.z0_proj = initializers.linear(d_state, d_state, rngs=rngs) if z0 == "learned" else None
         self.z0_weight = float(z0_weight)
         self.jacobian_penalty = jacobian_penalty
         self.jacobian_samples = jacobian_samples

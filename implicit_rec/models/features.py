@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..data.events import Schema
+from ..layers import initializers
 
 
 class FeatureEmbedder(nnx.Module):
@@ -36,8 +37,8 @@ class FeatureEmbedder(nnx.Module):
         self.fm_streams = fm_streams
         self.max_len = min(max_len, schema.max_len)
         self.dim = dim
-        self.tables = nnx.Dict({c: nnx.Embed(int(vocab_sizes[c]), dim, rngs=rngs) for c in schema.categorical})
-        self.numeric = nnx.Dict({c: nnx.Linear(1, dim, rngs=rngs) for c in schema.numeric})
+        self.tables = nnx.Dict({c: initializers.embed(int(vocab_sizes[c]), dim, rngs=rngs) for c in schema.categorical})
+        self.numeric = nnx.Dict({c: initializers.linear(1, dim, rngs=rngs) for c in schema.numeric})
         self.query_fields = schema.query_fields
 
     @property
@@ -88,7 +89,7 @@ class DINAttention(nnx.Module):
     """
 
     def __init__(self, dim: int, max_len: int, *, rngs: nnx.Rngs, hidden: int = 32):
-        self.position = nnx.Embed(max_len, dim, rngs=rngs)
+        self.position = initializers.embed(max_len, dim, rngs=rngs)
         self.unit = MLP((4 * dim, hidden, 1), rngs=rngs)
 
     def __call__(self, query: jax.Array, values: jax.Array, mask: jax.Array, keys: jax.Array | None = None) -> dict:
@@ -164,7 +165,7 @@ class MLP(nnx.Module):
     """Dense layers with an activation between them (none after the last)."""
 
     def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs, activation=nnx.relu):
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.layers = nnx.List([initializers.linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.activation = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..data.events import Schema
+from ..layers import initializers
 from .features import MLP, DINAttention, FeatureEmbedder, match_counts
 
 
@@ -49,10 +50,10 @@ class FoundationModel(nnx.Module):
         self.size = size
         self.embed = FeatureEmbedder(schema, vocab_sizes, s.embed_dim, max_len, rngs=rngs, fm_streams=True)
         self.pairs = self.embed.match_pairs(fm_streams=True)
-        self.seq_in = nnx.Linear(s.embed_dim, s.model_dim, rngs=rngs)
-        self.position = nnx.Embed(self.embed.max_len, s.model_dim, rngs=rngs)
+        self.seq_in = initializers.linear(s.embed_dim, s.model_dim, rngs=rngs)
+        self.position = initializers.embed(self.embed.max_len, s.model_dim, rngs=rngs)
         self.blocks = nnx.List([_EncoderBlock(s.model_dim, s.heads, rngs=rngs) for _ in range(s.layers)])
-        self.query = nnx.Linear(s.embed_dim, s.model_dim, rngs=rngs)
+        self.query = initializers.linear(s.embed_dim, s.model_dim, rngs=rngs)
         self.attention = DINAttention(s.model_dim, self.embed.max_len, rngs=rngs)
         # fields; interest, interest * q, mean of the encoded history; soft count; exact match counts
         width = self.embed.num_fields * s.embed_dim + 3 * s.model_dim + 1 + len(self.pairs)
@@ -62,12 +63,12 @@ class FoundationModel(nnx.Module):
             width += 2 * s.embed_dim + 1
         # the user representation: candidate-free, from the whole history (and other surfaces)
         user_in = s.model_dim + (s.embed_dim if self.reads_fm_streams else 0)
-        self.user_proj = nnx.Linear(user_in, s.hidden[-1], rngs=rngs)
-        self.user_query = nnx.Linear(s.embed_dim, s.hidden[-1], rngs=rngs)
+        self.user_proj = initializers.linear(user_in, s.hidden[-1], rngs=rngs)
+        self.user_query = initializers.linear(s.embed_dim, s.hidden[-1], rngs=rngs)
         width += 2 * s.hidden[-1]  # user, user * (candidate, projected)
         self.mlp = MLP((width,) + s.hidden, rngs=rngs)
-        self.out = nnx.Linear(s.hidden[-1], 1, rngs=rngs)
-        self.item_proj = nnx.Linear(len(schema.item) * s.embed_dim, s.hidden[-1], rngs=rngs)
+        self.out = initializers.linear(s.hidden[-1], 1, rngs=rngs)
+        self.item_proj = initializers.linear(len(schema.item) * s.embed_dim, s.hidden[-1], rngs=rngs)
         self.dim = s.hidden[-1]
 
     def __call__(self, batch: dict) -> dict:
@@ -103,9 +104,9 @@ class _EncoderBlock(nnx.Module):
     """Pre-norm transformer encoder block with key padding mask."""
 
     def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
-        self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.norm1 = initializers.layer_norm(dim, rngs=rngs)
         self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, decode=False, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.norm2 = initializers.layer_norm(dim, rngs=rngs)
         self.ff = MLP((dim, 2 * dim, dim), rngs=rngs, activation=nnx.gelu)
 
     def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ..layers import initializers
+
 
 class EncoderLayer(nnx.Module):
     """One pre-LayerNorm encoder layer on tokens t (B, T, d) with a key mask (B, T) bool."""
@@ -30,12 +32,12 @@ class EncoderLayer(nnx.Module):
         if width % num_heads:
             raise ValueError(f"width={width} must be a multiple of num_heads={num_heads}.")
         self.num_heads = num_heads
-        self.attention_norm = nnx.LayerNorm(width, rngs=rngs)
-        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
-        self.out = nnx.Linear(width, width, rngs=rngs)
-        self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
-        self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
+        self.attention_norm = initializers.layer_norm(width, rngs=rngs)
+        self.qkv = initializers.linear(width, 3 * width, rngs=rngs)
+        self.out = initializers.linear(width, width, rngs=rngs)
+        self.mlp_norm = initializers.layer_norm(width, rngs=rngs)
+        self.mlp_in = initializers.linear(width, mlp_ratio * width, rngs=rngs)
+        self.mlp_out = initializers.linear(mlp_ratio * width, width, rngs=rngs)
 
     def __call__(self, t: jax.Array, mask: jax.Array) -> jax.Array:
         b, n, d = t.shape
@@ -64,12 +66,12 @@ class TransformerStack(nnx.Module):
     ):
         if depth < 1:
             raise ValueError(f"depth={depth} must be >= 1.")
-        self.context = nnx.Linear(d_context, width, rngs=rngs)
-        self.tokens = nnx.Linear(d_item, width, rngs=rngs)
+        self.context = initializers.linear(d_context, width, rngs=rngs)
+        self.tokens = initializers.linear(d_item, width, rngs=rngs)
         self.layers = nnx.List(
             [EncoderLayer(width, num_heads=num_heads, mlp_ratio=mlp_ratio, rngs=rngs) for _ in range(depth)]
         )
-        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.norm = initializers.layer_norm(width, rngs=rngs)
 
     def __call__(self, x: dict) -> jax.Array:
         seq, mask = x["sequence"], x["mask"].astype(bool)

@@ -8,7 +8,15 @@ from flax import nnx
 
 from ..config import ARCHS, IMPLICIT_ARCHS, SEQUENCE_ARCHS, TRANSFERS
 from ..data.events import Schema
-from ..layers import GraphCell, ImplicitLayer, MLPCell, SequenceCell, SolverConfig, fixed_point_correction_loss
+from ..layers import (
+    GraphCell,
+    ImplicitLayer,
+    MLPCell,
+    SequenceCell,
+    SolverConfig,
+    fixed_point_correction_loss,
+    initializers,
+)
 from .features import MLP, DINAttention, FeatureEmbedder, NodeCounts, match_counts
 from .stacks import TransformerStack
 
@@ -108,7 +116,7 @@ class VerticalModel(nnx.Module):
         self.uses_loopfm = transfer.startswith("loopfm")
         self.uses_kd = transfer.endswith("kd")
         if self.uses_loopfm:
-            self.loopfm_proj = nnx.Linear(fm_dim, e, rngs=rngs)
+            self.loopfm_proj = initializers.linear(fm_dim, e, rngs=rngs)
             self.loopfm_attention = DINAttention(e, history_len, rngs=rngs)
             d_x += 3 * e + 1  # logged-history pooled l, l * c, its mean, its soft count
             d_x += len(self.embed.query_fields) * (e + 2)  # per candidate field: exact-match pooling
@@ -151,8 +159,8 @@ class VerticalModel(nnx.Module):
         else:
             self.core = MLP((d_x,) + tuple(hidden), rngs=rngs)
             last = hidden[-1]
-        self.head = nnx.Linear(last, 1, rngs=rngs)
-        self.aux_head = nnx.Linear(last, 1, rngs=rngs) if self.uses_kd and not kd_on_main else None
+        self.head = initializers.linear(last, 1, rngs=rngs)
+        self.aux_head = initializers.linear(last, 1, rngs=rngs) if self.uses_kd and not kd_on_main else None
 
     @property
     def is_implicit(self) -> bool:
