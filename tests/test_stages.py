@@ -244,6 +244,28 @@ def test_fit_compiles_its_step_once_across_calls():
     assert results[0]["history"][0]["train_loss"] != results[1]["history"][0]["train_loss"]
 
 
+def test_fit_restores_the_parameters_of_its_best_epoch():
+    """Validation labels are the opposite of the training rule, so validation AUC falls as the model
+    learns: fit ends with the parameters it had after its first epoch (kept by reference: the arrays
+    stay valid while training replaces them)."""
+    after_epoch = []
+
+    def snapshot(model):  # a monitor runs after each epoch's validation
+        after_epoch.append(np.asarray(model.linear.kernel[...]).copy())
+        return {}
+
+    model = Scorer(2)
+    config = training.TrainConfig(epochs=4, batch_size=16, learning_rate=0.05, patience=4)
+    valid = np.arange(45, 64)
+    result = training.fit(
+        model, bce, batch_of, np.arange(45), valid, 1 - Y[valid], np.zeros(19, int), config, monitor=snapshot
+    )
+    aucs = [h["valid_auc"] for h in result["history"]]
+    assert len(aucs) == 4 and int(np.argmax(aucs)) == 0 and aucs[0] > aucs[-1]
+    np.testing.assert_array_equal(np.asarray(model.linear.kernel[...]), after_epoch[0])
+    assert not np.array_equal(after_epoch[0], after_epoch[-1])
+
+
 def test_padding_of_the_last_batch_changes_no_update():
     """fit (last batch padded, weight 0) reaches the parameters of plain Adam steps on the unpadded batches."""
     train, config = np.arange(45), training.TrainConfig(epochs=2, batch_size=16, patience=5, seed=3)

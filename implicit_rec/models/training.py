@@ -269,7 +269,9 @@ def fit(
             progress(record)
         if valid["auc"] > best_auc:
             best_auc, stale = valid["auc"], 0
-            best_state = jax.tree.map(jnp.array, nnx.state(model, _KEEP))
+            # A snapshot by reference: JAX arrays are immutable and no step donates its inputs, so the
+            # arrays stay valid as training replaces them (copying compiled a program per shape).
+            best_state = jax.tree.map(lambda x: x, nnx.state(model, _KEEP))
         else:
             stale += 1
         if checkpoint is not None:
