@@ -244,6 +244,24 @@ def test_fit_compiles_its_step_once_across_calls():
     assert results[0]["history"][0]["train_loss"] != results[1]["history"][0]["train_loss"]
 
 
+def test_optimizer_state_is_built_by_one_program_per_model_structure(caplog):
+    """Adam's zeros come from one jitted init per model structure, not a program per parameter shape."""
+    import logging
+
+    class Two(nnx.Module):
+        def __init__(self, width):
+            self.a, self.b = nnx.Linear(3, width, rngs=nnx.Rngs(0)), nnx.Linear(width, 1, rngs=nnx.Rngs(0))
+
+    nnx.Optimizer(Two(5), training._adam(0.01), wrt=nnx.Param)  # compiles the init of this structure
+    models = [Two(w) for w in (6, 7, 9)]  # new parameter shapes
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+        opts = [nnx.Optimizer(m, training._adam(0.01), wrt=nnx.Param) for m in models]
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Finished XLA compilation")]
+    assert len(compiled) == 3 and all("init_fn" in m for m in compiled)  # one per model, nothing per leaf
+    state = nnx.state(opts[2])
+    assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(state))  # zeros (and a zero count)
+
+
 def test_fit_restores_the_parameters_of_its_best_epoch():
     """Validation labels are the opposite of the training rule, so validation AUC falls as the model
     learns: fit ends with the parameters it had after its first epoch (kept by reference: the arrays

@@ -103,8 +103,10 @@ def _probabilities(model: nnx.Module, batch: dict, output: str) -> jax.Array:
 @functools.cache
 def _adam(learning_rate: float) -> optax.GradientTransformation:
     """One Adam per learning rate: the transformation is part of the optimizer's graph, so a new one
-    per ``fit`` would compile the step again."""
-    return optax.adam(learning_rate)
+    per ``fit`` would compile the step again. Its ``init`` is jitted: one program per model
+    structure instead of one ``zeros_like`` per parameter shape."""
+    tx = optax.adam(learning_rate)
+    return tx._replace(init=jax.jit(tx.init))
 
 
 _WRT = nnx.DiffState(0, nnx.Any(nnx.Param, AdjointProbe))  # parameters and the solver reports
