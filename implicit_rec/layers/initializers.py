@@ -7,8 +7,9 @@ a fresh process, 35 s of a cold tiny run). Here every draw is a flat one of the 
 of its size, cut to the size and reshaped on the host. With JAX's partitionable threefry (the
 default since JAX 0.5) element ``i`` of a draw depends only on the key and ``i``, so the first
 ``n`` values of a longer flat draw are the draw of any shape with ``n`` entries, in row-major
-order: the parameters are bit for bit those of ``jax.nn.initializers`` (a test checks it), and
-the scale is applied by one float32 multiply on the host, as JAX applies it on the device. Host
+order: the parameters are bit for bit those of ``jax.nn.initializers`` (a test checks it, on the
+oldest and the newest JAX this project supports), and the scale is applied by float32 multiplies
+on the host, in the order this JAX applies them on the device. Host
 arrays go to the device by ``jax.device_put`` (``jnp.asarray`` of a NumPy array compiles a copy
 program per shape in JAX 0.10).
 
@@ -19,6 +20,7 @@ through, so an explicit ``kernel_init`` still wins.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -26,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax import lax
+from jax._src.nn import initializers as _jax_initializers  # only to tell which normal formula this JAX uses
 
 Initializer = Callable[..., jax.Array]
 TRUNCATED_NORMAL_STDDEV = 0.87962566103423978  # of a standard normal truncated to (-2, 2), as in JAX
@@ -55,15 +59,35 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = 
         if distribution == "truncated_normal":
             stddev = stddev / np.asarray(TRUNCATED_NORMAL_STDDEV, dtype)
             draw = jax.random.truncated_normal(key, -2, 2, (flat,), dtype)
-        else:
-            draw = jax.random.normal(key, (flat,), dtype)
+        else:  # JAX's normal is sqrt(2) erf_inv(u); the order of the two products depends on the version
+            draw = _erf_inv_uniform(key, flat, dtype)
         try:
-            values = np.asarray(draw)
+            values = np.asarray(draw)[:size].reshape(shape)
         except jax.errors.TracerArrayConversionError:  # under a trace (jit, nnx.eval_shape): the same in jnp
-            return draw[:size].reshape(shape) * stddev
-        return jax.device_put(values[:size].reshape(shape) * stddev)
+            values = draw[:size].reshape(shape)
+        if distribution == "normal":
+            sqrt2 = np.asarray(np.sqrt(2), dtype)
+            return _placed((sqrt2 * stddev) * values if _PRESCALED_NORMAL else (sqrt2 * values) * stddev)
+        return _placed(values * stddev)
 
     return init
+
+
+# Newer JAX (0.12) scales its normal draws as (sqrt(2) * scale) * erf_inv(u), older (0.10) as
+# (sqrt(2) * erf_inv(u)) * scale: float32 products that differ in the last bit. Match this JAX.
+_PRESCALED_NORMAL = hasattr(_jax_initializers, "_scaled_normal")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _erf_inv_uniform(key: jax.Array, size: int, dtype) -> jax.Array:
+    """(size,) erf_inv of uniform(nextafter(-1, 0), 1) draws: JAX's standard normal over sqrt(2)."""
+    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
+    return lax.erf_inv(jax.random.uniform(key, (size,), dtype, lo, np.array(1.0, dtype)))
+
+
+def _placed(values) -> jax.Array:
+    """A host array on the device (``jax.device_put``: no program per shape); traced values as they are."""
+    return jax.device_put(values) if isinstance(values, np.ndarray | np.generic) else values
 
 
 def lecun_normal() -> Initializer:
