@@ -48,7 +48,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = 
 
     def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
         shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-        if len(shape) < 2 or not np.issubdtype(dtype, np.floating):
+        if len(shape) < 2 or not np.issubdtype(dtype, np.floating) or math.prod(shape) == 0:
             reference = jax.nn.initializers.variance_scaling(scale, mode, distribution, in_axis, out_axis)
             return reference(key, shape, dtype)
         receptive = math.prod(shape) / shape[in_axis] / shape[out_axis]  # JAX's _compute_fans, no batch axes
