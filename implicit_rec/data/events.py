@@ -171,11 +171,12 @@ class EventTable:
         """The categorical and sequence columns (integer indices; int32 in batches)."""
         return frozenset(self.schema.categorical) | {s for s, _ in self.schema.all_sequences}
 
-    def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """A batch: every column at the given rows (reads only those rows of memory maps); the
-        :attr:`index_columns` as int32 whatever their stored type."""
+    def take(self, index: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """A batch: the columns ``names`` (default: every column) at the given rows, reading only those
+        rows of memory maps; the :attr:`index_columns` as int32 whatever their stored type."""
         index, ints = np.asarray(index), self.index_columns
-        return {name: np.asarray(col[index], np.int32 if name in ints else None) for name, col in self.columns.items()}
+        names = self.columns if names is None else names
+        return {n: np.asarray(self.columns[n][index], np.int32 if n in ints else None) for n in names}
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:

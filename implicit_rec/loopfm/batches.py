@@ -24,11 +24,10 @@ def table_batches(table: EventTable) -> Callable[[np.ndarray], dict]:
     """rows -> {column: (B, ...) array} of the model inputs and ``label``."""
     schema = table.schema
     names = list(schema.categorical) + list(schema.numeric) + [s for s, _ in schema.all_sequences]
-    ints = table.index_columns
 
     def make(rows):
         rows = np.asarray(rows)
-        batch = {n: np.asarray(table[n][rows], np.int32 if n in ints else None) for n in names}
+        batch = table.take(rows, names)
         batch["label"] = np.asarray(table["label"][rows], np.float32)
         return batch
 
