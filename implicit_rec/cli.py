@@ -2,6 +2,7 @@
 
     implicit-rec run [--config FILE] [--set section.key=value ...] [--dataset SPEC] [--preset NAME]
                      [--seeds N] [--out DIR] [--force] [--quiet] [--debug]
+                     [--processes P [--coordinator HOST:PORT --process-id I [--coordinator-bind ADDR:PORT]]]
     implicit-rec sweep --run DIR          redo the test-time iteration sweep (and the report)
     implicit-rec report --run DIR         redraw report.md and the plots from metrics.json
     implicit-rec config [--config FILE] [--set ...]   print the effective configuration as TOML
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/main", metavar="DIR", help="run directory (default: runs/main)")
     p.add_argument("--force", action="store_true", help="overwrite a finished (or different) run in --out")
     _common(p)
+    from .processes import add_process_args
+
+    add_process_args(
+        p.add_argument_group(
+            "processes (jax.distributed): the FM and VMs train data-parallel over every process's devices "
+            "where fm.devices / vm.devices = 0; process 0 writes --out, which every process must read"
+        ),
+        "processes of the run (P > 1 without --coordinator: launch P on this host)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -194,10 +204,33 @@ def cmd_config(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .processes import check_process_args
+
+    check_process_args(args)
+    cfg = effective_config(args)
+    if args.processes > 1:
+        _check_spread(cfg, args.processes)
+        if args.coordinator is None:
+            return _launch_run(args, cfg)
+    else:
+        _cpu_devices(max(cfg.fm.devices, cfg.vm.devices))
+    if args.coordinator is not None:
+        from .processes import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.processes, args.process_id, args.coordinator_bind)
+    try:
+        return _run_here(args, cfg)
+    finally:
+        if args.coordinator is not None:
+            import jax
+
+            jax.distributed.shutdown()
+
+
+def _run_here(args, cfg: config_mod.RunConfig) -> int:
+    """The run in this process (one process of a multi-process run with --coordinator)."""
     from . import pipeline
 
-    cfg = effective_config(args)
-    _cpu_devices(max(cfg.fm.devices, cfg.vm.devices))
     if not args.quiet:
         print(
             f"implicit-rec run -> {args.out}\n--- effective configuration ---\n"
@@ -206,7 +239,56 @@ def cmd_run(args) -> int:
         )
     t0 = time.perf_counter()
     result = pipeline.run(args.out, cfg, force=args.force, quiet=args.quiet, command=sys.argv)
-    _summary(result, time.perf_counter() - t0)
+    if args.process_id in (None, 0):
+        _summary(result, time.perf_counter() - t0)
+    return 0
+
+
+def _check_spread(cfg: config_mod.RunConfig, processes: int) -> None:
+    """A multi-process run spreads a model's training over every process's devices (a key of 0);
+    1 trains it in each process alone (the same model, P times). Other counts cannot span the job."""
+    keys = {"fm.devices": cfg.fm.devices, "vm.devices": cfg.vm.devices}
+    bad = [f"{k}={v}" for k, v in keys.items() if v not in (0, 1)]
+    if bad:
+        raise config_mod.ConfigError(
+            f"--processes {processes}: {', '.join(bad)}; a multi-process run trains a model over every "
+            "process's devices (0) or in each process alone (1)."
+        )
+    if all(v == 1 for v in keys.values()):
+        raise config_mod.ConfigError(
+            f"--processes {processes} with fm.devices=1 and vm.devices=1 would train every model in each "
+            "process alone: set --set fm.devices=0 (and/or vm.devices=0) to train data-parallel over "
+            "every process's devices, or drop --processes."
+        )
+    for section, value in (("fm", cfg.fm), ("vm", cfg.vm)):
+        if value.devices == 0 and value.batch_size % processes:
+            raise config_mod.ConfigError(
+                f"{section}.batch_size={value.batch_size} is not divisible by --processes {processes}: "
+                "every process takes an equal share of each batch."
+            )
+
+
+def _launch_run(args, cfg: config_mod.RunConfig) -> int:
+    """``--processes P`` without ``--coordinator``: prepare the run directory and the dataset cache,
+    then run P workers on loopback (``--config OUT/config.toml``, one CPU device each unless
+    JAX_NUM_CPU_DEVICES says otherwise) and wait for all; process 0 prints the run's summary."""
+    from . import pipeline
+    from .processes import free_port, run_workers
+
+    pipeline.prepare(args.out, cfg, force=args.force, quiet=args.quiet, command=sys.argv)
+    coordinator = f"127.0.0.1:{free_port()}"
+    argvs = []
+    for i in range(args.processes):
+        argv = [sys.executable, "-m", "implicit_rec", "run", "--config", str(Path(args.out) / "config.toml")]
+        argv += ["--out", str(args.out), "--processes", str(args.processes)]
+        argv += ["--coordinator", coordinator, "--process-id", str(i)]
+        argvs.append(argv + (["--quiet"] if args.quiet or i else []) + (["--debug"] if args.debug else []))
+    rc = run_workers(argvs, dict(os.environ))
+    if rc:
+        raise pipeline.RunError(
+            f"a worker of the {args.processes}-process run exited with status {rc} (its error is above); "
+            "rerun the same command to resume."
+        )
     return 0
 
 

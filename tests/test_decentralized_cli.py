@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from implicit_rec import processes
 from implicit_rec.cli import main
 from implicit_rec.config import ConfigError
 from implicit_rec.decentralized.cli import FLAGS, add_parser, resolve
@@ -207,7 +208,7 @@ def test_launcher_hands_workers_the_effective_configuration(tmp_path, monkeypatc
             return 0
 
     monkeypatch.setattr(train, "load_table", lambda run, cache_dir: None)
-    monkeypatch.setattr(dcli.subprocess, "Popen", Proc)
+    monkeypatch.setattr(processes.subprocess, "Popen", Proc)
     assert dcli.launch(args, cfg) == 0
     assert len(started) == 2
     for i, worker in enumerate(started):

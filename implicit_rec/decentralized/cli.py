@@ -25,16 +25,13 @@ module runs as ``python -m implicit_rec.decentralized.cli`` (``--debug`` shows t
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .. import config as config_mod
 from ..config import ARCHS, DEFAULT, OPTIMIZERS, SHARDINGS, TRANSFERS, ConfigError, RunConfig
+from ..processes import add_process_args, check_process_args, free_port, initialize_distributed, run_workers
 
 HELP = "train a vertical model with decentralized SGD (CECA and other gossip topologies) on N agents"
 
@@ -85,19 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("agents and topology")
     key_flag(g, "--agents", "number of agents (devices)", type=int)
     key_flag(g, "--topology", choices=TOPOLOGIES)
-    g.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="processes sharing the agents (agents %% processes == 0); default %(default)s",
-    )
-    g.add_argument("--coordinator", metavar="HOST:PORT", help="coordinator of a multi-process run")
-    g.add_argument("--process-id", type=int, help="this process's index with --coordinator")
-    g.add_argument(
-        "--coordinator-bind",
-        metavar="ADDR:PORT",
-        help="address process 0 binds the coordinator to (default 127.0.0.1:PORT)",
-    )
+    add_process_args(g, "processes sharing the agents (agents %% processes == 0)")
     g = p.add_argument_group("data and model ([data] as in `implicit-rec run`, the VM's [vm] settings)")
     key_flag(g, "--dataset", "dataset spec")
     key_flag(g, "--preset", "synthetic preset")
@@ -140,23 +125,6 @@ def resolve(args) -> RunConfig:
     return config_mod.config_from_args(args, {_dest(flag): key for flag, key in FLAGS.items()})
 
 
-def _host_port(flag: str, value: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port) with 1 <= port <= 65535, else a ConfigError naming ``flag``."""
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{flag} must be HOST:PORT with a port in 1..65535, got {value!r}.")
-    return host, int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: other processes reach it through a non-loopback address
-        return False
-
-
 def _check_dir(flag: str, path) -> None:
     """A directory the run writes into may not exist yet, but neither it nor a parent may be a file."""
     for p in (Path(path), *Path(path).parents):
@@ -168,33 +136,9 @@ def _check_dir(flag: str, path) -> None:
 
 def _check_args(args, agents: int) -> None:
     """Flag combinations of a (multi-process) run of ``agents`` agents (the values: the configuration)."""
-    if args.processes < 1:
-        raise ConfigError(f"--processes must be >= 1, got {args.processes}.")
+    check_process_args(args)
     if agents % args.processes:
         raise ConfigError(f"dsgd.agents={agents} (--agents) is not divisible by --processes {args.processes}.")
-    if args.coordinator is not None:
-        if args.processes == 1:
-            raise ConfigError(
-                "--coordinator joins a multi-process run: pass --processes P > 1 (the same P "
-                "in every process), or drop --coordinator."
-            )
-        host, _ = _host_port("--coordinator", args.coordinator)
-        if args.process_id is None or not 0 <= args.process_id < args.processes:
-            raise ConfigError(
-                f"--process-id must be in [0, {args.processes}) with --coordinator, got {args.process_id}."
-            )
-        if args.coordinator_bind is not None:
-            _host_port("--coordinator-bind", args.coordinator_bind)
-        elif args.process_id == 0 and not _is_loopback(host):
-            raise ConfigError(
-                f"--coordinator {args.coordinator} is not a loopback address, but process 0 binds "
-                "the coordinator to 127.0.0.1 by default: pass --coordinator-bind ADDR:PORT "
-                "(e.g. 0.0.0.0:PORT) so the other processes can reach it."
-            )
-    elif args.process_id is not None:
-        raise ConfigError("--process-id needs --coordinator.")
-    elif args.coordinator_bind is not None:
-        raise ConfigError("--coordinator-bind needs --coordinator (the launcher binds to 127.0.0.1).")
 
 
 def run(args) -> int:
@@ -264,27 +208,6 @@ def worker(args, cfg: RunConfig) -> int:
     return 0
 
 
-def initialize_distributed(coordinator: str, processes: int, process_id: int, bind: str | None = None) -> None:
-    """Join a job of ``processes`` processes through ``jax.distributed.initialize`` (process 0 runs the
-    coordinator, bound to ``bind``, default 127.0.0.1 and the port of ``coordinator``); CPU
-    collectives: gloo. Call before anything starts JAX's backend."""
-    import jax
-
-    port = coordinator.rpartition(":")[2]
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=processes,
-        process_id=process_id,
-        coordinator_bind_address=bind or f"127.0.0.1:{port}",
-    )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def worker_argv(args, config_path: Path, coordinator: str, process_id: int) -> list[str]:
     """The command line of one worker: the effective configuration file, coordinator and id."""
     argv = [
@@ -331,32 +254,6 @@ def launch(args, cfg: RunConfig) -> int:
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "")
     return run_workers([worker_argv(args, config_path, coordinator, i) for i in range(args.processes)], env)
-
-
-def run_workers(argvs: list[list[str]], env: dict | None = None, timeout: float | None = None) -> int:
-    """Run one process per command line and wait for all; when one fails (or ``timeout`` seconds
-    pass) the others are terminated. Returns the first non-zero exit status (-1: timed out), else 0."""
-    procs = [subprocess.Popen(argv, env=env) for argv in argvs]
-    rc, deadline = 0, None if timeout is None else time.monotonic() + timeout
-    try:
-        while any(p.poll() is None for p in procs):
-            failed = [p for p in procs if p.poll() not in (None, 0)]
-            late = deadline is not None and time.monotonic() > deadline
-            if failed or late:
-                rc = failed[0].returncode if failed else -1
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-                break
-            time.sleep(0.2)
-        for p in procs:
-            p.wait()
-            rc = rc or p.returncode
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
-    return rc
 
 
 def main(argv=None) -> int:

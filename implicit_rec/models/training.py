@@ -174,7 +174,9 @@ def fit(
 
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
     parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
-    and reaches exactly the result of an uninterrupted run. ``progress_bar``: a tqdm-like factory
+    and reaches exactly the result of an uninterrupted run. Under ``jax.distributed`` process 0
+    writes it and every process resumes from it (a path on a file system they share).
+    ``progress_bar``: a tqdm-like factory
     ``progress_bar(total=, desc=, leave=)`` whose bars get ``update``, ``set_postfix`` and ``close``.
 
     Data parallel (:mod:`.parallel`): ``mesh`` (or ``config.devices != 1``, which builds
@@ -276,7 +278,7 @@ def fit(
             best_state = jax.tree.map(lambda x: x, nnx.state(model, _KEEP))
         else:
             stale += 1
-        if checkpoint is not None:
+        if checkpoint is not None and jax.process_index() == 0:  # one writer under jax.distributed
             save_tree(
                 checkpoint,
                 {

@@ -57,6 +57,7 @@ from .stages import (
     load_fm,
     load_vm,
     loopfm_stages,
+    prepare,
     rerun_sweep,
     run,
     store_stage,
@@ -102,6 +103,7 @@ __all__ = [
     "loopfm_stages",
     "assemble",
     "run",
+    "prepare",
     "rerun_sweep",
     # the LoopFM study the stages train through (tests patch study.train_fm)
     "study",

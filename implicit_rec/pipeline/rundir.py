@@ -12,7 +12,8 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -34,13 +35,28 @@ class RunDir:
 
     ``events(name)`` is called after each stage is marked done (``"stage:NAME"``) and after each
     model is saved (``"model:STEM"``); tests interrupt runs there. ``bar`` is a tqdm factory or None.
+
+    A run of several processes (``jax.distributed``; :mod:`implicit_rec.processes`) shares one run
+    directory, on a file system every process reads. Process 0 is the *writer*: it alone writes
+    files. ``sync(name)`` is a barrier of every process (a no-op in a run of one process). A stage
+    that trains (``collective=True`` in :meth:`cached`) is computed by every process, in step,
+    since its steps all-reduce across them; any other stage is computed by the writer alone, and
+    the other processes load its file after the barrier.
     """
 
     def __init__(
-        self, out: str | os.PathLike, *, quiet: bool = False, events: Callable[[str], None] | None = None
+        self,
+        out: str | os.PathLike,
+        *,
+        quiet: bool = False,
+        events: Callable[[str], None] | None = None,
+        writer: bool = True,
+        sync: Callable[[str], None] | None = None,
     ) -> None:
         self.out, self.quiet = Path(out), quiet
         self.events = events or (lambda name: None)
+        self.writer = writer
+        self.sync = sync or (lambda name: None)
         self.created = False  # whether this invocation made the directory (removed if the run is refused)
         self.bar = None
         if not quiet:
@@ -50,8 +66,13 @@ class RunDir:
 
     def prepare(self, cfg: RunConfig, *, force: bool = False, command: list | None = None) -> None:
         """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
-        a finished run or another configuration."""
+        a finished run or another configuration. The other processes of a multi-process run wait
+        for the writer's directory and check its configuration."""
         out = self.out
+        if not self.writer:
+            self.sync("prepare")
+            self._check_config(cfg)
+            return
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory.")
         if force and out.exists():
@@ -67,26 +88,33 @@ class RunDir:
             probe.unlink()
         except OSError as err:
             raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}.") from None
-        saved = out / "config.toml"
-        if saved.is_file():
-            try:
-                before = config_mod.load_config(saved).to_dict()
-            except config_mod.ConfigError as err:
-                raise RunError(
-                    f"the run directory's config.toml is damaged ({err}); remove {out} or rerun "
-                    "with --force to start over."
-                ) from None
-            diff = _first_difference(before, cfg.to_dict())
-            if diff:
-                raise RunError(
-                    f"{out} holds an unfinished run with another configuration ({diff}); "
-                    "rerun with the same settings to resume, or use --force to start over."
-                )
-        else:
-            write_text_atomic(saved, config_mod.to_toml(cfg))
+        if not self._check_config(cfg):
+            write_text_atomic(out / "config.toml", config_mod.to_toml(cfg))
         if not state:
             state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
             self.save_state(state)
+        self.sync("prepare")
+
+    def _check_config(self, cfg: RunConfig) -> bool:
+        """Whether the directory has a config.toml; RunError if it is damaged or another configuration."""
+        out, saved = self.out, self.out / "config.toml"
+        if not saved.is_file():
+            if not self.writer:
+                raise RunError(f"{out} has no config.toml: process 0 of this run writes it; pass the same --out.")
+            return False
+        try:
+            before = config_mod.load_config(saved).to_dict()
+        except config_mod.ConfigError as err:
+            raise RunError(
+                f"the run directory's config.toml is damaged ({err}); remove {out} or rerun with --force to start over."
+            ) from None
+        diff = _first_difference(before, cfg.to_dict())
+        if diff:
+            raise RunError(
+                f"{out} holds an unfinished run with another configuration ({diff}); "
+                "rerun with the same settings to resume, or use --force to start over."
+            )
+        return True
 
     def state(self) -> dict:
         """run.json ({} before the first write); RunError if it is damaged."""
@@ -102,22 +130,36 @@ class RunDir:
         return state
 
     def save_state(self, state: dict) -> None:
-        write_json_atomic(self.out / "run.json", state)
+        if self.writer:
+            write_json_atomic(self.out / "run.json", state)
 
     def mark_done(self, stage: str, seconds: float) -> None:
         """Record the stage's time in run.json (this invocation's: a resumed stage is timed again)."""
+        if not self.writer:
+            return
         state = self.state()
         state["stages"][stage] = seconds
         self.save_state(state)
         self.events(f"stage:{stage}")
 
     def log(self, line: str) -> None:
-        with open(self.out / "log.txt", "a") as fh:
-            fh.write(line + "\n")
+        if self.writer:
+            with open(self.out / "log.txt", "a") as fh:
+                fh.write(line + "\n")
         if not self.quiet:
             from tqdm.auto import tqdm
 
             tqdm.write(line)
+
+    @contextmanager
+    def writer_first(self, name: str) -> Iterator[None]:
+        """Run the block in the writer first, then (after the barrier ``name``) in the other processes:
+        for a step that may write a file the others then read (the dataset cache)."""
+        if not self.writer:
+            self.sync(name)
+        yield
+        if self.writer:
+            self.sync(name)
 
     def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
         """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
@@ -134,19 +176,29 @@ class RunDir:
         stage: str | None = None,
         event: str | None = None,
         recompute: bool = False,
+        collective: bool = False,
     ) -> R:
         """``load(path)`` if a finished stage left ``path``; else ``compute()``, ``save`` it to ``path``
-        (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``."""
+        (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``.
+
+        In a multi-process run (see the class) every process decides after a barrier, so all see the
+        same files; ``collective``: every process computes (the stage trains across them), else only
+        the writer does and the others load its file after a second barrier."""
+        self.sync(f"{path.name}: check")
         if path.exists() and not recompute:
             return load(path)
-        t0 = time.perf_counter()
-        value = compute()
-        save(value, path)
-        if stage is not None:
-            self.mark_done(stage, time.perf_counter() - t0)
-        if event is not None:
-            self.events(event)
-        return value
+        value = None
+        if self.writer or collective:
+            t0 = time.perf_counter()
+            value = compute()
+        if self.writer:
+            save(value, path)
+            if stage is not None:
+                self.mark_done(stage, time.perf_counter() - t0)
+            if event is not None:
+                self.events(event)
+        self.sync(f"{path.name}: saved")
+        return value if self.writer or collective else load(path)
 
 
 def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:

@@ -50,7 +50,8 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     d = cfg.data
     t0 = time.perf_counter()
     try:
-        table = load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
+        with run.writer_first("data"):  # the writer prepares the cache, the other processes read it
+            table = load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
     except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
         raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
     seconds = time.perf_counter() - t0
@@ -74,12 +75,13 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     return table, summary
 
 
-def _evaluate(model, make_batch: Callable, table: EventTable, predictions: Path) -> dict:
+def _evaluate(run: RunDir, model, make_batch: Callable, table: EventTable, predictions: Path) -> dict:
     """AUC, gAUC and logloss of ``model`` on the test split; its test predictions go to ``predictions``
-    (float32 .npy, in ``table.rows("test")`` order: the paired comparisons read them)."""
+    (float32 .npy, in ``table.rows("test")`` order: the paired comparisons read them) from the writer."""
     rows = table.rows("test")
     probs = predict(model, make_batch, rows)
-    _save_predictions(probs, predictions)
+    if run.writer:
+        _save_predictions(probs, predictions)
     return metrics.evaluate(np.asarray(table["label"][rows]), probs, np.asarray(table["user"][rows]))
 
 
@@ -124,9 +126,10 @@ def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
         run.log(f"FM ({fm.size}) on days {fm.days[0]}-{fm.days[1] - 1}")
         t0 = time.perf_counter()
         model, hist = study.train_fm(table, fm, run.log, checkpoint=ckpt, progress_bar=run.bar)
-        res = _evaluate(model, table_batches(table), table, predictions_path(weights))
+        res = _evaluate(run, model, table_batches(table), table, predictions_path(weights))
         run.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
-        save_state(model, weights)
+        if run.writer:
+            save_state(model, weights)
         return FMResult(
             **res,
             params=count_params(model),
@@ -136,8 +139,9 @@ def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
             history=tuple(hist["history"]),
         )
 
-    result = run.cached(result_path, compute, *record_file(FMResult), stage="fm")
-    ckpt.unlink(missing_ok=True)
+    result = run.cached(result_path, compute, *record_file(FMResult), stage="fm", collective=True)
+    if run.writer:
+        ckpt.unlink(missing_ok=True)
     return result
 
 
@@ -165,6 +169,7 @@ def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[Histori
         lambda p: HistoricalStore.load(p, table),
         save,
         stage="store",
+        collective=True,  # the out-of-fold FMs train across the processes
     )
     info = StoreInfo(
         events=int(len(store.rows)),
@@ -199,8 +204,9 @@ def vm_stage(
         model, hist, make = study.train_vm(
             table, store, cfg.vm, arch, transfer, seed, hidden, **shape, checkpoint=ckpt, progress_bar=run.bar
         )
-        res = _evaluate(model, make, table, predictions_path(weights))
-        save_state(model, weights)
+        res = _evaluate(run, model, make, table, predictions_path(weights))
+        if run.writer:
+            save_state(model, weights)
         result = VMResult(
             name=name,
             arch=arch,
@@ -232,8 +238,9 @@ def vm_stage(
         )
         return result
 
-    result = run.cached(result_path, compute, *record_file(VMResult), event=f"model:{stem}")
-    ckpt.unlink(missing_ok=True)
+    result = run.cached(result_path, compute, *record_file(VMResult), event=f"model:{stem}", collective=True)
+    if run.writer:
+        ckpt.unlink(missing_ok=True)
     return result
 
 
@@ -446,7 +453,7 @@ def _test_predictions(
             model, make = load_fm(run, models.table, models.cfg), table_batches(models.table)
         else:
             model, make = load_vm(run, models.table, models.store, models.cfg, result)
-        _evaluate(model, make, models.table, path)
+        _evaluate(run, model, make, models.table, path)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -535,12 +542,16 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
     )
     swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
     comparisons = comparison_stage(run, models, baselines, sw.iterations, recompute=only_sweep)
-    result = assemble(run, cfg, models, swept, baselines, comparisons, time.perf_counter() - t_start).to_dict()
-    write_json_atomic(run.out / "metrics.json", result)
-    written = report.write_report(result, run.out)
-    state = run.state()
-    state["status"] = "finished"
-    run.save_state(state)
+    if run.writer:
+        result = assemble(run, cfg, models, swept, baselines, comparisons, time.perf_counter() - t_start).to_dict()
+        write_json_atomic(run.out / "metrics.json", result)
+        written = report.write_report(result, run.out)
+        state = run.state()
+        state["status"] = "finished"
+        run.save_state(state)
+    run.sync("metrics.json")
+    if not run.writer:
+        result, written = read_json(run.out / "metrics.json"), []
     return {"metrics": result, "files": [run.out / "metrics.json", *written]}
 
 
@@ -553,11 +564,51 @@ def run(
     command: list | None = None,
     events: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run (or resume) the whole job into ``out``; returns ``{"metrics": dict, "files": [paths]}``."""
+    """Run (or resume) the whole job into ``out``; returns ``{"metrics": dict, "files": [paths]}``.
+
+    Under ``jax.distributed`` every process calls this with the same arguments (``implicit-rec run
+    --processes P``): they train each model data-parallel over every process's devices where
+    ``fm.devices`` / ``vm.devices`` is 0, process 0 writes ``out`` (see :class:`RunDir`)."""
     check_config(cfg)
-    rundir = RunDir(out, quiet=quiet, events=events)
+    rundir = RunDir(out, quiet=quiet, events=events, **_processes())
     rundir.prepare(cfg, force=force, command=command)
+    import jax
+
+    if jax.process_count() > 1:
+        rundir.log(
+            f"jax.distributed: {jax.process_count()} processes, {jax.device_count()} devices "
+            f"(fm.devices={cfg.fm.devices}, vm.devices={cfg.vm.devices}; 0 = all); process 0 writes {rundir.out}"
+        )
     return _execute(rundir, cfg)
+
+
+def prepare(
+    out: str | os.PathLike, cfg: RunConfig, *, force: bool = False, quiet: bool = False, command: list | None = None
+) -> None:
+    """Create (or reopen) the run directory and its dataset cache, checked against ``cfg``: what the
+    launcher of a multi-process run does before it starts the processes (``implicit-rec run --processes``)."""
+    check_config(cfg)
+    rundir = RunDir(out, quiet=quiet)
+    rundir.prepare(cfg, force=force, command=command)
+    try:
+        table, _ = data_stage(rundir, cfg)
+        check_data(table, cfg)
+    except RunError:
+        if rundir.created:
+            shutil.rmtree(rundir.out, ignore_errors=True)
+        raise
+
+
+def _processes() -> dict:
+    """RunDir's ``writer`` and ``sync`` for this process: process 0 writes, ``sync`` is a barrier of
+    every process of a ``jax.distributed`` job; {} in a run of one process."""
+    import jax
+
+    if jax.process_count() == 1:
+        return {}
+    from jax.experimental import multihost_utils
+
+    return {"writer": jax.process_index() == 0, "sync": multihost_utils.sync_global_devices}
 
 
 def rerun_sweep(out, *, quiet: bool = False) -> dict:
