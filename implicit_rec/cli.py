@@ -215,9 +215,13 @@ def cmd_run(args) -> int:
     else:
         _cpu_devices(max(cfg.fm.devices, cfg.vm.devices))
     if args.coordinator is not None:
+        import jax
+
         from .processes import initialize_distributed
 
         initialize_distributed(args.coordinator, args.processes, args.process_id, args.coordinator_bind)
+        args.quiet = args.quiet or args.process_id > 0  # process 0 speaks for the run
+        _check_batches(cfg, jax.device_count())
     try:
         return _run_here(args, cfg)
     finally:
@@ -260,18 +264,24 @@ def _check_spread(cfg: config_mod.RunConfig, processes: int) -> None:
             "process alone: set --set fm.devices=0 (and/or vm.devices=0) to train data-parallel over "
             "every process's devices, or drop --processes."
         )
+    _check_batches(cfg, processes, "--processes")
+
+
+def _check_batches(cfg: config_mod.RunConfig, devices: int, what: str = "the devices of the job") -> None:
+    """A batch of a model spread over the job (``devices`` 0) splits evenly over its ``devices``."""
     for section, value in (("fm", cfg.fm), ("vm", cfg.vm)):
-        if value.devices == 0 and value.batch_size % processes:
+        if value.devices == 0 and value.batch_size % devices:
             raise config_mod.ConfigError(
-                f"{section}.batch_size={value.batch_size} is not divisible by --processes {processes}: "
-                "every process takes an equal share of each batch."
+                f"{section}.batch_size={value.batch_size} is not divisible by {what} ({devices}): every "
+                f"device takes an equal share of each batch; use a multiple of {devices}."
             )
 
 
 def _launch_run(args, cfg: config_mod.RunConfig) -> int:
     """``--processes P`` without ``--coordinator``: prepare the run directory and the dataset cache,
-    then run P workers on loopback (``--config OUT/config.toml``, one CPU device each unless
-    JAX_NUM_CPU_DEVICES says otherwise) and wait for all; process 0 prints the run's summary."""
+    then run P workers on loopback (``--config OUT/config.toml``; CPU devices, one each unless
+    JAX_NUM_CPU_DEVICES says otherwise, as JAX_PLATFORMS is cpu unless set) and wait for all; process
+    0 prints the run's summary."""
     from . import pipeline
     from .processes import free_port, run_workers
 
@@ -283,7 +293,9 @@ def _launch_run(args, cfg: config_mod.RunConfig) -> int:
         argv += ["--out", str(args.out), "--processes", str(args.processes)]
         argv += ["--coordinator", coordinator, "--process-id", str(i)]
         argvs.append(argv + (["--quiet"] if args.quiet or i else []) + (["--debug"] if args.debug else []))
-    rc = run_workers(argvs, dict(os.environ))
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")  # P processes on one host: CPU devices, not P claims on its GPUs
+    rc = run_workers(argvs, env)
     if rc:
         raise pipeline.RunError(
             f"a worker of the {args.processes}-process run exited with status {rc} (its error is above); "

@@ -16,6 +16,7 @@ Nothing here binds a non-loopback address by default.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 import subprocess
 import time
@@ -126,3 +127,31 @@ def run_workers(argvs: list[list[str]], env: dict | None = None, timeout: float 
             p.terminate()
         raise
     return rc
+
+
+BARRIER_TIMEOUT_S = 7 * 24 * 3600  # a barrier waits for a stage one process computes (a sweep may take hours)
+_BARRIERS = itertools.count()  # every process passes the same barriers in the same order
+
+
+def barrier(name: str, failure: str | None = None, timeout_s: float = BARRIER_TIMEOUT_S) -> list[str]:
+    """Wait until every process of the ``jax.distributed`` job reaches this barrier; returns the
+    failures reported at it, as "process I: message".
+
+    A process whose step failed passes ``failure`` (one line), so the others can stop with it
+    instead of waiting forever. The wait goes through the job's coordinator (its key-value store and
+    barriers), not a device collective: XLA's CPU collectives give up after 30 minutes, while a stage
+    that one process computes alone (the sweep) may take longer. A process that dies ends the job
+    through the coordinator's heartbeat. ``name`` is part of the barrier's id: processes that reach
+    differently named barriers wait for each other until ``timeout_s``, then fail.
+    """
+    import jax
+    from jax._src import distributed  # the coordinator's client: public API offers only device collectives
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("barrier() needs jax.distributed.initialize() first")
+    key = f"implicit-rec/barrier/{next(_BARRIERS)}/{name}"
+    if failure is not None:
+        client.key_value_set(f"{key}/failed/{jax.process_index()}", f"process {jax.process_index()}: {failure}")
+    client.wait_at_barrier(key, int(timeout_s * 1000))
+    return [value for _, value in client.key_value_dir_get(f"{key}/failed/")]

@@ -172,7 +172,7 @@ def test_a_multi_process_run_must_spread_a_model_and_split_its_batches(tmp_path)
         (("--set", "fm.devices=2"), "fm.devices=2; a multi-process run trains a model over every"),
         (
             ("--set", "vm.devices=0", "--set", "vm.batch_size=255"),
-            "vm.batch_size=255 is not divisible by --processes 2",
+            "vm.batch_size=255 is not divisible by --processes (2)",
         ),
         (("--set", "vm.devices=0", "--process-id", "1"), "--process-id needs --coordinator"),
     ]

@@ -136,9 +136,9 @@ def _check_dir(flag: str, path) -> None:
 
 def _check_args(args, agents: int) -> None:
     """Flag combinations of a (multi-process) run of ``agents`` agents (the values: the configuration)."""
-    check_process_args(args)
-    if agents % args.processes:
+    if args.processes >= 1 and agents % args.processes:
         raise ConfigError(f"dsgd.agents={agents} (--agents) is not divisible by --processes {args.processes}.")
+    check_process_args(args)
 
 
 def run(args) -> int:

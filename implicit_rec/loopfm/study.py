@@ -125,7 +125,8 @@ def train_fm(
     table: EventTable, fm: FMConfig, log: Callable = print, rows: np.ndarray | None = None, **fit_options
 ) -> tuple[FoundationModel, dict]:
     """Train the FM of the (resolved) ``[fm]`` section on its window (or on ``rows``); the last 10%
-    by time is its validation. ``fit_options`` (``checkpoint``, ``progress_bar``) go to :func:`fit`."""
+    by time is its validation. ``fit_options`` (``checkpoint``, ``write_checkpoint``, ``progress_bar``)
+    go to :func:`fit`."""
     rows = window_rows(table, "train", fm.days) if rows is None else rows
     fm_train, fm_valid = fm_split(table, rows)
     model = make_fm(table, fm)
@@ -265,8 +266,8 @@ def train_vm(
     """Train one VM of ``vm`` on ``vm.days`` (``hidden``, ``depth``, ``width``: :func:`make_vm`); returns
     (model, fit history, batch function).
 
-    ``fit_options`` (``checkpoint``, ``progress_bar``, ``progress``, ``monitor``) go to :func:`fit`; an
-    implicit VM's history records its convergence per epoch (:class:`ConvergenceMonitor` on
+    ``fit_options`` (``checkpoint``, ``write_checkpoint``, ``progress_bar``, ``progress``, ``monitor``)
+    go to :func:`fit`; an implicit VM's history records its convergence per epoch (:class:`ConvergenceMonitor` on
     ``MONITOR_ROWS`` validation rows) unless ``monitor`` is given."""
     model = make_vm(table, store, vm, arch, transfer, seed, hidden, depth=depth, width=width)
     make = vm_batches(table, store, vm.history_len, transfer)

@@ -136,6 +136,7 @@ def fit(
     progress_bar: Callable[..., Any] | None = None,
     monitor: Callable[[nnx.Module], dict] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    write_checkpoint: bool = True,
 ) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
@@ -174,8 +175,9 @@ def fit(
 
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
     parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
-    and reaches exactly the result of an uninterrupted run. Under ``jax.distributed`` process 0
-    writes it and every process resumes from it (a path on a file system they share).
+    and reaches exactly the result of an uninterrupted run. ``write_checkpoint=False`` resumes from
+    it but never writes it: under ``jax.distributed`` with a path every process shares, process 0
+    writes it (``implicit-rec run --processes``); with a path of each process's own, all write.
     ``progress_bar``: a tqdm-like factory
     ``progress_bar(total=, desc=, leave=)`` whose bars get ``update``, ``set_postfix`` and ``close``.
 
@@ -278,7 +280,7 @@ def fit(
             best_state = jax.tree.map(lambda x: x, nnx.state(model, _KEEP))
         else:
             stale += 1
-        if checkpoint is not None and jax.process_index() == 0:  # one writer under jax.distributed
+        if checkpoint is not None and write_checkpoint:
             save_tree(
                 checkpoint,
                 {

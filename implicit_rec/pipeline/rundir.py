@@ -38,10 +38,12 @@ class RunDir:
 
     A run of several processes (``jax.distributed``; :mod:`implicit_rec.processes`) shares one run
     directory, on a file system every process reads. Process 0 is the *writer*: it alone writes
-    files. ``sync(name)`` is a barrier of every process (a no-op in a run of one process). A stage
-    that trains (``collective=True`` in :meth:`cached`) is computed by every process, in step,
-    since its steps all-reduce across them; any other stage is computed by the writer alone, and
-    the other processes load its file after the barrier.
+    files. ``sync(name, failure)`` is a barrier of every process (:func:`implicit_rec.processes.barrier`;
+    none in a run of one process) that returns the failures other processes reported at it. A stage
+    that trains (``collective=True`` in :meth:`cached`) is computed by every process in step, since
+    its steps all-reduce across them; any other stage is computed by the writer alone, and the other
+    processes load its file after the barrier. An error in a step one process does alone reaches
+    every process at the next barrier (as a RunError naming the process and the error).
     """
 
     def __init__(
@@ -51,12 +53,12 @@ class RunDir:
         quiet: bool = False,
         events: Callable[[str], None] | None = None,
         writer: bool = True,
-        sync: Callable[[str], None] | None = None,
+        sync: Callable[[str, str | None], list[str]] | None = None,
     ) -> None:
         self.out, self.quiet = Path(out), quiet
         self.events = events or (lambda name: None)
         self.writer = writer
-        self.sync = sync or (lambda name: None)
+        self._sync = sync
         self.created = False  # whether this invocation made the directory (removed if the run is refused)
         self.bar = None
         if not quiet:
@@ -67,12 +69,15 @@ class RunDir:
     def prepare(self, cfg: RunConfig, *, force: bool = False, command: list | None = None) -> None:
         """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
         a finished run or another configuration. The other processes of a multi-process run wait
-        for the writer's directory and check its configuration."""
-        out = self.out
-        if not self.writer:
+        for the writer's directory, then every process checks its configuration."""
+        if self.writer:
+            self.step("prepare", lambda: self._prepare(cfg, force, command))
+        else:
             self.sync("prepare")
-            self._check_config(cfg)
-            return
+        self.step("config", lambda: self._check_config(cfg), everywhere=True)
+
+    def _prepare(self, cfg: RunConfig, force: bool, command: list | None) -> None:
+        out = self.out
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory.")
         if force and out.exists():
@@ -93,7 +98,6 @@ class RunDir:
         if not state:
             state = {"versions": versions(), "command": command or sys.argv, "status": "running", "stages": {}}
             self.save_state(state)
-        self.sync("prepare")
 
     def _check_config(self, cfg: RunConfig) -> bool:
         """Whether the directory has a config.toml; RunError if it is damaged or another configuration."""
@@ -151,15 +155,42 @@ class RunDir:
 
             tqdm.write(line)
 
+    def sync(self, name: str, failure: str | None = None) -> None:
+        """The barrier ``name`` of every process (nothing in a run of one process); a process that
+        failed passes its ``failure``; the others raise a RunError naming it."""
+        if self._sync is None:
+            return
+        failed = self._sync(name, failure)
+        if failed and failure is None:
+            raise RunError(f"another process of this run failed: {'; '.join(failed)}")
+
+    def step(self, name: str, fn: Callable[[], R], *, everywhere: bool = False) -> R | None:
+        """``fn()`` in the writer (in every process with ``everywhere``), then the barrier ``name``:
+        an error in ``fn`` is raised here and reported to the other processes at the barrier."""
+        value = None
+        if self.writer or everywhere:
+            try:
+                value = fn()
+            except BaseException as err:
+                self.sync(name, f"{type(err).__name__}: {err}")
+                raise
+        self.sync(name)
+        return value
+
     @contextmanager
     def writer_first(self, name: str) -> Iterator[None]:
         """Run the block in the writer first, then (after the barrier ``name``) in the other processes:
         for a step that may write a file the others then read (the dataset cache)."""
         if not self.writer:
             self.sync(name)
-        yield
-        if self.writer:
-            self.sync(name)
+            yield
+            return
+        try:
+            yield
+        except BaseException as err:
+            self.sync(name, f"{type(err).__name__}: {err}")
+            raise
+        self.sync(name)
 
     def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
         """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
@@ -181,24 +212,31 @@ class RunDir:
         """``load(path)`` if a finished stage left ``path``; else ``compute()``, ``save`` it to ``path``
         (atomically: present means complete), mark ``stage`` done in run.json and signal ``event``.
 
-        In a multi-process run (see the class) every process decides after a barrier, so all see the
-        same files; ``collective``: every process computes (the stage trains across them), else only
-        the writer does and the others load its file after a second barrier."""
+        In a multi-process run (see the class) every process looks for ``path`` before the first
+        barrier, which no process passes before all have looked, so all decide alike. With
+        ``collective`` every process computes (the stage trains across them; an error there ends the
+        job through JAX's heartbeat), else only the writer does and the others load its file after the
+        second barrier."""
+        done = path.exists() and not recompute
         self.sync(f"{path.name}: check")
-        if path.exists() and not recompute:
+        if done:
             return load(path)
-        value = None
-        if self.writer or collective:
-            t0 = time.perf_counter()
-            value = compute()
-        if self.writer:
-            save(value, path)
+        t0 = time.perf_counter()
+        value = compute() if collective else None
+
+        def write() -> R:
+            out = value if collective else compute()
+            save(out, path)
             if stage is not None:
                 self.mark_done(stage, time.perf_counter() - t0)
             if event is not None:
                 self.events(event)
-        self.sync(f"{path.name}: saved")
-        return value if self.writer or collective else load(path)
+            return out
+
+        written = self.step(f"{path.name}: saved", write)
+        if collective:
+            return value
+        return written if self.writer else load(path)
 
 
 def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:

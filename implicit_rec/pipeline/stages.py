@@ -125,7 +125,9 @@ def fm_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> FMResult:
     def compute() -> FMResult:
         run.log(f"FM ({fm.size}) on days {fm.days[0]}-{fm.days[1] - 1}")
         t0 = time.perf_counter()
-        model, hist = study.train_fm(table, fm, run.log, checkpoint=ckpt, progress_bar=run.bar)
+        model, hist = study.train_fm(
+            table, fm, run.log, checkpoint=ckpt, write_checkpoint=run.writer, progress_bar=run.bar
+        )
         res = _evaluate(run, model, table_batches(table), table, predictions_path(weights))
         run.log(f"FM test: AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} logloss {res['logloss']:.4f}")
         if run.writer:
@@ -202,7 +204,17 @@ def vm_stage(
     def compute() -> VMResult:
         t0 = time.perf_counter()
         model, hist, make = study.train_vm(
-            table, store, cfg.vm, arch, transfer, seed, hidden, **shape, checkpoint=ckpt, progress_bar=run.bar
+            table,
+            store,
+            cfg.vm,
+            arch,
+            transfer,
+            seed,
+            hidden,
+            **shape,
+            checkpoint=ckpt,
+            write_checkpoint=run.writer,
+            progress_bar=run.bar,
         )
         res = _evaluate(run, model, make, table, predictions_path(weights))
         if run.writer:
@@ -542,16 +554,17 @@ def _execute(run: RunDir, cfg: RunConfig, *, only_sweep: bool = False) -> dict:
     )
     swept = sweep_stage(run, t, store, resolved, models.vms, baselines, recompute=only_sweep)
     comparisons = comparison_stage(run, models, baselines, sw.iterations, recompute=only_sweep)
-    if run.writer:
+
+    def finish() -> tuple[dict, list]:
         result = assemble(run, cfg, models, swept, baselines, comparisons, time.perf_counter() - t_start).to_dict()
         write_json_atomic(run.out / "metrics.json", result)
         written = report.write_report(result, run.out)
         state = run.state()
         state["status"] = "finished"
         run.save_state(state)
-    run.sync("metrics.json")
-    if not run.writer:
-        result, written = read_json(run.out / "metrics.json"), []
+        return result, written
+
+    result, written = run.step("metrics.json", finish) or (read_json(run.out / "metrics.json"), [])
     return {"metrics": result, "files": [run.out / "metrics.json", *written]}
 
 
@@ -600,15 +613,16 @@ def prepare(
 
 
 def _processes() -> dict:
-    """RunDir's ``writer`` and ``sync`` for this process: process 0 writes, ``sync`` is a barrier of
-    every process of a ``jax.distributed`` job; {} in a run of one process."""
+    """RunDir's ``writer`` and ``sync`` for this process: process 0 writes, ``sync`` is the barrier of
+    every process of the ``jax.distributed`` job (:func:`implicit_rec.processes.barrier`); {} in a run
+    of one process."""
     import jax
 
     if jax.process_count() == 1:
         return {}
-    from jax.experimental import multihost_utils
+    from ..processes import barrier
 
-    return {"writer": jax.process_index() == 0, "sync": multihost_utils.sync_global_devices}
+    return {"writer": jax.process_index() == 0, "sync": barrier}
 
 
 def rerun_sweep(out, *, quiet: bool = False) -> dict:
