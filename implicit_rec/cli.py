@@ -221,14 +221,13 @@ def cmd_run(args) -> int:
 
         initialize_distributed(args.coordinator, args.processes, args.process_id, args.coordinator_bind)
         args.quiet = args.quiet or args.process_id > 0  # process 0 speaks for the run
-        _check_batches(cfg, jax.device_count())
-    try:
-        return _run_here(args, cfg)
-    finally:
-        if args.coordinator is not None:
-            import jax
-
-            jax.distributed.shutdown()
+        _check_batches(cfg, jax.device_count())  # the same in every process: all stop alike
+    rc = _run_here(args, cfg)
+    # After an error there is no shutdown: it would wait for the other processes (5 minutes) before
+    # the error is printed; they stop at their next barrier, or through JAX's heartbeat.
+    if args.coordinator is not None:
+        jax.distributed.shutdown()
+    return rc
 
 
 def _run_here(args, cfg: config_mod.RunConfig) -> int:

@@ -134,24 +134,28 @@ _BARRIERS = itertools.count()  # every process passes the same barriers in the s
 
 
 def barrier(name: str, failure: str | None = None, timeout_s: float = BARRIER_TIMEOUT_S) -> list[str]:
-    """Wait until every process of the ``jax.distributed`` job reaches this barrier; returns the
+    """Wait until every process of the ``jax.distributed`` job reaches its next barrier; returns the
     failures reported at it, as "process I: message".
 
     A process whose step failed passes ``failure`` (one line), so the others can stop with it
-    instead of waiting forever. The wait goes through the job's coordinator (its key-value store and
-    barriers), not a device collective: XLA's CPU collectives give up after 30 minutes, while a stage
-    that one process computes alone (the sweep) may take longer. A process that dies ends the job
-    through the coordinator's heartbeat. ``name`` is part of the barrier's id: processes that reach
-    differently named barriers wait for each other until ``timeout_s``, then fail.
+    instead of waiting forever. Processes that reach differently named barriers (their steps went
+    apart) get that as a failure too. The wait goes through the job's coordinator (its key-value
+    store and barriers), not a device collective: XLA's CPU collectives give up after 30 minutes,
+    while a stage that one process computes alone (the sweep) may take hours. A process that dies
+    ends the job through the coordinator's heartbeat.
     """
-    import jax
-    from jax._src import distributed  # the coordinator's client: public API offers only device collectives
+    from jax._src import distributed  # the coordinator's client: the public API offers only device collectives
 
-    client = distributed.global_state.client
-    if client is None:
+    state = distributed.global_state
+    if state.client is None:
         raise RuntimeError("barrier() needs jax.distributed.initialize() first")
-    key = f"implicit-rec/barrier/{next(_BARRIERS)}/{name}"
+    key, me = f"implicit-rec/barrier/{next(_BARRIERS)}", state.process_id
+    state.client.key_value_set(f"{key}/name/{me}", name)
     if failure is not None:
-        client.key_value_set(f"{key}/failed/{jax.process_index()}", f"process {jax.process_index()}: {failure}")
-    client.wait_at_barrier(key, int(timeout_s * 1000))
-    return [value for _, value in client.key_value_dir_get(f"{key}/failed/")]
+        state.client.key_value_set(f"{key}/failed/{me}", f"process {me}: {failure}")
+    state.client.wait_at_barrier(key, int(timeout_s * 1000))
+    failed = [value for _, value in state.client.key_value_dir_get(f"{key}/failed/")]
+    names = {value for _, value in state.client.key_value_dir_get(f"{key}/name/")}
+    if len(names) > 1:
+        failed.append(f"the processes reached different steps ({', '.join(sorted(names))})")
+    return failed

@@ -80,7 +80,7 @@ def test_every_process_passes_the_same_barriers_though_the_writer_saves_before_t
         return values
 
     out = run_processes(job, body)
-    assert job.names[0] == job.names[1] and len(job.names[0]) == 6
+    assert job.names[0] == job.names[1] and len(job.names[0]) == 8  # check, saved (and loaded) per stage
     assert saves == [(0, "ceiling.json"), (0, "fm.json"), (0, "sweep.json")]  # one writer
     assert computed == {0: ["ceiling.json", "fm.json", "sweep.json"], 1: ["fm.json"]}  # collective: both
     assert [v.get("loaded", False) for v in out[1]] == [True, False, True]  # the others load the writer's file
@@ -124,8 +124,64 @@ def test_one_process_run_dir_has_no_barrier_and_writes(tmp_path):
     assert run.cached(tmp_path / "a.json", lambda: 1, lambda p: 2, lambda v, p: None) == 2
 
 
+def test_a_process_that_cannot_read_the_writers_file_stops_the_writer_too(tmp_path):
+    job = FakeJob()
+
+    def body(i):
+        run = RunDir(tmp_path, quiet=True, writer=i == 0, sync=job.sync_of(i))
+
+        def load(path):
+            if i == 1:
+                raise OSError("stale file handle")
+            return "loaded"
+
+        first = run.cached(tmp_path / "ceiling.json", lambda: "computed", load, lambda v, p: p.write_text("{}"))
+        return first, run.cached(tmp_path / "sweep.json", lambda: "computed", load, lambda v, p: None)
+
+    out = run_processes(job, body)
+    assert isinstance(out[1], OSError)
+    assert isinstance(out[0], RunError) and "process 1: OSError: stale file handle" in str(out[0])
+
+
 def test_the_coordinator_barrier_needs_jax_distributed():
     from implicit_rec import processes
 
     with pytest.raises(RuntimeError, match="jax.distributed.initialize"):
         processes.barrier("x")
+
+
+BARRIER_SCRIPT = """
+import sys
+from implicit_rec import processes
+me = int(sys.argv[2])
+processes.initialize_distributed(sys.argv[1], 2, me)
+print(processes.barrier("same"))
+print(processes.barrier("fail", "ValueError: boom" if me == 1 else None))
+print(processes.barrier(f"step {me}", timeout_s=60))
+"""
+
+
+def test_the_coordinator_barrier_carries_failures_and_names_different_steps(tmp_path):
+    """Two real jax.distributed processes on loopback (no compilation): the coordinator's barrier."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from implicit_rec.processes import free_port
+
+    coordinator = f"127.0.0.1:{free_port()}"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BARRIER_SCRIPT, coordinator, str(i)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].splitlines() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    for lines in outs:
+        assert lines[0] == "[]"
+        assert lines[1] == "['process 1: ValueError: boom']"
+        assert lines[2] == "['the processes reached different steps (step 0, step 1)']"

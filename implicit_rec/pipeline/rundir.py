@@ -12,8 +12,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -70,11 +69,8 @@ class RunDir:
         """Create (or reopen to resume) the directory of a run of ``cfg``; RunError if it holds
         a finished run or another configuration. The other processes of a multi-process run wait
         for the writer's directory, then every process checks its configuration."""
-        if self.writer:
-            self.step("prepare", lambda: self._prepare(cfg, force, command))
-        else:
-            self.sync("prepare")
-        self.step("config", lambda: self._check_config(cfg), everywhere=True)
+        self.step("prepare", lambda: self._prepare(cfg, force, command))
+        self.step("config", lambda: self._check_config(cfg), here=True)
 
     def _prepare(self, cfg: RunConfig, force: bool, command: list | None) -> None:
         out = self.out
@@ -164,11 +160,11 @@ class RunDir:
         if failed and failure is None:
             raise RunError(f"another process of this run failed: {'; '.join(failed)}")
 
-    def step(self, name: str, fn: Callable[[], R], *, everywhere: bool = False) -> R | None:
-        """``fn()`` in the writer (in every process with ``everywhere``), then the barrier ``name``:
+    def step(self, name: str, fn: Callable[[], R], *, here: bool | None = None) -> R | None:
+        """``fn()`` in the processes where ``here`` (default: the writer), then the barrier ``name``:
         an error in ``fn`` is raised here and reported to the other processes at the barrier."""
         value = None
-        if self.writer or everywhere:
+        if self.writer if here is None else here:
             try:
                 value = fn()
             except BaseException as err:
@@ -177,20 +173,12 @@ class RunDir:
         self.sync(name)
         return value
 
-    @contextmanager
-    def writer_first(self, name: str) -> Iterator[None]:
-        """Run the block in the writer first, then (after the barrier ``name``) in the other processes:
-        for a step that may write a file the others then read (the dataset cache)."""
-        if not self.writer:
-            self.sync(name)
-            yield
-            return
-        try:
-            yield
-        except BaseException as err:
-            self.sync(name, f"{type(err).__name__}: {err}")
-            raise
-        self.sync(name)
+    def writer_first(self, name: str, fn: Callable[[], R]) -> R:
+        """``fn()`` in the writer, then (after the barrier ``name``) in the other processes: for a step
+        that may write a file the others then read (the dataset cache). Errors reach every process."""
+        value = self.step(name, fn)
+        other = self.step(f"{name}: others", fn, here=not self.writer)
+        return value if self.writer else other
 
     def model_paths(self, stem: str) -> tuple[Path, Path, Path]:
         """(parameters .msgpack, result .json, epoch checkpoint .train.msgpack) of model ``stem``."""
@@ -220,7 +208,7 @@ class RunDir:
         done = path.exists() and not recompute
         self.sync(f"{path.name}: check")
         if done:
-            return load(path)
+            return self.step(f"{path.name}: loaded", lambda: load(path), here=True)
         t0 = time.perf_counter()
         value = compute() if collective else None
 
@@ -236,7 +224,8 @@ class RunDir:
         written = self.step(f"{path.name}: saved", write)
         if collective:
             return value
-        return written if self.writer else load(path)
+        loaded = self.step(f"{path.name}: loaded", lambda: load(path), here=not self.writer)
+        return written if self.writer else loaded
 
 
 def record_file(cls: type[R]) -> tuple[Callable[[Path], R], Callable[[R, Path], None]]:

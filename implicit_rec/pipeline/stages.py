@@ -50,8 +50,9 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     d = cfg.data
     t0 = time.perf_counter()
     try:
-        with run.writer_first("data"):  # the writer prepares the cache, the other processes read it
-            table = load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
+        table = run.writer_first(  # the writer prepares the cache, the other processes read it
+            "data", lambda: load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
+        )
     except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
         raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
     seconds = time.perf_counter() - t0
