@@ -425,10 +425,9 @@ class LoopFMModels:
     ceiling: CeilingResult
 
 
-def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
-    """Data (checked against ``cfg``), FM, store and every VM arch x transfer x seed of ``cfg``.
-
-    The directory this invocation created is removed again when the data are refused."""
+def checked_data(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
+    """:func:`data_stage`, checked against ``cfg`` (:func:`check_data`); the directory this invocation
+    created is removed again when the data are refused."""
     try:
         table, data = data_stage(run, cfg)
         check_data(table, cfg)
@@ -436,6 +435,13 @@ def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
         if run.created:  # refused before any training: leave nothing half-written behind
             shutil.rmtree(run.out, ignore_errors=True)
         raise
+    return table, data
+
+
+def loopfm_stages(run: RunDir, cfg: RunConfig) -> LoopFMModels:
+    """Data (checked against ``cfg``: :func:`checked_data`), FM, store and every VM arch x transfer x
+    seed of ``cfg``."""
+    table, data = checked_data(run, cfg)
     resolved = study.resolve(cfg, table.schema.max_len)
     ceiling = ceiling_stage(run, table, resolved)
     fm = fm_stage(run, table, resolved)
@@ -604,13 +610,7 @@ def prepare(
     check_config(cfg)
     rundir = RunDir(out, quiet=quiet)
     rundir.prepare(cfg, force=force, command=command)
-    try:
-        table, _ = data_stage(rundir, cfg)
-        check_data(table, cfg)
-    except RunError:
-        if rundir.created:
-            shutil.rmtree(rundir.out, ignore_errors=True)
-        raise
+    checked_data(rundir, cfg)
 
 
 def _processes() -> dict:
