@@ -1,5 +1,6 @@
 """Explicit baselines matched to an implicit VM: the transformer stack, the width chooser, the keys, a run."""
 
+import functools
 import json
 
 import jax
@@ -75,6 +76,60 @@ def test_context_token_sees_no_padded_position(stack):
             "context": x["context"][b : b + 1],
         }
         np.testing.assert_allclose(stack(alone)[0], out[b], rtol=1e-5, atol=1e-5)
+
+
+def _reference_stack(stack: TransformerStack, x: dict) -> jax.Array:
+    """The module docstring's formula written out: every layer updates every token, softmax over the
+    valid keys by ``jax.nn.softmax`` with masked scores set to -inf, heads split on the last axis."""
+
+    def linear(lin, a):
+        return a @ lin.kernel[...] + lin.bias[...]
+
+    def norm(ln, a):
+        mean, var = a.mean(-1, keepdims=True), a.var(-1, keepdims=True)
+        return (a - mean) / jnp.sqrt(var + 1e-6) * ln.scale[...] + ln.bias[...]
+
+    mask = jnp.concatenate([jnp.ones((len(x["mask"]), 1), bool), x["mask"]], axis=1)
+    t = jnp.concatenate([linear(stack.context, x["context"])[:, None], linear(stack.tokens, x["sequence"])], 1)
+    for layer in stack.layers:
+        b, n, d = t.shape
+        q, k, v = jnp.split(linear(layer.qkv, norm(layer.attention_norm, t)), 3, axis=-1)
+        heads = [slice(i * d // layer.num_heads, (i + 1) * d // layer.num_heads) for i in range(layer.num_heads)]
+        attended = []
+        for h in heads:
+            scores = jnp.einsum("bqd,bkd->bqk", q[..., h], k[..., h]) / np.sqrt(h.stop - h.start)
+            weights = jax.nn.softmax(jnp.where(mask[:, None, :], scores, -jnp.inf), axis=-1)
+            attended.append(jnp.einsum("bqk,bkd->bqd", weights, v[..., h]))
+        t = t + linear(layer.out, jnp.concatenate(attended, axis=-1))
+        hidden = jax.nn.gelu(linear(layer.mlp_in, norm(layer.mlp_norm, t)), approximate=True)
+        t = t + linear(layer.mlp_out, hidden)
+    return norm(stack.norm, t[:, 0])
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_stack_equals_the_textbook_formula_and_its_gradient(depth):
+    """Output and gradients (w.r.t. every parameter and the sequence) equal those of the formula
+    written out with every token updated in every layer: the last layer's context-token-only update,
+    the additive key bias and the normalisation after the value product change nothing."""
+    stack = TransformerStack(D_CONTEXT, E, 8, depth, num_heads=2, rngs=nnx.Rngs(depth))
+    x = _stack_input(seed=5, batch=4)
+    np.testing.assert_allclose(_stack(stack, x), nnx.jit(_reference_stack)(stack, x), rtol=1e-5, atol=1e-5)
+
+    graph, params = nnx.split(stack)
+
+    def loss(fn, params, seq):
+        out = fn(nnx.merge(graph, params), {**x, "sequence": seq})
+        return jnp.sum(jnp.sin(3.0 * out))  # weights every output differently
+
+    grads = [
+        jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1)))(params, x["sequence"])
+        for fn in (TransformerStack.__call__, _reference_stack)
+    ]
+    got, want = jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])
+    assert len(got) == len(want) == len(jax.tree.leaves(params)) + 1  # every parameter and the sequence
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=5e-5)
+    assert np.abs(np.asarray(grads[0][1])).max() > 1e-3  # the sequence matters
 
 
 def test_stack_checks_width_and_depth():
