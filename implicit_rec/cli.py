@@ -158,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_allocator() -> bool:
+    """``allocator.tune()`` (glibc keeps freed buffers for reuse; ``IMPLICIT_REC_MALLOC=system`` opts
+    out), first thing in a command, before JAX starts its threads; a bad value is a ConfigError."""
+    from . import allocator
+
+    try:
+        return allocator.tune()
+    except ValueError as err:
+        raise config_mod.ConfigError(str(err)) from None
+
+
 def compile_cache(args) -> str | None:
     """Turn JAX's persistent compilation cache on for a command that compiles (off with --no-compile-cache).
 
@@ -379,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return int(exit_.code) if isinstance(exit_.code, int) else 2
     try:
+        tune_allocator()
         compile_cache(args)
         return args.func(args)
     except KeyboardInterrupt:

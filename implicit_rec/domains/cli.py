@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m implicit_rec.domains`` (and ``experiments/domain_*.py``): turns JAX's persistent
     compilation cache on first, as ``implicit-rec`` does (``--no-compile-cache``, or
-    ``IMPLICIT_REC_JAX_CACHE=off``, turns it off)."""
+    ``IMPLICIT_REC_JAX_CACHE=off``, turns it off), and tunes glibc's malloc (``implicit_rec.allocator``)."""
     parser = argparse.ArgumentParser(prog="python -m implicit_rec.domains", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument(
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     args.command = "domain"
-    from ..cli import compile_cache
+    from ..cli import compile_cache, tune_allocator
 
+    tune_allocator()
     compile_cache(args)
     return args.func(args)
