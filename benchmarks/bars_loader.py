@@ -9,8 +9,10 @@ Writes the release with ``implicit_rec.data.bars_export`` (cached in ``DIR``, de
 (so each peak RSS, ``VmHWM``, is that process's own), alternately: ``load_taobaoad``
 of the release and a raw ``pyarrow.csv.read_csv`` of its train.csv and test.csv (every column parsed,
 histories as strings). Records wall and CPU seconds of the call (user and system; imports excluded), rows/s and peak
-RSS, the ratio loader / pyarrow, and the loader's peak RSS on a release a tenth the size (bounded
-memory: it must not grow with the rows). Target of issue 15: >= 250,000 rows/s, judged per wall second
+RSS, the ratio loader / pyarrow (both children first tune glibc's malloc as the ``implicit-rec``
+commands do, ``implicit_rec.allocator``; ``IMPLICIT_REC_MALLOC=system`` measures glibc's defaults),
+and the loader's peak RSS on a release a tenth the size (bounded memory: it must not grow with the
+rows). Target of issue 15: >= 250,000 rows/s, judged per wall second
 when the machine is quiet (1-minute load average below ``QUIET_LOAD`` before and after), else per CPU
 second (the build machine is shared; the load averages are recorded and the note says which). Writes
 ``benchmarks/results/bars_loader.{json,md}``; ``--strict`` exits with status 1 on a FAIL.
@@ -42,6 +44,8 @@ CHILD = {  # the measured call of each child; its imports come before the clock 
 }
 CHILD_MAIN = """
 import json, resource, time
+from implicit_rec import allocator
+TUNED = allocator.tune()  # as the implicit-rec commands do (IMPLICIT_REC_MALLOC=system: glibc's defaults)
 {imports}
 DIR = {directory!r}
 t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -51,7 +55,7 @@ hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith(
 user, system = c1.ru_utime - c0.ru_utime, c1.ru_stime - c0.ru_stime
 peak = int(hwm[0]) / 1024 if hwm else None
 print(json.dumps({{"rows": rows, "wall_s": t1 - t0, "cpu_s": user + system, "user_s": user, "sys_s": system,
-                  "peak_rss_mib": peak}}))
+                  "peak_rss_mib": peak, "malloc_tuned": TUNED}}))
 """
 
 
@@ -107,6 +111,7 @@ def measure(rows: int, directory: Path, seed: int, repeats: int) -> dict:
         "commit": commit,
         "release": {k: big[k] for k in ("path", "rows", "bytes", "preset_params", "seed") if k in big},
         "rows": n,
+        "malloc_tuned": runs["loader"][0]["malloc_tuned"],
         "runs": runs,
         "median": med,
         "loader_rows_per_cpu_s": rate_cpu,
@@ -170,7 +175,9 @@ def markdown(r: dict, note: str = "") -> str:
         f"{env}.{' ' + note if note else ''}\n\n"
         f"**{'PASS' if t['pass'] else 'FAIL'}** ({t['name']}, target {t['target']}): {t['note']}. "
         f"Peak RSS {r['targets'][1]['note']}. "
-        f"Medians of {len(r['runs']['loader'])} alternated runs, each in its own process.\n\n"
+        f"Medians of {len(r['runs']['loader'])} alternated runs, each in its own process"
+        + (", with glibc malloc tuned as the commands tune it" if r.get("malloc_tuned") else ", glibc malloc as is")
+        + ".\n\n"
         + markdown_table(("", "wall s", "CPU s (user + sys)", "rows / wall s", "rows / CPU s", "peak RSS MiB"), rows)
         + "\n"
     )
