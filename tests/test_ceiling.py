@@ -51,6 +51,26 @@ def test_windows_only_see_their_entries(tiny):
     assert np.any(full[:, 4] > 0)
 
 
+def test_window_terms_in_blocks_equal_one_pass_and_bound_the_memory(tiny):
+    """The terms are per row, so blocks give the same array; a block's intermediates, not all rows',
+    are in memory at once (whole, the large preset's training rows took more than 24 GB)."""
+    import tracemalloc
+
+    rows = np.arange(len(tiny))[::-1]  # any order: blocks keep it
+    whole = ceiling.window_terms(tiny, rows, 32, 32, chunk_rows=len(rows))
+    peaks = {}
+    for chunk in (len(rows), 7, 256):
+        tracemalloc.start()
+        x = ceiling.window_terms(tiny, rows, 32, 32, chunk_rows=chunk)
+        peaks[chunk] = tracemalloc.get_traced_memory()[1] - x.nbytes
+        tracemalloc.stop()
+        np.testing.assert_array_equal(x, whole)
+    assert peaks[256] < peaks[len(rows)] / 10, peaks
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_rows must be an integer >= 1"):
+            ceiling.window_terms(tiny, rows, 4, 0, chunk_rows=bad)
+
+
 def test_fit_logistic_recovers_known_coefficients():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40_000, 3))
