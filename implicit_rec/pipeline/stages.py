@@ -66,7 +66,7 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     )
     run.log(
         f"data: {table.name}, {summary.events:,} events, {len(np.unique(np.asarray(table['user']))):,} users "
-        f"({summary.events / max(seconds, 1e-9):,.0f} rows/s)"
+        f"(ready in {seconds:.1f} s; a cached table only loads)"
         + (f"; {duplicates:,} exact duplicate events (kept)" if duplicates else "")
     )
     state = run.state()
