@@ -243,7 +243,6 @@ def implicit_sweep(
     model.eval()
     iterations = check_iterations(iterations)
     K = max(iterations)
-    x = vm_features(model, make_batch, rows, chunk)
     tol = model.core.eval_solver.tol
     traj = _pure(
         model,
@@ -251,20 +250,26 @@ def implicit_sweep(
         ("traj", K, method),
     )
 
-    logits, resid = [], []
-    for part, n in _chunks(np.arange(_num_rows(x)), chunk):
-        lg, rs = traj(_take(x, part))
+    # streamed: the front end and the trajectory chunk by chunk, so what the core reads is in memory
+    # for one chunk (and the timed rows) only, not for every test row (GBs on the large preset)
+    timed = timed_rows(rows, timing_rows)
+    logits, resid, x_timed, kept = [], [], [], 0
+    for part, n in _chunks(rows, chunk):
+        x = _FEATURES(model, make_batch(part))
+        lg, rs = traj(x)
         logits.append(np.asarray(lg)[:, :n])
         resid.append(np.asarray(rs)[:, :n])
+        if kept < len(timed):
+            x_timed.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], x))
+            kept += n
     logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
 
     # cost: front end once, then the solve + head at each k
-    timed = timed_rows(rows, timing_rows)
     front_s = _median_seconds(
         lambda: [_FEATURES(model, make_batch(part)) for part, _ in _chunks(timed, chunk)], repeats
     )
     front_flops, cell_flops, head_flops = implicit_flops(model, make_batch(rows[: min(len(rows), chunk)]))
-    xs = jax.tree.map(jnp.asarray, _take(x, np.arange(len(timed))))
+    xs = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a)[: len(timed)]), *x_timed)
     ks = np.asarray(iterations)
     probs = 1.0 / (1.0 + np.exp(-logits[ks].astype(np.float64)))  # (len(iterations), N)
     intervals = auc_intervals(labels, users, probs, n_boot=n_boot, level=level)

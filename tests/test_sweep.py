@@ -201,6 +201,42 @@ def test_implicit_sweep_times_every_k_and_brackets_the_auc(tiny_vm):
     assert [r.metrics for r in again.rows] == [r.metrics for r in out.rows]  # ... every row was scored; deterministic
 
 
+@pytest.mark.slow  # compiles the trajectory and the scorer at two chunk sizes
+def test_implicit_sweep_streams_chunks_and_equals_one_pass(tiny_vm):
+    """The front end and the trajectory run chunk by chunk (what the core reads is never held for every
+    row: GBs on the large preset); the timed rows (100: across a chunk boundary) are kept from the
+    first chunks. The result is the one-chunk pass's, up to float rounding."""
+    from implicit_rec import sweep as sweep_mod
+
+    vm, make, rows, labels, users = tiny_vm
+    features, seen = sweep_mod._FEATURES, []
+
+    def spy(model, batch):
+        x = features(model, batch)
+        seen.append(sweep_mod._num_rows(x))
+        return x
+
+    timed = []
+    scorer = sweep_mod._scorer
+
+    def timed_spy(model, method):
+        score = scorer(model, method)
+        return lambda x, k: timed.append(sweep_mod._num_rows(x)) or score(x, k)
+
+    args = (vm, make, rows, labels, users, (0, 3), "anderson")
+    kwargs = {"repeats": 1, "timing_rows": 100, "keep": (3,), "n_boot": 100}
+    whole = sweep_mod.implicit_sweep(*args, chunk=len(rows), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "_FEATURES", spy)
+        mp.setattr(sweep_mod, "_scorer", timed_spy)
+        chunked = sweep_mod.implicit_sweep(*args, chunk=64, **kwargs)
+    assert len(rows) % 64 and set(seen) == {64} and len(seen) >= -(-len(rows) // 64)  # chunks only
+    assert set(timed) == {100}
+    for a, b in zip(chunked.rows, whole.rows):  # other batch shapes, other programs: equal up to rounding
+        assert dict(a.metrics) == pytest.approx(dict(b.metrics), rel=1e-6)
+    np.testing.assert_allclose(chunked.predictions[3], whole.predictions[3], rtol=1e-6, atol=1e-7)
+
+
 def test_timed_rows_are_the_first_rows_and_zero_means_all():
     from implicit_rec.sweep import timed_rows
 
