@@ -151,6 +151,7 @@ def test_store_logs_what_logged_rows_says_and_reads_strictly_earlier(tiny, fast,
     np.testing.assert_array_equal(in_sample_free.fm_logit(later), store.fm_logit(later))
     path = store.save(tmp_path / "store")
     again = HistoricalStore.load(path, tiny)
+    assert isinstance(again.embeddings, np.memmap)  # read from disk by the batches, not loaded whole
     np.testing.assert_array_equal(again.history(rows[:10], 4)[0], store.history(rows[:10], 4)[0])
     assert HistoricalStore.size_on_disk(path) > store.embeddings.nbytes
 

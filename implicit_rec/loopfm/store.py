@@ -119,7 +119,11 @@ class HistoricalStore:
     def load(cls, directory: str | os.PathLike, table: EventTable) -> HistoricalStore:
         directory = Path(directory)
         meta = json.loads((directory / "meta.json").read_text())
-        arrays = {n: np.load(directory / f"{n}.npy", allow_pickle=False) for n in ("rows", "embeddings", "logits")}
+        # the embeddings (GBs at real size) stay on disk, memory-mapped like the table: batches read their rows
+        arrays = {
+            n: np.load(directory / f"{n}.npy", allow_pickle=False, mmap_mode="r" if n == "embeddings" else None)
+            for n in ("rows", "embeddings", "logits")
+        }
         return cls(table, arrays["rows"], arrays["embeddings"], arrays["logits"], meta["kind"])
 
     @staticmethod
