@@ -124,6 +124,48 @@ def test_history_index_is_point_in_time():
     np.testing.assert_array_equal(got, [[0, 2], [2, 4]])
 
 
+def _fake_fm(offset: float, dim: int = 256):
+    """An 'FM' whose outputs are a known function of the rows (and of which FM it is)."""
+
+    def apply(rows):
+        rows = np.asarray(rows, np.float32)
+        emb = rows[:, None] * 1e-3 + offset + np.arange(dim, dtype=np.float32)[None, :] * 1e-2
+        return {"logit": rows * 1e-4 - offset, "interaction": emb, "item": -emb, "user": 2 * emb}
+
+    return apply
+
+
+def test_store_from_parts_logs_each_part_by_its_fm_in_place(tiny):
+    """Out-of-fold logging: each part's rows by its own FM, written into arrays of the final size —
+    the peak is the store, not chunk lists plus concatenations (per part and across parts)."""
+    import tracemalloc
+
+    n = len(tiny)
+    a, b = np.arange(0, n, 3), np.setdiff1d(np.arange(n), np.arange(0, n, 3))[::-1]  # any order is kept
+    parts = [(_fake_fm(0.0), a), (_fake_fm(5.0), b)]
+    tracemalloc.start()
+    store = HistoricalStore.build_parts(parts, tiny, kind="item", dtype=np.float32, batch_size=64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    rows = np.concatenate([a, b])
+    np.testing.assert_array_equal(store.rows, rows)
+    for (apply, part), at in ((parts[0], 0), (parts[1], len(a))):
+        got = slice(at, at + len(part))
+        np.testing.assert_array_equal(store.embeddings[got], apply(part)["item"])
+        np.testing.assert_array_equal(store.logits[got], apply(part)["logit"])
+        np.testing.assert_array_equal(store.fm_logit(part), apply(part)["logit"])
+    assert store.embeddings.dtype == np.float32 and store.kind == "item" and np.all(store.slot >= 0)
+    # the (n, 256) float32 embeddings are most of the memory; a second copy of them would double it
+    assert peak < 1.5 * store.embeddings.nbytes, (peak, store.embeddings.nbytes)
+    one = HistoricalStore.build(_fake_fm(5.0), tiny, b, kind="item", dtype=np.float16, batch_size=64)
+    np.testing.assert_array_equal(one.embeddings, parts[1][0](b)["item"].astype(np.float16))
+    assert one.embeddings.dtype == np.float16 and np.all((one.slot >= 0) == np.isin(np.arange(n), b))
+    with pytest.raises(ValueError, match="no rows to log"):
+        HistoricalStore.build_parts([(_fake_fm(0.0), a[:0])], tiny)
+    with pytest.raises(ValueError, match="kind='items' is not supported"):
+        HistoricalStore.build_parts(parts, tiny, kind="items")
+
+
 @pytest.mark.slow
 def test_store_logs_what_logged_rows_says_and_reads_strictly_earlier(tiny, fast, fm_and_store, tmp_path):
     fm, store = fm_and_store

@@ -172,26 +172,13 @@ def build_store(model: FoundationModel, table: EventTable, fm: FMConfig, log: Ca
             parts.append((fm_k, window[fold[window] == k]))
     parts = [(m, r) for m, r in parts if len(r)]
     convert = table_batches(table)
-    stores = []
-    for m, rows in parts:
+    for m, _ in parts:
         m.eval()
-        stores.append(
-            HistoricalStore.build(
-                lambda r, m=m: _fm_outputs(m, convert(r)),
-                table,
-                rows,
-                kind=fm.embedding,
-                dtype=np.dtype(fm.store_dtype),
-            )
-        )
-    if len(stores) == 1:
-        return stores[0]
-    return HistoricalStore(
+    return HistoricalStore.build_parts(
+        [(lambda r, m=m: _fm_outputs(m, convert(r)), rows) for m, rows in parts],
         table,
-        np.concatenate([st.rows for st in stores]),
-        np.concatenate([st.embeddings for st in stores]),
-        np.concatenate([st.logits for st in stores]),
-        fm.embedding,
+        kind=fm.embedding,
+        dtype=np.dtype(fm.store_dtype),
     )
 
 
