@@ -102,10 +102,9 @@ def measure(rows: int, directory: Path, seed: int, repeats: int) -> dict:
     load_after = os.getloadavg()
     quiet = max(load_before[0], load_after[0]) < QUIET_LOAD
     rate, basis = (rate_wall, "wall") if quiet else (rate_cpu, "CPU")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    from .common import git_commit  # imports JAX: only now, after the measured child processes
+
+    commit = git_commit()
     return {
         "command": f"python -m benchmarks.bars_loader --rows {rows}",
         "commit": commit,

@@ -9,6 +9,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +54,14 @@ def median_times(thunks: dict[str, Callable], repeats: int) -> dict[str, float]:
 def compiled_temp_bytes(fn: Callable, *args) -> int:
     """XLA's temporary buffer size for jit(fn)(*args): deterministic, compiled only."""
     return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def git_commit() -> str:
+    """The checked-out commit (``git rev-parse HEAD``), or "unknown" outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine_info(**extra) -> dict:

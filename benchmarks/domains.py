@@ -32,7 +32,7 @@ from pathlib import Path
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import JAX_CACHE_VARS, RESULTS, children_cpu, machine_info
+from .common import JAX_CACHE_VARS, RESULTS, children_cpu, git_commit, machine_info
 
 DOMAINS = ("lp", "deblur", "pde")
 TARGET_WALL_S = 15 * 60.0
@@ -154,10 +154,7 @@ def main(argv=None) -> None:
     bad = [n for n in names if n not in DOMAINS]
     if bad or not names:
         parser.error(f"--only {args.only!r}: choose from {', '.join(DOMAINS)} (comma-separated).")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     previous = RESULTS / "domains.json"
     domains = json.loads(previous.read_text()).get("domains", {}) if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="domains-bench-") as tmp:

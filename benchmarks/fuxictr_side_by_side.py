@@ -550,7 +550,7 @@ def main(argv=None) -> None:
     models = [m for m in MODELS if m != "fuxictr-din" or not skipped]
     from implicit_rec.atomic import write_json_atomic, write_text_atomic
 
-    from .common import RESULTS, machine_info
+    from .common import RESULTS, git_commit, machine_info
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fuxictr-bench-") as tmp:
@@ -572,10 +572,7 @@ def main(argv=None) -> None:
         import torch
 
         versions = {"torch": torch.__version__, "fuxictr": fuxictr.__version__}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     result = {
         "command": f"python -m benchmarks.{NAME} " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": commit,

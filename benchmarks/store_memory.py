@@ -145,7 +145,7 @@ def main(argv=None) -> None:
         return
     from implicit_rec.atomic import write_json_atomic, write_text_atomic
 
-    from .common import RESULTS, machine_info
+    from .common import RESULTS, git_commit, machine_info
 
     cmd = [sys.executable, "-m", f"benchmarks.{NAME}", "--child"]
     cmd += ["--rows", str(args.rows), "--users", str(args.users), "--dim", str(args.dim)]
@@ -153,10 +153,7 @@ def main(argv=None) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     peak = measured["peak_rss_mib"]
     result = {
         "command": " ".join(["python -m benchmarks." + NAME, *(argv if argv is not None else sys.argv[1:])]),

@@ -32,7 +32,7 @@ from pathlib import Path
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.tables import markdown_table
 
-from .common import JAX_CACHE_VARS, RESULTS, children_cpu, machine_info
+from .common import JAX_CACHE_VARS, RESULTS, children_cpu, git_commit, machine_info
 
 # preset -> phase -> (measure, limit in seconds): a phase without an entry is measured, not judged.
 TARGETS = {
@@ -105,10 +105,7 @@ def measure(preset: str = "tiny") -> dict:
                 "pass": value <= limit,
             }
         )
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     return {
         "command": f"implicit-rec run --preset {preset} --quiet --out DIR",
         "preset": preset,
