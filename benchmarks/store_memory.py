@@ -121,12 +121,13 @@ def markdown(r: dict) -> str:
         ],
     )
     t = r["targets"][0]
+    verdict = {True: "PASS", False: "FAIL"}.get(t["pass"], f"not judged ({t['note']})")
     return (
-        f"# Store assembly at the large preset's size (commit {r['commit'][:8]})\n\n"
+        f"# Store assembly of {m['rows']:,} events (commit {r['commit'][:8]})\n\n"
         f"`{r['command']}`; {r['machine']['cpu_count']} CPUs, {r['machine']['platform']}. A constant FM: the "
         "assembly, not the FM's forward (see the module docstring).\n\n"
         f"{table}\n\n"
-        f"Target: {t['name']}: {t['value']:,.0f} MiB ({t['target']}): {'PASS' if t['pass'] else 'FAIL'}.\n"
+        f"Target: {t['name']}: {t['value']:,.0f} MiB ({t['target']}): {verdict}.\n"
     )
 
 
