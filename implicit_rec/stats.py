@@ -27,12 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from implicit_rec import metrics
 
-__all__ = ["METRICS", "MIN_BOOT", "Comparison", "bootstrap_intervals", "paired_bootstrap", "weighted_auc"]
+__all__ = [
+    "METRICS",
+    "MIN_BOOT",
+    "Comparison",
+    "bootstrap_intervals",
+    "paired_bootstrap",
+    "paired_bootstraps",
+    "weighted_auc",
+]
 
 METRICS = ("auc", "gauc", "logloss")
 MIN_BOOT = 100  # fewer replicates put a handful of draws in each tail of the interval: noise, refused
@@ -293,6 +303,14 @@ def _user_draws(ss: np.random.SeedSequence, d: _Data, n_boot: int):
         yield slice(start, start + bc), k, k32
 
 
+def _replicates(model: _Model, d: _Data, users_ss: np.random.SeedSequence, n_boot: int) -> np.ndarray:
+    """(S, n_boot) metric of each of ``model``'s seeds under the ``n_boot`` user draws of ``users_ss``."""
+    reps = np.empty((model.n_seeds, n_boot))
+    for sl, k, k32 in _user_draws(users_ss, d, n_boot):
+        reps[:, sl] = model.replicates(k, k32)
+    return reps
+
+
 def _check_finite(reps: np.ndarray, metric: str, n_boot: int) -> None:
     if not np.all(np.isfinite(reps)):
         bad = int(np.sum(~np.all(np.isfinite(reps.reshape(-1, n_boot)), axis=0)))
@@ -315,10 +333,7 @@ def bootstrap_intervals(
     """
     d = _validate(labels, users, metric, n_boot, level)
     p = _as_preds(preds, len(d.y), "preds", metric)
-    model = _Model(metric, d, p)
-    reps = np.empty((p.shape[0], n_boot))
-    for sl, k, k32 in _user_draws(np.random.SeedSequence(seed).spawn(3)[0], d, n_boot):
-        reps[:, sl] = model.replicates(k, k32)
+    reps = _replicates(_Model(metric, d, p), d, np.random.SeedSequence(seed).spawn(3)[0], n_boot)
     _check_finite(reps, metric, n_boot)
     return np.quantile(reps, [(1 - level) / 2, (1 + level) / 2], axis=1).T
 
@@ -350,15 +365,55 @@ def paired_bootstrap(
     shared by both models and, if ``resample_seeds`` and S > 1, an independent draw of each model's
     seeds. Deterministic in ``seed``; the user draws do not depend on ``resample_seeds`` or on S.
     Raises ``ValueError`` if a replicate's metric is undefined (e.g. a draw without any user having
-    both classes, for gAUC on a tiny test set).
+    both classes, for gAUC on a tiny test set). :func:`paired_bootstraps` makes many comparisons at once.
+    """
+    (c,) = paired_bootstraps(
+        labels,
+        users,
+        {"preds_a": preds_a, "preds_b": preds_b},
+        [("preds_a", "preds_b")],
+        metric=metric,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        resample_seeds=resample_seeds,
+    )
+    return dataclasses.replace(c, a=str(a), b=str(b))
+
+
+def paired_bootstraps(
+    labels,
+    users,
+    predictions: Mapping[str, Any],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    metric: str = "auc",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = True,
+) -> list[Comparison]:
+    """:func:`paired_bootstrap` of every pair ``(a, b)`` of model names in ``predictions`` (name ->
+    (S, N) or (N,) test predictions), in the order of ``pairs``; each result equals that pair's
+    :func:`paired_bootstrap` with the same options (names ``a`` and ``b``).
+
+    The work is per model, not per pair: every model's point metric and its (S, n_boot) replicate
+    metrics under the user draws (the same draws for every pair: they depend on ``seed`` only) are
+    computed once, one model at a time (memory: one model's sort plans), and a pair's replicate
+    differences are then weighted sums of two such rows. A run comparing M models in P > M pairs
+    pays M models' bootstrap, not 2P.
     """
     d = _validate(labels, users, metric, n_boot, level)
-    pa = _as_preds(preds_a, len(d.y), "preds_a", metric)
-    pb = _as_preds(preds_b, len(d.y), "preds_b", metric)
-    diff = _point(metric, d, pa) - _point(metric, d, pb)
-
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))
+    missing = [n for n in names if n not in predictions]
+    if missing:
+        raise ValueError(f"no predictions for {missing} (named in pairs); known: {sorted(predictions)}.")
     users_ss, seeds_a_ss, seeds_b_ss = np.random.SeedSequence(seed).spawn(3)
-    ma, mb = _Model(metric, d, pa), _Model(metric, d, pb)
+    point, reps = {}, {}
+    for name in names:
+        p = _as_preds(predictions[name], len(d.y), str(name), metric)
+        point[name] = _point(metric, d, p)
+        reps[name] = _replicates(_Model(metric, d, p), d, users_ss, n_boot)
 
     def seed_weights(ss, n_seeds: int) -> np.ndarray:
         """(n_boot, S) weights averaging over seeds: uniform, or a multinomial seed draw / S."""
@@ -366,22 +421,25 @@ def paired_bootstrap(
             return np.full((n_boot, n_seeds), 1.0 / n_seeds)
         return np.random.default_rng(ss).multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot) / n_seeds
 
-    wa, wb = seed_weights(seeds_a_ss, ma.n_seeds), seed_weights(seeds_b_ss, mb.n_seeds)
-    reps = np.empty(n_boot)
-    for sl, k, k32 in _user_draws(users_ss, d, n_boot):
-        rep_a, rep_b = ma.replicates(k, k32), mb.replicates(k, k32)
-        reps[sl] = np.einsum("sb,bs->b", rep_a, wa[sl]) - np.einsum("sb,bs->b", rep_b, wb[sl])
-    _check_finite(reps, metric, n_boot)
-    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
-    return Comparison(
-        a=str(a),
-        b=str(b),
-        metric=metric,
-        diff=float(diff),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        level=float(level),
-        n_boot=int(n_boot),
-        seeds_a=int(ma.n_seeds),
-        seeds_b=int(mb.n_seeds),
-    )
+    out = []
+    for a, b in pairs:
+        ra, rb = reps[a], reps[b]
+        wa, wb = seed_weights(seeds_a_ss, len(ra)), seed_weights(seeds_b_ss, len(rb))
+        diffs = np.einsum("sb,bs->b", ra, wa) - np.einsum("sb,bs->b", rb, wb)
+        _check_finite(diffs, metric, n_boot)
+        lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+        out.append(
+            Comparison(
+                a=str(a),
+                b=str(b),
+                metric=metric,
+                diff=float(point[a] - point[b]),
+                ci_low=float(lo),
+                ci_high=float(hi),
+                level=float(level),
+                n_boot=int(n_boot),
+                seeds_a=len(ra),
+                seeds_b=len(rb),
+            )
+        )
+    return out

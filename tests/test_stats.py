@@ -175,6 +175,45 @@ def test_seed_resampling_widens_and_seed_determinism():
     assert (three.seeds_a, one.seeds_a) == (3, 1)
 
 
+@pytest.mark.parametrize("metric", stats.METRICS)
+def test_many_pairs_compute_each_models_replicates_once_and_equal_one_pair_calls(metric, monkeypatch):
+    rng = np.random.default_rng(5)
+    y, g, pa, pb = population(rng, 60, 10)
+    la = np.log(pa / (1 - pa))
+    preds = {
+        "a": pa,
+        "b": pb,
+        "c3": sigmoid(la[None] + 0.5 * rng.normal(size=(3, len(y)))),  # three seeds
+        "d": sigmoid(la + 0.3 * rng.normal(size=len(y))),
+        "unused": np.full(len(y), np.nan),  # never named in a pair: never read
+    }
+    pairs = [("a", "b"), ("c3", "b"), ("a", "c3"), ("d", "a"), ("b", "d")]
+    built = []
+
+    class Counting(stats._Model):
+        def __init__(self, metric, d, p):
+            built.append(p.shape)
+            super().__init__(metric, d, p)
+
+    monkeypatch.setattr(stats, "_Model", Counting)
+    many = stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3)
+    assert len(built) == 4  # a, b, c3, d: once each, for five pairs
+    built.clear()
+    one_by_one = [
+        stats.paired_bootstrap(y, g, preds[a], preds[b], metric=metric, a=a, b=b, n_boot=200, seed=3) for a, b in pairs
+    ]
+    assert len(built) == 2 * len(pairs)
+    assert many == one_by_one
+    assert [(c.seeds_a, c.seeds_b) for c in many] == [(1, 1), (3, 1), (1, 3), (1, 1), (1, 1)]
+    # each pair is a true difference: swapping a and b negates it, with the same user draws
+    ab, ba = stats.paired_bootstraps(y, g, preds, [("a", "d"), ("d", "a")], metric=metric, n_boot=200, seed=3)
+    assert (ab.diff, ab.ci_low, ab.ci_high) == pytest.approx((-ba.diff, -ba.ci_high, -ba.ci_low), abs=1e-12)
+    with pytest.raises(ValueError, match=r"no predictions for \['e'\] \(named in pairs\)"):
+        stats.paired_bootstraps(y, g, preds, [("a", "e")], metric=metric, n_boot=200)
+    with pytest.raises(ValueError, match="unused contains NaN"):
+        stats.paired_bootstraps(y, g, preds, [("unused", "a")], metric=metric, n_boot=200)
+
+
 def test_comparison_text_dict_and_resolved():
     c = stats.Comparison("fm", "vm", "auc", 0.0123, 0.005, 0.019, 0.95, 1000, 1, 3)
     assert c.resolved and c.text() == "+0.0123 [+0.0050, +0.0190]"

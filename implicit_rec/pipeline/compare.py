@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..stats import paired_bootstrap
+from ..stats import paired_bootstraps
 
 N_BOOT = 1000  # bootstrap replicates per comparison
 LEVEL = 0.95
@@ -104,24 +104,15 @@ def compare(
     """One row per pair and metric: ``{a, b, metric, diff, ci_low, ci_high, ...}`` (``Comparison.to_dict``).
 
     ``predictions``: model name -> (S, N) test probabilities, one row per seed, in the order of
-    ``labels`` / ``users``."""
+    ``labels`` / ``users``. Each model's bootstrap replicates are computed once per metric and shared
+    by its pairs (:func:`implicit_rec.stats.paired_bootstraps`)."""
     missing = sorted({n for pair in pairs for n in pair} - set(predictions))
     if missing:
         raise ValueError(f"no test predictions for {missing}; known: {sorted(predictions)}.")
-    rows = []
-    for a, b in pairs:
-        for metric in metrics:
-            c = paired_bootstrap(
-                labels,
-                users,
-                predictions[a],
-                predictions[b],
-                metric=metric,
-                a=a,
-                b=b,
-                n_boot=n_boot,
-                level=level,
-                seed=seed,
-            )
-            rows.append(c.to_dict())
-    return tuple(rows)
+    if not pairs:
+        return ()
+    per_metric = [
+        paired_bootstraps(labels, users, predictions, pairs, metric=m, n_boot=n_boot, level=level, seed=seed)
+        for m in metrics
+    ]
+    return tuple(c.to_dict() for row in zip(*per_metric) for c in row)
