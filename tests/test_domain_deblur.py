@@ -229,6 +229,7 @@ def test_tiny_study_behaviour(tiny_run):
     assert rows[-1]["residual"] < rows[1]["residual"]
 
 
+@pytest.mark.slow  # 11 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_training_compiles_one_step_per_model_kind():
     """Steps, validation passes and a second training with an equal (not the same) operator reuse one
     compiled train step and one validation program: the data are arguments, the operator a value-hashed

@@ -217,6 +217,7 @@ def test_bad_preset_is_a_clear_error(capsys):
     assert "--preset" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 14 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_training_and_chunked_prediction_compile_once(lps):
     """Three epochs (validation after each) compile the train step once, and validation and a test pass
     whose last chunk is short share one compiled forward: the short chunk is padded, without changing

@@ -329,6 +329,7 @@ def test_bad_preset_and_seed_give_clear_errors(capsys):
     assert "--seed" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 10 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_training_and_chunked_evaluation_compile_once():
     """Two epochs compile the train step once; validation and a test set whose last chunk is short share
     one compiled forward (the short chunk is padded, without changing the real samples)."""

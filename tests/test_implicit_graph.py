@@ -165,6 +165,7 @@ def test_implicit_gradients_match_a_long_unrolled_solve(tiny, batch):
     assert float(jnp.abs(g_ift["readout_mlp"]["layers"][0]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow  # 14 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_the_correction_loss_scores_path_states_through_the_readout(tiny, batch):
     vm = _vm(tiny, layer_options={"correction_states": 2})
     vm.train()

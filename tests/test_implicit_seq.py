@@ -72,6 +72,7 @@ def test_core_input_is_the_two_segmented_sequences_with_the_front_end_as_context
     assert float(jnp.abs(seg[0] - seg[1]).max()) > 0  # the two segments are told apart
 
 
+@pytest.mark.slow  # 11 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_the_output_is_the_limit_of_plain_picard_iteration(tiny, batch):
     vm = _vm(tiny, eval_solver=SolverConfig(method="anderson", max_iter=60, tol=1e-6))
     vm.eval()

@@ -44,6 +44,7 @@ def _loss_and_grads(layer, x):
     return nnx.value_and_grad(loss)(layer)
 
 
+@pytest.mark.slow  # 10 s cold of compilation (the fast lane's 3 minutes are measured cold)
 def test_random_k_runs_a_k_drawn_per_call_from_the_range_and_returns_that_iterate(x):
     layer = _layer(train_iterations=(2, 6))
     seen = set()
