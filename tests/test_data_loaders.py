@@ -621,15 +621,15 @@ def test_load_dataset_synthetic_is_imported_lazily(tmp_path, monkeypatch):
     table = load_taobaoad(small_taobao(tmp_path / "t"), min_count=1)
     calls = []
 
-    def with_cache(preset="default", seed=0, cache_dir=None, progress_bar=None):
-        calls.append((preset, seed, cache_dir, progress_bar))
+    def with_cache(preset="default", seed=0, cache_dir=None, progress_bar=None, workers=1):
+        calls.append((preset, seed, cache_dir, progress_bar, workers))
         return table
 
     fake = types.ModuleType("implicit_rec.data.synthetic")
     fake.synthetic_events = with_cache
     monkeypatch.setitem(sys.modules, "implicit_rec.data.synthetic", fake)
     assert load_dataset("synthetic", preset="tiny", seed=3, cache_dir=tmp_path) is table
-    assert calls == [("tiny", 3, tmp_path, None)]  # the generator caches (and streams) itself
+    assert calls == [("tiny", 3, tmp_path, None, 1)]  # the generator caches (and streams) itself; one process
 
 
 def test_load_dataset_spec_errors(tmp_path):

@@ -126,3 +126,21 @@ def test_event_table_checks_fm_sequence_columns():
         EventTable(schema, cols, {"a": 3})
     with pytest.raises(ValueError, match=r"sequence column 'a_o' must have shape \(N, 3\)"):
         EventTable(schema, {**cols, "a_o": np.zeros((2, 2), np.int32)}, {"a": 3})
+
+
+def test_blocks_simulated_in_worker_processes_give_the_same_table():
+    p = dataclasses.replace(synthetic.PRESETS["tiny"], users=90)
+    one = synthetic_events(p, seed=2, block_users=20)  # 5 blocks, this process
+    two = synthetic_events(p, seed=2, block_users=20, workers=2)
+    assert len(one.columns["label"]) > 500
+    assert one.columns.keys() == two.columns.keys() and one.vocab_sizes == two.vocab_sizes
+    for k, v in one.columns.items():
+        np.testing.assert_array_equal(v, two.columns[k], err_msg=k)
+    for k, v in one.info.items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(two.info[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_positive_integer_or_none(workers):
+    with pytest.raises(ValueError, match="workers must be a positive integer or None"):
+        synthetic_events("tiny", workers=workers)

@@ -54,7 +54,9 @@ CACHE_VERSION = 1  # bump when an encoding changes, so old caches are not reused
 NOT_IN_KEY = frozenset({"chunk_rows"})  # options that do not change the encoded table
 
 
-def load_data(data, *, default_cache_dir: str | os.PathLike | None = None, progress_bar=None) -> EventTable:
+def load_data(
+    data, *, default_cache_dir: str | os.PathLike | None = None, progress_bar=None, workers: int | None = 1
+) -> EventTable:
     """The event table of the ``[data]`` section ``data`` (a :class:`~implicit_rec.config.DataConfig`).
 
     Args:
@@ -64,6 +66,8 @@ def load_data(data, *, default_cache_dir: str | os.PathLike | None = None, progr
         passes RUN/cache); None: no cache. An explicit ``data.cache_dir`` wins.
       progress_bar: a tqdm-like factory for the synthetic generator's progress (the file loaders
         report nothing yet).
+      workers: processes of the synthetic generator (``synthetic_events``'s ``workers``: 1 this
+        process, None every CPU; more than one needs an ``if __name__ == "__main__":`` script).
     Raises:
       ConfigError (a ValueError) if the path is not what the source reads (``config.check_data``);
       DataError (a ValueError) naming file, line and column for bad content; ValueError for
@@ -76,7 +80,7 @@ def load_data(data, *, default_cache_dir: str | os.PathLike | None = None, progr
     if cache_dir is not None:
         cache_dir = Path(cache_dir).expanduser()
     if data.source == "synthetic":
-        return _synthetic(cache_dir, data.preset, data.seed, progress_bar)
+        return _synthetic(cache_dir, data.preset, data.seed, progress_bar, workers)
     loader, path, options = LOADERS[data.source], os.path.expanduser(data.path), data.options.given()
     if cache_dir is None:
         return loader(path, **options)
@@ -141,10 +145,10 @@ def cache_key(name: str, arg: str, options: dict) -> str:
     return f"{name}-{path.stem or 'data'}-{digest[:16]}"
 
 
-def _synthetic(cache_dir, preset: str, seed: int, progress_bar=None) -> EventTable:
+def _synthetic(cache_dir, preset: str, seed: int, progress_bar=None, workers: int | None = 1) -> EventTable:
     from .synthetic import synthetic_events  # imported only when asked for
 
-    return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir, progress_bar=progress_bar)
+    return synthetic_events(preset=preset, seed=seed, cache_dir=cache_dir, progress_bar=progress_bar, workers=workers)
 
 
 def _try_load(path: Path) -> EventTable | None:

@@ -65,9 +65,12 @@ the candidate's category to the logit; its oracle arrays ``cascade_hop`` (N,) an
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable
@@ -474,12 +477,54 @@ def _vocab_members(schema: Schema) -> dict[str, list[str]]:
     return members
 
 
+def _simulate_block(p: Preset, world: _World, start: int, seeds: list) -> dict:
+    """The columns of users ``start, start + 1, ...``, one per child seed in ``seeds``."""
+    return _block_columns(
+        [_simulate_user(start + i, p, world, np.random.default_rng(ss)) for i, ss in enumerate(seeds)]
+    )
+
+
+_WORKER: tuple[Preset, _World] | None = None  # a block worker's preset and world (sent once per process)
+
+
+def _init_block_worker(p: Preset, world: _World) -> None:
+    global _WORKER
+    _WORKER = (p, world)
+
+
+def _simulate_block_in_worker(start: int, seeds: list) -> dict:
+    return _simulate_block(*_WORKER, start, seeds)
+
+
+def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], workers: int | None):
+    """The columns of each block ``(first user, child seeds)``, in order; with more than one worker,
+    blocks are simulated in ``spawn``ed processes (no fork of a process that may run JAX threads)."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(workers, len(blocks))
+    if workers <= 1:
+        yield from (_simulate_block(p, world, start, seeds) for start, seeds in blocks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_block_worker, initargs=(p, world)
+    ) as pool:
+        pending = collections.deque()
+        for start, seeds in blocks:  # at most 2 blocks per worker in flight: bounded memory
+            pending.append(pool.submit(_simulate_block_in_worker, start, seeds))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def synthetic_events(
     preset: str | Preset = "default",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     block_users: int = 5000,
     progress_bar: Callable[..., Any] | None = None,
+    workers: int | None = 1,
 ) -> EventTable:
     """Generate (or load from ``cache_dir``) the synthetic TaobaoAd-schema event table.
 
@@ -488,11 +533,20 @@ def synthetic_events(
     (the vocabularies), pass 2 re-encodes each column into its final memory-mapped .npy file.
     Without ``cache_dir`` the table is built in a temporary directory and loaded into memory.
     Deterministic by ``seed``: user u always draws from the u-th child of SeedSequence(seed).
-    ``progress_bar``: a tqdm-like factory ``progress_bar(total=, desc=)``, advanced once per user.
+    ``progress_bar``: a tqdm-like factory ``progress_bar(total=, desc=)``, advanced once per block.
+    ``workers``: processes simulating blocks side by side, at most one per block (None: the CPUs this
+    process may use; 1, the default: this process only). The table is the same for any count: each
+    user draws from its own seed, and blocks are written in user order. The processes are
+    ``spawn``ed, so a script that asks for more than one must start from an
+    ``if __name__ == "__main__":`` block (as ``implicit-rec run``, which passes None, does).
     ``preset``: a name in ``PRESETS`` or a custom ``Preset`` (named ``custom``; its cache directory
     carries a hash of the parameters). Cache directories carry ``GENERATOR_VERSION``, so a cache
     written by an older generator is never reused.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(
+            f"workers must be a positive integer or None (processes simulating user blocks); got {workers!r}."
+        )
     if isinstance(preset, Preset):
         p = preset
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode()).hexdigest()[:12]
@@ -507,9 +561,9 @@ def synthetic_events(
         if (path / "meta.json").is_file():
             return EventTable.load(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _generate(p, preset, seed, path, block_users, progress_bar)
+        return _generate(p, preset, seed, path, block_users, progress_bar, workers)
     with tempfile.TemporaryDirectory() as tmp:
-        table = _generate(p, preset, seed, Path(tmp) / name, block_users, progress_bar)
+        table = _generate(p, preset, seed, Path(tmp) / name, block_users, progress_bar, workers)
         info = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.info.items()}
         return EventTable(
             table.schema, {k: np.array(v) for k, v in table.columns.items()}, table.vocab_sizes, table.name, info
@@ -517,7 +571,13 @@ def synthetic_events(
 
 
 def _generate(
-    p: Preset, preset: str, seed: int, path: Path, block_users: int, progress_bar: Callable[..., Any] | None = None
+    p: Preset,
+    preset: str,
+    seed: int,
+    path: Path,
+    block_users: int,
+    progress_bar: Callable[..., Any] | None = None,
+    workers: int | None = None,
 ) -> EventTable:
     schema = Schema(
         categorical=PROFILE + ITEM + CONTEXT,
@@ -538,13 +598,10 @@ def _generate(
         dtypes: dict[str, np.dtype] = {}
         rows = 0
         bar = progress_bar(total=p.users, desc=f"synthetic-{preset} users") if progress_bar else None
-        for start in range(0, p.users, block_users):
-            parts = []
-            for u in range(start, min(start + block_users, p.users)):
-                parts.append(_simulate_user(u, p, world, np.random.default_rng(user_seeds[u])))
-                if bar is not None:
-                    bar.update(1)
-            cols = _block_columns(parts)
+        blocks = [(start, user_seeds[start : start + block_users]) for start in range(0, p.users, block_users)]
+        for (_, seeds), cols in zip(blocks, _simulated_blocks(p, world, blocks, workers), strict=True):
+            if bar is not None:
+                bar.update(len(seeds))
             train = cols["split"] == SPLITS["train"]
             for vocab, names in members.items():
                 ids = np.concatenate([cols[n][train].ravel() for n in names])
@@ -619,8 +676,9 @@ def _generate(
 
 
 def _encode(raw_ids: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Raw ids -> 2.. for ids in ``known`` (sorted), OOV for others, PAD for -1 (sequence padding)."""
-    pos = np.searchsorted(known, raw_ids)
-    hit = (pos < len(known)) & (known[np.minimum(pos, len(known) - 1)] == raw_ids)
-    out = np.where(hit, pos + 2, OOV)
-    return np.where(raw_ids < 0, PAD, out).astype(np.int32)
+    """Raw ids -> 2.. for ids in ``known`` (sorted, non-negative), OOV for others, PAD for -1
+    (sequence padding): one gather from a table over 0..max(known), not a search per id."""
+    top = int(known[-1]) + 1 if len(known) else 0
+    code = np.full(top + 1, OOV, np.int32)  # code[top]: every id above the known ones
+    code[known] = np.arange(2, len(known) + 2, dtype=np.int32)
+    return np.where(raw_ids < 0, np.int32(PAD), code[np.clip(raw_ids, 0, top)])

@@ -51,7 +51,9 @@ def data_stage(run: RunDir, cfg: RunConfig) -> tuple[EventTable, DataSummary]:
     t0 = time.perf_counter()
     try:
         table = run.writer_first(  # the writer prepares the cache, the other processes read it
-            "data", lambda: load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar)
+            "data",
+            # the synthetic generator simulates user blocks on every CPU (the large preset: 80 blocks)
+            lambda: load_data(d, default_cache_dir=run.out / "cache", progress_bar=run.bar, workers=None),
         )
     except (OSError, ValueError, TypeError) as err:  # missing / unreadable files, DataError
         raise RunError(f"data.dataset={d.dataset!r}: {_oserror_text(err)}") from None
