@@ -22,7 +22,8 @@ project's ``[vm]`` values.
 
 Every model trains in its own fresh process, one after another, round-robin over the seeds (so a
 change of the shared machine's load reaches each model alike), with 2 threads (PyTorch:
-``torch.set_num_threads(2)``; XLA as it is) and no persistent compilation cache. Per model: the
+``torch.set_num_threads(2)``; XLA as it is) and no persistent compilation cache; then the project's
+models again with the cache an earlier, uncounted fit filled (rows "warm cache", not judged). Per model: the
 whole fit (the ``fit`` call: compilation, training, validation after every epoch, restoring the best
 epoch) in wall and CPU seconds (the process and its loader workers), the model's construction
 before it (for the VMs, XLA compiles every initializer there), training and validation seconds per
@@ -52,6 +53,8 @@ import numpy as np
 
 NAME = "fuxictr_side_by_side"
 MODELS = ("fuxictr-din", "din", "implicit")
+PROJECT_MODELS = ("din", "implicit")
+WARM = ", warm cache"  # the project's models again, the compilation cache holding an earlier fit's programs
 DATASET_ID = "implicit_rec_vm_rows"
 THREADS = 2
 TARGET_FIELDS = ("cate_id", "brand", "btag")  # FuxiCTR's DIN target: these fields' embeddings, concatenated
@@ -336,6 +339,9 @@ def worker(args) -> None:
     if args.worker == "fuxictr-din":
         r = fit_fuxictr(args.seed, data, overrides)
     else:
+        from implicit_rec import compile_cache
+
+        compile_cache.enable()  # as the implicit-rec commands do: $IMPLICIT_REC_JAX_CACHE (run_worker sets it)
         r = fit_project(args.worker, args.seed, data, args.preset, cache, overrides)
     np.save(Path(args.out).with_suffix(".npy"), r.pop("probs"))
     Path(args.out).write_text(json.dumps(r))
@@ -344,12 +350,14 @@ def worker(args) -> None:
 # -- the side by side ------------------------------------------------------------------------------
 
 
-def run_worker(model: str, seed: int, tmp: Path, args) -> dict:
+def run_worker(model: str, seed: int, tmp: Path, args, cache: Path | None = None) -> dict:
+    """One whole fit of ``model`` in a fresh process; ``cache``: its persistent compilation cache
+    (None: off)."""
     from .common import JAX_CACHE_VARS  # imported here, as below: this module's workers import no JAX first
 
     out = tmp / f"{model}-s{seed}.json"
     env = {k: v for k, v in os.environ.items() if k not in JAX_CACHE_VARS}
-    env["IMPLICIT_REC_JAX_CACHE"] = "off"
+    env["IMPLICIT_REC_JAX_CACHE"] = str(cache) if cache is not None else "off"
     cmd = [sys.executable, "-m", f"benchmarks.{NAME}", "--worker", model, "--seed", str(seed)]
     cmd += ["--data", str(tmp / "data"), "--cache", str(tmp / "cache"), "--out", str(out), "--preset", args.preset]
     cmd += [x for kv in args.set for x in ("--set", kv)]
@@ -517,12 +525,27 @@ def markdown(r: dict) -> str:
         f"{r['rows']['test']:,} test rows; batch {r['vm']['batch_size']}, learning rate {r['vm']['learning_rate']}, "
         f"up to {r['vm']['epochs']} epochs (patience {r['vm']['patience']}), embedding dimension {EMBED_DIM}, "
         f"MLP {r['vm']['hidden']}; {r['seeds']} seeds, each model in its own process, round-robin, "
-        f"{THREADS} threads, no compilation cache. Medians over the seeds (test AUC: mean). "
+        f"{THREADS} threads, no compilation cache (rows '{WARM[2:]}': the project's models again, each process "
+        "with the persistent compilation cache an earlier, uncounted fit of the same model filled, as a user's "
+        "next fit finds it; for information, the targets are judged without it). Medians over the seeds (test AUC: "
+        "mean). "
         f"{m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, JAX {m['jax']}"
         f"{', torch ' + r['torch'] + ', fuxictr ' + r['fuxictr'] if r.get('torch') else ''}; load average "
         f"(1, 5, 15 min) {', '.join(map(str, m['load_before']))} before, {', '.join(map(str, m['load_after']))} after."
-        f"{' ' + r['note'] if r['note'] else ''}\n\n" + table + "\n\n" + checks + "\n"
+        f"{' ' + r['note'] if r['note'] else ''}\n\n" + table + "\n\n" + checks + "\n" + _warm_line(r["models"])
     )
+
+
+def _warm_line(models: dict) -> str:
+    """The whole-fit ratios of the targets with the compilation cache warm (information, not judged)."""
+    din, imp, fx = models.get(f"din{WARM}"), models.get(f"implicit{WARM}"), models.get("fuxictr-din")
+    if din is None or imp is None:
+        return ""
+    parts = (
+        [] if fx is None else [f"DIN / FuxiCTR {din['whole_fit_examples_per_s'] / fx['whole_fit_examples_per_s']:.2f}x"]
+    )
+    parts.append(f"implicit / DIN {imp['whole_fit_examples_per_s'] / din['whole_fit_examples_per_s']:.2f}x")
+    return f"\nWith the compilation cache warm (not judged): whole-fit examples/s {', '.join(parts)}.\n"
 
 
 def main(argv=None) -> None:
@@ -559,12 +582,21 @@ def main(argv=None) -> None:
         rows = split_rows(table, cfg, study)
         export(table, cfg, rows, tmp / "data")
         labels, users = np.asarray(table["label"][rows["test"]]), np.asarray(table["user"][rows["test"]])
-        runs = {m: [] for m in models}
+        runs = {m: [] for m in [*models, *(f"{m}{WARM}" for m in PROJECT_MODELS)]}
         for seed in range(args.seeds):
             for m in models:
                 runs[m].append(run_worker(m, seed, tmp, args))
                 r = runs[m][-1]
                 print(f"{m} seed {seed}: whole fit {r['whole_fit_s']:.1f} s, {r['epochs']} epochs", flush=True)
+        # The project's models again, as a user's next fit meets them: the compilation cache (on by
+        # default) holds the programs of an earlier fit of the same model (a priming fit, not counted).
+        warm = tmp / "jax-cache"
+        for m in PROJECT_MODELS:
+            run_worker(m, 0, tmp, args, cache=warm)
+        for seed in range(args.seeds):
+            for m in PROJECT_MODELS:
+                runs[f"{m}{WARM}"].append(r := run_worker(m, seed, tmp, args, cache=warm))
+                print(f"{m}{WARM} seed {seed}: whole fit {r['whole_fit_s']:.1f} s, {r['epochs']} epochs", flush=True)
     summary = {m: summarize(m, v, labels, users) for m, v in runs.items()}
     versions = {}
     if "fuxictr-din" in models:
