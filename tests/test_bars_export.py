@@ -77,11 +77,13 @@ def test_export_is_the_synthetic_generators_data(exported):
     np.testing.assert_array_equal(np.asarray(table["split"])[order] == 2, ev["time"] >= syn.TEST_DAY * syn.SECONDS)
 
 
-def test_export_is_deterministic_and_independent_of_the_block_size(exported, tmp_path):
+def test_export_is_deterministic_and_independent_of_the_block_size_and_workers(exported, tmp_path):
     out, _, _ = exported
     again = export_taobaoad(tmp_path / "again", preset=SMALL, seed=3, block_users=40, buckets_per_day=5)
+    export_taobaoad(tmp_path / "two", preset=SMALL, seed=3, block_users=6, workers=2)  # 7 blocks, 2 processes
     for name in ("train.csv", "test.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
+        assert (tmp_path / "two" / name).read_bytes() == (out / name).read_bytes()
     other = export_taobaoad(tmp_path / "other", preset=SMALL, seed=4)
     assert (
         other["rows"] != again["rows"]

@@ -13,7 +13,8 @@ Memory is bounded: users are simulated in blocks; each block's rows are formatte
 (vectorized) and appended to per-time-bucket temporary files; each bucket is then sorted by
 (time, user) and appended to its output file. Deterministic for a seed (independent of the block size).
 
-Command line: ``python -m implicit_rec.data.bars_export --rows 3000000 --out DIR [--seed 0]``.
+Command line: ``python -m implicit_rec.data.bars_export --rows 3000000 --out DIR [--seed 0] [--workers N]``
+(users simulated on every CPU unless ``--workers`` says otherwise).
 """
 
 from __future__ import annotations
@@ -49,23 +50,26 @@ def preset_for_rows(rows: int, base: syn.Preset = SCALED) -> syn.Preset:
     return dataclasses.replace(base, users=max(1, math.ceil(rows / per_user)))
 
 
-def simulate_blocks(p: syn.Preset, seed: int, block_users: int = 64) -> Iterator[dict[str, np.ndarray]]:
+def simulate_blocks(
+    p: syn.Preset, seed: int, block_users: int = 64, workers: int | None = 1
+) -> Iterator[dict[str, np.ndarray]]:
     """The generator's raw impressions, ``block_users`` users at a time (user-major, time order per user).
 
     Each block: the columns of ``synthetic._simulate_user`` (raw 0-based ids, ``-1``-pre-padded
     (n, p.max_len) windows, ``price`` = log1p(price)) plus ``logprice`` (n,) log of the raw price.
+    ``workers``: processes simulating blocks, as ``synthetic.synthetic_events``'s (1: this process;
+    None: every CPU; more than one needs an ``if __name__ == "__main__":`` script); the blocks are
+    the same for any count.
     """
     if block_users < 1:
         raise ValueError(f"block_users must be >= 1, got {block_users}.")
     world = syn._World(p, np.random.default_rng(seed))
     world.graph = syn.category_graph(p, seed) if p.cascade_weight else None
     user_seeds = np.random.SeedSequence(seed).spawn(p.users)
-    for start in range(0, p.users, block_users):
-        parts = [
-            syn._simulate_user(u, p, world, np.random.default_rng(user_seeds[u]))[0]
-            for u in range(start, min(start + block_users, p.users))
-        ]
-        cols = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    blocks = [(start, user_seeds[start : start + block_users]) for start in range(0, p.users, block_users)]
+    for cols in syn._simulated_blocks(p, world, blocks, workers):
+        # the simulated columns; not the info arrays or the table's derived user / day / split
+        cols = {k: v for k, v in cols.items() if not k.startswith("info.") and k not in ("user", "day", "split")}
         cols["logprice"] = world.ad_logprice[cols["adgroup_id"]]
         yield cols
 
@@ -130,12 +134,14 @@ def export_taobaoad(
     max_len: int = 50,
     block_users: int = 64,
     buckets_per_day: int = 24,
+    workers: int | None = 1,
 ) -> dict:
     """Write synthetic impressions as a TaobaoAd_x1 release in directory ``out`` (atomically).
 
     ``rows``: about this many rows from :func:`preset_for_rows` (then ``preset`` is ignored); else
     ``preset`` (a name in ``synthetic.PRESETS`` or a ``Preset``). Histories keep their last
-    ``max_len`` ids. Returns the summary that is also written to ``out/export.json``.
+    ``max_len`` ids. ``workers``: processes simulating the users (:func:`simulate_blocks`; the file is
+    the same for any count). Returns the summary that is also written to ``out/export.json``.
     """
     if rows is not None:
         p, name = preset_for_rows(rows), "scaled"
@@ -157,7 +163,7 @@ def export_taobaoad(
         parts.mkdir()
         handles: dict[int, tuple] = {}
         try:
-            for cols in simulate_blocks(p, seed, block_users):
+            for cols in simulate_blocks(p, seed, block_users, workers):
                 bucket = np.minimum(cols["time"] // width, n_buckets - 1)
                 order = np.argsort(bucket, kind="stable")
                 cols = {k: v[order] for k, v in cols.items()}
@@ -217,8 +223,13 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="default", help="a synthetic preset, when --rows is not given")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-len", type=int, default=50, help="longest history written (the release's 50)")
+    parser.add_argument("--workers", type=int, default=None, help="processes simulating users (default: every CPU)")
     args = parser.parse_args(argv)
-    summary = export_taobaoad(args.out, rows=args.rows, preset=args.preset, seed=args.seed, max_len=args.max_len)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    summary = export_taobaoad(
+        args.out, rows=args.rows, preset=args.preset, seed=args.seed, max_len=args.max_len, workers=args.workers
+    )
     print(json.dumps({k: summary[k] for k in ("rows", "bytes", "preset", "seed")}))
 
 
