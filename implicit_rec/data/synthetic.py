@@ -506,9 +506,10 @@ def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], 
         yield from (_simulate_block(p, world, start, seeds) for start, seeds in blocks)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
+    pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_block_worker, initargs=(p, world)
-    ) as pool:
+    )
+    try:
         pending = collections.deque()
         for start, seeds in blocks:  # at most 2 blocks per worker in flight: bounded memory
             pending.append(pool.submit(_simulate_block_in_worker, start, seeds))
@@ -516,6 +517,8 @@ def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], 
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # on an error or an interrupt, blocks not yet started are dropped, not simulated
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def synthetic_events(
