@@ -303,12 +303,11 @@ def _user_draws(ss: np.random.SeedSequence, d: _Data, n_boot: int):
         yield slice(start, start + bc), k, k32
 
 
-def _replicates(model: _Model, d: _Data, users_ss: np.random.SeedSequence, n_boot: int) -> np.ndarray:
-    """(S, n_boot) metric of each of ``model``'s seeds under the ``n_boot`` user draws of ``users_ss``."""
-    reps = np.empty((model.n_seeds, n_boot))
-    for sl, k, k32 in _user_draws(users_ss, d, n_boot):
-        reps[:, sl] = model.replicates(k, k32)
-    return reps
+def _replicates(model: _Model, d: _Data, users_ss: np.random.SeedSequence, n_boot: int) -> list:
+    """``(slice, (S, B) metric of each of model's seeds)`` per chunk of the ``n_boot`` user draws of
+    ``users_ss``, each chunk's array as ``_Model.replicates`` returns it (its memory layout fixes the
+    summation order of the seed averages below, so it is kept)."""
+    return [(sl, model.replicates(k, k32)) for sl, k, k32 in _user_draws(users_ss, d, n_boot)]
 
 
 def _check_finite(reps: np.ndarray, metric: str, n_boot: int) -> None:
@@ -333,7 +332,9 @@ def bootstrap_intervals(
     """
     d = _validate(labels, users, metric, n_boot, level)
     p = _as_preds(preds, len(d.y), "preds", metric)
-    reps = _replicates(_Model(metric, d, p), d, np.random.SeedSequence(seed).spawn(3)[0], n_boot)
+    reps = np.empty((p.shape[0], n_boot))
+    for sl, chunk in _replicates(_Model(metric, d, p), d, np.random.SeedSequence(seed).spawn(3)[0], n_boot):
+        reps[:, sl] = chunk
     _check_finite(reps, metric, n_boot)
     return np.quantile(reps, [(1 - level) / 2, (1 + level) / 2], axis=1).T
 
@@ -400,7 +401,8 @@ def paired_bootstraps(
     The work is per model, not per pair: every model's point metric and its (S, n_boot) replicate
     metrics under the user draws (the same draws for every pair: they depend on ``seed`` only) are
     computed once, one model at a time (memory: one model's sort plans), and a pair's replicate
-    differences are then weighted sums of two such rows. A run comparing M models in P > M pairs
+    differences are then weighted sums of two such rows, summed chunk by chunk as one pair alone sums
+    them (the results are bit-identical). A run comparing M models in P > M pairs
     pays M models' bootstrap, not 2P.
     """
     d = _validate(labels, users, metric, n_boot, level)
@@ -423,9 +425,11 @@ def paired_bootstraps(
 
     out = []
     for a, b in pairs:
-        ra, rb = reps[a], reps[b]
-        wa, wb = seed_weights(seeds_a_ss, len(ra)), seed_weights(seeds_b_ss, len(rb))
-        diffs = np.einsum("sb,bs->b", ra, wa) - np.einsum("sb,bs->b", rb, wb)
+        sa, sb = reps[a][0][1].shape[0], reps[b][0][1].shape[0]
+        wa, wb = seed_weights(seeds_a_ss, sa), seed_weights(seeds_b_ss, sb)
+        diffs = np.empty(n_boot)
+        for (sl, ra), (_, rb) in zip(reps[a], reps[b], strict=True):
+            diffs[sl] = np.einsum("sb,bs->b", ra, wa[sl]) - np.einsum("sb,bs->b", rb, wb[sl])
         _check_finite(diffs, metric, n_boot)
         lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
         out.append(
@@ -438,8 +442,8 @@ def paired_bootstraps(
                 ci_high=float(hi),
                 level=float(level),
                 n_boot=int(n_boot),
-                seeds_a=len(ra),
-                seeds_b=len(rb),
+                seeds_a=sa,
+                seeds_b=sb,
             )
         )
     return out

@@ -77,18 +77,24 @@ def test_export_is_the_synthetic_generators_data(exported):
     np.testing.assert_array_equal(np.asarray(table["split"])[order] == 2, ev["time"] >= syn.TEST_DAY * syn.SECONDS)
 
 
-def test_export_is_deterministic_and_independent_of_the_block_size_and_workers(exported, tmp_path):
+def test_export_is_deterministic_and_independent_of_the_block_size(exported, tmp_path):
     out, _, _ = exported
     again = export_taobaoad(tmp_path / "again", preset=SMALL, seed=3, block_users=40, buckets_per_day=5)
-    export_taobaoad(tmp_path / "two", preset=SMALL, seed=3, block_users=6, workers=2)  # 7 blocks, 2 processes
     for name in ("train.csv", "test.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
-        assert (tmp_path / "two" / name).read_bytes() == (out / name).read_bytes()
     other = export_taobaoad(tmp_path / "other", preset=SMALL, seed=4)
     assert (
         other["rows"] != again["rows"]
         or (tmp_path / "other" / "test.csv").read_bytes() != (out / "test.csv").read_bytes()
     )
+
+
+@pytest.mark.slow  # spawns two processes that import the package
+def test_export_is_the_same_from_worker_processes(exported, tmp_path):
+    out, _, _ = exported
+    export_taobaoad(tmp_path / "two", preset=SMALL, seed=3, block_users=6, workers=2)  # 7 blocks, 2 processes
+    for name in ("train.csv", "test.csv"):
+        assert (tmp_path / "two" / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_export_arguments(tmp_path):
@@ -100,6 +106,8 @@ def test_export_arguments(tmp_path):
         export_taobaoad(tmp_path / "x", preset="huge")
     with pytest.raises(ValueError, match="block_users must be >= 1"):
         next(simulate_blocks(SMALL, 0, block_users=0))
+    with pytest.raises(ValueError, match="workers must be a positive integer or None"):
+        next(simulate_blocks(SMALL, 0, workers=0))
 
 
 def _same_tables(a, b):

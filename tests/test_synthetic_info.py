@@ -128,6 +128,7 @@ def test_event_table_checks_fm_sequence_columns():
         EventTable(schema, {**cols, "a_o": np.zeros((2, 2), np.int32)}, {"a": 3})
 
 
+@pytest.mark.slow  # spawns two processes that import the package
 def test_blocks_simulated_in_worker_processes_give_the_same_table():
     p = dataclasses.replace(synthetic.PRESETS["tiny"], users=90)
     one = synthetic_events(p, seed=2, block_users=20)  # 5 blocks, this process
@@ -140,7 +141,28 @@ def test_blocks_simulated_in_worker_processes_give_the_same_table():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(two.info[k]), err_msg=k)
 
 
-@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2", np.int64(0)])
 def test_workers_must_be_a_positive_integer_or_none(workers):
     with pytest.raises(ValueError, match="workers must be a positive integer or None"):
         synthetic_events("tiny", workers=workers)
+
+
+def test_block_columns_are_the_same_for_any_block_size_in_one_process():
+    p = dataclasses.replace(synthetic.PRESETS["tiny"], users=30)
+    for workers in (None, 1, np.int64(3)):
+        synthetic.check_workers(workers)  # accepted
+    world = synthetic._World(p, np.random.default_rng(1))
+    seeds = np.random.SeedSequence(1).spawn(p.users)
+
+    def blocks(size, raw):
+        chunks = [(s, seeds[s : s + size]) for s in range(0, p.users, size)]
+        parts = list(synthetic._simulated_blocks(p, world, chunks, workers=1, raw=raw))
+        return {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+
+    whole, split = blocks(30, False), blocks(7, False)  # one block; five, the last of 2 users
+    assert whole.keys() == split.keys() and "info.click_prob" in whole and "split" in whole
+    for k, v in whole.items():
+        np.testing.assert_array_equal(v, split[k], err_msg=k)
+    raw = blocks(7, True)  # what the simulation draws: no info arrays, no derived columns
+    assert not any(k.startswith("info.") for k in raw) and "split" not in raw
+    np.testing.assert_array_equal(raw["time"], whole["time"])

@@ -63,13 +63,12 @@ def simulate_blocks(
     """
     if block_users < 1:
         raise ValueError(f"block_users must be >= 1, got {block_users}.")
+    syn.check_workers(workers)
     world = syn._World(p, np.random.default_rng(seed))
     world.graph = syn.category_graph(p, seed) if p.cascade_weight else None
     user_seeds = np.random.SeedSequence(seed).spawn(p.users)
     blocks = [(start, user_seeds[start : start + block_users]) for start in range(0, p.users, block_users)]
-    for cols in syn._simulated_blocks(p, world, blocks, workers):
-        # the simulated columns; not the info arrays or the table's derived user / day / split
-        cols = {k: v for k, v in cols.items() if not k.startswith("info.") and k not in ("user", "day", "split")}
+    for cols in syn._simulated_blocks(p, world, blocks, workers, raw=True):
         cols["logprice"] = world.ad_logprice[cols["adgroup_id"]]
         yield cols
 

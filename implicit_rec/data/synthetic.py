@@ -477,11 +477,13 @@ def _vocab_members(schema: Schema) -> dict[str, list[str]]:
     return members
 
 
-def _simulate_block(p: Preset, world: _World, start: int, seeds: list) -> dict:
-    """The columns of users ``start, start + 1, ...``, one per child seed in ``seeds``."""
-    return _block_columns(
-        [_simulate_user(start + i, p, world, np.random.default_rng(ss)) for i, ss in enumerate(seeds)]
-    )
+def _simulate_block(p: Preset, world: _World, start: int, seeds: list, raw: bool = False) -> dict:
+    """The columns of users ``start, start + 1, ...``, one per child seed in ``seeds``: the table's
+    (:func:`_block_columns`), or with ``raw`` only what ``_simulate_user`` draws, concatenated."""
+    parts = [_simulate_user(start + i, p, world, np.random.default_rng(ss)) for i, ss in enumerate(seeds)]
+    if raw:
+        return {k: np.concatenate([cols[k] for cols, _ in parts]) for k in parts[0][0]}
+    return _block_columns(parts)
 
 
 _WORKER: tuple[Preset, _World] | None = None  # a block worker's preset and world (sent once per process)
@@ -492,18 +494,30 @@ def _init_block_worker(p: Preset, world: _World) -> None:
     _WORKER = (p, world)
 
 
-def _simulate_block_in_worker(start: int, seeds: list) -> dict:
-    return _simulate_block(*_WORKER, start, seeds)
+def _simulate_block_in_worker(start: int, seeds: list, raw: bool) -> dict:
+    return _simulate_block(*_WORKER, start, seeds, raw)
 
 
-def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], workers: int | None):
-    """The columns of each block ``(first user, child seeds)``, in order; with more than one worker,
-    blocks are simulated in ``spawn``ed processes (no fork of a process that may run JAX threads)."""
+def check_workers(workers) -> None:
+    """Raise ValueError unless ``workers`` (processes simulating user blocks) is None or an integer >= 1."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1):
+        raise ValueError(
+            f"workers must be a positive integer or None (processes simulating user blocks); got {workers!r}."
+        )
+
+
+def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], workers: int | None, raw: bool = False):
+    """The columns of each block ``(first user, child seeds)`` (:func:`_simulate_block`), in order.
+
+    With more than one worker (None: the CPUs this process may use), the blocks are simulated in
+    ``spawn``ed processes (no fork of a process that may run JAX threads); at most ``workers + 1``
+    finished or running blocks are held at a time, so memory grows by about one block per worker
+    (the large preset's 5,000-user blocks: a few hundred MB each, plus each process's imports)."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(workers, len(blocks))
+    workers = min(int(workers), len(blocks))
     if workers <= 1:
-        yield from (_simulate_block(p, world, start, seeds) for start, seeds in blocks)
+        yield from (_simulate_block(p, world, start, seeds, raw) for start, seeds in blocks)
         return
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(
@@ -511,9 +525,9 @@ def _simulated_blocks(p: Preset, world: _World, blocks: list[tuple[int, list]], 
     )
     try:
         pending = collections.deque()
-        for start, seeds in blocks:  # at most 2 blocks per worker in flight: bounded memory
-            pending.append(pool.submit(_simulate_block_in_worker, start, seeds))
-            if len(pending) >= 2 * workers:
+        for start, seeds in blocks:
+            pending.append(pool.submit(_simulate_block_in_worker, start, seeds, raw))
+            if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -546,10 +560,7 @@ def synthetic_events(
     carries a hash of the parameters). Cache directories carry ``GENERATOR_VERSION``, so a cache
     written by an older generator is never reused.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(
-            f"workers must be a positive integer or None (processes simulating user blocks); got {workers!r}."
-        )
+    check_workers(workers)
     if isinstance(preset, Preset):
         p = preset
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode()).hexdigest()[:12]
@@ -580,7 +591,7 @@ def _generate(
     path: Path,
     block_users: int,
     progress_bar: Callable[..., Any] | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> EventTable:
     schema = Schema(
         categorical=PROFILE + ITEM + CONTEXT,
