@@ -249,6 +249,33 @@ def test_every_vm_variant_trains_a_few_steps(tiny, fast, fm_and_store, arch):
 
 
 @pytest.mark.slow
+def test_out_of_fold_fms_are_kept_in_models_dir_and_not_trained_again(tiny, fast, fm_and_store, tmp_path, monkeypatch):
+    fm, reference = fm_and_store
+    quiet = lambda s: None  # noqa: E731
+    first = study.build_store(fm, tiny, fast.fm, quiet, models_dir=tmp_path)
+    # the parameters of each fold's FM stay; its training checkpoint is gone once it is saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fm-oof1.msgpack", "fm-oof2.msgpack"]
+    for a, b in ((first, reference), (study.build_store(fm, tiny, fast.fm, quiet), reference)):
+        np.testing.assert_array_equal(a.embeddings, b.embeddings)  # training is deterministic
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an out-of-fold FM was trained again")
+
+    monkeypatch.setattr(study, "train_fm", no_training)
+    again = study.build_store(fm, tiny, fast.fm, quiet, models_dir=tmp_path)
+    for name in ("rows", "embeddings", "logits"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == saved
+    monkeypatch.undo()
+    reader = tmp_path / "reader"
+    np.testing.assert_array_equal(
+        study.build_store(fm, tiny, fast.fm, quiet, models_dir=reader, write=False).embeddings, first.embeddings
+    )
+    assert not reader.exists()  # write=False (a job's other processes) reads the directory, writes nothing
+
+
+@pytest.mark.slow
 def test_out_of_fold_store_logs_fm_window_without_own_labels(tiny, fast, monkeypatch):
     """Default (K = 2 folds): an FM-window event is embedded by an FM trained on the other folds only,
     and every VM event of the first VM day reads a full logged history from the FM window."""

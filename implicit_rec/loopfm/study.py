@@ -15,11 +15,14 @@ or the test day reaches any VM input.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from flax import nnx
 
+from ..checkpoint import load_module, save_state
 from ..config import FMConfig, RunConfig, VMConfig
 from ..data.events import SPLITS, EventTable
 from ..layers import SolverConfig
@@ -151,12 +154,25 @@ def _fm_outputs(fm: FoundationModel, batch: dict) -> dict:
     return fm(batch)
 
 
-def build_store(model: FoundationModel, table: EventTable, fm: FMConfig, log: Callable = print) -> HistoricalStore:
+def build_store(
+    model: FoundationModel,
+    table: EventTable,
+    fm: FMConfig,
+    log: Callable = print,
+    *,
+    models_dir: str | os.PathLike | None = None,
+    write: bool = True,
+) -> HistoricalStore:
     """Log the representation of every event from ``fm.log_from_day`` on by ``model``, the FM of ``fm``.
 
     With ``out_of_fold=K > 1`` the FM-window events are logged too: users are split into K folds
     and each fold's events are embedded by an FM trained on the other folds only, so no logged
     embedding was fitted on its own event's label.
+
+    ``models_dir``: the out-of-fold FMs are resumable there. Fold k's FM trains with the epoch (and
+    mid-epoch) checkpoint ``fm-oof{k}.train.msgpack`` and its parameters are saved as
+    ``fm-oof{k}.msgpack``, which a later call loads instead of training again (``write=False``:
+    read them but write nothing, as the processes of a job other than its writer).
     """
     day = np.asarray(table["day"])
     parts = [(model, np.flatnonzero(day >= _resolved(fm).log_from_day))]
@@ -168,7 +184,7 @@ def build_store(model: FoundationModel, table: EventTable, fm: FMConfig, log: Ca
             if not (fold[window] == k).any():
                 continue  # a fold without users in the window has nothing to log
             log(f"  out-of-fold FM {k + 1}/{fm.out_of_fold}")
-            fm_k, _ = train_fm(table, fm, log=lambda s: None, rows=train[fold[train] != k])
+            fm_k = _out_of_fold_fm(table, fm, train[fold[train] != k], k + 1, models_dir, write)
             parts.append((fm_k, window[fold[window] == k]))
     parts = [(m, r) for m, r in parts if len(r)]
     convert = table_batches(table)
@@ -180,6 +196,25 @@ def build_store(model: FoundationModel, table: EventTable, fm: FMConfig, log: Ca
         kind=fm.embedding,
         dtype=np.dtype(fm.store_dtype),
     )
+
+
+def _out_of_fold_fm(
+    table: EventTable, fm: FMConfig, rows: np.ndarray, k: int, models_dir: str | os.PathLike | None, write: bool
+) -> FoundationModel:
+    """The FM of ``fm`` trained on ``rows`` (out-of-fold FM ``k``), loaded from ``models_dir`` when saved there."""
+    if models_dir is None:
+        return train_fm(table, fm, log=lambda s: None, rows=rows)[0]
+    weights = Path(models_dir) / f"fm-oof{k}.msgpack"
+    if weights.is_file():
+        model = load_module(lambda: make_fm(table, fm), weights)
+        model.eval()
+        return model
+    ckpt = weights.with_suffix(".train.msgpack")
+    model, _ = train_fm(table, fm, log=lambda s: None, rows=rows, checkpoint=ckpt, write_checkpoint=write)
+    if write:
+        save_state(model, weights)
+        ckpt.unlink(missing_ok=True)
+    return model
 
 
 def make_vm(

@@ -54,11 +54,6 @@ def padded_chunks(rows: np.ndarray, size: int):
         yield pad_rows(chunk, size), len(chunk)
 
 
-def _batches(rows: np.ndarray, size: int, rng: np.random.Generator | None):
-    """:func:`padded_chunks` of ``rows``, shuffled first when ``rng`` is given."""
-    return padded_chunks(rng.permutation(rows) if rng is not None else rows, size)
-
-
 def padding_weight(n_real: int, size: int) -> np.ndarray:
     """(size,) float32: 1 for the ``n_real`` real rows of a padded batch, 0 for the padding."""
     return (np.arange(size) < n_real).astype(np.float32)
@@ -85,11 +80,11 @@ def predict(
     rounded up to a multiple of their count), a replicated copy of the model runs on every device."""
     model.eval()
     if mesh is None:
-        chunks = prefetch((make_batch(chunk), n) for chunk, n in _batches(rows, batch_size, None))
+        chunks = prefetch((make_batch(chunk), n) for chunk, n in padded_chunks(rows, batch_size))
         preds = [(_probabilities(model, batch, output), n) for batch, n in chunks]
     else:
         copy, size = parallel.on_mesh(model, mesh), -(-batch_size // mesh.size) * mesh.size
-        chunks = prefetch((parallel.shard_batch(make_batch, chunk, mesh), n) for chunk, n in _batches(rows, size, None))
+        chunks = prefetch((parallel.shard_batch(make_batch, chunk, mesh), n) for chunk, n in padded_chunks(rows, size))
         preds = [(_probabilities(copy, batch, output), n) for batch, n in chunks]
     return np.concatenate([parallel.to_host(p)[:n] for p, n in preds]) if preds else np.zeros(0, np.float32)
 
@@ -137,6 +132,7 @@ def fit(
     monitor: Callable[[nnx.Module], dict] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     write_checkpoint: bool = True,
+    checkpoint_every: float | None = 600.0,
 ) -> dict:
     """Train ``model`` with Adam on ``loss_fn(model, batch) -> (loss, aux)``.
 
@@ -174,8 +170,11 @@ def fit(
     :func:`convergence_monitor`'s fixed-point health at the evaluation settings.
 
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
-    parameters, history, shuffling RNG); when it exists, training resumes after its last epoch
-    and reaches exactly the result of an uninterrupted run. ``write_checkpoint=False`` resumes from
+    parameters, history, shuffling RNG) and, within an epoch, after the first step that ends
+    ``checkpoint_every`` seconds after the last write (None: at epoch ends only; 0: after every
+    step), with the epoch's position (its shuffling RNG, the next batch, the losses so far); when
+    it exists, training resumes where it was written (after its last epoch, or at its batch of
+    the epoch) and reaches exactly the result of an uninterrupted run. ``write_checkpoint=False`` resumes from
     it but never writes it: under ``jax.distributed`` with a path every process shares, process 0
     writes it (``implicit-rec run --processes``); with a path of each process's own, all write.
     ``progress_bar``: a tqdm-like factory
@@ -196,7 +195,7 @@ def fit(
     opt = nnx.Optimizer(model, _adam(config.learning_rate), wrt=nnx.Param)
     rng = np.random.default_rng(config.seed)
     best_auc, best_state, stale, history = -np.inf, None, 0, []
-    examples, seconds = 0, 0.0
+    examples, seconds, partial = 0, 0.0, None
     if checkpoint is not None and Path(checkpoint).is_file():
         try:
             saved = load_tree(checkpoint)
@@ -206,6 +205,7 @@ def fit(
             best_state = _restore(nnx.state(model, _KEEP), saved["best"], checkpoint) if meta["has_best"] else None
             best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
             examples, seconds = meta["examples"], meta["seconds"]
+            partial = _EpochPosition.restore(meta, saved, len(train_rows), config.batch_size)
         except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
             raise CheckpointError(
                 f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
@@ -218,7 +218,17 @@ def fit(
     n_batches = -(-len(train_rows) // config.batch_size)
     more = len(history) < config.epochs and stale < config.patience
     ahead = _compile_ahead(model, make_batch, valid_rows, monitor) if more and mesh is None else None
-    train_seconds, valid_seconds = [], []
+    train_seconds, valid_seconds, first_step = [], [], True
+
+    def write(position: _EpochPosition | None, examples: int, seconds: float) -> None:
+        meta = {"has_best": best_state is not None, "best_auc": float(best_auc), "stale": stale, "history": history}
+        meta |= {"examples": examples, "seconds": seconds, "rng": rng.bit_generator.state}
+        tree = {"model": _pure(nnx.state(model, _KEEP)), "optimizer": _pure(nnx.state(opt, _KEEP))}
+        tree["best"] = _pure(best_state) if best_state is not None else {}
+        if position is not None:
+            meta["epoch_position"], tree["epoch"] = position.saved(len(train_rows))
+        save_tree(checkpoint, {**tree, "meta": json.dumps(meta)})
+
     for epoch in range(len(history), config.epochs):
         if stale >= config.patience:
             break
@@ -230,24 +240,39 @@ def fit(
             else None
         )
         step = nnx.cached_partial(_train_step, model, opt)
+        if partial is None:  # a new epoch: its shuffling starts from the RNG as it is now
+            position = _EpochPosition(rng.bit_generator.state, 0, [], [])
+            order = rng.permutation(train_rows)
+        else:  # the epoch a mid-epoch checkpoint was written in, from its next batch
+            position, partial = partial, None
+            rng.bit_generator.state = position.rng
+            order = rng.permutation(train_rows)
+            if bar is not None:
+                bar.update(position.next_batch)
         batches = prefetch(
             (n_real, _train_batch(make_batch, rows, padding_weight(n_real, len(rows)), mesh))
-            for rows, n_real in _batches(train_rows, config.batch_size, rng)
+            for rows, n_real in padded_chunks(order[position.next_batch * config.batch_size :], config.batch_size)
         )
-        losses, totals, t0, timed = [], [], time.perf_counter(), 0
-        for i, (n_real, batch) in enumerate(batches):
+        losses, totals = position.losses, position.totals
+        t0, timed, saved_at = time.perf_counter(), 0, time.perf_counter()
+        for i, (n_real, batch) in enumerate(batches, start=position.next_batch):
             loss, batch_totals = step(batch, loss_fn)
             losses.append(loss)
             totals.append(batch_totals)
-            if i == 0 and epoch == 0:  # the first step compiles
+            if first_step:  # the first step of this call compiles
                 jax.block_until_ready(loss)
-                t0 = time.perf_counter()
+                t0, first_step = time.perf_counter(), False
             else:
                 timed += n_real
             if bar is not None:
                 bar.update(1)
                 if i % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean(np.asarray(jax.device_get(losses), np.float64)):.4f}")
+            due = checkpoint_every is not None and time.perf_counter() - saved_at >= checkpoint_every
+            if checkpoint is not None and write_checkpoint and due and i + 1 < n_batches:
+                position = dataclasses.replace(position, next_batch=i + 1)
+                write(position, examples + timed, seconds + time.perf_counter() - t0)
+                saved_at = time.perf_counter()
         losses = np.asarray(jax.device_get(losses), np.float64)  # waits for the last step
         totals = np.sum(np.asarray(jax.device_get(totals), np.float64), axis=0) if totals else 0.0
         if timed:
@@ -281,25 +306,7 @@ def fit(
         else:
             stale += 1
         if checkpoint is not None and write_checkpoint:
-            save_tree(
-                checkpoint,
-                {
-                    "model": _pure(nnx.state(model, _KEEP)),
-                    "optimizer": _pure(nnx.state(opt, _KEEP)),
-                    "best": _pure(best_state) if best_state is not None else {},
-                    "meta": json.dumps(
-                        {
-                            "has_best": best_state is not None,
-                            "best_auc": float(best_auc),
-                            "stale": stale,
-                            "history": history,
-                            "examples": examples,
-                            "seconds": seconds,
-                            "rng": rng.bit_generator.state,
-                        }
-                    ),
-                },
-            )
+            write(None, examples, seconds)
     if best_state is not None:
         nnx.update(model, best_state)
     if mesh is not None:
@@ -313,6 +320,42 @@ def fit(
         "train_seconds": train_seconds,
         "valid_seconds": valid_seconds,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpochPosition:
+    """Where an epoch of :func:`fit` is: the shuffling RNG's state before the epoch's permutation,
+    the index of its next batch and the (device) losses and solver totals of the batches before."""
+
+    rng: dict
+    next_batch: int
+    losses: list
+    totals: list
+
+    def saved(self, n_rows: int) -> tuple[dict, dict]:
+        """(meta entries, arrays) of a mid-epoch checkpoint."""
+        meta = {"rng": self.rng, "next_batch": self.next_batch, "rows": n_rows}
+        arrays = {
+            "losses": np.asarray(jax.device_get(self.losses), np.float32),
+            "totals": np.asarray(jax.device_get(self.totals), np.float32),
+        }
+        return meta, arrays
+
+    @classmethod
+    def restore(cls, meta: dict, saved: dict, n_rows: int, batch_size: int) -> _EpochPosition | None:
+        """The position saved with ``meta`` / ``saved`` (None: the checkpoint is at an epoch's end);
+        ValueError when it was written for another number of training rows or batch size."""
+        at = meta.get("epoch_position")
+        if at is None:
+            return None
+        n_done = len(saved["epoch"]["losses"])
+        if at["rows"] != n_rows or n_done != at["next_batch"] or n_done * batch_size >= n_rows:
+            raise ValueError(
+                f"its epoch position ({at['next_batch']} batches of {at['rows']} training rows) does not fit "
+                f"{n_rows} rows in batches of {batch_size}"
+            )
+        totals = np.asarray(saved["epoch"]["totals"])
+        return cls(at["rng"], n_done, list(np.asarray(saved["epoch"]["losses"])), list(totals))
 
 
 def _train_batch(make_batch: Callable, rows: np.ndarray, weight: np.ndarray, mesh: jax.sharding.Mesh | None) -> dict:

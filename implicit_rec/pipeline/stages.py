@@ -158,7 +158,9 @@ def load_fm(run: RunDir, table: EventTable, cfg: RunConfig) -> FoundationModel:
 
 
 def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[HistoricalStore, StoreInfo]:
-    """The trained FM's historical store (store/), built once."""
+    """The trained FM's historical store (store/), built once; its out-of-fold FMs are kept in
+    models/fm-oof{k}.msgpack as they finish (with mid-epoch checkpoints), so an interrupted stage
+    resumes after its last finished FM."""
     path = run.out / "store"
 
     def save(store: HistoricalStore, path: Path) -> None:
@@ -170,7 +172,9 @@ def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[Histori
 
     store = run.cached(
         path,
-        lambda: study.build_store(load_fm(run, table, cfg), table, cfg.fm, run.log),
+        lambda: study.build_store(
+            load_fm(run, table, cfg), table, cfg.fm, run.log, models_dir=run.out / "models", write=run.writer
+        ),
         lambda p: HistoricalStore.load(p, table),
         save,
         stage="store",

@@ -1,0 +1,113 @@
+"""``fit`` resumes exactly from its checkpoint, written at epoch ends and within epochs."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from implicit_rec.checkpoint import CheckpointError, load_tree
+from implicit_rec.models import training
+from implicit_rec.models.training import TrainConfig, fit
+from implicit_rec.models.vertical import bce_with_logits
+
+N_TRAIN, N_VALID, BATCH = 44, 24, 8  # 6 batches an epoch, the last padded (4 real rows)
+X = np.random.default_rng(0).normal(size=(N_TRAIN + N_VALID, 5)).astype(np.float32)
+Y = (X @ np.linspace(-1, 1, 5) + 0.3 * np.random.default_rng(1).normal(size=len(X)) > 0).astype(np.float32)
+CONFIG = TrainConfig(epochs=3, batch_size=BATCH, learning_rate=0.05, patience=3, seed=4)
+
+
+class _Logit(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.hidden = nnx.Linear(5, 4, rngs=rngs)
+        self.out = nnx.Linear(4, 1, rngs=rngs)
+
+    def __call__(self, batch):
+        return {"logit": self.out(jnp.tanh(self.hidden(batch["x"])))[:, 0]}
+
+
+def _loss(model, batch):
+    out = model(batch)
+    return bce_with_logits(out["logit"], batch["label"], batch["weight"]), out
+
+
+def _batch(rows):
+    return {"x": jnp.asarray(X[rows]), "label": jnp.asarray(Y[rows])}
+
+
+def _fit(n_train=N_TRAIN, **options):
+    model = _Logit()
+    valid = np.arange(N_TRAIN, N_TRAIN + N_VALID)
+    hist = fit(model, _loss, _batch, np.arange(n_train), valid, Y[valid], valid % 3, CONFIG, **options)
+    return model, hist
+
+
+def _params(model):
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return _fit()
+
+
+def _interrupt_at_save(monkeypatch, n):
+    """Make ``fit``'s n-th checkpoint write the last: the process 'dies' right after it."""
+    real, calls = training.save_tree, {"n": 0}
+
+    def save_then_die(path, tree):
+        real(path, tree)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_tree", save_then_die)
+    return calls
+
+
+# With checkpoint_every=0 an epoch writes after its steps 1-5 (mid-epoch) and at its end: writes
+# 1-5 are within epoch 1, 6 its end, 9 within epoch 2, 12 its end, 14 within epoch 3.
+@pytest.mark.parametrize("last_write", [1, 3, 5, 6, 9, 12, 14])
+def test_resuming_from_any_checkpoint_is_exact(uninterrupted, tmp_path, monkeypatch, last_write):
+    ckpt = tmp_path / "model.train.msgpack"
+    _interrupt_at_save(monkeypatch, last_write)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(checkpoint=ckpt, checkpoint_every=0)
+    monkeypatch.undo()
+    meta = json.loads(load_tree(ckpt)["meta"])
+    within = last_write % 6 != 0
+    assert ("epoch_position" in meta) == within
+    if within:
+        assert meta["epoch_position"]["next_batch"] == last_write % 6
+    model, hist = _fit(checkpoint=ckpt, checkpoint_every=None)
+    ref_model, ref_hist = uninterrupted
+    assert hist["history"] == ref_hist["history"]  # losses, validation metrics: the same floats
+    jax.tree.map(np.testing.assert_array_equal, _params(model), _params(ref_model))
+
+
+def test_epoch_end_checkpoints_only_unless_asked(tmp_path, monkeypatch):
+    calls = _interrupt_at_save(monkeypatch, -1)  # never dies: counts the writes
+    _fit(checkpoint=tmp_path / "a.msgpack", checkpoint_every=None)
+    assert calls["n"] == CONFIG.epochs
+    calls["n"] = 0
+    _fit(checkpoint=tmp_path / "b.msgpack")  # the default: every 600 s of training, none in this short run
+    assert calls["n"] == CONFIG.epochs
+    calls["n"] = 0
+    _fit(checkpoint=tmp_path / "c.msgpack", checkpoint_every=0)
+    assert calls["n"] == CONFIG.epochs * 6  # 5 within each epoch (never after its last step) + its end
+    assert "epoch_position" not in json.loads(load_tree(tmp_path / "c.msgpack")["meta"])
+
+
+def test_a_mid_epoch_checkpoint_of_other_training_rows_is_refused(tmp_path, monkeypatch):
+    ckpt = tmp_path / "vm.train.msgpack"
+    _interrupt_at_save(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(checkpoint=ckpt, checkpoint_every=0)
+    monkeypatch.undo()
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*2 batches of 44 training rows.*40 rows.*delete"):
+        _fit(n_train=40, checkpoint=ckpt)
+    assert ckpt.read_bytes() == before
