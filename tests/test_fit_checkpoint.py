@@ -111,3 +111,12 @@ def test_a_mid_epoch_checkpoint_of_other_training_rows_is_refused(tmp_path, monk
     with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*2 batches of 44 training rows.*40 rows.*delete"):
         _fit(n_train=40, checkpoint=ckpt)
     assert ckpt.read_bytes() == before
+
+
+def test_the_progress_bars_running_loss_is_the_mean_of_every_step_so_far():
+    values = [jnp.float32(v) for v in np.random.default_rng(5).normal(size=45)]
+    mean = training._RunningMean()
+    for end in (1, 20, 21, 45):  # the bar's refreshes, each fetching only the steps added since the last
+        assert mean.extend(values[:end]) == pytest.approx(np.mean(np.asarray(values[:end], np.float64)), rel=1e-12)
+        assert mean.count == end
+    assert np.isnan(training._RunningMean().extend([]))

@@ -254,6 +254,7 @@ def fit(
             for rows, n_real in padded_chunks(order[position.next_batch * config.batch_size :], config.batch_size)
         )
         losses, totals = position.losses, position.totals
+        shown = _RunningMean()  # the bar's epoch loss, fetched incrementally (a refetch of all is O(steps^2))
         t0, timed, saved_at = time.perf_counter(), 0, time.perf_counter()
         for i, (n_real, batch) in enumerate(batches, start=position.next_batch):
             loss, batch_totals = step(batch, loss_fn)
@@ -267,7 +268,7 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 if i % 20 == 0:
-                    bar.set_postfix(loss=f"{np.mean(np.asarray(jax.device_get(losses), np.float64)):.4f}")
+                    bar.set_postfix(loss=f"{shown.extend(losses):.4f}")
             due = checkpoint_every is not None and time.perf_counter() - saved_at >= checkpoint_every
             if checkpoint is not None and write_checkpoint and due and i + 1 < n_batches:
                 position = dataclasses.replace(position, next_batch=i + 1)
@@ -320,6 +321,18 @@ def fit(
         "train_seconds": train_seconds,
         "valid_seconds": valid_seconds,
     }
+
+
+class _RunningMean:
+    """Mean of a growing list of (device) scalars, fetching only the entries added since the last call."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def extend(self, values: list) -> float:
+        self.total += float(np.sum(np.asarray(jax.device_get(values[self.count :]), np.float64)))
+        self.count = len(values)
+        return self.total / self.count if self.count else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
