@@ -252,17 +252,20 @@ def implicit_sweep(
 
     # streamed: the front end and the trajectory chunk by chunk, so what the core reads is in memory
     # for one chunk (and the timed rows) only, not for every test row (GBs on the large preset)
+    # for one chunk (and the timed rows) only, not for every test row (GBs on the large preset); of
+    # the K + 1 iterates only the swept ones are kept
     timed = timed_rows(rows, timing_rows)
+    ks = np.asarray(iterations)
     logits, resid, x_timed, kept = [], [], [], 0
     for part, n in _chunks(rows, chunk):
         x = _FEATURES(model, make_batch(part))
         lg, rs = traj(x)
-        logits.append(np.asarray(lg)[:, :n])
-        resid.append(np.asarray(rs)[:, :n])
+        logits.append(np.asarray(lg)[ks, :n])
+        resid.append(np.asarray(rs)[ks, :n])
         if kept < len(timed):
             x_timed.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], x))
             kept += n
-    logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (K + 1, N)
+    logits, resid = np.concatenate(logits, 1), np.concatenate(resid, 1)  # (len(iterations), N)
 
     # cost: front end once, then the solve + head at each k
     front_s = _median_seconds(
@@ -270,8 +273,7 @@ def implicit_sweep(
     )
     front_flops, cell_flops, head_flops = implicit_flops(model, make_batch(rows[: min(len(rows), chunk)]))
     xs = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a)[: len(timed)]), *x_timed)
-    ks = np.asarray(iterations)
-    probs = 1.0 / (1.0 + np.exp(-logits[ks].astype(np.float64)))  # (len(iterations), N)
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))  # (len(iterations), N)
     intervals = auc_intervals(labels, users, probs, n_boot=n_boot, level=level)
     evals = [_with_interval(metrics.evaluate(labels, p, users), ci) for p, ci in zip(probs, intervals)]
     score = _scorer(model, method)
@@ -283,8 +285,8 @@ def implicit_sweep(
         iterations,
         {name: [e[name] for e in evals] for name in evals[0]},
         method=method,
-        residual=resid[ks].mean(axis=1),
-        converged_fraction=(resid[ks] <= tol).mean(axis=1),
+        residual=resid.mean(axis=1),
+        converged_fraction=(resid <= tol).mean(axis=1),
         seconds=seconds,
         flops=front_flops + ks * cell_flops + head_flops,
     )
@@ -338,19 +340,26 @@ def explicit_point(
     repeats: int = 3,
     timing_rows: int = 0,
     chunk: int = PREDICT_BATCH,
+    probs: np.ndarray | None = None,
 ) -> ExplicitPoint:
     """An explicit VM on the sweep's axes: depth (hidden or encoder layers), metrics, seconds, flops.
 
     The probabilities and the timed passes are :func:`~implicit_rec.models.training.predict` in
     chunks of ``chunk`` rows: at its default, the forward pass that validated the model while it
-    trained, already compiled in this process (or in the persistent cache). ``seconds``: the median
-    of ``repeats`` timed passes over the first ``timing_rows`` rows (0: all; :func:`timed_rows`)."""
+    trained, already compiled in this process (or in the persistent cache). ``probs``: the model's
+    probabilities on ``rows`` when they are known (a run saved them when it tested the model), so
+    they are not computed again. ``seconds``: the median of ``repeats`` timed passes over the first
+    ``timing_rows`` rows (0: all; :func:`timed_rows`)."""
     model.eval()
-    probs = predict(model, make_batch, rows, batch_size=chunk)
+    computed = probs is None
+    if computed:
+        probs = predict(model, make_batch, rows, batch_size=chunk)
+    elif np.shape(probs) != np.shape(rows):
+        raise ValueError(f"explicit_point: probs has shape {np.shape(probs)}, rows {np.shape(rows)}.")
     flops = forward_flops(model, make_batch(rows[:chunk]), len(rows[:chunk]))
-    # the pass above compiled (or loaded) the program: the timed passes need no warm-up call
+    # a computed pass above compiled (or loaded) the program: then the timed passes need no warm-up call
     timed = timed_rows(rows, timing_rows)
-    seconds = _median_seconds(lambda: predict(model, make_batch, timed, batch_size=chunk), repeats, warm=False)
+    seconds = _median_seconds(lambda: predict(model, make_batch, timed, batch_size=chunk), repeats, warm=not computed)
     evaluation = _with_interval(metrics.evaluate(labels, probs, users), auc_intervals(labels, users, probs[None])[0])
     return ExplicitPoint(len(model.core.layers), evaluation, seconds, flops)
 

@@ -245,3 +245,35 @@ def test_timed_rows_are_the_first_rows_and_zero_means_all():
     assert timed_rows(rows, 0).tolist() == rows.tolist() == timed_rows(rows, 50).tolist()
     with pytest.raises(ValueError, match="timing_rows must be >= 0"):
         timed_rows(rows, -1)
+
+
+@pytest.mark.slow  # compiles an explicit VM's forward pass and its FLOP count
+def test_explicit_point_takes_known_probabilities_instead_of_scoring_again(tiny_vm):
+    from flax import nnx
+
+    from implicit_rec import sweep as sweep_mod
+    from implicit_rec.data.synthetic import synthetic_events
+    from implicit_rec.loopfm.batches import table_batches
+    from implicit_rec.models import training
+    from implicit_rec.models.vertical import VerticalModel
+
+    table = synthetic_events("tiny", seed=0)
+    din = VerticalModel(table.schema, table.vocab_sizes, rngs=nnx.Rngs(0), arch="din", max_len=8, hidden=(8,))
+    _, _, rows, labels, users = tiny_vm
+    make = table_batches(table)
+    scored = sweep_mod.explicit_point(din, make, rows, labels, users, repeats=1, timing_rows=64)
+    predicted = []
+
+    def spy(model, make_batch, rows, **options):
+        predicted.append(len(rows))
+        return training.predict(model, make_batch, rows, **options)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "predict", spy)
+        given = sweep_mod.explicit_point(
+            din, make, rows, labels, users, repeats=1, timing_rows=64, probs=training.predict(din, make, rows)
+        )
+    assert set(predicted) == {64}  # only the timed passes (and their warm-up) ran the model
+    assert dict(given.metrics) == dict(scored.metrics) and (given.depth, given.flops) == (scored.depth, scored.flops)
+    with pytest.raises(ValueError, match=r"probs has shape \(10,\), rows \(600,\)"):
+        sweep_mod.explicit_point(din, make, rows, labels, users, probs=np.zeros(10))

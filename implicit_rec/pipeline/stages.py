@@ -368,8 +368,16 @@ def sweep_stage(
                     bar.update(1)
         for b in baselines:
             model, make = load_vm(run, table, store, cfg, b)
+            saved_probs = predictions_path(run.out / b.weights)  # the baseline's test, done in its model stage
             point = sweep_mod.explicit_point(
-                model, make, test_rows, labels, users, repeats=sw.timing_repeats, timing_rows=sw.timing_rows
+                model,
+                make,
+                test_rows,
+                labels,
+                users,
+                repeats=sw.timing_repeats,
+                timing_rows=sw.timing_rows,
+                probs=np.load(saved_probs, allow_pickle=False) if saved_probs.is_file() else None,
             )
             lip = _row(
                 sweep_mod.explicit_lipschitz(
