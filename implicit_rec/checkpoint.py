@@ -29,11 +29,22 @@ def save_state(module: nnx.Module, path: str | os.PathLike) -> Path:
 
 
 def save_tree(path: str | os.PathLike, tree) -> Path:
-    """Write a nested dict of arrays / numbers / strings to ``path`` as msgpack, atomically."""
+    """Write a nested dict of arrays / numbers / strings to ``path`` as msgpack, atomically.
+
+    Keys are written as strings: a module's pure dict has int keys for list entries and optimizer
+    state tuples, which flax < 0.12.8 cannot read back (msgpack's strict map keys); the readers here
+    match keys by their string form (:func:`conform`)."""
     data = serialization.msgpack_serialize(
-        jax.tree.map(lambda x: x if isinstance(x, (str, bytes, int, float)) else np.asarray(x), tree)
+        _str_keys(jax.tree.map(lambda x: x if isinstance(x, (str, bytes, int, float)) else np.asarray(x), tree))
     )
     return write_bytes_atomic(path, data)
+
+
+def _str_keys(tree):
+    """``tree`` with every dict key turned into its string form."""
+    if isinstance(tree, dict):
+        return {str(k): _str_keys(v) for k, v in tree.items()}
+    return tree
 
 
 class CheckpointError(ValueError):

@@ -120,3 +120,15 @@ def test_the_progress_bars_running_loss_is_the_mean_of_every_step_so_far():
         assert mean.extend(values[:end]) == pytest.approx(np.mean(np.asarray(values[:end], np.float64)), rel=1e-12)
         assert mean.count == end
     assert np.isnan(training._RunningMean().extend([]))
+
+
+def test_checkpoints_have_string_keys_that_strict_msgpack_readers_accept(tmp_path):
+    """The optimizer's state has tuple entries (int keys in a pure dict); flax < 0.12.8 reads msgpack with
+    strict map keys, where an int key is an error, so every key is written as a string."""
+    import msgpack
+
+    ckpt = tmp_path / "fm.train.msgpack"
+    model, _ = _fit(checkpoint=ckpt)
+    msgpack.unpackb(ckpt.read_bytes(), strict_map_key=True, raw=False, ext_hook=lambda code, data: None)
+    _, hist = _fit(checkpoint=ckpt)  # resumes at the end: nothing left to train
+    assert len(hist["history"]) == CONFIG.epochs and hist["train_seconds"] == []
