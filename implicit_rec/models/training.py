@@ -242,13 +242,12 @@ def fit(
         step = nnx.cached_partial(_train_step, model, opt)
         if partial is None:  # a new epoch: its shuffling starts from the RNG as it is now
             position = _EpochPosition(rng.bit_generator.state, 0, [], [])
-            order = rng.permutation(train_rows)
         else:  # the epoch a mid-epoch checkpoint was written in, from its next batch
             position, partial = partial, None
             rng.bit_generator.state = position.rng
-            order = rng.permutation(train_rows)
             if bar is not None:
                 bar.update(position.next_batch)
+        order = rng.permutation(train_rows)
         batches = prefetch(
             (n_real, _train_batch(make_batch, rows, padding_weight(n_real, len(rows)), mesh))
             for rows, n_real in padded_chunks(order[position.next_batch * config.batch_size :], config.batch_size)
