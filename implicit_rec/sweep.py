@@ -251,7 +251,6 @@ def implicit_sweep(
     )
 
     # streamed: the front end and the trajectory chunk by chunk, so what the core reads is in memory
-    # for one chunk (and the timed rows) only, not for every test row (GBs on the large preset)
     # for one chunk (and the timed rows) only, not for every test row (GBs on the large preset); of
     # the K + 1 iterates only the swept ones are kept
     timed = timed_rows(rows, timing_rows)

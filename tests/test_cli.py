@@ -253,3 +253,26 @@ def test_sweep_command_recomputes_the_sweep_from_saved_models(finished, tmp_path
     after = json.loads((copy / "metrics.json").read_text())
     assert [r["auc"] for r in after["sweep"]] == pytest.approx([r["auc"] for r in before["sweep"]], abs=1e-7)
     assert [r["max"] for r in after["lipschitz"]] == pytest.approx([r["max"] for r in before["lipschitz"]], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_sweep_reads_each_baselines_saved_test_predictions(finished, tmp_path, capsys):
+    """A baseline's sweep point is scored from models/baseline-*.test.npy (its model stage's test), not
+    by running the model over the test set again; a damaged file is one error saying what to do."""
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    before = json.loads((copy / "metrics.json").read_text())["baselines"]
+    saved = sorted((copy / "models").glob("baseline-*.test.npy"))
+    assert len(saved) == len(before) > 0
+    for path in saved:
+        np.save(path, 1.0 - np.load(path))  # reversed scores: AUC becomes 1 - AUC
+    (copy / "sweep.json").unlink()
+    assert cli.main(["sweep", "--run", str(copy), "--quiet"]) == 0
+    after = json.loads((copy / "metrics.json").read_text())["baselines"]
+    assert [r["auc"] for r in after] == pytest.approx([1 - r["auc"] for r in before], abs=1e-6)
+    saved[0].write_bytes(b"not an npy file")
+    (copy / "sweep.json").unlink()
+    capsys.readouterr()
+    assert cli.main(["sweep", "--run", str(copy), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert saved[0].name in err and "delete it and rerun" in err and "Traceback" not in err

@@ -1,5 +1,6 @@
 """``fit`` resumes exactly from its checkpoint, written at epoch ends and within epochs."""
 
+import dataclasses
 import json
 
 import jax
@@ -29,6 +30,21 @@ class _Logit(nnx.Module):
         return {"logit": self.out(jnp.tanh(self.hidden(batch["x"])))[:, 0]}
 
 
+class _Noisy(_Logit):
+    """Draws from its RNG stream in training (as random-k training and start noise do): a resumed run
+    must continue the stream where the checkpoint left it."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise, self.deterministic = nnx.Rngs(noise=1), False  # fit's train() / eval() set deterministic
+
+    def __call__(self, batch):
+        h = jnp.tanh(self.hidden(batch["x"]))
+        if not self.deterministic:
+            h = h + 0.5 * jax.random.normal(self.noise.noise(), h.shape)
+        return {"logit": self.out(h)[:, 0]}
+
+
 def _loss(model, batch):
     out = model(batch)
     return bce_with_logits(out["logit"], batch["label"], batch["weight"]), out
@@ -38,10 +54,11 @@ def _batch(rows):
     return {"x": jnp.asarray(X[rows]), "label": jnp.asarray(Y[rows])}
 
 
-def _fit(n_train=N_TRAIN, **options):
-    model = _Logit()
+def _fit(n_train=N_TRAIN, train_rows=None, model_class=_Logit, config=CONFIG, **options):
+    model = model_class()
     valid = np.arange(N_TRAIN, N_TRAIN + N_VALID)
-    hist = fit(model, _loss, _batch, np.arange(n_train), valid, Y[valid], valid % 3, CONFIG, **options)
+    train_rows = np.arange(n_train) if train_rows is None else train_rows
+    hist = fit(model, _loss, _batch, train_rows, valid, Y[valid], valid % 3, config, **options)
     return model, hist
 
 
@@ -88,6 +105,34 @@ def test_resuming_from_any_checkpoint_is_exact(uninterrupted, tmp_path, monkeypa
     jax.tree.map(np.testing.assert_array_equal, _params(model), _params(ref_model))
 
 
+# Early stopping: valid AUC 1.0, 0.993, 0.986, so epoch 3 is the second without improvement (patience 2) and
+# training stops there, with epoch 1's parameters; 6 writes an epoch (checkpoint_every=0).
+NOISY = dataclasses.replace(CONFIG, learning_rate=0.2, epochs=4, patience=2)
+
+
+@pytest.fixture(scope="module")
+def noisy_uninterrupted():
+    model, hist = _fit(model_class=_Noisy, config=NOISY)
+    aucs = [r["valid_auc"] for r in hist["history"]]
+    assert len(aucs) == 3 and np.argmax(aucs) == 0  # stopped early, and the best epoch is not the last
+    return model, hist
+
+
+@pytest.mark.parametrize("last_write", [3, 8, 12, 15, 18])
+def test_resuming_a_model_that_draws_random_numbers_with_early_stopping_is_exact(
+    noisy_uninterrupted, tmp_path, monkeypatch, last_write
+):
+    ckpt = tmp_path / "noisy.train.msgpack"
+    _interrupt_at_save(monkeypatch, last_write)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model_class=_Noisy, config=NOISY, checkpoint=ckpt, checkpoint_every=0)
+    monkeypatch.undo()
+    model, hist = _fit(model_class=_Noisy, config=NOISY, checkpoint=ckpt, checkpoint_every=None)
+    ref_model, ref_hist = noisy_uninterrupted
+    assert hist["history"] == ref_hist["history"] and hist["best_valid_auc"] == ref_hist["best_valid_auc"]
+    jax.tree.map(np.testing.assert_array_equal, _params(model), _params(ref_model))  # epoch 1's, restored
+
+
 def test_epoch_end_checkpoints_only_unless_asked(tmp_path, monkeypatch):
     calls = _interrupt_at_save(monkeypatch, -1)  # never dies: counts the writes
     _fit(checkpoint=tmp_path / "a.msgpack", checkpoint_every=None)
@@ -108,8 +153,10 @@ def test_a_mid_epoch_checkpoint_of_other_training_rows_is_refused(tmp_path, monk
         _fit(checkpoint=ckpt, checkpoint_every=0)
     monkeypatch.undo()
     before = ckpt.read_bytes()
-    with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*2 batches of 44 training rows.*40 rows.*delete"):
-        _fit(n_train=40, checkpoint=ckpt)
+    other_rows = np.r_[np.arange(1, N_TRAIN), 0]  # the same count, in another order
+    for options in ({"n_train": 40}, {"train_rows": other_rows}, {"config": dataclasses.replace(CONFIG, batch_size=4)}):
+        with pytest.raises(CheckpointError, match=r"vm\.train\.msgpack.*2 batches of 8 of 44 training rows.*delete"):
+            _fit(checkpoint=ckpt, **options)
     assert ckpt.read_bytes() == before
 
 

@@ -264,8 +264,10 @@ def test_out_of_fold_fms_are_kept_in_models_dir_and_not_trained_again(tiny, fast
 
     monkeypatch.setattr(study, "train_fm", no_training)
     again = study.build_store(fm, tiny, fast.fm, quiet, models_dir=tmp_path)
-    for name in ("rows", "embeddings", "logits"):
-        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    reading = study.build_store(fm, tiny, fast.fm, quiet, models_dir=tmp_path, write=False)  # another process
+    for store in (again, reading):
+        for name in ("rows", "embeddings", "logits"):
+            np.testing.assert_array_equal(getattr(store, name), getattr(first, name))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == saved
     monkeypatch.undo()
     reader = tmp_path / "reader"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import threading
@@ -205,7 +206,9 @@ def fit(
             best_state = _restore(nnx.state(model, _KEEP), saved["best"], checkpoint) if meta["has_best"] else None
             best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
             examples, seconds = meta["examples"], meta["seconds"]
-            partial = _EpochPosition.restore(meta, saved, len(train_rows), config.batch_size)
+            if "rng_counts" in saved:  # the draws of the model's RNG streams so far (random k, start noise)
+                _restore(model, saved["rng_counts"], checkpoint, nnx.RngCount)
+            partial = _EpochPosition.restore(meta, saved, train_rows, config.batch_size)
         except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
             raise CheckpointError(
                 f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
@@ -225,8 +228,9 @@ def fit(
         meta |= {"examples": examples, "seconds": seconds, "rng": rng.bit_generator.state}
         tree = {"model": _pure(nnx.state(model, _KEEP)), "optimizer": _pure(nnx.state(opt, _KEEP))}
         tree["best"] = _pure(best_state) if best_state is not None else {}
+        tree["rng_counts"] = _pure(nnx.state(model, nnx.RngCount))  # keys are rebuilt from the seeds
         if position is not None:
-            meta["epoch_position"], tree["epoch"] = position.saved(len(train_rows))
+            meta["epoch_position"], tree["epoch"] = position.saved(train_rows, config.batch_size)
         save_tree(checkpoint, {**tree, "meta": json.dumps(meta)})
 
     for epoch in range(len(history), config.epochs):
@@ -344,9 +348,10 @@ class _EpochPosition:
     losses: list
     totals: list
 
-    def saved(self, n_rows: int) -> tuple[dict, dict]:
-        """(meta entries, arrays) of a mid-epoch checkpoint."""
-        meta = {"rng": self.rng, "next_batch": self.next_batch, "rows": n_rows}
+    def saved(self, train_rows: np.ndarray, batch_size: int) -> tuple[dict, dict]:
+        """(meta entries, arrays) of a mid-epoch checkpoint of training on ``train_rows``."""
+        meta = {"rng": self.rng, "next_batch": self.next_batch, "batch_size": batch_size}
+        meta |= {"rows": len(train_rows), "rows_digest": _digest(train_rows)}
         arrays = {
             "losses": np.asarray(jax.device_get(self.losses), np.float32),
             "totals": np.asarray(jax.device_get(self.totals), np.float32),
@@ -354,20 +359,27 @@ class _EpochPosition:
         return meta, arrays
 
     @classmethod
-    def restore(cls, meta: dict, saved: dict, n_rows: int, batch_size: int) -> _EpochPosition | None:
+    def restore(cls, meta: dict, saved: dict, train_rows: np.ndarray, batch_size: int) -> _EpochPosition | None:
         """The position saved with ``meta`` / ``saved`` (None: the checkpoint is at an epoch's end);
-        ValueError when it was written for another number of training rows or batch size."""
+        ValueError when it was written for other training rows or another batch size."""
         at = meta.get("epoch_position")
         if at is None:
             return None
-        n_done = len(saved["epoch"]["losses"])
-        if at["rows"] != n_rows or n_done != at["next_batch"] or n_done * batch_size >= n_rows:
+        n_done, n_rows = len(saved["epoch"]["losses"]), len(train_rows)
+        same = (at["rows"], at["batch_size"], at["rows_digest"]) == (n_rows, batch_size, _digest(train_rows))
+        if not same or n_done != at["next_batch"] or n_done * batch_size >= n_rows:
             raise ValueError(
-                f"its epoch position ({at['next_batch']} batches of {at['rows']} training rows) does not fit "
-                f"{n_rows} rows in batches of {batch_size}"
+                f"its epoch position ({at['next_batch']} batches of {at['batch_size']} of {at['rows']} training "
+                f"rows, digest {at['rows_digest']}) does not fit {n_rows} rows in batches of {batch_size} "
+                f"(digest {_digest(train_rows)})"
             )
         totals = np.asarray(saved["epoch"]["totals"])
         return cls(at["rng"], n_done, list(np.asarray(saved["epoch"]["losses"])), list(totals))
+
+
+def _digest(rows: np.ndarray) -> str:
+    """A short hash of the training rows (their ids, in order): a checkpoint's epoch position fits them only."""
+    return hashlib.blake2b(np.ascontiguousarray(rows, np.int64).tobytes(), digest_size=8).hexdigest()
 
 
 def _train_batch(make_batch: Callable, rows: np.ndarray, weight: np.ndarray, mesh: jax.sharding.Mesh | None) -> dict:
@@ -501,9 +513,9 @@ def _pure(state) -> dict:
     return jax.tree.map(np.asarray, nnx.to_pure_dict(state))
 
 
-def _restore(target, pure: dict, where):
-    """Load a pure dict into a module / optimizer (in place) or a State (returned)."""
-    state = target if isinstance(target, nnx.State) else nnx.state(target, _KEEP)
+def _restore(target, pure: dict, where, what=_KEEP):
+    """Load a pure dict into a module / optimizer (in place; its ``what`` variables) or a State (returned)."""
+    state = target if isinstance(target, nnx.State) else nnx.state(target, what)
     pure = conform(nnx.to_pure_dict(state), pure, str(where))
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
     if not isinstance(target, nnx.State):

@@ -377,7 +377,7 @@ def sweep_stage(
                 users,
                 repeats=sw.timing_repeats,
                 timing_rows=sw.timing_rows,
-                probs=np.load(saved_probs, allow_pickle=False) if saved_probs.is_file() else None,
+                probs=_load_predictions(saved_probs) if saved_probs.is_file() else None,
             )
             lip = _row(
                 sweep_mod.explicit_lipschitz(
@@ -487,6 +487,11 @@ def _test_predictions(
         else:
             model, make = load_vm(run, models.table, models.store, models.cfg, result)
         _evaluate(run, model, make, models.table, path)
+    return _load_predictions(path)
+
+
+def _load_predictions(path: Path) -> np.ndarray:
+    """A model's saved test predictions (``models/STEM.test.npy``); a damaged file is a RunError saying what to do."""
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
