@@ -171,11 +171,12 @@ def fit(
     :func:`convergence_monitor`'s fixed-point health at the evaluation settings.
 
     ``checkpoint``: a file written atomically after every epoch (model, optimizer, best
-    parameters, history, shuffling RNG) and, within an epoch, after the first step that ends
-    ``checkpoint_every`` seconds after the last write (None: at epoch ends only; 0: after every
-    step), with the epoch's position (its shuffling RNG, the next batch, the losses so far); when
-    it exists, training resumes where it was written (after its last epoch, or at its batch of
-    the epoch) and reaches exactly the result of an uninterrupted run. ``write_checkpoint=False`` resumes from
+    parameters, history, shuffling RNG, the draws of the model's RNG streams) and, within an epoch,
+    after the first step that ends ``checkpoint_every`` seconds after the last write (None: at
+    epoch ends only; 0: after every step), with the epoch's position (its shuffling RNG, the next
+    batch, the losses so far; refused for other training rows or batch size); when it exists,
+    training resumes where it was written (after its last epoch, or at its batch of the epoch) and
+    reaches exactly the result of an uninterrupted run. ``write_checkpoint=False`` resumes from
     it but never writes it: under ``jax.distributed`` with a path every process shares, process 0
     writes it (``implicit-rec run --processes``); with a path of each process's own, all write.
     ``progress_bar``: a tqdm-like factory
