@@ -26,6 +26,7 @@ from ..checkpoint import CheckpointError, conform, load_tree, save_tree
 from ..layers import AdjointProbe, LayerInfo
 from . import parallel
 from .prefetch import prefetch
+from .table_rows import TableRows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,14 @@ def fit(
     on a clone of the model in eval mode. Validation runs at the model's evaluation settings (for an
     implicit VM its ``eval_solver``): early stopping then selects the model as it is tested.
 
+    Large embedding tables train padded: every ``nnx.Embed`` of at least ``table_rows.MIN_ROWS``
+    rows gets zero rows up to a multiple of ``table_rows.ALIGN`` for the duration of the call
+    (:mod:`.table_rows`: XLA:CPU's element-wise passes, Adam's among them, are several times slower
+    over a leading dimension that does not split evenly over its threads). No id reaches the
+    padding, so the result is bit for bit that of the unpadded model; the model has its own shapes
+    again when ``fit`` returns or raises, and checkpoints hold those shapes. Validation inside
+    ``fit`` (and ``monitor``) sees the padded tables.
+
     Solver health is logged per epoch when the model has implicit layers (``LayerInfo`` in the
     loss's aux, ``AdjointProbe`` variables in the model): ``train_converged_fraction`` and
     ``train_mean_nstep`` of the forward solves, and, for ``grad="ift"``, the adjoint solves of
@@ -194,137 +203,144 @@ def fit(
         mesh = parallel.data_mesh(config.devices)
     if mesh is not None:
         parallel.check_batch(config.batch_size, mesh, "batch_size (fm.batch_size / vm.batch_size)")
-    opt = nnx.Optimizer(model, _adam(config.learning_rate), wrt=nnx.Param)
-    rng = np.random.default_rng(config.seed)
-    best_auc, best_state, stale, history = -np.inf, None, 0, []
-    examples, seconds, partial = 0, 0.0, None
-    if checkpoint is not None and Path(checkpoint).is_file():
-        try:
-            saved = load_tree(checkpoint)
-            meta = json.loads(saved["meta"])
-            _restore(model, saved["model"], checkpoint)
-            _restore(opt, saved["optimizer"], checkpoint)
-            best_state = _restore(nnx.state(model, _KEEP), saved["best"], checkpoint) if meta["has_best"] else None
-            best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
-            examples, seconds = meta["examples"], meta["seconds"]
-            if "rng_counts" in saved:  # the draws of the model's RNG streams so far (random k, start noise)
-                _restore(model, saved["rng_counts"], checkpoint, nnx.RngCount)
-            partial = _EpochPosition.restore(meta, saved, train_rows, config.batch_size)
-        except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
-            raise CheckpointError(
-                f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
-                "train this model again from its first epoch."
-            ) from None
-        rng.bit_generator.state = meta["rng"]
-    if mesh is not None:
-        parallel.replicate(model, mesh)
-        parallel.replicate(opt, mesh)
-    n_batches = -(-len(train_rows) // config.batch_size)
-    more = len(history) < config.epochs and stale < config.patience
-    ahead = _compile_ahead(model, make_batch, valid_rows, monitor) if more and mesh is None else None
-    train_seconds, valid_seconds, first_step = [], [], True
+    tables = TableRows.of(model)
+    tables.pad_model(model)
+    try:
+        opt = nnx.Optimizer(model, _adam(config.learning_rate), wrt=nnx.Param)
+        rng = np.random.default_rng(config.seed)
+        best_auc, best_state, stale, history = -np.inf, None, 0, []
+        examples, seconds, partial = 0, 0.0, None
+        if checkpoint is not None and Path(checkpoint).is_file():
+            try:
+                saved = load_tree(checkpoint)
+                meta = json.loads(saved["meta"])
+                _restore(model, tables.pad_tree(saved["model"]), checkpoint)
+                _restore(opt, tables.pad_tree(saved["optimizer"]), checkpoint)
+                if meta["has_best"]:
+                    best_state = _restore(nnx.state(model, _KEEP), tables.pad_tree(saved["best"]), checkpoint)
+                best_auc, stale, history = meta["best_auc"], meta["stale"], meta["history"]
+                examples, seconds = meta["examples"], meta["seconds"]
+                if "rng_counts" in saved:  # the draws of the model's RNG streams so far (random k, start noise)
+                    _restore(model, saved["rng_counts"], checkpoint, nnx.RngCount)
+                partial = _EpochPosition.restore(meta, saved, train_rows, config.batch_size)
+            except (ValueError, KeyError, TypeError) as err:  # damaged, truncated or of another model
+                raise CheckpointError(
+                    f"cannot resume from the training checkpoint {checkpoint} ({err}); delete that file to "
+                    "train this model again from its first epoch."
+                ) from None
+            rng.bit_generator.state = meta["rng"]
+        if mesh is not None:
+            parallel.replicate(model, mesh)
+            parallel.replicate(opt, mesh)
+        n_batches = -(-len(train_rows) // config.batch_size)
+        more = len(history) < config.epochs and stale < config.patience
+        ahead = _compile_ahead(model, make_batch, valid_rows, monitor) if more and mesh is None else None
+        train_seconds, valid_seconds, first_step = [], [], True
 
-    def write(position: _EpochPosition | None, examples: int, seconds: float) -> None:
-        meta = {"has_best": best_state is not None, "best_auc": float(best_auc), "stale": stale, "history": history}
-        meta |= {"examples": examples, "seconds": seconds, "rng": rng.bit_generator.state}
-        tree = {"model": _pure(nnx.state(model, _KEEP)), "optimizer": _pure(nnx.state(opt, _KEEP))}
-        tree["best"] = _pure(best_state) if best_state is not None else {}
-        tree["rng_counts"] = _pure(nnx.state(model, nnx.RngCount))  # keys are rebuilt from the seeds
-        if position is not None:
-            meta["epoch_position"], tree["epoch"] = position.saved(train_rows, config.batch_size)
-        save_tree(checkpoint, {**tree, "meta": json.dumps(meta)})
+        def write(position: _EpochPosition | None, examples: int, seconds: float) -> None:
+            meta = {"has_best": best_state is not None, "best_auc": float(best_auc), "stale": stale, "history": history}
+            meta |= {"examples": examples, "seconds": seconds, "rng": rng.bit_generator.state}
+            tree = {"model": _pure(nnx.state(model, _KEEP)), "optimizer": _pure(nnx.state(opt, _KEEP))}
+            tree["best"] = _pure(best_state) if best_state is not None else {}
+            tree = tables.trim_tree(tree)  # the model's own table shapes: the file does not depend on the padding
+            tree["rng_counts"] = _pure(nnx.state(model, nnx.RngCount))  # keys are rebuilt from the seeds
+            if position is not None:
+                meta["epoch_position"], tree["epoch"] = position.saved(train_rows, config.batch_size)
+            save_tree(checkpoint, {**tree, "meta": json.dumps(meta)})
 
-    for epoch in range(len(history), config.epochs):
-        if stale >= config.patience:
-            break
-        t_epoch = time.perf_counter()
-        model.train()
-        bar = (
-            progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-            if progress_bar is not None
-            else None
-        )
-        step = nnx.cached_partial(_train_step, model, opt)
-        if partial is None:  # a new epoch: its shuffling starts from the RNG as it is now
-            position = _EpochPosition(rng.bit_generator.state, 0, [], [])
-        else:  # the epoch a mid-epoch checkpoint was written in, from its next batch
-            position, partial = partial, None
-            rng.bit_generator.state = position.rng
+        for epoch in range(len(history), config.epochs):
+            if stale >= config.patience:
+                break
+            t_epoch = time.perf_counter()
+            model.train()
+            bar = (
+                progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+                if progress_bar is not None
+                else None
+            )
+            step = nnx.cached_partial(_train_step, model, opt)
+            if partial is None:  # a new epoch: its shuffling starts from the RNG as it is now
+                position = _EpochPosition(rng.bit_generator.state, 0, [], [])
+            else:  # the epoch a mid-epoch checkpoint was written in, from its next batch
+                position, partial = partial, None
+                rng.bit_generator.state = position.rng
+                if bar is not None:
+                    bar.update(position.next_batch)
+            order = rng.permutation(train_rows)
+            batches = prefetch(
+                (n_real, _train_batch(make_batch, rows, padding_weight(n_real, len(rows)), mesh))
+                for rows, n_real in padded_chunks(order[position.next_batch * config.batch_size :], config.batch_size)
+            )
+            losses, totals = position.losses, position.totals
+            shown = _RunningMean()  # the bar's epoch loss, fetched incrementally (a refetch of all is O(steps^2))
+            t0, timed, saved_at = time.perf_counter(), 0, time.perf_counter()
+            for i, (n_real, batch) in enumerate(batches, start=position.next_batch):
+                loss, batch_totals = step(batch, loss_fn)
+                losses.append(loss)
+                totals.append(batch_totals)
+                if first_step:  # the first step of this call compiles
+                    jax.block_until_ready(loss)
+                    t0, first_step = time.perf_counter(), False
+                else:
+                    timed += n_real
+                if bar is not None:
+                    bar.update(1)
+                    if i % 20 == 0:
+                        bar.set_postfix(loss=f"{shown.extend(losses):.4f}")
+                due = checkpoint_every is not None and time.perf_counter() - saved_at >= checkpoint_every
+                if checkpoint is not None and write_checkpoint and due and i + 1 < n_batches:
+                    position = dataclasses.replace(position, next_batch=i + 1)
+                    write(position, examples + timed, seconds + time.perf_counter() - t0)
+                    saved_at = time.perf_counter()
+            losses = np.asarray(jax.device_get(losses), np.float64)  # waits for the last step
+            totals = np.sum(np.asarray(jax.device_get(totals), np.float64), axis=0) if totals else 0.0
+            if timed:
+                seconds += time.perf_counter() - t0
+                examples += timed
             if bar is not None:
-                bar.update(position.next_batch)
-        order = rng.permutation(train_rows)
-        batches = prefetch(
-            (n_real, _train_batch(make_batch, rows, padding_weight(n_real, len(rows)), mesh))
-            for rows, n_real in padded_chunks(order[position.next_batch * config.batch_size :], config.batch_size)
-        )
-        losses, totals = position.losses, position.totals
-        shown = _RunningMean()  # the bar's epoch loss, fetched incrementally (a refetch of all is O(steps^2))
-        t0, timed, saved_at = time.perf_counter(), 0, time.perf_counter()
-        for i, (n_real, batch) in enumerate(batches, start=position.next_batch):
-            loss, batch_totals = step(batch, loss_fn)
-            losses.append(loss)
-            totals.append(batch_totals)
-            if first_step:  # the first step of this call compiles
-                jax.block_until_ready(loss)
-                t0, first_step = time.perf_counter(), False
+                bar.close()
+            t_valid = time.perf_counter()
+            train_seconds.append(t_valid - t_epoch)
+            if ahead is not None:
+                ahead.join()
+                ahead = None
+            probs = predict(model, make_batch, valid_rows, mesh=mesh)
+            valid = metrics.evaluate(valid_labels, probs, valid_users)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                **_solver_log(totals),
+                **{f"valid_{k}": v for k, v in valid.items()},
+                **(monitor(model) if monitor is not None else {}),
+            }
+            valid_seconds.append(time.perf_counter() - t_valid)
+            history.append(record)
+            if progress is not None:
+                progress(record)
+            if valid["auc"] > best_auc:
+                best_auc, stale = valid["auc"], 0
+                # A snapshot by reference: JAX arrays are immutable and no step donates its inputs, so the
+                # arrays stay valid as training replaces them (copying compiled a program per shape).
+                best_state = jax.tree.map(lambda x: x, nnx.state(model, _KEEP))
             else:
-                timed += n_real
-            if bar is not None:
-                bar.update(1)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{shown.extend(losses):.4f}")
-            due = checkpoint_every is not None and time.perf_counter() - saved_at >= checkpoint_every
-            if checkpoint is not None and write_checkpoint and due and i + 1 < n_batches:
-                position = dataclasses.replace(position, next_batch=i + 1)
-                write(position, examples + timed, seconds + time.perf_counter() - t0)
-                saved_at = time.perf_counter()
-        losses = np.asarray(jax.device_get(losses), np.float64)  # waits for the last step
-        totals = np.sum(np.asarray(jax.device_get(totals), np.float64), axis=0) if totals else 0.0
-        if timed:
-            seconds += time.perf_counter() - t0
-            examples += timed
-        if bar is not None:
-            bar.close()
-        t_valid = time.perf_counter()
-        train_seconds.append(t_valid - t_epoch)
-        if ahead is not None:
-            ahead.join()
-            ahead = None
-        probs = predict(model, make_batch, valid_rows, mesh=mesh)
-        valid = metrics.evaluate(valid_labels, probs, valid_users)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            **_solver_log(totals),
-            **{f"valid_{k}": v for k, v in valid.items()},
-            **(monitor(model) if monitor is not None else {}),
+                stale += 1
+            if checkpoint is not None and write_checkpoint:
+                write(None, examples, seconds)
+        if best_state is not None:
+            nnx.update(model, best_state)
+        if mesh is not None:
+            parallel.unreplicate(model)
+        model.eval()
+        return {
+            "history": history,
+            "best_valid_auc": float(best_auc),
+            "epochs_run": len(history),
+            "examples_per_second": examples / seconds if seconds > 0 else float("nan"),
+            "train_seconds": train_seconds,
+            "valid_seconds": valid_seconds,
         }
-        valid_seconds.append(time.perf_counter() - t_valid)
-        history.append(record)
-        if progress is not None:
-            progress(record)
-        if valid["auc"] > best_auc:
-            best_auc, stale = valid["auc"], 0
-            # A snapshot by reference: JAX arrays are immutable and no step donates its inputs, so the
-            # arrays stay valid as training replaces them (copying compiled a program per shape).
-            best_state = jax.tree.map(lambda x: x, nnx.state(model, _KEEP))
-        else:
-            stale += 1
-        if checkpoint is not None and write_checkpoint:
-            write(None, examples, seconds)
-    if best_state is not None:
-        nnx.update(model, best_state)
-    if mesh is not None:
-        parallel.unreplicate(model)
-    model.eval()
-    return {
-        "history": history,
-        "best_valid_auc": float(best_auc),
-        "epochs_run": len(history),
-        "examples_per_second": examples / seconds if seconds > 0 else float("nan"),
-        "train_seconds": train_seconds,
-        "valid_seconds": valid_seconds,
-    }
+    finally:
+        tables.trim_model(model)
 
 
 class _RunningMean:
