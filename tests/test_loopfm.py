@@ -124,6 +124,29 @@ def test_history_index_is_point_in_time():
     np.testing.assert_array_equal(got, [[0, 2], [2, 4]])
 
 
+def _brute_force_history(users, times, eligible, row, length):
+    """The same user's eligible events strictly before ``row``, the last ``length``, oldest first, -1 padded."""
+    before = [j for j in range(len(users)) if users[j] == users[row] and times[j] < times[row] and eligible[j]]
+    before = sorted(before, key=lambda j: (times[j], j))[-length:]
+    return [-1] * (length - len(before)) + before
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_history_index_matches_brute_force_on_random_logs(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    users = rng.choice(np.array([3, 10, 11, 999, 5000, 7000], np.int32), n)  # sparse ids
+    times = rng.integers(0, 40, n).astype(np.float64) + rng.choice([0.0, 0.5], n)  # ties within a user
+    eligible = (rng.random(n) < 0.7) & (users != 999) & (users != 7000)  # users without eligible events
+    index = HistoryIndex(users, times, eligible)
+    assert np.shares_memory(index._users, users)  # an int column (a memory map) is read, not copied
+    rows = rng.permutation(n)[:120]
+    got = index.lookup(rows, 5)
+    # equal times are ordered by row among earlier events; the index orders them by row too (stable sort)
+    expected = [_brute_force_history(users, times, eligible, r, 5) for r in rows]
+    np.testing.assert_array_equal(got, expected)
+
+
 def _fake_fm(offset: float, dim: int = 256):
     """An 'FM' whose outputs are a known function of the rows (and of which FM it is)."""
 

@@ -276,24 +276,38 @@ class HistoryIndex:
     """
 
     def __init__(self, users: np.ndarray, times: np.ndarray, eligible: np.ndarray | None = None):
-        users = np.asarray(users, np.int64)
+        users = np.asarray(users)  # a reference: a memory-mapped column stays on disk
+        self._users = users if np.issubdtype(users.dtype, np.integer) else users.astype(np.int64)
         times = np.asarray(times)
         n = len(users)
         eligible = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
         _, time_rank = np.unique(times, return_inverse=True)
         self._stride = np.int64(n + 1)
-        self._key = users * self._stride + time_rank.astype(np.int64)  # lexicographic (user, time)
-        self._user_key = users * self._stride
+        self._time_rank = time_rank.astype(np.int32 if n < 2**31 else np.int64).ravel()
         cand = np.flatnonzero(eligible)
-        order = np.argsort(self._key[cand], kind="stable")
+        key = self._keys(cand)
+        order = np.argsort(key, kind="stable")
         self._cand = cand[order]
-        self._cand_key = self._key[self._cand]
+        self._cand_key = key[order]  # sorted (user, time) keys of the eligible events
+        # Each user with eligible events, sorted, and where its block of _cand starts (one more entry:
+        # len(_cand)); a user without any starts where the next larger one does.
+        cand_users = self._cand_key // self._stride  # sorted
+        starts = np.flatnonzero(np.r_[True, cand_users[1:] != cand_users[:-1]]) if len(cand_users) else cand_users
+        self._user_ids = cand_users[starts]
+        self._user_start = np.append(starts, len(self._cand))
+
+    def _keys(self, rows: np.ndarray) -> np.ndarray:
+        """(user, time rank) of ``rows`` as one int64 key that sorts lexicographically."""
+        key = self._users[rows].astype(np.int64)
+        key *= self._stride
+        key += self._time_rank[rows]
+        return key
 
     def lookup(self, rows: np.ndarray, length: int) -> np.ndarray:
         """(len(rows), length) int64 event indices, oldest first, pre-padded with -1."""
         rows = np.asarray(rows, np.int64)
-        end = np.searchsorted(self._cand_key, self._key[rows], side="left")
-        start = np.searchsorted(self._cand_key, self._user_key[rows], side="left")
+        end = np.searchsorted(self._cand_key, self._keys(rows), side="left")
+        start = self._user_start[np.searchsorted(self._user_ids, self._users[rows], side="left")]
         pos = end[:, None] - length + np.arange(length)[None, :]
         valid = pos >= start[:, None]
         if len(self._cand) == 0:

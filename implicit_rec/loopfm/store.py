@@ -42,7 +42,7 @@ class HistoricalStore:
             raise ValueError("rows, embeddings and logits must have the same length.")
         self.kind = kind
         self.rows, self.embeddings, self.logits = rows, embeddings, np.asarray(logits, np.float32)
-        self.slot = np.full(len(table), -1, np.int64)
+        self.slot = np.full(len(table), -1, np.int32 if len(rows) < 2**31 else np.int64)  # -1: not logged
         self.slot[rows] = np.arange(len(rows))
         logged = self.slot >= 0
         self.index = HistoryIndex(np.asarray(table["user"]), np.asarray(table["time"]), eligible=logged)
