@@ -1,4 +1,4 @@
-"""Training steps of the VMs at the ``large`` preset's vocabulary sizes, tables padded or not.
+"""Training steps of the VMs and the FM at the ``large`` preset's vocabulary sizes, tables padded or not.
 
 Run from the repository root (about a minute on 2 cores)::
 
@@ -9,7 +9,7 @@ Run from the repository root (about a minute on 2 cores)::
 element-wise pass over an array whose leading dimension does not split evenly into its parallel
 work groups on a slow path, and Adam makes such a pass over every table at every step. This times
 the compiled train step (``training._train_step``: loss, gradient, Adam; called as ``fit`` calls
-it) of the DIN and the implicit VM built with the vocabulary sizes of ``implicit-rec run --preset
+it) of the DIN and the implicit VM and of the small FM built with the vocabulary sizes of ``implicit-rec run --preset
 large``'s table (userid 400,001 rows, adgroup 200,002, campaign 63,303, customer 24,997) on batches of 256 rows of
 the tiny synthetic data (which ids the batches hold does not change the cost), with the tables as
 they are and padded, round-robin in one process; medians. It also checks that both give the same
@@ -31,6 +31,7 @@ from implicit_rec.atomic import write_json_atomic, write_text_atomic
 from implicit_rec.data.synthetic import synthetic_events
 from implicit_rec.loopfm.batches import vm_batches
 from implicit_rec.models import training
+from implicit_rec.models.foundation import FoundationModel
 from implicit_rec.models.table_rows import TableRows
 from implicit_rec.models.vertical import VerticalModel, bce_with_logits
 from implicit_rec.tables import markdown_table
@@ -40,7 +41,7 @@ from .common import RESULTS, machine_info, median_times
 # Vocabulary sizes (rows, with the out-of-vocabulary rows) of the large preset's table (seed 0) where
 # they exceed the tiny preset's; the others are the tiny table's.
 LARGE_VOCAB = {"userid": 400_001, "adgroup_id": 200_002, "campaign_id": 63_303, "customer": 24_997, "brand": 4_002}
-ARCHS = ("din", "implicit")
+ARCHS = ("din", "implicit", "fm")  # the VMs (max_len 25) and the small FM (max_len 32), as the large run trains them
 BATCH = 256
 
 
@@ -51,7 +52,10 @@ def _loss(model, batch):
 
 def _setup(arch: str, padded: bool, table, batches: list[dict]):
     sizes = {**table.vocab_sizes, **LARGE_VOCAB}
-    model = VerticalModel(table.schema, sizes, rngs=nnx.Rngs(0), arch=arch, max_len=25)
+    if arch == "fm":
+        model = FoundationModel(table.schema, sizes, rngs=nnx.Rngs(0), size="small", max_len=32)
+    else:
+        model = VerticalModel(table.schema, sizes, rngs=nnx.Rngs(0), arch=arch, max_len=25)
     tables = TableRows.of(model)
     if padded:
         tables.pad_model(model)
@@ -117,7 +121,7 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     return "\n".join(
         [
-            "# Embedding tables padded to aligned row counts while training: VM train steps at the large vocabulary",
+            "# Embedding tables padded to aligned row counts while training: train steps at the large vocabulary",
             "",
             f"Compiled train step (loss, gradient, Adam), batch {report['batch']}, medians of {report['repeats']} "
             f"round-robin steps; tables padded: {padded}. {m['cpu_count']} CPUs, {m['platform']}, "
@@ -125,7 +129,9 @@ def markdown(report: dict) -> str:
             + (f"; {report['note']}" if report["note"] else "")
             + ".",
             "",
-            markdown_table(["VM", "step ms, tables as built", "step ms, padded", "speed-up", "same parameters"], rows),
+            markdown_table(
+                ["model", "step ms, tables as built", "step ms, padded", "speed-up", "same parameters"], rows
+            ),
             "",
         ]
     )

@@ -5,7 +5,7 @@ of its gradient) into a few parallel work groups along the leading dimension, an
 dimension does not divide evenly into them the pass runs on a slow path: on 2 cores, Adam alone
 on tables of 400,001 and 200,001 rows x 8 took about 13 ms per step against 4 ms for 400,002 and
 200,002 rows (measured once, beside other work), and a DIN VM's whole train step at the ``large``
-preset's vocabulary 15.3 ms as built against 9.3 ms padded (``python -m benchmarks.table_rows``,
+preset's vocabulary 14.7 ms as built against 8.5 ms padded (``python -m benchmarks.table_rows``,
 a quiet machine). Vocabulary sizes (ids + out-of-vocabulary rows) are arbitrary.
 
 What: for training only, every ``nnx.Embed`` table of at least :data:`MIN_ROWS` rows gets zero rows
