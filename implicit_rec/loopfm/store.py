@@ -110,7 +110,8 @@ class HistoricalStore:
         prev = self.predecessors(rows, length) if prev is None else prev
         mask = prev >= 0
         slots = self.slot[np.where(mask, prev, 0)]
-        emb = np.where(mask[..., None], self.embeddings[np.clip(slots, 0, None)].astype(np.float32), 0.0)
+        emb = self.embeddings[np.maximum(slots, 0)].astype(np.float32)  # one pass: gather, then convert
+        emb[~mask] = 0.0
         return emb, mask
 
     def logits_at(self, prev: np.ndarray) -> np.ndarray:
