@@ -91,10 +91,8 @@ class TableRows:
     def _resize(array, rows: int, padded: int, pad: bool):
         """``array`` (rows, ...) -> (padded, ...) with zero rows, or back; unchanged when already so."""
         if pad and array.shape[0] == rows:
-            zeros = (jnp if isinstance(array, jnp.ndarray) else np).zeros(
-                (padded - rows, *array.shape[1:]), array.dtype
-            )
-            return (jnp if isinstance(array, jnp.ndarray) else np).concatenate([array, zeros])
+            xp = jnp if isinstance(array, jnp.ndarray) else np  # device arrays stay on the device
+            return xp.concatenate([array, xp.zeros((padded - rows, *array.shape[1:]), array.dtype)])
         if not pad and array.shape[0] == padded:
             return array[:rows]
         return array
