@@ -1,4 +1,4 @@
-"""The transformer baselines' sequence stack: per-head column slices against a (B, H, T, d / H) transpose.
+"""Attention heads as column slices against a (B, H, T, d / H) transpose: the transformer stack and the sequence cell.
 
 Run from the repository root (about a minute on 2 cores)::
 
@@ -18,6 +18,11 @@ medians, the speed-up, and the largest difference between the two forms' outputs
 (they compute the same function; only float rounding may differ). No target: the figure says what
 the baselines' training gains (the VM's train step adds its embeddings and Adam,
 ``table_rows.md``).
+
+The implicit-seq VM's ``SequenceCell`` had the same layout (keys and values (B, L, H, d / H), one
+query per head) and now slices columns as well: timed the same way, as the gradient of 20 iterations
+of the cell (d_state 32, the VM default; the same 45 events and 96-wide context), unrolled, which is
+what its solver's forward and adjoint passes repeat.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import numpy as np
 from flax import nnx
 
 from implicit_rec.atomic import write_json_atomic, write_text_atomic
+from implicit_rec.layers import SequenceCell
+from implicit_rec.layers.weights import StateLinear
 from implicit_rec.models.stacks import EncoderLayer, TransformerStack, key_bias
 from implicit_rec.tables import markdown_table
 
@@ -39,6 +46,7 @@ from .common import RESULTS, machine_info, median_times
 BATCH, SEQUENCE, ITEM, CONTEXT = 256, 45, 8, 96
 PLAN = ((30, 1), (24, 2), (18, 4), (12, 8))  # the large run's transformer baselines: (width, depth)
 FORMS = ("transposed heads", "head slices")
+CELL_STATE, CELL_ITERATIONS = 32, 20
 
 
 def transposed_heads_layer(layer: EncoderLayer, t: jax.Array, bias: jax.Array, *, queries: int | None = None):
@@ -54,6 +62,42 @@ def transposed_heads_layer(layer: EncoderLayer, t: jax.Array, bias: jax.Array, *
     attended = (weights @ v) / weights.sum(axis=-1, keepdims=True)
     t = t + layer.out(jnp.swapaxes(attended, 1, 2).reshape(b, t.shape[1], d))
     return t + layer.mlp_out(nnx.gelu(layer.mlp_in(layer.mlp_norm(t))))
+
+
+def transposed_heads_cell(cell: SequenceCell, z: jax.Array, ctx: dict) -> jax.Array:
+    """``SequenceCell.__call__`` as it was: queries (B, H, d / H), keys and values (B, L, H, d / H)."""
+    shape = (cell.num_heads, cell.d_state // cell.num_heads)
+    q = cell.query(z).reshape(z.shape[:1] + shape)
+    keys = ctx["keys"].reshape(ctx["keys"].shape[:2] + shape)
+    values = ctx["values"].reshape(ctx["values"].shape[:2] + shape)
+    scores = jnp.einsum("bhd,blhd->bhl", q, keys) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    mask = ctx["mask"][:, None, :]
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    weights = jax.nn.softmax(scores, axis=-1) * mask
+    attended = jnp.einsum("bhl,blhd->bhd", weights, values).reshape(z.shape)
+    h = StateLinear.apply(ctx["w"], z) + cell.out(attended) + ctx["injection"]
+    return jnp.tanh(h + cell.mlp_out(nnx.gelu(cell.mlp_in(h))))
+
+
+def _cell_gradient(form: str, x: dict):
+    """A thunk running the compiled loss-and-gradient of CELL_ITERATIONS cell steps, and its result."""
+    cell = SequenceCell(CELL_STATE, ITEM, d_context=CONTEXT, num_heads=2, rngs=nnx.Rngs(0))
+    graph, params = nnx.split(cell)
+    z0 = 0.1 * jax.random.normal(jax.random.key(1), (BATCH, CELL_STATE))
+
+    def loss(params, x):
+        cell = nnx.merge(graph, params)
+        ctx, z = cell.prepare(x), z0
+        for _ in range(CELL_ITERATIONS):
+            z = cell(z, ctx) if form == "head slices" else transposed_heads_cell(cell, z, ctx)
+        return jnp.sum(jnp.sin(3.0 * z))
+
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, x).compile()
+    return (lambda: compiled(params, x)), compiled(params, x)
+
+
+def _max_difference(a, b) -> float:
+    return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def _inputs(seed: int = 0) -> dict:
@@ -96,11 +140,12 @@ def run(repeats: int) -> dict:
     for width, depth in PLAN:
         for form in FORMS:
             thunks[(width, depth, form)], results[(width, depth, form)] = _gradient(width, depth, form, x)
+    for form in FORMS:
+        thunks[("cell", form)], results[("cell", form)] = _cell_gradient(form, x)
     times = median_times(thunks, repeats)
     rows = []
     for width, depth in PLAN:
-        before, after = (results[(width, depth, f)] for f in FORMS)
-        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+        diff = _max_difference(*(results[(width, depth, f)] for f in FORMS))
         ms = {f: 1e3 * times[(width, depth, f)] for f in FORMS}
         rows.append(
             {
@@ -111,8 +156,17 @@ def run(repeats: int) -> dict:
                 "max_abs_diff": diff,
             }
         )
+    cell_ms = {f: 1e3 * times[("cell", f)] for f in FORMS}
+    cell = {
+        "d_state": CELL_STATE,
+        "iterations": CELL_ITERATIONS,
+        "step_ms": cell_ms,
+        "speedup": cell_ms[FORMS[0]] / cell_ms[FORMS[1]],
+        "max_abs_diff": _max_difference(*(results[("cell", f)] for f in FORMS)),
+    }
     return {
         "repeats": repeats,
+        "sequence_cell": cell,
         "shapes": {"batch": BATCH, "tokens": 1 + SEQUENCE, "item": ITEM, "context": CONTEXT, "heads": 2},
         "machine": machine_info(),
         "stacks": rows,
@@ -131,10 +185,18 @@ def markdown(report: dict) -> str:
         ]
         for r in report["stacks"]
     ]
+    c = report["sequence_cell"]
+    cell_row = [
+        f"SequenceCell (d_state {c['d_state']}), {c['iterations']} iterations unrolled",
+        f"{c['step_ms'][FORMS[0]]:.2f}",
+        f"{c['step_ms'][FORMS[1]]:.2f}",
+        f"{c['speedup']:.2f}x",
+        f"{c['max_abs_diff']:.1e}",
+    ]
     s, m = report["shapes"], report["machine"]
     return "\n".join(
         [
-            "# The transformer baselines' stack: attention heads as column slices vs a 5-D transpose",
+            "# Attention heads as column slices vs a transpose: the transformer baselines' stack and the sequence cell",
             "",
             f"Compiled loss and gradient (every parameter) of `TransformerStack`, batch {s['batch']}, {s['tokens']} "
             f"tokens, {s['heads']} heads; medians of {report['repeats']} round-robin calls. {m['cpu_count']} CPUs, "
@@ -145,6 +207,17 @@ def markdown(report: dict) -> str:
             markdown_table(
                 ["width", "depth", "ms, transposed heads (before)", "ms, head slices", "speed-up", "max |difference|"],
                 rows,
+            ),
+            "",
+            markdown_table(
+                [
+                    "the implicit-seq cell",
+                    "ms, transposed heads (before)",
+                    "ms, head slices",
+                    "speed-up",
+                    "max |difference|",
+                ],
+                [cell_row],
             ),
             "",
         ]

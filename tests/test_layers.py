@@ -329,6 +329,46 @@ def _sequence_batch(seed, batch=6, length=5, d_item=3, d_context=2):
     return {"sequence": seq, "mask": jnp.asarray(mask), "context": ctx}
 
 
+def test_sequence_cell_step_is_the_docstring_formula():
+    """One iteration equals the class docstring's formula written out in float64 NumPy: per head,
+    softmax over the real events of (W_q z)_h . K_h / sqrt(d_h), weights times V_h, heads side by
+    side; a user without events attends to nothing. Its gradient w.r.t. z matches finite differences."""
+    cell = SequenceCell(8, 3, d_context=2, num_heads=2, rngs=nnx.Rngs(4))
+    x = _sequence_batch(2)
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(6, 8)).astype(np.float32))
+    ctx = cell.prepare(x)
+    got = np.asarray(cell(z, ctx))
+
+    def p(module, name):
+        return np.asarray(getattr(module, name)[...], np.float64)
+
+    f64 = {k: np.asarray(v, np.float64) for k, v in x.items() if k != "mask"}
+    mask = np.asarray(x["mask"])
+    q = np.asarray(z, np.float64) @ p(cell.query, "kernel")
+    keys, values = f64["sequence"] @ p(cell.key, "kernel"), f64["sequence"] @ p(cell.value, "kernel")
+    attended = np.zeros((6, 8))
+    for h in (slice(0, 4), slice(4, 8)):
+        scores = np.einsum("bc,blc->bl", q[:, h], keys[:, :, h]) / 2.0
+        scores = np.where(mask, scores, -np.inf)
+        peak = np.max(np.where(mask, scores, -1e300), axis=1, keepdims=True)
+        e = np.where(mask, np.exp(scores - peak), 0.0)
+        weights = e / np.maximum(e.sum(1, keepdims=True), 1e-300)
+        attended[:, h] = np.einsum("bl,blc->bc", weights, values[:, :, h])
+    w = np.asarray(ctx["w"], np.float64)  # the state map as prepare returns it (its parameterization applied)
+    h = np.asarray(z, np.float64) @ w.T + attended @ p(cell.out, "kernel") + p(cell.out, "bias")
+    h = h + f64["context"] @ p(cell.context, "kernel") + p(cell.context, "bias")
+    hidden = np.asarray(jax.nn.gelu(jnp.asarray(h @ p(cell.mlp_in, "kernel") + p(cell.mlp_in, "bias"))), np.float64)
+    want = np.tanh(h + hidden @ p(cell.mlp_out, "kernel") + p(cell.mlp_out, "bias"))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(attended[1]).max() == 0  # the user without history
+
+    direction = jnp.asarray(np.random.default_rng(5).normal(size=(6, 8)).astype(np.float32))
+    loss = lambda z: jnp.sum(jnp.sin(3.0 * cell(z, ctx)))  # noqa: E731
+    eps = 1e-3
+    fd = (loss(z + eps * direction) - loss(z - eps * direction)) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(jax.grad(loss)(z), direction), fd, rtol=2e-3, atol=2e-3)
+
+
 @pytest.mark.slow
 def test_sequence_cell_solves_and_respects_the_mask():
     rngs = nnx.Rngs(9)

@@ -23,8 +23,8 @@ takes each head's query, key and value as column slices of the (B, T, 3 d) proje
 built once per call and the softmax's normalisation dividing the (B, T, d / H) result instead of
 the (B, T, T) weights. Splitting heads with a (B, H, T, d / H) transpose instead made XLA:CPU's
 backward pass write the projection's gradient through padded, strided 5-D transposes: at the large
-run's shapes (B = 256, T = 46) the depth-1, width-30 stack's gradient took 28.3 ms that way against
-9.9 ms, and the deeper baselines' 1.10-1.25x longer (``python -m benchmarks.transformer_step``).
+run's shapes (B = 256, T = 46) the depth-1, width-30 stack's gradient took 22.4 ms that way against
+9.8 ms, and the deeper baselines' 1.10-1.21x longer (``python -m benchmarks.transformer_step``).
 """
 
 from __future__ import annotations
