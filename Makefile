@@ -109,6 +109,7 @@ bench: $(BSTAMP)
 	$(BIN)/python -m benchmarks.store_memory
 	$(BIN)/python -m benchmarks.table_rows
 	$(BIN)/python -m benchmarks.transformer_step
+	$(BIN)/python -m benchmarks.compile_cache
 	$(BIN)/python -m benchmarks.tiny_run
 	$(BIN)/python -m benchmarks.tiny_run --preset default
 	$(BIN)/python -m benchmarks.bars_loader

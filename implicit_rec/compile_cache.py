@@ -12,19 +12,25 @@ loads the compiled programs from disk. The directory, first match wins:
 In 2. and 3. every program is kept (:data:`MIN_COMPILE_TIME_S` = 0: a run compiles hundreds of
 small programs -- an initialiser per parameter shape, eager array operations -- each in 0.05-0.2 s,
 and reads them back about 10x faster; measured: 120 such programs, 22 s of CPU compiled, 2.5 s
-read from the cache), up to
-:data:`MAX_SIZE_BYTES` (least recently used entries are evicted; the
-``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and ``JAX_COMPILATION_CACHE_MAX_SIZE`` variables
-override both). The size limit makes JAX take a file lock (the ``filelock`` package) around every
-read and write, so concurrent processes -- the workers of ``train-decentralized --processes P`` --
-never read a half-written entry. A cache that cannot be used (an unwritable directory, ``filelock``
-not installed) is not an error: :func:`enable` warns (:class:`CompileCacheWarning`, naming the
-directory and the variable) and the command runs without it. JAX treats the cache as trusted code, so
-the directory is created private to the user (mode 0700).
+read from the cache). The directory is kept under :data:`MAX_SIZE_BYTES` by :func:`trim`, once when
+:func:`enable` runs (least recently used entries first), and JAX is given no size limit of its own:
+with one, JAX locks the directory and reads every entry's access-time file at *every* compilation
+it writes (``jax._src.lru_cache``), which costs 0.5-0.7 s a program once the directory holds 8,000
+entries (``python -m benchmarks.compile_cache``) and made the test suite several times slower
+on a machine whose cache had grown. Without the lock, a process that reads an entry while another
+process is still writing it (concurrent commands, ``train-decentralized --processes P``'s workers)
+gets a warning from JAX ("Error reading persistent compilation cache entry") and compiles that
+program itself: never a wrong program. The ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and
+``JAX_COMPILATION_CACHE_MAX_SIZE`` variables override both settings (a size limit of JAX's needs the
+``filelock`` package). A cache that cannot be used (an unwritable directory) is not an error:
+:func:`enable` warns (:class:`CompileCacheWarning`, naming the directory and the variable) and the
+command runs without it. JAX treats the cache as trusted code, so the directory is created private
+to the user (mode 0700).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -34,6 +40,7 @@ from pathlib import Path
 ENV = "IMPLICIT_REC_JAX_CACHE"
 MIN_COMPILE_TIME_S = 0.0
 MAX_SIZE_BYTES = 2 * 2**30
+ENTRY_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"  # JAX's file names: <key>-cache, and <key>-atime with a size limit
 
 
 class CompileCacheWarning(UserWarning):
@@ -82,20 +89,42 @@ def enable(environ: Mapping[str, str] | None = None) -> str | None:
             stacklevel=2,
         )
         return None
-    try:
-        import filelock  # noqa: F401  (JAX locks the size-limited cache with it)
-    except ImportError:
-        warnings.warn(
-            f"compilation cache off: the size-limited cache in {path} needs the filelock package "
-            f"(pip install filelock); set {ENV}=off to silence this.",
-            CompileCacheWarning,
-            stacklevel=2,
-        )
-        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_enable_compilation_cache", True)  # an earlier `off` in this process is undone
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
-        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+        jax.config.update("jax_compilation_cache_max_size", -1)  # no limit of JAX's: no lock, no scan per write
+        with contextlib.suppress(OSError):  # a directory another process is trimming too
+            trim(path, MAX_SIZE_BYTES)
     return str(path)
+
+
+def trim(directory: str | os.PathLike, max_bytes: int = MAX_SIZE_BYTES) -> tuple[int, int]:
+    """Delete the least recently used entries of a JAX cache directory until it holds at most ``max_bytes``.
+
+    An entry is JAX's ``<key>-cache`` file (with its ``<key>-atime`` file, if JAX wrote one); its last
+    use is the later of the file's modification and access times (the kernel records a read's access
+    time at least once a day under the usual ``relatime``). Files that vanish meanwhile (another
+    process trimming) are skipped. Returns (entries deleted, bytes freed). O(entries), once.
+    """
+    entries, total = [], 0
+    with os.scandir(directory) as listing:
+        for entry in listing:
+            if not entry.name.endswith(ENTRY_SUFFIX):
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((max(st.st_mtime_ns, st.st_atime_ns), entry.name, st.st_size))
+            total += st.st_size
+    deleted = freed = 0
+    for _, name, size in sorted(entries):
+        if total - freed <= max_bytes:
+            break
+        for file in (name, name.removesuffix(ENTRY_SUFFIX) + ATIME_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, file))
+        deleted, freed = deleted + 1, freed + size
+    return deleted, freed

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -62,7 +63,7 @@ def test_cache_dir_resolution(tmp_path):
         assert compile_cache.cache_dir({**xdg, ENV: off}) is None
 
 
-def test_enable_sets_the_size_limited_cache(tmp_path, jax_cache_config):
+def test_enable_sets_the_cache_without_a_size_limit_of_jaxs(tmp_path, jax_cache_config):
     path = tmp_path / "a" / "jax"
     assert compile_cache.enable({ENV: "off"}) is None and not jax.config.jax_enable_compilation_cache
     # an earlier `off` in the same process (an in-process command, a test) does not stick
@@ -70,7 +71,7 @@ def test_enable_sets_the_size_limited_cache(tmp_path, jax_cache_config):
     assert path.is_dir() and (path.stat().st_mode & 0o777) == 0o700
     assert jax.config.jax_compilation_cache_dir == str(path)
     assert jax.config.jax_persistent_cache_min_compile_time_secs == compile_cache.MIN_COMPILE_TIME_S
-    assert jax.config.jax_compilation_cache_max_size == compile_cache.MAX_SIZE_BYTES > 0  # > 0: JAX locks it
+    assert jax.config.jax_compilation_cache_max_size == -1  # no lock, no scan of the directory at each write
     assert jax.config.jax_enable_compilation_cache
 
 
@@ -117,12 +118,60 @@ def test_unwritable_directory_warns_and_runs_without(tmp_path, jax_cache_config)
     assert jax.config.jax_compilation_cache_dir is None
 
 
-def test_missing_filelock_warns_and_runs_without(tmp_path, jax_cache_config, monkeypatch):
-    monkeypatch.setitem(sys.modules, "filelock", None)  # import filelock -> ImportError
-    with pytest.warns(CompileCacheWarning, match="filelock") as caught:
-        assert compile_cache.enable({ENV: str(tmp_path / "c")}) is None
-    assert str(tmp_path / "c") in str(caught[0].message)
-    assert jax.config.jax_compilation_cache_dir is None
+def _entries(directory: Path, ages_s: dict[str, float], size: int = 100) -> None:
+    """Cache entries (<key>-cache with its <key>-atime file) last used ``ages_s[key]`` seconds ago."""
+    now = time.time()
+    for key, age in ages_s.items():
+        for suffix in (compile_cache.ENTRY_SUFFIX, compile_cache.ATIME_SUFFIX):
+            path = directory / f"{key}{suffix}"
+            path.write_bytes(b"x" * size)
+            os.utime(path, (now - age, now - age))
+
+
+def test_trim_deletes_the_least_recently_used_entries_down_to_the_limit(tmp_path):
+    _entries(tmp_path, {"old": 300, "older": 400, "new": 10, "newer": 1, "middle": 100})
+    (tmp_path / "unrelated.txt").write_bytes(b"y" * 1000)  # not an entry: never counted or deleted
+    assert compile_cache.trim(tmp_path, max_bytes=500) == (0, 0)  # 5 entries of 100 bytes fit
+    assert compile_cache.trim(tmp_path, max_bytes=250) == (3, 300)  # the three least recently used go
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["new-atime", "new-cache", "newer-atime", "newer-cache", "unrelated.txt"]
+    # a read updates the access time: that entry counts as used, the other one goes
+    now = time.time()
+    os.utime(tmp_path / "new-cache", (now, now - 10))
+    assert compile_cache.trim(tmp_path, max_bytes=100) == (1, 100)
+    assert (tmp_path / "new-cache").exists() and not (tmp_path / "newer-cache").exists()
+    assert compile_cache.trim(tmp_path, max_bytes=0) == (1, 100) and [p.name for p in tmp_path.iterdir()] == [
+        "unrelated.txt"
+    ]
+
+
+def test_trim_skips_entries_another_process_deleted(tmp_path, monkeypatch):
+    _entries(tmp_path, {"a": 30, "b": 20, "c": 10})
+    (tmp_path / "a-atime").unlink()  # as JAX without a size limit writes: no access-time file
+    real_unlink = os.unlink
+
+    def racing_unlink(path):  # another process trimmed "b" first
+        if Path(path).name == "b-cache":
+            real_unlink(path)
+            raise FileNotFoundError(path)
+        real_unlink(path)
+
+    monkeypatch.setattr(compile_cache.os, "unlink", racing_unlink)
+    assert compile_cache.trim(tmp_path, max_bytes=100) == (2, 200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c-atime", "c-cache"]
+
+
+def test_enable_trims_the_directory_once(tmp_path, jax_cache_config, monkeypatch):
+    path = tmp_path / "c"
+    path.mkdir()
+    _entries(path, {"old": 100, "new": 1}, size=600)
+    monkeypatch.setattr(compile_cache, "MAX_SIZE_BYTES", 1000)
+    assert compile_cache.enable({ENV: str(path)}) == str(path)
+    assert not (path / "old-cache").exists() and (path / "new-cache").exists()
+    # a size limit of the user's (JAX's own eviction) is left to JAX: nothing trimmed
+    _entries(path, {"old": 100}, size=600)
+    assert compile_cache.enable({ENV: str(path), "JAX_COMPILATION_CACHE_MAX_SIZE": "5000"}) == str(path)
+    assert (path / "old-cache").exists()
 
 
 # ---- the command line ----------------------------------------------------------------------------
