@@ -93,24 +93,32 @@ def enable(environ: Mapping[str, str] | None = None) -> str | None:
     jax.config.update("jax_enable_compilation_cache", True)  # an earlier `off` in this process is undone
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
+    ours = "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ  # else the user's limit: JAX evicts
+    if ours:
         jax.config.update("jax_compilation_cache_max_size", -1)  # no limit of JAX's: no lock, no scan per write
-        with contextlib.suppress(OSError):  # a directory another process is trimming too
-            trim(path, MAX_SIZE_BYTES)
+    with contextlib.suppress(OSError):  # a directory another process is trimming too
+        trim(path, MAX_SIZE_BYTES if ours else None)
     return str(path)
 
 
-def trim(directory: str | os.PathLike, max_bytes: int = MAX_SIZE_BYTES) -> tuple[int, int]:
-    """Delete the least recently used entries of a JAX cache directory until it holds at most ``max_bytes``.
+def trim(directory: str | os.PathLike, max_bytes: int | None = MAX_SIZE_BYTES) -> tuple[int, int]:
+    """Delete the least recently used entries of a JAX cache directory until it holds at most ``max_bytes``
+    (None: delete nothing), and give every entry kept an access-time file.
 
     An entry is JAX's ``<key>-cache`` file (with its ``<key>-atime`` file, if JAX wrote one); its last
     use is the later of the file's modification and access times (the kernel records a read's access
-    time at least once a day under the usual ``relatime``). Files that vanish meanwhile (another
-    process trimming) are skipped. Returns (entries deleted, bytes freed). O(entries), once.
+    time at least once a day under the usual ``relatime``). JAX writes no access-time file without a
+    size limit, but with one it reads every entry's at each write and fails the write (a warning, the
+    program not cached) where one is missing; so entries kept get one, holding their last use, for a
+    size-limited JAX that opens the directory later (a ``JAX_COMPILATION_CACHE_MAX_SIZE`` of the user's,
+    an older version of this package). Files that vanish meanwhile (another process trimming) are
+    skipped. Returns (entries deleted, bytes freed). O(entries), once.
     """
-    entries, total = [], 0
+    entries, stamped, total = [], set(), 0
     with os.scandir(directory) as listing:
         for entry in listing:
+            if entry.name.endswith(ATIME_SUFFIX):
+                stamped.add(entry.name.removesuffix(ATIME_SUFFIX))
             if not entry.name.endswith(ENTRY_SUFFIX):
                 continue
             try:
@@ -120,11 +128,13 @@ def trim(directory: str | os.PathLike, max_bytes: int = MAX_SIZE_BYTES) -> tuple
             entries.append((max(st.st_mtime_ns, st.st_atime_ns), entry.name, st.st_size))
             total += st.st_size
     deleted = freed = 0
-    for _, name, size in sorted(entries):
-        if total - freed <= max_bytes:
-            break
-        for file in (name, name.removesuffix(ENTRY_SUFFIX) + ATIME_SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, file))
-        deleted, freed = deleted + 1, freed + size
+    for last_use, name, size in sorted(entries):
+        key = name.removesuffix(ENTRY_SUFFIX)
+        if max_bytes is not None and total - freed > max_bytes:
+            for file in (name, key + ATIME_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, file))
+            deleted, freed = deleted + 1, freed + size
+        elif key not in stamped:  # JAX's format: nanoseconds, 8 bytes little-endian
+            Path(directory, key + ATIME_SUFFIX).write_bytes(last_use.to_bytes(8, "little"))
     return deleted, freed

@@ -168,10 +168,27 @@ def test_enable_trims_the_directory_once(tmp_path, jax_cache_config, monkeypatch
     monkeypatch.setattr(compile_cache, "MAX_SIZE_BYTES", 1000)
     assert compile_cache.enable({ENV: str(path)}) == str(path)
     assert not (path / "old-cache").exists() and (path / "new-cache").exists()
-    # a size limit of the user's (JAX's own eviction) is left to JAX: nothing trimmed
+    # a size limit of the user's (JAX's own eviction) is left to JAX: nothing trimmed, access times written
     _entries(path, {"old": 100}, size=600)
+    (path / "old-atime").unlink()
+    jax.config.update("jax_compilation_cache_dir", None)  # as in a new process
     assert compile_cache.enable({ENV: str(path), "JAX_COMPILATION_CACHE_MAX_SIZE": "5000"}) == str(path)
-    assert (path / "old-cache").exists()
+    assert (path / "old-cache").exists() and (path / "old-atime").exists()
+
+
+def test_trim_gives_entries_written_without_a_size_limit_their_access_time(tmp_path):
+    """JAX without a size limit writes no <key>-atime files; JAX with one reads every entry's at each
+    write and fails the write without it. trim writes the missing ones (last use, JAX's format)."""
+    _entries(tmp_path, {"a": 50, "b": 5})
+    for key in ("a", "b"):
+        (tmp_path / f"{key}-atime").unlink()
+    last_use_b = (tmp_path / "b-cache").stat().st_mtime_ns
+    assert compile_cache.trim(tmp_path, max_bytes=None) == (0, 0)
+    assert int.from_bytes((tmp_path / "b-atime").read_bytes(), "little") == last_use_b
+    assert (tmp_path / "a-atime").exists()
+    lru_cache = pytest.importorskip("jax._src.lru_cache")  # JAX's own size-limited cache reads them
+    lru_cache.LRUCache(str(tmp_path), max_size=250).put("c", b"x" * 100)  # evicts the least recent, "a"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("-cache")) == ["b-cache", "c-cache"]
 
 
 # ---- the command line ----------------------------------------------------------------------------
