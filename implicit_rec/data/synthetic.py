@@ -67,11 +67,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +81,12 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock between processes generating the same table
+    fcntl = None
+
+from ..atomic import atomic_path
 from .events import INFO_ARRAYS as INFO_KEY
 from .events import OOV, PAD, SPLITS, EventTable, Schema, write_meta
 from .vocabulary import index_dtype
@@ -548,7 +555,11 @@ def synthetic_events(
     Users are simulated in blocks of ``block_users`` and streamed to disk, so memory stays bounded
     for the ``large`` preset: pass 1 writes raw ids and marks the ids seen in training rows
     (the vocabularies), pass 2 re-encodes each column into its final memory-mapped .npy file.
-    Without ``cache_dir`` the table is built in a temporary directory and loaded into memory.
+    With ``cache_dir`` the generation is resumable: it keeps its state in
+    ``<table>.partial/`` beside the table after every block (:class:`_Partial`), and a call after an
+    interruption (``kill -9`` included) continues from the last finished block, or the last finished
+    column of pass 2, to the same table. Without ``cache_dir`` the table is built in a temporary
+    directory and loaded into memory.
     Deterministic by ``seed``: user u always draws from the u-th child of SeedSequence(seed).
     ``progress_bar``: a tqdm-like factory ``progress_bar(total=, desc=)``, advanced once per block.
     ``workers``: processes simulating blocks side by side, at most one per block (None: the CPUs this
@@ -573,6 +584,7 @@ def synthetic_events(
     if cache_dir is not None:
         path = Path(cache_dir) / name
         if (path / "meta.json").is_file():
+            shutil.rmtree(path.parent / f"{path.name}.partial", ignore_errors=True)  # left if killed while publishing
             return EventTable.load(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return _generate(p, preset, seed, path, block_users, progress_bar, workers)
@@ -593,6 +605,7 @@ def _generate(
     progress_bar: Callable[..., Any] | None = None,
     workers: int | None = 1,
 ) -> EventTable:
+    """Write the table to ``path`` through its resumable partial directory (:class:`_Partial`)."""
     schema = Schema(
         categorical=PROFILE + ITEM + CONTEXT,
         item=ITEM,
@@ -606,42 +619,46 @@ def _generate(
     world = _World(p, rng)
     world.graph = category_graph(p, seed) if p.cascade_weight else None
     user_seeds = np.random.SeedSequence(seed).spawn(p.users)
-    with atomic_directory(path) as out, tempfile.TemporaryDirectory(dir=path.parent) as raw_dir:
-        raw = Path(raw_dir)
-        seen: dict[str, np.ndarray] = {}
-        dtypes: dict[str, np.dtype] = {}
-        rows = 0
+    key = {"generator": GENERATOR_VERSION, "preset_params": dataclasses.asdict(p), "seed": seed}
+    with _Partial.open(path, key) as part:
+        if (path / "meta.json").is_file():  # another process finished it while this one waited for the lock
+            shutil.rmtree(part.dir, ignore_errors=True)
+            return EventTable.load(path)
         bar = progress_bar(total=p.users, desc=f"synthetic-{preset} users") if progress_bar else None
-        blocks = [(start, user_seeds[start : start + block_users]) for start in range(0, p.users, block_users)]
+        if bar is not None and part.users_done:
+            bar.update(part.users_done)
+        blocks = [
+            (start, user_seeds[start : start + block_users]) for start in range(part.users_done, p.users, block_users)
+        ]
         for (_, seeds), cols in zip(blocks, _simulated_blocks(p, world, blocks, workers), strict=True):
-            if bar is not None:
-                bar.update(len(seeds))
             train = cols["split"] == SPLITS["train"]
             for vocab, names in members.items():
                 ids = np.concatenate([cols[n][train].ravel() for n in names])
                 ids = ids[ids >= 0]
-                mask = seen.setdefault(vocab, np.zeros(0, bool))
+                mask = part.seen.setdefault(vocab, np.zeros(0, bool))
                 if ids.size and ids.max() >= len(mask):
                     mask = np.concatenate([mask, np.zeros(ids.max() + 1 - len(mask), bool)])
                 mask[ids] = True
-                seen[vocab] = mask
-            for k, v in cols.items():
-                dtypes[k] = v.dtype
-                with open(raw / k, "ab") as fh:
-                    fh.write(np.ascontiguousarray(v).tobytes())
-            rows += len(cols["label"])
+                part.seen[vocab] = mask
+            part.append(cols, users=len(seeds))
+            if bar is not None:
+                bar.update(len(seeds))
+        rows = part.rows
         tables, sizes = {}, {}
-        for vocab, mask in seen.items():
+        for vocab, mask in part.seen.items():
             known = np.flatnonzero(mask)
             sizes[vocab] = len(known) + 2
             tables[vocab] = known
         encoded_with = {n: v for v, names in members.items() for n in names}
-        for k, dtype in dtypes.items():
+        out = part.final
+        for k, dtype in part.dtypes.items():
+            if k in part.encoded:  # written before an interruption
+                continue
             width = p.max_len if k in dict(SEQUENCES + ORDER_SEQUENCES) or k in WIDE_INFO else None
             shape = (rows, width) if width else (rows,)
             final_dtype = index_dtype(sizes[encoded_with[k]]) if k in encoded_with else dtype
             dst = np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=final_dtype, shape=shape)
-            src = np.memmap(raw / k, dtype=dtype, mode="r", shape=shape)
+            src = np.memmap(part.raw / k, dtype=dtype, mode="r", shape=shape)
             for s0 in range(0, rows, 1_000_000):
                 chunk = np.asarray(src[s0 : s0 + 1_000_000])
                 if k in encoded_with:
@@ -649,6 +666,7 @@ def _generate(
                 dst[s0 : s0 + len(chunk)] = chunk
             dst.flush()
             del dst, src
+            part.mark_encoded(k)
         if bar is not None:
             bar.close()
         buy_id = int(_encode(np.array([BUY]), tables["btag"])[0])
@@ -673,7 +691,7 @@ def _generate(
             out,
             schema,
             sizes,
-            sorted(k for k in dtypes if not k.startswith("info.")),
+            sorted(k for k in part.dtypes if not k.startswith("info.")),
             rows,
             f"synthetic-{preset}",
             {
@@ -686,7 +704,113 @@ def _generate(
                 **extra,
             },
         )
+        part.publish()
     return EventTable.load(path)
+
+
+class _Partial:
+    """The resumable state of one table being generated: ``<path>.partial/`` beside the table.
+
+    - ``raw/<column>``: pass 1's raw columns, appended one block of users at a time;
+    - ``state.npz``: after every block, the users and rows written, each raw file's byte length and
+      dtype, the training ids seen per vocabulary (bool masks) and pass 2's finished columns, in one
+      atomic write (JSON in a uint8 array, no pickle);
+    - ``final/``: pass 2's ``.npy`` columns and ``meta.json``; renamed to ``path`` when complete.
+
+    Opening it again after an interruption (even ``kill -9``) truncates each raw file to its recorded
+    length, dropping a half-written block, and generation continues with the next user; since every
+    user draws from its own seed, the table is the same as an uninterrupted one's (for any block size
+    or worker count). A state written for other parameters (``key``) is discarded. An exclusive
+    ``fcntl`` lock on ``lock`` makes a second process wait (and then find the table finished) rather
+    than interleave its blocks.
+    """
+
+    def __init__(self, path: Path, key: dict):
+        self.path, self.key = path, key
+        self.dir = path.parent / f"{path.name}.partial"
+        self.raw, self.final = self.dir / "raw", self.dir / "final"
+        self.users_done, self.rows = 0, 0
+        self.bytes: dict[str, int] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self.seen: dict[str, np.ndarray] = {}
+        self.encoded: list[str] = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: Path, key: dict):
+        part = cls(path, key)
+        part.dir.mkdir(parents=True, exist_ok=True)
+        with open(part.dir / "lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            if not (path / "meta.json").is_file():
+                part._restore()
+            yield part
+
+    def _restore(self) -> None:
+        state = self._read()
+        if state is None:
+            (self.dir / "state.npz").unlink(missing_ok=True)
+            shutil.rmtree(self.raw, ignore_errors=True)
+            shutil.rmtree(self.final, ignore_errors=True)
+            self.raw.mkdir()
+            self.final.mkdir()
+            return
+        for name, size in self.bytes.items():
+            os.truncate(self.raw / name, size)  # drops whatever an interrupted block appended
+
+    def _read(self) -> dict | None:
+        """Load ``state.npz`` into this object; None (nothing loaded) if absent, stale or inconsistent."""
+        try:
+            with np.load(self.dir / "state.npz", allow_pickle=False) as f:
+                state = json.loads(f["state"].tobytes())
+                seen = {k.removeprefix("seen."): f[k] for k in f.files if k.startswith("seen.")}
+        except (OSError, ValueError, KeyError):
+            return None
+        if state.get("key") != json.loads(json.dumps(self.key)) or not self.final.is_dir():
+            return None
+        files = state["columns"]
+        if any(not (self.raw / k).is_file() or (self.raw / k).stat().st_size < n for k, (_, n) in files.items()):
+            return None
+        self.users_done, self.rows, self.seen, self.encoded = state["users"], state["rows"], seen, state["encoded"]
+        self.bytes = {k: n for k, (_, n) in files.items()}
+        self.dtypes = {k: np.dtype(d) for k, (d, _) in files.items()}
+        return state
+
+    def _write(self) -> None:
+        state = {
+            "key": self.key,
+            "users": self.users_done,
+            "rows": self.rows,
+            "columns": {k: [self.dtypes[k].str, n] for k, n in self.bytes.items()},
+            "encoded": self.encoded,
+        }
+        arrays = {f"seen.{k}": v for k, v in self.seen.items()}
+        with atomic_path(self.dir / "state.npz", suffix=".npz") as tmp:
+            np.savez(tmp, state=np.frombuffer(json.dumps(state).encode(), np.uint8), **arrays)
+
+    def append(self, cols: dict, users: int) -> None:
+        """Append one block's raw columns, then record it (with the masks in ``seen``)."""
+        for k, v in cols.items():
+            data = np.ascontiguousarray(v)
+            self.dtypes[k] = data.dtype
+            with open(self.raw / k, "ab") as fh:
+                fh.write(data.tobytes())
+            self.bytes[k] = self.bytes.get(k, 0) + data.nbytes
+        self.users_done += users
+        self.rows += len(cols["label"])
+        self._write()
+
+    def mark_encoded(self, column: str) -> None:
+        self.encoded.append(column)
+        self._write()
+
+    def publish(self) -> None:
+        """Rename ``final/`` to the table's path and remove the partial directory."""
+        if self.path.exists():  # a directory without meta.json: an incomplete table from elsewhere
+            shutil.rmtree(self.path)
+        os.replace(self.final, self.path)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _encode(raw_ids: np.ndarray, known: np.ndarray) -> np.ndarray:
