@@ -748,8 +748,7 @@ class _Partial:
             yield part
 
     def _restore(self) -> None:
-        state = self._read()
-        if state is None:
+        if not self._read():
             (self.dir / "state.npz").unlink(missing_ok=True)
             shutil.rmtree(self.raw, ignore_errors=True)
             shutil.rmtree(self.final, ignore_errors=True)
@@ -759,23 +758,23 @@ class _Partial:
         for name, size in self.bytes.items():
             os.truncate(self.raw / name, size)  # drops whatever an interrupted block appended
 
-    def _read(self) -> dict | None:
-        """Load ``state.npz`` into this object; None (nothing loaded) if absent, stale or inconsistent."""
+    def _read(self) -> bool:
+        """Load ``state.npz`` into this object; False (nothing loaded) if absent, stale or inconsistent."""
         try:
             with np.load(self.dir / "state.npz", allow_pickle=False) as f:
                 state = json.loads(f["state"].tobytes())
                 seen = {k.removeprefix("seen."): f[k] for k in f.files if k.startswith("seen.")}
         except (OSError, ValueError, KeyError):
-            return None
+            return False
         if state.get("key") != json.loads(json.dumps(self.key)) or not self.final.is_dir():
-            return None
+            return False
         files = state["columns"]
         if any(not (self.raw / k).is_file() or (self.raw / k).stat().st_size < n for k, (_, n) in files.items()):
-            return None
+            return False
         self.users_done, self.rows, self.seen, self.encoded = state["users"], state["rows"], seen, state["encoded"]
         self.bytes = {k: n for k, (_, n) in files.items()}
         self.dtypes = {k: np.dtype(d) for k, (d, _) in files.items()}
-        return state
+        return True
 
     def _write(self) -> None:
         state = {
