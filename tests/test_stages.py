@@ -358,8 +358,12 @@ def test_report_of_a_run_without_transfer_variants_draws_an_empty_ratio_plot_wit
 # -- a whole tiny run ---------------------------------------------------------------------------
 
 
+class Interrupted(Exception):
+    pass
+
+
 @pytest.mark.slow
-def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path):
+def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path, monkeypatch):
     cfg = config.load_config(
         None,
         (
@@ -404,3 +408,30 @@ def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path):
     assert events == ["stage:data"]
     drop = lambda d: {k: v for k, v in d.items() if k not in ("timing",)}  # noqa: E731
     assert same(drop(again["metrics"]), drop(m))
+
+    # an interrupted sweep resumes after its last finished model: the second implicit VM fails once
+    from implicit_rec import sweep as sweep_mod
+
+    swept, real = [], sweep_mod.implicit_sweep
+
+    def sweep_once(model, *args, **kwargs):
+        if len(swept) == 1:
+            raise Interrupted
+        swept.append(model)
+        return real(model, *args, **kwargs)
+
+    (out / "sweep.json").unlink()
+    state["status"] = "running"
+    (out / "run.json").write_text(json.dumps(state))
+    monkeypatch.setattr(sweep_mod, "implicit_sweep", sweep_once)
+    with pytest.raises(Interrupted):
+        pipeline.run(out, cfg, quiet=True)
+    (kept,) = (out / "sweep.parts").iterdir()
+    assert kept.name == "vm-implicit-none-s0.json"
+    swept.clear()
+    monkeypatch.setattr(sweep_mod, "implicit_sweep", lambda *a, **k: swept.append(a[0]) or real(*a, **k))
+    resumed = pipeline.run(out, cfg, quiet=True)["metrics"]
+    assert len(swept) == 1 and not (out / "sweep.parts").exists()  # only the VM not yet swept
+    untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    for key in ("sweep", "lipschitz", "baselines"):
+        assert same(untimed(resumed[key]), untimed(m[key])), key

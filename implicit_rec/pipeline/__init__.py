@@ -28,7 +28,8 @@ Run directory (every file written atomically; a rerun of the same command resume
     store/             the FM's logged embeddings (LoopFM features, KD targets)
     models/vm-*.*      each VM and explicit baseline, the same four files; an implicit VM also has
                        .k16.test.npy / .k2.test.npy, its test predictions at k iterations (the sweep)
-    sweep.json         the test-time iteration sweep and the Lipschitz diagnostic
+    sweep.json         the test-time iteration sweep and the Lipschitz diagnostic (while it runs,
+                       sweep.parts/ keeps each finished model's rows, so an interrupted sweep resumes)
     comparisons.json   paired differences between models with 95% bootstrap intervals
     metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)
     report.md, *.png   tables and plots (``implicit_rec.report``)

@@ -39,6 +39,8 @@ from .checks import check_config, check_data
 from .records import CeilingResult, DataSummary, FMResult, RunMetrics, StoreInfo, SweepResult, Timing, VMResult
 from .rundir import RunDir, RunError, _oserror_text, read_json, record_file, versions
 
+SWEEP_PARTS = "sweep.parts"  # the run directory's folder of the sweep's finished models (until sweep.json)
+
 
 def _row(r) -> dict:
     """A sweep row as a dict (the sweep functions return dicts or typed rows with ``to_dict``)."""
@@ -320,94 +322,129 @@ def sweep_stage(
 
     Also writes each implicit VM's test predictions at the k of ``compare.ITERATION_PAIR`` that are
     swept (:func:`predictions_path`; with its evaluation method if swept, else the first method):
-    the ``NAME@kK`` comparisons read them."""
+    the ``NAME@kK`` comparisons read them. Resumable per model: each swept VM's rows and each
+    baseline's point go to ``sweep.parts/STEM.json`` as soon as they are done, a rerun after an
+    interruption loads them instead of sweeping the model again, and the folder is removed once
+    sweep.json is written (``recompute``: everything is swept afresh)."""
     sw: SweepConfig = cfg.sweep
+    parts = run.out / SWEEP_PARTS
+    bar = None
 
-    def compute() -> SweepResult:
-        test_rows = table.rows("test")
-        labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
-        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
-        rows, lips, points = [], [], []
-        todo = [v for v in vms if v.is_implicit]
-        bar = run.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if run.bar else None
-        t0 = time.perf_counter()
-        for v in todo:
-            model, make = load_vm(run, table, store, cfg, v)
-            x_lip = sweep_mod.vm_features(model, make, lip_rows)
-            tag = {"vm": v.name, "seed": v.seed}
-            saved = model.core.eval_solver.method if model.core.eval_solver.method in sw.methods else sw.methods[0]
-            for method in sw.methods:
-                out = sweep_mod.implicit_sweep(
-                    model,
-                    make,
-                    test_rows,
-                    labels,
-                    users,
-                    sw.iterations,
-                    method,
-                    repeats=sw.timing_repeats,
-                    timing_rows=sw.timing_rows,
-                    keep=compare.ITERATION_PAIR if method == saved else (),
-                    level=compare.LEVEL,
-                )
-                for k, probs in out.predictions.items():
-                    _save_predictions(probs, predictions_path(run.out / v.weights, k))
-                for r in out.rows:
-                    rows.append({**tag, "transfer": v.transfer, "params": v.params, **_row(r)})
-                for r in sweep_mod.lipschitz_sweep(
-                    model,
-                    x_lip,
-                    sw.iterations,
-                    method,
-                    perturbations=sw.lipschitz_perturbations,
-                    scale=sw.lipschitz_scale,
-                    seed=v.seed,
-                ):
-                    lips.append({**tag, **_row(r)})
-                if bar:
-                    bar.update(1)
-        for b in baselines:
-            model, make = load_vm(run, table, store, cfg, b)
-            saved_probs = predictions_path(run.out / b.weights)  # the baseline's test, done in its model stage
-            point = sweep_mod.explicit_point(
+    def part(weights: str, steps: int, fn: Callable[[], dict]) -> dict:
+        """``fn()`` for the model of ``weights`` with its ``seconds``, saved to ``sweep.parts/STEM.json``,
+        or that file's content where an interrupted sweep finished the model."""
+        path = parts / f"{Path(weights).stem}.json"
+        if path.is_file():
+            value = read_json(path)
+        else:
+            t = time.perf_counter()
+            value = fn()
+            value["seconds"] = time.perf_counter() - t
+            write_json_atomic(path, value)
+        if bar:
+            bar.update(steps)
+        return value
+
+    def sweep_implicit(v: VMResult, test_rows, labels, users, lip_rows) -> dict:
+        model, make = load_vm(run, table, store, cfg, v)
+        x_lip = sweep_mod.vm_features(model, make, lip_rows)
+        tag = {"vm": v.name, "seed": v.seed}
+        saved = model.core.eval_solver.method if model.core.eval_solver.method in sw.methods else sw.methods[0]
+        rows, lips = [], []
+        for method in sw.methods:
+            out = sweep_mod.implicit_sweep(
                 model,
                 make,
                 test_rows,
                 labels,
                 users,
+                sw.iterations,
+                method,
                 repeats=sw.timing_repeats,
                 timing_rows=sw.timing_rows,
-                probs=_load_predictions(saved_probs) if saved_probs.is_file() else None,
+                keep=compare.ITERATION_PAIR if method == saved else (),
+                level=compare.LEVEL,
             )
-            lip = _row(
-                sweep_mod.explicit_lipschitz(
-                    model,
-                    sweep_mod.vm_features(model, make, lip_rows),
-                    perturbations=sw.lipschitz_perturbations,
-                    scale=sw.lipschitz_scale,
-                    seed=b.seed,
-                )
+            for k, probs in out.predictions.items():
+                _save_predictions(probs, predictions_path(run.out / v.weights, k))
+            for r in out.rows:
+                rows.append({**tag, "transfer": v.transfer, "params": v.params, **_row(r)})
+            for r in sweep_mod.lipschitz_sweep(
+                model,
+                x_lip,
+                sw.iterations,
+                method,
+                perturbations=sw.lipschitz_perturbations,
+                scale=sw.lipschitz_scale,
+                seed=v.seed,
+            ):
+                lips.append({**tag, **_row(r)})
+        return {"rows": rows, "lipschitz": lips}
+
+    def baseline_point(b: VMResult, test_rows, labels, users, lip_rows) -> dict:
+        model, make = load_vm(run, table, store, cfg, b)
+        saved_probs = predictions_path(run.out / b.weights)  # the baseline's test, done in its model stage
+        point = sweep_mod.explicit_point(
+            model,
+            make,
+            test_rows,
+            labels,
+            users,
+            repeats=sw.timing_repeats,
+            timing_rows=sw.timing_rows,
+            probs=_load_predictions(saved_probs) if saved_probs.is_file() else None,
+        )
+        lip = _row(
+            sweep_mod.explicit_lipschitz(
+                model,
+                sweep_mod.vm_features(model, make, lip_rows),
+                perturbations=sw.lipschitz_perturbations,
+                scale=sw.lipschitz_scale,
+                seed=b.seed,
             )
-            points.append(
-                {
-                    "vm": b.name,
-                    "seed": b.seed,
-                    "transfer": b.transfer,
-                    "params": b.params,
-                    "hidden": list(b.hidden or ()),
-                    **{k: getattr(b, k) for k in ("arch", "width", "match", "target")},
-                    **_row(point),
-                    "lipschitz_max": lip["max"],
-                    "lipschitz_mean": lip["mean"],
-                }
-            )
-            if bar:
-                bar.update(1)
+        )
+        return {
+            "point": {
+                "vm": b.name,
+                "seed": b.seed,
+                "transfer": b.transfer,
+                "params": b.params,
+                "hidden": list(b.hidden or ()),
+                **{k: getattr(b, k) for k in ("arch", "width", "match", "target")},
+                **_row(point),
+                "lipschitz_max": lip["max"],
+                "lipschitz_mean": lip["mean"],
+            }
+        }
+
+    def compute() -> SweepResult:
+        nonlocal bar
+        if recompute:
+            shutil.rmtree(parts, ignore_errors=True)
+        test_rows = table.rows("test")
+        labels, users = np.asarray(table["label"][test_rows]), np.asarray(table["user"][test_rows])
+        lip_rows = test_rows[np.random.default_rng(0).permutation(len(test_rows))[: sw.lipschitz_examples]]
+        data = (test_rows, labels, users, lip_rows)
+        todo = [v for v in vms if v.is_implicit]
+        bar = run.bar(total=len(todo) * len(sw.methods) + len(baselines), desc="sweep") if run.bar else None
+        done = [part(v.weights, len(sw.methods), functools.partial(sweep_implicit, v, *data)) for v in todo]
+        points = [part(b.weights, 1, functools.partial(baseline_point, b, *data)) for b in baselines]
         if bar:
             bar.close()
-        return SweepResult(tuple(rows), tuple(lips), tuple(points), time.perf_counter() - t0)
+        return SweepResult(
+            tuple(r for d in done for r in d["rows"]),
+            tuple(r for d in done for r in d["lipschitz"]),
+            tuple(p["point"] for p in points),
+            sum(d["seconds"] for d in done + points),
+        )
 
-    return run.cached(run.out / "sweep.json", compute, *record_file(SweepResult), stage="sweep", recompute=recompute)
+    load, save_record = record_file(SweepResult)
+
+    def save(result: SweepResult, path: Path) -> None:
+        save_record(result, path)
+        shutil.rmtree(parts, ignore_errors=True)  # sweep.json holds all of them now
+
+    return run.cached(run.out / "sweep.json", compute, load, save, stage="sweep", recompute=recompute)
 
 
 def transfer_ratio(cfg: RunConfig, fm: FMResult, vms: tuple[VMResult, ...]) -> dict:
