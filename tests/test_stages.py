@@ -394,6 +394,14 @@ def test_tiny_run_writes_the_records_and_resumes_from_them(tmp_path, monkeypatch
         json.loads((out / "models" / "fm.json").read_text())
     ) == pipeline.FMResult.from_dict(m["fm"])
     assert m["store"]["bytes_on_disk"] > 0 and m["store"]["events"] > 0
+    # the logging pass wrote store.partial/, published as store/ by a rename once complete
+    assert sorted(p.name for p in (out / "store").iterdir()) == [
+        "embeddings.npy",
+        "logits.npy",
+        "meta.json",
+        "rows.npy",
+    ]
+    assert not (out / "store.partial").exists()
     assert all(np.isfinite(r["seconds"]) and r["auc_ci_low"] <= r["auc"] <= r["auc_ci_high"] for r in m["sweep"])
     at_k = [c for c in m["comparisons"] if c["a"].endswith("@k16")]
     assert {(c["a"], c["b"]) for c in at_k} == {

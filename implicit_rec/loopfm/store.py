@@ -8,14 +8,17 @@ event at time t it reads the same user's last L logged embeddings from events st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, write_json_atomic
 from ..data.events import EventTable, HistoryIndex
 from ..models.training import pad_rows
 
@@ -77,6 +80,9 @@ class HistoricalStore:
         kind: str = "interaction",
         dtype=np.float16,
         batch_size: int = 2048,
+        directory: str | os.PathLike | None = None,
+        key: str = "",
+        checkpoint_seconds: float = 30.0,
     ) -> HistoricalStore:
         """One store from ``parts``, ``[(fm_apply, rows), ...]``: each part's rows logged by its own FM
         (out-of-fold logging), in the order given, as :meth:`build` logs one.
@@ -84,24 +90,46 @@ class HistoricalStore:
         The outputs are written in place into arrays of the final size, so the peak memory is the
         store's own (M, d) embeddings, not chunk lists plus their concatenation per part and again
         across parts (at the ``large`` preset's size, a 3.6 GB store: 5.3 GB above the table's columns,
-        11.1 GB before; ``python -m benchmarks.store_memory``). ``kind`` is checked before any FM runs."""
+        11.1 GB before; ``python -m benchmarks.store_memory``). ``kind`` is checked before any FM runs.
+
+        ``directory``: build on disk and resumably (the logging pass is about 40 minutes at the
+        ``large`` preset). The arrays are memory-mapped ``.npy`` files there; at most every
+        ``checkpoint_seconds`` they are flushed and ``state.json`` records the events done and what
+        they were computed for: ``key`` (the caller's identity of the FMs, e.g. a digest of their
+        parameters), the rows, ``kind``, ``dtype`` and ``batch_size``. A later call with the same
+        arguments continues after the last recorded chunk (its result equals an uninterrupted
+        build's); a record for anything else, or a damaged one, is discarded and the pass starts
+        again. When complete, ``state.json`` is removed and the directory is a saved store
+        (:meth:`load` reads it); the store returned maps its files."""
         _check_kind(kind)
         parts = [(apply, np.asarray(rows, np.int64)) for apply, rows in parts]
         total = sum(len(rows) for _, rows in parts)
         if total == 0:
             raise ValueError("the store has no rows to log: every part's rows are empty.")
-        embeddings, logits, at = None, np.empty(total, np.float32), 0
-        for fm_apply, rows in parts:
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
-                out = fm_apply(pad_rows(chunk, batch_size))
-                emb = np.asarray(out[kind][: len(chunk)])
-                if embeddings is None:
-                    embeddings = np.empty((total, emb.shape[1]), dtype)
-                embeddings[at : at + len(chunk)] = emb
-                logits[at : at + len(chunk)] = np.asarray(out["logit"][: len(chunk)])
-                at += len(chunk)
-        return cls(table, np.concatenate([rows for _, rows in parts]), embeddings, logits, kind)
+        rows = np.concatenate([rows for _, rows in parts])
+        if directory is None:
+            out = _Outputs(total, np.dtype(dtype))
+        else:
+            identity = {
+                "format": _STATE_FORMAT,
+                "key": str(key),
+                "kind": kind,
+                "dtype": np.dtype(dtype).name,
+                "batch_size": int(batch_size),
+                "parts": [len(r) for _, r in parts],
+                "rows_blake2b": hashlib.blake2b(np.ascontiguousarray(rows).view(np.uint8)).hexdigest(),
+            }
+            out = _DiskOutputs.open(Path(directory), rows, np.dtype(dtype), identity, checkpoint_seconds)
+        offset = 0
+        for fm_apply, part_rows in parts:
+            # the recorded count is a chunk boundary of its part (chunks start at multiples of batch_size)
+            for start in range(max(out.done - offset, 0), len(part_rows), batch_size):
+                chunk = part_rows[start : start + batch_size]
+                res = fm_apply(pad_rows(chunk, batch_size))
+                out.write(offset + start, np.asarray(res[kind][: len(chunk)]), np.asarray(res["logit"][: len(chunk)]))
+            offset += len(part_rows)
+        out.finish(kind)
+        return cls(table, rows, out.embeddings, out.logits, kind)
 
     def history(self, rows: np.ndarray, length: int, prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(len(rows), length, d) float32 embeddings of each event's last ``length`` logged predecessors
@@ -137,16 +165,7 @@ class HistoricalStore:
         with atomic_directory(directory) as tmp:
             for name in ("rows", "embeddings", "logits"):
                 np.save(tmp / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (tmp / "meta.json").write_text(
-                json.dumps(
-                    {
-                        "kind": self.kind,
-                        "dim": self.dim,
-                        "dtype": str(self.embeddings.dtype),
-                        "events": int(len(self.rows)),
-                    }
-                )
-            )
+            _write_meta(tmp, self.kind, self.embeddings)
         return directory
 
     @classmethod
@@ -163,3 +182,105 @@ class HistoricalStore:
     @staticmethod
     def size_on_disk(directory: str | os.PathLike) -> int:
         return sum(f.stat().st_size for f in Path(directory).iterdir() if f.is_file())
+
+
+def _write_meta(directory: Path, kind: str, embeddings: np.ndarray) -> None:
+    """A saved store's ``meta.json``."""
+    meta = {"kind": kind, "dim": int(embeddings.shape[1]), "dtype": str(embeddings.dtype), "events": len(embeddings)}
+    (directory / "meta.json").write_text(json.dumps(meta))
+
+
+class _Outputs:
+    """The store's arrays in memory, filled chunk by chunk (the embeddings' width comes with the first chunk)."""
+
+    done = 0  # events already logged (none: nothing resumes in memory)
+
+    def __init__(self, total: int, dtype: np.dtype):
+        self.total, self.dtype = total, dtype
+        self.embeddings: np.ndarray | None = None
+        self.logits = np.empty(total, np.float32)
+
+    def _allocate(self, dim: int) -> np.ndarray:
+        return np.empty((self.total, dim), self.dtype)
+
+    def write(self, at: int, emb: np.ndarray, logit: np.ndarray) -> None:
+        if self.embeddings is None:
+            self.embeddings = self._allocate(emb.shape[1])
+        self.embeddings[at : at + len(emb)] = emb
+        self.logits[at : at + len(emb)] = logit
+
+    def finish(self, kind: str) -> None:
+        pass
+
+
+_STATE_FORMAT = 1
+
+
+class _DiskOutputs(_Outputs):
+    """The store's arrays as memory-mapped ``.npy`` files in ``directory``, with the resume record
+    ``state.json`` (see :meth:`HistoricalStore.build_parts`)."""
+
+    def __init__(self, directory: Path, total: int, dtype: np.dtype, identity: dict, every: float):
+        self.directory, self.identity, self.every = directory, identity, every
+        self.total, self.dtype, self.done = total, dtype, 0
+        self.embeddings, self.logits = None, None
+        self.last = time.monotonic()
+
+    @classmethod
+    def open(cls, directory: Path, rows: np.ndarray, dtype: np.dtype, identity: dict, every: float) -> _DiskOutputs:
+        out = cls(directory, len(rows), dtype, identity, every)
+        if not out._resume():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            np.save(directory / "rows.npy", rows, allow_pickle=False)
+            out.logits = np.lib.format.open_memmap(directory / "logits.npy", "w+", np.float32, (len(rows),))
+            out._record()
+        return out
+
+    def _resume(self) -> bool:
+        """Continue from ``state.json`` if it records this build; False (start again) otherwise."""
+        try:
+            state = json.loads((self.directory / "state.json").read_text())
+            if state.get("identity") != self.identity or not isinstance(state.get("done"), int):
+                return False
+            self.logits = np.load(self.directory / "logits.npy", mmap_mode="r+")
+            if self.logits.shape != (self.total,) or self.logits.dtype != np.float32:
+                return False
+            if state["done"] > 0:
+                self.embeddings = np.load(self.directory / "embeddings.npy", mmap_mode="r+")
+                if (
+                    self.embeddings.ndim != 2
+                    or len(self.embeddings) != self.total
+                    or self.embeddings.dtype != self.dtype
+                ):
+                    return False
+        except (OSError, ValueError):  # missing, unreadable or truncated files (json's errors are ValueErrors)
+            return False
+        self.done = min(state["done"], self.total)
+        return True
+
+    def _allocate(self, dim: int) -> np.ndarray:
+        return np.lib.format.open_memmap(self.directory / "embeddings.npy", "w+", self.dtype, (self.total, dim))
+
+    def _record(self) -> None:
+        """Flush the arrays, then record how many events they hold (so the record never runs ahead of the data)."""
+        for array in (self.embeddings, self.logits):
+            if array is not None:
+                array.flush()
+        write_json_atomic(self.directory / "state.json", {"identity": self.identity, "done": self.done})
+        self.last = time.monotonic()
+
+    def write(self, at: int, emb: np.ndarray, logit: np.ndarray) -> None:
+        super().write(at, emb, logit)
+        self.done = at + len(emb)
+        if time.monotonic() - self.last >= self.every:
+            self._record()
+
+    def finish(self, kind: str) -> None:
+        """Flush, write ``meta.json`` and drop the record: the directory is now a saved store."""
+        self.embeddings.flush()
+        self.logits.flush()
+        _write_meta(self.directory, kind, self.embeddings)
+        (self.directory / "state.json").unlink()
+        self.embeddings = np.load(self.directory / "embeddings.npy", mmap_mode="r")  # read-only, as load maps it
+        self.logits = np.load(self.directory / "logits.npy")

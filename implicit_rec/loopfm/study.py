@@ -15,10 +15,12 @@ or the test day reaches any VM input.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -162,6 +164,7 @@ def build_store(
     *,
     models_dir: str | os.PathLike | None = None,
     write: bool = True,
+    directory: str | os.PathLike | None = None,
 ) -> HistoricalStore:
     """Log the representation of every event from ``fm.log_from_day`` on by ``model``, the FM of ``fm``.
 
@@ -173,6 +176,10 @@ def build_store(
     mid-epoch) checkpoint ``fm-oof{k}.train.msgpack`` and its parameters are saved as
     ``fm-oof{k}.msgpack``, which a later call loads instead of training again (``write=False``:
     read them but write nothing, as the processes of a job other than its writer).
+
+    ``directory``: the logging pass writes the store there and resumes there after an interruption
+    (:meth:`HistoricalStore.build_parts`; its record is keyed by a digest of the FMs' parameters);
+    the finished directory is a saved store.
     """
     day = np.asarray(table["day"])
     parts = [(model, np.flatnonzero(day >= _resolved(fm).log_from_day))]
@@ -195,7 +202,20 @@ def build_store(
         table,
         kind=fm.embedding,
         dtype=np.dtype(fm.store_dtype),
+        directory=directory,
+        key=_parameters_digest([m for m, _ in parts]) if directory is not None else "",
     )
+
+
+def _parameters_digest(models: list[nnx.Module]) -> str:
+    """BLAKE2b of the models' parameters (in order): what identifies a resumed logging pass's FMs."""
+    h = hashlib.blake2b()
+    for model in models:
+        for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):
+            a = np.ascontiguousarray(leaf)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.view(np.uint8))
+    return h.hexdigest()
 
 
 def _out_of_fold_fm(

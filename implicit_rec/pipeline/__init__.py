@@ -25,12 +25,15 @@ Run directory (every file written atomically; a rerun of the same command resume
     ceiling.json       the attainable test AUC (Bayes and window ceilings; none for real data)
     models/fm.*        FM parameters (.msgpack), result (.json), test predictions (.test.npy),
                        in-progress epoch checkpoint (.train.msgpack)
-    store/             the FM's logged embeddings (LoopFM features, KD targets)
+    store/             the FM's logged embeddings (LoopFM features, KD targets); while the logging
+                       pass runs it is store.partial/, which an interrupted pass resumes from;
+                       models/fm-oof*.msgpack: the out-of-fold FMs that log the FM window
     models/vm-*.*      each VM and explicit baseline, the same four files; an implicit VM also has
                        .k16.test.npy / .k2.test.npy, its test predictions at k iterations (the sweep)
     sweep.json         the test-time iteration sweep and the Lipschitz diagnostic (while it runs,
                        sweep.parts/ keeps each finished model's rows, so an interrupted sweep resumes)
-    comparisons.json   paired differences between models with 95% bootstrap intervals
+    comparisons.json   paired differences between models with 95% bootstrap intervals (while it
+                       runs, comparisons.parts/ keeps each model's replicates, so it resumes)
     metrics.json       everything (:class:`RunMetrics`; ``implicit_rec.report.METRICS_SCHEMA``)
     report.md, *.png   tables and plots (``implicit_rec.report``)
 

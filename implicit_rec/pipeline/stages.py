@@ -162,11 +162,13 @@ def load_fm(run: RunDir, table: EventTable, cfg: RunConfig) -> FoundationModel:
 def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[HistoricalStore, StoreInfo]:
     """The trained FM's historical store (store/), built once; its out-of-fold FMs are kept in
     models/fm-oof{k}.msgpack as they finish (with mid-epoch checkpoints), so an interrupted stage
-    resumes after its last finished FM."""
-    path = run.out / "store"
+    resumes after its last finished FM, and the writer logs into store.partial/, so an interrupted
+    logging pass resumes after its last recorded chunk (the other processes of a job log in memory)."""
+    path, partial = run.out / "store", run.out / "store.partial"
 
     def save(store: HistoricalStore, path: Path) -> None:
-        store.save(path)
+        # the writer's finished store.partial/ is the saved store: published by a rename, not copied
+        os.replace(partial, path)
         run.log(
             f"store: {len(store.rows):,} logged events, dim {store.dim}, "
             f"{HistoricalStore.size_on_disk(path) / 2**20:.1f} MiB"
