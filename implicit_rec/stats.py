@@ -26,8 +26,9 @@ two models share. Under weights the metrics are exactly those of the resampled d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "METRICS",
     "MIN_BOOT",
     "Comparison",
+    "ModelReplicates",
     "bootstrap_intervals",
     "paired_bootstrap",
     "paired_bootstraps",
@@ -382,6 +384,41 @@ def paired_bootstrap(
     return dataclasses.replace(c, a=str(a), b=str(b))
 
 
+@dataclasses.dataclass
+class ModelReplicates:
+    """What :func:`paired_bootstraps` computes once per model and metric: the ``point`` metric (mean
+    over seeds) and the (S, B_i) replicate metrics of each chunk of the user draws, in draw order
+    (each chunk as computed: its memory layout fixes the summation order of the seed averages)."""
+
+    point: float
+    chunks: list[np.ndarray]
+
+    def slices(self) -> list[tuple[slice, np.ndarray]]:
+        """``(slice of the n_boot replicates, chunk)`` pairs."""
+        out, at = [], 0
+        for chunk in self.chunks:
+            out.append((slice(at, at + chunk.shape[1]), chunk))
+            at += chunk.shape[1]
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays for ``np.savez`` (no pickle): ``point`` and ``chunk0``, ``chunk1``, ..."""
+        return {"point": np.float64(self.point), **{f"chunk{i}": c for i, c in enumerate(self.chunks)}}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ModelReplicates:
+        n = sum(1 for k in arrays if k.startswith("chunk"))
+        return cls(float(arrays["point"]), [np.asarray(arrays[f"chunk{i}"]) for i in range(n)])
+
+
+def _memo_key(base: hashlib.blake2b, p: np.ndarray) -> str:
+    """The memo key of one model's replicates: the test set, metric, draws (``base``) and its predictions."""
+    h = base.copy()
+    h.update(f"{p.dtype}{p.shape}".encode())
+    h.update(np.ascontiguousarray(p).view(np.uint8))
+    return h.hexdigest()
+
+
 def paired_bootstraps(
     labels,
     users,
@@ -393,6 +430,7 @@ def paired_bootstraps(
     level: float = 0.95,
     seed: int = 0,
     resample_seeds: bool = True,
+    memo: MutableMapping[str, ModelReplicates] | None = None,
 ) -> list[Comparison]:
     """:func:`paired_bootstrap` of every pair ``(a, b)`` of model names in ``predictions`` (name ->
     (S, N) or (N,) test predictions), in the order of ``pairs``; each result equals that pair's
@@ -404,6 +442,11 @@ def paired_bootstraps(
     differences are then weighted sums of two such rows, summed chunk by chunk as one pair alone sums
     them (the results are bit-identical). A run comparing M models in P > M pairs
     pays M models' bootstrap, not 2P.
+
+    ``memo``: a mapping that keeps each model's :class:`ModelReplicates` as it is computed, under a
+    key (a BLAKE2b hex digest) of everything it depends on (labels, users, metric, ``n_boot``,
+    ``seed`` and the model's predictions), and supplies the models it already holds: a long
+    comparison interrupted after some models resumes after them (the pipeline keeps one on disk).
     """
     d = _validate(labels, users, metric, n_boot, level)
     names = list(dict.fromkeys(n for pair in pairs for n in pair))
@@ -411,11 +454,22 @@ def paired_bootstraps(
     if missing:
         raise ValueError(f"no predictions for {missing} (named in pairs); known: {sorted(predictions)}.")
     users_ss, seeds_a_ss, seeds_b_ss = np.random.SeedSequence(seed).spawn(3)
-    point, reps = {}, {}
+    base = hashlib.blake2b(f"paired-bootstrap-v1 {metric} {n_boot} {seed}".encode())
+    if memo is not None:
+        base.update(np.ascontiguousarray(d.y).view(np.uint8))
+        base.update(np.ascontiguousarray(d.g).view(np.uint8))
+    reps: dict[str, ModelReplicates] = {}
     for name in names:
         p = _as_preds(predictions[name], len(d.y), str(name), metric)
-        point[name] = _point(metric, d, p)
-        reps[name] = _replicates(_Model(metric, d, p), d, users_ss, n_boot)
+        key = _memo_key(base, p) if memo is not None else None
+        found = memo.get(key) if memo is not None else None
+        if found is None:
+            found = ModelReplicates(
+                _point(metric, d, p), [c for _, c in _replicates(_Model(metric, d, p), d, users_ss, n_boot)]
+            )
+            if memo is not None:
+                memo[key] = found
+        reps[name] = found
 
     def seed_weights(ss, n_seeds: int) -> np.ndarray:
         """(n_boot, S) weights averaging over seeds: uniform, or a multinomial seed draw / S."""
@@ -425,10 +479,10 @@ def paired_bootstraps(
 
     out = []
     for a, b in pairs:
-        sa, sb = reps[a][0][1].shape[0], reps[b][0][1].shape[0]
+        sa, sb = reps[a].chunks[0].shape[0], reps[b].chunks[0].shape[0]
         wa, wb = seed_weights(seeds_a_ss, sa), seed_weights(seeds_b_ss, sb)
         diffs = np.empty(n_boot)
-        for (sl, ra), (_, rb) in zip(reps[a], reps[b], strict=True):
+        for (sl, ra), (_, rb) in zip(reps[a].slices(), reps[b].slices(), strict=True):
             diffs[sl] = np.einsum("sb,bs->b", ra, wa[sl]) - np.einsum("sb,bs->b", rb, wb[sl])
         _check_finite(diffs, metric, n_boot)
         lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
@@ -437,7 +491,7 @@ def paired_bootstraps(
                 a=str(a),
                 b=str(b),
                 metric=metric,
-                diff=float(point[a] - point[b]),
+                diff=float(reps[a].point - reps[b].point),
                 ci_low=float(lo),
                 ci_high=float(hi),
                 level=float(level),

@@ -228,3 +228,88 @@ def test_report_shows_the_depth_ceilings_and_draws_the_h_step_oracle(tmp_path):
     assert "Depth ceilings" not in report.markdown(_metrics(CEILING))
     report.write_report(m, tmp_path)
     assert (tmp_path / "auc_vs_iterations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replicate_files_round_trip_bit_identically_and_a_damaged_file_is_absent(tmp_path):
+    from implicit_rec import stats
+
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(80), 6)
+    score = rng.normal(size=users.size)
+    labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
+    preds = {
+        "a": 1 / (1 + np.exp(-(score[None] + rng.normal(size=(3, score.size))))),  # three seeds
+        "b": 1 / (1 + np.exp(-(score + 2 * rng.normal(size=score.size)))),
+    }
+    files = compare.ReplicateFiles(tmp_path / "parts")
+    for metric in stats.METRICS:
+        plain = stats.paired_bootstraps(labels, users, preds, [("a", "b")], metric=metric, n_boot=150)
+        first = stats.paired_bootstraps(labels, users, preds, [("a", "b")], metric=metric, n_boot=150, memo=files)
+        again = stats.paired_bootstraps(labels, users, preds, [("a", "b")], metric=metric, n_boot=150, memo=files)
+        assert plain == first == again
+    assert len(files) == 6 and sorted(p.suffix for p in (tmp_path / "parts").iterdir()) == [".npz"] * 6
+    key = next(iter(files))
+    held = files[key]
+    assert all(np.array_equal(c, d) for c, d in zip(files[key].chunks, held.chunks, strict=True))
+    path = tmp_path / "parts" / f"{key}.npz"
+    path.write_bytes(path.read_bytes()[:100])  # a damaged file: absent, computed again
+    assert key not in files and files.get(key) is None
+    del files[next(iter(files))]
+    assert len(files) == 5
+    with pytest.raises(KeyError):
+        files["../escape"]
+
+
+def test_an_interrupted_comparison_stage_resumes_after_its_last_model(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from implicit_rec import config, stats
+    from implicit_rec.pipeline.stages import predictions_path
+
+    run = pipeline.RunDir(tmp_path / "run", quiet=True)
+    run.prepare(config.DEFAULT)
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(200), 5)
+    score = rng.normal(size=users.size)
+    labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
+    vms = tuple(_vm(f"din/{t}", 100, 0.6 + 0.01 * i) for i, t in enumerate(("none", "kd", "loopfm")))
+    for path, noise in [(predictions_path(run.model_paths("fm")[0]), 0.5)] + [
+        (predictions_path(run.out / v.weights), 1.0 + i) for i, v in enumerate(vms)
+    ]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, (1 / (1 + np.exp(-(score + noise * rng.normal(size=score.size))))).astype(np.float32))
+
+    class Table:
+        def rows(self, split):
+            return np.arange(users.size)
+
+        def __getitem__(self, column):
+            return {"label": labels, "user": users}[column]
+
+    models = SimpleNamespace(vms=vms, table=Table())
+    reference = pipeline.comparison_stage(run, models, ())
+    assert not (run.out / "comparisons.parts").exists()  # removed once comparisons.json is written
+    (run.out / "comparisons.json").unlink()
+    built, real = [], stats._Model
+
+    class Interrupted(Exception):
+        pass
+
+    class FailingThird(real):
+        def __init__(self, metric, d, p):
+            if len(built) == 2:
+                raise Interrupted
+            built.append(metric)
+            super().__init__(metric, d, p)
+
+    monkeypatch.setattr(stats, "_Model", FailingThird)
+    with pytest.raises(Interrupted):
+        pipeline.comparison_stage(run, models, ())
+    assert len(list((run.out / "comparisons.parts").iterdir())) == 2
+    monkeypatch.setattr(stats, "_Model", lambda *a: built.append(a[0]) or real(*a))
+    built.clear()
+    assert pipeline.comparison_stage(run, models, ()) == reference  # bit-identical
+    assert (
+        len(built) == 4 * len(compare.METRICS) - 2
+    )  # the four models (fm and three VMs) per metric, less the two kept
+    assert not (run.out / "comparisons.parts").exists()

@@ -299,3 +299,42 @@ def test_bootstrap_intervals_bracket_the_metric_are_deterministic_and_share_pair
     np.testing.assert_allclose(stats.bootstrap_intervals(y, g, a, n_boot=200), ci[:1])  # (N,) is one row
     with pytest.raises(ValueError, match="n_boot must be an integer >= 100"):
         stats.bootstrap_intervals(y, g, preds, n_boot=10)
+
+
+@pytest.mark.parametrize("metric", stats.METRICS)
+def test_memo_keeps_each_models_replicates_and_a_rerun_reads_them_with_identical_results(metric, monkeypatch):
+    rng = np.random.default_rng(6)
+    y, g, pa, pb = population(rng, 60, 10)
+    la = np.log(pa / (1 - pa))
+    preds = {"a": pa, "b": pb, "c3": sigmoid(la[None] + 0.5 * rng.normal(size=(3, len(y))))}
+    pairs = [("a", "b"), ("c3", "b"), ("a", "c3")]
+    plain = stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3)
+    memo = {}
+    assert stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3, memo=memo) == plain
+    assert len(memo) == 3 and all(len(k) == 128 for k in memo)
+    assert {v.chunks[0].shape[0] for v in memo.values()} == {1, 3}  # one row per seed
+    built = []
+
+    class Counting(stats._Model):
+        def __init__(self, metric, d, p):
+            built.append(p.shape)
+            super().__init__(metric, d, p)
+
+    monkeypatch.setattr(stats, "_Model", Counting)
+    assert stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3, memo=memo) == plain
+    assert built == []  # every model read from the memo
+    # the key covers the predictions, the draws' seed, n_boot and the test set: nothing stale is read
+    changed = {**preds, "b": np.clip(pb + 0.01, 0, 1)}
+    stats.paired_bootstraps(y, g, changed, pairs, metric=metric, n_boot=200, seed=3, memo=memo)
+    assert len(built) == 1 and len(memo) == 4
+    built.clear()
+    other_seed = stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=4, memo=memo)
+    assert len(built) == 3 and other_seed == stats.paired_bootstraps(
+        y, g, preds, pairs, metric=metric, n_boot=200, seed=4
+    )
+    built.clear()
+    stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=300, seed=3, memo=memo)
+    stats.paired_bootstraps(
+        y[::-1], g, {k: v[..., ::-1] for k, v in preds.items()}, pairs, metric=metric, n_boot=200, seed=3, memo=memo
+    )
+    assert len(built) == 6

@@ -25,11 +25,14 @@ A name ``NAME@kK`` is VM ``NAME`` at K iterations (:func:`at_iterations`, :func:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, MutableMapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from ..stats import paired_bootstraps
+from ..atomic import atomic_path
+from ..stats import ModelReplicates, paired_bootstraps
 
 N_BOOT = 1000  # bootstrap replicates per comparison
 LEVEL = 0.95
@@ -100,19 +103,59 @@ def compare(
     n_boot: int = N_BOOT,
     level: float = LEVEL,
     seed: int = 0,
+    memo: MutableMapping[str, ModelReplicates] | None = None,
 ) -> tuple[dict, ...]:
     """One row per pair and metric: ``{a, b, metric, diff, ci_low, ci_high, ...}`` (``Comparison.to_dict``).
 
     ``predictions``: model name -> (S, N) test probabilities, one row per seed, in the order of
     ``labels`` / ``users``. Each model's bootstrap replicates are computed once per metric and shared
-    by its pairs (:func:`implicit_rec.stats.paired_bootstraps`)."""
+    by its pairs (:func:`implicit_rec.stats.paired_bootstraps`), and kept in ``memo`` if given (a
+    :class:`ReplicateFiles` makes the comparisons resumable per model)."""
     missing = sorted({n for pair in pairs for n in pair} - set(predictions))
     if missing:
         raise ValueError(f"no test predictions for {missing}; known: {sorted(predictions)}.")
     if not pairs:
         return ()
     per_metric = [
-        paired_bootstraps(labels, users, predictions, pairs, metric=m, n_boot=n_boot, level=level, seed=seed)
+        paired_bootstraps(labels, users, predictions, pairs, metric=m, n_boot=n_boot, level=level, seed=seed, memo=memo)
         for m in metrics
     ]
     return tuple(c.to_dict() for row in zip(*per_metric) for c in row)
+
+
+class ReplicateFiles(MutableMapping):
+    """A memo for :func:`implicit_rec.stats.paired_bootstraps` on disk: one ``KEY.npz`` (no pickle)
+    per model and metric in ``directory``, written atomically as each is computed. A file that
+    cannot be read counts as absent (it is computed again)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        if not key.isalnum():
+            raise KeyError(key)
+        return self.directory / f"{key}.npz"
+
+    def __getitem__(self, key: str) -> ModelReplicates:
+        try:
+            with np.load(self._path(key), allow_pickle=False) as arrays:
+                return ModelReplicates.from_arrays(arrays)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: str, value: ModelReplicates) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._path(key)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **value.to_arrays())
+
+    def __delitem__(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (p.stem for p in sorted(self.directory.glob("*.npz")))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -40,6 +40,7 @@ from .records import CeilingResult, DataSummary, FMResult, RunMetrics, StoreInfo
 from .rundir import RunDir, RunError, _oserror_text, read_json, record_file, versions
 
 SWEEP_PARTS = "sweep.parts"  # the run directory's folder of the sweep's finished models (until sweep.json)
+COMPARISON_PARTS = "comparisons.parts"  # each compared model's bootstrap replicates (until comparisons.json)
 
 
 def _row(r) -> dict:
@@ -177,7 +178,13 @@ def store_stage(run: RunDir, table: EventTable, cfg: RunConfig) -> tuple[Histori
     store = run.cached(
         path,
         lambda: study.build_store(
-            load_fm(run, table, cfg), table, cfg.fm, run.log, models_dir=run.out / "models", write=run.writer
+            load_fm(run, table, cfg),
+            table,
+            cfg.fm,
+            run.log,
+            models_dir=run.out / "models",
+            write=run.writer,
+            directory=partial if run.writer else None,
         ),
         lambda p: HistoricalStore.load(p, table),
         save,
@@ -547,9 +554,15 @@ def comparison_stage(
 ) -> tuple[dict, ...]:
     """The paired comparisons of :func:`compare.comparison_pairs` with 95% bootstrap intervals
     (``comparisons.json``). Run after the sweep: the ``NAME@kK`` pairs read the sweep's predictions
-    at the swept ``iterations``, so a redone sweep (``recompute``) redoes them."""
+    at the swept ``iterations``, so a redone sweep (``recompute``) redoes them. Resumable per model:
+    each model's bootstrap replicates go to ``comparisons.parts/`` as they are computed
+    (:class:`compare.ReplicateFiles`, keyed by the test set and the model's predictions), a rerun
+    after an interruption reads them, and the folder is removed once comparisons.json is written."""
+    parts = run.out / COMPARISON_PARTS
 
     def compute() -> tuple[dict, ...]:
+        if recompute:
+            shutil.rmtree(parts, ignore_errors=True)
         pairs = compare.comparison_pairs(models.vms, baselines, iterations)
         predictions = {}
         for name in dict.fromkeys(n for pair in pairs for n in pair):
@@ -561,13 +574,14 @@ def comparison_stage(
                 predictions[name] = np.stack([_test_predictions(run, models, v, k) for v in results])
         table, rows = models.table, models.table.rows("test")
         labels, users = np.asarray(table["label"][rows]), np.asarray(table["user"][rows])
-        return compare.compare(labels, users, predictions, pairs)
+        return compare.compare(labels, users, predictions, pairs, memo=compare.ReplicateFiles(parts))
 
     def load(path: Path) -> tuple[dict, ...]:
         return tuple(read_json(path)["comparisons"])
 
     def save(rows: tuple[dict, ...], path: Path) -> None:
         write_json_atomic(path, {"comparisons": list(rows)})
+        shutil.rmtree(parts, ignore_errors=True)  # comparisons.json holds the results now
 
     return run.cached(run.out / "comparisons.json", compute, load, save, stage="comparisons", recompute=recompute)
 
