@@ -140,6 +140,7 @@ def test_ift_gradient_for_linear_problem_is_closed_form():
     np.testing.assert_allclose(jax.grad(value)(b), expected, rtol=1e-9)
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_ift_differentiates_closed_over_values():
     """Arrays that f closes over (here a traced W inside jax.grad) receive their gradient too."""
     params, x, probe = _problem(seed=2)

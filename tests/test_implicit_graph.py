@@ -110,6 +110,7 @@ def test_node_counts_are_position_weighted_counts_of_real_entries():
     assert out[1, 3, 1] == pytest.approx((1 + 2 + 3 + 4 + 5) / 5)
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_core_input_counts_the_histories_and_queries_the_candidate(tiny, batch):
     vm = _vm(tiny)
     assert vm.is_implicit and isinstance(vm.core.cell, GraphCell)

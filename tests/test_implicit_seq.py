@@ -94,6 +94,7 @@ def test_implicit_gradients_match_a_long_unrolled_solve(tiny, batch):
     assert float(jnp.abs(g_ift["segments"]).max()) > 0 and float(jnp.abs(g_ift["loopfm_proj"]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_it_reads_the_sequences_at_every_iteration_and_only_their_real_positions(tiny, batch):
     vm = _vm(tiny)
     vm.eval()

@@ -64,6 +64,7 @@ def test_vmap_of_grad_and_jit_of_grad(problem):
         )
 
 
+@pytest.mark.slow  # several seconds of cold compilation (keeps the fast lane under 3 minutes)
 def test_vjp_with_explicit_cotangent(problem):
     w, xs = problem
     z, vjp = jax.vjp(lambda x: solve(w, x), xs[0])
