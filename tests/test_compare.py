@@ -79,38 +79,51 @@ def test_pairs_of_iterations_and_of_the_best_implicit_vm():
     assert compare.split_iterations(compare.at_iterations("a/b", 2)) == ("a/b", 2)
 
 
-def test_the_comparison_stage_reads_the_sweeps_predictions_at_k(tmp_path):
+class _Table:
+    """What the comparison stage reads of the event table: every event is a test event."""
+
+    def __init__(self, labels: np.ndarray, users: np.ndarray):
+        self.labels, self.users = labels, users
+
+    def rows(self, split):
+        return np.arange(self.users.size)
+
+    def __getitem__(self, column):
+        return {"label": self.labels, "user": self.users}[column]
+
+
+def _comparison_run(tmp_path, seed: int, vms: tuple):
+    """``(run, models, save)``: a run directory; the stage's models, ``vms`` and a test set of 200 users x
+    5 events labelled from a latent score; ``save(path, noise)`` saves that score plus noise as predictions."""
     from types import SimpleNamespace
 
     from implicit_rec import config
-    from implicit_rec.pipeline.stages import predictions_path
 
     run = pipeline.RunDir(tmp_path / "run", quiet=True)
     run.prepare(config.DEFAULT)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     users = np.repeat(np.arange(200), 5)
     score = rng.normal(size=users.size)
     labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
-    vms = (_vm("din/none", 100, 0.6), _vm("implicit/none", 50, 0.6))
 
     def save(path, noise):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, (1 / (1 + np.exp(-(score + noise * rng.normal(size=score.size))))).astype(np.float32))
 
+    return run, SimpleNamespace(vms=vms, table=_Table(labels, users)), save
+
+
+def test_the_comparison_stage_reads_the_sweeps_predictions_at_k(tmp_path):
+    from implicit_rec.pipeline.stages import predictions_path
+
+    vms = (_vm("din/none", 100, 0.6), _vm("implicit/none", 50, 0.6))
+    run, models, save = _comparison_run(tmp_path, 0, vms)
+    labels = models.table.labels
     save(predictions_path(run.model_paths("fm")[0]), 0.5)
     for v in vms:
         save(predictions_path(run.out / v.weights), 1.0)
     implicit = run.out / vms[1].weights
     save(predictions_path(implicit, 16), 0.2)  # many iterations: close to the truth
-
-    class Table:  # what the stage reads of the event table
-        def rows(self, split):
-            return np.arange(users.size)
-
-        def __getitem__(self, column):
-            return {"label": labels, "user": users}[column]
-
-    models = SimpleNamespace(vms=vms, table=Table())
     with pytest.raises(pipeline.RunError, match=r"k2.test.npy is missing.*implicit-rec sweep --run"):
         pipeline.comparison_stage(run, models, (), (0, 2, 16))
     save(predictions_path(implicit, 2), 3.0)  # two iterations: far off
@@ -261,32 +274,14 @@ def test_replicate_files_round_trip_bit_identically_and_a_damaged_file_is_absent
 
 
 def test_an_interrupted_comparison_stage_resumes_after_its_last_model(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from implicit_rec import config, stats
+    from implicit_rec import stats
     from implicit_rec.pipeline.stages import predictions_path
 
-    run = pipeline.RunDir(tmp_path / "run", quiet=True)
-    run.prepare(config.DEFAULT)
-    rng = np.random.default_rng(1)
-    users = np.repeat(np.arange(200), 5)
-    score = rng.normal(size=users.size)
-    labels = (rng.uniform(size=users.size) < 1 / (1 + np.exp(-2 * score))).astype(float)
     vms = tuple(_vm(f"din/{t}", 100, 0.6 + 0.01 * i) for i, t in enumerate(("none", "kd", "loopfm")))
-    for path, noise in [(predictions_path(run.model_paths("fm")[0]), 0.5)] + [
-        (predictions_path(run.out / v.weights), 1.0 + i) for i, v in enumerate(vms)
-    ]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, (1 / (1 + np.exp(-(score + noise * rng.normal(size=score.size))))).astype(np.float32))
-
-    class Table:
-        def rows(self, split):
-            return np.arange(users.size)
-
-        def __getitem__(self, column):
-            return {"label": labels, "user": users}[column]
-
-    models = SimpleNamespace(vms=vms, table=Table())
+    run, models, save = _comparison_run(tmp_path, 1, vms)
+    save(predictions_path(run.model_paths("fm")[0]), 0.5)
+    for i, v in enumerate(vms):
+        save(predictions_path(run.out / v.weights), 1.0 + i)
     reference = pipeline.comparison_stage(run, models, ())
     assert not (run.out / "comparisons.parts").exists()  # removed once comparisons.json is written
     (run.out / "comparisons.json").unlink()

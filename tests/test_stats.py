@@ -175,6 +175,19 @@ def test_seed_resampling_widens_and_seed_determinism():
     assert (three.seeds_a, one.seeds_a) == (3, 1)
 
 
+def _count_models(monkeypatch) -> list:
+    """Make ``stats._Model`` record the shape of every model's predictions it is built for; the record."""
+    built, real = [], stats._Model
+
+    class Counting(real):
+        def __init__(self, metric, d, p):
+            built.append(p.shape)
+            super().__init__(metric, d, p)
+
+    monkeypatch.setattr(stats, "_Model", Counting)
+    return built
+
+
 @pytest.mark.parametrize("metric", stats.METRICS)
 def test_many_pairs_compute_each_models_replicates_once_and_equal_one_pair_calls(metric, monkeypatch):
     rng = np.random.default_rng(5)
@@ -188,14 +201,7 @@ def test_many_pairs_compute_each_models_replicates_once_and_equal_one_pair_calls
         "unused": np.full(len(y), np.nan),  # never named in a pair: never read
     }
     pairs = [("a", "b"), ("c3", "b"), ("a", "c3"), ("d", "a"), ("b", "d")]
-    built = []
-
-    class Counting(stats._Model):
-        def __init__(self, metric, d, p):
-            built.append(p.shape)
-            super().__init__(metric, d, p)
-
-    monkeypatch.setattr(stats, "_Model", Counting)
+    built = _count_models(monkeypatch)
     many = stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3)
     assert len(built) == 4  # a, b, c3, d: once each, for five pairs
     built.clear()
@@ -313,14 +319,7 @@ def test_memo_keeps_each_models_replicates_and_a_rerun_reads_them_with_identical
     assert stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3, memo=memo) == plain
     assert len(memo) == 3 and all(len(k) == 128 for k in memo)
     assert {v.chunks[0].shape[0] for v in memo.values()} == {1, 3}  # one row per seed
-    built = []
-
-    class Counting(stats._Model):
-        def __init__(self, metric, d, p):
-            built.append(p.shape)
-            super().__init__(metric, d, p)
-
-    monkeypatch.setattr(stats, "_Model", Counting)
+    built = _count_models(monkeypatch)
     assert stats.paired_bootstraps(y, g, preds, pairs, metric=metric, n_boot=200, seed=3, memo=memo) == plain
     assert built == []  # every model read from the memo
     # the key covers the predictions, the draws' seed, n_boot and the test set: nothing stale is read
