@@ -92,8 +92,8 @@ class HistoricalStore:
         across parts (at the ``large`` preset's size, a 3.6 GB store: 5.3 GB above the table's columns,
         11.1 GB before; ``python -m benchmarks.store_memory``). ``kind`` is checked before any FM runs.
 
-        ``directory``: build on disk and resumably (the logging pass is about 40 minutes at the
-        ``large`` preset). The arrays are memory-mapped ``.npy`` files there; at most every
+        ``directory``: build on disk and resumably (the logging pass is 15 to 40 minutes at the
+        ``large`` preset on 2 cores). The arrays are memory-mapped ``.npy`` files there; at most every
         ``checkpoint_seconds`` they are flushed and ``state.json`` records the events done and what
         they were computed for: ``key`` (the caller's identity of the FMs, e.g. a digest of their
         parameters), the rows, ``kind``, ``dtype`` and ``batch_size``. A later call with the same
