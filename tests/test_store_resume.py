@@ -115,7 +115,7 @@ def test_record_runs_at_most_every_checkpoint_seconds(tiny, tmp_path):
     assert json.loads((directory / "state.json").read_text())["done"] == 0
 
 
-@pytest.mark.parametrize("change", ["key", "batch_size", "rows", "damaged", "truncated"])
+@pytest.mark.parametrize("change", ["key", "batch_size", "rows", "damaged", "truncated", "other_width"])
 def test_a_record_of_something_else_or_a_damaged_one_starts_again(tiny, tmp_path, change):
     reference = _build(tiny, None, [_fake_fm(0.0), _fake_fm(5.0)])
     directory = tmp_path / "store.partial"
@@ -134,6 +134,8 @@ def test_a_record_of_something_else_or_a_damaged_one_starts_again(tiny, tmp_path
     elif change == "truncated":
         with open(directory / "embeddings.npy", "r+b") as f:
             f.truncate(100)
+    elif change == "other_width":  # a readable array of another shape under a matching record
+        np.save(directory / "embeddings.npy", np.zeros((len(a) + len(b), 3), np.float16))
     if change == "rows":
         a = a[:-1]
         store = HistoricalStore.build_parts(

@@ -230,6 +230,7 @@ class _DiskOutputs(_Outputs):
     def open(cls, directory: Path, rows: np.ndarray, dtype: np.dtype, identity: dict, every: float) -> _DiskOutputs:
         out = cls(directory, len(rows), dtype, identity, every)
         if not out._resume():
+            out.embeddings, out.logits, out.done = None, None, 0  # drop any half-opened files of the record
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
             np.save(directory / "rows.npy", rows, allow_pickle=False)
@@ -248,11 +249,7 @@ class _DiskOutputs(_Outputs):
                 return False
             if state["done"] > 0:
                 self.embeddings = np.load(self.directory / "embeddings.npy", mmap_mode="r+")
-                if (
-                    self.embeddings.ndim != 2
-                    or len(self.embeddings) != self.total
-                    or self.embeddings.dtype != self.dtype
-                ):
+                if self.embeddings.shape != (self.total, state.get("dim")) or self.embeddings.dtype != self.dtype:
                     return False
         except (OSError, ValueError):  # missing, unreadable or truncated files (json's errors are ValueErrors)
             return False
@@ -267,7 +264,8 @@ class _DiskOutputs(_Outputs):
         for array in (self.embeddings, self.logits):
             if array is not None:
                 array.flush()
-        write_json_atomic(self.directory / "state.json", {"identity": self.identity, "done": self.done})
+        dim = None if self.embeddings is None else int(self.embeddings.shape[1])
+        write_json_atomic(self.directory / "state.json", {"identity": self.identity, "done": self.done, "dim": dim})
         self.last = time.monotonic()
 
     def write(self, at: int, emb: np.ndarray, logit: np.ndarray) -> None:
