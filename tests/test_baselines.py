@@ -329,6 +329,7 @@ def test_tiny_run_trains_the_matched_baselines_per_seed(tmp_path):
             "sweep.iterations=[0, 2]",
             'sweep.methods=["picard"]',
             'sweep.baseline_transfer="loopfm"',
+            'sweep.baseline_archs=["transformer"]',  # the DIN's baselines run in test_cli and test_stages
             "sweep.baseline_depths=[1]",
             'sweep.baseline_match=["params", "flops"]',
             "sweep.match_iterations=2",
@@ -342,7 +343,7 @@ def test_tiny_run_trains_the_matched_baselines_per_seed(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     report.validate_metrics(m)
     points = m["baselines"]
-    names = {f"{a}-d1@{x}/loopfm" for a in ("din", "transformer") for x in ("params", "flops")}
+    names = {f"transformer-d1@{x}/loopfm" for x in ("params", "flops")}
     assert {p["vm"] for p in points} == names
     assert sorted(p["seed"] for p in points) == sorted([0, 1] * len(names))
     plan = json.loads((out / "baselines.json").read_text())["baselines"]
